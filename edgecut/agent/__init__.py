@@ -1,0 +1,1 @@
+"""The device side: runs tailored models with onnxruntime. Imports no torch, ever."""

@@ -1,0 +1,140 @@
+"""Start a real MQTT broker on loopback for the demo and the tests.
+
+Prefers Debian's mosquitto (MQTT 5, shared subscriptions) when it is installed; falls back to
+iotcore (rumqttd in a pip wheel). amqtt is deliberately not used: it has no shared subscriptions
+and leaks retained messages (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgecut.errors import EdgecutError
+
+logger = logging.getLogger(__name__)
+
+_MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class BrokerError(EdgecutError):
+    """No MQTT broker could be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_path() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((p for p in _MOSQUITTO_PATHS if Path(p).exists()), None)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    """A broker child process on 127.0.0.1; `stop()` then `start()` keeps the same port."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", prefer: str = "auto") -> None:
+        if prefer not in ("auto", "mosquitto", "iotcore"):
+            raise BrokerError(f"unknown broker {prefer!r}: choose auto, mosquitto or iotcore")
+        self.host = host
+        self.port = port or free_port(host)
+        self.kind = "mosquitto" if prefer != "iotcore" and mosquitto_path() else "iotcore"
+        if prefer == "mosquitto" and self.kind != "mosquitto":
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._iot: Any = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgecut-broker-")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        if self.kind == "mosquitto":
+            self._start_mosquitto(timeout)
+        else:
+            self._start_iotcore(timeout)
+        logger.info("MQTT broker %s listening on %s", self.kind, self.url)
+        return self
+
+    def _start_mosquitto(self, timeout: float) -> None:
+        conf = Path(self._tmp.name) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 10000\nlog_dest none\n"
+        )
+        exe = mosquitto_path()
+        assert exe is not None
+        self._proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise BrokerError(f"mosquitto exited at start on port {self.port}: {err.strip()}")
+            if _port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s")
+
+    def _start_iotcore(self, timeout: float) -> None:
+        try:
+            import iotcore
+        except ImportError as exc:
+            raise BrokerError(
+                "no MQTT broker available: install mosquitto or `pip install iotcore`"
+            ) from exc
+        try:
+            self._iot = iotcore.Broker(port=self.port, listen=self.host).start(timeout=timeout)
+        except (OSError, RuntimeError) as exc:
+            raise BrokerError(f"iotcore broker failed on port {self.port}: {exc}") from exc
+
+    def stop(self) -> None:
+        """Stop the broker and release its port; safe to call twice."""
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            self._proc = None
+        if self._iot is not None:
+            self._iot.stop()
+            self._iot = None
+
+    @property
+    def running(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._iot is not None and bool(self._iot.is_running)
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

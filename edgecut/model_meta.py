@@ -1,0 +1,64 @@
+"""Metadata carried by every tailored model artifact; written by the server, read by the agent.
+
+The artifact is one ONNX file; this metadata is embedded in its `metadata_props` under the key
+`edgecut` (so the sha256 of the file covers it) and also written beside it as a JSON sidecar.
+No torch here: the agent imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT = "edgecut.model/1"
+ONNX_METADATA_KEY = "edgecut"
+
+TaskKind = Literal["segmentation", "depth", "normals", "edges", "classification"]
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "image"
+    shape: list[int | None] = Field(description="NCHW; None marks the dynamic batch axis")
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    mean: list[float] = Field(description="per-channel mean subtracted inside the model")
+    std: list[float]
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: TaskKind
+    shape: list[int | None]
+    classes: list[str] = Field(default_factory=list)
+
+
+class ModelMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = FORMAT
+    base_model: str
+    tasks: list[str]
+    input: InputSpec
+    outputs: dict[str, OutputSpec]
+    params: int
+    macs: int
+    full_params: int
+    full_macs: int
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    build_key: str = ""
+    method: str = ""
+    pipeline_version: str = ""
+    onnx_max_abs_diff: float | None = None
+    quantized: bool = False
+    created_unix: float = 0.0
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelMeta:
+        return cls.model_validate(json.loads(text))

@@ -1,0 +1,43 @@
+"""Server-side errors. Each maps to one `edgecut.v1.Error.Code` in `code`.
+
+    EdgecutError
+    └── ServerError
+        ├── UnknownTaskError      (UNKNOWN_TASK)
+        ├── EmptyTasksError       (EMPTY_TASKS)
+        ├── ImpossibleBudgetError (IMPOSSIBLE_BUDGET)
+        ├── ModelContractError    (BUILD_FAILED: a model that does not follow the contract)
+        ├── ArtifactNotFoundError (NOT_FOUND)
+        └── BuildError            (BUILD_FAILED)
+"""
+
+from __future__ import annotations
+
+from edgecut.errors import EdgecutError
+
+
+class ServerError(EdgecutError):
+    code = "INTERNAL"
+
+
+class UnknownTaskError(ServerError):
+    code = "UNKNOWN_TASK"
+
+
+class EmptyTasksError(ServerError):
+    code = "EMPTY_TASKS"
+
+
+class ImpossibleBudgetError(ServerError):
+    code = "IMPOSSIBLE_BUDGET"
+
+
+class ModelContractError(ServerError):
+    code = "BUILD_FAILED"
+
+
+class ArtifactNotFoundError(ServerError):
+    code = "NOT_FOUND"
+
+
+class BuildError(ServerError):
+    code = "BUILD_FAILED"

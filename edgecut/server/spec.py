@@ -1,0 +1,146 @@
+"""What a build is asked for and what it returns: the seam between the fleet service and the engine.
+
+No torch here, so the service modules (jobs, grpc_api, mqtt_bridge) stay light; the engine that
+implements `Engine` (edgecut.server.engine) imports torch when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from edgecut.model_meta import ModelMeta
+from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
+
+PIPELINE_VERSION = "cut-1"
+
+# stage name (queued, importance, pruning, recovery, exporting, ready, failed), fraction 0..1, detail
+ProgressFn = Callable[[str, float, str], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on the tailored model; fractions are of the selected-task model (after decomposition)."""
+
+    macs_fraction: float | None = None
+    params_fraction: float | None = None
+    max_macs: int | None = None
+    max_params: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("macs_fraction", "params_fraction"):
+            v = getattr(self, name)
+            if v is not None and not (0.0 < v <= 1.0):
+                raise ImpossibleBudgetError(f"{name}={v} must be in (0, 1]")
+        for name in ("max_macs", "max_params"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ImpossibleBudgetError(f"{name}={v} must be positive")
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, n) is None for n in ("macs_fraction", "params_fraction", "max_macs", "max_params"))
+
+    def bucket(self) -> str:
+        """A coarse label so near-identical budgets share one build (fractions to 5 %, absolutes to 2 s.f.)."""
+        parts = []
+        if self.macs_fraction is not None:
+            parts.append(f"macs={round(self.macs_fraction * 20) / 20:.2f}")
+        if self.params_fraction is not None:
+            parts.append(f"params={round(self.params_fraction * 20) / 20:.2f}")
+        if self.max_macs is not None:
+            parts.append(f"max_macs={_two_sig(self.max_macs)}")
+        if self.max_params is not None:
+            parts.append(f"max_params={_two_sig(self.max_params)}")
+        return ",".join(parts) or "none"
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`macs=0.3`, `params=0.4,macs=0.5`, `max_macs=20e6`; fractions <= 1, absolutes > 1."""
+        kwargs: dict[str, float | int] = {}
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, raw = item.partition("=")
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not sep or math.isnan(value):
+                raise ImpossibleBudgetError(f"bad budget item {item!r}: expected KEY=NUMBER, e.g. macs=0.3")
+            key = key.strip()
+            if key in ("macs", "params"):
+                if value <= 1.0:
+                    kwargs[f"{key}_fraction"] = value
+                else:
+                    kwargs[f"max_{key}"] = int(value)
+            elif key in ("max_macs", "max_params"):
+                kwargs[key] = int(value)
+            else:
+                raise ImpossibleBudgetError(f"unknown budget key {key!r}: use macs, params, max_macs, max_params")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _two_sig(v: int) -> str:
+    return f"{float(f'{v:.2g}'):.0f}"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One tailored model: the tasks (kept sorted), the budget and the per-task priorities."""
+
+    tasks: tuple[str, ...]
+    budget: Budget
+    priorities: tuple[tuple[str, float], ...] = ()
+    recover: bool = True
+
+    @classmethod
+    def create(
+        cls, tasks: list[str] | tuple[str, ...], budget: Budget,
+        priorities: dict[str, float] | None = None, recover: bool = True,
+    ) -> BuildSpec:
+        clean = sorted({t.strip() for t in tasks if t.strip()})
+        if not clean:
+            raise EmptyTasksError("no task selected: name at least one task")
+        prio = tuple(sorted((t, float(w)) for t, w in (priorities or {}).items() if t in clean and w != 1.0))
+        return cls(tuple(clean), budget, prio, recover)
+
+    def build_key(self, base_model_id: str) -> str:
+        """sha256 over (base model, sorted tasks, budget bucket, priorities, recovery, pipeline version)."""
+        doc = {
+            "base": base_model_id,
+            "tasks": list(self.tasks),
+            "budget": self.budget.bucket(),
+            "priorities": [[t, round(w, 2)] for t, w in self.priorities],
+            "recover": self.recover,
+            "pipeline": PIPELINE_VERSION,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class BuiltArtifact:
+    """An exported model: the ONNX file (metadata embedded) and its metadata."""
+
+    onnx_path: Path
+    meta: ModelMeta
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the fleet service needs from the tailoring engine."""
+
+    @property
+    def base_model_id(self) -> str: ...
+
+    @property
+    def tasks(self) -> list[str]: ...
+
+    def validate(self, spec: BuildSpec) -> None:
+        """Raise UnknownTaskError / EmptyTasksError / ImpossibleBudgetError before queueing."""
+
+    def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
+        """Tailor, export and return the artifact (runs in a worker thread)."""

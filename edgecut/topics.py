@@ -1,0 +1,36 @@
+"""MQTT topic names of the wire contract (edgecut/v1); shared by the agent and the server.
+
+Every payload is a protobuf message of edgecut.v1 (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+PREFIX = "edgecut/v1/devices"
+SHARE_GROUP = "edgecut"
+
+
+def device_topic(device_id: str, leaf: str) -> str:
+    """`edgecut/v1/devices/{id}/{leaf}`; leaf is one of the names below."""
+    return f"{PREFIX}/{device_id}/{leaf}"
+
+
+def shared(leaf: str, group: str = SHARE_GROUP) -> str:
+    """Shared subscription over all devices' `leaf`, so server replicas split the messages."""
+    return f"$share/{group}/{PREFIX}/+/{leaf}"
+
+
+def device_of(topic: str) -> str | None:
+    """The device id in a device topic, or None when the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or not parts[3]:
+        return None
+    return parts[3]
+
+
+STATE = "state"  # DeviceState, retained; the agent's last will sets OFFLINE
+NEEDS = "needs"  # TaskNeeds, QoS 1, not retained (shared subscriptions never get retained messages)
+TELEMETRY = "telemetry"  # Telemetry, QoS 0
+MODEL = "model"  # ModelReady, retained, server -> device
+ERROR = "error"  # Error, server -> device
+SWAP = "swap"  # SwapReport, device -> server
+COMMAND = "command"  # Command, operator -> device, NEVER retained

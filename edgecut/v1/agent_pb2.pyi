@@ -1,0 +1,78 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("shape", "data")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: Tensor
+    def __init__(self, image: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("outputs", "artifact_id", "latency_ms")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.MessageMap[str, Tensor]
+    artifact_id: str
+    latency_ms: float
+    def __init__(self, outputs: _Optional[_Mapping[str, Tensor]] = ..., artifact_id: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SWAPS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_SWAPS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BROKER_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    artifact_id: str
+    model_tasks: _containers.RepeatedScalarFieldContainer[str]
+    previous_artifact_id: str
+    swaps: int
+    failed_swaps: int
+    inference_count: int
+    failed_count: int
+    broker_connected: bool
+    last_error: str
+    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class SetTasksRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

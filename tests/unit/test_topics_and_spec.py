@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from edgecut import topics
+from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
+from edgecut.server.spec import Budget, BuildSpec
+
+
+def test_device_topic_round_trip() -> None:
+    t = topics.device_topic("rpi-7", topics.NEEDS)
+    assert t == "edgecut/v1/devices/rpi-7/needs"
+    assert topics.device_of(t) == "rpi-7"
+    assert topics.device_of("edgecut/v1/other/x/needs") is None
+    assert topics.shared(topics.NEEDS) == "$share/edgecut/edgecut/v1/devices/+/needs"
+
+
+def test_build_key_ignores_task_order_and_tiny_budget_changes() -> None:
+    a = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.30))
+    b = BuildSpec.create(["depth", "seg", "seg"], Budget(macs_fraction=0.31))
+    c = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5))
+    assert a.build_key("m") == b.build_key("m")
+    assert a.build_key("m") != c.build_key("m")
+    assert a.build_key("m") != a.build_key("other-base")
+
+
+def test_budget_parse_and_errors() -> None:
+    assert Budget.parse("macs=0.3") == Budget(macs_fraction=0.3)
+    assert Budget.parse("params=2e5") == Budget(max_params=200000)
+    for bad in ("macs", "speed=3", "macs=abc", "macs=-1", "params=0"):
+        with pytest.raises(ImpossibleBudgetError):
+            Budget.parse(bad)
+    with pytest.raises(EmptyTasksError):
+        BuildSpec.create([" ", ""], Budget())
