@@ -1,10 +1,206 @@
-"""`edgecut agent ...` subcommands (light imports only: no torch)."""
+"""`edgecut agent ...` subcommands (light imports only: no torch).
+
+run | tasks set/show | status | infer IMAGE | rollback. Every command but `run` talks to the
+running agent's local API; `tasks set` falls back to editing tasks.json when no agent answers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import AgentUnavailable, ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("/etc/edgecut/agent.yaml")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    from .settings import load_settings
+
+    path = (
+        args.config
+        or os.environ.get("EDGECUT_CONFIG")
+        or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    )
+    return load_settings(Path(path) if path else None, **overrides)
+
+
+def _address(args: argparse.Namespace) -> str:
+    if args.address:
+        return str(args.address)
+    settings = _settings(args)
+    bound = settings.state_dir / "api_address"  # written by a running agent (port 0 resolves here)
+    return bound.read_text().strip() if bound.exists() else str(settings.listen)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .serve import AgentClient
+
+    return AgentClient(_address(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .agent import Agent
+
+    settings = _settings(
+        args,
+        device_id=args.device_id,
+        broker_url=args.broker,
+        server_address=args.server,
+        state_dir=args.state_dir,
+        listen=args.listen,
+    )
+    agent = Agent(settings)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    agent.start()
+    print(f"edgecut agent {settings.device_id}: local API on {agent.api_address}", flush=True)
+    done.wait()
+    agent.stop()
+    return 0
+
+
+def _print_status(st: Any) -> None:
+    print(f"device      {st.device_id}")
+    print(f"tasks       {','.join(st.tasks) or '-'}")
+    print(f"model       {st.artifact_id[:16] or '-'}  tasks {','.join(st.model_tasks) or '-'}")
+    print(f"previous    {st.previous_artifact_id[:16] or '-'}")
+    print(f"swaps       {st.swaps} ok, {st.failed_swaps} refused")
+    print(f"inferences  {st.inference_count} ({st.failed_count} failed)")
+    print(f"broker      {'connected' if st.broker_connected else 'disconnected'}")
+    if st.last_error:
+        print(f"last error  {st.last_error}")
+
+
+def cmd_tasks_set(args: argparse.Namespace) -> int:
+    from .tasks import TaskStore, parse_tasks
+
+    tasks = parse_tasks(args.tasks)
+    try:
+        with _client(args) as client:
+            st = client.set_tasks(tasks)
+        print(f"tasks set to {','.join(st.tasks)}; the agent asks the server for a matching model")
+    except AgentUnavailable:
+        if args.address:
+            raise
+        settings = _settings(args)
+        TaskStore(settings.state_dir).set(tasks)
+        print(f"agent not running: saved {','.join(tasks)} in {settings.state_dir}; sent at its next start")
+    return 0
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        st = client.status()
+    print(",".join(st.tasks) or "(none)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_status(client.status())
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        st = client.rollback()
+    print(f"rolled back: now serving {st.artifact_id[:16]} (tasks {','.join(st.model_tasks)})")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from edgecut.model_meta import ModelMeta
+
+    from .images import describe, load_image, render
+    from .serve import from_tensor
+
+    with _client(args) as client:
+        st = client.status()
+        if not st.model_meta_json:
+            raise AgentUnavailable("the agent has no model loaded yet")
+        meta = ModelMeta.from_json(st.model_meta_json)
+        resp = client.infer(load_image(Path(args.image), meta))
+    print(f"model {resp.artifact_id[:16]}  {resp.latency_ms:.1f} ms")
+    out_dir = Path(args.out or Path(args.image).parent)
+    for task in meta.tasks:
+        if task not in resp.outputs:
+            continue
+        arr = from_tensor(resp.outputs[task])
+        print("  " + describe(task, meta.outputs[task], arr))
+        picture = render(meta.outputs[task], arr)
+        if picture is not None:
+            dest = out_dir / f"{Path(args.image).stem}.{task}.png"
+            picture.save(dest)
+            print(f"    saved {dest}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run and control the on-device agent")
     agent.set_defaults(handler=lambda args: agent.print_help())
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", help=f"agent YAML config (default $EDGECUT_CONFIG or {DEFAULT_CONFIG})"
+    )
+    common.add_argument("--address", help="local API of the running agent (default: from the config)")
+    asub = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+
+    run = asub.add_parser("run", parents=[common], help="run the agent until interrupted")
+    run.add_argument("--device-id")
+    run.add_argument("--broker", help="mqtt://host:port")
+    run.add_argument("--server", help="fleet gRPC host:port")
+    run.add_argument("--state-dir", type=Path)
+    run.add_argument("--listen", help="local API: 127.0.0.1:PORT or unix:/path")
+    run.set_defaults(handler=cmd_run)
+
+    tasks = asub.add_parser("tasks", help="show or change the selected tasks")
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
+    tset = tsub.add_parser("set", parents=[common], help="select tasks, e.g. `seg,depth`")
+    tset.add_argument("tasks", nargs="+", help="task names, comma- or space-separated")
+    tset.set_defaults(handler=cmd_tasks_set)
+    tsub.add_parser("show", parents=[common], help="print the selected tasks").set_defaults(
+        handler=cmd_tasks_show
+    )
+    tasks.set_defaults(handler=lambda args: tasks.print_help())
+
+    asub.add_parser("status", parents=[common], help="what the agent serves").set_defaults(handler=cmd_status)
+    asub.add_parser("rollback", parents=[common], help="serve the previous model again").set_defaults(
+        handler=cmd_rollback
+    )
+    infer = asub.add_parser("infer", parents=[common], help="run the model on an image (PNG/JPEG)")
+    infer.add_argument("image")
+    infer.add_argument("--out", help="directory for the seg/depth PNGs (default: beside the image)")
+    infer.set_defaults(handler=cmd_infer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edgecut.agent ...`: the agent's commands without loading the server's CLI."""
+    from rich.console import Console
+
+    from edgecut.errors import EdgecutError
+
+    parser = argparse.ArgumentParser(prog="edgecut")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except EdgecutError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+
+
+__all__ = ["ConfigError", "main", "register"]

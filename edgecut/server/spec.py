@@ -46,17 +46,22 @@ class Budget:
     def empty(self) -> bool:
         return all(getattr(self, n) is None for n in ("macs_fraction", "params_fraction", "max_macs", "max_params"))
 
+    def bucketed(self) -> Budget:
+        """Near-identical budgets share one build: fractions to 5 % (1 s.f. below 10 %), absolutes to 2 s.f.
+
+        The engine builds the bucketed budget, so an artifact always matches its build key.
+        """
+        return Budget(
+            macs_fraction=_round_fraction(self.macs_fraction),
+            params_fraction=_round_fraction(self.params_fraction),
+            max_macs=_two_sig(self.max_macs),
+            max_params=_two_sig(self.max_params),
+        )
+
     def bucket(self) -> str:
-        """A coarse label so near-identical budgets share one build (fractions to 5 %, absolutes to 2 s.f.)."""
-        parts = []
-        if self.macs_fraction is not None:
-            parts.append(f"macs={round(self.macs_fraction * 20) / 20:.2f}")
-        if self.params_fraction is not None:
-            parts.append(f"params={round(self.params_fraction * 20) / 20:.2f}")
-        if self.max_macs is not None:
-            parts.append(f"max_macs={_two_sig(self.max_macs)}")
-        if self.max_params is not None:
-            parts.append(f"max_params={_two_sig(self.max_params)}")
+        b = self.bucketed()
+        parts = [f"{k}={v:g}" for k, v in (("macs", b.macs_fraction), ("params", b.params_fraction),
+                                           ("max_macs", b.max_macs), ("max_params", b.max_params)) if v is not None]
         return ",".join(parts) or "none"
 
     @classmethod
@@ -84,8 +89,14 @@ class Budget:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def _two_sig(v: int) -> str:
-    return f"{float(f'{v:.2g}'):.0f}"
+def _round_fraction(v: float | None) -> float | None:
+    if v is None:
+        return None
+    return min(1.0, round(v * 20) / 20) if v >= 0.1 else float(f"{v:.1g}")
+
+
+def _two_sig(v: int | None) -> int | None:
+    return None if v is None else int(float(f"{v:.2g}"))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error")
+    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class AgentStatus(_message.Message):
     FAILED_COUNT_FIELD_NUMBER: _ClassVar[int]
     BROKER_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_META_JSON_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     tasks: _containers.RepeatedScalarFieldContainer[str]
     artifact_id: str
@@ -65,7 +66,8 @@ class AgentStatus(_message.Message):
     failed_count: int
     broker_connected: bool
     last_error: str
-    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
+    model_meta_json: str
+    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ...) -> None: ...
 
 class SetTasksRequest(_message.Message):
     __slots__ = ("tasks",)

@@ -1,0 +1,100 @@
+"""The device's model files: `<state_dir>/models/<artifact_id>.onnx` plus `models/state.json`.
+
+state.json names the serving model (`current`), the one before it (`previous`, kept for rollback)
+and the artifacts refused by validation (`bad`, so a retained ModelReady is not retried in a loop).
+Every other .onnx and every stale .part is pruned after a swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from pathlib import Path
+
+from .errors import FetchError
+from .statefile import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+# Ids come from the network and become file names: allow no path separators or dots.
+_ARTIFACT_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+MAX_BAD = 32
+
+
+def check_artifact_id(artifact_id: str) -> str:
+    if not _ARTIFACT_ID.match(artifact_id):
+        raise FetchError(f"refusing artifact id {artifact_id[:80]!r}: expected a hex sha256")
+    return artifact_id
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / "models"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._state_path = self.dir / "state.json"
+        self._lock = threading.Lock()
+        doc = read_json(self._state_path)
+        doc = doc if isinstance(doc, dict) else {}
+        self.current: str | None = doc.get("current") or None
+        self.previous: str | None = doc.get("previous") or None
+        self.bad: dict[str, str] = dict(doc.get("bad") or {})
+
+    def path(self, artifact_id: str) -> Path:
+        return self.dir / f"{check_artifact_id(artifact_id)}.onnx"
+
+    def part_path(self, artifact_id: str) -> Path:
+        return self.dir / f"{check_artifact_id(artifact_id)}.onnx.part"
+
+    def has(self, artifact_id: str) -> bool:
+        return self.path(artifact_id).is_file()
+
+    def _save(self) -> None:
+        write_json(self._state_path, {"current": self.current, "previous": self.previous, "bad": self.bad})
+
+    def record_swap(self, artifact_id: str) -> None:
+        """`artifact_id` now serves; the one it replaced becomes `previous`; older files go."""
+        with self._lock:
+            if artifact_id != self.current:
+                self.previous, self.current = self.current, artifact_id
+            self._save()
+            self._prune()
+
+    def record_rollback(self) -> None:
+        with self._lock:
+            self.current, self.previous = self.previous, self.current
+            self._save()
+
+    def mark_bad(self, artifact_id: str, reason: str) -> None:
+        with self._lock:
+            self.bad[artifact_id] = reason[:300]
+            while len(self.bad) > MAX_BAD:  # dicts keep insertion order: forget the oldest
+                self.bad.pop(next(iter(self.bad)))
+            self._save()
+        self.path(artifact_id).unlink(missing_ok=True)
+
+    def forget(self, artifact_id: str) -> None:
+        """Drop a file that turned out unusable at start-up (e.g. corrupted on disk)."""
+        with self._lock:
+            if self.current == artifact_id:
+                self.current, self.previous = self.previous, None
+            elif self.previous == artifact_id:
+                self.previous = None
+            self._save()
+        self.path(artifact_id).unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        keep = {f"{a}.onnx" for a in (self.current, self.previous) if a}
+        for p in self.dir.iterdir():
+            if p.name.endswith((".onnx", ".onnx.part")) and p.name not in keep:
+                logger.debug("pruning %s", p.name)
+                p.unlink(missing_ok=True)

@@ -1,0 +1,297 @@
+"""`edgecut bench swap`: inference through the local API while the agent hot-swaps models.
+
+A real agent process (`python -m edgecut.agent agent run`) serves model A with B kept as previous;
+client threads send paced Infer requests (open loop, fixed rate) while the main thread asks for
+`--swaps` rollbacks (each a full load + warm-up + validation + reference swap of the other model).
+Reports failed requests, p50/p99 latency of requests overlapping a swap vs. the rest, the agent's
+start-up time, RSS and import time, and writes the "Agent hot-swap" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecut.errors import ConfigError
+
+SECTION = "## Agent hot-swap"
+
+
+@dataclass
+class Sample:
+    start: float
+    end: float
+    ok: bool
+
+
+def _default_models() -> list[bytes]:
+    try:
+        from tests.support.onnx_models import build_model
+    except ImportError as exc:
+        raise ConfigError(
+            "no test model builder here: pass --models A.onnx B.onnx (two edgecut artifacts)"
+        ) from exc
+    return [build_model(["seg", "depth", "count"], width=16, seed=s) for s in (1, 2)]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def import_time_s(runs: int = 3) -> float:
+    """Median wall time to import every agent module in a fresh interpreter."""
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "import edgecut.agent.agent, edgecut.agent.cli\n"
+        "print(time.perf_counter() - t)"
+    )
+    times = [float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(runs)]
+    return statistics.median(times)
+
+
+def _load(address: str, image: np.ndarray, rate: float, stop: threading.Event, out: list[Sample]) -> None:
+    from .serve import AgentClient
+
+    period = 1.0 / rate
+    with AgentClient(address, timeout_s=10) as client:
+        nxt = time.perf_counter()
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                client.infer(image)
+                ok = True
+            except Exception:
+                ok = False
+            out.append(Sample(t0, time.perf_counter(), ok))
+            nxt += period
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    import psutil
+
+    from edgecut.broker import EmbeddedBroker
+
+    from .artifacts import ModelStore
+    from .serve import AgentClient
+
+    blobs = [Path(p).read_bytes() for p in args.models] if args.models else _default_models()
+    if len(blobs) != 2:
+        raise ConfigError("--models takes exactly two ONNX artifacts")
+    ids = [hashlib.sha256(b).hexdigest() for b in blobs]
+    with tempfile.TemporaryDirectory(prefix="edgecut-bench-") as tmp, EmbeddedBroker() as broker:
+        state = Path(tmp) / "state"
+        store = ModelStore(state)
+        for aid, data in zip(reversed(ids), reversed(blobs), strict=True):  # B first: A ends as current
+            store.path(aid).write_bytes(data)
+            store.record_swap(aid)
+        cfg = Path(tmp) / "agent.yaml"
+        cfg.write_text(
+            f"device_id: bench\nbroker_url: {broker.url}\nstate_dir: {state}\nlisten: 127.0.0.1:0\n"
+            f"tasks: [seg, depth, count]\nort_threads: {args.ort_threads}\ntelemetry_interval_s: 5\n"
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.ort_threads)}
+        t_spawn = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgecut.agent", "agent", "run", "--config", str(cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            address = _wait_ready(proc, state, ids[0])
+            startup_s = time.perf_counter() - t_spawn
+            agent_ps = psutil.Process(proc.pid)
+            rss_idle = agent_ps.memory_info().rss
+            meta = json.loads(AgentClient(address).status().model_meta_json)
+            shape = [1 if d is None else d for d in meta["input"]["shape"]]
+            image = np.random.default_rng(0).random(shape, dtype=np.float32)
+            samples: list[Sample] = []
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=_load, args=(address, image, args.rate / args.clients, stop, samples))
+                for _ in range(args.clients)
+            ]
+            for t in threads:
+                t.start()
+            windows: list[tuple[float, float]] = []
+            with AgentClient(address, timeout_s=60) as control:
+                swaps_before = control.status().swaps
+                time.sleep(args.swap_interval)
+                for _ in range(args.swaps):
+                    t0 = time.perf_counter()
+                    control.rollback()
+                    windows.append((t0, time.perf_counter()))
+                    time.sleep(args.swap_interval)
+                stop.set()
+                for t in threads:
+                    t.join(30)
+                status = control.status()
+            rss_after = agent_ps.memory_info().rss
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    swaps_done = status.swaps - swaps_before
+    t_first, t_last = min(s.start for s in samples), max(s.end for s in samples)
+
+    def during(s: Sample) -> bool:
+        return any(s.start < w1 and s.end > w0 for w0, w1 in windows)
+
+    lat_in = [(s.end - s.start) * 1e3 for s in samples if s.ok and during(s)]
+    lat_out = [(s.end - s.start) * 1e3 for s in samples if s.ok and not during(s)]
+    swap_ms = [(w1 - w0) * 1e3 for w0, w1 in windows]
+    return {
+        "requests": len(samples),
+        "failed": sum(not s.ok for s in samples),
+        "rate": len(samples) / (t_last - t_first),
+        "swaps": swaps_done,
+        "during_n": len(lat_in),
+        "during_p50": _pct(lat_in, 50),
+        "during_p99": _pct(lat_in, 99),
+        "outside_n": len(lat_out),
+        "outside_p50": _pct(lat_out, 50),
+        "outside_p99": _pct(lat_out, 99),
+        "swap_p50_ms": _pct(swap_ms, 50),
+        "swap_max_ms": max(swap_ms),
+        "startup_s": startup_s,
+        "rss_idle_mb": rss_idle / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "model_kb": len(blobs[0]) / 1024,
+        "import_s": import_time_s(),
+    }
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], state: Path, want: str, timeout: float = 30.0) -> str:
+    """The API address once the agent answers Status with the expected model loaded."""
+    from .errors import AgentError
+    from .serve import AgentClient
+
+    deadline = time.perf_counter() + timeout
+    addr_file = state / "api_address"
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise ConfigError(f"agent exited with {proc.returncode}: {err[-2000:]}")
+        if addr_file.exists():
+            address = addr_file.read_text().strip()
+            try:
+                with AgentClient(address, timeout_s=1) as c:
+                    if c.status().artifact_id == want:
+                        return address
+            except AgentError:
+                pass
+        time.sleep(0.005)
+    raise ConfigError(f"agent not ready within {timeout}s")
+
+
+def render(r: dict[str, float], args: argparse.Namespace) -> str:
+    table = [
+        ("requests sent / failed", f"{r['requests']:.0f} / {r['failed']:.0f}"),
+        ("achieved rate", f"{r['rate']:.0f} requests/s"),
+        ("swaps completed", f"{r['swaps']:.0f}"),
+        (
+            f"latency during swaps (n={r['during_n']:.0f}) p50 / p99",
+            f"{r['during_p50']:.2f} / {r['during_p99']:.2f} ms",
+        ),
+        (
+            f"latency outside swaps (n={r['outside_n']:.0f}) p50 / p99",
+            f"{r['outside_p50']:.2f} / {r['outside_p99']:.2f} ms",
+        ),
+        (
+            "swap call (load + warm-up + validate + swap) p50 / max",
+            f"{r['swap_p50_ms']:.0f} / {r['swap_max_ms']:.0f} ms",
+        ),
+        ("agent start -> first answer with the model loaded", f"{r['startup_s']:.2f} s"),
+        (
+            "agent RSS with the model loaded (idle / after the run)",
+            f"{r['rss_idle_mb']:.0f} / {r['rss_after_mb']:.0f} MB",
+        ),
+        ("import time of all agent modules (median of 3, fresh interpreter)", f"{r['import_s']:.2f} s"),
+    ]
+    rows = "\n".join(f"| {k} | {v} |" for k, v in table)
+    machine = f"{os.cpu_count()}-core {platform.machine()}, {platform.system()} {platform.release()}"
+    return f"""{SECTION}
+
+Measured by `edgecut bench swap` (`python -m edgecut.agent.bench_swap --rate {args.rate:g} --swaps \
+{args.swaps} --clients {args.clients}`) on a {machine} machine shared with other work; onnxruntime \
+intra-op threads = {args.ort_threads}. A real agent process serves a {r["model_kb"]:.0f} KB three-task \
+test model (seg, depth, count; 1x3x64x64) over its local gRPC API on 127.0.0.1 while {args.clients} client \
+threads send paced Infer requests and the main thread asks for {args.swaps} rollbacks, each a full load, \
+warm-up, validation and atomic reference swap to the other model. A request counts as "during a swap" \
+when it overlaps a swap call.
+
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's own section (or append it); other sections stay untouched."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = doc.find(SECTION + "\n")
+    if start == -1:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        end = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + text + (doc[end + 1 :] if end != -1 else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+
+
+def cmd_bench_swap(args: argparse.Namespace) -> int:
+    if args.rate <= 0 or args.swaps <= 0 or args.clients <= 0:
+        raise ConfigError("--rate, --swaps and --clients must be positive")
+    result = run(args)
+    text = render(result, args)
+    print(text)
+    if args.out:
+        write_section(Path(args.out), text)
+        print(f"wrote section {SECTION!r} of {args.out}")
+    return 0 if result["failed"] == 0 and result["swaps"] == args.swaps else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs=2, metavar="ONNX", help="two edgecut artifacts (default: test models)")
+    p.add_argument("--rate", type=float, default=120.0, help="Infer requests per second in total")
+    p.add_argument("--clients", type=int, default=4, help="client threads sharing the rate")
+    p.add_argument("--swaps", type=int, default=20)
+    p.add_argument("--swap-interval", type=float, default=0.5, help="seconds between swaps")
+    p.add_argument("--ort-threads", type=int, default=1)
+    p.add_argument("--out", default="docs/benchmarks.md", help="markdown file to update ('' = print only)")
+    p.set_defaults(handler=cmd_bench_swap)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    """Add `swap` to the `edgecut bench` subcommands."""
+    add_arguments(bench_sub.add_parser("swap", help="inference latency while the agent hot-swaps models"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgecut.errors import EdgecutError
+
+    parser = argparse.ArgumentParser(prog="python -m edgecut.agent.bench_swap", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_bench_swap(args)
+    except EdgecutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

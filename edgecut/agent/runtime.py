@@ -1,0 +1,234 @@
+"""onnxruntime sessions with an atomic hot swap.
+
+The swap contract: `ModelSlot.current` is the only shared reference to the serving model. A request
+reads it once (a single attribute load, atomic under the GIL) and runs to completion on that object,
+so a request in flight when the reference changes finishes on the old session, which is freed when
+its last request drops it. A new model is loaded, warmed up and validated *beside* the serving one
+and only then assigned; anything that fails before the assignment leaves the old model serving.
+Swaps are serialised by a lock; readers never take it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
+
+from .artifacts import ModelStore, sha256_file
+from .errors import AgentError, BadInput, ModelRejected, NoModelError
+
+logger = logging.getLogger(__name__)
+
+WARMUP_BATCH = 2  # >1 so a batch axis fixed to 1 in the graph is caught before serving
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    artifact_id: str
+    meta: ModelMeta
+    session: ort.InferenceSession
+    load_ms: float
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.meta.outputs[t].name for t in self.meta.tasks]
+
+    def check_input(self, image: np.ndarray) -> None:
+        want = self.meta.input.shape
+        if image.dtype != np.float32 or image.ndim != len(want):
+            raise BadInput(f"expected float32 of rank {len(want)}, got {image.dtype} of rank {image.ndim}")
+        for axis, (got, exp) in enumerate(zip(image.shape, want, strict=True)):
+            if exp is not None and got != exp:
+                raise BadInput(
+                    f"input shape {list(image.shape)} does not match the model's {want} (axis {axis})"
+                )
+        if image.shape[0] == 0:
+            raise BadInput("empty batch")
+
+    def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.meta.input.name: image})
+        return dict(zip(self.meta.tasks, outs, strict=True))
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def _validate(model: LoadedModel) -> None:
+    """Warm up on a batch of WARMUP_BATCH and check every output is finite and shaped per the metadata."""
+    meta = model.meta
+    inputs = model.session.get_inputs()
+    if [i.name for i in inputs] != [meta.input.name]:
+        raise ModelRejected(f"graph inputs {[i.name for i in inputs]} != metadata input {meta.input.name!r}")
+    graph_outputs = {o.name for o in model.session.get_outputs()}
+    missing = [t for t in meta.tasks if t not in meta.outputs or meta.outputs[t].name not in graph_outputs]
+    if missing:
+        raise ModelRejected(f"tasks {missing} have no output in the graph")
+    shape = [WARMUP_BATCH if d is None else d for d in meta.input.shape]
+    if any(d is None or d <= 0 for d in shape):
+        raise ModelRejected(f"input shape {meta.input.shape} has a dynamic axis other than the batch")
+    lo, hi = meta.input.value_range
+    image = np.random.default_rng(0).uniform(lo, hi, size=shape).astype(np.float32)
+    try:
+        outs = model.run(image)
+        model.run(image[:1])  # the serving path is usually batch 1: warm it too
+    except Exception as exc:  # onnxruntime raises its own (pybind) exception types
+        raise ModelRejected(f"warm-up inference failed: {exc}") from exc
+    for task, arr in outs.items():
+        want = [WARMUP_BATCH if i == 0 and d is None else d for i, d in enumerate(meta.outputs[task].shape)]
+        if len(arr.shape) != len(want) or any(
+            w is not None and w != g for w, g in zip(want, arr.shape, strict=True)
+        ):
+            raise ModelRejected(f"output {task!r} has shape {list(arr.shape)}, metadata says {want}")
+        if not np.isfinite(arr).all():
+            raise ModelRejected(f"output {task!r} is not finite (NaN or Inf) on a valid input")
+
+
+def load_model(path: Path, artifact_id: str, threads: int = 0) -> LoadedModel:
+    """Load, read metadata, warm up and validate; raises ModelRejected with the reason."""
+    t0 = time.perf_counter()
+    try:
+        session = ort.InferenceSession(
+            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ModelRejected(f"onnxruntime cannot load it: {str(exc)[:300]}") from exc
+    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+    if raw is None:
+        raise ModelRejected(f"no {ONNX_METADATA_KEY!r} metadata in the ONNX file")
+    try:
+        meta = ModelMeta.from_json(raw)
+    except (ValidationError, ValueError) as exc:
+        raise ModelRejected(f"its metadata is invalid: {str(exc)[:300]}") from exc
+    model = LoadedModel(artifact_id, meta, session, 0.0)
+    _validate(model)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    return LoadedModel(artifact_id, meta, session, load_ms)
+
+
+class ModelSlot:
+    """The serving model: read `current` once per request; assign it only with a validated model."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+
+
+@dataclass
+class SwapResult:
+    artifact_id: str
+    previous_artifact_id: str
+    ok: bool
+    reason: str = ""
+    load_ms: float = 0.0
+
+
+@dataclass
+class Stats:
+    inference_count: int = 0
+    failed_count: int = 0
+    swaps: int = 0
+    failed_swaps: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+
+    def percentile(self, q: float) -> float:
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, math.ceil(q * len(data)) - 1)] if data else 0.0
+
+
+class Runtime:
+    def __init__(self, store: ModelStore, threads: int = 0) -> None:
+        self.store = store
+        self.threads = threads
+        self.slot = ModelSlot()
+        self.stats = Stats()
+        self._swap_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+
+    def infer(self, image: np.ndarray) -> tuple[LoadedModel, dict[str, np.ndarray], float]:
+        model = self.slot.current  # the one read of the shared reference
+        if model is None:
+            raise NoModelError("no model loaded yet: select tasks and wait for the server's model")
+        model.check_input(image)
+        t0 = time.perf_counter()
+        try:
+            outs = model.run(image)
+        except Exception as exc:
+            with self._stats_lock:
+                self.stats.failed_count += 1
+            raise AgentError(f"inference failed: {exc}") from exc
+        ms = (time.perf_counter() - t0) * 1e3
+        with self._stats_lock:
+            self.stats.inference_count += 1
+            self.stats.latencies_ms.append(ms)
+        return model, outs, ms
+
+    def _swap_in(self, artifact_id: str, path: Path) -> SwapResult:
+        old = self.slot.current
+        prev_id = old.artifact_id if old else ""
+        try:
+            new = load_model(path, artifact_id, self.threads)
+        except ModelRejected as exc:
+            self.stats.failed_swaps += 1
+            logger.warning(
+                "model %s refused, %s keeps serving: %s", artifact_id[:12], prev_id[:12] or "none", exc
+            )
+            return SwapResult(artifact_id, prev_id, False, str(exc))
+        self.slot.current = new  # the swap: one reference assignment
+        self.stats.swaps += 1
+        logger.info("now serving %s (was %s), loaded in %.0f ms", artifact_id[:12], prev_id[:12], new.load_ms)
+        return SwapResult(artifact_id, prev_id, True, "", new.load_ms)
+
+    def install(self, artifact_id: str) -> SwapResult:
+        """Swap to a verified artifact in the store; a refused one is marked bad and never retried."""
+        with self._swap_lock:
+            result = self._swap_in(artifact_id, self.store.path(artifact_id))
+            if result.ok:
+                self.store.record_swap(artifact_id)
+            else:
+                self.store.mark_bad(artifact_id, result.reason)
+            return result
+
+    def rollback(self) -> SwapResult:
+        """Serve the previous model again (it is re-validated first)."""
+        with self._swap_lock:
+            prev = self.store.previous
+            current = self.slot.current.artifact_id if self.slot.current else ""
+            if not prev or not self.store.has(prev):
+                return SwapResult("", current, False, "no previous model to roll back to")
+            result = self._swap_in(prev, self.store.path(prev))
+            if result.ok:
+                self.store.record_rollback()
+            return result
+
+    def restore(self) -> SwapResult | None:
+        """At start-up: serve the recorded current model, else the previous one; verify bytes first."""
+        with self._swap_lock:
+            for artifact_id in (self.store.current, self.store.previous):
+                if not artifact_id:
+                    continue
+                path = self.store.path(artifact_id)
+                if not path.is_file() or sha256_file(path) != artifact_id:
+                    logger.warning("model file %s is missing or damaged; forgetting it", artifact_id[:12])
+                    self.store.forget(artifact_id)
+                    continue
+                result = self._swap_in(artifact_id, path)
+                if result.ok:
+                    if artifact_id != self.store.current:
+                        self.store.record_rollback()
+                    return result
+                self.store.forget(artifact_id)
+            return None

@@ -1,0 +1,102 @@
+"""The agent's settings: one pydantic model read from a YAML file, then overridden by `EDGECUT_*`.
+
+Unknown keys are rejected; every problem becomes one ConfigError naming the key, value and reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from edgecut.errors import ConfigError
+
+ENV_PREFIX = "EDGECUT_"
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device_id: str = Field(title="Device id", description="unique in the fleet; used in MQTT topics")
+    broker_url: str = Field(
+        "mqtt://127.0.0.1:1883", title="MQTT broker", description="mqtt://host:port or mqtts://host:port"
+    )
+    server_address: str = Field(
+        "", title="Fleet gRPC server", description="host:port for DownloadModel; '' = the one in ModelReady"
+    )
+    state_dir: Path = Field(Path("/var/lib/edgecut"), title="State directory", description="tasks and models")
+    listen: str = Field(
+        "127.0.0.1:50061", title="Local API", description="host:port (port 0 = any) or unix:/path/to.sock"
+    )
+    tasks: list[str] = Field(
+        default_factory=list, title="Initial tasks", description="until the user sets some"
+    )
+    mqtt_username: str = Field("", description="broker user ('' = anonymous)")
+    mqtt_password: SecretStr = Field(SecretStr(""), description="broker password")
+    mqtt_ca_file: Path | None = Field(None, description="CA for mqtts:// (None = system CAs)")
+    grpc_ca_file: Path | None = Field(None, description="CA for a TLS gRPC server (None = plaintext)")
+    telemetry_interval_s: float = Field(30.0, gt=0, description="seconds between Telemetry messages")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_max_s: float = Field(30.0, ge=1, description="ceiling of the reconnect backoff")
+    ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime default)")
+    max_latency_ms: float = Field(0.0, ge=0, description="latency target sent in needs (0 = none)")
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str) -> str:
+        if not _DEVICE_ID.match(v):
+            raise ValueError("use 1-64 letters, digits, '_', '-' or '.' (it becomes an MQTT topic level)")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        if not re.match(r"^mqtts?://[^:/]+(:\d+)?/?$", v):
+            raise ValueError("expected mqtt://host:port or mqtts://host:port")
+        return v
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in AgentSettings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        # lists come as "seg,depth"; everything else is parsed by pydantic from the string
+        out[name] = [t for t in raw.split(",") if t.strip()] if name == "tasks" else raw
+    return out
+
+
+def load_settings(
+    path: Path | None, environ: dict[str, str] | None = None, **overrides: Any
+) -> AgentSettings:
+    """YAML file (optional) < EDGECUT_* variables < explicit overrides (e.g. from the command line)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, not {type(loaded).__name__}")
+        data.update(loaded)
+    data.update(_env_overrides(dict(os.environ if environ is None else environ)))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return AgentSettings.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(root)"
+            value = "" if err["type"] == "missing" else f" = {err.get('input')!r}"
+            reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {key}{value}: {reason}")
+        raise ConfigError(f"invalid agent config{where}:\n" + "\n".join(lines)) from exc

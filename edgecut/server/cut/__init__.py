@@ -1,0 +1,1 @@
+"""The CUT engine: decompose -> score per task -> fuse -> prune channels -> recover -> export."""

@@ -1,0 +1,241 @@
+"""Per-task importance of every output channel of every Conv2d / Linear / BatchNorm2d layer.
+
+A criterion maps (model, calibration batches, objective) to `TaskScores`: for each selected task, a
+non-negative score per output channel of each scored module. Criteria are chosen by name from
+`CRITERIA`. Scores are *per task* even for task-agnostic criteria (which repeat one score for every
+task), so that every criterion goes through the same normalisation and fusion.
+
+- taylor (edgecut's default; Taylor expansion on channel outputs, Molchanov et al. 2017): the
+  change of task t's objective when the channel's activation is zeroed: with labels, to first
+  order, sum over examples of |sum over positions of a * dL_t/da|; label-free, the second-order
+  output change (see objective.py), sum over examples of the mean square of the same term taken on
+  random projections of the output. BatchNorm outputs are scored where a
+  conv is followed by BN (the channel that really disappears is the post-BN one).
+- snip (CUT / DiSparse sensitivity): sum over batches of |w * dL_t/dw|, summed per output channel.
+- garg-taylor (Garg et al.): (g * dL/dg)^2 for a per-channel gate g = 1 on the output, with
+  L = the unweighted sum of the selected tasks' losses; averaged over examples. Task-agnostic.
+- cosprune (Garg et al.'s CosPrune): per output filter, the mean over task pairs of the cosine
+  similarity of the tasks' gradients of the filter's weights; low = conflicting = pruned first.
+  Shifted to [0, 2] so that it is a non-negative score. Task-agnostic.
+- l1: the L1 norm of each output channel's weights (magnitude). Task-agnostic.
+- random: seeded uniform scores. Task-agnostic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecut.server.cut.objective import Objective
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import Batch
+
+TaskScores = dict[str, dict[nn.Module, torch.Tensor]]
+SCORED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    model: MultiTaskModel
+    batches: list[Batch]
+    objective: Objective
+    seed: int = 0
+
+
+Criterion = Callable[[ScoreInputs], TaskScores]
+CRITERIA: dict[str, Criterion] = {}
+
+
+def criterion(name: str) -> Callable[[Criterion], Criterion]:
+    def deco(fn: Criterion) -> Criterion:
+        CRITERIA[name] = fn
+        return fn
+
+    return deco
+
+
+def scored_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, SCORED_TYPES)]
+
+
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over everything but the batch (dim 0) and channel (dim 1) axes: N x C."""
+    return t.flatten(2).sum(2) if t.dim() > 2 else t
+
+
+def _activations(model: MultiTaskModel, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[nn.Module, torch.Tensor]]:
+    acts: dict[nn.Module, torch.Tensor] = {}
+    hooks = []
+    for m in scored_modules(model):
+        def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
+            acts[mod] = out
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        outputs = model(batch["image"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs, acts
+
+
+def _repeat(model: MultiTaskModel, scores: dict[nn.Module, torch.Tensor]) -> TaskScores:
+    return {t: scores for t in model.task_names}
+
+
+@criterion("taylor")
+def taylor(inp: ScoreInputs) -> TaskScores:
+    model, obj = inp.model, inp.objective
+    scores: TaskScores = {t: {} for t in model.task_names}
+    for bi, batch in enumerate(inp.batches):
+        outputs, acts = _activations(model, batch)
+        mods = list(acts)
+        terms = [(task, term) for task in model.task_names for term in obj.terms(task, outputs[task], batch, bi)]
+        for i, (task, term) in enumerate(terms):
+            grads = torch.autograd.grad(term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1,
+                                        allow_unused=True)
+            for m, g in zip(mods, grads):
+                if g is not None:
+                    scores[task][m] = scores[task].get(m, 0) + _reduce(_channel_sum(acts[m].detach() * g), obj)
+    return scores
+
+
+def _reduce(per_example: torch.Tensor, obj: Objective) -> torch.Tensor:
+    """N x C first-order terms -> C: magnitudes (labelled loss) or mean squares (label-free)."""
+    if obj.squared:
+        return per_example.pow(2).sum(0) / obj.projections
+    return per_example.abs().sum(0)
+
+
+@criterion("garg-taylor")
+def garg_taylor(inp: ScoreInputs) -> TaskScores:
+    model, obj = inp.model, inp.objective
+    total: dict[nn.Module, torch.Tensor] = {}
+    for bi, batch in enumerate(inp.batches):
+        outputs, acts = _activations(model, batch)
+        mods = list(acts)
+        terms = obj.summed(outputs, batch, bi)
+        for i, term in enumerate(terms):
+            grads = torch.autograd.grad(term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1,
+                                        allow_unused=True)
+            for m, g in zip(mods, grads):
+                if g is not None:  # (g * dL/dg)^2 for a gate g = 1 on the channel output
+                    total[m] = total.get(m, 0) + _channel_sum(acts[m].detach() * g).pow(2).sum(0) / len(terms)
+    return _repeat(model, total)
+
+
+def _weight_grads(
+    model: MultiTaskModel, inp: ScoreInputs, batch: Batch, bi: int
+) -> dict[str, list[dict[nn.Module, torch.Tensor]]]:
+    """Per task, per objective term: the gradient w.r.t. each scored module's weight."""
+    mods = [m for m in scored_modules(model) if getattr(m, "weight", None) is not None]
+    outputs = model(batch["image"])
+    terms = [(t, term) for t in model.task_names for term in inp.objective.terms(t, outputs[t], batch, bi)]
+    grads: dict[str, list[dict[nn.Module, torch.Tensor]]] = {t: [] for t in model.task_names}
+    for i, (task, term) in enumerate(terms):
+        gs = torch.autograd.grad(term, [m.weight for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True)
+        grads[task].append({m: g for m, g in zip(mods, gs) if g is not None})
+    return grads
+
+
+@criterion("snip")
+def snip(inp: ScoreInputs) -> TaskScores:
+    scores: TaskScores = {t: {} for t in inp.model.task_names}
+    for bi, batch in enumerate(inp.batches):
+        for task, per_term in _weight_grads(inp.model, inp, batch, bi).items():
+            for per_mod in per_term:
+                for m, g in per_mod.items():
+                    s = m.weight.detach() * g
+                    s = s.pow(2) / len(per_term) if inp.objective.squared else s.abs()
+                    scores[task][m] = scores[task].get(m, 0) + (s.flatten(1).sum(1) if s.dim() > 1 else s)
+    return scores
+
+
+@criterion("cosprune")
+def cosprune(inp: ScoreInputs) -> TaskScores:
+    model = inp.model
+    tasks = model.task_names
+    # Gradients are averaged over the batches first, as Garg et al. average since the last step.
+    mean: dict[str, dict[nn.Module, torch.Tensor]] = {t: {} for t in tasks}
+    for bi, batch in enumerate(inp.batches):
+        for task, per_term in _weight_grads(model, inp, batch, bi).items():
+            for per_mod in per_term:
+                for m, g in per_mod.items():
+                    mean[task][m] = mean[task].get(m, 0) + g
+    shared = set.intersection(*(set(mean[t]) for t in tasks)) if tasks else set()
+    scores: dict[nn.Module, torch.Tensor] = {}
+    for m in scored_modules(model):
+        if m in shared and len(tasks) > 1:
+            sims = [
+                F.cosine_similarity(_rows(mean[a][m]), _rows(mean[b][m]), dim=1)
+                for a, b in itertools.combinations(tasks, 2)
+            ]
+            scores[m] = torch.stack(sims).mean(0) + 1.0
+        elif getattr(m, "weight", None) is not None:
+            # A filter only one task uses has no conflict: rank it as fully agreeing.
+            scores[m] = torch.full((m.weight.shape[0],), 2.0)
+    return _repeat(model, scores)
+
+
+def _rows(g: torch.Tensor) -> torch.Tensor:
+    return g.flatten(1) if g.dim() > 1 else g.unsqueeze(1)
+
+
+@criterion("l1")
+def l1(inp: ScoreInputs) -> TaskScores:
+    scores = {}
+    for m in scored_modules(inp.model):
+        w = getattr(m, "weight", None)
+        if w is not None:
+            scores[m] = w.detach().abs().flatten(1).sum(1) if w.dim() > 1 else w.detach().abs()
+    return _repeat(inp.model, scores)
+
+
+@criterion("random")
+def random_scores(inp: ScoreInputs) -> TaskScores:
+    g = torch.Generator().manual_seed(inp.seed)
+    scores = {}
+    for m in scored_modules(inp.model):
+        w = getattr(m, "weight", None)
+        if w is not None:
+            scores[m] = torch.rand(w.shape[0], generator=g)
+    return _repeat(inp.model, scores)
+
+
+def score(name: str, inp: ScoreInputs) -> TaskScores:
+    if name not in CRITERIA:
+        raise KeyError(f"unknown criterion {name!r}: choose one of {', '.join(sorted(CRITERIA))}")
+    was_training = inp.model.training
+    inp.model.eval()  # BN uses its running statistics: scores do not depend on batch composition
+    try:
+        with torch.enable_grad():
+            return CRITERIA[name](inp)
+    finally:
+        inp.model.train(was_training)
+
+
+def owners(model: MultiTaskModel) -> dict[nn.Module, str | None]:
+    """For each scored module, the task whose head holds it (None for the shared trunk)."""
+    owner: dict[nn.Module, str | None] = {m: None for m in scored_modules(model)}
+    for task, head in model.heads.items():
+        for m in head.modules():
+            if m in owner:
+                owner[m] = task
+    return owner
+
+
+def detach_all(scores: TaskScores) -> TaskScores:
+    return {t: {m: s.detach().float() for m, s in per.items()} for t, per in scores.items()}
+
+
+def modules_with_scores(scores: TaskScores) -> Iterable[nn.Module]:
+    seen: set[nn.Module] = set()
+    for per in scores.values():
+        for m in per:
+            if m not in seen:
+                seen.add(m)
+                yield m

@@ -1,0 +1,99 @@
+"""Short recovery training after pruning, bounded by steps and by wall-clock seconds.
+
+Recipes (`RecoveryOptions.recipe`):
+- distill (edgecut's default): match the original model's outputs on unlabelled images.
+- labels: the selected tasks' labelled losses (CUT's fine-tuning: Adam, lr 1e-5, ~1000 iterations).
+- Garg et al.'s comparison: `reinit=True` re-initialises the pruned architecture and trains it from
+  scratch for the same budget of steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from edgecut.server.cut.objective import Target, recovery_loss, with_teacher
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import Batch, batches
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    steps: int = 300
+    seconds: float | None = None  # stop early when this much time has passed
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    target: Target = "distill"
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    reinit: bool = False
+    seed: int = 0
+
+    @classmethod
+    def cut_paper(cls, steps: int = 1000) -> RecoveryOptions:
+        """The CUT authors' fine-tuning: Adam, lr 1e-5, weight decay 1e-4, labelled losses."""
+        return cls(steps=steps, lr=1e-5, weight_decay=1e-4, target="labels", optimizer="adam", schedule="constant")
+
+
+@dataclass
+class RecoveryReport:
+    steps: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+
+
+def reinitialise(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset) and m is not model:
+            reset()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+
+
+def recover(
+    student: MultiTaskModel, teacher: MultiTaskModel | None, data: Dataset[Batch], opts: RecoveryOptions,
+    on_step: object = None,
+) -> RecoveryReport:
+    """Train `student` in place; `teacher` (the original, decomposed) is needed for distillation."""
+    if opts.target == "distill" and teacher is None:
+        raise ValueError("distillation recovery needs the original model")
+    if opts.reinit:
+        torch.manual_seed(opts.seed)
+        reinitialise(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if opts.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, opts.steps)) if opts.schedule == "cosine" else None
+    if teacher is not None:
+        teacher.eval()
+    student.train()
+    t0 = time.perf_counter()
+    step, first, last, epoch = 0, float("nan"), float("nan"), 0
+    while step < opts.steps:
+        for batch in batches(data, opts.batch_size, shuffle=True, seed=opts.seed + epoch):
+            if teacher is not None and opts.target == "distill":
+                batch = with_teacher(batch, teacher)
+            loss = recovery_loss(student.task_specs, student(batch["image"]), batch, opts.target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            last = float(loss.detach())
+            first = last if step == 0 else first
+            step += 1
+            if callable(on_step):
+                on_step(step, last)
+            if step >= opts.steps or (opts.seconds is not None and time.perf_counter() - t0 > opts.seconds):
+                student.eval()
+                return RecoveryReport(step, time.perf_counter() - t0, first, last)
+        epoch += 1
+    student.eval()
+    return RecoveryReport(step, time.perf_counter() - t0, first, last)

@@ -1,0 +1,121 @@
+"""`tailor()`: one pre-trained multi-task model + the tasks a device needs + a budget -> a compact
+model for exactly those tasks (decompose, score per task, fuse, prune channels, recover)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
+from edgecut.server.cut.fusion import FUSIONS
+from edgecut.server.cut.objective import Objective, Target
+from edgecut.server.cut.prune import ChannelPruner, Size, measure, size_target
+from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport, recover
+from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
+from edgecut.server.mtl.contract import MultiTaskModel, check_contract
+from edgecut.server.mtl.data import Batch, batches
+from edgecut.server.spec import Budget, ProgressFn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TailorOptions:
+    criterion: str = "taylor"
+    fusion: str = "vote"
+    target: Target = "distill"
+    calib_batches: int = 4
+    batch_size: int = 32
+    projections: int = 2
+    recovery: RecoveryOptions | None = None
+    min_fraction: float = 0.05  # every layer keeps at least this share of its channels
+    min_channels: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {self.criterion!r}: choose one of {', '.join(sorted(CRITERIA))}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}: choose one of {', '.join(sorted(FUSIONS))}")
+
+
+@dataclass
+class TailorReport:
+    model: MultiTaskModel
+    teacher: MultiTaskModel  # the decomposed original, for comparison
+    tasks: list[str]
+    full: Size  # the original model with every task
+    selected: Size  # after decomposition, before pruning
+    pruned: Size
+    seconds: dict[str, float] = field(default_factory=dict)
+    recovery: RecoveryReport | None = None
+
+
+def _noop(stage: str, fraction: float, detail: str) -> None:
+    return None
+
+
+def decompose(base: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
+    """Keep only the selected tasks' heads (step 1 of CUT); raises on unknown or empty task sets."""
+    check_contract(base)
+    chosen = list(dict.fromkeys(t.strip() for t in tasks if t.strip()))
+    if not chosen:
+        raise EmptyTasksError(f"no task selected: choose from {', '.join(base.task_names)}")
+    return base.select(chosen).eval()
+
+
+def tailor(
+    base: MultiTaskModel, tasks: Sequence[str], budget: Budget, calib: Dataset[Batch],
+    options: TailorOptions = TailorOptions(), priorities: dict[str, float] | None = None,
+    progress: ProgressFn = _noop,
+) -> TailorReport:
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    full = measure(base, base.input_size)
+    teacher = decompose(base, tasks)
+    student = copy.deepcopy(teacher)
+    selected = measure(student, student.input_size)
+    target = size_target(budget, selected)
+
+    progress("importance", 0.05, f"scoring channels per task ({options.criterion}, {options.target})")
+    calib_batches = [b for _, b in zip(range(options.calib_batches), batches(calib, options.batch_size))]
+    objective = Objective(student.task_specs, options.target, options.projections, options.seed)
+    scores = detach_all(score(options.criterion, ScoreInputs(student, calib_batches, objective, options.seed)))
+    seconds["importance"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    weights = torch.tensor([float((priorities or {}).get(t, 1.0)) for t in student.task_names])
+    pruner = ChannelPruner(student, options.min_channels, options.min_fraction)
+    progress("pruning", 0.15, "removing channels")
+    pruned = pruner.prune_to(
+        scores, options.fusion, target, weights,
+        on_step=lambda s, f: progress("pruning", 0.15 + 0.45 * f, f"{100 * f:.0f}% of the way, {s.macs / 1e6:.1f} MMACs"),
+    )
+    seconds["pruning"] = time.perf_counter() - t1
+    if not target.met(pruned):
+        raise ImpossibleBudgetError(
+            f"budget {budget.bucket()} is below what tasks {', '.join(student.task_names)} can reach: the "
+            f"smallest model keeps {pruned.macs / 1e6:.3f} MMACs ({pruned.macs / selected.macs:.2%} of "
+            f"{selected.macs / 1e6:.1f}) and {pruned.params / 1e3:.1f}k params "
+            f"({pruned.params / selected.params:.2%}); ask for at least that"
+        )
+
+    report = TailorReport(student, teacher, student.task_names, full, selected, pruned, seconds)
+    if options.recovery is not None and options.recovery.steps > 0:
+        t2 = time.perf_counter()
+        steps = options.recovery.steps
+        report.recovery = recover(
+            student, teacher, calib, options.recovery,
+            on_step=lambda i, loss: progress("recovery", 0.6 + 0.3 * i / steps, f"step {i}/{steps} loss {loss:.4f}")
+            if i % 10 == 0 or i == steps else None,
+        )
+        seconds["recovery"] = time.perf_counter() - t2
+    student.eval()
+    seconds["total"] = time.perf_counter() - t0
+    return report

@@ -1,0 +1,287 @@
+"""Build jobs: one per build key (single flight), run by a small worker pool off the network threads.
+
+`JobManager.submit(spec, listener, waiter)`:
+
+1. `engine.validate(spec)` raises UnknownTask/EmptyTasks/ImpossibleBudget before anything is queued;
+2. the build key's job is already active -> the caller attaches to it (its listener first gets the
+   latest progress, then every later event);
+3. the registry has a done job for the key whose artifact the store still holds -> cache hit;
+4. otherwise a job is persisted as queued and handed to the workers.
+
+Events (`Progress`, then exactly one of `Ready` / `Failed`) fan out to every listener under one lock,
+so each listener sees them in order. Devices that asked over MQTT are `waiter`s persisted in the
+registry; the finish hooks (the MQTT bridge) answer them, also after a restart. At `start()` queued
+jobs and those interrupted while running are queued again. `stop()` interrupts a running build at
+its next progress callback, which leaves it "running" in the registry for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgecut.server import error_map
+from edgecut.server.errors import BuildError, ServerError
+from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.spec import Budget, BuildSpec, Engine
+from edgecut.server.store import Store, StoredArtifact
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    build_key: str
+    stage: str  # queued, importance, pruning, recovery, exporting
+    fraction: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Ready:
+    build_key: str
+    artifact: StoredArtifact
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    build_key: str
+    code: str  # an edgecut.v1.Error.Code name
+    message: str
+
+
+Event = Progress | Ready | Failed
+Outcome = Ready | Failed
+Listener = Callable[[Event], None]
+FinishHook = Callable[[Outcome], None]
+
+
+@dataclass
+class Job:
+    build_key: str
+    spec: BuildSpec
+    last: Progress
+    listeners: list[Listener] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Submission:
+    build_key: str
+    job: Job | None = None  # set when the caller attached to a queued/running job
+    ready: Ready | None = None  # set on a cache hit
+
+
+class _Interrupted(Exception):
+    """Raised inside a build's progress callback when the server stops."""
+
+
+def spec_to_dict(spec: BuildSpec) -> dict[str, Any]:
+    return {
+        "tasks": list(spec.tasks),
+        "budget": asdict(spec.budget),
+        "priorities": [list(p) for p in spec.priorities],
+        "recover": spec.recover,
+    }
+
+
+def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
+    return BuildSpec.create(
+        d["tasks"],
+        Budget(**d["budget"]),
+        {t: float(w) for t, w in d.get("priorities", [])},
+        bool(d.get("recover", True)),
+    )
+
+
+class JobManager:
+    def __init__(self, engine: Engine, store: Store, registry: Registry, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.engine, self.store, self.registry = engine, store, registry
+        self._workers_n = workers
+        self._lock = threading.RLock()
+        self._active: dict[str, Job] = {}
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._hooks: list[FinishHook] = []
+        self._stopping = threading.Event()
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and queue again what the registry says was queued or interrupted."""
+        self._stopping.clear()
+        for rec in self.registry.jobs((QUEUED, RUNNING)):
+            try:
+                spec = spec_from_dict(rec.spec)
+                self.engine.validate(spec)
+            except Exception as exc:
+                logger.warning("dropping persisted job %s: %s", rec.build_key, exc)
+                failed = self._failed(rec.build_key, exc)
+                self.registry.update_job(
+                    rec.build_key,
+                    state=FAILED,
+                    stage="failed",
+                    error_code=failed.code,
+                    error_message=failed.message,
+                )
+                self._finish(rec.build_key, failed)
+                continue
+            job = Job(rec.build_key, spec, Progress(rec.build_key, "queued", 0.0, "resumed after restart"))
+            with self._lock:
+                self._active[job.build_key] = job
+            self.registry.update_job(job.build_key, state=QUEUED, stage="queued", fraction=0.0)
+            self._queue.put(job)
+            logger.info("re-queued job %s (%s)", job.build_key, ",".join(spec.tasks))
+        for i in range(self._workers_n):
+            t = threading.Thread(target=self._work, name=f"edgecut-job-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers; a running build stops at its next progress call and is resumed at next start."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        with self._lock:
+            jobs, self._active = list(self._active.values()), {}
+            for job in jobs:
+                self._notify(job, Failed(job.build_key, "INTERNAL", "the server is shutting down; ask again"))
+        self._queue = queue.Queue()
+
+    def add_finish_hook(self, hook: FinishHook) -> None:
+        self._hooks.append(hook)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def build_key(self, spec: BuildSpec) -> str:
+        return spec.build_key(self.engine.base_model_id)
+
+    def submit(
+        self, spec: BuildSpec, listener: Listener | None = None, waiter: Waiter | None = None
+    ) -> Submission:
+        """Validate, then attach to the key's job, answer from the store, or queue a new job."""
+        self.engine.validate(spec)
+        key = self.build_key(spec)
+        with self._lock:
+            if self._stopping.is_set():
+                raise ServerError("the server is shutting down; ask again in a moment")
+            job = self._active.get(key)
+            if job is None:
+                hit = self._cached(key)
+                if hit is not None:
+                    if listener is not None:
+                        listener(hit)
+                    return Submission(key, ready=hit)
+                job = Job(key, spec, Progress(key, "queued", 0.0, "waiting for a worker"))
+                self.registry.create_job(key, spec_to_dict(spec))
+                self._active[key] = job
+                self._queue.put(job)
+                logger.info("queued job %s (%s, budget %s)", key, ",".join(spec.tasks), spec.budget.bucket())
+            if waiter is not None:
+                self.registry.add_waiter(key, waiter.device_id, waiter.needs_seq)
+            if listener is not None:
+                job.listeners.append(listener)
+                _call(listener, job.last)
+            return Submission(key, job=job)
+
+    def detach(self, build_key: str, listener: Listener) -> None:
+        with self._lock:
+            job = self._active.get(build_key)
+            if job is not None and listener in job.listeners:
+                job.listeners.remove(listener)
+
+    def active(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    def _cached(self, key: str) -> Ready | None:
+        rec = self.registry.job(key)
+        if rec is None or rec.state != DONE or not self.store.exists(rec.artifact_id):
+            return None
+        return Ready(key, self.store.get(rec.artifact_id), cache_hit=True)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None or self._stopping.is_set():
+                return
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        key = job.build_key
+        self.registry.update_job(key, state=RUNNING, stage="running", fraction=0.0)
+        stage_seen = {"running"}
+
+        def progress(stage: str, fraction: float, detail: str = "") -> None:
+            if self._stopping.is_set():
+                raise _Interrupted
+            if stage not in stage_seen:  # persist stage changes only, not every percent
+                stage_seen.add(stage)
+                self.registry.update_job(key, stage=stage, fraction=fraction)
+            self._emit(job, Progress(key, stage, min(max(fraction, 0.0), 1.0), detail))
+
+        try:
+            built = self.engine.build(job.spec, progress)
+            meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
+            artifact = self.store.put_file(built.onnx_path, meta)
+        except _Interrupted:
+            logger.info("job %s interrupted by shutdown; it resumes at the next start", key)
+            return
+        except Exception as exc:
+            if not isinstance(exc, ServerError):
+                logger.exception("job %s failed", key)
+            failed = self._failed(key, exc)
+            self.registry.update_job(
+                key, state=FAILED, stage="failed", error_code=failed.code, error_message=failed.message
+            )
+            outcome: Outcome = failed
+        else:
+            logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
+            self.registry.update_job(
+                key, state=DONE, stage="ready", fraction=1.0, artifact_id=artifact.artifact_id
+            )
+            outcome = Ready(key, artifact)
+        self._finish(key, outcome)
+
+    def _failed(self, key: str, exc: BaseException) -> Failed:
+        if not isinstance(exc, ServerError):
+            exc = BuildError(f"building the model failed on the server ({type(exc).__name__}: {exc})")
+        return Failed(key, error_map.error_code(exc), error_map.error_sentence(exc))
+
+    def _emit(self, job: Job, event: Progress) -> None:
+        with self._lock:
+            job.last = event
+            self._notify(job, event)
+
+    def _notify(self, job: Job, event: Event) -> None:
+        for listener in list(job.listeners):
+            _call(listener, event)
+
+    def _finish(self, key: str, outcome: Outcome) -> None:
+        with self._lock:
+            job = self._active.pop(key, None)
+            if job is not None:
+                self._notify(job, outcome)
+        for hook in self._hooks:
+            try:
+                hook(outcome)
+            except Exception:
+                logger.exception("finish hook %r failed for job %s", hook, key)
+
+
+def _call(listener: Listener, event: Event) -> None:
+    try:
+        listener(event)
+    except Exception:
+        logger.exception("job listener failed on %s", type(event).__name__)

@@ -1,0 +1,271 @@
+"""MQTT adapter: device needs in, `ModelReady` / `Error` out; telemetry, state and swaps into the registry.
+
+Needs, telemetry and swap reports arrive over shared subscriptions (`$share/edgecut/...`), so server
+replicas split them; device state is retained and read by every replica (plain subscription).
+A payload that does not parse, or needs that cannot be built, get an `Error` on the device's
+`error` topic and the bridge carries on. `ModelReady` is published retained on the device's `model`
+topic, so a device that reconnects finds its latest model. Commands are never published retained.
+
+paho-mqtt 2.x, callback API v2; MQTT 3.1.1 by default (the iotcore fallback broker only shares
+subscriptions under 3.1.1), MQTT 5 by option. paho's network thread reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as mqtt
+from google.protobuf.message import DecodeError, Message
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgecut import topics
+from edgecut.errors import ConfigError
+from edgecut.server import error_map, wire
+from edgecut.server.budget_policy import BudgetPolicy
+from edgecut.server.jobs import Failed, JobManager, Outcome, Ready
+from edgecut.server.registry import Registry, Waiter
+from edgecut.server.spec import BuildSpec
+from edgecut.v1 import fleet_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
+    """`mqtt://[user:pass@]host[:1883]` or `mqtts://...:8883` -> host, port, tls, username, password."""
+    u = urlparse(url)
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
+    tls = u.scheme in ("mqtts", "ssl")
+    try:
+        port = u.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"broker URL {url!r}: bad port") from exc
+    user = unquote(u.username) if u.username else None
+    password = unquote(u.password) if u.password else None
+    return u.hostname, port, tls, user, password
+
+
+class MqttBridge:
+    def __init__(
+        self,
+        broker_url: str,
+        jobs: JobManager,
+        registry: Registry,
+        policy: BudgetPolicy,
+        grpc_address: str,
+        client_id: str = "",
+        protocol: str = "3.1.1",
+        group: str = topics.SHARE_GROUP,
+        keepalive: int = 30,
+        reconnect_max_s: int = 30,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"mqtt protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        self.host, self.port, tls, user, password = parse_broker_url(broker_url)
+        self.jobs, self.registry, self.policy = jobs, registry, policy
+        self.grpc_address = grpc_address
+        self.group, self.keepalive = group, keepalive
+        self._v5 = protocol == "5"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"edgecut-srv-{uuid.uuid4().hex[:8]}",
+            protocol=PROTOCOLS[protocol],
+            clean_session=None if self._v5 else True,
+        )
+        if tls:
+            self.client.tls_set()
+        if user:
+            self.client.username_pw_set(user, password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max_s)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.ready = threading.Event()  # connected and subscribed
+        self._handlers: dict[str, Callable[[str, bytes], None]] = {
+            topics.NEEDS: self._on_needs,
+            topics.TELEMETRY: self._on_telemetry,
+            topics.SWAP: self._on_swap,
+            topics.STATE: self._on_state,
+        }
+        jobs.add_finish_hook(self._on_job_finished)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho's loop retries until the broker answers."""
+        self.client.connect_async(self.host, self.port, self.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.ready.clear()
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        return [
+            (topics.shared(topics.NEEDS, self.group), 1),
+            (topics.shared(topics.TELEMETRY, self.group), 0),
+            (topics.shared(topics.SWAP, self.group), 1),
+            (topics.device_topic("+", topics.STATE), 1),  # retained; every replica reads it
+        ]
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            logger.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        logger.info("MQTT connected to %s:%d; subscribing", self.host, self.port)
+        client.subscribe(self._subscriptions())
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            logger.error("MQTT broker refused subscriptions: %s", failed)
+            return
+        self.ready.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.ready.clear()
+        if reason.is_failure:
+            logger.warning("MQTT connection lost (%s); reconnecting with backoff", reason)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        device_id = topics.device_of(msg.topic)
+        leaf = msg.topic.rsplit("/", 1)[-1]
+        handler = self._handlers.get(leaf)
+        if device_id is None or handler is None:
+            logger.debug("ignoring message on %s", msg.topic)
+            return
+        try:
+            handler(device_id, bytes(msg.payload))
+        except Exception:  # one bad message must never stop the bridge
+            logger.exception("handling %s failed", msg.topic)
+            self.publish_error(
+                pb.Error(
+                    code=pb.Error.INTERNAL,
+                    device_id=device_id,
+                    message=error_map.error_sentence(RuntimeError()),
+                )
+            )
+
+    def _parse(self, cls: type[Message], device_id: str, payload: bytes, answer: bool = True) -> Any:
+        try:
+            return cls.FromString(payload)
+        except DecodeError as exc:
+            name = cls.DESCRIPTOR.name
+            logger.warning("malformed %s from %s (%d bytes): %s", name, device_id, len(payload), exc)
+            if answer:
+                self.publish_error(
+                    error_map.malformed(name, len(payload), str(exc) or "not protobuf", device_id)
+                )
+            return None
+
+    def _on_needs(self, device_id: str, payload: bytes) -> None:
+        needs: pb.TaskNeeds | None = self._parse(pb.TaskNeeds, device_id, payload)
+        if needs is None:
+            self.registry.record_device_error(device_id, "malformed needs message")
+            return
+        if needs.device_id and needs.device_id != device_id:
+            logger.warning("needs on %s's topic names device %r; the topic wins", device_id, needs.device_id)
+        seq, resources = needs.seq, needs.resources
+        budget_label, device_class = "", resources.device_class
+        try:
+            decision = self.policy.decide(resources, needs.max_latency_ms, needs.max_model_bytes)
+            budget_label, device_class = decision.budget.bucket(), decision.device_class
+            spec = BuildSpec.create(list(needs.tasks), decision.budget, dict(needs.priorities))
+        except Exception as exc:
+            self._record_needs(device_id, needs, device_class, budget_label)
+            self._refuse(device_id, seq, exc)
+            return
+        self._record_needs(device_id, needs, device_class, budget_label)
+        try:
+            sub = self.jobs.submit(spec, waiter=Waiter(device_id, seq))
+        except Exception as exc:
+            self._refuse(device_id, seq, exc)
+            return
+        logger.info(
+            "device %s needs %s (seq %d) -> build %s", device_id, ",".join(spec.tasks), seq, sub.build_key
+        )
+        if sub.ready is not None:
+            self._offer(device_id, seq, sub.ready)
+
+    def _record_needs(self, device_id: str, needs: pb.TaskNeeds, device_class: str, budget: str) -> None:
+        self.registry.record_needs(
+            device_id,
+            list(needs.tasks),
+            needs.seq,
+            wire.to_dict(needs),
+            wire.to_dict(needs.resources),
+            device_class,
+            budget,
+        )
+
+    def _refuse(self, device_id: str, seq: int, exc: Exception) -> None:
+        err = error_map.to_error(exc, device_id, seq)
+        if err.code == pb.Error.INTERNAL:
+            logger.error("needs of %s failed: %r", device_id, exc)
+        self.registry.record_device_error(device_id, err.message)
+        self.publish_error(err)
+
+    def _on_telemetry(self, device_id: str, payload: bytes) -> None:
+        t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload)
+        if t is not None:
+            self.registry.record_telemetry(device_id, wire.to_dict(t))
+
+    def _on_swap(self, device_id: str, payload: bytes) -> None:
+        s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)
+        if s is not None:
+            self.registry.record_swap(
+                device_id, s.artifact_id, s.ok, s.reason, s.previous_artifact_id, s.load_ms
+            )
+
+    def _on_state(self, device_id: str, payload: bytes) -> None:
+        if not payload:  # a cleared retained message
+            return
+        # Every replica receives retained state, so only log a bad one instead of answering N times.
+        st: pb.DeviceState | None = self._parse(pb.DeviceState, device_id, payload, answer=False)
+        if st is not None:
+            status = pb.DeviceState.Status.Name(st.status).lower().replace("status_", "")
+            self.registry.record_state(device_id, status, st.artifact_id, list(st.tasks), st.agent_version)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def _on_job_finished(self, outcome: Outcome) -> None:
+        """Answer every device that asked for this build (persisted, so this also works after a restart)."""
+        for w in self.registry.take_waiters(outcome.build_key):
+            dev = self.registry.device(w.device_id)
+            if dev is not None and int(dev["needs_seq"]) > w.needs_seq:
+                logger.info(
+                    "device %s moved on to needs seq %s; not answering seq %d",
+                    w.device_id,
+                    dev["needs_seq"],
+                    w.needs_seq,
+                )
+                continue
+            if isinstance(outcome, Ready):
+                self._offer(w.device_id, w.needs_seq, outcome)
+            elif isinstance(outcome, Failed):
+                self.registry.record_device_error(w.device_id, outcome.message)
+                self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
+
+    def _offer(self, device_id: str, seq: int, ready: Ready) -> None:
+        msg = wire.model_ready(ready, self.grpc_address, device_id, seq)
+        self.registry.record_offer(device_id, ready.build_key, msg.artifact_id)
+        self.client.publish(
+            topics.device_topic(device_id, topics.MODEL), msg.SerializeToString(), qos=1, retain=True
+        )
+        logger.info("offered %s to %s (cache hit: %s)", msg.artifact_id[:12], device_id, ready.cache_hit)
+
+    def publish_error(self, err: pb.Error) -> None:
+        if not err.device_id:
+            return
+        self.client.publish(topics.device_topic(err.device_id, topics.ERROR), err.SerializeToString(), qos=1)

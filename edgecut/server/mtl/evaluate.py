@@ -1,0 +1,77 @@
+"""Run a model over a dataset and compute its per-task metrics; the trivial baselines too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from edgecut.server.mtl.data import Batch, batches
+from edgecut.server.mtl.metrics import TaskMeter
+from edgecut.server.mtl.tasks import TaskSpec
+
+Metrics = dict[str, dict[str, float]]
+
+
+@torch.no_grad()
+def evaluate_fn(
+    predict: Callable[[torch.Tensor], dict[str, torch.Tensor]], specs: dict[str, TaskSpec],
+    data: Dataset[Batch], batch_size: int = 64,
+) -> Metrics:
+    meters = {name: TaskMeter(spec) for name, spec in specs.items()}
+    for batch in batches(data, batch_size):
+        out = predict(batch["image"])
+        for name, meter in meters.items():
+            meter.update(out[name], batch[name])
+    return {name: meter.result() for name, meter in meters.items()}
+
+
+def evaluate(model: torch.nn.Module, specs: dict[str, TaskSpec], data: Dataset[Batch], batch_size: int = 64) -> Metrics:
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_fn(model, specs, data, batch_size)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dataset[Batch]) -> Metrics:
+    """Metrics of predicting the training set's mean (regression) or majority class (everything else)."""
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for batch in batches(train, 256):
+        n += len(batch["image"])
+        for name, spec in specs.items():
+            t = batch[name]
+            if spec.kind in ("segmentation", "classification"):
+                v = torch.bincount(t.flatten().long().clamp_max(spec.channels), minlength=spec.channels + 1)
+                v = v[: spec.channels].double()
+            elif spec.kind == "edges":
+                v = (t > 0.5).double().mean(dim=(0, 2, 3)) * len(t)
+            else:
+                v = t.double().sum(dim=(0, 2, 3)) / t[0, 0].numel()
+            sums[name] = sums.get(name, torch.zeros_like(v)) + v
+
+    def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        out = {}
+        for name, spec in specs.items():
+            s = sums[name]
+            if spec.kind in ("segmentation", "classification"):
+                logits = torch.full((spec.channels,), -10.0)
+                logits[int(s.argmax())] = 10.0
+                out[name] = logits.view(1, -1, 1, 1).expand(b, -1, h, w) if spec.kind == "segmentation" \
+                    else logits.view(1, -1).expand(b, -1)
+            elif spec.kind == "edges":  # majority: no edge anywhere
+                logit = 10.0 if float(s[0]) / n > 0.5 else -10.0
+                out[name] = torch.full((b, 1, h, w), logit)
+            else:
+                mean = (s / n).float()
+                if spec.kind == "normals":
+                    mean = mean / mean.norm().clamp_min(1e-8)
+                out[name] = mean.view(1, -1, 1, 1).expand(b, -1, h, w)
+        return out
+
+    return evaluate_fn(predict, specs, val)

@@ -1,0 +1,139 @@
+"""`edgecut server` (the fleet service) and `edgecut bench download`.
+
+Module scope stays light (no torch, no grpc): the engine and the service are imported in the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgecut.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `edgecut server` and `edgecut bench download` (joining an existing `bench` command if any)."""
+    p = sub.add_parser(
+        "server",
+        help="run the fleet service: gRPC (RequestModel, DownloadModel) + MQTT bridge",
+        description="Tailor models for the devices that ask over MQTT or gRPC and deliver them. "
+        "Settings come from --config YAML, then EDGECUT_<SETTING> variables, then these options.",
+    )
+    p.add_argument("--checkpoint", type=Path, help="base multi-task model checkpoint")
+    p.add_argument(
+        "--calib-data", help=f"calibration images folder, or '{SYNTHETIC}' (default) for synthetic scenes"
+    )
+    p.add_argument("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 ('' disables MQTT)")
+    p.add_argument("--grpc", help="gRPC listen address host:port (default 127.0.0.1:50051)")
+    p.add_argument("--public-grpc", help="gRPC address told to devices (default: the listen address)")
+    p.add_argument("--state-dir", type=Path, help="registry, artifacts and scratch (default .edgecut/server)")
+    p.add_argument("--workers", type=int, help="concurrent builds (default 1)")
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.set_defaults(handler=run_server)
+    register_bench(_bench_subparsers(sub))
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    b = bench_sub.add_parser(
+        "download", help="DownloadModel throughput on loopback -> docs/benchmarks.md (Fleet service section)"
+    )
+    b.add_argument("--size-mb", type=float, default=64.0, help="artifact size in MiB (default 64)")
+    b.add_argument("--chunks-kb", default="64,256,1024", help="chunk sizes in KiB, comma separated")
+    b.add_argument("--repeats", type=int, default=5, help="timed downloads per chunk size (default 5)")
+    b.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"), help="markdown file to update")
+    b.add_argument("--no-write", action="store_true", help="print the table only")
+    b.set_defaults(handler=run_bench_download)
+
+
+def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    existing = sub.choices.get("bench")
+    if existing is not None:
+        for action in existing._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action
+        raise ConfigError("`edgecut bench` exists without subcommands; cannot add `bench download`")
+    bench = sub.add_parser("bench", help="measure edgecut and write docs/benchmarks.md")
+    return bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    calib = args.calib_data
+    return {
+        "checkpoint": args.checkpoint,
+        "broker": args.broker,
+        "grpc": args.grpc,
+        "public_grpc": args.public_grpc,
+        "state_dir": args.state_dir,
+        "workers": args.workers,
+        "calib_data": None if calib in (None, SYNTHETIC) else calib,
+    }
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from edgecut.server.app import FleetServer
+    from edgecut.server.settings import load_settings
+
+    settings = load_settings(args.config, _overrides(args))
+    if settings.checkpoint is None:
+        raise ConfigError("no base model: pass --checkpoint PATH (or set checkpoint: in the config file)")
+    if not settings.checkpoint.is_file():
+        raise ConfigError(f"checkpoint {settings.checkpoint} does not exist (train one with `edgecut train`)")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+
+    from edgecut.server.engine import load_engine  # imports torch
+
+    engine = load_engine(
+        checkpoint=settings.checkpoint, state_dir=settings.state_dir, calib_data=settings.calib_data
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    server = FleetServer(settings, engine).start()
+    print(
+        f"edgecut server: gRPC {settings.grpc} (devices told {server.grpc_address}), "
+        f"broker {settings.broker or 'off'}, state {settings.state_dir}; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+def run_bench_download(args: argparse.Namespace) -> int:
+    from edgecut.server import bench_download
+
+    try:
+        chunks = [int(float(c) * 1024) for c in args.chunks_kb.split(",") if c.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--chunks-kb {args.chunks_kb!r}: expected numbers like 64,256,1024") from exc
+    if not chunks or args.size_mb <= 0 or args.repeats < 1:
+        raise ConfigError("--chunks-kb, --size-mb and --repeats must be positive")
+    rows = bench_download.run(int(args.size_mb * 2**20), chunks, args.repeats)
+    command = (
+        "edgecut bench download "
+        + f"--size-mb {args.size_mb:g} --chunks-kb {args.chunks_kb} --repeats {args.repeats}"
+    )
+    body = bench_download.table(rows, command)
+    print(body)
+    if not args.no_write:
+        bench_download.write_section(args.output, body)
+        print(f"wrote the Fleet service section of {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,130 @@
+"""Server settings: one pydantic model, read once at start-up.
+
+Sources, later wins: defaults < YAML file (`--config`) < `EDGECUT_<FIELD>` environment variables <
+command-line options. Unknown keys in the file are rejected; environment variables are matched by
+field name only (other `EDGECUT_*` variables belong to the agent or the tools and are ignored). A bad
+value raises `ConfigError` naming the key, the value and the reason (the CLI exits with code 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgecut.errors import ConfigError
+from edgecut.server.budget_policy import DeviceClassBudget
+from edgecut.server.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
+from edgecut.server.mqtt_bridge import parse_broker_url
+
+ENV_PREFIX = "EDGECUT_"
+
+
+class BudgetSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    classes: dict[str, DeviceClassBudget] = Field(
+        default_factory=dict,
+        title="device class -> budget row",
+        description="added to / replacing rows of the default table (rpi3, rpi4, rpi5, jetson-nano, x86)",
+    )
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = Field(default=None, title="base multi-task model checkpoint (.pt)")
+    calib_data: str | None = Field(
+        default=None,
+        title="calibration data",
+        description="a folder of images, or empty for synthetic scenes",
+    )
+    broker: str = Field(default="mqtt://127.0.0.1:1883", title="MQTT broker URL; empty disables MQTT")
+    grpc: str = Field(default="127.0.0.1:50051", title="gRPC listen address (host:port, port 0 = any)")
+    public_grpc: str = Field(
+        default="", title="gRPC address told to devices", description="default: the bound listen address"
+    )
+    state_dir: Path = Field(
+        default=Path(".edgecut/server"), title="registry, artifacts and job scratch space"
+    )
+    registry_url: str = Field(default="", title="SQLAlchemy URL; default sqlite under state_dir")
+    store_url: str = Field(default="", title="artifact store URL or directory; default state_dir/artifacts")
+    workers: int = Field(default=1, ge=1, le=64, title="concurrent builds (each is CPU-heavy)")
+    grpc_threads: int = Field(default=64, ge=4, le=1024, title="gRPC worker threads = max concurrent RPCs")
+    chunk_size: int = Field(default=DEFAULT_CHUNK, ge=1024, le=MAX_CHUNK, title="DownloadModel chunk bytes")
+    mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
+    mqtt_client_id: str = Field(default="", title="MQTT client id; default random per process")
+    share_group: str = Field(
+        default="edgecut", pattern=r"^[A-Za-z0-9_-]+$", title="shared subscription group"
+    )
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        if v:
+            try:
+                parse_broker_url(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return v
+
+    @property
+    def registry(self) -> str:
+        return self.registry_url or f"sqlite:///{(self.state_dir / 'registry.sqlite3').resolve()}"
+
+    @property
+    def store(self) -> str:
+        return self.store_url or str(self.state_dir / "artifacts")
+
+
+def load_settings(
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerSettings:
+    data: dict[str, Any] = {}
+    if config is not None:
+        data.update(_read_yaml(config))
+    env = os.environ if environ is None else environ
+    for name, info in ServerSettings.model_fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            nested = isinstance(info.default_factory, type) and issubclass(info.default_factory, BaseModel)
+            data[name] = _yaml_value(raw, ENV_PREFIX + name.upper()) if nested else raw
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return ServerSettings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {key} = {err.get('input')!r:.80}: {err['msg']}")
+        where = (
+            f" (file {config}, EDGECUT_* variables, options)" if config else " (EDGECUT_* variables, options)"
+        )
+        raise ConfigError("invalid server settings" + where + ":\n" + "\n".join(lines)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
+    return loaded
+
+
+def _yaml_value(raw: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name} is not valid YAML/JSON: {exc}") from exc

@@ -1,0 +1,167 @@
+"""Content-addressed artifact store: an artifact's id is the sha256 hex of its bytes.
+
+`Store` is the interface the service uses (jobs write, DownloadModel reads); `LocalStore` keeps
+files under a directory. A backend is chosen by the scheme of a URL through `STORE_BACKENDS`, so an
+S3-compatible store (ranged GETs behind `open(artifact_id, offset)`) plugs in without touching callers.
+
+Layout of a `LocalStore`::
+
+    root/ab/abcdef...64hex.onnx   the artifact (ModelMeta embedded in its ONNX metadata)
+    root/ab/abcdef...64hex.json   ModelMeta sidecar, so listing/serving never parses ONNX
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlparse
+
+from edgecut.errors import ConfigError
+from edgecut.model_meta import ModelMeta
+from edgecut.server.errors import ArtifactNotFoundError
+
+_ID = re.compile(r"[0-9a-f]{64}")
+_HASH_BLOCK = 1 << 20
+
+
+def check_artifact_id(artifact_id: str) -> str:
+    """Return the id when it is 64 lowercase hex digits; anything else could name a path outside the store."""
+    if not isinstance(artifact_id, str) or not _ID.fullmatch(artifact_id):
+        raise ArtifactNotFoundError(
+            f"artifact id {artifact_id!r:.80} is not a sha256 hex digest (64 characters 0-9a-f)"
+        )
+    return artifact_id
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    artifact_id: str  # = sha256 of the bytes
+    size: int
+    meta: ModelMeta
+
+    @property
+    def sha256(self) -> str:
+        return self.artifact_id
+
+
+class Store(Protocol):
+    """What the fleet service needs from an artifact store."""
+
+    def put_file(self, path: Path, meta: ModelMeta) -> StoredArtifact:
+        """Copy `path` in under its sha256 (idempotent) and keep `meta` beside it."""
+        ...
+
+    def exists(self, artifact_id: str) -> bool: ...
+
+    def size(self, artifact_id: str) -> int: ...
+
+    def meta(self, artifact_id: str) -> ModelMeta: ...
+
+    def open(self, artifact_id: str, offset: int = 0) -> BinaryIO:
+        """A binary reader positioned at `offset`; raises ArtifactNotFoundError."""
+        ...
+
+    def get(self, artifact_id: str) -> StoredArtifact: ...
+
+
+class LocalStore:
+    """Artifacts in a local directory; writes are atomic (temp file + rename in the same directory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, artifact_id: str, suffix: str) -> Path:
+        aid = check_artifact_id(artifact_id)
+        return self.root / aid[:2] / f"{aid}{suffix}"
+
+    def put_file(self, path: Path, meta: ModelMeta) -> StoredArtifact:
+        artifact_id = sha256_file(path)
+        target = self._path(artifact_id, ".onnx")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Sidecar first: once the .onnx exists the artifact counts as present, so its meta must be there.
+        _atomic_write(target.with_suffix(".json"), meta.to_json().encode())
+        if not target.exists():
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                    shutil.copyfileobj(src, out, _HASH_BLOCK)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return StoredArtifact(artifact_id, target.stat().st_size, meta)
+
+    def exists(self, artifact_id: str) -> bool:
+        try:
+            return self._path(artifact_id, ".onnx").is_file()
+        except ArtifactNotFoundError:
+            return False
+
+    def size(self, artifact_id: str) -> int:
+        try:
+            return self._path(artifact_id, ".onnx").stat().st_size
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"artifact {artifact_id} is not in the store") from exc
+
+    def meta(self, artifact_id: str) -> ModelMeta:
+        try:
+            return ModelMeta.from_json(self._path(artifact_id, ".json").read_bytes())
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"artifact {artifact_id} has no metadata in the store") from exc
+
+    def open(self, artifact_id: str, offset: int = 0) -> BinaryIO:
+        try:
+            f = self._path(artifact_id, ".onnx").open("rb")
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"artifact {artifact_id} is not in the store") from exc
+        f.seek(offset)
+        return f
+
+    def get(self, artifact_id: str) -> StoredArtifact:
+        return StoredArtifact(artifact_id, self.size(artifact_id), self.meta(artifact_id))
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _local(url: str) -> Store:
+    parsed = urlparse(url)
+    return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
+
+
+# scheme -> factory; an S3-compatible backend registers "s3" here.
+STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local}
+
+
+def open_store(url: str) -> Store:
+    """A store from `file:///dir`, a plain directory path, or a URL whose scheme a backend registered."""
+    scheme = urlparse(url).scheme
+    factory = STORE_BACKENDS.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(s for s in STORE_BACKENDS if s)) or "file"
+        raise ConfigError(f"store URL {url!r}: no backend for scheme {scheme!r} (available: {known})")
+    return factory(url)

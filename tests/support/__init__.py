@@ -1,0 +1,1 @@
+"""Test doubles that implement edgecut's real interfaces honestly (no torch)."""

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import types
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgecut.broker import free_port
+from edgecut.errors import ConfigError
+from edgecut.server import service_cli
+from edgecut.server.settings import load_settings
+from tests.support.onnx_engine import OnnxTestEngine
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgecut")
+    service_cli.register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_sources_in_order_file_then_env_then_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(
+        "workers: 2\ngrpc: 0.0.0.0:6000\nbroker: mqtt://broker:1883\n"
+        "budget:\n  classes:\n    rpi4: {macs_fraction: 0.4, macs_per_ms: 1e6}\n"
+    )
+    s = load_settings(
+        cfg,
+        {"broker": "mqtt://127.0.0.1:1999", "workers": None},
+        environ={"EDGECUT_WORKERS": "3", "EDGECUT_GRPC": "127.0.0.1:7000", "EDGECUT_AGENT_X": "1"},
+    )
+    assert (s.workers, s.grpc, s.broker) == (3, "127.0.0.1:7000", "mqtt://127.0.0.1:1999")
+    assert s.budget.classes["rpi4"].macs_fraction == 0.4
+    assert s.registry.startswith("sqlite:///") and s.store.endswith("artifacts")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needle"),
+    [
+        ("wrokers: 2\n", {}, "wrokers"),
+        ("workers: 0\n", {}, "workers = 0"),
+        ("broker: http://x\n", {}, "expected mqtt://host:port"),
+        (
+            "budget:\n  classes:\n    rpi4: {macs_fraction: 2, macs_per_ms: 1}\n",
+            {},
+            "budget.classes.rpi4.macs_fraction",
+        ),
+        ("- a list\n", {}, "must hold a mapping"),
+        ("workers: [\n", {}, "not valid YAML"),
+        ("", {"EDGECUT_CHUNK_SIZE": "lots"}, "chunk_size = 'lots'"),
+    ],
+)
+def test_bad_config_is_a_clear_config_error(
+    tmp_path: Path, text: str, env: dict[str, str], needle: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env)
+    assert needle in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_server_command_needs_a_checkpoint(tmp_path: Path) -> None:
+    args = parser().parse_args(["server", "--state-dir", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        args.handler(args)
+    args = parser().parse_args(["server", "--checkpoint", str(tmp_path / "none.pt")])
+    with pytest.raises(ConfigError, match="does not exist"):
+        args.handler(args)
+
+
+def test_server_command_runs_the_service_until_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights")
+    seen: dict[str, object] = {}
+
+    def load_engine(checkpoint: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
+        seen.update(checkpoint=checkpoint, state_dir=state_dir, calib_data=calib_data)
+        return OnnxTestEngine(tmp_path / "work")
+
+    monkeypatch.setitem(sys.modules, "edgecut.server.engine", types.SimpleNamespace(load_engine=load_engine))
+    old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    port = free_port()
+    args = parser().parse_args(
+        [
+            "server",
+            "--checkpoint",
+            str(ckpt),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--grpc",
+            f"127.0.0.1:{port}",
+            "--broker",
+            "",
+            "--calib-data",
+            "synthetic",
+        ]
+    )
+
+    def probe_then_stop() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            grpc.channel_ready_future(ch).result(timeout=10)
+            seen["health"] = (
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=probe_then_stop)
+    t.start()
+    try:
+        assert args.handler(args) == 0
+    finally:
+        t.join(15)
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
+    assert seen["health"] == health_pb2.HealthCheckResponse.SERVING
+    assert seen["checkpoint"] == ckpt and seen["calib_data"] is None
+    assert (tmp_path / "s" / "registry.sqlite3").exists()
+
+
+def test_bench_download_joins_an_existing_bench_command() -> None:
+    p = argparse.ArgumentParser(prog="edgecut")
+    sub = p.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench").add_subparsers(dest="bench_command", required=True)
+    bench.add_parser("pruning")
+    service_cli.register(sub)
+    args = p.parse_args(["bench", "download", "--size-mb", "1", "--no-write"])
+    assert args.handler is service_cli.run_bench_download and args.size_mb == 1.0
+    assert p.parse_args(["bench", "pruning"]).bench_command == "pruning"
