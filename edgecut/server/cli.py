@@ -6,6 +6,15 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from edgecut.agent import bench_swap
+    from edgecut.server import bench_cli, service_cli
+    from edgecut.server.cut import prune_cli
     from edgecut.server.mtl import train_cli
 
     train_cli.register(sub)
+    prune_cli.register(sub)
+    bench = sub.add_parser("bench", help="measure and write the figures in docs/benchmarks.md")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    bench_cli.register(bench_sub)
+    bench_swap.register_bench(bench_sub)
+    service_cli.register(sub)  # adds `server`, and `download` to the bench group above

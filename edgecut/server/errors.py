@@ -1,13 +1,14 @@
 """Server-side errors. Each maps to one `edgecut.v1.Error.Code` in `code`.
 
-    EdgecutError
-    └── ServerError
-        ├── UnknownTaskError      (UNKNOWN_TASK)
-        ├── EmptyTasksError       (EMPTY_TASKS)
-        ├── ImpossibleBudgetError (IMPOSSIBLE_BUDGET)
-        ├── ModelContractError    (BUILD_FAILED: a model that does not follow the contract)
-        ├── ArtifactNotFoundError (NOT_FOUND)
-        └── BuildError            (BUILD_FAILED)
+EdgecutError
+└── ServerError
+    ├── UnknownTaskError      (UNKNOWN_TASK)
+    ├── EmptyTasksError       (EMPTY_TASKS)
+    ├── ImpossibleBudgetError (IMPOSSIBLE_BUDGET)
+    ├── ModelContractError    (BUILD_FAILED: a model that does not follow the contract)
+    ├── ArtifactNotFoundError (NOT_FOUND)
+    ├── BuildError            (BUILD_FAILED)
+    └── DatasetError          (INTERNAL: a labelled-data folder that cannot be read as laid out)
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ class ArtifactNotFoundError(ServerError):
 
 class BuildError(ServerError):
     code = "BUILD_FAILED"
+
+
+class DatasetError(ServerError):
+    code = "INTERNAL"

@@ -76,8 +76,12 @@ class Submission:
     ready: Ready | None = None  # set on a cache hit
 
 
-class _Interrupted(Exception):
-    """Raised inside a build's progress callback when the server stops."""
+class _Interrupted(BaseException):
+    """Raised inside a build's progress callback when the server stops.
+
+    A BaseException (like KeyboardInterrupt) so an engine's `except Exception` cannot turn a
+    shutdown into a failed build: the job must stay resumable.
+    """
 
 
 def spec_to_dict(spec: BuildSpec) -> dict[str, Any]:

@@ -92,9 +92,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     from edgecut.server.engine import load_engine  # imports torch
 
-    engine = load_engine(
-        checkpoint=settings.checkpoint, state_dir=settings.state_dir, calib_data=settings.calib_data
-    )
+    # positional: the engine names its first parameter checkpoint_path
+    engine = load_engine(settings.checkpoint, settings.state_dir, calib_data=settings.calib_data)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -118,7 +117,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_bench_download(args: argparse.Namespace) -> int:
-    from edgecut.server import bench_download
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import download as bench_download
 
     try:
         chunks = [int(float(c) * 1024) for c in args.chunks_kb.split(",") if c.strip()]
@@ -132,8 +132,8 @@ def run_bench_download(args: argparse.Namespace) -> int:
         + f"--size-mb {args.size_mb:g} --chunks-kb {args.chunks_kb} --repeats {args.repeats}"
     )
     body = bench_download.table(rows, command)
-    print(body)
+    print(f"## {bench_download.SECTION}\n\n{body}")
     if not args.no_write:
-        bench_download.write_section(args.output, body)
+        write_section(args.output, bench_download.SECTION, body)
         print(f"wrote the Fleet service section of {args.output}", file=sys.stderr)
     return 0

@@ -124,5 +124,5 @@ class Device:
         return pb.Error.FromString(self.next(topics.ERROR, timeout)[0])
 
     def close(self) -> None:
+        self.client.disconnect()  # first, so the network loop ends at once
         self.client.loop_stop()
-        self.client.disconnect()

@@ -6,8 +6,8 @@ priority). Output: N fused scores; the pruner removes the lowest first, so every
 as a ranking:
 
 - vote (CUT): keep a channel if at least v of the tasks keep it in their own top-k. At a keep
-  ratio rho, "task t keeps c" <=> rank percentile r_t(c) >= 1 - rho, so "at least v tasks keep c"
-  <=> the v-th largest r_t(c) >= 1 - rho: the v-th largest percentile is the fused score, and
+  ratio rho, "task t keeps c" <=> rank percentile r_t(c) > 1 - rho, so "at least v tasks keep c"
+  <=> the v-th largest r_t(c) > 1 - rho: the v-th largest percentile is the fused score, and
   ranking by it reproduces the vote at every ratio. v = min(2, T): for one task the vote would
   otherwise remove the whole trunk (the guard the CUT paper's code needs).
 - union (DiSparse's "unanimous" pruning: prune only if every task prunes) = max of percentiles.

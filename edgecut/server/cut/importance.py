@@ -84,7 +84,8 @@ def _activations(model: MultiTaskModel, batch: Batch) -> tuple[dict[str, torch.T
 
 
 def _repeat(model: MultiTaskModel, scores: dict[nn.Module, torch.Tensor]) -> TaskScores:
-    return {t: scores for t in model.task_names}
+    # A dict per task: the pruner shrinks each task's entries in place as channels go.
+    return {t: dict(scores) for t in model.task_names}
 
 
 @criterion("taylor")

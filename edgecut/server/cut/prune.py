@@ -193,15 +193,16 @@ def _progress(start: Size, now: Size, target: Target) -> float:
 
 def _drop_scores(group: tp.dependency.Group, scores: TaskScores) -> None:
     """Delete the entries of channels about to be removed, keeping the stored scores aligned."""
+    doomed: dict[nn.Module, set[int]] = {}
     for dep, idxs in group:
-        if dep.handler not in _OUT_FNS:
-            continue
-        m = dep.target.module
-        for per in scores.values():
+        if dep.handler in _OUT_FNS:
+            doomed.setdefault(dep.target.module, set()).update(int(i) for i in idxs)
+    for per in {id(p): p for p in scores.values()}.values():
+        for m, idxs in doomed.items():
             s = per.get(m)
             if s is not None:
                 keep = torch.ones(len(s), dtype=torch.bool)
-                keep[torch.tensor(list(idxs), dtype=torch.long)] = False
+                keep[torch.tensor(sorted(idxs), dtype=torch.long)] = False
                 per[m] = s[keep]
 
 

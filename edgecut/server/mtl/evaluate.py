@@ -50,6 +50,8 @@ def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dat
                 v = v[: spec.channels].double()
             elif spec.kind == "edges":
                 v = (t > 0.5).double().mean(dim=(0, 2, 3)) * len(t)
+            elif spec.kind == "depth":  # sum and count of the measured pixels (0 = no measurement)
+                v = torch.stack([t.double()[t > 0].sum(), (t > 0).sum().double()])
             else:
                 v = t.double().sum(dim=(0, 2, 3)) / t[0, 0].numel()
             sums[name] = sums.get(name, torch.zeros_like(v)) + v
@@ -68,7 +70,7 @@ def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dat
                 logit = 10.0 if float(s[0]) / n > 0.5 else -10.0
                 out[name] = torch.full((b, 1, h, w), logit)
             else:
-                mean = (s / n).float()
+                mean = (s[:1] / s[1].clamp_min(1) if spec.kind == "depth" else s / n).float()
                 if spec.kind == "normals":
                     mean = mean / mean.norm().clamp_min(1e-8)
                 out[name] = mean.view(1, -1, 1, 1).expand(b, -1, h, w)

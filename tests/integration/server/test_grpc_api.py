@@ -86,7 +86,7 @@ def test_fifty_concurrent_requests_for_three_needs_run_exactly_three_jobs(
     assert len(engine.builds) == 3
     assert server.registry is not None
     assert [j.state for j in server.registry.jobs()] == [DONE] * 3
-    by_needs = {tuple(sorted(r.tasks)): set() for r in reqs}
+    by_needs: dict[tuple[str, ...], set[str]] = {tuple(sorted(r.tasks)): set() for r in reqs}
     for r, f in zip(reqs, finals, strict=True):
         by_needs[tuple(sorted(r.tasks))].add(f.ready.artifact_id)
         assert f.ready.device_id == r.device_id

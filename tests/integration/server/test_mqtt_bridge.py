@@ -11,6 +11,7 @@ from edgecut import topics
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.app import FleetServer
 from edgecut.server.registry import RUNNING
+from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, start_server, stub, wait_for
 from tests.support.onnx_engine import OnnxTestEngine
@@ -56,7 +57,10 @@ def test_needs_lead_to_a_retained_model_ready(server: FleetServer, devices, brok
     assert server.registry is not None
     rec = server.registry.device("rpi-1")
     assert rec is not None and rec["needs_tasks"] == ["seg", "depth"] and rec["device_class"] == "rpi4"
-    assert rec["budget"] == "macs=0.30" and rec["offered_artifact_id"] == ready.artifact_id
+    assert (
+        rec["budget"] == Budget(macs_fraction=0.3).bucket()
+        and rec["offered_artifact_id"] == ready.artifact_id
+    )
     # a second device with the same needs is answered from the store
     other = devices("rpi-2")
     other.needs(["depth", "seg"], resources=pb.Resources(device_class="rpi4"))
@@ -138,6 +142,19 @@ def test_state_telemetry_and_swaps_reach_the_registry(server: FleetServer, devic
     assert rec["agent_version"] == "0.1.0" and rec["telemetry"]["latency_p50_ms"] == 7.5
     assert rec["artifact_id"] == aid  # the refused swap left the serving model as it was
     assert reg.swaps("jet-1")[0]["reason"] == "outputs not finite"
+
+
+def test_the_bridge_reconnects_and_resubscribes_after_the_broker_restarts(
+    server: FleetServer, broker: EmbeddedBroker, devices
+) -> None:
+    assert server.bridge is not None
+    broker.stop()
+    wait_for(lambda: not server.bridge.ready.is_set(), timeout=10)  # type: ignore[union-attr]
+    broker.start()
+    assert server.bridge.ready.wait(15)
+    dev = devices("back-1")
+    dev.needs(["count"], seq=1)
+    assert dev.model_ready().tasks == ["count"]
 
 
 def test_restart_with_a_queued_job_finishes_it(tmp_path: Path, broker: EmbeddedBroker, devices) -> None:

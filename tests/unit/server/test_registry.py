@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edgecut.errors import ConfigError
 from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Registry:
+def reg(tmp_path: Path) -> Iterator[Registry]:
     r = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
     yield r
     r.close()
@@ -68,3 +70,11 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
     r2 = Registry(url)
     assert [j.build_key for j in r2.jobs((QUEUED,))] == ["k"]
     r2.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://u@127.0.0.1:1/x", "nosuchdb://x", "sqlite:////nonexistent/dir/r.db"]
+)
+def test_an_unusable_registry_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="registry"):
+        Registry(url)

@@ -84,8 +84,8 @@ def test_server_command_runs_the_service_until_sigterm(
     ckpt.write_bytes(b"weights")
     seen: dict[str, object] = {}
 
-    def load_engine(checkpoint: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
-        seen.update(checkpoint=checkpoint, state_dir=state_dir, calib_data=calib_data)
+    def load_engine(checkpoint_path: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
+        seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data)
         return OnnxTestEngine(tmp_path / "work")
 
     monkeypatch.setitem(sys.modules, "edgecut.server.engine", types.SimpleNamespace(load_engine=load_engine))

@@ -24,7 +24,7 @@ from edgecut.server.store import LocalStore
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 
-SECTION = "## Fleet service"
+SECTION = "Fleet service"  # its `## ` section in docs/benchmarks.md (edgecut.benchdoc)
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,6 @@ def run(size_bytes: int, chunk_sizes: list[int], repeats: int) -> list[Row]:
 def table(rows: list[Row], command: str) -> str:
     cpu = os.cpu_count() or 0
     lines = [
-        SECTION,
-        "",
         f"`DownloadModel` throughput on loopback (127.0.0.1), real gRPC server and client in one process, "
         f"{rows[0].size_bytes / 2**20:.0f} MiB random artifact, sha256 checked after every download. "
         f"Machine: {cpu}-core {platform.machine()} sandbox, Python {platform.python_version()}, "
@@ -113,18 +111,3 @@ def table(rows: list[Row], command: str) -> str:
             f"{r.median_mb_s:.0f} | {r.best_mb_s:.0f} | {r.resume_seconds:.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace this section (up to the next `## ` heading) or append it; other sections stay as they are."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + body + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)

@@ -1,0 +1,1 @@
+"""Benchmarks that write measured figures into docs/benchmarks.md (`edgecut bench ...`)."""

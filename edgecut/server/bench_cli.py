@@ -1,0 +1,64 @@
+"""`edgecut bench prune` (and the other engine benchmarks); torch is imported in the handlers only."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from edgecut.errors import ConfigError
+from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
+
+
+def register(bench_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bench_sub.add_parser("prune", help="CUT vs. baselines: per-task metrics, Δm, params, MACs, latency")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
+    p.add_argument("--tasks", default="seg,depth")
+    p.add_argument("--levels", default="0.3,0.5,0.7,0.9", help="shares of params removed")
+    p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
+    p.add_argument("--recovery-steps", type=int, default=300)
+    p.add_argument("--quick", action="store_true", help="2 methods x 2 levels, tiny data (smoke test)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)")
+    p.add_argument("--plot", type=Path, default=Path("docs/prune_delta_m.png"))
+    p.add_argument("--section", default="Pruning: CUT vs. baselines")
+    p.set_defaults(handler=run_prune)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import prune as bench
+    from edgecut.server.cut.methods import METHODS
+    from edgecut.server.mtl import checkpoint
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}: choose from {', '.join(sorted(METHODS))}")
+    try:
+        levels = tuple(float(v) for v in args.levels.split(","))
+    except ValueError:
+        raise ConfigError(f"--levels must be numbers in (0, 1), got {args.levels!r}") from None
+    if any(not 0 < v < 1 for v in levels):
+        raise ConfigError(f"--levels must be in (0, 1), got {args.levels!r}")
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    cfg = bench.PruneBenchConfig(ckpt, tuple(t.strip() for t in args.tasks.split(",")), levels, methods,
+                                 args.recovery_steps, cache_dir=scenes_cache(args.data_dir))
+    if args.quick:
+        cfg = bench.quick(cfg)
+    base = checkpoint.load(ckpt)
+    kinds = {t: base.task_specs[t].kind for t in cfg.tasks if t in base.task_specs}
+    res = bench.run(cfg)
+    command = "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
+        else "edgecut bench prune"
+    text = bench.markdown(res, kinds, command)
+    Console().print(text)
+    if args.plot:
+        bench.plot(res, args.plot)
+        text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
+    if str(args.out):
+        write_section(args.out, args.section, text)
+    return 0

@@ -1,0 +1,97 @@
+"""`edgecut prune`: tailor the trained model to some tasks and a budget, write ONNX + metadata."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgecut.errors import ConfigError
+from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from edgecut.server.cut.methods import DEFAULT_METHOD, METHODS
+
+    p = sub.add_parser("prune", help="tailor the model to some tasks and a budget; write ONNX + metadata")
+    p.add_argument("--tasks", required=True, help="comma-separated tasks to keep, e.g. seg,depth")
+    p.add_argument("--budget", required=True,
+                   help="macs=0.3 | params=0.4 (fractions of the selected-task model) | max_macs=2e7 | max_params=1e5")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--checkpoint", type=Path, help="trained model (default DATA_DIR/models/reference.pt)")
+    p.add_argument("--out", type=Path, default=Path("tailored.onnx"), help="ONNX file to write (+ .json sidecar)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="criterion + fusion preset")
+    p.add_argument("--recover-steps", type=int, default=200, help="distillation steps after pruning (0 = none)")
+    p.add_argument("--recover-seconds", type=float, default=120.0, help="time limit of the recovery")
+    p.add_argument("--priority", action="append", default=[], metavar="TASK=W", help="task weight in the fusion")
+    p.add_argument("--calib-data", default="synthetic", help="'synthetic' or an NYUv2-style folder")
+    p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised copy")
+    p.set_defaults(handler=run)
+
+
+def _priorities(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        task, sep, raw = item.partition("=")
+        try:
+            out[task.strip()] = float(raw)
+        except ValueError:
+            raise ConfigError(f"bad --priority {item!r}: expected TASK=WEIGHT, e.g. seg=2") from None
+        if not sep or out[task.strip()] <= 0:
+            raise ConfigError(f"bad --priority {item!r}: expected TASK=WEIGHT with a positive weight")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from edgecut.server.cut.export import quantize_int8, sha256_file
+    from edgecut.server.cut.methods import METHODS
+    from edgecut.server.cut.recover import RecoveryOptions
+    from edgecut.server.cut.tailor import TailorOptions
+    from edgecut.server.engine import load_engine
+    from edgecut.server.mtl.metrics import delta_m
+    from edgecut.server.spec import Budget, BuildSpec
+
+    if args.recover_steps < 0:
+        raise ConfigError("--recover-steps must be >= 0")
+    console = Console()
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    engine = load_engine(ckpt, args.data_dir, args.calib_data)
+    m = METHODS[args.method]
+    recovery = RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds) if args.recover_steps else None
+    engine.options = replace(TailorOptions(), criterion=m.criterion, fusion=m.fusion, target=m.target,
+                             recovery=recovery)
+    spec = BuildSpec.create(args.tasks.split(","), Budget.parse(args.budget), _priorities(args.priority),
+                            recover=recovery is not None)
+    engine.validate(spec)
+    from edgecut.server.progress import progress_bar
+
+    with progress_bar(f"tailoring {','.join(spec.tasks)}", total=100) as advance:
+        done = [0.0]
+
+        def progress(stage: str, fraction: float, detail: str) -> None:
+            step = max(0.0, fraction * 100 - done[0])
+            done[0] += step
+            advance(step, stage=stage)
+
+        built = engine.build(spec, progress)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built.onnx_path.replace(out)
+    meta = built.meta
+    sidecar = {**json.loads(meta.to_json()), "sha256": sha256_file(out), "size_bytes": out.stat().st_size}
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    if args.int8:
+        q = out.with_name(out.stem + ".int8.onnx")
+        quantize_int8(out, q)
+        console.print(f"int8 copy: {q} ({q.stat().st_size / 1e3:.0f} kB)")
+    dm = delta_m(meta.metrics, meta.reference_metrics, {t: engine.base.task_specs[t] for t in meta.tasks})
+    console.print(
+        f"[bold]{out}[/]: tasks {','.join(meta.tasks)} | params {meta.params / 1e3:.1f}k "
+        f"(full {meta.full_params / 1e3:.1f}k) | MACs {meta.macs / 1e6:.2f}M (full {meta.full_macs / 1e6:.2f}M) | "
+        f"Δm vs original {dm:+.2f}% | ONNX max|Δ| {meta.onnx_max_abs_diff:.2e} | {built.extras['seconds']:.1f} s"
+    )
+    return 0

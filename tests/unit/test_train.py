@@ -1,0 +1,109 @@
+"""Training: a tiny run learns, and an interrupted run resumes from its .partial instead of restarting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl import train as train_mod
+from edgecut.server.mtl.data import Batch
+from edgecut.server.mtl.train import TrainConfig, train
+
+# Seconds on one core: 64 scenes of 32 x 32, a tiny ResNet.
+TINY = replace(TrainConfig.quick(), n_train=64, n_val=32, batch_size=16)
+STEPS_PER_EPOCH = 4
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def step_counter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the training batches drawn (not the evaluation ones)."""
+    drawn: list[int] = []
+    real = train_mod.batches
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Batch]:
+        for b in real(*args, **kwargs):
+            drawn.append(1)
+            yield b
+
+    monkeypatch.setattr(train_mod, "batches", counting)
+    return drawn
+
+
+def _interrupt_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    real = checkpoint.save
+
+    def save_then_crash(path: Path, model: Any, extra: dict[str, Any] | None = None) -> None:
+        real(path, model, extra)
+        if path.name.endswith(".partial") and extra is not None and extra["epoch"] == epoch:
+            raise Interrupted
+
+    monkeypatch.setattr(train_mod.checkpoint, "save", save_then_crash)
+
+
+def test_a_tiny_run_lowers_the_loss_and_writes_its_outputs(tmp_path: Path, step_counter: list[int]) -> None:
+    out = tmp_path / "model.pt"
+    result = train(replace(TINY, epochs=3), out=out, cache_dir=tmp_path / "cache", show_progress=False)
+    assert len(step_counter) == 3 * STEPS_PER_EPOCH
+    assert result.loss_last_epoch < result.loss_first_epoch
+    assert set(result.metrics) == set(result.baseline) == {"seg", "depth", "normals", "edges", "count"}
+    assert out.exists() and not out.with_name("model.pt.partial").exists()
+    doc = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert len(doc["loss_per_epoch"]) == 3 and doc["config"]["epochs"] == 3
+    x = torch.rand(2, 3, 32, 32)
+    loaded, trained = checkpoint.load(out)(x), result.model.eval()(x)
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_counter: list[int]
+) -> None:
+    cache = tmp_path / "cache"
+    straight = train(TINY, out=tmp_path / "straight.pt", cache_dir=cache, show_progress=False)
+
+    out = tmp_path / "resumed.pt"
+    partial = out.with_name("resumed.pt.partial")
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(Interrupted):
+            train(TINY, out=out, cache_dir=cache, show_progress=False)
+    assert partial.exists() and not out.exists()
+    assert checkpoint.read(partial)["epoch"] == 1
+
+    step_counter.clear()
+    resumed = train(TINY, out=out, cache_dir=cache, show_progress=False)
+    assert len(step_counter) == STEPS_PER_EPOCH  # only the second epoch ran
+    assert not partial.exists() and out.exists()
+    # the resumed run is the run that was never interrupted
+    assert resumed.loss_first_epoch == straight.loss_first_epoch
+    assert resumed.loss_last_epoch == straight.loss_last_epoch
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_partial_from_another_config_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_counter: list[int]
+) -> None:
+    out = tmp_path / "m.pt"
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        with pytest.raises(Interrupted):
+            train(TINY, out=out, cache_dir=tmp_path, show_progress=False)
+    step_counter.clear()
+    train(replace(TINY, lr=1e-3), out=out, cache_dir=tmp_path, show_progress=False)
+    assert len(step_counter) == TINY.epochs * STEPS_PER_EPOCH  # restarted from scratch
