@@ -101,9 +101,7 @@ class EmbeddedBroker:
         try:
             import iotcore
         except ImportError as exc:
-            raise BrokerError(
-                "no MQTT broker available: install mosquitto or `pip install iotcore`"
-            ) from exc
+            raise BrokerError("no MQTT broker available: install mosquitto or `pip install iotcore`") from exc
         try:
             self._iot = iotcore.Broker(port=self.port, listen=self.host).start(timeout=timeout)
         except (OSError, RuntimeError) as exc:

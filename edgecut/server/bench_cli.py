@@ -11,7 +11,7 @@ from edgecut.errors import ConfigError
 from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
 
 
-def register(bench_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("prune", help="CUT vs. baselines: per-task metrics, Δm, params, MACs, latency")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
@@ -20,7 +20,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
     p.add_argument("--recovery-steps", type=int, default=300)
     p.add_argument("--quick", action="store_true", help="2 methods x 2 levels, tiny data (smoke test)")
-    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)")
+    p.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
     p.add_argument("--plot", type=Path, default=Path("docs/prune_delta_m.png"))
     p.add_argument("--section", default="Pruning: CUT vs. baselines")
     p.set_defaults(handler=run_prune)
@@ -45,15 +47,24 @@ def run_prune(args: argparse.Namespace) -> int:
     if any(not 0 < v < 1 for v in levels):
         raise ConfigError(f"--levels must be in (0, 1), got {args.levels!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    cfg = bench.PruneBenchConfig(ckpt, tuple(t.strip() for t in args.tasks.split(",")), levels, methods,
-                                 args.recovery_steps, cache_dir=scenes_cache(args.data_dir))
+    cfg = bench.PruneBenchConfig(
+        ckpt,
+        tuple(t.strip() for t in args.tasks.split(",")),
+        levels,
+        methods,
+        args.recovery_steps,
+        cache_dir=scenes_cache(args.data_dir),
+    )
     if args.quick:
         cfg = bench.quick(cfg)
     base = checkpoint.load(ckpt)
     kinds = {t: base.task_specs[t].kind for t in cfg.tasks if t in base.task_specs}
     res = bench.run(cfg)
-    command = "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
+    command = (
+        "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
         else "edgecut bench prune"
+    )
     text = bench.markdown(res, kinds, command)
     Console().print(text)
     if args.plot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.agent import bench_swap
     from edgecut.server import bench_cli, service_cli
     from edgecut.server.cut import prune_cli

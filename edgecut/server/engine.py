@@ -37,8 +37,13 @@ CALIB_SEED, VAL_SEED = 7, 1000
 
 class TorchEngine:
     def __init__(
-        self, base: MultiTaskModel, base_id: str, calib: Dataset[Batch], val: Dataset[Batch] | None,
-        work_dir: Path, options: TailorOptions | None = None,
+        self,
+        base: MultiTaskModel,
+        base_id: str,
+        calib: Dataset[Batch],
+        val: Dataset[Batch] | None,
+        work_dir: Path,
+        options: TailorOptions | None = None,
     ) -> None:
         self.base = check_contract(base).eval()
         self._base_id = base_id
@@ -86,25 +91,42 @@ class TorchEngine:
         opts = self.options if spec.recover else replace(self.options, recovery=None)
         with self._lock:
             t0 = time.perf_counter()
-            report = tailor(self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts,
-                            dict(spec.priorities), progress)
+            report = tailor(
+                self.base,
+                list(spec.tasks),
+                spec.budget.bucketed(),
+                self.calib,
+                opts,
+                dict(spec.priorities),
+                progress,
+            )
             progress("exporting", 0.92, "evaluating and exporting ONNX")
             model = report.model
             metrics = evaluate(model, model.task_specs, self.val) if self.val is not None else {}
             reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
             meta = ModelMeta(
-                base_model=self._base_id, tasks=list(spec.tasks), input=input_spec(model),
-                outputs=output_specs(model), params=report.pruned.params, macs=report.pruned.macs,
-                full_params=self.full_size.params, full_macs=self.full_size.macs, metrics=metrics,
-                reference_metrics=reference, build_key=spec.build_key(self._base_id),
-                method=f"{opts.criterion}+{opts.fusion}/{opts.target}", pipeline_version=PIPELINE_VERSION,
+                base_model=self._base_id,
+                tasks=list(spec.tasks),
+                input=input_spec(model),
+                outputs=output_specs(model),
+                params=report.pruned.params,
+                macs=report.pruned.macs,
+                full_params=self.full_size.params,
+                full_macs=self.full_size.macs,
+                metrics=metrics,
+                reference_metrics=reference,
+                build_key=spec.build_key(self._base_id),
+                method=f"{opts.criterion}+{opts.fusion}/{opts.target}",
+                pipeline_version=PIPELINE_VERSION,
                 created_unix=time.time(),
             )
             out_dir = Path(tempfile.mkdtemp(prefix="build-", dir=self._tmp_dir()))
             path = out_dir / "model.onnx"
             meta.onnx_max_abs_diff = export_onnx(model, meta, path)
             seconds = time.perf_counter() - t0
-        return BuiltArtifact(path, meta, {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}})
+        return BuiltArtifact(
+            path, meta, {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}}
+        )
 
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"
@@ -113,7 +135,11 @@ class TorchEngine:
 
 
 def load_engine(
-    checkpoint_path: Path, state_dir: Path, calib_data: str | None = None, n_calib: int = 512, n_val: int = 256,
+    checkpoint_path: Path,
+    state_dir: Path,
+    calib_data: str | None = None,
+    n_calib: int = 512,
+    n_val: int = 256,
     recovery_steps: int | None = None,
 ) -> TorchEngine:
     """The engine for a trained checkpoint; calibration images are synthetic scenes unless a folder is given."""
@@ -121,12 +147,20 @@ def load_engine(
     base = checkpoint.load(checkpoint_path)
     cache = scenes_cache(state_dir)
     if calib_data in (None, "", "synthetic"):
-        calib: Dataset[Batch] = synthetic_scenes(n_calib, CALIB_SEED, base.input_size, cache, show_progress=False)
+        calib: Dataset[Batch] = synthetic_scenes(
+            n_calib, CALIB_SEED, base.input_size, cache, show_progress=False
+        )
     else:
         from edgecut.server.mtl.folder import FolderDataset
 
         calib = FolderDataset(Path(calib_data), size=base.input_size)
     val = synthetic_scenes(n_val, VAL_SEED, base.input_size, cache, show_progress=False)
     recovery = DEFAULT_RECOVERY if recovery_steps is None else replace(DEFAULT_RECOVERY, steps=recovery_steps)
-    return TorchEngine(base, checkpoint.file_id(checkpoint_path), calib, val, state_dir,
-                       TailorOptions(recovery=recovery if recovery.steps > 0 else None))
+    return TorchEngine(
+        base,
+        checkpoint.file_id(checkpoint_path),
+        calib,
+        val,
+        state_dir,
+        TailorOptions(recovery=recovery if recovery.steps > 0 else None),
+    )

@@ -35,6 +35,13 @@ def model_latency_ms(model: MultiTaskModel, runs: int = 60, threads: int = 1) ->
         x = torch.rand(1, 3, model.input_size, model.input_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (x,), str(path), input_names=["image"], output_names=model.task_names,
-                              opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                model.eval(),
+                (x,),
+                str(path),
+                input_names=["image"],
+                output_names=model.task_names,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         return onnx_latency_ms(path, model.input_size, runs, threads=threads)

@@ -44,7 +44,9 @@ class Budget:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, n) is None for n in ("macs_fraction", "params_fraction", "max_macs", "max_params"))
+        return all(
+            getattr(self, n) is None for n in ("macs_fraction", "params_fraction", "max_macs", "max_params")
+        )
 
     def bucketed(self) -> Budget:
         """Near-identical budgets share one build: fractions to 5 % (1 s.f. below 10 %), absolutes to 2 s.f.
@@ -60,8 +62,16 @@ class Budget:
 
     def bucket(self) -> str:
         b = self.bucketed()
-        parts = [f"{k}={v:g}" for k, v in (("macs", b.macs_fraction), ("params", b.params_fraction),
-                                           ("max_macs", b.max_macs), ("max_params", b.max_params)) if v is not None]
+        parts = [
+            f"{k}={v:g}"
+            for k, v in (
+                ("macs", b.macs_fraction),
+                ("params", b.params_fraction),
+                ("max_macs", b.max_macs),
+                ("max_params", b.max_params),
+            )
+            if v is not None
+        ]
         return ",".join(parts) or "none"
 
     @classmethod
@@ -85,7 +95,9 @@ class Budget:
             elif key in ("max_macs", "max_params"):
                 kwargs[key] = int(value)
             else:
-                raise ImpossibleBudgetError(f"unknown budget key {key!r}: use macs, params, max_macs, max_params")
+                raise ImpossibleBudgetError(
+                    f"unknown budget key {key!r}: use macs, params, max_macs, max_params"
+                )
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -110,8 +122,11 @@ class BuildSpec:
 
     @classmethod
     def create(
-        cls, tasks: list[str] | tuple[str, ...], budget: Budget,
-        priorities: dict[str, float] | None = None, recover: bool = True,
+        cls,
+        tasks: list[str] | tuple[str, ...],
+        budget: Budget,
+        priorities: dict[str, float] | None = None,
+        recover: bool = True,
     ) -> BuildSpec:
         clean = sorted({t.strip() for t in tasks if t.strip()})
         if not clean:

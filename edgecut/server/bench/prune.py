@@ -8,6 +8,7 @@ measured onnxruntime latency at batch 1. Also a plot of Δm vs. params removed p
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -82,18 +83,32 @@ def run(cfg: PruneBenchConfig, show_progress: bool = True) -> PruneBenchResult:
     selected_latency = model_latency_ms(teacher)
     rows: list[Row] = []
     recovery = RecoveryOptions(steps=cfg.recovery_steps, seed=cfg.seed)
-    with progress_bar("bench prune", total=len(cfg.methods) * len(cfg.levels), enabled=show_progress) as advance:
+    with progress_bar(
+        "bench prune", total=len(cfg.methods) * len(cfg.levels), enabled=show_progress
+    ) as advance:
         for name in cfg.methods:
             m = METHODS[name]
-            opts = TailorOptions(criterion=m.criterion, fusion=m.fusion, target=m.target,
-                                 calib_batches=cfg.calib_batches, seed=cfg.seed)
+            opts = TailorOptions(
+                criterion=m.criterion,
+                fusion=m.fusion,
+                target=m.target,
+                calib_batches=cfg.calib_batches,
+                seed=cfg.seed,
+            )
             for level in cfg.levels:
                 t = time.perf_counter()
                 rep = tailor(base, cfg.tasks, Budget(params_fraction=round(1 - level, 4)), calib, opts)
                 tailor_s = time.perf_counter() - t
                 metrics = evaluate(rep.model, specs, val)
-                row = Row(name, level, rep.pruned, model_latency_ms(rep.model), tailor_s, metrics,
-                          delta_m(metrics, full_metrics, specs))
+                row = Row(
+                    name,
+                    level,
+                    rep.pruned,
+                    model_latency_ms(rep.model),
+                    tailor_s,
+                    metrics,
+                    delta_m(metrics, full_metrics, specs),
+                )
                 if cfg.recovery_steps > 0:
                     student = copy.deepcopy(rep.model)
                     r = recover(student, teacher, calib, recovery)
@@ -102,15 +117,23 @@ def run(cfg: PruneBenchConfig, show_progress: bool = True) -> PruneBenchResult:
                     row.recovery_s = r.seconds
                 rows.append(row)
                 advance(1, method=name, level=f"{level:.0%}", dm=f"{row.delta_m:+.1f}/{row.delta_m_rec:+.1f}")
-    return PruneBenchResult(cfg, full_metrics, selected, selected_latency, measure(base, size), rows, size,
-                            time.perf_counter() - t0)
+    return PruneBenchResult(
+        cfg,
+        full_metrics,
+        selected,
+        selected_latency,
+        measure(base, size),
+        rows,
+        size,
+        time.perf_counter() - t0,
+    )
 
 
-def _primary(specs_kinds: dict[str, str]) -> list[tuple[str, str]]:
+def _primary(specs_kinds: Mapping[str, str]) -> list[tuple[str, str]]:
     return [(t, PRIMARY[k]) for t, k in specs_kinds.items()]
 
 
-def markdown(res: PruneBenchResult, kinds: dict[str, str], command: str) -> str:
+def markdown(res: PruneBenchResult, kinds: Mapping[str, str], command: str) -> str:
     cols = _primary(kinds)
     c = res.cfg
     head = [
@@ -132,11 +155,17 @@ def markdown(res: PruneBenchResult, kinds: dict[str, str], command: str) -> str:
     lines = [
         f"| method | removed | params | MMACs | ORT ms | speed-up | speed-up / MAC cut | {metric_hdr} | Δm % | "
         f"{metric_hdr_rec} | Δm % (rec.) | tailor s |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cols) + "---:|" + "---:|" * len(cols) + "---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|"
+        + "---:|" * len(cols)
+        + "---:|"
+        + "---:|" * len(cols)
+        + "---:|---:|",
     ]
     ref_vals = " | ".join(f"{res.full_metrics[t][k]:.4f}" for t, k in cols)
-    lines.append(f"| full model | 0% | {res.selected.params / 1e3:.1f}k | {res.selected.macs / 1e6:.2f} | "
-                 f"{res.selected_latency_ms:.2f} | 1.00 | 1.00 | {ref_vals} | 0.00 | {ref_vals} | 0.00 | - |")
+    lines.append(
+        f"| full model | 0% | {res.selected.params / 1e3:.1f}k | {res.selected.macs / 1e6:.2f} | "
+        f"{res.selected_latency_ms:.2f} | 1.00 | 1.00 | {ref_vals} | 0.00 | {ref_vals} | 0.00 | - |"
+    )
     for r in res.rows:
         speed = res.selected_latency_ms / r.latency_ms
         mac_cut = res.selected.macs / r.size.macs
@@ -157,7 +186,7 @@ def plot(res: PruneBenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, rec in zip(axes, (False, True)):
+    for ax, rec in zip(axes, (False, True), strict=True):
         for name in res.cfg.methods:
             rows = [r for r in res.rows if r.method == name]
             xs = [100 * (1 - r.size.params / res.selected.params) for r in rows]
@@ -177,5 +206,12 @@ def plot(res: PruneBenchResult, path: Path) -> None:
 
 
 def quick(cfg: PruneBenchConfig) -> PruneBenchConfig:
-    return replace(cfg, levels=(0.5, 0.7), methods=("random", "cut-vote"), recovery_steps=5, n_calib=64,
-                   n_val=64, calib_batches=1)
+    return replace(
+        cfg,
+        levels=(0.5, 0.7),
+        methods=("random", "cut-vote"),
+        recovery_steps=5,
+        n_calib=64,
+        n_val=64,
+        calib_batches=1,
+    )

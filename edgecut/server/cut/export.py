@@ -33,8 +33,12 @@ def output_specs(model: MultiTaskModel) -> dict[str, OutputSpec]:
     with torch.no_grad():
         out = model.eval()(torch.rand(1, 3, model.input_size, model.input_size))
     return {
-        t: OutputSpec(name=t, kind=model.task_specs[t].kind, shape=[None, *y.shape[1:]],
-                      classes=list(model.task_specs[t].classes))
+        t: OutputSpec(
+            name=t,
+            kind=model.task_specs[t].kind,
+            shape=[None, *y.shape[1:]],
+            classes=list(model.task_specs[t].classes),
+        )
         for t, y in out.items()
     }
 
@@ -51,14 +55,22 @@ def export_onnx(model: MultiTaskModel, meta: ModelMeta, path: Path) -> float:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but ~6x faster than dynamo for these models.
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=tasks,
-                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(tmp),
+                input_names=["image"],
+                output_names=tasks,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+            )
     except Exception as exc:  # the exporter raises many types
         raise BuildError(f"ONNX export failed: {exc}") from exc
     proto = onnx.load(str(tmp))
     for out in proto.graph.output:  # concrete shapes instead of the exporter's symbolic names
         dims = meta.outputs[out.name].shape
-        for d, v in zip(out.type.tensor_type.shape.dim, dims):
+        for d, v in zip(out.type.tensor_type.shape.dim, dims, strict=True):
             if v is None:
                 d.dim_param = "batch"
             else:
@@ -82,7 +94,9 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
 def max_abs_diff(model: MultiTaskModel, path: Path, x: torch.Tensor) -> float:
     with torch.no_grad():
         ref = model(x)
-    got = dict(zip([o.name for o in session(path).get_outputs()], session(path).run(None, {"image": x.numpy()})))
+    sess = session(path)
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, {"image": x.numpy()}), strict=True))
     return max(float(np.abs(got[t] - ref[t].numpy()).max()) for t in ref)
 
 

@@ -83,7 +83,10 @@ def maximum(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def fuse(
-    rule: str, scores: torch.Tensor, weights: torch.Tensor | None = None, owner: list[int | None] | None = None
+    rule: str,
+    scores: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    owner: list[int | None] | None = None,
 ) -> torch.Tensor:
     """Fused score per channel. `owner[c]` = row index of the only task using channel c, or None.
 
@@ -97,8 +100,11 @@ def fuse(
     w = torch.ones(scores.shape[0]) if weights is None else weights.float()
     fused = FUSIONS[rule](scores.float(), w)
     if owner is not None and any(o is not None for o in owner):
-        own = percentiles(scores.float()) if rule in ("vote", "union", "intersection") \
+        own = (
+            percentiles(scores.float())
+            if rule in ("vote", "union", "intersection")
             else normalise(scores.float()) * w[:, None]
+        )
         for c, o in enumerate(owner):
             if o is not None:
                 fused[c] = own[o, c]

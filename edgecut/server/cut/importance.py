@@ -59,6 +59,12 @@ def criterion(name: str) -> Callable[[Criterion], Criterion]:
     return deco
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    w = m.weight
+    assert isinstance(w, torch.Tensor)  # Conv2d / Linear / affine BatchNorm2d
+    return w
+
+
 def scored_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, SCORED_TYPES)]
 
@@ -68,12 +74,16 @@ def _channel_sum(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).sum(2) if t.dim() > 2 else t
 
 
-def _activations(model: MultiTaskModel, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[nn.Module, torch.Tensor]]:
+def _activations(
+    model: MultiTaskModel, batch: Batch
+) -> tuple[dict[str, torch.Tensor], dict[nn.Module, torch.Tensor]]:
     acts: dict[nn.Module, torch.Tensor] = {}
     hooks = []
     for m in scored_modules(model):
+
         def hook(mod: nn.Module, _inp: object, out: torch.Tensor) -> None:
             acts[mod] = out
+
         hooks.append(m.register_forward_hook(hook))
     try:
         outputs = model(batch["image"])
@@ -95,13 +105,18 @@ def taylor(inp: ScoreInputs) -> TaskScores:
     for bi, batch in enumerate(inp.batches):
         outputs, acts = _activations(model, batch)
         mods = list(acts)
-        terms = [(task, term) for task in model.task_names for term in obj.terms(task, outputs[task], batch, bi)]
+        terms = [
+            (task, term) for task in model.task_names for term in obj.terms(task, outputs[task], batch, bi)
+        ]
         for i, (task, term) in enumerate(terms):
-            grads = torch.autograd.grad(term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1,
-                                        allow_unused=True)
-            for m, g in zip(mods, grads):
+            grads = torch.autograd.grad(
+                term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True
+            )
+            for m, g in zip(mods, grads, strict=True):
                 if g is not None:
-                    scores[task][m] = scores[task].get(m, 0) + _reduce(_channel_sum(acts[m].detach() * g), obj)
+                    scores[task][m] = scores[task].get(m, 0) + _reduce(
+                        _channel_sum(acts[m].detach() * g), obj
+                    )
     return scores
 
 
@@ -121,9 +136,10 @@ def garg_taylor(inp: ScoreInputs) -> TaskScores:
         mods = list(acts)
         terms = obj.summed(outputs, batch, bi)
         for i, term in enumerate(terms):
-            grads = torch.autograd.grad(term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1,
-                                        allow_unused=True)
-            for m, g in zip(mods, grads):
+            grads = torch.autograd.grad(
+                term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True
+            )
+            for m, g in zip(mods, grads, strict=True):
                 if g is not None:  # (g * dL/dg)^2 for a gate g = 1 on the channel output
                     total[m] = total.get(m, 0) + _channel_sum(acts[m].detach() * g).pow(2).sum(0) / len(terms)
     return _repeat(model, total)
@@ -138,8 +154,10 @@ def _weight_grads(
     terms = [(t, term) for t in model.task_names for term in inp.objective.terms(t, outputs[t], batch, bi)]
     grads: dict[str, list[dict[nn.Module, torch.Tensor]]] = {t: [] for t in model.task_names}
     for i, (task, term) in enumerate(terms):
-        gs = torch.autograd.grad(term, [m.weight for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True)
-        grads[task].append({m: g for m, g in zip(mods, gs) if g is not None})
+        gs = torch.autograd.grad(
+            term, [_weight(m) for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True
+        )
+        grads[task].append({m: g for m, g in zip(mods, gs, strict=True) if g is not None})
     return grads
 
 
@@ -150,7 +168,7 @@ def snip(inp: ScoreInputs) -> TaskScores:
         for task, per_term in _weight_grads(inp.model, inp, batch, bi).items():
             for per_mod in per_term:
                 for m, g in per_mod.items():
-                    s = m.weight.detach() * g
+                    s = _weight(m).detach() * g
                     s = s.pow(2) / len(per_term) if inp.objective.squared else s.abs()
                     scores[task][m] = scores[task].get(m, 0) + (s.flatten(1).sum(1) if s.dim() > 1 else s)
     return scores
@@ -178,7 +196,7 @@ def cosprune(inp: ScoreInputs) -> TaskScores:
             scores[m] = torch.stack(sims).mean(0) + 1.0
         elif getattr(m, "weight", None) is not None:
             # A filter only one task uses has no conflict: rank it as fully agreeing.
-            scores[m] = torch.full((m.weight.shape[0],), 2.0)
+            scores[m] = torch.full((_weight(m).shape[0],), 2.0)
     return _repeat(model, scores)
 
 

@@ -22,15 +22,45 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("random", "random", "mean", "labels", "random channels (seeded)"),
         Method("l1", "l1", "mean", "labels", "L1 magnitude of each channel's weights"),
-        Method("garg-taylor", "garg-taylor", "mean", "labels",
-               "Garg et al.'s single-task criterion: (g dL/dg)^2 on channel gates, L = sum of task losses"),
-        Method("cosprune", "cosprune", "mean", "labels", "Garg et al.'s CosPrune: lowest task-gradient agreement first"),
-        Method("disparse", "snip", "union", "labels", "DiSparse: per-task |w dL_t/dw|, prune only what every task prunes"),
-        Method("cut-vote", "taylor", "vote", "distill",
-               "CUT scoring per task (label-free), CUT's vote fusion (v = min(2, tasks))"),
-        Method("cut-mean", "taylor", "mean", "distill", "CUT scoring per task (label-free), mean of normalised scores"),
+        Method(
+            "garg-taylor",
+            "garg-taylor",
+            "mean",
+            "labels",
+            "Garg et al.'s single-task criterion: (g dL/dg)^2 on channel gates, L = sum of task losses",
+        ),
+        Method(
+            "cosprune",
+            "cosprune",
+            "mean",
+            "labels",
+            "Garg et al.'s CosPrune: lowest task-gradient agreement first",
+        ),
+        Method(
+            "disparse",
+            "snip",
+            "union",
+            "labels",
+            "DiSparse: per-task |w dL_t/dw|, prune only what every task prunes",
+        ),
+        Method(
+            "cut-vote",
+            "taylor",
+            "vote",
+            "distill",
+            "CUT scoring per task (label-free), CUT's vote fusion (v = min(2, tasks))",
+        ),
+        Method(
+            "cut-mean",
+            "taylor",
+            "mean",
+            "distill",
+            "CUT scoring per task (label-free), mean of normalised scores",
+        ),
         Method("cut-union", "taylor", "union", "distill", "CUT scoring per task (label-free), union fusion"),
-        Method("cut-labels", "taylor", "vote", "labels", "CUT scoring per task with labelled losses, vote fusion"),
+        Method(
+            "cut-labels", "taylor", "vote", "labels", "CUT scoring per task with labelled losses, vote fusion"
+        ),
     )
 }
 DEFAULT_METHOD = "cut-vote"

@@ -55,7 +55,7 @@ class Objective:
     def summed(self, pred: dict[str, torch.Tensor], batch: Batch, batch_index: int) -> list[torch.Tensor]:
         """The selected tasks' terms added up, unweighted (Garg et al.'s single-task criterion)."""
         per_task = [self.terms(t, p, batch, batch_index) for t, p in pred.items()]
-        return [sum(ts, torch.zeros(())) for ts in zip(*per_task)]
+        return [sum(ts, torch.zeros(())) for ts in zip(*per_task, strict=True)]
 
 
 @torch.no_grad()
@@ -67,12 +67,21 @@ def with_teacher(batch: Batch, teacher: torch.nn.Module) -> Batch:
     return out
 
 
-def recovery_loss(specs: dict[str, TaskSpec], pred: dict[str, torch.Tensor], batch: Batch,
-                  target: Target, weights: dict[str, float] | None = None) -> torch.Tensor:
+def recovery_loss(
+    specs: dict[str, TaskSpec],
+    pred: dict[str, torch.Tensor],
+    batch: Batch,
+    target: Target,
+    weights: dict[str, float] | None = None,
+) -> torch.Tensor:
     w = weights or {}
     parts = [
-        w.get(t, 1.0) * (distill_loss(specs[t], p, batch[f"teacher:{t}"]) if target == "distill"
-                         else label_loss(specs[t], p, batch[t]))
+        w.get(t, 1.0)
+        * (
+            distill_loss(specs[t], p, batch[f"teacher:{t}"])
+            if target == "distill"
+            else label_loss(specs[t], p, batch[t])
+        )
         for t, p in pred.items()
     ]
     return sum(parts, torch.zeros(()))

@@ -84,14 +84,21 @@ class ChannelPruner:
         self.tasks = model.task_names
 
     def groups(self) -> list[tp.dependency.Group]:
-        return list(self.graph.get_all_groups(ignored_layers=self.protected, root_module_types=(nn.Conv2d, nn.Linear)))
+        return list(
+            self.graph.get_all_groups(ignored_layers=self.protected, root_module_types=(nn.Conv2d, nn.Linear))
+        )
 
     def _group_scores(self, group: tp.dependency.Group, scores: TaskScores) -> torch.Tensor:
         """T x C: per task, the group's channel scores (BN outputs preferred over conv outputs)."""
         n = len(group[0].idxs)
-        items = [(dep.target.module, idxs, group[i].root_idxs) for i, (dep, idxs) in enumerate(group)
-                 if dep.handler in _OUT_FNS]
-        has_bn = any(isinstance(m, nn.BatchNorm2d) and any(m in scores[t] for t in self.tasks) for m, _, _ in items)
+        items = [
+            (dep.target.module, idxs, group[i].root_idxs)
+            for i, (dep, idxs) in enumerate(group)
+            if dep.handler in _OUT_FNS
+        ]
+        has_bn = any(
+            isinstance(m, nn.BatchNorm2d) and any(m in scores[t] for t in self.tasks) for m, _, _ in items
+        )
         out = torch.zeros(len(self.tasks), n)
         for m, idxs, root in items:
             if has_bn and not isinstance(m, nn.BatchNorm2d):
@@ -152,8 +159,13 @@ class ChannelPruner:
         return removed
 
     def prune_to(
-        self, scores: TaskScores, rule: str, target: Target, weights: torch.Tensor | None = None,
-        on_step: Callable[[Size, float], None] | None = None, max_steps: int = 60,
+        self,
+        scores: TaskScores,
+        rule: str,
+        target: Target,
+        weights: torch.Tensor | None = None,
+        on_step: Callable[[Size, float], None] | None = None,
+        max_steps: int = 60,
     ) -> Size:
         """Iteratively remove channels until `target` is met; raises nothing, returns the final size.
 
@@ -177,9 +189,14 @@ class ChannelPruner:
 
 
 def size_target(budget: Budget, selected: Size) -> Target:
-    macs = [v for v in (budget.max_macs, budget.macs_fraction and int(budget.macs_fraction * selected.macs)) if v]
-    params = [v for v in (budget.max_params, budget.params_fraction and int(budget.params_fraction * selected.params))
-              if v]
+    macs = [
+        v for v in (budget.max_macs, budget.macs_fraction and int(budget.macs_fraction * selected.macs)) if v
+    ]
+    params = [
+        v
+        for v in (budget.max_params, budget.params_fraction and int(budget.params_fraction * selected.params))
+        if v
+    ]
     return Target(max_macs=min(macs) if macs else None, max_params=min(params) if params else None)
 
 

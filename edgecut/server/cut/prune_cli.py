@@ -9,20 +9,31 @@ from edgecut.errors import ConfigError
 from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.server.cut.methods import DEFAULT_METHOD, METHODS
 
     p = sub.add_parser("prune", help="tailor the model to some tasks and a budget; write ONNX + metadata")
     p.add_argument("--tasks", required=True, help="comma-separated tasks to keep, e.g. seg,depth")
-    p.add_argument("--budget", required=True,
-                   help="macs=0.3 | params=0.4 (fractions of the selected-task model) | max_macs=2e7 | max_params=1e5")
+    p.add_argument(
+        "--budget",
+        required=True,
+        help="macs=0.3 | params=0.4 (fractions of the selected-task model) | max_macs=2e7 | max_params=1e5",
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--checkpoint", type=Path, help="trained model (default DATA_DIR/models/reference.pt)")
-    p.add_argument("--out", type=Path, default=Path("tailored.onnx"), help="ONNX file to write (+ .json sidecar)")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="criterion + fusion preset")
-    p.add_argument("--recover-steps", type=int, default=200, help="distillation steps after pruning (0 = none)")
+    p.add_argument(
+        "--out", type=Path, default=Path("tailored.onnx"), help="ONNX file to write (+ .json sidecar)"
+    )
+    p.add_argument(
+        "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="criterion + fusion preset"
+    )
+    p.add_argument(
+        "--recover-steps", type=int, default=200, help="distillation steps after pruning (0 = none)"
+    )
     p.add_argument("--recover-seconds", type=float, default=120.0, help="time limit of the recovery")
-    p.add_argument("--priority", action="append", default=[], metavar="TASK=W", help="task weight in the fusion")
+    p.add_argument(
+        "--priority", action="append", default=[], metavar="TASK=W", help="task weight in the fusion"
+    )
     p.add_argument("--calib-data", default="synthetic", help="'synthetic' or an NYUv2-style folder")
     p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised copy")
     p.set_defaults(handler=run)
@@ -61,11 +72,20 @@ def run(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     engine = load_engine(ckpt, args.data_dir, args.calib_data)
     m = METHODS[args.method]
-    recovery = RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds) if args.recover_steps else None
-    engine.options = replace(TailorOptions(), criterion=m.criterion, fusion=m.fusion, target=m.target,
-                             recovery=recovery)
-    spec = BuildSpec.create(args.tasks.split(","), Budget.parse(args.budget), _priorities(args.priority),
-                            recover=recovery is not None)
+    recovery = (
+        RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds)
+        if args.recover_steps
+        else None
+    )
+    engine.options = replace(
+        TailorOptions(), criterion=m.criterion, fusion=m.fusion, target=m.target, recovery=recovery
+    )
+    spec = BuildSpec.create(
+        args.tasks.split(","),
+        Budget.parse(args.budget),
+        _priorities(args.priority),
+        recover=recovery is not None,
+    )
     engine.validate(spec)
     from edgecut.server.progress import progress_bar
 

@@ -37,7 +37,9 @@ class RecoveryOptions:
     @classmethod
     def cut_paper(cls, steps: int = 1000) -> RecoveryOptions:
         """The CUT authors' fine-tuning: Adam, lr 1e-5, weight decay 1e-4, labelled losses."""
-        return cls(steps=steps, lr=1e-5, weight_decay=1e-4, target="labels", optimizer="adam", schedule="constant")
+        return cls(
+            steps=steps, lr=1e-5, weight_decay=1e-4, target="labels", optimizer="adam", schedule="constant"
+        )
 
 
 @dataclass
@@ -58,7 +60,10 @@ def reinitialise(model: torch.nn.Module) -> None:
 
 
 def recover(
-    student: MultiTaskModel, teacher: MultiTaskModel | None, data: Dataset[Batch], opts: RecoveryOptions,
+    student: MultiTaskModel,
+    teacher: MultiTaskModel | None,
+    data: Dataset[Batch],
+    opts: RecoveryOptions,
     on_step: object = None,
 ) -> RecoveryReport:
     """Train `student` in place; `teacher` (the original, decomposed) is needed for distillation."""
@@ -70,7 +75,11 @@ def recover(
     params = [p for p in student.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if opts.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, opts.steps)) if opts.schedule == "cosine" else None
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, opts.steps))
+        if opts.schedule == "cosine"
+        else None
+    )
     if teacher is not None:
         teacher.eval()
     student.train()

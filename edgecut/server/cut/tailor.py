@@ -4,6 +4,7 @@ model for exactly those tasks (decompose, score per task, fuse, prune channels, 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
 from edgecut.server.cut.fusion import FUSIONS
+from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
 from edgecut.server.cut.objective import Objective, Target
 from edgecut.server.cut.prune import ChannelPruner, Size, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport, recover
@@ -40,7 +41,9 @@ class TailorOptions:
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {self.criterion!r}: choose one of {', '.join(sorted(CRITERIA))}")
+            raise ValueError(
+                f"unknown criterion {self.criterion!r}: choose one of {', '.join(sorted(CRITERIA))}"
+            )
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}: choose one of {', '.join(sorted(FUSIONS))}")
 
@@ -71,8 +74,12 @@ def decompose(base: MultiTaskModel, tasks: Sequence[str]) -> MultiTaskModel:
 
 
 def tailor(
-    base: MultiTaskModel, tasks: Sequence[str], budget: Budget, calib: Dataset[Batch],
-    options: TailorOptions = TailorOptions(), priorities: dict[str, float] | None = None,
+    base: MultiTaskModel,
+    tasks: Sequence[str],
+    budget: Budget,
+    calib: Dataset[Batch],
+    options: TailorOptions = TailorOptions(),
+    priorities: dict[str, float] | None = None,
     progress: ProgressFn = _noop,
 ) -> TailorReport:
     t0 = time.perf_counter()
@@ -84,9 +91,11 @@ def tailor(
     target = size_target(budget, selected)
 
     progress("importance", 0.05, f"scoring channels per task ({options.criterion}, {options.target})")
-    calib_batches = [b for _, b in zip(range(options.calib_batches), batches(calib, options.batch_size))]
+    calib_batches = list(itertools.islice(batches(calib, options.batch_size), options.calib_batches))
     objective = Objective(student.task_specs, options.target, options.projections, options.seed)
-    scores = detach_all(score(options.criterion, ScoreInputs(student, calib_batches, objective, options.seed)))
+    scores = detach_all(
+        score(options.criterion, ScoreInputs(student, calib_batches, objective, options.seed))
+    )
     seconds["importance"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -94,8 +103,13 @@ def tailor(
     pruner = ChannelPruner(student, options.min_channels, options.min_fraction)
     progress("pruning", 0.15, "removing channels")
     pruned = pruner.prune_to(
-        scores, options.fusion, target, weights,
-        on_step=lambda s, f: progress("pruning", 0.15 + 0.45 * f, f"{100 * f:.0f}% of the way, {s.macs / 1e6:.1f} MMACs"),
+        scores,
+        options.fusion,
+        target,
+        weights,
+        on_step=lambda s, f: progress(
+            "pruning", 0.15 + 0.45 * f, f"{100 * f:.0f}% of the way, {s.macs / 1e6:.1f} MMACs"
+        ),
     )
     seconds["pruning"] = time.perf_counter() - t1
     if not target.met(pruned):
@@ -111,9 +125,15 @@ def tailor(
         t2 = time.perf_counter()
         steps = options.recovery.steps
         report.recovery = recover(
-            student, teacher, calib, options.recovery,
-            on_step=lambda i, loss: progress("recovery", 0.6 + 0.3 * i / steps, f"step {i}/{steps} loss {loss:.4f}")
-            if i % 10 == 0 or i == steps else None,
+            student,
+            teacher,
+            calib,
+            options.recovery,
+            on_step=lambda i, loss: (
+                progress("recovery", 0.6 + 0.3 * i / steps, f"step {i}/{steps} loss {loss:.4f}")
+                if i % 10 == 0 or i == steps
+                else None
+            ),
         )
         seconds["recovery"] = time.perf_counter() - t2
     student.eval()

@@ -30,10 +30,15 @@ class MultiTaskModel(nn.Module):
     arch: str = ""
     trunk: nn.Module
     heads: nn.ModuleDict
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
 
     def __init__(
-        self, tasks: Sequence[TaskSpec], input_size: int,
-        mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.25, 0.25, 0.25),
+        self,
+        tasks: Sequence[TaskSpec],
+        input_size: int,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
     ) -> None:
         super().__init__()
         self.task_specs: dict[str, TaskSpec] = {t.name: t for t in tasks}

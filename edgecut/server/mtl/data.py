@@ -40,8 +40,11 @@ class TensorSamples(Dataset[Batch]):
         return {k: v[i] for k, v in self.tensors.items()}
 
     def image(self, i: int) -> torch.Tensor:
-        return self.tensors["image"][i].float() / 255.0 if self.tensors["image"].dtype == torch.uint8 \
+        return (
+            self.tensors["image"][i].float() / 255.0
+            if self.tensors["image"].dtype == torch.uint8
             else self.tensors["image"][i]
+        )
 
 
 def _as_float_images(batch: Batch) -> Batch:
@@ -60,7 +63,9 @@ def synthetic_scenes(
     if path is not None and path.exists():
         with np.load(path) as z:
             return TensorSamples({k: torch.from_numpy(z[k]) for k in z.files})
-    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "seg", "depth", "normals", "edges", "count")}
+    arrays: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("image", "seg", "depth", "normals", "edges", "count")
+    }
     with progress_bar(f"rendering {n} scenes", total=n, enabled=show_progress) as advance:
         for i in range(n):
             s = render(seed, i, size)
@@ -69,13 +74,13 @@ def synthetic_scenes(
             arrays["depth"].append(s.depth)
             arrays["normals"].append(s.normals.astype(np.float16))
             arrays["edges"].append(s.edges.astype(np.uint8))
-            arrays["count"].append(np.int64(s.count))
+            arrays["count"].append(np.asarray(s.count, dtype=np.int64))
             advance(1)
     stacked = {k: np.stack(v) for k, v in arrays.items()}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **stacked)
+        np.savez(tmp, **stacked)  # type: ignore[arg-type]
         tmp.replace(path)
     return TensorSamples({k: torch.from_numpy(v) for k, v in stacked.items()})
 

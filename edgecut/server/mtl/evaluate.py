@@ -16,8 +16,10 @@ Metrics = dict[str, dict[str, float]]
 
 @torch.no_grad()
 def evaluate_fn(
-    predict: Callable[[torch.Tensor], dict[str, torch.Tensor]], specs: dict[str, TaskSpec],
-    data: Dataset[Batch], batch_size: int = 64,
+    predict: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    specs: dict[str, TaskSpec],
+    data: Dataset[Batch],
+    batch_size: int = 64,
 ) -> Metrics:
     meters = {name: TaskMeter(spec) for name, spec in specs.items()}
     for batch in batches(data, batch_size):
@@ -27,7 +29,9 @@ def evaluate_fn(
     return {name: meter.result() for name, meter in meters.items()}
 
 
-def evaluate(model: torch.nn.Module, specs: dict[str, TaskSpec], data: Dataset[Batch], batch_size: int = 64) -> Metrics:
+def evaluate(
+    model: torch.nn.Module, specs: dict[str, TaskSpec], data: Dataset[Batch], batch_size: int = 64
+) -> Metrics:
     was_training = model.training
     model.eval()
     try:
@@ -64,8 +68,11 @@ def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dat
             if spec.kind in ("segmentation", "classification"):
                 logits = torch.full((spec.channels,), -10.0)
                 logits[int(s.argmax())] = 10.0
-                out[name] = logits.view(1, -1, 1, 1).expand(b, -1, h, w) if spec.kind == "segmentation" \
+                out[name] = (
+                    logits.view(1, -1, 1, 1).expand(b, -1, h, w)
+                    if spec.kind == "segmentation"
                     else logits.view(1, -1).expand(b, -1)
+                )
             elif spec.kind == "edges":  # majority: no edge anywhere
                 logit = 10.0 if float(s[0]) / n > 0.5 else -10.0
                 out[name] = torch.full((b, 1, h, w), logit)

@@ -12,9 +12,10 @@ Two layouts are read; `root/<split>` is used when it exists, else `root` itself:
 
 Folder names map to task names (label -> seg, normal -> normals, edge -> edges). `tasks.json` (in the
 split folder or the root) may list the tasks, as a list of names or as {name: {"kind": ..., "classes":
-[...]}}; otherwise the tasks are the folders and json files present. Class lists come from tasks.json,
-else the NYUv2 13 classes for the npy layout's seg, else the synthetic scenes' spec of that name, else
-(image-level json only) one class per index up to the largest label.
+[...]}}; otherwise the tasks are the json files and the folders named after a known task (others are
+logged and skipped). Class lists come from tasks.json, else the NYUv2 13 classes for the npy layout's
+seg, else the synthetic scenes' spec of that name, else (image-level json only) one class per index up
+to the largest label.
 
 No measurement is marked as in data.py: depth 0, all-zero normals (a vector shorter than 0.5; in a png
 also one longer than 1.5, such as black), seg 255 (npy: any negative id). With `size`, every sample is
@@ -47,21 +48,12 @@ ALIASES = {"label": "seg", "labels": "seg", "semantic": "seg", "normal": "normal
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 LABEL_SUFFIXES = (".png", ".npy")
 # The 13-class NYUv2 labels of the MTAN preprocessing (ids 0-12, -1 unlabelled).
+# fmt: off
 NYUV2_CLASSES = (
-    "bed",
-    "books",
-    "ceiling",
-    "chair",
-    "floor",
-    "furniture",
-    "objects",
-    "picture",
-    "sofa",
-    "table",
-    "tv",
-    "wall",
-    "window",
+    "bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table", "tv",
+    "wall", "window",
 )
+# fmt: on
 MIN_NORMAL_LENGTH = 0.5  # a decoded normal shorter than this marks "no measurement"
 MAX_PNG_NORMAL_LENGTH = 1.5  # and, in a png, one longer than this (black, white)
 

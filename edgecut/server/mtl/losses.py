@@ -31,13 +31,17 @@ def label_loss(spec: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> torc
     raise ValueError(f"no loss for task kind {spec.kind!r}")
 
 
-def distill_loss(spec: TaskSpec, pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def distill_loss(
+    spec: TaskSpec, pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Distance from the student's output to the original model's output for the same task."""
     if spec.kind in ("segmentation", "classification"):
         t = temperature
-        return F.kl_div(
-            F.log_softmax(pred / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
-        ) * (t * t) / (pred[0, 0].numel())
+        return (
+            F.kl_div(F.log_softmax(pred / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean")
+            * (t * t)
+            / (pred[0, 0].numel())
+        )
     if spec.kind == "depth":
         return (pred - teacher).abs().mean()
     if spec.kind == "normals":
@@ -48,15 +52,20 @@ def distill_loss(spec: TaskSpec, pred: torch.Tensor, teacher: torch.Tensor, temp
 
 
 def total_loss(
-    specs: dict[str, TaskSpec], outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-    teacher: dict[str, torch.Tensor] | None = None, weights: dict[str, float] | None = None,
+    specs: dict[str, TaskSpec],
+    outputs: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    teacher: dict[str, torch.Tensor] | None = None,
+    weights: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum over the model's tasks; labels when `teacher` is None, else distillation."""
     parts: dict[str, torch.Tensor] = {}
     for name, pred in outputs.items():
         spec = specs[name]
         parts[name] = (
-            label_loss(spec, pred, batch[name]) if teacher is None else distill_loss(spec, pred, teacher[name])
+            label_loss(spec, pred, batch[name])
+            if teacher is None
+            else distill_loss(spec, pred, teacher[name])
         )
     w = weights or {}
     total = sum((parts[n] * w.get(n, 1.0) for n in parts), torch.zeros(()))

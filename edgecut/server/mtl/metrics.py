@@ -21,7 +21,10 @@ from edgecut.server.mtl.tasks import TaskSpec
 
 LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "mean_angle", "median_angle"})
 PRIMARY = {  # the metric shown first for each kind, e.g. in compact tables
-    "segmentation": "miou", "depth": "abs_err", "normals": "mean_angle", "edges": "f1",
+    "segmentation": "miou",
+    "depth": "abs_err",
+    "normals": "mean_angle",
+    "edges": "f1",
     "classification": "accuracy",
 }
 _ANGLE_BINS = 1800  # 0.1 degree resolution for the median
@@ -93,14 +96,24 @@ class TaskMeter:
             return {"accuracy": s.get("correct", 0.0) / max(self.n, 1)}
         if kind == "depth":
             n = max(self.n, 1)
-            return {"abs_err": s["abs"] / n, "rel_err": s["rel"] / n,
-                    "delta1": s["d1"] / n, "delta2": s["d2"] / n, "delta3": s["d3"] / n}
+            return {
+                "abs_err": s["abs"] / n,
+                "rel_err": s["rel"] / n,
+                "delta1": s["d1"] / n,
+                "delta2": s["d2"] / n,
+                "delta3": s["d3"] / n,
+            }
         if kind == "normals":
             n = max(self.n, 1)
             cum = torch.cumsum(self.angle_hist, 0)
             median_bin = int(torch.searchsorted(cum, cum[-1] / 2.0))
-            return {"mean_angle": s["angle"] / n, "median_angle": (median_bin + 0.5) * 180 / _ANGLE_BINS,
-                    "within_11.25": s["w11.25"] / n, "within_22.5": s["w22.5"] / n, "within_30": s["w30.0"] / n}
+            return {
+                "mean_angle": s["angle"] / n,
+                "median_angle": (median_bin + 0.5) * 180 / _ANGLE_BINS,
+                "within_11.25": s["w11.25"] / n,
+                "within_22.5": s["w22.5"] / n,
+                "within_30": s["w30.0"] / n,
+            }
         tp, fp, fn = s.get("tp", 0.0), s.get("fp", 0.0), s.get("fn", 0.0)
         prec = tp / max(tp + fp, 1)
         rec = tp / max(tp + fn, 1)
@@ -117,16 +130,15 @@ DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/reca
 
 
 def delta_m(
-    metrics: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
+    metrics: dict[str, dict[str, float]],
+    reference: dict[str, dict[str, float]],
     specs: dict[str, TaskSpec] | None = None,
 ) -> float:
     """Δm in % over the tasks in `metrics` (each task's metrics averaged first, then the tasks)."""
     per_task: list[float] = []
     for task, values in metrics.items():
         ref = reference[task]
-        keys: Iterable[str] = (
-            DELTA_M_METRICS[specs[task].kind] if specs else [k for k in values if k in ref]
-        )
+        keys: Iterable[str] = DELTA_M_METRICS[specs[task].kind] if specs else [k for k in values if k in ref]
         changes = []
         for k in keys:
             if k not in values or k not in ref or ref[k] == 0 or math.isnan(ref[k]):

@@ -20,9 +20,7 @@ from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
 class BasicBlock(nn.Module):
@@ -50,8 +48,12 @@ class ResNetTrunk(nn.Module):
         w0, w1, w2, w3 = widths
         self.stem = conv_bn(3, w0, 3, 2)
         self.layer1 = nn.Sequential(*[BasicBlock(w0 if i == 0 else w1, w1) for i in range(blocks)])
-        self.layer2 = nn.Sequential(*[BasicBlock(w1 if i == 0 else w2, w2, 2 if i == 0 else 1) for i in range(blocks)])
-        self.layer3 = nn.Sequential(*[BasicBlock(w2 if i == 0 else w3, w3, 2 if i == 0 else 1) for i in range(blocks)])
+        self.layer2 = nn.Sequential(
+            *[BasicBlock(w1 if i == 0 else w2, w2, 2 if i == 0 else 1) for i in range(blocks)]
+        )
+        self.layer3 = nn.Sequential(
+            *[BasicBlock(w2 if i == 0 else w3, w3, 2 if i == 0 else 1) for i in range(blocks)]
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.layer1(self.stem(x))
@@ -92,22 +94,33 @@ class ClassHead(nn.Module):
 
 
 def make_heads(tasks: Sequence[TaskSpec], deep: int, skip: int, hidden: int, size: int) -> nn.ModuleDict:
-    return nn.ModuleDict({
-        t.name: DenseHead(deep, skip, hidden, t.channels, size, unit_norm=t.kind == "normals")
-        if t.dense else ClassHead(deep, hidden * 2, t.channels)
-        for t in tasks
-    })
+    return nn.ModuleDict(
+        {
+            t.name: DenseHead(deep, skip, hidden, t.channels, size, unit_norm=t.kind == "normals")
+            if t.dense
+            else ClassHead(deep, hidden * 2, t.channels)
+            for t in tasks
+        }
+    )
 
 
 @register_model("resnet-mtl")
 class ResNetMTL(MultiTaskModel):
     def __init__(
-        self, tasks: Sequence[TaskSpec] = SCENE_TASKS, input_size: int = 64,
-        widths: Sequence[int] = (32, 32, 64, 128), head_width: int = 48, blocks: int = 2,
+        self,
+        tasks: Sequence[TaskSpec] = SCENE_TASKS,
+        input_size: int = 64,
+        widths: Sequence[int] = (32, 32, 64, 128),
+        head_width: int = 48,
+        blocks: int = 2,
     ) -> None:
         super().__init__(tasks, input_size)
-        self._config = {"input_size": input_size, "widths": list(widths), "head_width": head_width,
-                        "blocks": blocks}
+        self._config = {
+            "input_size": input_size,
+            "widths": list(widths),
+            "head_width": head_width,
+            "blocks": blocks,
+        }
         self.trunk = ResNetTrunk(widths, blocks)
         self.heads = make_heads(tasks, widths[3], widths[2], head_width, input_size)
 
@@ -148,12 +161,22 @@ class DenseCatTrunk(nn.Module):
 @register_model("densecat-mtl")
 class DenseCatMTL(MultiTaskModel):
     def __init__(
-        self, tasks: Sequence[TaskSpec] = SCENE_TASKS, input_size: int = 64,
-        width: int = 16, growth: int = 12, layers: int = 3, head_width: int = 32,
+        self,
+        tasks: Sequence[TaskSpec] = SCENE_TASKS,
+        input_size: int = 64,
+        width: int = 16,
+        growth: int = 12,
+        layers: int = 3,
+        head_width: int = 32,
     ) -> None:
         super().__init__(tasks, input_size)
-        self._config = {"input_size": input_size, "width": width, "growth": growth, "layers": layers,
-                        "head_width": head_width}
+        self._config = {
+            "input_size": input_size,
+            "width": width,
+            "growth": growth,
+            "layers": layers,
+            "head_width": head_width,
+        }
         self.trunk = DenseCatTrunk(width, growth, layers)
         skip, deep = self.trunk.out_channels
         self.heads = make_heads(tasks, deep, skip, head_width, input_size)

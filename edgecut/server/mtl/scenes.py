@@ -75,7 +75,8 @@ def render(seed: int, index: int, size: int = 64) -> Scene:
     wall_col = _hsv_to_rgb(rng.uniform(), rng.uniform(0.05, 0.4), rng.uniform(0.5, 0.9))
     stripes = 0.9 + 0.1 * np.sin(xs * rng.uniform(0.3, 0.9) + rng.uniform(0, 6.28))
     albedo = np.where(
-        is_floor[None], floor_a[:, None, None] * (1 - checker) + floor_b[:, None, None] * checker,
+        is_floor[None],
+        floor_a[:, None, None] * (1 - checker) + floor_b[:, None, None] * checker,
         wall_col[:, None, None] * stripes[None],
     ).astype(np.float32)
 

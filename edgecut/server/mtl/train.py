@@ -38,8 +38,14 @@ class TrainConfig:
     @classmethod
     def quick(cls) -> TrainConfig:
         """Seconds, not minutes: for tests and smoke runs (quality is not the point)."""
-        return cls(model={"widths": [8, 8, 16, 16], "head_width": 8}, n_train=128, n_val=64, epochs=2,
-                   batch_size=32, image_size=32)
+        return cls(
+            model={"widths": [8, 8, 16, 16], "head_width": 8},
+            n_train=128,
+            n_val=64,
+            epochs=2,
+            batch_size=32,
+            image_size=32,
+        )
 
 
 @dataclass
@@ -53,7 +59,9 @@ class TrainResult:
     checkpoint: Path | None
 
 
-def datasets(cfg: TrainConfig, cache_dir: Path | None, show_progress: bool) -> tuple[TensorSamples, TensorSamples]:
+def datasets(
+    cfg: TrainConfig, cache_dir: Path | None, show_progress: bool
+) -> tuple[TensorSamples, TensorSamples]:
     # Train and validation scenes come from different seeds, so they never overlap.
     train = synthetic_scenes(cfg.n_train, cfg.seed, cfg.image_size, cache_dir, show_progress)
     val = synthetic_scenes(cfg.n_val, cfg.seed + 1000, cfg.image_size, cache_dir, show_progress)
@@ -61,7 +69,10 @@ def datasets(cfg: TrainConfig, cache_dir: Path | None, show_progress: bool) -> t
 
 
 def train(
-    cfg: TrainConfig, out: Path | None = None, cache_dir: Path | None = None, show_progress: bool = True,
+    cfg: TrainConfig,
+    out: Path | None = None,
+    cache_dir: Path | None = None,
+    show_progress: bool = True,
 ) -> TrainResult:
     """Train `cfg`; with `out`, save `out` (final) and resume from `out`.partial if one matches `cfg`."""
     torch.manual_seed(cfg.seed)
@@ -103,21 +114,45 @@ def train(
                 advance(1, epoch=epoch + 1, loss=f"{running / count:.3f}")
             history.append(running / max(count, 1))
             if partial is not None:
-                checkpoint.save(partial, model, {
-                    "train_config": asdict(cfg), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "seconds": time.perf_counter() - t0, "history": history,
-                    "rng": torch.get_rng_state(),
-                })
+                checkpoint.save(
+                    partial,
+                    model,
+                    {
+                        "train_config": asdict(cfg),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1,
+                        "seconds": time.perf_counter() - t0,
+                        "history": history,
+                        "rng": torch.get_rng_state(),
+                    },
+                )
     seconds = time.perf_counter() - t0
     model.eval()
     metrics = evaluate(model, model.task_specs, val_ds)
     baseline = trivial_baseline(model.task_specs, train_ds, val_ds)
     if out is not None:
         checkpoint.save(out, model, {"train_config": asdict(cfg), "metrics": metrics, "seconds": seconds})
-        out.with_suffix(".metrics.json").write_text(json.dumps(
-            {"config": asdict(cfg), "seconds": seconds, "loss_per_epoch": history,
-             "metrics": metrics, "trivial_baseline": baseline}, indent=2))
+        out.with_suffix(".metrics.json").write_text(
+            json.dumps(
+                {
+                    "config": asdict(cfg),
+                    "seconds": seconds,
+                    "loss_per_epoch": history,
+                    "metrics": metrics,
+                    "trivial_baseline": baseline,
+                },
+                indent=2,
+            )
+        )
         if partial is not None:
             partial.unlink(missing_ok=True)
-    return TrainResult(model, metrics, baseline, seconds, history[0] if history else math.nan,
-                       history[-1] if history else math.nan, out)
+    return TrainResult(
+        model,
+        metrics,
+        baseline,
+        seconds,
+        history[0] if history else math.nan,
+        history[-1] if history else math.nan,
+        out,
+    )

@@ -10,7 +10,7 @@ from edgecut.errors import ConfigError
 from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the reference multi-task model on synthetic scenes")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where scenes and models live")
     p.add_argument("--out", type=Path, help="checkpoint path (default DATA_DIR/models/reference.pt)")

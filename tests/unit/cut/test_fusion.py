@@ -8,11 +8,13 @@ import torch
 from edgecut.server.cut.fusion import fuse, percentiles
 
 # Three tasks' scores over 6 channels.
-S = torch.tensor([
-    [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
-    [1.0, 6.0, 5.0, 2.0, 4.0, 3.0],
-    [6.0, 1.0, 5.0, 4.0, 2.0, 3.0],
-])
+S = torch.tensor(
+    [
+        [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+        [1.0, 6.0, 5.0, 2.0, 4.0, 3.0],
+        [6.0, 1.0, 5.0, 4.0, 2.0, 3.0],
+    ]
+)
 
 
 def keeps(fused: torch.Tensor, k: int) -> set[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from edgecut.server.mtl.tasks import TaskSpec
 @pytest.mark.parametrize("target", ["distill", "labels"])
 def test_every_criterion_scores_every_trunk_channel(name, target, small_resnet, scenes) -> None:
     model = small_resnet.select(["seg", "depth"])
-    data = [b for _, b in zip(range(1), batches(scenes, 16))]
+    data = list(itertools.islice(batches(scenes, 16), 1))
     s = score(name, ScoreInputs(model, data, Objective(model.task_specs, target)))
     assert set(s) == {"seg", "depth"}
     stem_conv = model.trunk.stem[0]
@@ -31,14 +33,14 @@ def test_every_criterion_scores_every_trunk_channel(name, target, small_resnet, 
 def test_label_free_scores_are_not_zero_at_the_trained_weights(small_resnet, scenes) -> None:
     # The distillation loss is at its minimum there; the second-order objective must still rank channels.
     model = small_resnet.select(["depth"])
-    data = [b for _, b in zip(range(1), batches(scenes, 16))]
+    data = list(itertools.islice(batches(scenes, 16), 1))
     s = score("taylor", ScoreInputs(model, data, Objective(model.task_specs, "distill")))
     assert float(s["depth"][model.trunk.layer3[0].bn2].sum()) > 0
 
 
 def test_head_channels_only_scored_by_their_own_task(small_resnet, scenes) -> None:
     model = small_resnet.select(["seg", "depth"])
-    data = [b for _, b in zip(range(1), batches(scenes, 16))]
+    data = list(itertools.islice(batches(scenes, 16), 1))
     s = score("taylor", ScoreInputs(model, data, Objective(model.task_specs, "labels")))
     seg_head_bn = model.heads["seg"].reduce[1]
     assert seg_head_bn in s["seg"] and seg_head_bn not in s["depth"]

@@ -42,7 +42,7 @@ def test_tailor_meets_a_macs_budget_and_keeps_output_shapes(arch, request, scene
 
 
 def test_decompose_errors_are_clear(small_resnet) -> None:
-    with pytest.raises(UnknownTaskError, match="unknown task 'sky'.*seg, depth, normals, edges, count"):
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'sky'.*seg, depth, normals, edges, count"):
         decompose(small_resnet, ["seg", "sky"])
     with pytest.raises(EmptyTasksError, match="no task selected"):
         decompose(small_resnet, [" "])
@@ -53,28 +53,52 @@ def test_decompose_errors_are_clear(small_resnet) -> None:
 def test_budget_below_the_heads_says_the_smallest_achievable(small_resnet, scenes) -> None:
     least = smallest(small_resnet.select(["depth"]))
     with pytest.raises(ImpossibleBudgetError, match=r"smallest model keeps .* ask for at least that"):
-        tailor(small_resnet, ["depth"], Budget(max_macs=max(1, least.macs // 2)), scenes, TailorOptions(calib_batches=1))
+        tailor(
+            small_resnet,
+            ["depth"],
+            Budget(max_macs=max(1, least.macs // 2)),
+            scenes,
+            TailorOptions(calib_batches=1),
+        )
 
 
-def test_recovery_by_distillation_brings_the_pruned_model_closer_to_the_original(trained_small, scenes) -> None:
-    rep = tailor(trained_small, ["depth"], Budget(params_fraction=0.2), scenes, TailorOptions(calib_batches=1))
+def test_recovery_by_distillation_brings_the_pruned_model_closer_to_the_original(
+    trained_small, scenes
+) -> None:
+    rep = tailor(
+        trained_small, ["depth"], Budget(params_fraction=0.2), scenes, TailorOptions(calib_batches=1)
+    )
     batch = with_teacher(next(batches(scenes, 48)), rep.teacher)
 
     def gap() -> float:
         with torch.no_grad():
-            return float(distill_loss(rep.model.task_specs["depth"], rep.model(batch["image"])["depth"],
-                                      batch["teacher:depth"]))
+            return float(
+                distill_loss(
+                    rep.model.task_specs["depth"], rep.model(batch["image"])["depth"], batch["teacher:depth"]
+                )
+            )
 
     before = gap()
     recover(rep.model, rep.teacher, scenes, RecoveryOptions(steps=30, batch_size=16))
     assert gap() < before
 
 
-def test_export_names_one_output_per_task_with_dynamic_batch_and_metadata(small_resnet, scenes, tmp_path) -> None:
-    rep = tailor(small_resnet, ["seg", "count"], Budget(macs_fraction=0.5), scenes, TailorOptions(calib_batches=1))
-    meta = ModelMeta(base_model="t", tasks=rep.tasks, input=input_spec(rep.model), outputs=output_specs(rep.model),
-                     params=rep.pruned.params, macs=rep.pruned.macs, full_params=rep.full.params,
-                     full_macs=rep.full.macs)
+def test_export_names_one_output_per_task_with_dynamic_batch_and_metadata(
+    small_resnet, scenes, tmp_path
+) -> None:
+    rep = tailor(
+        small_resnet, ["seg", "count"], Budget(macs_fraction=0.5), scenes, TailorOptions(calib_batches=1)
+    )
+    meta = ModelMeta(
+        base_model="t",
+        tasks=rep.tasks,
+        input=input_spec(rep.model),
+        outputs=output_specs(rep.model),
+        params=rep.pruned.params,
+        macs=rep.pruned.macs,
+        full_params=rep.full.params,
+        full_macs=rep.full.macs,
+    )
     path = tmp_path / "m.onnx"
     diff = export_onnx(rep.model, meta, path)
     assert diff < 1e-4
