@@ -83,8 +83,9 @@ class EmbeddedBroker:
         )
         exe = mosquitto_path()
         assert exe is not None
+        # Its own session: a terminal's Ctrl-C goes to the owner, which stops its clients before the broker.
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

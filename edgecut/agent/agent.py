@@ -100,11 +100,14 @@ class Agent:
 
     # --- messages to publish ----------------------------------------------------------------
     def needs(self) -> fleet_pb2.TaskNeeds:
+        res = resources.probe(self.settings.state_dir)
+        if self.settings.device_class:  # declared in the config: the probe cannot tell every board apart
+            res.device_class = self.settings.device_class
         return fleet_pb2.TaskNeeds(
             device_id=self.device_id,
             tasks=self.tasks.tasks,
             max_latency_ms=self.settings.max_latency_ms,
-            resources=resources.probe(self.settings.state_dir),
+            resources=res,
             seq=self.tasks.seq,
             sent_unix_ms=now_ms(),
         )

@@ -45,6 +45,12 @@ class AgentSettings(BaseModel):
     reconnect_max_s: float = Field(30.0, ge=1, description="ceiling of the reconnect backoff")
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime default)")
     max_latency_ms: float = Field(0.0, ge=0, description="latency target sent in needs (0 = none)")
+    device_class: str = Field(
+        "",
+        pattern=r"^[a-z0-9_.-]{0,32}$",
+        title="Device class",
+        description="rpi4, jetson-nano, x86, ... sent in needs for the server's budget ('' = probed)",
+    )
 
     @field_validator("device_id")
     @classmethod

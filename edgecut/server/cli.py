@@ -7,6 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.agent import bench_swap
+    from edgecut.demo import cli as demo_cli
     from edgecut.server import bench_cli, service_cli
     from edgecut.server.cut import prune_cli
     from edgecut.server.mtl import train_cli
@@ -18,3 +19,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_cli.register(bench_sub)
     bench_swap.register_bench(bench_sub)
     service_cli.register(sub)  # adds `server`, and `download` to the bench group above
+    demo_cli.register(sub)

@@ -6,6 +6,7 @@ and labelled validation scenes (only to report each artifact's quality against t
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import threading
@@ -55,6 +56,11 @@ class TorchEngine:
         self._reference: Metrics | None = None
         self._smallest: dict[tuple[str, ...], tuple[Size, Size]] = {}
         self._lock = threading.Lock()  # torch modules are not shared safely across build threads
+        # validate() runs on the MQTT and gRPC threads: it uses its own copy of the base under its own
+        # lock, so a request never waits for a running build (that blocked the MQTT bridge's network
+        # loop for a whole build: no keepalive, no messages, no clean stop)
+        self._probe = copy.deepcopy(self.base)
+        self._probe_lock = threading.Lock()
 
     @property
     def base_model_id(self) -> str:
@@ -73,9 +79,9 @@ class TorchEngine:
         unknown = [t for t in spec.tasks if t not in self.tasks]
         if unknown:
             raise UnknownTaskError(f"unknown task {unknown[0]!r}: this model knows {', '.join(self.tasks)}")
-        with self._lock:
+        with self._probe_lock:
             if spec.tasks not in self._smallest:
-                selected = self.base.select(list(spec.tasks))
+                selected = self._probe.select(list(spec.tasks))
                 self._smallest[spec.tasks] = (measure(selected, selected.input_size), smallest(selected))
         selected_size, least = self._smallest[spec.tasks]
         target = size_target(spec.budget.bucketed(), selected_size)

@@ -25,7 +25,7 @@ from edgecut.server.mtl.data import Batch, batches
 class RecoveryOptions:
     steps: int = 300
     seconds: float | None = None  # stop early when this much time has passed
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 32
     target: Target = "distill"
@@ -57,6 +57,33 @@ def reinitialise(model: torch.nn.Module) -> None:
             reset()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, data: Dataset[Batch], n_batches: int = 8, batch_size: int = 32
+) -> None:
+    """Re-estimate every BatchNorm's running statistics on unlabelled images (no gradient step).
+
+    Removing channels changes what the next layers see, so their stored statistics no longer match;
+    a few forward passes fix most of the damage for the cost of inference (measured in
+    docs/benchmarks.md: Δm at 70 % params removed went from -167 % to -31 % in 0.8 s).
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or n_batches <= 0:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for i, batch in enumerate(batches(data, batch_size)):
+        if i >= n_batches:
+            break
+        model(batch["image"])
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    model.eval()
 
 
 def recover(

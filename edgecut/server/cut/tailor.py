@@ -17,7 +17,7 @@ from edgecut.server.cut.fusion import FUSIONS
 from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
 from edgecut.server.cut.objective import Objective, Target
 from edgecut.server.cut.prune import ChannelPruner, Size, measure, size_target
-from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport, recover
+from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport, recalibrate_batchnorm, recover
 from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract
 from edgecut.server.mtl.data import Batch, batches
@@ -35,6 +35,7 @@ class TailorOptions:
     batch_size: int = 32
     projections: int = 2
     recovery: RecoveryOptions | None = None
+    bn_batches: int = 8  # calibration batches to re-estimate BatchNorm statistics after pruning (0 = off)
     min_fraction: float = 0.05  # every layer keeps at least this share of its channels
     min_channels: int = 1
     seed: int = 0
@@ -120,6 +121,10 @@ def tailor(
             f"({pruned.params / selected.params:.2%}); ask for at least that"
         )
 
+    t1 = time.perf_counter()
+    progress("pruning", 0.6, "re-estimating BatchNorm statistics")
+    recalibrate_batchnorm(student, calib, options.bn_batches, options.batch_size)
+    seconds["batchnorm"] = time.perf_counter() - t1
     report = TailorReport(student, teacher, student.task_names, full, selected, pruned, seconds)
     if options.recovery is not None and options.recovery.steps > 0:
         t2 = time.perf_counter()

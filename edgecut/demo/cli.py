@@ -1,0 +1,74 @@
+"""`edgecut demo`: the whole system on this machine (module scope stays light: no torch, no grpc)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+from types import FrameType
+
+from edgecut.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run broker, fleet server and agents here: requests, builds, downloads, hot-swaps, a table",
+        description="Start a real MQTT broker, the fleet server and N real agent processes with different "
+        "tasks and device classes; drive inference on each, change one device's tasks mid-run, print the "
+        "final table. Exit code 0 only when every agent serves a model for its tasks, no request failed "
+        "and the task change took effect.",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path(".edgecut"), help="models, scenes, build cache")
+    p.add_argument("--agents", type=int, default=4, help="agents to run (default 4; >= 1)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of inference at least (default 60)")
+    p.add_argument("--quick", action="store_true", help="tiny model trained in seconds (tests, smoke runs)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "iotcore"), default="auto", help="MQTT broker")
+    p.add_argument("--rate", type=float, default=5.0, help="Infer requests per second per agent (default 5)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
+    p.add_argument(
+        "--fresh", action="store_true", help="forget earlier demo builds (build every model again)"
+    )
+    p.add_argument(
+        "--recovery-steps", type=int, help="distillation steps per build (default 60; 20 with --quick)"
+    )
+    p.add_argument("--json", type=Path, help="also write the result (table facts, timings) as JSON here")
+    p.add_argument("--bench-doc", type=Path, help="write the timings into this markdown file's Demo section")
+    p.add_argument("--keep", action="store_true", help="keep the run's temp dir (agent logs and state)")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.agents < 1:
+        raise ConfigError(f"--agents must be at least 1, got {args.agents}")
+    if args.duration <= 0 or args.rate <= 0 or args.timeout <= 0:
+        raise ConfigError("--duration, --rate and --timeout must be positive")
+    if args.recovery_steps is not None and args.recovery_steps < 0:
+        raise ConfigError("--recovery-steps must be 0 or more")
+
+    from rich.console import Console
+
+    from .report import finish
+    from .run import Demo, DemoOptions
+
+    def _on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # `kill` stops the demo like Ctrl-C: through the same cleanup
+
+    signal.signal(signal.SIGTERM, _on_term)
+    opts = DemoOptions(
+        data_dir=args.data_dir,
+        agents=args.agents,
+        duration=args.duration,
+        quick=args.quick,
+        broker=args.broker,
+        rate=args.rate,
+        timeout=args.timeout,
+        fresh=args.fresh,
+        recovery_steps=args.recovery_steps,
+        keep=args.keep,
+    )
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 150  # logs and pipes: rich would assume 80 columns and squash the table
+    result = Demo(opts, console).run()
+    return finish(result, opts, console, args.json, args.bench_doc)

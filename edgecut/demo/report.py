@@ -1,0 +1,118 @@
+"""The end of a demo run: the table, a summary, the verdict (exit code), JSON and the benchmarks section."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from rich.console import Console
+
+from edgecut.benchdoc import write_section
+
+from .run import DemoOptions
+from .table import INTERRUPTED, DemoResult, render
+
+SECTION = "Demo"
+
+
+def shutdown_line(result: DemoResult) -> str:
+    return (
+        f"shutdown: {len(result.pids)} agent processes stopped ({len(result.pids_alive_after)} left), "
+        f"{len(result.ports)} ports released ({len(result.ports_open_after)} still open), {result.broker} stopped"
+    )
+
+
+def summary(result: DemoResult) -> list[str]:
+    lines = []
+    built = ", ".join(f"{','.join(b.tasks)} @ {b.budget} in {b.seconds:.0f} s" for b in result.builds)
+    hits = sum(d.cache_hits for d in result.devices)
+    lines.append(
+        f"builds this run: {len(result.builds)} ({built or 'none: every model came from the cache'})"
+    )
+    lines.append(f"cache hits: {hits} (a device got a model already built for its tasks and class)")
+    c = result.change
+    if c is not None and c.new_model_after_s is not None:
+        lines.append(
+            f"task change on {c.device_id}: {','.join(c.old)} -> {','.join(c.new)}; the new model answered "
+            f"{c.new_model_after_s:.1f} s later; {c.requests_during} requests served meanwhile, "
+            f"{c.failed_during} failed"
+        )
+    requests = sum(d.requests for d in result.devices)
+    failed = sum(d.failed + d.agent_failed for d in result.devices)
+    lines.append(f"requests: {requests}, failed: {failed}")
+    lines.append(shutdown_line(result))
+    return lines
+
+
+def bench_body(result: DemoResult, opts: DemoOptions) -> str:
+    t = result.timings_s
+    machine = f"{os.cpu_count()}-core {platform.machine()}, {platform.system()} {platform.release()}"
+    rows = [
+        ("reference model", f"trained in {t['train']:.0f} s" if "train" in t else "cached"),
+        ("broker start", f"{t.get('broker', 0):.2f} s ({result.broker})"),
+        ("engine + fleet server ready (incl. scoring the full model)", f"{t.get('server', 0):.1f} s"),
+        (
+            f"first models on the first devices ({len(result.builds)} builds this run)",
+            f"{t.get('first_models', 0):.1f} s",
+        ),
+        (
+            "late joiners served (cache hits)",
+            f"{t.get('late_joiners', 0):.1f} s" if "late_joiners" in t else "-",
+        ),
+        ("task change -> answers from the new model", f"{t.get('task_change', 0):.1f} s"),
+        ("whole run (start to all processes stopped)", f"{t.get('total', 0):.0f} s"),
+    ]
+    builds = (
+        "\n".join(f"| {','.join(b.tasks)} | {b.budget} | {b.seconds:.1f} |" for b in result.builds)
+        or "| (none: all from the build cache) | | |"
+    )
+    requests = sum(d.requests for d in result.devices)
+    failed = sum(d.failed + d.agent_failed for d in result.devices)
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    command = f"edgecut demo --agents {opts.agents} --duration {opts.duration:g}" + (
+        " --fresh" if opts.fresh else ""
+    )
+    return f"""Measured by `{command}` on a {machine} machine shared with other work: \
+{opts.agents} agent processes (onnxruntime 1 thread each), {opts.rate:g} Infer requests/s per agent, \
+{requests} requests in all, {failed} failed.
+
+| step | time |
+|---|---|
+{table}
+
+| build (tasks) | budget | seconds |
+|---|---|---:|
+{builds}
+"""
+
+
+def finish(
+    result: DemoResult, opts: DemoOptions, console: Console, json_path: Path | None, bench_doc: Path | None
+) -> int:
+    problems = result.problems()
+    if json_path is not None:
+        result.write_json(json_path)
+    console.print()
+    if result.interrupted:  # no table: the run did not get to its end
+        console.print(f"  {shutdown_line(result)}")
+        others = [p for p in problems if p != INTERRUPTED]  # e.g. a port left open by the shutdown
+        console.print("[bold red]demo interrupted[/]" + "".join(f"\n  - {p}" for p in others))
+        return 130
+    if result.devices:
+        console.print(render(result))
+    for line in summary(result):
+        console.print(f"  {line}")
+    if bench_doc is not None and not opts.quick and not problems:
+        write_section(bench_doc, SECTION, bench_body(result, opts))
+        console.print(f"  wrote the {SECTION} section of {bench_doc}")
+    if problems:
+        console.print("[bold red]demo failed:[/]")
+        for p in problems:
+            console.print(f"  - {p}")
+        return 1
+    console.print(
+        "[bold green]demo passed[/]: every agent serves a model for its tasks, 0 failed requests, "
+        "the task change took effect, everything stopped"
+    )
+    return 0

@@ -1,0 +1,398 @@
+"""`edgecut demo`: reference model -> broker -> fleet server -> agents -> inference, a task change, the table.
+
+The server runs in this process (its builds are shown live through `ReportingEngine`); every agent is a
+real `edgecut agent` child process with its own state dir, device class and local API, driven by a
+client thread per agent. Whatever happens (end, failure, Ctrl-C), `_cleanup` stops agents, then the
+server, then the broker, checks no port or process is left, and removes the run's temp dir.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+
+from edgecut.agent.errors import AgentError
+from edgecut.broker import EmbeddedBroker, mosquitto_path
+from edgecut.errors import EdgecutError
+from edgecut.model_meta import ModelMeta
+from edgecut.server.app import FleetServer
+from edgecut.server.paths import reference_checkpoint, scenes_cache
+from edgecut.server.settings import ServerSettings
+
+from .agents import AgentProcess, InferenceDriver
+from .events import EventLog, FleetMonitor, ReportingEngine, watch_jobs
+from .profiles import CHANGED_TASKS, DeviceProfile, fleet, waves
+from .table import DemoResult, DeviceResult, TaskChange
+
+
+class DemoStalled(EdgecutError):
+    """A step did not happen in time (the run still ends with its table and a clean shutdown)."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    data_dir: Path
+    agents: int = 4
+    duration: float = 60.0
+    quick: bool = False
+    broker: str = "auto"
+    rate: float = 5.0  # Infer requests per second per agent
+    timeout: float = 900.0  # give up on a step after this many seconds of the whole run
+    fresh: bool = False  # drop the build cache of earlier demo runs
+    recovery_steps: int | None = None  # None: the demo's default for the model size
+    keep: bool = False
+
+    @property
+    def server_dir(self) -> Path:
+        """Registry and artifacts survive between runs, so a later run gets its models from the cache."""
+        return self.data_dir / "demo" / ("quick-server" if self.quick else "server")
+
+
+def reference_model(opts: DemoOptions, console: Console) -> tuple[Path, str, float]:
+    """The checkpoint to tailor (trained once, then cached), where it came from, training seconds."""
+    from edgecut.server.mtl.train import TrainConfig, train
+
+    if opts.quick:
+        path, cfg = opts.data_dir / "quick" / "reference.pt", TrainConfig.quick()
+    else:
+        path, cfg = reference_checkpoint(opts.data_dir), TrainConfig()
+    if path.exists():
+        return path, f"cached {path} (delete it to train again)", 0.0
+    kind = "tiny --quick" if opts.quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
+    console.print(
+        f"[bold]reference model[/]: none at {path}; training one ({kind}), once — later runs reuse it"
+    )
+    result = train(cfg, out=path, cache_dir=scenes_cache(opts.data_dir), show_progress=True)
+    return path, f"trained just now in {result.seconds:.0f} s -> {path}", result.seconds
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _p50(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2] if xs else 0.0
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions, console: Console) -> None:
+        self.opts, self.console = opts, console
+        self.log = EventLog(console)
+        self.work = Path(tempfile.mkdtemp(prefix="edgecut-demo-"))
+        self.deadline = time.monotonic() + opts.timeout
+        self.broker: EmbeddedBroker | None = None
+        self.server: FleetServer | None = None
+        self.engine: ReportingEngine | None = None
+        self.monitor: FleetMonitor | None = None
+        self.agents: list[AgentProcess] = []
+        self.drivers: dict[str, InferenceDriver] = {}
+        self.change: TaskChange | None = None
+        self.result = DemoResult(broker="", model_source="")
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> DemoResult:
+        t0 = time.monotonic()
+        try:
+            try:
+                self._start_system()
+                self._fleet_phase()
+            except (DemoStalled, AgentError) as exc:
+                self.result.notes.append(str(exc))
+                self.log.say("demo", f"stopping early: {exc}", "red")
+            self._collect()
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+            self.log.say("demo", "interrupted: stopping agents, server and broker", "red")
+        finally:
+            self._cleanup()
+            self._timed("total", t0)
+        return self.result
+
+    def _timed(self, name: str, since: float) -> None:
+        self.result.timings_s[name] = round(time.monotonic() - since, 2)
+
+    def _start_system(self) -> None:
+        from edgecut.server.engine import load_engine  # torch
+
+        opts, t = self.opts, time.monotonic()
+        checkpoint, source, train_s = reference_model(opts, self.console)
+        self.result.model_source = source
+        self.log.say("model", source)
+        if train_s:
+            self.result.timings_s["train"] = round(train_s, 1)
+
+        t = time.monotonic()
+        self.broker = EmbeddedBroker(prefer=opts.broker).start()
+        self.result.broker = self.broker.kind
+        why = (
+            f"found {mosquitto_path()}"
+            if self.broker.kind == "mosquitto"
+            else "mosquitto is not installed: rumqttd from the iotcore wheel"
+        )
+        self.log.say("broker", f"{self.broker.kind} ({why}) on {self.broker.url}", "bold")
+        self.result.ports.append(self.broker.port)
+        self._timed("broker", t)
+
+        t = time.monotonic()
+        n_val = 64 if opts.quick else 256
+        steps = opts.recovery_steps if opts.recovery_steps is not None else (20 if opts.quick else 60)
+        # scenes are cached under the data dir beside the training ones; n_calib 256 is plenty for
+        # importance (4 batches of 32) and for the distillation steps of one build
+        engine = load_engine(checkpoint, opts.data_dir, n_calib=n_val, n_val=n_val, recovery_steps=steps)
+        engine.work_dir = self.work / "engine"  # build scratch goes away with the run
+        self.log.say("server", f"scoring the full model on {n_val} validation scenes (the baseline)")
+        engine.reference_metrics()
+        self.engine = ReportingEngine(engine, self.log)
+        if opts.fresh:
+            shutil.rmtree(opts.server_dir, ignore_errors=True)
+        settings = ServerSettings(
+            state_dir=opts.server_dir, broker=self.broker.url, grpc="127.0.0.1:0", workers=1
+        )
+        self.server = FleetServer(settings, self.engine).start()
+        if not self.server.wait_ready(15):
+            raise DemoStalled("the fleet server's MQTT bridge did not subscribe within 15 s")
+        self.result.ports.append(self.server.grpc_port)
+        self.log.say(
+            "server",
+            f"fleet server up: gRPC {self.server.grpc_address}, MQTT bridge on $share/edgecut/"
+            f"edgecut/v1/devices/+/needs, tailoring {checkpoint.name} ({engine.base_model_id[:12]})",
+            "bold",
+        )
+        self._timed("server", t)
+        self.monitor = FleetMonitor(self.broker.url, self.log, self._meta_of)
+        self.monitor.start()
+        jobs = self.server.jobs
+        self._watcher = threading.Thread(
+            target=watch_jobs,
+            args=(jobs.active if jobs else list, self._describe_job, self.log, self._stop_watch),
+            name="demo-jobs",
+            daemon=True,
+        )
+        self._watcher.start()
+
+    def _describe_job(self, key: str) -> str:
+        rec = self.server.registry.job(key) if self.server and self.server.registry else None
+        if rec is None:
+            return "?"
+        budget = ",".join(f"{k}={v:g}" for k, v in rec.spec.get("budget", {}).items() if v is not None)
+        return f"{','.join(rec.spec.get('tasks', []))} at {budget}"
+
+    def _meta_of(self, artifact_id: str) -> ModelMeta | None:
+        store = self.server.store if self.server else None
+        try:
+            return store.meta(artifact_id) if store is not None else None
+        except EdgecutError:
+            return None
+
+    def _fleet_phase(self) -> None:
+        opts = self.opts
+        first, later = waves(fleet(opts.agents))
+        t_fleet = time.monotonic()
+        self._launch(first)
+        self._wait(lambda: all(self._serves(a, list(a.profile.tasks)) for a in self.agents), "first models")
+        self._timed("first_models", t_fleet)
+        if later:
+            names = ", ".join(p.device_id for p in later)
+            self.log.say(
+                "demo", f"{names} join now: same class and tasks as a device above -> cache hits", "bold"
+            )
+            t = time.monotonic()
+            self._launch(later)
+            self._wait(
+                lambda: all(self._serves(a, list(a.profile.tasks)) for a in self.agents), "late joiners"
+            )
+            self._timed("late_joiners", t)
+        self._sleep_until(t_fleet + opts.duration * 0.3)
+        self._change_tasks(self.agents[0], list(CHANGED_TASKS))
+        self._sleep_until(t_fleet + opts.duration)
+        self._timed("fleet_phase", t_fleet)
+
+    def _launch(self, profiles: list[DeviceProfile]) -> None:
+        assert self.broker is not None
+        started = []
+        for p in profiles:
+            gate = self.monitor.wait_offer if self.monitor else None
+            agent = AgentProcess(p, self.work / "agents", self.broker.url, self.log, gate)
+            self.log.say(p.device_id, f"agent starting: {p.hardware}; wants {','.join(p.tasks)}", "dim")
+            agent.start()
+            self.agents.append(agent)
+            started.append(agent)
+        for agent in started:
+            agent.wait_api(max(1.0, min(60.0, self.deadline - time.monotonic())))
+            self.result.ports.append(int(agent.address.rsplit(":", 1)[1]))
+            self.result.pids.append(agent.pid)
+            driver = self.drivers[agent.device_id] = InferenceDriver(agent, self.opts.rate, self.log)
+            driver.start()
+
+    def _serves(self, agent: AgentProcess, tasks: list[str]) -> bool:
+        """The agent serves a model for `tasks` and the demo's client has had answers from it."""
+        if not agent.alive():
+            raise DemoStalled(f"agent {agent.device_id} exited ({agent.returncode()}):\n{agent.log_tail()}")
+        try:
+            st = agent.status()
+        except AgentError:
+            return False
+        return sorted(st.model_tasks) == sorted(tasks) and self.drivers[agent.device_id].serving.is_set()
+
+    def _wait(self, cond: Callable[[], bool], what: str) -> None:
+        while not cond():
+            if time.monotonic() > self.deadline:
+                raise DemoStalled(f"timed out waiting for {what} (--timeout {self.opts.timeout:g} s)")
+            time.sleep(0.2)
+
+    def _sleep_until(self, t: float) -> None:
+        while time.monotonic() < t:
+            time.sleep(min(0.5, t - time.monotonic()))
+            if not all(a.alive() for a in self.agents):
+                raise DemoStalled("an agent exited during the run")
+
+    def _change_tasks(self, agent: AgentProcess, tasks: list[str]) -> None:
+        old = list(agent.profile.tasks)
+        at = self.log.elapsed()
+        t_mono = time.monotonic()
+        self.log.say(
+            agent.device_id,
+            f"[bold]user changes tasks[/] {','.join(old)} -> {','.join(tasks)} (SetTasks on the local API); "
+            "inference continues on the current model meanwhile",
+        )
+        agent.set_tasks(tasks)
+        self.change = TaskChange(agent.device_id, old, tasks, round(at, 1), None, 0, 0)
+        self._wait(
+            lambda: self._serves(agent, tasks) and self._new_model_answered(agent, tasks, t_mono),
+            "the task change",
+        )
+        c = self.change
+        self.log.say(
+            agent.device_id,
+            f"[green]task change done[/]: answers come from the {','.join(tasks)} model "
+            f"{c.new_model_after_s:.1f} s after the change; {c.requests_during} requests answered meanwhile, "
+            f"{c.failed_during} failed",
+        )
+        self._timed("task_change", t_mono)
+
+    def _new_model_answered(self, agent: AgentProcess, tasks: list[str], since: float) -> bool:
+        st = agent.status()
+        samples = [s for s in self.drivers[agent.device_id].samples if s.t >= since]
+        first_new = next((s for s in samples if s.ok and s.artifact_id == st.artifact_id), None)
+        if first_new is None or self.change is None:
+            return False
+        during = [s for s in samples if s.t < first_new.t]
+        self.change.new_model_after_s = round(first_new.t - since, 2)
+        self.change.requests_during = len(during)
+        self.change.failed_during = sum(not s.ok for s in during)
+        return True
+
+    # -- results and shutdown ------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        for driver in self.drivers.values():
+            driver.stop()
+        self.result.change = self.change
+        for agent in self.agents:
+            self.result.devices.append(self._device_result(agent))
+
+    def _device_result(self, agent: AgentProcess) -> DeviceResult:
+        samples = self.drivers[agent.device_id].samples if agent.device_id in self.drivers else []
+        reg: dict[str, Any] = {}
+        if self.server is not None and self.server.registry is not None:
+            reg = self.server.registry.device(agent.device_id) or {}
+        trace = self.monitor.trace(agent.device_id) if self.monitor else None
+        try:
+            st = agent.status()
+        except AgentError as exc:
+            return DeviceResult(
+                agent.device_id,
+                reg.get("device_class", "?"),
+                reg.get("budget", ""),
+                list(agent.profile.tasks),
+                [],
+                "",
+                None,
+                0,
+                0,
+                0,
+                len(samples),
+                sum(not s.ok for s in samples),
+                0,
+                0.0,
+                0.0,
+                [str(exc)],
+            )
+        ok = [s for s in samples if s.ok]
+        return DeviceResult(
+            device_id=agent.device_id,
+            device_class=reg.get("device_class", "?"),
+            budget=reg.get("budget", ""),
+            tasks=list(st.tasks),
+            model_tasks=list(st.model_tasks),
+            artifact_id=st.artifact_id,
+            meta=ModelMeta.from_json(st.model_meta_json) if st.model_meta_json else None,
+            swaps=st.swaps,
+            failed_swaps=st.failed_swaps,
+            cache_hits=sum(hit for _, _, hit in trace.offers) if trace else 0,
+            requests=len(samples),
+            failed=sum(not s.ok for s in samples),
+            agent_failed=int(st.failed_count),
+            latency_p50_ms=_p50([s.latency_ms for s in ok]),
+            round_trip_p50_ms=_p50([s.round_trip_ms for s in ok]),
+            errors=(trace.errors if trace else []) + ([st.last_error] if st.last_error else []),
+        )
+
+    def _cleanup(self) -> None:
+        # A second Ctrl-C must not cut the shutdown short: every step below is bounded by a timeout.
+        previous = signal.signal(signal.SIGINT, lambda *_: self.log.say("demo", "still stopping...", "dim"))
+        try:
+            self.log.say(
+                "demo", f"stopping {len(self.agents)} agents, the fleet server and the broker", "bold"
+            )
+            self._stop_watch.set()
+            if self._watcher is not None:
+                self._watcher.join(5)
+            for driver in self.drivers.values():
+                driver.stop()
+            for agent in self.agents:  # all at once; each takes a moment to close its link and API
+                if agent.alive() and agent.proc is not None:
+                    agent.proc.terminate()
+            if self.server is not None:  # meanwhile: interrupt a running build, close gRPC and MQTT
+                self.server.stop()
+            if self.engine is not None:
+                self.result.builds = list(self.engine.builds)
+            for agent in self.agents:
+                agent.stop(timeout=10)
+            if self.monitor is not None:
+                self.monitor.stop()
+            if self.broker is not None:
+                self.broker.close()
+            self.result.ports_open_after = [p for p in self.result.ports if _port_open(p)]
+            self.result.pids_alive_after = [p for p in self.result.pids if _alive(p)]
+            if self.opts.keep:
+                self.log.say("demo", f"kept the run's files in {self.work}")
+            else:
+                shutil.rmtree(self.work, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)

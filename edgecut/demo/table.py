@@ -1,0 +1,168 @@
+"""The demo's result: per-device facts, the checks that decide the exit code, the final table and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from edgecut.model_meta import ModelMeta
+from edgecut.server.mtl.metrics import LOWER_IS_BETTER, PRIMARY
+
+from .events import BuildRecord, human
+
+INTERRUPTED = "interrupted before the end"
+
+
+@dataclass
+class DeviceResult:
+    device_id: str
+    device_class: str  # as the server's budget policy read it from the device's needs
+    budget: str
+    tasks: list[str]  # selected on the device at the end
+    model_tasks: list[str]  # of the model it serves at the end
+    artifact_id: str
+    meta: ModelMeta | None
+    swaps: int
+    failed_swaps: int
+    cache_hits: int  # model offers answered from the store without a build
+    requests: int
+    failed: int  # Infer calls that raised, counted by the client
+    agent_failed: int  # failed inferences counted by the agent itself
+    latency_p50_ms: float  # the model's run time on the device
+    round_trip_p50_ms: float  # Infer through the local gRPC API
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskChange:
+    device_id: str
+    old: list[str]
+    new: list[str]
+    at_s: float  # seconds since the demo started
+    new_model_after_s: float | None  # until the first answer from a model with the new tasks
+    requests_during: int  # Infer calls between the change and that answer
+    failed_during: int
+
+
+@dataclass
+class DemoResult:
+    broker: str
+    model_source: str
+    devices: list[DeviceResult] = field(default_factory=list)
+    change: TaskChange | None = None
+    builds: list[BuildRecord] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+    ports_open_after: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    pids_alive_after: list[int] = field(default_factory=list)
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Everything that makes the run a failure (empty = exit code 0)."""
+        out = list(self.notes)
+        if self.interrupted:
+            out.append(INTERRUPTED)
+        for d in self.devices:
+            if d.swaps < 1 or not d.artifact_id:
+                out.append(f"{d.device_id}: never swapped in a model")
+            elif sorted(d.model_tasks) != sorted(d.tasks):
+                out.append(f"{d.device_id}: serves a model for {d.model_tasks}, not its tasks {d.tasks}")
+            if d.failed or d.agent_failed:
+                out.append(
+                    f"{d.device_id}: {d.failed} failed requests ({d.agent_failed} counted by the agent)"
+                )
+        c = self.change
+        if c is not None:
+            if c.new_model_after_s is None:
+                out.append(f"task change on {c.device_id} to {c.new} never reached inference")
+            elif c.requests_during == 0:
+                out.append(f"no inference on {c.device_id} while its new model was built")
+            if c.failed_during:
+                out.append(f"{c.failed_during} requests failed on {c.device_id} during the task change")
+        if self.ports_open_after:
+            out.append(f"ports still open after the demo: {self.ports_open_after}")
+        if self.pids_alive_after:
+            out.append(f"processes still alive after the demo: {self.pids_alive_after}")
+        return out
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = asdict(self)
+        for dev, res in zip(doc["devices"], self.devices, strict=True):
+            dev["meta"] = json.loads(res.meta.model_dump_json()) if res.meta else None
+        doc["problems"] = self.problems()
+        return json.dumps(doc, indent=2)
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{human(part)} ({part / whole:.0%})" if whole else human(part)
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def metric_cells(meta: ModelMeta) -> str:
+    """One line per task: its primary metric, tailored model vs. the full model (↓ = lower is better)."""
+    lines = []
+    for task in meta.tasks:
+        key = PRIMARY.get(meta.outputs[task].kind, "")
+        got = meta.metrics.get(task, {}).get(key)
+        ref = meta.reference_metrics.get(task, {}).get(key)
+        if got is None:
+            continue
+        arrow = "↓" if key in LOWER_IS_BETTER else "↑"
+        lines.append(f"{task} {key}{arrow} {_num(got)} / {_num(ref)}")
+    return "\n".join(lines) or "-"
+
+
+def render(result: DemoResult) -> Table:
+    table = Table(title="edgecut demo: what each device ended up serving", show_lines=True)
+    for col, justify in (
+        ("device", "left"),
+        ("class / budget", "left"),
+        ("tasks", "left"),
+        ("params (vs full)", "right"),
+        ("MACs (vs full)", "right"),
+        ("metric: tailored / full", "left"),
+        ("latency p50\nmodel / API", "right"),
+        ("requests", "right"),
+        ("swaps", "right"),
+        ("failed", "right"),
+    ):
+        # the tasks and metric cells read badly wrapped; narrow terminals squeeze the other columns
+        no_wrap = col.startswith(("tasks", "metric"))
+        table.add_column(col, justify=justify, no_wrap=no_wrap)  # type: ignore[arg-type]
+    for d in result.devices:
+        m = d.meta
+        changed = result.change is not None and result.change.device_id == d.device_id
+        tasks = ",".join(d.tasks) + (
+            f"\n(was {','.join(result.change.old)})" if changed and result.change else ""
+        )
+        swaps = f"{d.swaps}" + (f" ({d.failed_swaps} refused)" if d.failed_swaps else "")
+        swaps += f"\n{d.cache_hits} cache hit" + ("s" if d.cache_hits != 1 else "") if d.cache_hits else ""
+        failed = d.failed + d.agent_failed
+        table.add_row(
+            d.device_id,
+            f"{d.device_class}\n{d.budget}",
+            tasks,
+            _share(m.params, m.full_params) if m else "-",
+            _share(m.macs, m.full_macs) if m else "-",
+            metric_cells(m) if m else "-",
+            f"{d.latency_p50_ms:.2f} / {d.round_trip_p50_ms:.1f} ms",
+            str(d.requests),
+            swaps,
+            f"[{'red' if failed else 'green'}]{failed}[/]",
+        )
+    return table

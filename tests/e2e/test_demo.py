@@ -1,0 +1,141 @@
+"""`edgecut demo` end to end: a real broker, the fleet server, four agent processes, a task change.
+
+Each test runs the demo as a user would (a child process, `--quick` tiny model) and checks the facts of
+its final table from the `--json` copy, then that no process or port outlived it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from edgecut.demo.profiles import BASE_PROFILES, CHANGED_TASKS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _command(data_dir: Path, result: Path, duration: float) -> list[str]:
+    return [
+        sys.executable, "-m", "edgecut.cli", "demo", "--quick", "--agents", "4",
+        "--duration", str(duration), "--recovery-steps", "5", "--timeout", "100",
+        "--data-dir", str(data_dir), "--json", str(result),
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "150"}
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _assert_all_stopped(doc: dict[str, Any]) -> None:
+    assert len(doc["pids"]) == 4 and len(doc["ports"]) == 6  # 4 agents; + broker and gRPC ports
+    assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
+    assert not [pid for pid in doc["pids"] if _alive(pid)]  # checked again from outside
+    assert not [port for port in doc["ports"] if _port_open(port)]
+
+
+def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> None:
+    result = tmp_path / "result.json"
+    t0 = time.monotonic()
+    run = subprocess.run(
+        _command(tmp_path / "data", result, duration=8),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    seconds = time.monotonic() - t0
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    doc = json.loads(result.read_text())
+    assert doc["problems"] == []
+    assert doc["broker"] in ("mosquitto", "iotcore")
+
+    devices = {d["device_id"]: d for d in doc["devices"]}
+    assert list(devices) == [p.device_id for p in BASE_PROFILES]
+    for profile in BASE_PROFILES:
+        d = devices[profile.device_id]
+        # the class declared in the agent's config reached the server's budget policy
+        assert d["device_class"] == profile.device_class and d["budget"].startswith("macs=")
+        assert d["swaps"] >= 1 and d["artifact_id"] and d["meta"] is not None
+        assert sorted(d["model_tasks"]) == sorted(d["tasks"]) == sorted(d["meta"]["tasks"])
+        assert d["meta"]["params"] < d["meta"]["full_params"] and d["meta"]["macs"] < d["meta"]["full_macs"]
+        assert set(d["meta"]["metrics"]) == set(d["tasks"]) == set(d["meta"]["reference_metrics"])
+        assert d["requests"] > 0 and d["failed"] == 0 and d["agent_failed"] == 0
+        assert d["latency_p50_ms"] > 0
+
+    # rpi4-garage joined late with rpi4-kitchen's needs: answered from the store, not built again
+    assert devices["rpi4-garage"]["cache_hits"] == 1
+    assert devices["rpi4-kitchen"]["cache_hits"] == 0
+    assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
+
+    change = doc["change"]
+    assert change["device_id"] == "rpi4-kitchen" and change["new"] == list(CHANGED_TASKS)
+    kitchen = devices["rpi4-kitchen"]
+    assert kitchen["tasks"] == list(CHANGED_TASKS) and sorted(kitchen["model_tasks"]) == sorted(CHANGED_TASKS)
+    assert kitchen["swaps"] == 2
+    assert change["new_model_after_s"] is not None
+    assert change["requests_during"] > 0 and change["failed_during"] == 0  # inference kept running
+
+    _assert_all_stopped(doc)
+    out = run.stdout
+    assert "what each device ended up serving" in out and "demo passed" in out
+    assert "cache hit" in out and "hot-swapped" in out and "download" in out
+    assert seconds < 100
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    result = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        _command(tmp_path / "data", result, duration=60),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # interrupt once a device serves and its inference runs
+            lines.append(line)
+            if "inference starts" in line:
+                break
+        else:
+            pytest.fail("the demo ended before any inference started:\n" + "".join(lines))
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the demo and its broker
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, "".join(lines) + out
+    doc = json.loads(result.read_text())
+    assert doc["interrupted"] is True
+    assert "interrupted before the end" in doc["problems"]
+    assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
+    assert not [pid for pid in doc["pids"] if _alive(pid)]
+    assert not [port for port in doc["ports"] if _port_open(port)]
