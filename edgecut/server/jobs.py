@@ -237,8 +237,11 @@ class JobManager:
 
         try:
             built = self.engine.build(job.spec, progress)
-            meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
-            artifact = self.store.put_file(built.onnx_path, meta)
+            try:
+                meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
+                artifact = self.store.put_file(built.onnx_path, meta)
+            finally:
+                built.cleanup()
         except _Interrupted:
             logger.info("job %s interrupted by shutdown; it resumes at the next start", key)
             return

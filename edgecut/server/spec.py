@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,11 +150,20 @@ class BuildSpec:
 
 @dataclass
 class BuiltArtifact:
-    """An exported model: the ONNX file (metadata embedded) and its metadata."""
+    """An exported model: the ONNX file (metadata embedded) and its metadata.
+
+    `scratch` is a folder the engine made for this build only; the consumer calls `cleanup()` once
+    it has stored the file, so finished builds leave nothing behind.
+    """
 
     onnx_path: Path
     meta: ModelMeta
     extras: dict[str, float] = field(default_factory=dict)
+    scratch: Path | None = None
+
+    def cleanup(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class Engine(Protocol):

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     built.onnx_path.replace(out)
+    built.cleanup()
     meta = built.meta
     sidecar = {**json.loads(meta.to_json()), "sha256": sha256_file(out), "size_bytes": out.stat().st_size}
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))

@@ -45,3 +45,10 @@ def test_build_exports_a_verified_artifact_with_quality_figures(engine) -> None:
     sess = ort.InferenceSession(str(built.onnx_path), providers=["CPUExecutionProvider"])
     assert sorted(o.name for o in sess.get_outputs()) == ["depth", "seg"]
     assert Path(built.onnx_path).stat().st_size > 0
+
+
+def test_build_scratch_is_removed_by_cleanup(engine) -> None:
+    built = engine.build(BuildSpec.create(["count"], Budget(macs_fraction=0.6), recover=False), lambda *a: None)
+    assert built.onnx_path.exists()
+    built.cleanup()
+    assert not built.onnx_path.exists() and built.scratch is not None and not built.scratch.exists()
