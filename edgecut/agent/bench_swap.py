@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecut.benchdoc import write_section
 from edgecut.errors import ConfigError
 
-SECTION = "## Agent hot-swap"
+SECTION = "Agent hot-swap"  # its `## ` section in docs/benchmarks.md (edgecut.benchdoc)
 
 
 @dataclass
@@ -198,6 +199,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], state: Path, want: str, timeout: 
 
 
 def render(r: dict[str, float], args: argparse.Namespace) -> str:
+    """The section's body in markdown (without its `## ` heading)."""
     table = [
         ("requests sent / failed", f"{r['requests']:.0f} / {r['failed']:.0f}"),
         ("achieved rate", f"{r['rate']:.0f} requests/s"),
@@ -223,8 +225,7 @@ def render(r: dict[str, float], args: argparse.Namespace) -> str:
     ]
     rows = "\n".join(f"| {k} | {v} |" for k, v in table)
     machine = f"{os.cpu_count()}-core {platform.machine()}, {platform.system()} {platform.release()}"
-    return f"""{SECTION}
-
+    return f"""\
 Measured by `edgecut bench swap` (`python -m edgecut.agent.bench_swap --rate {args.rate:g} --swaps \
 {args.swaps} --clients {args.clients}`) on a {machine} machine shared with other work; onnxruntime \
 intra-op threads = {args.ort_threads}. A real agent process serves a {r["model_kb"]:.0f} KB three-task \
@@ -239,27 +240,14 @@ when it overlaps a swap call.
 """
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's own section (or append it); other sections stay untouched."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = doc.find(SECTION + "\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[end + 1 :] if end != -1 else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
-
-
 def cmd_bench_swap(args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.swaps <= 0 or args.clients <= 0:
         raise ConfigError("--rate, --swaps and --clients must be positive")
     result = run(args)
-    text = render(result, args)
-    print(text)
+    body = render(result, args)
+    print(f"## {SECTION}\n\n{body}")
     if args.out:
-        write_section(Path(args.out), text)
+        write_section(Path(args.out), SECTION, body)
         print(f"wrote section {SECTION!r} of {args.out}")
     return 0 if result["failed"] == 0 and result["swaps"] == args.swaps else 1
 

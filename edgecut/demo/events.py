@@ -144,9 +144,7 @@ class FleetMonitor:
     def _model(self, device_id: str, payload: bytes) -> None:
         m = pb.ModelReady.FromString(payload)
         meta = self.meta_of(m.artifact_id)
-        share = (
-            f" = {m.macs / meta.full_macs:.0%} of the full model's MACs" if meta and meta.full_macs else ""
-        )
+        share = f" ({m.macs / meta.full_macs:.0%} of full)" if meta and meta.full_macs else ""
         how = "[green]cache hit[/], no build" if m.cache_hit else f"from build {m.build_key[:8]}"
         self.log.say(
             device_id,
@@ -200,6 +198,8 @@ class ReportingEngine:
     def __init__(self, engine: Engine, log: EventLog) -> None:
         self.engine, self.log = engine, log
         self.builds: list[BuildRecord] = []
+        self._announced: set[str] = set()
+        self._lock = threading.Lock()
 
     @property
     def base_model_id(self) -> str:
@@ -212,10 +212,19 @@ class ReportingEngine:
     def validate(self, spec: BuildSpec) -> None:
         self.engine.validate(spec)
 
+    def announce_queued(self, key: str, describe: Callable[[str], str], ahead: int) -> None:
+        """Say "queued" once per build key, whoever sees it first: the job watcher or the build."""
+        with self._lock:  # held while printing, so the build's next line never comes first
+            if key in self._announced:
+                return
+            self._announced.add(key)
+            self.log.say("server", f"build {key[:8]}: queued, {describe(key)}; {ahead} ahead of it", "yellow")
+
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         key, tasks, budget = spec.build_key(self.base_model_id), ",".join(spec.tasks), spec.budget.bucket()
         who = f"build {key[:8]}"
-        self.log.say("server", f"{who}: tailoring {tasks} to budget {budget}", "yellow")
+        self.announce_queued(key, lambda _key: f"{tasks} at budget {budget}", ahead=0)
+        self.log.say("server", f"{who}: tailoring starts", "yellow")
         last, last_t = "", time.monotonic()
 
         def relay(stage: str, fraction: float, detail: str = "") -> None:
@@ -241,17 +250,16 @@ class ReportingEngine:
 
 
 def watch_jobs(
-    jobs: Callable[[], list[str]], describe: Callable[[str], str], log: EventLog, stop: threading.Event
+    jobs: Callable[[], list[str]],
+    describe: Callable[[str], str],
+    engine: ReportingEngine,
+    stop: threading.Event,
 ) -> None:
-    """Log each build key when it enters the server's job queue (a build runs later, one at a time)."""
-    seen: set[str] = set()
+    """Announce each build key when it enters the server's job queue (builds run one at a time)."""
     while not stop.wait(0.1):
         active = jobs()
         for key in active:
-            if key not in seen:
-                seen.add(key)
-                ahead = len(active) - 1
-                log.say("server", f"build {key[:8]}: queued, {describe(key)}; {ahead} ahead of it", "yellow")
+            engine.announce_queued(key, describe, ahead=len(active) - 1)
 
 
 _AGENT_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<name>[\w.]+): (?P<msg>.*)$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -11,20 +11,22 @@ class DeviceProfile:
     device_class: str  # a row of the server's budget table (budget_policy.DEFAULT_CLASSES)
     tasks: tuple[str, ...]
     hardware: str  # what the profile stands for, for the log
+    changes_to: tuple[str, ...]  # the tasks its user switches to when it is the device changed mid-run
 
 
-BASE_PROFILES: tuple[DeviceProfile, ...] = (
-    DeviceProfile("rpi4-kitchen", "rpi4", ("seg", "depth"), "Raspberry Pi 4 class: 30 % of the MACs"),
-    DeviceProfile(
-        "jetson-door", "jetson-nano", ("seg", "depth", "normals"), "Jetson Nano class: 50 % of the MACs"
-    ),
-    DeviceProfile("x86-lab", "x86", ("count", "edges"), "x86 mini PC: 80 % of the MACs"),
-    # Same class and tasks as rpi4-kitchen, so the same build key: it joins late and hits the cache.
-    DeviceProfile("rpi4-garage", "rpi4", ("seg", "depth"), "Raspberry Pi 4 class: 30 % of the MACs"),
+_RPI4, _JETSON, _X86 = (
+    "Raspberry Pi 4 class: 30 % of the MACs",
+    "Jetson Nano class: 50 % of the MACs",
+    "x86 mini PC: 80 % of the MACs",
 )
-
-# What the first device's user switches to mid-run (a set no device asked for: a real new build).
-CHANGED_TASKS: tuple[str, ...] = ("seg", "depth", "edges")
+# Each `changes_to` is a task set no device asked for, so the change needs a real new build.
+BASE_PROFILES: tuple[DeviceProfile, ...] = (
+    DeviceProfile("rpi4-kitchen", "rpi4", ("seg", "depth"), _RPI4, ("depth", "normals")),
+    DeviceProfile("jetson-door", "jetson-nano", ("seg", "depth", "normals"), _JETSON, ("seg", "depth")),
+    DeviceProfile("x86-lab", "x86", ("count", "edges"), _X86, ("count", "edges", "seg")),
+    # Same class and tasks as rpi4-kitchen, so the same build key: it joins late and hits the cache.
+    DeviceProfile("rpi4-garage", "rpi4", ("seg", "depth"), _RPI4, ("depth", "normals")),
+)
 
 
 def fleet(n: int) -> list[DeviceProfile]:
@@ -35,9 +37,7 @@ def fleet(n: int) -> list[DeviceProfile]:
     for i in range(n):
         p = BASE_PROFILES[i % len(BASE_PROFILES)]
         rnd = i // len(BASE_PROFILES)
-        out.append(
-            p if rnd == 0 else DeviceProfile(f"{p.device_id}-{rnd + 1}", p.device_class, p.tasks, p.hardware)
-        )
+        out.append(p if rnd == 0 else replace(p, device_id=f"{p.device_id}-{rnd + 1}"))
     return out
 
 
@@ -51,3 +51,11 @@ def waves(devices: list[DeviceProfile]) -> tuple[list[DeviceProfile], list[Devic
         (later if need in seen else first).append(d)
         seen.add(need)
     return first, later
+
+
+def changed_device(first_wave: list[DeviceProfile]) -> DeviceProfile:
+    """The device whose user changes tasks mid-run: the last of the first wave (x86-lab from 3 devices on).
+
+    Its budget is the largest, so the new model keeps quality close to the full model's for every task.
+    """
+    return first_wave[-1]

@@ -40,7 +40,9 @@ def summary(result: DemoResult) -> list[str]:
         )
     requests = sum(d.requests for d in result.devices)
     failed = sum(d.failed + d.agent_failed for d in result.devices)
-    lines.append(f"requests: {requests}, failed: {failed}")
+    api = sorted(d.round_trip_p50_ms for d in result.devices)
+    api_text = f"; Infer through the local gRPC API p50 {api[len(api) // 2]:.1f} ms" if api else ""
+    lines.append(f"requests: {requests}, failed: {failed}{api_text} (the table's latency is the model's run)")
     lines.append(shutdown_line(result))
     return lines
 
@@ -52,10 +54,7 @@ def bench_body(result: DemoResult, opts: DemoOptions) -> str:
         ("reference model", f"trained in {t['train']:.0f} s" if "train" in t else "cached"),
         ("broker start", f"{t.get('broker', 0):.2f} s ({result.broker})"),
         ("engine + fleet server ready (incl. scoring the full model)", f"{t.get('server', 0):.1f} s"),
-        (
-            f"first models on the first devices ({len(result.builds)} builds this run)",
-            f"{t.get('first_models', 0):.1f} s",
-        ),
+        ("first devices served (their builds run one at a time)", f"{t.get('first_models', 0):.1f} s"),
         (
             "late joiners served (cache hits)",
             f"{t.get('late_joiners', 0):.1f} s" if "late_joiners" in t else "-",

@@ -8,6 +8,7 @@ server, then the broker, checks no port or process is left, and removes the run'
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import signal
 import socket
@@ -22,17 +23,19 @@ from typing import Any
 import psutil
 from rich.console import Console
 
+from edgecut import topics
 from edgecut.agent.errors import AgentError
 from edgecut.broker import EmbeddedBroker, mosquitto_path
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.app import FleetServer
-from edgecut.server.paths import reference_checkpoint, scenes_cache
+from edgecut.server.jobs import spec_from_dict
 from edgecut.server.settings import ServerSettings
 
 from .agents import AgentProcess, InferenceDriver
 from .events import EventLog, FleetMonitor, ReportingEngine, watch_jobs
-from .profiles import CHANGED_TASKS, DeviceProfile, fleet, waves
+from .profiles import DeviceProfile, changed_device, fleet, waves
+from .reference import reference_model
 from .table import DemoResult, DeviceResult, TaskChange
 
 
@@ -57,24 +60,6 @@ class DemoOptions:
     def server_dir(self) -> Path:
         """Registry and artifacts survive between runs, so a later run gets its models from the cache."""
         return self.data_dir / "demo" / ("quick-server" if self.quick else "server")
-
-
-def reference_model(opts: DemoOptions, console: Console) -> tuple[Path, str, float]:
-    """The checkpoint to tailor (trained once, then cached), where it came from, training seconds."""
-    from edgecut.server.mtl.train import TrainConfig, train
-
-    if opts.quick:
-        path, cfg = opts.data_dir / "quick" / "reference.pt", TrainConfig.quick()
-    else:
-        path, cfg = reference_checkpoint(opts.data_dir), TrainConfig()
-    if path.exists():
-        return path, f"cached {path} (delete it to train again)", 0.0
-    kind = "tiny --quick" if opts.quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
-    console.print(
-        f"[bold]reference model[/]: none at {path}; training one ({kind}), once — later runs reuse it"
-    )
-    result = train(cfg, out=path, cache_dir=scenes_cache(opts.data_dir), show_progress=True)
-    return path, f"trained just now in {result.seconds:.0f} s -> {path}", result.seconds
 
 
 def _port_open(port: int) -> bool:
@@ -139,7 +124,7 @@ class Demo:
     def _start_system(self) -> None:
         from edgecut.server.engine import load_engine  # torch
 
-        opts, t = self.opts, time.monotonic()
+        opts = self.opts
         checkpoint, source, train_s = reference_model(opts, self.console)
         self.result.model_source = source
         self.log.say("model", source)
@@ -152,6 +137,8 @@ class Demo:
         why = (
             f"found {mosquitto_path()}"
             if self.broker.kind == "mosquitto"
+            else "chosen by --broker iotcore"
+            if opts.broker == "iotcore"
             else "mosquitto is not installed: rumqttd from the iotcore wheel"
         )
         self.log.say("broker", f"{self.broker.kind} ({why}) on {self.broker.url}", "bold")
@@ -179,8 +166,8 @@ class Demo:
         self.result.ports.append(self.server.grpc_port)
         self.log.say(
             "server",
-            f"fleet server up: gRPC {self.server.grpc_address}, MQTT bridge on $share/edgecut/"
-            f"edgecut/v1/devices/+/needs, tailoring {checkpoint.name} ({engine.base_model_id[:12]})",
+            f"fleet server up: gRPC {self.server.grpc_address}, MQTT {topics.shared(topics.NEEDS)}, "
+            f"base model {engine.base_model_id[:12]}",
             "bold",
         )
         self._timed("server", t)
@@ -189,7 +176,7 @@ class Demo:
         jobs = self.server.jobs
         self._watcher = threading.Thread(
             target=watch_jobs,
-            args=(jobs.active if jobs else list, self._describe_job, self.log, self._stop_watch),
+            args=(jobs.active if jobs else list, self._describe_job, self.engine, self._stop_watch),
             name="demo-jobs",
             daemon=True,
         )
@@ -199,8 +186,8 @@ class Demo:
         rec = self.server.registry.job(key) if self.server and self.server.registry else None
         if rec is None:
             return "?"
-        budget = ",".join(f"{k}={v:g}" for k, v in rec.spec.get("budget", {}).items() if v is not None)
-        return f"{','.join(rec.spec.get('tasks', []))} at {budget}"
+        spec = spec_from_dict(rec.spec)
+        return f"{','.join(spec.tasks)} at budget {spec.budget.bucket()}"
 
     def _meta_of(self, artifact_id: str) -> ModelMeta | None:
         store = self.server.store if self.server else None
@@ -228,7 +215,9 @@ class Demo:
             )
             self._timed("late_joiners", t)
         self._sleep_until(t_fleet + opts.duration * 0.3)
-        self._change_tasks(self.agents[0], list(CHANGED_TASKS))
+        target = changed_device(first)
+        agent = next(a for a in self.agents if a.profile == target)
+        self._change_tasks(agent, list(target.changes_to))
         self._sleep_until(t_fleet + opts.duration)
         self._timed("fleet_phase", t_fleet)
 
@@ -277,11 +266,11 @@ class Demo:
         t_mono = time.monotonic()
         self.log.say(
             agent.device_id,
-            f"[bold]user changes tasks[/] {','.join(old)} -> {','.join(tasks)} (SetTasks on the local API); "
-            "inference continues on the current model meanwhile",
+            f"[bold]user sets tasks[/] {','.join(tasks)} (was {','.join(old)}) through the local API; "
+            "inference goes on",
         )
         agent.set_tasks(tasks)
-        self.change = TaskChange(agent.device_id, old, tasks, round(at, 1), None, 0, 0)
+        self.change = TaskChange(agent.device_id, old, tasks, round(at, 1))
         self._wait(
             lambda: self._serves(agent, tasks) and self._new_model_answered(agent, tasks, t_mono),
             "the task change",
@@ -289,22 +278,25 @@ class Demo:
         c = self.change
         self.log.say(
             agent.device_id,
-            f"[green]task change done[/]: answers come from the {','.join(tasks)} model "
-            f"{c.new_model_after_s:.1f} s after the change; {c.requests_during} requests answered meanwhile, "
-            f"{c.failed_during} failed",
+            f"[green]task change done[/] in {c.new_model_after_s:.1f} s: answers come from the "
+            f"{','.join(tasks)} model; {c.requests_during} requests served meanwhile, {c.failed_during} failed",
         )
         self._timed("task_change", t_mono)
 
     def _new_model_answered(self, agent: AgentProcess, tasks: list[str], since: float) -> bool:
         st = agent.status()
-        samples = [s for s in self.drivers[agent.device_id].samples if s.t >= since]
+        everything = list(self.drivers[agent.device_id].samples)
+        samples = [s for s in everything if s.t >= since]
         first_new = next((s for s in samples if s.ok and s.artifact_id == st.artifact_id), None)
         if first_new is None or self.change is None:
             return False
         during = [s for s in samples if s.t < first_new.t]
+        # from the last request before the change to the first answer of the new model
+        window = [s.t for s in everything if s.t < since][-1:] + [s.t for s in during] + [first_new.t]
         self.change.new_model_after_s = round(first_new.t - since, 2)
         self.change.requests_during = len(during)
         self.change.failed_during = sum(not s.ok for s in during)
+        self.change.max_gap_s = round(max((b - a for a, b in itertools.pairwise(window)), default=0.0), 2)
         return True
 
     # -- results and shutdown ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from edgecut.demo.profiles import BASE_PROFILES, CHANGED_TASKS
+from edgecut.demo.profiles import BASE_PROFILES, changed_device, waves
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -89,16 +89,20 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
 
     # rpi4-garage joined late with rpi4-kitchen's needs: answered from the store, not built again
     assert devices["rpi4-garage"]["cache_hits"] == 1
-    assert devices["rpi4-kitchen"]["cache_hits"] == 0
+    assert sum(d["cache_hits"] for d in devices.values()) == 1
     assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
 
+    target = changed_device(waves(list(BASE_PROFILES))[0])
+    assert target.device_id == "x86-lab"
     change = doc["change"]
-    assert change["device_id"] == "rpi4-kitchen" and change["new"] == list(CHANGED_TASKS)
-    kitchen = devices["rpi4-kitchen"]
-    assert kitchen["tasks"] == list(CHANGED_TASKS) and sorted(kitchen["model_tasks"]) == sorted(CHANGED_TASKS)
-    assert kitchen["swaps"] == 2
+    assert change["device_id"] == target.device_id and change["old"] == list(target.tasks)
+    assert change["new"] == list(target.changes_to)
+    changed = devices[target.device_id]
+    assert changed["tasks"] == list(target.changes_to)
+    assert sorted(changed["model_tasks"]) == sorted(target.changes_to) and changed["swaps"] == 2
     assert change["new_model_after_s"] is not None
-    assert change["requests_during"] > 0 and change["failed_during"] == 0  # inference kept running
+    # inference kept running while the new model was built (seconds here: a fresh build)
+    assert change["requests_during"] > 0 and change["failed_during"] == 0 and change["max_gap_s"] < 3
 
     _assert_all_stopped(doc)
     out = run.stdout
@@ -139,3 +143,10 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
     assert not [pid for pid in doc["pids"] if _alive(pid)]
     assert not [port for port in doc["ports"] if _port_open(port)]
+
+
+def test_demo_command_keeps_the_cli_light() -> None:
+    """Registering `edgecut demo` must not import torch: the agent's commands share the parser."""
+    code = "import sys, edgecut.cli; edgecut.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

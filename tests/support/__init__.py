@@ -1,1 +1,1 @@
-"""Test doubles that implement edgecut's real interfaces honestly (no torch)."""
+"""Shared test helpers: a real fleet server in-process, small real ONNX models and engine, fault injectors."""

@@ -2,7 +2,9 @@
 
 Input "image" N x 3 x 64 x 64; one output per selected task (1x1 convolutions after a shared
 stem whose width follows the budget), ModelMeta embedded under metadata_props["edgecut"]. Builds
-report progress like the real engine, can be slowed down (`delay`), and fail on request.
+report progress like the real engine, can be slowed down (`delay`), fail on request
+(`fail_tasks`), or succeed with an artifact a device must refuse (`faults`: "nan" outputs, or
+"unloadable" bytes that onnxruntime cannot parse).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecut.model_meta import ONNX_METADATA_KEY, InputSpec, ModelMeta, OutputSpec
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, UnknownTaskError
 from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+
+from .onnx_models import corrupted
 
 SIZE = 64
 FULL_WIDTH = 32
@@ -40,12 +44,15 @@ class OnnxTestEngine:
         fail_tasks: set[str] | None = None,
         pad_bytes: int = 0,
         base_model_id: str = "test-mtl-v1",
+        faults: dict[tuple[str, ...], str] | None = None,
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="edgecut-test-engine-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.delay, self.fail_tasks, self.pad_bytes = delay, set(fail_tasks or ()), pad_bytes
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._base = base_model_id
+        # sorted tasks -> "nan" | "unloadable": that build "succeeds" with a broken model (may be set later)
+        self.faults: dict[tuple[str, ...], str] = dict(faults or {})
         self.builds: list[BuildSpec] = []  # every build started, in order
         self._lock = threading.Lock()
 
@@ -134,10 +141,19 @@ class OnnxTestEngine:
             pipeline_version="test",
         )
         path = self.workdir / f"{key}.onnx"
-        onnx.save(self._model(spec.tasks, width, meta, key), str(path))
+        fault = self.faults.get(spec.tasks)
+        if fault not in (None, "nan", "unloadable"):
+            raise ValueError(f"unknown fault {fault!r}: use 'nan' or 'unloadable'")
+        model = self._model(spec.tasks, width, meta, key, nan=fault == "nan")
+        data = model.SerializeToString()
+        if fault == "unloadable":
+            data = corrupted(data)
+        path.write_bytes(data)
         return BuiltArtifact(path, meta)
 
-    def _model(self, tasks: tuple[str, ...], width: int, meta: ModelMeta, key: str) -> onnx.ModelProto:
+    def _model(
+        self, tasks: tuple[str, ...], width: int, meta: ModelMeta, key: str, nan: bool = False
+    ) -> onnx.ModelProto:
         rng = np.random.default_rng(int(key[:8], 16))
         inits = [
             numpy_helper.from_array(rng.normal(size=(width, 3, 1, 1)).astype(np.float32), "stem_w"),
@@ -147,6 +163,11 @@ class OnnxTestEngine:
             helper.make_node("Conv", ["image", "stem_w", "stem_b"], ["stem"]),
             helper.make_node("Relu", ["stem"], ["feat"]),
         ]
+        trunk = "feat"
+        if nan:  # loads and runs, but every output is NaN
+            inits.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
+            nodes.append(helper.make_node("Add", ["feat", "nan"], ["feat_nan"]))
+            trunk = "feat_nan"
         outputs = []
         for t in tasks:
             c = TASKS[t][1]
@@ -154,7 +175,7 @@ class OnnxTestEngine:
                 numpy_helper.from_array(rng.normal(size=(c, width, 1, 1)).astype(np.float32), f"{t}_w")
             )
             conv_out = f"{t}_map" if t == "count" else t
-            nodes.append(helper.make_node("Conv", ["feat", f"{t}_w"], [conv_out]))
+            nodes.append(helper.make_node("Conv", [trunk, f"{t}_w"], [conv_out]))
             if t == "count":
                 nodes.append(helper.make_node("ReduceMean", [conv_out], [t], axes=[2, 3], keepdims=0))
                 outputs.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, ["N", c]))

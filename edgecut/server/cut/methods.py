@@ -15,6 +15,7 @@ class Method:
     fusion: str
     target: Target
     about: str
+    min_channels: int = 1  # channel pruning keeps at least this many filters per layer
 
 
 METHODS: dict[str, Method] = {
@@ -34,7 +35,8 @@ METHODS: dict[str, Method] = {
             "cosprune",
             "mean",
             "labels",
-            "Garg et al.'s CosPrune: lowest task-gradient agreement first",
+            "Garg et al.'s CosPrune: lowest task-gradient agreement first, at least 5 filters per layer",
+            min_channels=5,
         ),
         Method(
             "disparse",
@@ -64,3 +66,17 @@ METHODS: dict[str, Method] = {
     )
 }
 DEFAULT_METHOD = "cut-vote"
+
+# The CUT paper's unstructured comparison: criteria from masks.ELEMENT_CRITERIA, fusion from
+# masks.ELEMENT_FUSIONS ("global" = a task-agnostic score, one top-k over the whole model).
+MASK_METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("random", "random", "global", "labels", "random weights (seeded)"),
+        Method("magnitude", "magnitude", "global", "labels", "one-shot global |w| (LTH-style)"),
+        Method("snip-init", "snip-init", "global", "labels", "SNIP at a fresh init, summed loss"),
+        Method("disparse", "snip", "union", "labels", "DiSparse: per-task |w dL_t/dw|, union of the keeps"),
+        Method("cut", "snip", "vote", "labels", "CUT: per-task |w dL_t/dw|, vote v = min(2, tasks)"),
+        Method("cut-distill", "snip", "vote", "distill", "CUT scores on the label-free distillation loss"),
+    )
+}

@@ -1,4 +1,4 @@
-"""Fixtures for the agent's integration tests: the real fleet gRPC server and running agents."""
+"""Fixtures for the agent's integration tests: the real fleet server on a real broker, running agents."""
 
 from __future__ import annotations
 
@@ -10,50 +10,85 @@ from typing import Any
 
 import pytest
 
+from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.budget_policy import BudgetPolicy
-from edgecut.server.grpc_api import FleetServicer, create_server
+from edgecut.server.app import FleetServer
+from edgecut.server.registry import Registry
 from edgecut.server.store import LocalStore
+from edgecut.v1 import fleet_pb2
+from tests.support.fleet_server import Device, start_server
+from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.onnx_models import meta_of
 
 
 @dataclass
 class Fleet:
-    """The real FleetService (DownloadModel from a LocalStore) on 127.0.0.1:0."""
+    """A whole FleetServer (registry + store + jobs + gRPC + MQTT bridge) with the ONNX test engine."""
 
-    store: LocalStore
-    address: str
+    server: FleetServer
+    engine: OnnxTestEngine
+    broker_url: str
+
+    @property
+    def address(self) -> str:
+        return self.server.grpc_address
+
+    @property
+    def store(self) -> LocalStore:
+        assert isinstance(self.server.store, LocalStore)
+        return self.server.store
+
+    @property
+    def registry(self) -> Registry:
+        assert self.server.registry is not None
+        return self.server.registry
 
     def put(self, data: bytes) -> str:
+        """Store ready-made ONNX bytes in the server's store (as a finished build would)."""
         with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
             f.write(data)
             f.flush()
             return self.store.put_file(Path(f.name), meta_of(data)).artifact_id
 
-    def put_raw(self, data: bytes, meta_from: bytes) -> str:
-        """Store bytes that may not parse as ONNX (the metadata sidecar comes from `meta_from`)."""
-        with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
-            f.write(data)
-            f.flush()
-            return self.store.put_file(Path(f.name), meta_of(meta_from)).artifact_id
-
     def file(self, artifact_id: str) -> Path:
+        """The artifact's file in the server's store (tests corrupt it in place)."""
         return self.store.root / artifact_id[:2] / f"{artifact_id}.onnx"
+
+    def swaps(self, device_id: str) -> list[dict[str, Any]]:
+        """The swap reports the server recorded for the device, oldest first."""
+        return self.registry.swaps(device_id)[::-1]
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return self.registry.device(device_id) or {}
+
+    def prebuild(self, agent: Agent, tasks: list[str]) -> fleet_pb2.ModelReady:
+        """Have the server build and store the model it would offer `agent` for `tasks`.
+
+        The agent's own needs (same resources, so the same budget and build key) with `tasks`, sent
+        from another device id, so the agent itself hears nothing.
+        """
+        twin = Device(self.broker_url, f"{agent.device_id}-twin")
+        try:
+            needs = agent.needs()
+            needs.device_id = twin.device_id
+            needs.tasks[:] = tasks
+            twin.publish(topics.NEEDS, needs.SerializeToString())
+            return twin.model_ready(timeout=15)
+        finally:
+            twin.close()
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    store = LocalStore(tmp_path / "fleet-store")
-    servicer = FleetServicer(store, None, BudgetPolicy(), grpc_address="", chunk_size=8192)
-    server, port = create_server("127.0.0.1:0", servicer, max_workers=8)
-    servicer.grpc_address = f"127.0.0.1:{port}"
-    server.start()
+def fleet(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Fleet]:
+    engine = OnnxTestEngine(tmp_path / "engine")
+    # 8 KB chunks, so test_fetch's ~10 KB model takes several (a resume lands mid-artifact)
+    server = start_server(tmp_path / "fleet", engine, broker.url, chunk_size=8192)
     try:
-        yield Fleet(store, servicer.grpc_address)
+        yield Fleet(server, engine, broker.url)
     finally:
-        server.stop(0).wait(5)
+        server.stop()
 
 
 @pytest.fixture
@@ -70,6 +105,8 @@ def make_agent(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Callable[...,
             "reconnect_max_s": 1.0,
             "keepalive_s": 5,
             "telemetry_interval_s": 0.5,
+            # declared, so the server's budget (hence its build keys) does not follow the probe
+            "device_class": "x86",
         }
         fields.update(overrides)
         agent = Agent(AgentSettings(**fields))

@@ -1,3 +1,5 @@
+"""Downloads from the real fleet server's DownloadModel; the faults it cannot make on cue use a minimal servicer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +9,7 @@ import pytest
 from edgecut.agent.artifacts import ModelStore
 from edgecut.agent.errors import ChecksumError, DiskSpaceError, FetchError
 from edgecut.agent.fetch import Downloader
-from tests.support.fleet_stub import DownloadServicer, start_download_server
+from tests.support.download_faults import DownloadServicer, start_download_server
 from tests.support.onnx_models import artifact_id, build_model
 
 pytestmark = pytest.mark.integration
@@ -32,6 +34,8 @@ def test_resume_from_a_part_file_left_by_a_previous_run(fleet, tmp_path: Path) -
 
 
 def test_resume_after_the_stream_drops(tmp_path: Path) -> None:
+    # A dedicated servicer: the real server cannot be made to drop a stream at an exact byte, nor
+    # does it record the offset each call asked for.
     servicer = DownloadServicer(chunk_size=1000)
     aid = servicer.add(DATA)
     servicer.drop_after = 3000
@@ -57,6 +61,7 @@ def test_corrupted_artifact_is_refused_and_removed(fleet, tmp_path: Path) -> Non
 
 
 def test_server_offering_other_bytes_is_refused(tmp_path: Path) -> None:
+    # A dedicated servicer: the real server always announces the artifact id as the sha256.
     servicer = DownloadServicer()
     aid = servicer.add(DATA)
     servicer.lie_sha = "0" * 64

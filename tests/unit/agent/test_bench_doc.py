@@ -1,18 +1,51 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from edgecut.agent.bench_swap import SECTION, write_section
+from edgecut.agent.bench_swap import SECTION, render
+from edgecut.benchdoc import write_section
+
+RESULT = {
+    "requests": 2400,
+    "failed": 0,
+    "rate": 119.6,
+    "swaps": 20,
+    "during_n": 150,
+    "during_p50": 1.21,
+    "during_p99": 4.5,
+    "outside_n": 2250,
+    "outside_p50": 0.98,
+    "outside_p99": 3.2,
+    "swap_p50_ms": 35,
+    "swap_max_ms": 80,
+    "startup_s": 0.66,
+    "rss_idle_mb": 90,
+    "rss_after_mb": 95,
+    "import_s": 0.41,
+    "model_kb": 4,
+}
+ARGS = argparse.Namespace(rate=120.0, swaps=20, clients=4, ort_threads=1)
 
 
-def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
+def test_render_gives_the_body_without_its_heading() -> None:
+    body = render(RESULT, ARGS)
+    assert body.startswith(
+        "Measured by `edgecut bench swap` (`python -m edgecut.agent.bench_swap --rate 120 "
+    )
+    assert "## " not in body and body.endswith(
+        "| import time of all agent modules (median of 3, fresh interpreter) | 0.41 s |\n"
+    )
+    assert "| requests sent / failed | 2400 / 0 |" in body
+
+
+def test_the_section_is_written_through_benchdoc_and_only_it_changes(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\n## Pruning\n\nkeep me\n")
-    write_section(doc, f"{SECTION}\n\nfirst\n")
-    write_section(doc, f"{SECTION}\n\nsecond\n")
-    text = doc.read_text()
-    assert text.count(SECTION) == 1 and "second" in text and "first" not in text
-    assert "## Pruning\n\nkeep me" in text
-    doc.write_text(f"# B\n\n{SECTION}\n\nold\n\n## Later\n\nalso keep\n")
-    write_section(doc, f"{SECTION}\n\nnew\n")
-    assert doc.read_text() == f"# B\n\n{SECTION}\n\nnew\n## Later\n\nalso keep\n"
+    doc.write_text(f"# Benchmarks\n\n## {SECTION}\n\nold\n\n## Fleet service\n\nkeep me\n")
+    body = render(RESULT, ARGS)
+    write_section(doc, SECTION, body)
+    write_section(doc, SECTION, body)  # a rerun replaces, never duplicates
+    assert doc.read_text() == f"# Benchmarks\n\n## {SECTION}\n\n{body}\n## Fleet service\n\nkeep me\n"
+    fresh = tmp_path / "new.md"
+    write_section(fresh, SECTION, body)
+    assert fresh.read_text() == f"# Benchmarks\n\n## {SECTION}\n\n{body}"

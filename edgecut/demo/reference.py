@@ -1,0 +1,31 @@
+"""The reference model the demo tailors: trained once (with a progress bar), then reused from the data dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from edgecut.server.paths import reference_checkpoint, scenes_cache
+
+if TYPE_CHECKING:
+    from .run import DemoOptions
+
+
+def reference_model(opts: DemoOptions, console: Console) -> tuple[Path, str, float]:
+    """The checkpoint to tailor (trained once, then cached), where it came from, training seconds."""
+    from edgecut.server.mtl.train import TrainConfig, train
+
+    if opts.quick:
+        path, cfg = opts.data_dir / "quick" / "reference.pt", TrainConfig.quick()
+    else:
+        path, cfg = reference_checkpoint(opts.data_dir), TrainConfig()
+    if path.exists():
+        return path, f"cached {path} (delete it to train again)", 0.0
+    kind = "tiny --quick" if opts.quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
+    console.print(
+        f"[bold]reference model[/]: none at {path}; training one ({kind}), once — later runs reuse it"
+    )
+    result = train(cfg, out=path, cache_dir=scenes_cache(opts.data_dir), show_progress=True)
+    return path, f"trained just now in {result.seconds:.0f} s -> {path}", result.seconds

@@ -1,0 +1,40 @@
+"""`edgecut bench paper`: registered by bench_cli; torch is imported in the handler only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
+
+
+def register(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser(
+        "paper", help="the seed papers' tables: CUT unstructured, structured, Garg, what we learned"
+    )
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
+    p.add_argument("--quick", action="store_true", help="every table on tiny settings (smoke test)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update")
+    p.add_argument("--plot", type=Path, default=Path("docs/paper_garg.png"), help="Garg reproduction plot")
+    p.set_defaults(handler=run_paper)
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import paper, paper_report
+
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    cfg = paper.PaperConfig(ckpt, cache_dir=scenes_cache(args.data_dir))
+    if args.quick:
+        cfg = paper.quick(cfg)
+    res = paper.run(cfg)
+    base_specs = paper.checkpoint.load(ckpt).task_specs
+    paper_report.plot_garg(res, base_specs, args.plot)
+    console = Console()
+    for title, body in paper_report.sections(res, base_specs, args.plot.name).items():
+        console.print(f"## {title}\n\n{body}\n", markup=False, highlight=False)
+        write_section(args.out, title, body)
+    return 0
