@@ -131,7 +131,10 @@ class TorchEngine:
             meta.onnx_max_abs_diff = export_onnx(model, meta, path)
             seconds = time.perf_counter() - t0
         return BuiltArtifact(
-            path, meta, {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}}, scratch=out_dir
+            path,
+            meta,
+            {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}},
+            scratch=out_dir,
         )
 
     def _tmp_dir(self) -> Path:

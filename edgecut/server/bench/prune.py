@@ -8,9 +8,9 @@ measured onnxruntime latency at batch 1. Also a plot of Δm vs. params removed p
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -142,7 +142,8 @@ def markdown(res: PruneBenchResult, kinds: Mapping[str, str], command: str) -> s
         f"{res.selected.macs / 1e6:.1f} MMACs after decomposition, ORT {res.selected_latency_ms:.2f} ms at batch 1). "
         f"Image {res.image_size}x{res.image_size}; importance from {c.calib_batches} calibration batches of 32 "
         f"unlabelled synthetic scenes; recovery = {c.recovery_steps} steps of distillation from the original "
-        f"(AdamW 3e-3, cosine, batch 32), after the same BatchNorm re-estimation (8 batches) for every method, on {c.n_calib} unlabelled scenes; metrics on {c.n_val} held-out scenes. "
+        f"(AdamW 3e-3, cosine, batch 32) on {c.n_calib} unlabelled scenes, after the same BatchNorm "
+        f"re-estimation (8 batches) for every method; metrics on {c.n_val} held-out scenes. "
         f"Levels are the share of the selected-task model's parameters removed. Δm is vs. the full pre-trained "
         f"model (higher is better, 0 = no loss). Latency: onnxruntime CPU, 1 thread, batch 1, median of 60.",
         "",

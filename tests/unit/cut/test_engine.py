@@ -48,7 +48,9 @@ def test_build_exports_a_verified_artifact_with_quality_figures(engine) -> None:
 
 
 def test_build_scratch_is_removed_by_cleanup(engine) -> None:
-    built = engine.build(BuildSpec.create(["count"], Budget(macs_fraction=0.6), recover=False), lambda *a: None)
+    built = engine.build(
+        BuildSpec.create(["count"], Budget(macs_fraction=0.6), recover=False), lambda *a: None
+    )
     assert built.onnx_path.exists()
     built.cleanup()
     assert not built.onnx_path.exists() and built.scratch is not None and not built.scratch.exists()

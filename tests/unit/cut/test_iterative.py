@@ -33,8 +33,9 @@ def test_iterative_pruning_removes_trunk_filters_on_schedule(criterion, trained_
     assert _head_widths(model) == heads_before  # only trunk filters go
     assert set(res.points[-1].metrics) == {"seg", "depth"}
     # Each point keeps its own architecture, independent of the model pruned further afterwards.
-    assert res.points[1].architecture.trunk.layer3[0].conv1.weight.shape[0] >= (
-        model.trunk.layer3[0].conv1.weight.shape[0]
+    assert (
+        res.points[1].architecture.trunk.layer3[0].conv1.weight.shape[0]
+        >= (model.trunk.layer3[0].conv1.weight.shape[0])
     )
 
 

@@ -1,0 +1,67 @@
+"""`edgecut bench paper --quick` end to end, as a user runs it: a quick-trained model in a tmp dir,
+one command, four sections in the markdown and the Garg plot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecut.server.bench.paper_report import SECTIONS
+from edgecut.server.cut.methods import MASK_METHODS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _edgecut(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "edgecut.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _section(doc: str, title: str) -> str:
+    start = doc.index(f"## {title}\n")
+    end = doc.find("\n## ", start + 1)
+    return doc[start : end if end != -1 else len(doc)]
+
+
+def test_bench_paper_quick(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    train = _edgecut("train", "--quick", "--data-dir", str(data), timeout=120)
+    assert train.returncode == 0, train.stderr
+    out, plot = tmp_path / "benchmarks.md", tmp_path / "garg.png"
+    run = _edgecut(
+        "bench", "paper", "--quick", "--data-dir", str(data), "--out", str(out), "--plot", str(plot),
+        timeout=240,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = out.read_text()
+    for title in SECTIONS:
+        assert f"## {title}\n" in doc
+
+    unstructured = _section(doc, "Paper: CUT unstructured")
+    structured = _section(doc, "Paper: structured")
+    for name in MASK_METHODS:
+        assert len(re.findall(rf"^\| {re.escape(name)} \(", unstructured, re.M)) == 2  # 2 quick sparsities
+        assert len(re.findall(rf"^\| {re.escape(name)} \(", structured, re.M)) == 1  # 1 quick level
+    assert re.search(r"^\| edgecut default \(", structured, re.M)
+
+    # The 1-task guard: CUT's vote on a single task keeps part of the trunk; the published v = 2 keeps none.
+    guard = re.search(
+        r"v = min\(2, 1\) = 1 keeps \*\*([\d.]+)%\*\*.*published v = 2 keeps ([\d.]+)%", unstructured
+    )
+    assert guard is not None
+    assert float(guard.group(1)) > 0.0 and float(guard.group(2)) == 0.0
+    assert re.search(r"CUT-masked one at \d+% sparsity .* in \*\*[\d.]+ ms\*\*", unstructured)
+
+    garg = _section(doc, "Paper: Garg reproduction")
+    assert "Finding 1" in garg and "Finding 2" in garg and f"]({plot.name})" in garg
+    assert len(re.findall(r"^\| (garg-taylor|cosprune) \| \d", garg, re.M)) == 4  # 2 criteria x 2 rounds
+    learned = _section(doc, "Paper: what we learned")
+    assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
