@@ -25,9 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="tiny model trained in seconds (tests, smoke runs)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "iotcore"), default="auto", help="MQTT broker")
     p.add_argument("--rate", type=float, default=5.0, help="Infer requests per second per agent (default 5)")
-    p.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
     p.add_argument(
-        "--fresh", action="store_true", help="forget earlier demo builds (build every model again)"
+        "--timeout", type=float, default=900.0, help="give up when the devices are not done after this (s)"
+    )
+    p.add_argument(
+        "--reuse-builds",
+        action="store_true",
+        help="keep built models in DATA_DIR/demo between runs: a rerun gets them as cache hits",
     )
     p.add_argument(
         "--recovery-steps", type=int, help="distillation steps per build (default 60; 20 with --quick)"
@@ -63,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
         broker=args.broker,
         rate=args.rate,
         timeout=args.timeout,
-        fresh=args.fresh,
+        reuse_builds=args.reuse_builds,
         recovery_steps=args.recovery_steps,
         keep=args.keep,
     )

@@ -131,6 +131,8 @@ class FleetMonitor:
             handler(device_id, bytes(msg.payload))
         except (KeyError, DecodeError) as exc:
             self.log.say(device_id, f"unreadable {leaf} message: {exc}", "red")
+        except Exception as exc:  # an exception would end paho's network loop: the log must go on
+            self.log.say(device_id, f"could not show a {leaf} message: {escape(repr(exc))}", "red")
 
     def _needs(self, device_id: str, payload: bytes) -> None:
         n = pb.TaskNeeds.FromString(payload)

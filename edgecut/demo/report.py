@@ -70,7 +70,7 @@ def bench_body(result: DemoResult, opts: DemoOptions) -> str:
     failed = sum(d.failed + d.agent_failed for d in result.devices)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     command = f"edgecut demo --agents {opts.agents} --duration {opts.duration:g}" + (
-        " --fresh" if opts.fresh else ""
+        " --reuse-builds" if opts.reuse_builds else ""
     )
     return f"""Measured by `{command}` on a {machine} machine shared with other work: \
 {opts.agents} agent processes (onnxruntime 1 thread each), {opts.rate:g} Infer requests/s per agent, \

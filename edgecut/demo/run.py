@@ -51,15 +51,16 @@ class DemoOptions:
     quick: bool = False
     broker: str = "auto"
     rate: float = 5.0  # Infer requests per second per agent
-    timeout: float = 900.0  # give up on a step after this many seconds of the whole run
-    fresh: bool = False  # drop the build cache of earlier demo runs
+    timeout: float = 900.0  # give up when the devices' steps are not done this long after they start
+    reuse_builds: bool = False  # keep the server's registry and artifacts between runs (a build cache)
     recovery_steps: int | None = None  # None: the demo's default for the model size
     keep: bool = False
 
-    @property
-    def server_dir(self) -> Path:
-        """Registry and artifacts survive between runs, so a later run gets its models from the cache."""
-        return self.data_dir / "demo" / ("quick-server" if self.quick else "server")
+    def server_dir(self, work: Path) -> Path:
+        """By default every run builds its models (the demo is about building them); the run's temp dir."""
+        if self.reuse_builds:
+            return self.data_dir / "demo" / ("quick-server" if self.quick else "server")
+        return work / "server"
 
 
 def _port_open(port: int) -> bool:
@@ -86,7 +87,7 @@ class Demo:
         self.opts, self.console = opts, console
         self.log = EventLog(console)
         self.work = Path(tempfile.mkdtemp(prefix="edgecut-demo-"))
-        self.deadline = time.monotonic() + opts.timeout
+        self.deadline = time.monotonic() + opts.timeout  # set again once the model and server are up
         self.broker: EmbeddedBroker | None = None
         self.server: FleetServer | None = None
         self.engine: ReportingEngine | None = None
@@ -155,10 +156,8 @@ class Demo:
         self.log.say("server", f"scoring the full model on {n_val} validation scenes (the baseline)")
         engine.reference_metrics()
         self.engine = ReportingEngine(engine, self.log)
-        if opts.fresh:
-            shutil.rmtree(opts.server_dir, ignore_errors=True)
         settings = ServerSettings(
-            state_dir=opts.server_dir, broker=self.broker.url, grpc="127.0.0.1:0", workers=1
+            state_dir=opts.server_dir(self.work), broker=self.broker.url, grpc="127.0.0.1:0", workers=1
         )
         self.server = FleetServer(settings, self.engine).start()
         if not self.server.wait_ready(15):
@@ -200,6 +199,7 @@ class Demo:
         opts = self.opts
         first, later = waves(fleet(opts.agents))
         t_fleet = time.monotonic()
+        self.deadline = t_fleet + opts.timeout  # training the model first may take longer than the run
         self._launch(first)
         self._wait(lambda: all(self._serves(a, list(a.profile.tasks)) for a in self.agents), "first models")
         self._timed("first_models", t_fleet)

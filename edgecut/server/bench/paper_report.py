@@ -5,6 +5,7 @@ Every sentence that states a finding is computed from the rows of the run it des
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 from collections.abc import Sequence
@@ -106,7 +107,7 @@ def unstructured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
             + " | 0.00 | 0.00 |",
         ]
         for r in (r for r in res.mask_rows if r.tasks == tasks):
-            keep = "-" if r.keep_ratio != r.keep_ratio else f"{r.keep_ratio:.0%}"
+            keep = "-" if math.isnan(r.keep_ratio) else f"{r.keep_ratio:.0%}"
             out.append(
                 f"| {_label(r.method)} | {r.target:.0%} | {r.sparsity:.1%} | {keep} | {r.trunk_kept:.0%} | "
                 + " | ".join(f"{r.result.after[t][k]:.4f}" for t, k in cols)

@@ -94,6 +94,7 @@ def run(cfg: PruneBenchConfig, show_progress: bool = True) -> PruneBenchResult:
                 target=m.target,
                 calib_batches=cfg.calib_batches,
                 seed=cfg.seed,
+                min_channels=m.min_channels,
             )
             for level in cfg.levels:
                 t = time.perf_counter()

@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     engine.options = replace(
-        TailorOptions(), criterion=m.criterion, fusion=m.fusion, target=m.target, recovery=recovery
+        TailorOptions(),
+        criterion=m.criterion,
+        fusion=m.fusion,
+        target=m.target,
+        min_channels=m.min_channels,
+        recovery=recovery,
     )
     spec = BuildSpec.create(
         args.tasks.split(","),

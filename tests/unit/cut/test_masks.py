@@ -132,9 +132,9 @@ def test_priorities_steer_the_weighted_mean() -> None:
 def test_magnitude_keeps_the_largest_weights_globally_across_layers() -> None:
     model = ThreeTaskLinear().select(["a", "b"])
     with torch.no_grad():
-        model.trunk[1].weight.copy_(torch.tensor([[5.0, -4.0, 0.1], [3.0, -0.2, 0.3]]))
-        model.heads["a"].fc.weight.copy_(torch.tensor([[0.5, -6.0], [0.05, 0.04]]))
-        model.heads["b"].fc.weight.copy_(torch.tensor([[0.01, 0.02], [-2.0, 0.03]]))
+        model.get_parameter("trunk.1.weight").copy_(torch.tensor([[5.0, -4.0, 0.1], [3.0, -0.2, 0.3]]))
+        model.get_parameter("heads.a.fc.weight").copy_(torch.tensor([[0.5, -6.0], [0.05, 0.04]]))
+        model.get_parameter("heads.b.fc.weight").copy_(torch.tensor([[0.01, 0.02], [-2.0, 0.03]]))
     s = score_elements("magnitude", MaskInputs(model, [], Objective(model.task_specs, "labels")))
     assert set(s) == {ALL}
     ms = masks_at_sparsity(s, model, 1 - 5 / 14, "vote")  # keep 5 of 14
