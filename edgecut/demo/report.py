@@ -25,12 +25,12 @@ def shutdown_line(result: DemoResult) -> str:
 
 def summary(result: DemoResult) -> list[str]:
     lines = []
-    built = ", ".join(f"{','.join(b.tasks)} @ {b.budget} in {b.seconds:.0f} s" for b in result.builds)
     hits = sum(d.cache_hits for d in result.devices)
-    lines.append(
-        f"builds this run: {len(result.builds)} ({built or 'none: every model came from the cache'})"
+    seconds = sum(b.seconds for b in result.builds)
+    built = (
+        f"{seconds:.0f} s of building, one at a time" if result.builds else "every model came from the cache"
     )
-    lines.append(f"cache hits: {hits} (a device got a model already built for its tasks and class)")
+    lines.append(f"builds this run: {len(result.builds)} ({built}); cache hits: {hits} (no build needed)")
     c = result.change
     if c is not None and c.new_model_after_s is not None:
         lines.append(

@@ -4,8 +4,10 @@ compared with on the same model, data and budget."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from edgecut.server.cut.objective import Target
+# The scoring target (see objective.py); spelled here too so the CLI can list methods without torch.
+Target = Literal["distill", "labels"]
 
 
 @dataclass(frozen=True)

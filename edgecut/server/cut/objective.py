@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from edgecut.server.cut.methods import Target
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.losses import distill_loss, label_loss
 from edgecut.server.mtl.tasks import TaskSpec
 
-Target = Literal["distill", "labels"]
 TARGETS: tuple[Target, ...] = ("distill", "labels")
 
 
