@@ -89,7 +89,9 @@ class IterativeResult:
 
 def trunk_pruner(model: MultiTaskModel, min_channels: int) -> ChannelPruner:
     """A ChannelPruner that removes only trunk filters: every head layer is protected."""
-    pruner = ChannelPruner(model, min_channels=min_channels, min_fraction=0.0)
+    pruner = ChannelPruner(
+        model, min_channels=min_channels, min_fraction=0.0, round_to=1
+    )  # exactly k filters
     heads = [m for m in model.heads.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     pruner.protected = list({id(m): m for m in [*pruner.protected, *heads]}.values())
     return pruner

@@ -69,8 +69,11 @@ class Target:
 class ChannelPruner:
     """Holds the dependency graph of one model and removes channel groups from it in place."""
 
-    def __init__(self, model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05) -> None:
+    def __init__(
+        self, model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+    ) -> None:
         self.model = model
+        self.round_to = round_to
         self.size = model.input_size
         example = torch.rand(1, 3, self.size, self.size)
         model.eval()
@@ -82,6 +85,8 @@ class ChannelPruner:
         self.min_fraction = min_fraction
         self.owner = owners(model)
         self.tasks = model.task_names
+        # Each group's step is fixed by its width before pruning, so rounding stays consistent.
+        self._initial = {g[0].dep.target.module: len(g[0].idxs) for g in self.groups()}
 
     def groups(self) -> list[tp.dependency.Group]:
         return list(
@@ -137,19 +142,42 @@ class ChannelPruner:
         self._groups = groups
         return [(float(fused[k]), *where[k]) for k in order]
 
+    def _step(self, gi: int) -> int:
+        """Widths stay multiples of this: onnxruntime's CPU convolutions run 25-50 % slower on a
+        channel count off a multiple of 8 (measured: 47 channels slower than 48). Layers that start
+        narrower than twice the step use a finer one so small models stay prunable."""
+        g = self._groups[gi]
+        start = self._initial.get(g[0].dep.target.module, len(g[0].idxs))
+        return self.round_to if start >= 2 * self.round_to else max(1, start // 4)
+
     def remove(self, scores: TaskScores, rule: str, n: int, weights: torch.Tensor | None = None) -> int:
-        """Remove the `n` lowest-ranked channels (respecting each group's minimum); returns how many."""
+        """Remove about `n` of the lowest-ranked channels; returns how many went.
+
+        Every group keeps its minimum width, and its remaining width is rounded up to the group's
+        step (see `_step`) to the nearest multiple; if that leaves nothing to remove, the group with the
+        most candidates is rounded down instead, so each call makes progress while progress is possible.
+        """
         ranked = self.ranked_channels(scores, rule, weights)
-        chosen: dict[int, list[int]] = {}
+        order: dict[int, list[int]] = {}
         for _, gi, c in ranked:
-            if sum(len(v) for v in chosen.values()) >= n:
+            order.setdefault(gi, []).append(c)
+        chosen: dict[int, list[int]] = {}
+        taken = 0
+        for _, gi, c in ranked:
+            if taken >= n:
                 break
             width = len(self._groups[gi][0].idxs)
-            keep_min = max(self.min_channels, math.ceil(self.min_fraction * width))
-            if width - len(chosen.get(gi, [])) > keep_min:
+            if width - len(chosen.get(gi, [])) > self._floor(gi):
                 chosen.setdefault(gi, []).append(c)
+                taken += 1
+        rounded = {gi: self._round(gi, idxs, order[gi], nearest=True) for gi, idxs in chosen.items()}
+        if chosen and not any(rounded.values()):
+            gi = max(chosen, key=lambda g: len(chosen[g]))
+            rounded[gi] = self._round(gi, chosen[gi], order[gi], nearest=False)
         removed = 0
-        for gi, idxs in chosen.items():
+        for gi, idxs in rounded.items():
+            if not idxs:
+                continue
             g = self._groups[gi]
             root = g[0].dep.target.module
             pg = self.graph.get_pruning_group(root, g[0].dep.handler, sorted(idxs))
@@ -158,6 +186,23 @@ class ChannelPruner:
             removed += len(idxs)
         return removed
 
+    def _floor(self, gi: int) -> int:
+        """The narrowest group `gi` may become: its minimum share, rounded up to its step."""
+        width = len(self._groups[gi][0].idxs)
+        step = self._step(gi)
+        least = max(self.min_channels, math.ceil(self.min_fraction * width))
+        return min(width, max(step, math.ceil(least / step) * step))
+
+    def _round(self, gi: int, idxs: list[int], ranking: list[int], nearest: bool) -> list[int]:
+        """The channels to remove from group `gi` so the width left is a multiple of its step."""
+        width = len(self._groups[gi][0].idxs)
+        step = self._step(gi)
+        floor = self._floor(gi)
+        keep = width - len(idxs)
+        keep = round(keep / step) * step if nearest else (keep // step) * step
+        keep = max(floor, min(width, keep))
+        return ranking[: width - keep]
+
     def prune_to(
         self,
         scores: TaskScores,
@@ -165,7 +210,7 @@ class ChannelPruner:
         target: Target,
         weights: torch.Tensor | None = None,
         on_step: Callable[[Size, float], None] | None = None,
-        max_steps: int = 60,
+        max_steps: int = 200,
     ) -> Size:
         """Iteratively remove channels until `target` is met; raises nothing, returns the final size.
 
@@ -223,7 +268,9 @@ def _drop_scores(group: tp.dependency.Group, scores: TaskScores) -> None:
                 per[m] = s[keep]
 
 
-def smallest(model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05) -> Size:
+def smallest(
+    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+) -> Size:
     """The size of `model` with every prunable layer cut to its minimum width (a copy is pruned)."""
     import copy
 
@@ -232,6 +279,6 @@ def smallest(model: MultiTaskModel, min_channels: int = 1, min_fraction: float =
 
     clone = copy.deepcopy(model).eval()
     scores = score("l1", ScoreInputs(clone, [], Objective(clone.task_specs, "labels")))
-    pruner = ChannelPruner(clone, min_channels, min_fraction)
+    pruner = ChannelPruner(clone, min_channels, min_fraction, round_to)
     pruner.remove(scores, "mean", n=10**9)
     return measure(clone, clone.input_size)

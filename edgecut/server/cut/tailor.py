@@ -38,6 +38,7 @@ class TailorOptions:
     bn_batches: int = 8  # calibration batches to re-estimate BatchNorm statistics after pruning (0 = off)
     min_fraction: float = 0.05  # every layer keeps at least this share of its channels
     min_channels: int = 1
+    round_to: int = 8  # layer widths stay multiples of 8 (onnxruntime's fast convolution paths)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -101,7 +102,7 @@ def tailor(
 
     t1 = time.perf_counter()
     weights = torch.tensor([float((priorities or {}).get(t, 1.0)) for t in student.task_names])
-    pruner = ChannelPruner(student, options.min_channels, options.min_fraction)
+    pruner = ChannelPruner(student, options.min_channels, options.min_fraction, options.round_to)
     progress("pruning", 0.15, "removing channels")
     pruned = pruner.prune_to(
         scores,

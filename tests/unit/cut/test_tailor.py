@@ -66,7 +66,7 @@ def test_recovery_by_distillation_brings_the_pruned_model_closer_to_the_original
     trained_small, scenes
 ) -> None:
     rep = tailor(
-        trained_small, ["depth"], Budget(params_fraction=0.2), scenes, TailorOptions(calib_batches=1)
+        trained_small, ["depth"], Budget(params_fraction=0.3), scenes, TailorOptions(calib_batches=1)
     )
     batch = with_teacher(next(batches(scenes, 48)), rep.teacher)
 
@@ -119,3 +119,14 @@ def test_label_free_objective_is_deterministic(small_resnet, scenes) -> None:
     a = [float(t) for t in obj.terms("depth", pred, b, 0)]
     assert a == [float(t) for t in obj.terms("depth", pred, b, 0)]
     assert a != [float(t) for t in obj.terms("depth", pred, b, 1)]
+
+
+def test_pruned_widths_stay_multiples_of_eight(scenes) -> None:
+    from edgecut.server.mtl.contract import build_model
+
+    torch.manual_seed(0)
+    base = build_model("resnet-mtl", input_size=32, widths=[16, 24, 32, 48], head_width=16).eval()
+    rep = tailor(base, ["seg", "depth"], Budget(macs_fraction=0.5), scenes, TailorOptions(calib_batches=1))
+    widths = [m.out_channels for m in rep.model.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert rep.pruned.macs < rep.selected.macs
+    assert all(w % 8 == 0 for w in widths), widths
