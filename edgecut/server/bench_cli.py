@@ -79,9 +79,10 @@ def run_prune(args: argparse.Namespace) -> int:
     base = checkpoint.load(ckpt)
     kinds = {t: base.task_specs[t].kind for t in cfg.tasks if t in base.task_specs}
     res = bench.run(cfg)
+    # The exact command that produced the figures (argv[1:] = "bench prune ...").
     command = (
-        "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if sys.argv[1:2] == ["bench"]
+        "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if "prune" in sys.argv
         else "edgecut bench prune"
     )
     text = bench.markdown(res, kinds, command)

@@ -95,3 +95,14 @@ def test_resources_probe() -> None:
 )
 def test_device_class(arch: str, model: str, want: str) -> None:
     assert resources.device_class(arch, model) == want
+
+
+def test_declared_device_class_replaces_the_probed_one_in_needs(tmp_path: Path) -> None:
+    from edgecut.agent.agent import Agent
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"device_id: pi-9\nstate_dir: {tmp_path}\ntasks: [seg, depth]\ndevice_class: rpi4\n")
+    needs = Agent(load_settings(cfg, environ={})).needs()
+    assert needs.resources.device_class == "rpi4"
+    assert list(needs.tasks) == ["seg", "depth"] and needs.device_id == "pi-9"
+    assert needs.resources.cpu_count >= 1  # the rest still comes from the probe
