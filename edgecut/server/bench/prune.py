@@ -195,6 +195,7 @@ def plot(res: PruneBenchResult, path: Path) -> None:
             ys = [r.delta_m_rec if rec else r.delta_m for r in rows]
             ax.plot(xs, ys, marker="o", label=name)
         ax.axhline(0, color="grey", lw=0.8)
+        ax.set_yscale("symlog", linthresh=10)  # the small losses that matter stay readable beside random's
         ax.set_xlabel("params removed (%)")
         ax.set_title("after recovery" if rec else "no recovery")
         ax.grid(alpha=0.3)
