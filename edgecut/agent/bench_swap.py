@@ -198,6 +198,22 @@ def _wait_ready(proc: subprocess.Popen[bytes], state: Path, want: str, timeout: 
     raise ConfigError(f"agent not ready within {timeout}s")
 
 
+def describe_models(paths: list[str] | None) -> str:
+    """What was swapped, from the artifacts' own metadata (or the built-in test models)."""
+    if not paths:
+        return "two 4 KB three-task test models (seg, depth, count; 1x3x64x64, built with onnx.helper)"
+    from edgecut.agent.runtime import load_model
+
+    parts = []
+    for p in map(Path, paths):
+        meta = load_model(p, p.stem).meta
+        parts.append(
+            f"`{p.name}` ({p.stat().st_size / 1024:.0f} KB; tasks {', '.join(meta.tasks)}; "
+            f"{meta.macs / 1e6:.1f} MMACs; input {'x'.join(str(d or 1) for d in meta.input.shape)})"
+        )
+    return "two tailored models, " + " and ".join(parts) + ","
+
+
 def render(r: dict[str, float], args: argparse.Namespace) -> str:
     """The section's body in markdown (without its `## ` heading)."""
     table = [
@@ -225,12 +241,14 @@ def render(r: dict[str, float], args: argparse.Namespace) -> str:
     ]
     rows = "\n".join(f"| {k} | {v} |" for k, v in table)
     machine = f"{os.cpu_count()}-core {platform.machine()}, {platform.system()} {platform.release()}"
+    models = getattr(args, "models", None)
+    models_arg = f" --models {' '.join(models)}" if models else ""
     return f"""\
-Measured by `edgecut bench swap` (`python -m edgecut.agent.bench_swap --rate {args.rate:g} --swaps \
-{args.swaps} --clients {args.clients}`) on a {machine} machine shared with other work; onnxruntime \
-intra-op threads = {args.ort_threads}. A real agent process serves a {r["model_kb"]:.0f} KB three-task \
-test model (seg, depth, count; 1x3x64x64) over its local gRPC API on 127.0.0.1 while {args.clients} client \
-threads send paced Infer requests and the main thread asks for {args.swaps} rollbacks, each a full load, \
+Measured by `edgecut bench swap --rate {args.rate:g} --swaps {args.swaps} --clients {args.clients}{models_arg}` \
+on a {machine} machine shared with other work; onnxruntime \
+intra-op threads = {args.ort_threads}. A real agent process serves {describe_models(models)} \
+over its local gRPC API on 127.0.0.1 while {args.clients} client threads send paced Infer requests \
+and the main thread asks for {args.swaps} rollbacks, each a full load, \
 warm-up, validation and atomic reference swap to the other model. A request counts as "during a swap" \
 when it overlaps a swap call.
 

@@ -30,9 +30,8 @@ ARGS = argparse.Namespace(rate=120.0, swaps=20, clients=4, ort_threads=1)
 
 def test_render_gives_the_body_without_its_heading() -> None:
     body = render(RESULT, ARGS)
-    assert body.startswith(
-        "Measured by `edgecut bench swap` (`python -m edgecut.agent.bench_swap --rate 120 "
-    )
+    assert body.startswith("Measured by `edgecut bench swap --rate 120 --swaps 20 --clients 4` on ")
+    assert "two 4 KB three-task test models" in body  # no --models: says it used the built-in ones
     assert "## " not in body and body.endswith(
         "| import time of all agent modules (median of 3, fresh interpreter) | 0.41 s |\n"
     )
