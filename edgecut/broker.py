@@ -40,7 +40,8 @@ def mosquitto_path() -> str | None:
     return next((p for p in _MOSQUITTO_PATHS if Path(p).exists()), None)
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port (used to prove nothing is left running)."""
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True
@@ -92,7 +93,7 @@ class EmbeddedBroker:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise BrokerError(f"mosquitto exited at start on port {self.port}: {err.strip()}")
-            if _port_open(self.host, self.port):
+            if port_open(self.port, self.host):
                 return
             time.sleep(0.05)
         self.stop()

@@ -32,10 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    return dispatch(build_parser(), argv)
+
+
+def dispatch(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, quiet_level: int = logging.WARNING
+) -> int:
+    """Parse, set up logging, run the handler; an EdgecutError becomes one message and its exit code."""
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else quiet_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -184,23 +184,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m edgecut.agent ...`: the agent's commands without loading the server's CLI."""
-    from rich.console import Console
-
-    from edgecut.errors import EdgecutError
+    from edgecut.cli import dispatch
 
     parser = argparse.ArgumentParser(prog="edgecut")
     parser.add_argument("-v", "--verbose", action="store_true")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.handler(args) or 0)
-    except EdgecutError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        return exc.exit_code
+    return dispatch(parser, argv, quiet_level=logging.INFO)
 
 
 __all__ = ["ConfigError", "main", "register"]

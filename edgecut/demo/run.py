@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from rich.console import Console
 
 from edgecut import topics
 from edgecut.agent.errors import AgentError
-from edgecut.broker import EmbeddedBroker, mosquitto_path
+from edgecut.broker import EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.app import FleetServer
@@ -63,15 +62,7 @@ class DemoOptions:
         return work / "server"
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -380,8 +371,8 @@ class Demo:
                 self.monitor.stop()
             if self.broker is not None:
                 self.broker.close()
-            self.result.ports_open_after = [p for p in self.result.ports if _port_open(p)]
-            self.result.pids_alive_after = [p for p in self.result.pids if _alive(p)]
+            self.result.ports_open_after = [p for p in self.result.ports if port_open(p)]
+            self.result.pids_alive_after = [p for p in self.result.pids if alive(p)]
             if self.opts.keep:
                 self.log.say("demo", f"kept the run's files in {self.work}")
             else:

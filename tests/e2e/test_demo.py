@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
+from edgecut.broker import port_open
 from edgecut.demo.profiles import BASE_PROFILES, changed_device, waves
+from edgecut.demo.run import alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,26 +36,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "150"}
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _assert_all_stopped(doc: dict[str, Any]) -> None:
     assert len(doc["pids"]) == 4 and len(doc["ports"]) == 6  # 4 agents; + broker and gRPC ports
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
-    assert not [pid for pid in doc["pids"] if _alive(pid)]  # checked again from outside
-    assert not [port for port in doc["ports"] if _port_open(port)]
+    assert not [pid for pid in doc["pids"] if alive(pid)]  # checked again from outside
+    assert not [port for port in doc["ports"] if port_open(port)]
 
 
 def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> None:
@@ -141,8 +126,8 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert doc["interrupted"] is True
     assert "interrupted before the end" in doc["problems"]
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
-    assert not [pid for pid in doc["pids"] if _alive(pid)]
-    assert not [port for port in doc["ports"] if _port_open(port)]
+    assert not [pid for pid in doc["pids"] if alive(pid)]
+    assert not [port for port in doc["ports"] if port_open(port)]
 
 
 def test_demo_command_keeps_the_cli_light() -> None:
