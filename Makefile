@@ -36,8 +36,19 @@ check: lint typecheck
 test: $(STAMP)
 	$(MAKE) check
 
+# Every figure in docs/benchmarks.md, each benchmark rewriting only its own section.
 bench: $(STAMP)
-	$(VENV)/bin/edgecut bench all --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench model --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench tailor --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench prune --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench download
+	$(VENV)/bin/edgecut prune --data-dir $(DATA_DIR) --tasks seg,depth --budget macs=0.3 --recover-steps 0 \
+		--out $(DATA_DIR)/bench/seg-depth-rpi4.onnx
+	$(VENV)/bin/edgecut prune --data-dir $(DATA_DIR) --tasks seg,depth,normals --budget macs=0.5 --recover-steps 0 \
+		--out $(DATA_DIR)/bench/seg-depth-normals-jetson.onnx
+	$(VENV)/bin/edgecut bench swap --models $(DATA_DIR)/bench/seg-depth-rpi4.onnx \
+		$(DATA_DIR)/bench/seg-depth-normals-jetson.onnx
+	$(VENV)/bin/edgecut bench paper --data-dir $(DATA_DIR)
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
