@@ -254,27 +254,23 @@ def unstructured(bench: _Bench, advance: Advance) -> tuple[list[MaskRow], MaskLa
                 )
                 advance(1, table="unstructured", method=name, sparsity=f"{s:.0%}")
                 if latency is None and name == "cut" and s == max(cfg.sparsities):
-                    make_permanent(student)
-                    latency = MaskLatency(
-                        tasks,
-                        ms.sparsity,
-                        model_latency_ms(teacher, cfg.latency_runs),
-                        model_latency_ms(student, cfg.latency_runs),
-                    )
+                    latency = _mask_latency(tasks, ms.sparsity, teacher, student, cfg.latency_runs)
     if latency is None:  # "cut" not among the methods: measure a CUT-masked copy anyway
         tasks = cfg.task_sets[0]
         teacher = bench.teacher(tasks)
         student = copy.deepcopy(teacher)
         ms = masks_at_sparsity(bench.element_scores(teacher, "snip", "labels"), student, max(cfg.sparsities))
         apply_masks(student, ms.masks)
-        make_permanent(student)
-        latency = MaskLatency(
-            tasks,
-            ms.sparsity,
-            model_latency_ms(teacher, cfg.latency_runs),
-            model_latency_ms(student, cfg.latency_runs),
-        )
+        latency = _mask_latency(tasks, ms.sparsity, teacher, student, cfg.latency_runs)
     return rows, latency
+
+
+def _mask_latency(
+    tasks: tuple[str, ...], sparsity: float, dense: MultiTaskModel, masked: MultiTaskModel, runs: int
+) -> MaskLatency:
+    """ORT latency of the dense model and of the masked one with its zeros folded into the weights."""
+    make_permanent(masked)
+    return MaskLatency(tasks, sparsity, model_latency_ms(dense, runs), model_latency_ms(masked, runs))
 
 
 def guard(bench: _Bench) -> Guard:
