@@ -28,7 +28,6 @@ from edgecut.server.cut.iterative import IterativeOptions, iterative_prune, retr
 from edgecut.server.cut.masks import (
     ElementScores,
     Layout,
-    MaskInputs,
     apply_masks,
     channel_scores,
     make_permanent,
@@ -217,7 +216,9 @@ class _Bench:
         key = (tuple(teacher.task_names), criterion, target)
         if key not in self._scores:
             obj = Objective(teacher.task_specs, target, seed=self.cfg.seed)
-            self._scores[key] = score_elements(criterion, MaskInputs(teacher, self.calib, obj, self.cfg.seed))
+            self._scores[key] = score_elements(
+                criterion, ScoreInputs(teacher, self.calib, obj, self.cfg.seed)
+            )
         return self._scores[key]
 
     def evaluated(self, model: MultiTaskModel, tasks: tuple[str, ...]) -> Evaluated:

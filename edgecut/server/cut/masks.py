@@ -41,11 +41,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from edgecut.server.cut.fusion import kth_largest, vote_threshold
-from edgecut.server.cut.importance import TaskScores
+from edgecut.server.cut.importance import ScoreInputs, TaskScores
 from edgecut.server.cut.objective import Objective
 from edgecut.server.cut.recover import reinitialise
 from edgecut.server.mtl.contract import MultiTaskModel
-from edgecut.server.mtl.data import Batch
 
 ALL = "*"  # the group of a task-agnostic criterion
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
@@ -53,15 +52,7 @@ WeightMap = dict[str, torch.Tensor]  # qualified module name -> a tensor shaped 
 ElementScores = dict[str, WeightMap]  # task name (or ALL) -> per-weight scores
 
 
-@dataclass(frozen=True)
-class MaskInputs:
-    model: MultiTaskModel
-    batches: list[Batch]
-    objective: Objective
-    seed: int = 0
-
-
-ElementCriterion = Callable[[MaskInputs], ElementScores]
+ElementCriterion = Callable[[ScoreInputs], ElementScores]
 ELEMENT_CRITERIA: dict[str, ElementCriterion] = {}
 
 
@@ -99,7 +90,7 @@ def _accumulate(acc: WeightMap, name: str, w: torch.Tensor, g: torch.Tensor, obj
 
 
 @element_criterion("snip")
-def snip(inp: MaskInputs) -> ElementScores:
+def snip(inp: ScoreInputs) -> ElementScores:
     model, obj = inp.model, inp.objective
     mods, owner = prunable(model), region(model)
     scores: ElementScores = {t: {} for t in model.task_names}
@@ -119,7 +110,7 @@ def snip(inp: MaskInputs) -> ElementScores:
 
 
 @element_criterion("snip-init")
-def snip_init(inp: MaskInputs) -> ElementScores:
+def snip_init(inp: ScoreInputs) -> ElementScores:
     fresh = copy.deepcopy(inp.model)
     with torch.random.fork_rng():
         torch.manual_seed(inp.seed)
@@ -140,12 +131,12 @@ def snip_init(inp: MaskInputs) -> ElementScores:
 
 
 @element_criterion("magnitude")
-def magnitude(inp: MaskInputs) -> ElementScores:
+def magnitude(inp: ScoreInputs) -> ElementScores:
     return {ALL: {n: _weight(m).detach().abs() for n, m in prunable(inp.model).items()}}
 
 
 @element_criterion("random")
-def random_scores(inp: MaskInputs) -> ElementScores:
+def random_scores(inp: ScoreInputs) -> ElementScores:
     g = torch.Generator().manual_seed(inp.seed)
     return {ALL: {n: torch.rand(_weight(m).shape, generator=g) for n, m in prunable(inp.model).items()}}
 
@@ -159,7 +150,7 @@ def normalise(scores: ElementScores) -> ElementScores:
     return out
 
 
-def score_elements(name: str, inp: MaskInputs) -> ElementScores:
+def score_elements(name: str, inp: ScoreInputs) -> ElementScores:
     """Per-weight scores of criterion `name`, normalised to sum 1 per group; the model is unchanged."""
     if name not in ELEMENT_CRITERIA:
         raise KeyError(

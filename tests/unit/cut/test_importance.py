@@ -6,13 +6,11 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
 
 from edgecut.server.cut.importance import CRITERIA, ScoreInputs, owners, score
 from edgecut.server.cut.objective import Objective
-from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import batches
-from edgecut.server.mtl.tasks import TaskSpec
+from tests.support.tiny_models import LinearMTL
 
 
 @pytest.mark.parametrize("name", sorted(CRITERIA))
@@ -48,27 +46,9 @@ def test_head_channels_only_scored_by_their_own_task(small_resnet, scenes) -> No
     assert own[seg_head_bn] == "seg" and own[model.trunk.stem[0]] is None
 
 
-class TwoTaskLinear(MultiTaskModel):
-    """x -> shared linear (2 units) -> one linear head per task; gradients are easy to set by hand."""
-
-    def __init__(self) -> None:
-        super().__init__([TaskSpec("a", "classification", 2), TaskSpec("b", "classification", 2)], 2)
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(12, 2, bias=False))
-        self.heads = nn.ModuleDict({"a": _Head(), "b": _Head()})
-
-
-class _Head(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(2, 2, bias=False)
-
-    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return self.fc(feats[-1])
-
-
 def test_cosprune_ranks_a_filter_with_opposed_task_gradients_lowest() -> None:
     torch.manual_seed(0)
-    m = TwoTaskLinear()
+    m = LinearMTL(("a", "b"), size=2)  # a 12-input shared layer
     with torch.no_grad():
         # Unit 0 feeds both heads with the same sign, unit 1 with opposite signs.
         m.heads["a"].fc.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))

@@ -6,14 +6,12 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
 
 from edgecut.server.cut.importance import ScoreInputs, score
 from edgecut.server.cut.masks import (
     ALL,
     ELEMENT_CRITERIA,
     Layout,
-    MaskInputs,
     apply_masks,
     channel_scores,
     mask_sparsity,
@@ -24,30 +22,15 @@ from edgecut.server.cut.masks import (
 )
 from edgecut.server.cut.objective import Objective
 from edgecut.server.cut.recover import RecoveryOptions, recover
-from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import batches
-from edgecut.server.mtl.tasks import TaskSpec
+from tests.support.tiny_models import LinearMTL
 
 TRUNK, HEAD = "trunk.1", "heads.{}.fc"
 
 
-class _Head(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(2, 2, bias=False)
-
-    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return self.fc(feats[-1])
-
-
-class ThreeTaskLinear(MultiTaskModel):
+def three_task_linear() -> LinearMTL:
     """x -> shared Linear(3 -> 2) (6 weights) -> one Linear(2 -> 2) head (4 weights) per task."""
-
-    def __init__(self) -> None:
-        tasks = [TaskSpec(t, "classification", 2) for t in ("a", "b", "c")]
-        super().__init__(tasks, 1)
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(3, 2, bias=False))
-        self.heads = nn.ModuleDict({t: _Head() for t in ("a", "b", "c")})
+    return LinearMTL(("a", "b", "c"), size=1)
 
 
 # Per task: 6 trunk scores then 4 head scores. At keep 0.5 each task keeps 5 of its 10 weights:
@@ -83,7 +66,7 @@ def kept(mask: torch.Tensor) -> set[int]:
     ],
 )
 def test_trunk_fusion_rules_on_hand_scores(tasks, rule, expected) -> None:
-    model = ThreeTaskLinear().select(list(tasks))
+    model = three_task_linear().select(list(tasks))
     ms = masks_at_sparsity(hand_scores(tasks), model, 0.5, rule, calibrate=False)
     assert kept(ms.masks[TRUNK]) == expected
     # Heads keep their own task's mask whatever the rule.
@@ -94,19 +77,19 @@ def test_trunk_fusion_rules_on_hand_scores(tasks, rule, expected) -> None:
 
 def test_vote_matches_counting_the_tasks_own_top_k_and_the_published_v2_empties_one_task() -> None:
     for tasks in (("a", "b"), ("a", "b", "c")):
-        model = ThreeTaskLinear().select(list(tasks))
+        model = three_task_linear().select(list(tasks))
         layout = Layout(model)
         keeps = per_task_keeps(hand_scores(tasks), layout, 0.5)
         fused = masks_at_sparsity(hand_scores(tasks), model, 0.5, "vote", calibrate=False)
         assert torch.equal(layout.flat(fused.masks).bool(), vote_keeps(keeps, layout, v=2))
-    single = ThreeTaskLinear().select(["a"])
+    single = three_task_linear().select(["a"])
     layout = Layout(single)
     published = vote_keeps(per_task_keeps(hand_scores(("a",)), layout, 0.5), layout, v=2)
     assert not published[layout.trunk].any()
 
 
 def test_calibrated_masks_hit_the_sparsity_and_report_the_per_task_keep() -> None:
-    model = ThreeTaskLinear()
+    model = three_task_linear()
     for rule in ("vote", "union", "intersection"):
         ms = masks_at_sparsity(hand_scores(("a", "b", "c")), model, 0.5, rule)
         assert ms.sparsity == pytest.approx(0.5)  # 9 of the 18 weights kept
@@ -121,7 +104,7 @@ def test_calibrated_masks_hit_the_sparsity_and_report_the_per_task_keep() -> Non
 
 
 def test_priorities_steer_the_weighted_mean() -> None:
-    model = ThreeTaskLinear().select(["a", "b"])
+    model = three_task_linear().select(["a", "b"])
     scores = hand_scores(("a", "b"))
     favour_a = masks_at_sparsity(scores, model, 0.8, "mean", torch.tensor([10.0, 1.0]))
     favour_b = masks_at_sparsity(scores, model, 0.8, "mean", torch.tensor([1.0, 10.0]))
@@ -130,12 +113,12 @@ def test_priorities_steer_the_weighted_mean() -> None:
 
 
 def test_magnitude_keeps_the_largest_weights_globally_across_layers() -> None:
-    model = ThreeTaskLinear().select(["a", "b"])
+    model = three_task_linear().select(["a", "b"])
     with torch.no_grad():
         model.get_parameter("trunk.1.weight").copy_(torch.tensor([[5.0, -4.0, 0.1], [3.0, -0.2, 0.3]]))
         model.get_parameter("heads.a.fc.weight").copy_(torch.tensor([[0.5, -6.0], [0.05, 0.04]]))
         model.get_parameter("heads.b.fc.weight").copy_(torch.tensor([[0.01, 0.02], [-2.0, 0.03]]))
-    s = score_elements("magnitude", MaskInputs(model, [], Objective(model.task_specs, "labels")))
+    s = score_elements("magnitude", ScoreInputs(model, [], Objective(model.task_specs, "labels")))
     assert set(s) == {ALL}
     ms = masks_at_sparsity(s, model, 1 - 5 / 14, "vote")  # keep 5 of 14
     # |w| top 5 over all layers: 6 (head a), 5, 4, 3 (trunk), 2 (head b); a per-layer cut would differ.
@@ -147,7 +130,7 @@ def test_magnitude_keeps_the_largest_weights_globally_across_layers() -> None:
 def test_snip_scores_each_task_over_the_trunk_and_its_own_head_only(trained_small, scenes) -> None:
     model = trained_small.select(["seg", "depth"])
     calib = list(itertools.islice(batches(scenes, 16), 2))
-    s = score_elements("snip", MaskInputs(model, calib, Objective(model.task_specs, "labels")))
+    s = score_elements("snip", ScoreInputs(model, calib, Objective(model.task_specs, "labels")))
     assert set(s) == {"seg", "depth"}
     assert any(n.startswith("heads.seg.") for n in s["seg"])
     assert not any(n.startswith("heads.depth.") for n in s["seg"])
@@ -160,7 +143,7 @@ def test_snip_at_init_differs_from_snip_at_the_trained_weights(trained_small, sc
     model = trained_small.select(["seg", "depth"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calib = list(itertools.islice(batches(scenes, 16), 2))
-    inp = MaskInputs(model, calib, Objective(model.task_specs, "labels"))
+    inp = ScoreInputs(model, calib, Objective(model.task_specs, "labels"))
     trained = masks_at_sparsity(score_elements("snip", inp), model, 0.7, "union")
     at_init = masks_at_sparsity(score_elements("snip-init", inp), model, 0.7)
     layout = Layout(model)
@@ -173,8 +156,8 @@ def test_snip_at_init_differs_from_snip_at_the_trained_weights(trained_small, sc
 def test_distillation_and_labels_give_different_scores(trained_small, scenes) -> None:
     model = trained_small.select(["depth"])
     calib = list(itertools.islice(batches(scenes, 16), 1))
-    lab = score_elements("snip", MaskInputs(model, calib, Objective(model.task_specs, "labels")))
-    dis = score_elements("snip", MaskInputs(model, calib, Objective(model.task_specs, "distill")))
+    lab = score_elements("snip", ScoreInputs(model, calib, Objective(model.task_specs, "labels")))
+    dis = score_elements("snip", ScoreInputs(model, calib, Objective(model.task_specs, "distill")))
     w, v = lab["depth"]["trunk.stem.0"], dis["depth"]["trunk.stem.0"]
     assert float(v.sum()) > 0 and w.shape == v.shape
     assert not torch.allclose(w / w.sum(), v / v.sum())
@@ -184,7 +167,7 @@ def test_channel_scores_are_the_element_scores_summed_per_output_channel(trained
     model = trained_small.select(["seg", "depth"])
     calib = list(itertools.islice(batches(scenes, 16), 1))
     obj = Objective(model.task_specs, "labels")
-    per_channel = channel_scores(score_elements("snip", MaskInputs(model, calib, obj)), model)
+    per_channel = channel_scores(score_elements("snip", ScoreInputs(model, calib, obj)), model)
     raw = score("snip", ScoreInputs(model, calib, obj))  # the channel-level criterion
     conv = model.trunk.layer2[0].conv1
     for task in ("seg", "depth"):
@@ -194,7 +177,7 @@ def test_channel_scores_are_the_element_scores_summed_per_output_channel(trained
 
 def test_masks_stay_fixed_through_fine_tuning(small_resnet, scenes) -> None:
     model = small_resnet.select(["seg"])
-    s = score_elements("random", MaskInputs(model, [], Objective(model.task_specs, "labels")))
+    s = score_elements("random", ScoreInputs(model, [], Objective(model.task_specs, "labels")))
     ms = masks_at_sparsity(s, model, 0.6)
     apply_masks(model, ms.masks)
     assert mask_sparsity(model) == pytest.approx(ms.sparsity)
@@ -211,7 +194,7 @@ def test_masks_stay_fixed_through_fine_tuning(small_resnet, scenes) -> None:
 def test_one_task_vote_keeps_a_non_empty_trunk_on_a_trained_model(trained_small, scenes) -> None:
     model = trained_small.select(["seg"])
     calib = list(itertools.islice(batches(scenes, 16), 1))
-    s = score_elements("snip", MaskInputs(model, calib, Objective(model.task_specs, "labels")))
+    s = score_elements("snip", ScoreInputs(model, calib, Objective(model.task_specs, "labels")))
     ms = masks_at_sparsity(s, model, 0.9, "vote", calibrate=False)
     assert ms.trunk_kept > 0.01
     layout = Layout(model)
@@ -221,7 +204,7 @@ def test_one_task_vote_keeps_a_non_empty_trunk_on_a_trained_model(trained_small,
 def test_unknown_names_are_clear_errors(small_resnet) -> None:
     model = small_resnet.select(["seg"])
     with pytest.raises(KeyError, match="unknown element criterion 'nope'"):
-        score_elements("nope", MaskInputs(model, [], Objective(model.task_specs, "labels")))
+        score_elements("nope", ScoreInputs(model, [], Objective(model.task_specs, "labels")))
     with pytest.raises(KeyError, match="unknown element fusion 'nope'"):
         masks_at_sparsity({"seg": {}}, model, 0.5, "nope")
     assert set(ELEMENT_CRITERIA) == {"snip", "snip-init", "magnitude", "random"}
