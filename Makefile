@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DATA_DIR ?= .edgecut
 
-.PHONY: venv demo test check lint typecheck bench proto model clean
+.PHONY: venv demo test test-broker check lint typecheck bench proto model clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# The reference model is trained once and cached under $(DATA_DIR) (never committed).
+# The reference model ships in the package (edgecut/server/mtl/pretrained); this trains it again into
+# $(DATA_DIR)/models/reference.pt, which the demo and the benchmarks then use instead.
 model: $(STAMP)
 	$(VENV)/bin/edgecut train --data-dir $(DATA_DIR)
 
@@ -33,8 +34,13 @@ typecheck: $(STAMP)
 check: lint typecheck
 	$(PY) -m pytest -q
 
+# The broker is EDGECUT_EMBEDDED_BROKER (mosquitto | iotcore), else mosquitto when installed, else iotcore.
 test: $(STAMP)
 	$(MAKE) check
+
+# Only the tests that start a broker (integration + e2e): .ci/run reruns them on the other broker.
+test-broker: $(STAMP)
+	$(PY) -m pytest -q -m broker
 
 # Every figure in docs/benchmarks.md, each benchmark rewriting only its own section.
 bench: $(STAMP)

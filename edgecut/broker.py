@@ -1,14 +1,22 @@
 """Start a real MQTT broker on loopback for the demo and the tests.
 
 Prefers Debian's mosquitto (MQTT 5, shared subscriptions) when it is installed; falls back to
-iotcore (rumqttd in a pip wheel). amqtt is deliberately not used: it has no shared subscriptions
+iotcore (rumqttd in a pip wheel). `EDGECUT_EMBEDDED_BROKER=mosquitto|iotcore|auto` picks one for
+the demo and the tests, so both are exercised. amqtt is deliberately not used: it has no shared subscriptions
 and leaks retained messages (see ARCHITECTURE.md).
+
+Either broker dies with the process that started it, even when that process is SIGKILLed: mosquitto
+through the kernel's parent-death signal, iotcore's child when its stdin pipe closes.
 """
 
 from __future__ import annotations
 
+import ctypes
+import getpass
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +29,9 @@ from edgecut.errors import EdgecutError
 logger = logging.getLogger(__name__)
 
 _MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+# Not EDGECUT_BROKER: that is the server's `broker` URL setting (EDGECUT_<SETTING>).
+BROKER_ENV = "EDGECUT_EMBEDDED_BROKER"
+CHOICES = ("auto", "mosquitto", "iotcore")
 
 
 class BrokerError(EdgecutError):
@@ -40,6 +51,23 @@ def mosquitto_path() -> str | None:
     return next((p for p in _MOSQUITTO_PATHS if Path(p).exists()), None)
 
 
+def chosen_broker(environ: dict[str, str] | None = None) -> str:
+    """The broker `EDGECUT_EMBEDDED_BROKER` asks for (default auto: mosquitto when installed, else iotcore)."""
+    value = (os.environ if environ is None else environ).get(BROKER_ENV, "").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise BrokerError(f"{BROKER_ENV}={value!r}: choose one of {', '.join(CHOICES)}")
+    return value
+
+
+def die_with_parent() -> None:
+    """In a child before exec: the kernel sends it SIGTERM when its parent dies (Linux; a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on host:port (used to prove nothing is left running)."""
     try:
@@ -52,8 +80,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class EmbeddedBroker:
     """A broker child process on 127.0.0.1; `stop()` then `start()` keeps the same port."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", prefer: str = "auto") -> None:
-        if prefer not in ("auto", "mosquitto", "iotcore"):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", prefer: str | None = None) -> None:
+        prefer = chosen_broker() if prefer is None else prefer
+        if prefer not in CHOICES:
             raise BrokerError(f"unknown broker {prefer!r}: choose auto, mosquitto or iotcore")
         self.host = host
         self.port = port or free_port(host)
@@ -78,15 +107,22 @@ class EmbeddedBroker:
 
     def _start_mosquitto(self, timeout: float) -> None:
         conf = Path(self._tmp.name) / "mosquitto.conf"
+        # `user` = ourselves: run as root, mosquitto would switch to its own user, which clears the
+        # parent-death signal below.
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 10000\nlog_dest none\n"
+            f"max_queued_messages 10000\nlog_dest none\nuser {getpass.getuser()}\n"
         )
         exe = mosquitto_path()
         assert exe is not None
         # Its own session: a terminal's Ctrl-C goes to the owner, which stops its clients before the broker.
+        # The parent-death signal ends it if the owner is killed outright and cannot stop it.
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            [exe, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # one prctl call: nothing it could deadlock on after fork
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ Every payload is a protobuf message of edgecut.v1 (see docs/protocol.md).
 from __future__ import annotations
 
 PREFIX = "edgecut/v1/devices"
-SHARE_GROUP = "edgecut"
+SHARE_GROUP = "edgecut"  # the prefix of the shared-subscription groups: one group per topic, see shared()
 
 
 def device_topic(device_id: str, leaf: str) -> str:
@@ -15,8 +15,13 @@ def device_topic(device_id: str, leaf: str) -> str:
 
 
 def shared(leaf: str, group: str = SHARE_GROUP) -> str:
-    """Shared subscription over all devices' `leaf`, so server replicas split the messages."""
-    return f"$share/{group}/{PREFIX}/+/{leaf}"
+    """Shared subscription over all devices' `leaf`, so server replicas split the messages.
+
+    The group is `{group}-{leaf}`, one per topic: the iotcore broker (rumqttd) keeps a single filter per
+    shared group and client, so needs, telemetry and swaps under one group would lose all but one of them.
+    mosquitto splits either way.
+    """
+    return f"$share/{group}-{leaf}/{PREFIX}/+/{leaf}"
 
 
 def device_of(topic: str) -> str | None:

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real MQTT broker on loopback (mosquitto when installed, else iotcore)."""
+"""Shared fixtures: a real MQTT broker on loopback.
+
+`EDGECUT_EMBEDDED_BROKER=mosquitto|iotcore|auto` picks it (auto: mosquitto when installed, else iotcore);
+`.ci/run` runs the broker-dependent tests (marker `broker`) once per broker.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgecut.broker import EmbeddedBroker
+from edgecut.broker import BROKER_ENV, EmbeddedBroker
+from tests.support.brokers import broker_kind
 
 # Two cores: keep torch/onnxruntime from oversubscribing when tests run beside each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_report_header() -> str:
+    return f"MQTT broker: {broker_kind()} ({BROKER_ENV}={os.environ.get(BROKER_ENV, 'auto')})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts a broker is marked `broker`, so it can be rerun on the other broker."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
     """A fresh broker per test; tests may stop() and start() it again on the same port."""
-    b = EmbeddedBroker().start()
+    b = EmbeddedBroker(prefer=broker_kind()).start()
     try:
         yield b
     finally:

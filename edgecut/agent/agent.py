@@ -218,6 +218,7 @@ class Agent:
         )
         if result.ok:
             self.link.publish_state()
+            self.link.publish_telemetry()  # the server sees the new model's figures at once
 
     def _do_rollback(self) -> SwapResult:
         result = self.runtime.rollback()

@@ -61,11 +61,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    if args.exit_on_stdin_eof:
+        threading.Thread(target=_stop_at_eof, args=(done,), name="stdin-lifeline", daemon=True).start()
     agent.start()
     print(f"edgecut agent {settings.device_id}: local API on {agent.api_address}", flush=True)
     done.wait()
     agent.stop()
     return 0
+
+
+def _stop_at_eof(done: threading.Event) -> None:
+    """Set `done` once stdin closes: the supervisor holding the pipe's other end exited, however it died."""
+    import sys
+
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    logger.info("stdin closed: the supervisor is gone, stopping")
+    done.set()
 
 
 def _print_status(st: Any) -> None:
@@ -160,6 +175,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--server", help="fleet gRPC host:port")
     run.add_argument("--state-dir", type=Path)
     run.add_argument("--listen", help="local API: 127.0.0.1:PORT or unix:/path")
+    run.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop when stdin closes (for a supervisor that holds the pipe, e.g. the demo)",
+    )
     run.set_defaults(handler=cmd_run)
 
     tasks = asub.add_parser("tasks", help="show or change the selected tasks")

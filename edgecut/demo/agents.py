@@ -66,10 +66,13 @@ class AgentProcess:
         # The demo's own settings only: an EDGECUT_* variable in the user's shell would override them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECUT_")}
         env["OMP_NUM_THREADS"] = "1"
+        # stdin is a lifeline: when the demo ends in any way (even SIGKILL) the pipe closes and the
+        # agent stops by itself, so no agent outlives its demo.
+        command = [sys.executable, "-m", "edgecut.agent", "agent", "run", "--config", str(self.config)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgecut.agent", "agent", "run", "--config", str(self.config)],
+            [*command, "--exit-on-stdin-eof"],
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches the demo only, which stops agents in order
@@ -136,6 +139,8 @@ class AgentProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
 
     def log_tail(self, lines: int = 15) -> str:
         try:

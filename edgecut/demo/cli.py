@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agents", type=int, default=4, help="agents to run (default 4; >= 1)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of inference at least (default 60)")
     p.add_argument("--quick", action="store_true", help="tiny model trained in seconds (tests, smoke runs)")
-    p.add_argument("--broker", choices=("auto", "mosquitto", "iotcore"), default="auto", help="MQTT broker")
+    p.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "iotcore"),
+        help="MQTT broker (default $EDGECUT_EMBEDDED_BROKER, else mosquitto when installed, else iotcore)",
+    )
     p.add_argument("--rate", type=float, default=5.0, help="Infer requests per second per agent (default 5)")
     p.add_argument(
         "--timeout", type=float, default=900.0, help="give up when the devices are not done after this (s)"
@@ -52,6 +56,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from edgecut.broker import chosen_broker
+
     from .report import finish
     from .run import Demo, DemoOptions
 
@@ -64,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
         agents=args.agents,
         duration=args.duration,
         quick=args.quick,
-        broker=args.broker,
+        broker=args.broker or chosen_broker(),
         rate=args.rate,
         timeout=args.timeout,
         reuse_builds=args.reuse_builds,

@@ -1,4 +1,7 @@
-"""The reference model the demo tailors: trained once (with a progress bar), then reused from the data dir."""
+"""The reference model the demo tailors: the data dir's own if `edgecut train` made one, else the packaged one.
+
+`--quick` trains a tiny model in seconds (once per data dir) instead.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from edgecut.server.paths import reference_checkpoint, scenes_cache
+from edgecut.server.paths import PACKAGED_REFERENCE, reference_checkpoint, scenes_cache, trained_reference
 
 if TYPE_CHECKING:
     from .run import DemoOptions
@@ -21,6 +24,9 @@ def reference_model(opts: DemoOptions, console: Console) -> tuple[Path, str, flo
         path, cfg = opts.data_dir / "quick" / "reference.pt", TrainConfig.quick()
     else:
         path, cfg = reference_checkpoint(opts.data_dir), TrainConfig()
+        if path == PACKAGED_REFERENCE and path.exists():
+            return path, "the packaged reference model (provenance in reference.metrics.json beside it)", 0.0
+        path = trained_reference(opts.data_dir) if not path.exists() else path
     if path.exists():
         return path, f"cached {path} (delete it to train again)", 0.0
     kind = "tiny --quick" if opts.quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"

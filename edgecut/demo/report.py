@@ -43,6 +43,12 @@ def summary(result: DemoResult) -> list[str]:
     api = sorted(d.round_trip_p50_ms for d in result.devices)
     api_text = f"; Infer through the local gRPC API p50 {api[len(api) // 2]:.1f} ms" if api else ""
     lines.append(f"requests: {requests}, failed: {failed}{api_text} (the table's latency is the model's run)")
+    swaps = sum(d.swaps for d in result.devices)
+    lines.append(
+        f"fleet server's registry (over MQTT via {result.broker}): {sum(d.server_swaps for d in result.devices)} "
+        f"of {swaps} swaps recorded, telemetry from {sum(d.server_telemetry for d in result.devices)} "
+        f"of {len(result.devices)} devices"
+    )
     lines.append(shutdown_line(result))
     return lines
 

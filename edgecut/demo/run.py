@@ -24,7 +24,7 @@ from rich.console import Console
 
 from edgecut import topics
 from edgecut.agent.errors import AgentError
-from edgecut.broker import EmbeddedBroker, mosquitto_path, port_open
+from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.app import FleetServer
@@ -36,6 +36,9 @@ from .events import EventLog, FleetMonitor, ReportingEngine, watch_jobs
 from .profiles import DeviceProfile, changed_device, fleet, waves
 from .reference import reference_model
 from .table import DemoResult, DeviceResult, TaskChange
+
+WAIT_REPORT_S = 10.0  # while the demo waits for devices, a line this often says for what
+REGISTRY_WAIT_S = 15.0  # at the end, how long the last reports may take to reach the server
 
 
 class DemoStalled(EdgecutError):
@@ -126,13 +129,12 @@ class Demo:
         t = time.monotonic()
         self.broker = EmbeddedBroker(prefer=opts.broker).start()
         self.result.broker = self.broker.kind
-        why = (
-            f"found {mosquitto_path()}"
-            if self.broker.kind == "mosquitto"
-            else "chosen by --broker iotcore"
-            if opts.broker == "iotcore"
-            else "mosquitto is not installed: rumqttd from the iotcore wheel"
-        )
+        if opts.broker != "auto":
+            why = f"asked for by --broker or ${BROKER_ENV}"
+        elif self.broker.kind == "mosquitto":
+            why = f"found {mosquitto_path()}"
+        else:
+            why = "mosquitto is not installed: rumqttd from the iotcore wheel"
         self.log.say("broker", f"{self.broker.kind} ({why}) on {self.broker.url}", "bold")
         self.result.ports.append(self.broker.port)
         self._timed("broker", t)
@@ -192,7 +194,7 @@ class Demo:
         t_fleet = time.monotonic()
         self.deadline = t_fleet + opts.timeout  # training the model first may take longer than the run
         self._launch(first)
-        self._wait(lambda: all(self._serves(a, list(a.profile.tasks)) for a in self.agents), "first models")
+        self._wait_serving(self.agents, "first models")
         self._timed("first_models", t_fleet)
         if later:
             names = ", ".join(p.device_id for p in later)
@@ -201,9 +203,7 @@ class Demo:
             )
             t = time.monotonic()
             self._launch(later)
-            self._wait(
-                lambda: all(self._serves(a, list(a.profile.tasks)) for a in self.agents), "late joiners"
-            )
+            self._wait_serving(self.agents, "late joiners")
             self._timed("late_joiners", t)
         self._sleep_until(t_fleet + opts.duration * 0.3)
         target = changed_device(first)
@@ -239,11 +239,63 @@ class Demo:
             return False
         return sorted(st.model_tasks) == sorted(tasks) and self.drivers[agent.device_id].serving.is_set()
 
-    def _wait(self, cond: Callable[[], bool], what: str) -> None:
+    def _wait_serving(self, agents: list[AgentProcess], what: str) -> None:
+        def pending() -> list[AgentProcess]:
+            return [a for a in agents if not self._serves(a, list(a.profile.tasks))]
+
+        self._wait(lambda: not pending(), what, pending)
+
+    def _wait(
+        self, cond: Callable[[], bool], what: str, pending: Callable[[], list[AgentProcess]] | None = None
+    ) -> None:
+        """Until `cond`; every WAIT_REPORT_S say what is still missing, and name it at the time-out."""
+        since = time.monotonic()
+        next_report = since + WAIT_REPORT_S
         while not cond():
-            if time.monotonic() > self.deadline:
-                raise DemoStalled(f"timed out waiting for {what} (--timeout {self.opts.timeout:g} s)")
+            now = time.monotonic()
+            if now > self.deadline or now > next_report:
+                waiting = pending() if pending is not None else []
+                details = "; ".join(f"{a.device_id}: {self._waiting_on(a)}" for a in waiting)
+                if now > self.deadline:
+                    raise DemoStalled(
+                        f"timed out waiting for {what} after {now - since:.0f} s "
+                        f"(--timeout {self.opts.timeout:g} s)" + (f"; {details}" if details else "")
+                    )
+                left = self.deadline - now
+                self.log.say(
+                    "demo",
+                    f"still waiting for {what} ({now - since:.0f} s so far, time-out in {left:.0f} s)"
+                    + (f": {details}" if details else ""),
+                    "dim",
+                )
+                next_report = now + WAIT_REPORT_S
             time.sleep(0.2)
+
+    def _waiting_on(self, agent: AgentProcess) -> str:
+        """Where one device is on its way to serving, from what the monitor saw on the broker."""
+        if self.monitor is None:
+            return "no monitor"
+        trace = self.monitor.trace(agent.device_id)
+        if not trace.needs:
+            return "no needs seen on the broker yet"
+        t_needs, tasks, seq = trace.needs[-1]
+        offers = [o for o in trace.offers if o[0] >= t_needs]
+        if not offers:
+            building = (
+                ", a build is running"
+                if self.server and self.server.jobs and self.server.jobs.active()
+                else ""
+            )
+            return (
+                f"needs {','.join(tasks)} (seq {seq}) sent at {t_needs:.1f} s, no model offered yet{building}"
+            )
+        t_offer, artifact, _ = offers[-1]
+        swaps = [sw for sw in trace.swaps if sw[0] >= t_offer and sw[1] == artifact]
+        if not swaps:
+            return f"model {artifact[:12]} offered at {t_offer:.1f} s, not swapped in yet"
+        if not swaps[-1][2]:
+            return f"refused model {artifact[:12]}: {swaps[-1][3]}"
+        return f"serves {artifact[:12]} since {swaps[-1][0]:.1f} s; waiting for its first answers"
 
     def _sleep_until(self, t: float) -> None:
         while time.monotonic() < t:
@@ -264,7 +316,8 @@ class Demo:
         self.change = TaskChange(agent.device_id, old, tasks, round(at, 1))
         self._wait(
             lambda: self._serves(agent, tasks) and self._new_model_answered(agent, tasks, t_mono),
-            "the task change",
+            f"the task change on {agent.device_id}",
+            lambda: [agent],
         )
         c = self.change
         self.log.say(
@@ -296,8 +349,22 @@ class Demo:
         for driver in self.drivers.values():
             driver.stop()
         self.result.change = self.change
-        for agent in self.agents:
-            self.result.devices.append(self._device_result(agent))
+        devices = [self._device_result(agent) for agent in self.agents]
+        # Reports travel over MQTT: give the last swap's report and telemetry a moment to land.
+        deadline = time.monotonic() + REGISTRY_WAIT_S
+        while not all(self._server_view(d) for d in devices) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.result.devices.extend(devices)
+
+    def _server_view(self, d: DeviceResult) -> bool:
+        """Fill in what the fleet server's registry holds for `d`; True once it has all of it."""
+        registry = self.server.registry if self.server else None
+        if registry is None:
+            return True
+        rec = registry.device(d.device_id) or {}
+        d.server_telemetry = bool(rec.get("telemetry"))
+        d.server_swaps = sum(1 for s in registry.swaps(d.device_id, limit=1000) if s["ok"])
+        return d.server_telemetry and d.server_swaps >= d.swaps
 
     def _device_result(self, agent: AgentProcess) -> DeviceResult:
         samples = self.drivers[agent.device_id].samples if agent.device_id in self.drivers else []

@@ -37,6 +37,9 @@ class DeviceResult:
     latency_p50_ms: float  # the model's run time on the device
     round_trip_p50_ms: float  # Infer through the local gRPC API
     errors: list[str] = field(default_factory=list)
+    # what reached the fleet server's registry over MQTT (proves telemetry and swap reports arrive)
+    server_swaps: int = 0  # successful swaps the server recorded
+    server_telemetry: bool = False  # the server holds a telemetry sample of the device
 
 
 @dataclass
@@ -76,6 +79,10 @@ class DemoResult:
                 out.append(f"{d.device_id}: never swapped in a model")
             elif sorted(d.model_tasks) != sorted(d.tasks):
                 out.append(f"{d.device_id}: serves a model for {d.model_tasks}, not its tasks {d.tasks}")
+            if d.swaps and d.server_swaps < d.swaps:
+                out.append(f"{d.device_id}: the server recorded {d.server_swaps} of its {d.swaps} swaps")
+            if not d.server_telemetry:
+                out.append(f"{d.device_id}: no telemetry reached the server")
             if d.failed or d.agent_failed:
                 out.append(
                     f"{d.device_id}: {d.failed} failed requests ({d.agent_failed} counted by the agent)"

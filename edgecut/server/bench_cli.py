@@ -8,13 +8,23 @@ import sys
 from pathlib import Path
 
 from edgecut.errors import ConfigError
-from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
+from edgecut.server.paths import (
+    CHECKPOINT_HELP,
+    DEFAULT_DATA_DIR,
+    reference_checkpoint,
+    scenes_cache,
+    trained_reference,
+)
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
     p = bench_sub.add_parser("prune", help="CUT vs. baselines: per-task metrics, Δm, params, MACs, latency")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=CHECKPOINT_HELP,
+    )
     p.add_argument("--tasks", default="seg,depth")
     p.add_argument("--levels", default="0.3,0.5,0.7,0.9", help="shares of params removed")
     p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
@@ -29,7 +39,11 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
 
     t = bench_sub.add_parser("tailor", help="end-to-end build time without recovery (score, prune, export)")
     t.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    t.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
+    t.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=CHECKPOINT_HELP,
+    )
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     t.set_defaults(handler=run_tailor)
@@ -107,7 +121,8 @@ def run_model(args: argparse.Namespace) -> int:
     from edgecut.server.mtl.train import TrainConfig, train
 
     ckpt = reference_checkpoint(args.data_dir)
-    if args.retrain or not ckpt.exists():
+    if args.retrain:
+        ckpt = trained_reference(args.data_dir)
         ckpt.unlink(missing_ok=True)
         train(TrainConfig(), out=ckpt, cache_dir=scenes_cache(args.data_dir))
     doc = json.loads(ckpt.with_suffix(".metrics.json").read_text())

@@ -1,7 +1,8 @@
 """MQTT adapter: device needs in, `ModelReady` / `Error` out; telemetry, state and swaps into the registry.
 
-Needs, telemetry and swap reports arrive over shared subscriptions (`$share/edgecut/...`), so server
-replicas split them; device state is retained and read by every replica (plain subscription).
+Needs, telemetry and swap reports arrive over shared subscriptions (`$share/edgecut-{leaf}/...`, one
+group per topic), so server replicas split them; device state is retained and read by every replica
+(plain subscription).
 A payload that does not parse, or needs that cannot be built, get an `Error` on the device's
 `error` topic and the bridge carries on. `ModelReady` is published retained on the device's `model`
 topic, so a device that reconnects finds its latest model. Commands are never published retained.
@@ -50,6 +51,16 @@ def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
     user = unquote(u.username) if u.username else None
     password = unquote(u.password) if u.password else None
     return u.hostname, port, tls, user, password
+
+
+def server_subscriptions(group: str = topics.SHARE_GROUP) -> list[tuple[str, int]]:
+    """The filters (and QoS) every server replica subscribes: shared for work, plain for retained state."""
+    return [
+        (topics.shared(topics.NEEDS, group), 1),
+        (topics.shared(topics.TELEMETRY, group), 0),
+        (topics.shared(topics.SWAP, group), 1),
+        (topics.device_topic("+", topics.STATE), 1),  # retained; every replica reads it
+    ]
 
 
 class MqttBridge:
@@ -109,20 +120,12 @@ class MqttBridge:
         self.client.loop_stop()
         self.ready.clear()
 
-    def _subscriptions(self) -> list[tuple[str, int]]:
-        return [
-            (topics.shared(topics.NEEDS, self.group), 1),
-            (topics.shared(topics.TELEMETRY, self.group), 0),
-            (topics.shared(topics.SWAP, self.group), 1),
-            (topics.device_topic("+", topics.STATE), 1),  # retained; every replica reads it
-        ]
-
     def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             logger.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason)
             return
         logger.info("MQTT connected to %s:%d; subscribing", self.host, self.port)
-        client.subscribe(self._subscriptions())
+        client.subscribe(server_subscriptions(self.group))
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
         failed = [r for r in reasons if r.is_failure]

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from edgecut.errors import ConfigError
+from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Tailor models for the devices that ask over MQTT or gRPC and deliver them. "
         "Settings come from --config YAML, then EDGECUT_<SETTING> variables, then these options.",
     )
-    p.add_argument("--checkpoint", type=Path, help="base multi-task model checkpoint")
+    p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP.replace("DATA_DIR", str(DEFAULT_DATA_DIR)))
     p.add_argument(
         "--calib-data", help=f"calibration images folder, or '{SYNTHETIC}' (default) for synthetic scenes"
     )
@@ -85,7 +86,11 @@ def run_server(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, _overrides(args))
     if settings.checkpoint is None:
-        raise ConfigError("no base model: pass --checkpoint PATH (or set checkpoint: in the config file)")
+        settings.checkpoint = reference_checkpoint(DEFAULT_DATA_DIR)
+        print(
+            f"edgecut server: no --checkpoint, tailoring the reference model {settings.checkpoint}",
+            file=sys.stderr,
+        )
     if not settings.checkpoint.is_file():
         raise ConfigError(f"checkpoint {settings.checkpoint} does not exist (train one with `edgecut train`)")
     settings.state_dir.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,10 @@ class ServerSettings(BaseModel):
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
     mqtt_client_id: str = Field(default="", title="MQTT client id; default random per process")
     share_group: str = Field(
-        default="edgecut", pattern=r"^[A-Za-z0-9_-]+$", title="shared subscription group"
+        default="edgecut",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        title="shared subscription group prefix",
+        description="one group per topic: {prefix}-needs, {prefix}-telemetry, {prefix}-swap",
     )
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
 

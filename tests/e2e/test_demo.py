@@ -1,7 +1,11 @@
 """`edgecut demo` end to end: a real broker, the fleet server, four agent processes, a task change.
 
 Each test runs the demo as a user would (a child process, `--quick` tiny model) and checks the facts of
-its final table from the `--json` copy, then that no process or port outlived it.
+its final table from the `--json` copy, then that no process or port outlived it. The demo runs on the
+broker the suite runs on (EDGECUT_EMBEDDED_BROKER), so `.ci/run` covers mosquitto and iotcore.
+
+Budgets: on the shared 2-core machine a quick demo's devices were all served within 13 s and the whole
+run took 21 s while a training job used both cores; the limits below leave several times that.
 """
 
 from __future__ import annotations
@@ -15,19 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from edgecut.broker import port_open
 from edgecut.demo.profiles import BASE_PROFILES, changed_device, waves
 from edgecut.demo.run import alive
+from tests.support.brokers import broker_kind
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.broker]
+
+STEPS_TIMEOUT_S = 150  # the demo's own --timeout for the devices' steps
+RUN_TIMEOUT_S = 280  # the whole child process: steps, set-up and shutdown
 
 
 def _command(data_dir: Path, result: Path, duration: float) -> list[str]:
     return [
         sys.executable, "-m", "edgecut.cli", "demo", "--quick", "--agents", "4",
-        "--duration", str(duration), "--recovery-steps", "5", "--timeout", "100",
+        "--duration", str(duration), "--recovery-steps", "5", "--timeout", str(STEPS_TIMEOUT_S),
         "--data-dir", str(data_dir), "--json", str(result),
     ]  # fmt: skip
 
@@ -45,19 +54,18 @@ def _assert_all_stopped(doc: dict[str, Any]) -> None:
 
 def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> None:
     result = tmp_path / "result.json"
-    t0 = time.monotonic()
     run = subprocess.run(
         _command(tmp_path / "data", result, duration=8),
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=RUN_TIMEOUT_S,
     )
-    seconds = time.monotonic() - t0
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     doc = json.loads(result.read_text())
     assert doc["problems"] == []
-    assert doc["broker"] in ("mosquitto", "iotcore")
+    assert doc["broker"] == broker_kind()
+    assert f"broker         {broker_kind()}" in run.stdout  # it says which broker it runs
 
     devices = {d["device_id"]: d for d in doc["devices"]}
     assert list(devices) == [p.device_id for p in BASE_PROFILES]
@@ -70,6 +78,8 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
         assert d["meta"]["params"] < d["meta"]["full_params"] and d["meta"]["macs"] < d["meta"]["full_macs"]
         assert set(d["meta"]["metrics"]) == set(d["tasks"]) == set(d["meta"]["reference_metrics"])
         assert d["requests"] > 0 and d["failed"] == 0 and d["agent_failed"] == 0
+        # the agent's swap reports and telemetry reached the fleet server over the broker
+        assert d["server_swaps"] == d["swaps"] and d["server_telemetry"] is True
         assert d["latency_p50_ms"] > 0
 
     # rpi4-garage joined late with rpi4-kitchen's needs: answered from the store, not built again
@@ -93,30 +103,35 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     out = run.stdout
     assert "what each device ended up serving" in out and "demo passed" in out
     assert "cache hit" in out and "hot-swapped" in out and "download" in out
-    assert seconds < 100
 
 
-def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    result = tmp_path / "result.json"
+def _start_until_inference(command: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """The demo as a terminal's foreground job, read until a device serves and its inference runs."""
     proc = subprocess.Popen(
-        _command(tmp_path / "data", result, duration=60),
+        command,
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "inference starts" in line:
+            return proc, lines
+    proc.wait()
+    pytest.fail("the demo ended before any inference started:\n" + "".join(lines))
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    result = tmp_path / "result.json"
+    proc, lines = _start_until_inference(_command(tmp_path / "data", result, duration=60))
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # interrupt once a device serves and its inference runs
-            lines.append(line)
-            if "inference starts" in line:
-                break
-        else:
-            pytest.fail("the demo ended before any inference started:\n" + "".join(lines))
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the demo and its broker
-        out, _ = proc.communicate(timeout=60)
+        # shutdown stops 4 agents (10 s grace each, in parallel), the server and the broker
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -128,6 +143,31 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
     assert not [pid for pid in doc["pids"] if alive(pid)]
     assert not [port for port in doc["ports"] if port_open(port)]
+
+
+def test_sigkill_of_the_demo_leaves_no_process_behind(tmp_path: Path) -> None:
+    """kill -9 gives the demo no chance to clean up: its agents and its broker must end by themselves."""
+    proc, _ = _start_until_inference(_command(tmp_path / "data", tmp_path / "r.json", duration=60))
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        commands = [" ".join(c.cmdline()) for c in children]
+        assert any("edgecut.agent" in c for c in commands), commands
+        assert any("mosquitto" in c or "iotcore" in c for c in commands), commands
+        proc.kill()
+        proc.wait(10)
+        # agents see their stdin pipe close, the broker gets the parent-death signal; each stops itself
+        deadline = time.monotonic() + 60
+        while (left := [c for c, cmd in zip(children, commands, strict=True) if alive(c.pid)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for c in left:
+        c.kill()
+    assert not left, f"left running after the demo was killed: {[c.pid for c in left]}"
 
 
 def test_demo_command_keeps_the_cli_light() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import queue
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 
 from .onnx_engine import OnnxTestEngine
+from .waiting import WAIT_S
 
 
 def settings(state_dir: Path, broker_url: str = "", **kw: Any) -> ServerSettings:
@@ -28,20 +28,10 @@ def settings(state_dir: Path, broker_url: str = "", **kw: Any) -> ServerSettings
 
 def start_server(state_dir: Path, engine: OnnxTestEngine, broker_url: str = "", **kw: Any) -> FleetServer:
     server = FleetServer(settings(state_dir, broker_url, **kw), engine).start()
-    if not server.wait_ready(10):
+    if not server.wait_ready(WAIT_S):
         server.stop()
-        raise TimeoutError("fleet server's MQTT bridge did not subscribe within 10 s")
+        raise TimeoutError(f"fleet server's MQTT bridge did not subscribe within {WAIT_S:g} s")
     return server
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout} s")
 
 
 def stub(address: str) -> tuple[grpc.Channel, pb_grpc.FleetServiceStub]:
@@ -91,7 +81,7 @@ class Device:
             ]
         )
         self.client.loop_start()
-        subscribed.get(timeout=10)
+        subscribed.get(timeout=WAIT_S)
 
     def publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
         info = self.client.publish(topics.device_topic(self.device_id, leaf), payload, qos=1, retain=retain)
@@ -103,7 +93,7 @@ class Device:
         self.publish(topics.NEEDS, msg.SerializeToString())
         return msg
 
-    def next(self, leaf: str, timeout: float = 10.0) -> tuple[bytes, bool]:
+    def next(self, leaf: str, timeout: float = WAIT_S) -> tuple[bytes, bool]:
         """The next message on `leaf` (model or error), skipping the other kind."""
         deadline = time.monotonic() + timeout
         while True:
@@ -117,10 +107,10 @@ class Device:
             if got == leaf:
                 return payload, retain
 
-    def model_ready(self, timeout: float = 10.0) -> pb.ModelReady:
+    def model_ready(self, timeout: float = WAIT_S) -> pb.ModelReady:
         return pb.ModelReady.FromString(self.next(topics.MODEL, timeout)[0])
 
-    def error(self, timeout: float = 10.0) -> pb.Error:
+    def error(self, timeout: float = WAIT_S) -> pb.Error:
         return pb.Error.FromString(self.next(topics.ERROR, timeout)[0])
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ def test_device_topic_round_trip() -> None:
     assert t == "edgecut/v1/devices/rpi-7/needs"
     assert topics.device_of(t) == "rpi-7"
     assert topics.device_of("edgecut/v1/other/x/needs") is None
-    assert topics.shared(topics.NEEDS) == "$share/edgecut/edgecut/v1/devices/+/needs"
+    assert topics.shared(topics.NEEDS) == "$share/edgecut-needs/edgecut/v1/devices/+/needs"
 
 
 def test_build_key_ignores_task_order_and_tiny_budget_changes() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
+from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,11 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "paper", help="the seed papers' tables: CUT unstructured, structured, Garg, what we learned"
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--checkpoint", type=Path, help="default DATA_DIR/models/reference.pt")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=CHECKPOINT_HELP,
+    )
     p.add_argument("--quick", action="store_true", help="every table on tiny settings (smoke test)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update")
     p.add_argument("--plot", type=Path, default=Path("docs/paper_garg.png"), help="Garg reproduction plot")

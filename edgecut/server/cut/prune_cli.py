@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecut.errors import ConfigError
-from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint
+from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="macs=0.3 | params=0.4 (fractions of the selected-task model) | max_macs=2e7 | max_params=1e5",
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--checkpoint", type=Path, help="trained model (default DATA_DIR/models/reference.pt)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=CHECKPOINT_HELP,
+    )
     p.add_argument(
         "--out", type=Path, default=Path("tailored.onnx"), help="ONNX file to write (+ .json sidecar)"
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from edgecut.errors import ConfigError
-from edgecut.server.paths import DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
+from edgecut.server.paths import DEFAULT_DATA_DIR, scenes_cache, trained_reference
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         if args.n_train < cfg.batch_size:
             raise ConfigError(f"--n-train must be at least the batch size ({cfg.batch_size})")
         cfg = replace(cfg, n_train=args.n_train)
-    out = args.out or reference_checkpoint(args.data_dir)
+    out = args.out or trained_reference(args.data_dir)
     console = Console()
     if out.exists() and not args.force:
         console.print(f"{out} exists (use --force to retrain); metrics: {out.with_suffix('.metrics.json')}")

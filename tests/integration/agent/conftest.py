@@ -21,6 +21,7 @@ from edgecut.v1 import fleet_pb2
 from tests.support.fleet_server import Device, start_server
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.onnx_models import meta_of
+from tests.support.waiting import WAIT_S
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Fleet:
             needs.device_id = twin.device_id
             needs.tasks[:] = tasks
             twin.publish(topics.NEEDS, needs.SerializeToString())
-            return twin.model_ready(timeout=15)
+            return twin.model_ready(timeout=WAIT_S)
         finally:
             twin.close()
 

@@ -13,8 +13,9 @@ from edgecut.server.app import FleetServer
 from edgecut.server.registry import RUNNING
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
-from tests.support.fleet_server import Device, download, sha256, start_server, stub, wait_for
+from tests.support.fleet_server import Device, download, sha256, start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.waiting import WAIT_S, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,7 @@ def test_state_telemetry_and_swaps_reach_the_registry(server: FleetServer, devic
     )
     reg = server.registry
     assert reg is not None
-    wait_for(
+    wait_until(
         lambda: (
             (d := reg.device("jet-1")) and d["telemetry"] and d["status"] == "online" and reg.swaps("jet-1")
         )
@@ -149,7 +150,7 @@ def test_the_bridge_reconnects_and_resubscribes_after_the_broker_restarts(
 ) -> None:
     assert server.bridge is not None
     broker.stop()
-    wait_for(lambda: not server.bridge.ready.is_set(), timeout=10)  # type: ignore[union-attr]
+    wait_until(lambda: not server.bridge.ready.is_set())  # type: ignore[union-attr]
     broker.start()
     assert server.bridge.ready.wait(15)
     dev = devices("back-1")
@@ -167,7 +168,7 @@ def test_restart_with_a_queued_job_finishes_it(tmp_path: Path, broker: EmbeddedB
         b.needs(["depth", "normals"], seq=1)  # queued behind dev-a's build (one worker)
         assert first.registry is not None
         reg = first.registry
-        wait_for(lambda: len(reg.jobs()) == 2 and any(j.state == RUNNING for j in reg.jobs()))
+        wait_until(lambda: len(reg.jobs()) == 2 and any(j.state == RUNNING for j in reg.jobs()))
     finally:
         first.stop()
     assert len(slow.builds) == 1  # dev-b's job never started
@@ -175,7 +176,7 @@ def test_restart_with_a_queued_job_finishes_it(tmp_path: Path, broker: EmbeddedB
     fast = OnnxTestEngine(tmp_path / "w2", delay=0.1)
     second = start_server(state, fast, broker.url)
     try:
-        ra, rb = a.model_ready(timeout=15), b.model_ready(timeout=15)
+        ra, rb = a.model_ready(timeout=WAIT_S), b.model_ready(timeout=WAIT_S)
         assert ra.tasks == ["seg"] and rb.tasks == ["depth", "normals"]
         assert ra.grpc_address == second.grpc_address and rb.needs_seq == 1
         assert sorted(s.tasks for s in fast.builds) == [("depth", "normals"), ("seg",)]

@@ -15,8 +15,8 @@ from edgecut.server.jobs import Event, Failed, JobManager, Outcome, Progress, Re
 from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
 from edgecut.server.spec import Budget, BuildSpec
 from edgecut.server.store import LocalStore
-from tests.support.fleet_server import wait_for
 from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.waiting import wait_until
 
 
 class Stack:
@@ -140,7 +140,7 @@ def test_queued_and_interrupted_jobs_resume_after_restart(tmp_path: Path) -> Non
     first = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=2.0))
     running = first.jobs.submit(spec("seg"), waiter=Waiter("dev-a", 5))
     queued = first.jobs.submit(spec("depth"), waiter=Waiter("dev-b", 9))
-    wait_for(lambda: (j := first.registry.job(running.build_key)) and j.state == RUNNING)
+    wait_until(lambda: (j := first.registry.job(running.build_key)) and j.state == RUNNING)
     first.close()  # interrupts the running build at its next progress call
     states = {j.build_key: j.state for j in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").jobs()}
     assert states == {running.build_key: RUNNING, queued.build_key: QUEUED}
@@ -148,7 +148,7 @@ def test_queued_and_interrupted_jobs_resume_after_restart(tmp_path: Path) -> Non
 
     second = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=0.1))
     try:
-        wait_for(lambda: len(second.finished) == 2)
+        wait_until(lambda: len(second.finished) == 2)
         assert {o.build_key for o in second.finished} == {running.build_key, queued.build_key}
         assert all(isinstance(o, Ready) for o in second.finished)
         assert {j.state for j in second.registry.jobs()} == {DONE}

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edgecut.broker import free_port
 from edgecut.errors import ConfigError
 from edgecut.server import service_cli
+from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut.server.settings import load_settings
 from tests.support.onnx_engine import OnnxTestEngine
 
@@ -68,20 +69,19 @@ def test_bad_config_is_a_clear_config_error(
     assert info.value.exit_code == 2
 
 
-def test_server_command_needs_a_checkpoint(tmp_path: Path) -> None:
-    args = parser().parse_args(["server", "--state-dir", str(tmp_path)])
-    with pytest.raises(ConfigError, match="--checkpoint"):
-        args.handler(args)
+def test_server_command_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
     args = parser().parse_args(["server", "--checkpoint", str(tmp_path / "none.pt")])
     with pytest.raises(ConfigError, match="does not exist"):
         args.handler(args)
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["checkpoint", "default-reference"])
 def test_server_command_runs_the_service_until_sigterm(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: bool
 ) -> None:
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)  # no .edgecut/models here: the default is the packaged reference model
     seen: dict[str, object] = {}
 
     def load_engine(checkpoint_path: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
@@ -94,8 +94,7 @@ def test_server_command_runs_the_service_until_sigterm(
     args = parser().parse_args(
         [
             "server",
-            "--checkpoint",
-            str(ckpt),
+            *(["--checkpoint", str(ckpt)] if given else []),
             "--state-dir",
             str(tmp_path / "s"),
             "--grpc",
@@ -124,7 +123,7 @@ def test_server_command_runs_the_service_until_sigterm(
         for sig, old in old_handlers.items():
             signal.signal(sig, old)
     assert seen["health"] == health_pb2.HealthCheckResponse.SERVING
-    assert seen["checkpoint"] == ckpt and seen["calib_data"] is None
+    assert seen["checkpoint"] == (ckpt if given else PACKAGED_REFERENCE) and seen["calib_data"] is None
     assert (tmp_path / "s" / "registry.sqlite3").exists()
 
 

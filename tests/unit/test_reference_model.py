@@ -1,0 +1,49 @@
+"""The packaged reference model: the file is the recorded one, and it still scores its recorded metrics.
+
+`reference.metrics.json` beside it holds how it was trained (`edgecut train`, seed 0), its sha256 and
+its metrics on the validation scenes; a changed file, a changed scene generator or a changed metric
+would each show here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+import pytest
+
+from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.data import synthetic_scenes
+from edgecut.server.mtl.evaluate import evaluate
+from edgecut.server.mtl.train import TrainConfig
+from edgecut.server.paths import PACKAGED_REFERENCE
+
+RECORD = json.loads(PACKAGED_REFERENCE.with_suffix(".metrics.json").read_text())
+
+
+def test_the_packaged_file_is_the_recorded_one() -> None:
+    data = PACKAGED_REFERENCE.read_bytes()
+    assert len(data) == RECORD["size_bytes"]
+    assert hashlib.sha256(data).hexdigest() == RECORD["sha256"]
+
+
+def test_edgecut_train_defaults_are_the_recorded_training_config() -> None:
+    """So `edgecut train` with no options trains this model again."""
+    assert asdict(TrainConfig()) == RECORD["config"]
+    assert checkpoint.read(PACKAGED_REFERENCE)["train_config"] == RECORD["config"]
+
+
+@pytest.mark.slow
+def test_it_scores_its_recorded_metrics_on_the_validation_scenes() -> None:
+    model = checkpoint.load(PACKAGED_REFERENCE)
+    val = RECORD["validation"]
+    scenes = synthetic_scenes(val["scenes"], val["seed"], val["image_size"], None, show_progress=False)
+    got = evaluate(model, model.task_specs, scenes)
+    assert set(got) == set(RECORD["metrics"])
+    for task, metrics in RECORD["metrics"].items():
+        for name, value in metrics.items():
+            assert got[task][name] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{task} {name}"
+    # far above the trivial baseline on every task's main metric
+    assert got["seg"]["miou"] > 0.8 > RECORD["trivial_baseline"]["seg"]["miou"]
+    assert got["depth"]["abs_err"] < 0.7 < RECORD["trivial_baseline"]["depth"]["abs_err"]
