@@ -22,6 +22,11 @@ def pytest_report_header() -> str:
     return f"MQTT broker: {broker_kind()} ({BROKER_ENV}={os.environ.get(BROKER_ENV, 'auto')})"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # the header is hidden under -q; CI's log must still say which broker this run used
+    terminalreporter.write_line(pytest_report_header())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that starts a broker is marked `broker`, so it can be rerun on the other broker."""
     for item in items:

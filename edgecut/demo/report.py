@@ -57,7 +57,7 @@ def bench_body(result: DemoResult, opts: DemoOptions) -> str:
     t = result.timings_s
     machine = f"{os.cpu_count()}-core {platform.machine()}, {platform.system()} {platform.release()}"
     rows = [
-        ("reference model", f"trained in {t['train']:.0f} s" if "train" in t else "cached"),
+        ("reference model", f"trained in {t['train']:.0f} s" if "train" in t else result.model_source),
         ("broker start", f"{t.get('broker', 0):.2f} s ({result.broker})"),
         ("engine + fleet server ready (incl. scoring the full model)", f"{t.get('server', 0):.1f} s"),
         ("first devices served (their builds run one at a time)", f"{t.get('first_models', 0):.1f} s"),
