@@ -32,3 +32,24 @@ def test_budget_parse_and_errors() -> None:
             Budget.parse(bad)
     with pytest.raises(EmptyTasksError):
         BuildSpec.create([" ", ""], Budget())
+
+
+def test_each_work_topic_has_its_own_shared_group() -> None:
+    """iotcore keeps one filter per shared group and client: one group for all would lose messages."""
+    from edgecut.server.mqtt_bridge import server_subscriptions
+
+    subs = dict(server_subscriptions("fleet-a"))
+    groups = [f.split("/")[1] for f in subs if f.startswith("$share/")]
+    assert sorted(groups) == ["fleet-a-needs", "fleet-a-swap", "fleet-a-telemetry"]
+    assert subs["edgecut/v1/devices/+/state"] == 1  # retained state: a plain subscription for every replica
+
+
+def test_embedded_broker_choice_comes_from_its_own_variable() -> None:
+    from edgecut.broker import BrokerError, chosen_broker
+
+    assert chosen_broker({}) == "auto"
+    assert chosen_broker({"EDGECUT_EMBEDDED_BROKER": "IOTCORE "}) == "iotcore"
+    # the server's broker URL variable is another setting and must not be read as a broker kind
+    assert chosen_broker({"EDGECUT_BROKER": "mqtt://10.0.0.1:1883"}) == "auto"
+    with pytest.raises(BrokerError, match="EDGECUT_EMBEDDED_BROKER='amqtt'"):
+        chosen_broker({"EDGECUT_EMBEDDED_BROKER": "amqtt"})
