@@ -27,9 +27,9 @@ from edgecut.agent.errors import AgentError
 from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
-from edgecut.server.app import FleetServer
-from edgecut.server.jobs import spec_from_dict
-from edgecut.server.settings import ServerSettings
+from edgecut.server.fleet.app import FleetServer
+from edgecut.server.fleet.jobs import spec_from_dict
+from edgecut.server.fleet.settings import ServerSettings
 
 from .agents import AgentProcess, InferenceDriver
 from .events import EventLog, FleetMonitor, ReportingEngine, watch_jobs

@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
-from edgecut.server.app import FleetServer
-from edgecut.server.settings import ServerSettings
+from edgecut.server.fleet.app import FleetServer
+from edgecut.server.fleet.settings import ServerSettings
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from edgecut.server.cut.importance import ScoreInputs, TaskScores, detach_all, score
 from edgecut.server.cut.iterative import IterativeOptions, iterative_prune, retrain
+from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.masks import (
     ElementScores,
     Layout,
@@ -42,7 +43,6 @@ from edgecut.server.cut.prune import ChannelPruner, Size, measure
 from edgecut.server.cut.prune import Target as SizeTarget
 from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
 from edgecut.server.cut.tailor import decompose
-from edgecut.server.latency import model_latency_ms
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, TensorSamples, batches, synthetic_scenes

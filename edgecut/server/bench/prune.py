@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.methods import METHODS
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
-from edgecut.server.latency import model_latency_ms
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate

@@ -14,9 +14,9 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.app import FleetServer
-from edgecut.server.registry import Registry
-from edgecut.server.store import LocalStore
+from edgecut.server.fleet.app import FleetServer
+from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.store import LocalStore
 from edgecut.v1 import fleet_pb2
 from tests.support.fleet_server import Device, start_server
 from tests.support.onnx_engine import OnnxTestEngine

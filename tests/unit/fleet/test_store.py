@@ -8,7 +8,7 @@ import pytest
 from edgecut.errors import ConfigError
 from edgecut.model_meta import InputSpec, ModelMeta
 from edgecut.server.errors import ArtifactNotFoundError
-from edgecut.server.store import LocalStore, open_store
+from edgecut.server.fleet.store import LocalStore, open_store
 
 
 def _meta() -> ModelMeta:

@@ -26,10 +26,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
 from edgecut.errors import ConfigError
-from edgecut.server import error_map, wire
-from edgecut.server.budget_policy import BudgetPolicy
-from edgecut.server.jobs import Failed, JobManager, Outcome, Ready
-from edgecut.server.registry import Registry, Waiter
+from edgecut.server.fleet import error_map, wire
+from edgecut.server.fleet.budget_policy import BudgetPolicy
+from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
+from edgecut.server.fleet.registry import Registry, Waiter
 from edgecut.server.spec import BuildSpec
 from edgecut.v1 import fleet_pb2 as pb
 

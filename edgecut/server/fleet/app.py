@@ -11,14 +11,14 @@ import socket
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from edgecut.server.budget_policy import BudgetPolicy
-from edgecut.server.grpc_api import SERVICE_NAME, FleetServicer, create_server
-from edgecut.server.jobs import JobManager
-from edgecut.server.mqtt_bridge import MqttBridge
-from edgecut.server.registry import Registry
-from edgecut.server.settings import ServerSettings
+from edgecut.server.fleet.budget_policy import BudgetPolicy
+from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
+from edgecut.server.fleet.jobs import JobManager
+from edgecut.server.fleet.mqtt_bridge import MqttBridge
+from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.fleet.store import Store, open_store
 from edgecut.server.spec import Engine
-from edgecut.server.store import Store, open_store
 
 logger = logging.getLogger(__name__)
 

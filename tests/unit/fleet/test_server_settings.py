@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecut.broker import free_port
 from edgecut.errors import ConfigError
-from edgecut.server import service_cli
+from edgecut.server.fleet import cli as service_cli
+from edgecut.server.fleet.settings import load_settings
 from edgecut.server.paths import PACKAGED_REFERENCE
-from edgecut.server.settings import load_settings
 from tests.support.onnx_engine import OnnxTestEngine
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry
+from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgecut.errors import ConfigError
-from edgecut.server import error_map, wire
-from edgecut.server.budget_policy import BudgetPolicy, budget_from_proto
 from edgecut.server.errors import ServerError
-from edgecut.server.jobs import Event, Failed, JobManager, Ready
+from edgecut.server.fleet import error_map, wire
+from edgecut.server.fleet.budget_policy import BudgetPolicy, budget_from_proto
+from edgecut.server.fleet.jobs import Event, Failed, JobManager, Ready
+from edgecut.server.fleet.store import Store, check_artifact_id
 from edgecut.server.spec import BuildSpec
-from edgecut.server.store import Store, check_artifact_id
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 

@@ -9,8 +9,8 @@ import pytest
 
 from edgecut import topics
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.app import FleetServer
-from edgecut.server.registry import RUNNING
+from edgecut.server.fleet.app import FleetServer
+from edgecut.server.fleet.registry import RUNNING
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, start_server, stub

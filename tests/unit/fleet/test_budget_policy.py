@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgecut.server.budget_policy import BudgetPolicy, DeviceClassBudget, budget_from_proto
 from edgecut.server.errors import ImpossibleBudgetError
+from edgecut.server.fleet.budget_policy import BudgetPolicy, DeviceClassBudget, budget_from_proto
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 

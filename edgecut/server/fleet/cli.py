@@ -81,8 +81,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from edgecut.server.app import FleetServer
-    from edgecut.server.settings import load_settings
+    from edgecut.server.fleet.app import FleetServer
+    from edgecut.server.fleet.settings import load_settings
 
     settings = load_settings(args.config, _overrides(args))
     if settings.checkpoint is None:

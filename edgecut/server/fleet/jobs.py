@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgecut.server import error_map
 from edgecut.server.errors import BuildError, ServerError
-from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet import error_map
+from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.store import Store, StoredArtifact
 from edgecut.server.spec import Budget, BuildSpec, Engine
-from edgecut.server.store import Store, StoredArtifact
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import pytest
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.jobs import Event, Failed, JobManager, Outcome, Progress, Ready
-from edgecut.server.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.jobs import Event, Failed, JobManager, Outcome, Progress, Ready
+from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec
-from edgecut.server.store import LocalStore
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
 

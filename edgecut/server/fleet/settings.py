@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgecut.errors import ConfigError
-from edgecut.server.budget_policy import DeviceClassBudget
-from edgecut.server.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
-from edgecut.server.mqtt_bridge import parse_broker_url
+from edgecut.server.fleet.budget_policy import DeviceClassBudget
+from edgecut.server.fleet.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
+from edgecut.server.fleet.mqtt_bridge import parse_broker_url
 
 ENV_PREFIX = "EDGECUT_"
 
