@@ -116,13 +116,16 @@ class EmbeddedBroker:
         exe = mosquitto_path()
         assert exe is not None
         # Its own session: a terminal's Ctrl-C goes to the owner, which stops its clients before the broker.
-        # The parent-death signal ends it if the owner is killed outright and cannot stop it.
+        # The parent-death signal ends it if the owner is killed outright and cannot stop it. util-linux's
+        # setpriv sets it without Python code in the child: a preexec_fn forces a real fork(), whose gRPC
+        # fork handlers could kill the child when the owner has gRPC threads running (seen in tests).
+        setpriv = shutil.which("setpriv")
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)],
+            [setpriv, "--pdeathsig", "TERM", exe, "-c", str(conf)] if setpriv else [exe, "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # one prctl call: nothing it could deadlock on after fork
+            preexec_fn=None if setpriv else die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -217,7 +217,9 @@ class Demo:
         started = []
         for p in profiles:
             gate = self.monitor.wait_offer if self.monitor else None
-            agent = AgentProcess(p, self.work / "agents", self.broker.url, self.log, gate)
+            assert self.server is not None and self.server.signer is not None
+            key = self.server.signer.key.public_text
+            agent = AgentProcess(p, self.work / "agents", self.broker.url, self.log, gate, fleet_key=key)
             self.log.say(p.device_id, f"agent starting: {p.hardware}; wants {','.join(p.tasks)}", "dim")
             agent.start()
             self.agents.append(agent)

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from edgecut import tls
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
 from edgecut.server.fleet.jobs import JobManager
-from edgecut.server.fleet.mqtt_bridge import MqttBridge
+from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.mqtt_bridge import BrokerAuth, MqttBridge
 from edgecut.server.fleet.registry import Registry
 from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.fleet.signer import FleetSigner
 from edgecut.server.fleet.store import Store, open_store
 from edgecut.server.spec import Engine
 
@@ -33,17 +37,36 @@ class FleetServer:
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.grpc_address = ""
+        self.signer: FleetSigner | None = None
         self._health = health.HealthServicer()
+        self._stop_scrub = threading.Event()
+        self._scrubber: threading.Thread | None = None
 
     def start(self) -> FleetServer:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        lim = s.limits
+        credentials = tls.server_credentials(s.grpc_tls_cert, s.grpc_tls_key, s.grpc_client_ca)
+        self.signer = signer = FleetSigner.open(s.signing_key, s.state_dir)
         self.registry = registry = Registry(s.registry)
         self.store = store = open_store(s.store)
         policy = BudgetPolicy(s.budget.classes)
-        self.jobs = jobs = JobManager(self.engine, store, registry, s.workers)
-        servicer = FleetServicer(store, jobs, policy, grpc_address="", chunk_size=s.chunk_size)
-        self.grpc_server, self.grpc_port = create_server(s.grpc, servicer, s.grpc_threads, self._health)
+        builds = RateLimiter(lim.build_burst, lim.builds_per_minute)
+        self.jobs = jobs = JobManager(self.engine, store, registry, s.workers, lim.max_queued_jobs, builds)
+        servicer = FleetServicer(
+            store,
+            jobs,
+            policy,
+            grpc_address="",
+            chunk_size=s.chunk_size,
+            signer=signer,
+            registry=registry,
+            request_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
+            mutual_tls=s.grpc_client_ca is not None,
+        )
+        self.grpc_server, self.grpc_port = create_server(
+            s.grpc, servicer, s.grpc_threads, self._health, credentials
+        )
         self.grpc_address = servicer.grpc_address = s.public_grpc or _advertised(s.grpc, self.grpc_port)
         if s.broker:
             # Built before jobs.start() so its finish hook sees jobs resumed from the registry.
@@ -53,23 +76,52 @@ class FleetServer:
                 registry,
                 policy,
                 self.grpc_address,
+                signer,
                 client_id=s.mqtt_client_id,
                 protocol=s.mqtt_protocol,
                 group=s.share_group,
+                auth=BrokerAuth(
+                    s.mqtt_ca_file,
+                    s.mqtt_cert_file,
+                    s.mqtt_key_file,
+                    s.mqtt_username,
+                    s.mqtt_password.get_secret_value(),
+                ),
+                needs_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
             )
         self.grpc_server.start()
         jobs.start()
+        if lim.scrub_interval_s > 0:
+            self._stop_scrub.clear()
+            self._scrubber = threading.Thread(target=self._scrub_loop, name="edgecut-scrub", daemon=True)
+            self._scrubber.start()
         if self.bridge is not None:
             self.bridge.start()
         logger.info(
-            "fleet server: gRPC %s (devices told %s), broker %s, state %s, base model %s",
+            "fleet server: gRPC %s%s (devices told %s), broker %s, state %s, base model %s, signing key %s",
             s.grpc,
+            " mutual TLS" if s.grpc_client_ca else " TLS" if credentials else "",
             self.grpc_address,
-            s.broker or "none",
+            _redacted(s.broker) or "none",
             s.state_dir,
             self.engine.base_model_id,
+            signer.key_id,
         )
         return self
+
+    def _scrub_loop(self) -> None:
+        """Hash the whole store every `scrub_interval_s`; corrupt artifacts are quarantined and rebuilt."""
+        while not self._stop_scrub.wait(self.settings.limits.scrub_interval_s):
+            jobs = self.jobs
+            if jobs is None:
+                return
+            try:
+                bad = jobs.scrub()
+            except Exception:
+                logger.exception("store scrub failed")
+                continue
+            if bad:
+                logger.error("store scrub: %d corrupt artifact(s) quarantined and queued again", len(bad))
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the MQTT bridge is connected and subscribed (immediately when MQTT is off)."""
@@ -79,6 +131,10 @@ class FleetServer:
         """Stop taking work, interrupt builds (they resume at next start), close connections."""
         for name in ("", SERVICE_NAME):
             self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stop_scrub.set()
+        if self._scrubber is not None:
+            self._scrubber.join(5)
+            self._scrubber = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
@@ -97,6 +153,15 @@ class FleetServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _redacted(url: str) -> str:
+    """The broker URL without a password (user:pass@host)."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, cred = head.partition("://")
+    return f"{scheme}://{cred.split(':', 1)[0]}:***@{rest}"
 
 
 def _advertised(listen: str, port: int) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.budget_policy import DeviceClassBudget
 from edgecut.server.fleet.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
+from edgecut.server.fleet.limits import LimitSettings
 from edgecut.server.fleet.mqtt_bridge import parse_broker_url
 
 ENV_PREFIX = "EDGECUT_"
@@ -64,6 +65,29 @@ class ServerSettings(BaseModel):
         description="one group per topic: {prefix}-needs, {prefix}-telemetry, {prefix}-swap",
     )
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings, title="rate limits, queue cap, store scrub")
+    # --- trust (docs/security.md); keys and passwords are never logged ---
+    signing_key: Path | None = Field(
+        default=None,
+        title="Ed25519 key (PEM) that signs model manifests",
+        description="default: state_dir/fleet-signing.key, generated on first start",
+    )
+    grpc_tls_cert: Path | None = Field(
+        default=None, title="gRPC server certificate chain (PEM); none = plaintext"
+    )
+    grpc_tls_key: Path | None = Field(default=None, title="gRPC server private key (PEM)")
+    grpc_client_ca: Path | None = Field(
+        default=None,
+        title="CA for device certificates: set = mutual TLS",
+        description="devices must present a certificate it signed; its common name is the device id",
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None, title="CA of the broker's certificate for mqtts:// (none = system CAs)"
+    )
+    mqtt_cert_file: Path | None = Field(default=None, title="client certificate for the broker (PEM)")
+    mqtt_key_file: Path | None = Field(default=None, title="client key for the broker (PEM)")
+    mqtt_username: str = Field(default="", title="broker user (or user:pass@ in the broker URL)")
+    mqtt_password: SecretStr = Field(default=SecretStr(""), title="broker password")
 
     @field_validator("broker")
     @classmethod

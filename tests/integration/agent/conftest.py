@@ -19,6 +19,7 @@ from edgecut.server.fleet.registry import Registry
 from edgecut.server.fleet.store import LocalStore
 from edgecut.v1 import fleet_pb2
 from tests.support.fleet_server import Device, start_server
+from tests.support.keys import fleet_key, operator_key
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.onnx_models import meta_of
 from tests.support.waiting import WAIT_S
@@ -108,6 +109,9 @@ def make_agent(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Callable[...,
             "telemetry_interval_s": 0.5,
             # declared, so the server's budget (hence its build keys) does not follow the probe
             "device_class": "x86",
+            "fleet_keys": [fleet_key().public_text],
+            "operator_keys": [operator_key().public_text],
+            "download_retry_max_s": 2.0,
         }
         fields.update(overrides)
         agent = Agent(AgentSettings(**fields))
