@@ -319,7 +319,8 @@ class Agent:
             raise FetchError("no gRPC address: set server_address or have the server announce one")
         dl = self._downloaders.get(address)
         if dl is None:
-            dl = self._downloaders[address] = Downloader(address, self.device_id, self._credentials)
+            # few attempts per fetch: the agent's own retry loop (never giving up) takes over after them
+            dl = self._downloaders[address] = Downloader(address, self.device_id, self._credentials, max_attempts=4)
         dl.fetch(self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes)
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:

@@ -234,8 +234,9 @@ class MqttBridge:
             decision, spec = requests.needs_decision(self.policy, needs)
             budget_label, device_class = decision.budget.bucket(), decision.device_class
         except Exception as exc:
-            if self._record_needs(device_id, needs, device_class, budget_label):
-                self._refuse(device_id, seq, exc)
+            # answered even when older than the latest: an Error is not retained and changes nothing
+            self._record_needs(device_id, needs, device_class, budget_label)
+            self._refuse(device_id, seq, exc)
             return
         if not self._record_needs(device_id, needs, device_class, budget_label):
             return

@@ -77,7 +77,10 @@ class Fleet:
             needs.device_id = twin.device_id
             needs.tasks[:] = tasks
             twin.publish(topics.NEEDS, needs.SerializeToString())
-            return twin.model_ready(timeout=WAIT_S)
+            while True:  # skip the retained answer to an earlier prebuild for other tasks
+                ready = twin.model_ready(timeout=WAIT_S)
+                if sorted(ready.tasks) == sorted(tasks):
+                    return ready
         finally:
             twin.close()
 
