@@ -251,7 +251,8 @@ class Agent:
         )
 
     def _on_error(self, err: fleet_pb2.Error) -> None:
-        self._error(f"server: {fleet_pb2.Error.Code.Name(err.code)}: {err.message[:MAX_REASON]}")
+        code = {v.number: v.name for v in fleet_pb2.Error.Code.DESCRIPTOR.values}.get(err.code, str(err.code))
+        self._error(f"server: {code}: {err.message[:MAX_REASON]}")
 
     def _on_connected(self) -> None:
         """After a reconnect, a download waiting for its retry is tried at once."""
@@ -320,7 +321,9 @@ class Agent:
         dl = self._downloaders.get(address)
         if dl is None:
             # few attempts per fetch: the agent's own retry loop (never giving up) takes over after them
-            dl = self._downloaders[address] = Downloader(address, self.device_id, self._credentials, max_attempts=4)
+            dl = self._downloaders[address] = Downloader(
+                address, self.device_id, self._credentials, max_attempts=4
+            )
         dl.fetch(self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes)
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:

@@ -325,7 +325,9 @@ class MqttBridge:
         # Every replica receives retained state, so only log a bad one instead of answering N times.
         st: pb.DeviceState | None = self._parse(pb.DeviceState, device_id, payload, answer=False)
         if st is not None:
-            status = pb.DeviceState.Status.Name(st.status).lower().replace("status_", "")
+            # an enum number this version does not know (open enums) is "unknown", not a crash
+            names = {v.number: v.name for v in pb.DeviceState.Status.DESCRIPTOR.values}
+            status = names.get(st.status, "unknown").lower().replace("status_", "")
             self.registry.record_state(
                 device_id,
                 status[:16],
