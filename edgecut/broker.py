@@ -98,6 +98,8 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        """Start (again); call it from a thread that lives as long as the broker should: the kernel's
+        parent-death signal follows the thread that started the child, not the process."""
         if self.kind == "mosquitto":
             self._start_mosquitto(timeout)
         else:

@@ -39,6 +39,7 @@ from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
 from .fetch import Downloader
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
+from .reask import NeedsWatchdog
 from .runtime import Runtime, SwapResult
 from .serve import create_server
 from .settings import AgentSettings
@@ -113,6 +114,9 @@ class Agent:
             telemetry_interval_s=settings.telemetry_interval_s,
         )
         self.tasks.subscribe(self._on_tasks_changed)
+        self._watchdog = NeedsWatchdog(
+            self.link.publish_needs, settings.needs_retry_s, 10 * settings.needs_retry_s
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,9 +136,11 @@ class Agent:
         # lets `edgecut agent ...` find an API bound to port 0
         atomic_write(self.settings.state_dir / "api_address", self.api_address.encode())
         self.link.start()
+        self._watchdog.start()
         logger.info("agent %s up; local API on %s", self.device_id, self.api_address)
 
     def stop(self) -> None:
+        self._watchdog.stop()
         self._cancel_retry()
         self.link.stop()
         self._jobs.put(None)
@@ -155,6 +161,7 @@ class Agent:
         res = resources.probe(self.settings.state_dir)
         if self.settings.device_class:  # declared in the config: the probe cannot tell every board apart
             res.device_class = self.settings.device_class
+        self._watchdog.sent(self.tasks.seq)  # this is what gets published: expect an answer to it
         return fleet_pb2.TaskNeeds(
             device_id=self.device_id,
             tasks=self.tasks.tasks,
@@ -205,6 +212,7 @@ class Agent:
         except Refused as exc:
             self._report(SwapResult(msg.artifact_id[:64], self._serving_id(), False, str(exc)))
             return
+        self._watchdog.answered(manifest.needs_seq)
         self._latest_ready = (msg, manifest)
         self._jobs.put(lambda: self._handle_model_ready(msg, manifest))
 
@@ -251,6 +259,12 @@ class Agent:
         )
 
     def _on_error(self, err: fleet_pb2.Error) -> None:
+        if err.code not in (
+            fleet_pb2.Error.RATE_LIMITED,
+            fleet_pb2.Error.QUEUE_FULL,
+            fleet_pb2.Error.INTERNAL,
+        ):
+            self._watchdog.answered(err.needs_seq)  # a final refusal; busy or broken: asked again later
         code = {v.number: v.name for v in fleet_pb2.Error.Code.DESCRIPTOR.values}.get(err.code, str(err.code))
         self._error(f"server: {code}: {err.message[:MAX_REASON]}")
 

@@ -60,6 +60,12 @@ class AgentSettings(BaseModel):
         description="signed: commands need an operator signature; broker_acl: the broker's ACL vouches",
     )
     command_max_age_s: float = Field(3600.0, gt=0, le=7 * 86400, description="older commands are ignored")
+    needs_retry_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="re-send the needs when unanswered this long (doubling, x10 at most)",
+    )
     download_retry_max_s: float = Field(
         60.0, ge=1, le=3600, description="ceiling of the backoff between download retries (never gives up)"
     )

@@ -54,6 +54,18 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"), help="markdown file to update")
     b.add_argument("--no-write", action="store_true", help="print the table only")
     b.set_defaults(handler=run_bench_download)
+    f = bench_sub.add_parser(
+        "fleet", help="simulated devices against a real fleet server, with faults -> docs/reliability.md"
+    )
+    f.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    f.add_argument("--processes", type=int, default=4, help="device processes (default 4)")
+    f.add_argument(
+        "--build-s", type=float, default=2.0, help="seconds per build of the fast engine (default 2)"
+    )
+    f.add_argument("--no-faults", action="store_true", help="no broker restart, server kill or full disk")
+    f.add_argument("--output", type=Path, default=Path("docs/reliability.md"), help="markdown file to update")
+    f.add_argument("--no-write", action="store_true", help="print the results only")
+    f.set_defaults(handler=run_bench_fleet)
 
 
 def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -142,3 +154,27 @@ def run_bench_download(args: argparse.Namespace) -> int:
         write_section(args.output, bench_download.SECTION, body)
         print(f"wrote the Fleet service section of {args.output}", file=sys.stderr)
     return 0
+
+
+def run_bench_fleet(args: argparse.Namespace) -> int:
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import fleet as bench_fleet
+
+    if args.devices < 1 or args.processes < 1 or args.build_s < 0:
+        raise ConfigError("--devices and --processes must be at least 1, --build-s at least 0")
+    outcome = bench_fleet.run(
+        args.devices,
+        min(args.processes, args.devices),
+        args.build_s,
+        not args.no_faults,
+        lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    command = f"edgecut bench fleet --devices {args.devices} --processes {args.processes} --build-s {args.build_s:g}"
+    body = bench_fleet.markdown(outcome, command + (" --no-faults" if args.no_faults else ""))
+    print(f"## {bench_fleet.SECTION}\n\n{body}")
+    if not args.no_write:
+        if not args.output.exists():
+            args.output.write_text("# Reliability\n")
+        write_section(args.output, bench_fleet.SECTION, body)
+        print(f"wrote the {bench_fleet.SECTION!r} section of {args.output}", file=sys.stderr)
+    return 0 if outcome.lost == 0 else 1
