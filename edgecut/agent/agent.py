@@ -39,7 +39,7 @@ from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
 from .fetch import Downloader
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
-from .reask import NeedsWatchdog
+from .reask import NeedsWatchdog, RetryTimer
 from .runtime import Runtime, SwapResult
 from .serve import create_server
 from .settings import AgentSettings
@@ -86,9 +86,7 @@ class Agent:
         self._downloaders: dict[str, Downloader] = {}
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._latest_ready: tuple[fleet_pb2.ModelReady, fleet_pb2.Manifest] | None = None
-        self._retry_lock = threading.Lock()
-        self._retry: threading.Timer | None = None
-        self._retry_delay = FIRST_RETRY_S
+        self._retry = RetryTimer(self._retry_now, FIRST_RETRY_S, settings.download_retry_max_s)
         self._worker: threading.Thread | None = None
         self._server: grpc.Server | None = None
         self._process = psutil.Process()
@@ -141,7 +139,7 @@ class Agent:
 
     def stop(self) -> None:
         self._watchdog.stop()
-        self._cancel_retry()
+        self._retry.reset()
         self.link.stop()
         self._jobs.put(None)
         if self._worker:
@@ -270,10 +268,7 @@ class Agent:
 
     def _on_connected(self) -> None:
         """After a reconnect, a download waiting for its retry is tried at once."""
-        with self._retry_lock:
-            pending = self._retry is not None
-        if pending:
-            self._retry_now()
+        self._retry.fire()
 
     def _on_tasks_changed(self, tasks: list[str], seq: int) -> None:
         if self.store.pinned:  # the user wants other tasks: the pinned model no longer fits
@@ -299,7 +294,7 @@ class Agent:
             logger.info("pinned to %s by an operator: offer of %s ignored", self.store.pinned[:12], aid[:12])
             return
         if self._serving_id() == aid:
-            self._cancel_retry()
+            self._retry.reset()
             return
         if aid in self.store.bad:
             logger.info("model %s was refused before (%s); not retrying", aid[:12], self.store.bad[aid])
@@ -318,14 +313,14 @@ class Agent:
         except (AgentError, OSError) as exc:  # OSError: no room even for the small offer file
             reason = str(exc) if isinstance(exc, AgentError) else f"cannot write in {self.store.dir}: {exc}"
             self._report(SwapResult(aid, self._serving_id(), False, reason))
-            self._schedule_retry(ask_again=isinstance(exc, ChecksumError | ArtifactGone))
+            self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
         result = self.runtime.install(aid)
         self._report(result)
         if result.untrusted:
-            self._schedule_retry(ask_again=False)
+            self._schedule_retry(False)
         else:
-            self._cancel_retry()
+            self._retry.reset()
 
     def _fetch(self, manifest: fleet_pb2.Manifest) -> None:
         # only our own config or the signed manifest may name the server: never an unsigned field
@@ -349,33 +344,14 @@ class Agent:
     # --- retries ------------------------------------------------------------------------------
     def _schedule_retry(self, ask_again: bool) -> None:
         """Try the latest offer again after the backoff; `ask_again` also re-sends the needs first."""
-        with self._retry_lock:
-            if self._retry is not None:
-                self._retry.cancel()
-            delay = self._retry_delay
-            self._retry_delay = min(delay * 2, self.settings.download_retry_max_s)
-            self._retry = threading.Timer(delay, self._retry_now, kwargs={"ask_again": ask_again})
-            self._retry.daemon = True
-            self._retry.start()
-        logger.info("retrying the model download in %.0f s", delay)
+        logger.info("retrying the model download in %.0f s", self._retry.schedule(ask_again))
 
     def _retry_now(self, ask_again: bool = False) -> None:
-        with self._retry_lock:
-            if self._retry is not None:
-                self._retry.cancel()
-                self._retry = None
         if ask_again:  # the server may have lost or corrupted the artifact: it builds and offers anew
             self.link.publish_needs()
         latest = self._latest_ready
         if latest is not None:
             self._jobs.put(lambda: self._handle_model_ready(*latest))
-
-    def _cancel_retry(self) -> None:
-        with self._retry_lock:
-            if self._retry is not None:
-                self._retry.cancel()
-                self._retry = None
-            self._retry_delay = FIRST_RETRY_S
 
     def _report(self, result: SwapResult) -> None:
         if result.ok:
@@ -418,6 +394,7 @@ class Agent:
     def _do_unpin(self) -> SwapResult:
         self.store.set_pin(None)
         self.link.publish_state()
+        self._retry.reset()
         self._retry_now(ask_again=True)  # the fleet's current offer applies again
         return SwapResult(self._serving_id(), self._serving_id(), True)
 

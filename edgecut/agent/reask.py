@@ -58,3 +58,53 @@ class NeedsWatchdog:
                     self.publish()  # calls sent(), which schedules the next one
                 except Exception:
                     logger.exception("re-sending the needs failed")
+
+
+class RetryTimer:
+    """One pending retry at a time, on a doubling delay from `first_s` to `max_s`; never gives up.
+
+    `schedule(arg)` arms it (replacing a pending one), `fire()` runs a pending retry at once (after a
+    reconnect), `reset()` disarms it and starts the delays over (after a success).
+    """
+
+    def __init__(self, action: Callable[[bool], None], first_s: float, max_s: float) -> None:
+        self.action, self.first_s, self.max_s = action, first_s, max_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._delay = first_s
+
+    @property
+    def pending(self) -> bool:
+        with self._lock:
+            return self._timer is not None
+
+    def schedule(self, arg: bool) -> float:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            delay, self._delay = self._delay, min(self._delay * 2, self.max_s)
+            self._timer = threading.Timer(delay, self._run, args=(arg,))
+            self._timer.daemon = True
+            self._timer.start()
+        return delay
+
+    def _run(self, arg: bool) -> None:
+        with self._lock:
+            self._timer = None
+        self.action(arg)
+
+    def fire(self, arg: bool = False) -> None:
+        """Run a pending retry now (nothing when none is pending)."""
+        with self._lock:
+            if self._timer is None:
+                return
+            self._timer.cancel()
+            self._timer = None
+        self.action(arg)
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._delay = self.first_s

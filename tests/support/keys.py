@@ -29,7 +29,11 @@ def fleet_key() -> signing.SigningKey:
 
 @functools.cache
 def operator_key() -> signing.SigningKey:
-    return signing.generate(_dir() / "operator.key")
+    return signing.generate(operator_key_path())
+
+
+def operator_key_path() -> Path:
+    return _dir() / "operator.key"
 
 
 def other_key() -> signing.SigningKey:

@@ -41,6 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="concurrent builds (default 1)")
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.set_defaults(handler=run_server)
+    k = sub.add_parser(
+        "keygen", help="make an Ed25519 key (fleet signing or operator) and print its public half"
+    )
+    k.add_argument("path", type=Path, help="where to write the private key (PEM, mode 0600)")
+    k.set_defaults(handler=run_keygen)
+    c = sub.add_parser("command", help="send a signed operator command to a device and wait for its ack")
+    c.add_argument("device_id")
+    c.add_argument("action", choices=["set-tasks", "rollback", "pin", "unpin"])
+    c.add_argument("tasks", nargs="?", help="for set-tasks: e.g. seg,depth")
+    c.add_argument("--key", type=Path, required=True, help="operator private key (edgecut keygen)")
+    c.add_argument(
+        "--broker", default="mqtt://127.0.0.1:1883", help="broker URL (mqtts://user:pass@host:port)"
+    )
+    c.add_argument("--ca-file", type=Path, help="CA of the broker's certificate (mqtts)")
+    c.add_argument("--cert-file", type=Path, help="client certificate for the broker")
+    c.add_argument("--key-file", type=Path, help="client key for the broker")
+    c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack")
+    c.set_defaults(handler=run_command)
     register_bench(_bench_subparsers(sub))
 
 
@@ -178,3 +196,27 @@ def run_bench_fleet(args: argparse.Namespace) -> int:
         write_section(args.output, bench_fleet.SECTION, body)
         print(f"wrote the {bench_fleet.SECTION!r} section of {args.output}", file=sys.stderr)
     return 0 if outcome.lost == 0 else 1
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from edgecut.server.fleet.commands import keygen
+
+    key = keygen(args.path)
+    print(key.public_text)
+    print(f"wrote {args.path} (key id {key.key_id}); give the line above to the devices", file=sys.stderr)
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from edgecut.server.fleet import commands
+    from edgecut.server.fleet.mqtt_bridge import BrokerAuth
+    from edgecut.signing import load_signing_key
+
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    cmd = commands.build(args.device_id, args.action, tasks)
+    auth = BrokerAuth(args.ca_file, args.cert_file, args.key_file)
+    ack = commands.send(args.broker, load_signing_key(args.key), cmd, auth, args.timeout)
+    if not ack.ok:
+        raise commands.CommandFailed(f"{args.device_id} refused {args.action}: {ack.reason}")
+    print(f"{args.device_id} did {args.action} (command {ack.command_id})")
+    return 0

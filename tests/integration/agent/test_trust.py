@@ -19,7 +19,7 @@ from edgecut.v1 import fleet_pb2
 from tests.support.agent_helpers import serving, signed_offer, wait_serving, wait_until
 from tests.support.brokers import broker_kind
 from tests.support.download_faults import DownloadServicer, start_download_server
-from tests.support.keys import operator_key, other_key
+from tests.support.keys import operator_key, operator_key_path, other_key
 from tests.support.onnx_models import build_model
 
 pytestmark = pytest.mark.integration
@@ -201,3 +201,26 @@ def _tampered(base: dict, address: str, seq: int) -> fleet_pb2.ModelReady:
     msg.manifest = manifest.SerializeToString()  # the fleet's signature no longer matches
     msg.artifact_id = base["artifact_id"]
     return msg
+
+
+def test_operator_cli_sends_signed_commands_and_reports_the_ack(make_agent, fleet, capsys) -> None:
+    from edgecut.cli import main
+
+    agent = make_agent(tasks=["seg"])
+    seg_id = wait_serving(agent, ["seg"])
+    operator_key()  # make sure the key file exists
+    argv = [
+        "command",
+        agent.device_id,
+        "pin",
+        "--key",
+        str(operator_key_path()),
+        "--broker",
+        fleet.broker_url,
+    ]
+    assert main(argv) == 0 and "did pin" in capsys.readouterr().out
+    assert agent.status().pinned_artifact_id == seg_id
+    assert main([*argv[:2], "set-tasks", "nope!", *argv[3:]]) == 1  # refused by the device: exit 1
+    assert "refused set-tasks" in capsys.readouterr().err
+    assert main([*argv[:2], "unpin", *argv[3:]]) == 0
+    assert agent.status().pinned_artifact_id == ""
