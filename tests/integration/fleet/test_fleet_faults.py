@@ -17,7 +17,7 @@ from edgecut import topics
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.app import FleetServer
 from edgecut.v1 import fleet_pb2 as pb
-from tests.support.fleet_server import Device, start_server, stub
+from tests.support.fleet_server import start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
 
@@ -39,19 +39,6 @@ def server(tmp_path: Path, engine: OnnxTestEngine, broker: EmbeddedBroker) -> It
     )
     yield s
     s.stop()
-
-
-@pytest.fixture
-def devices(broker: EmbeddedBroker) -> Iterator:
-    made: list[Device] = []
-
-    def make(device_id: str) -> Device:
-        made.append(Device(broker.url, device_id))
-        return made[-1]
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def test_needs_older_than_the_latest_are_ignored(server: FleetServer, devices) -> None:
