@@ -6,6 +6,7 @@ what the agent reports is read back from the server's registry.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -18,7 +19,7 @@ from edgecut.agent.serve import AgentClient
 from edgecut.v1 import fleet_pb2
 from tests.support.agent_helpers import serving, wait_serving, wait_until
 from tests.support.fleet_server import Device
-from tests.support.keys import signed_command
+from tests.support.keys import fleet_key, signed_command
 
 pytestmark = pytest.mark.integration
 IMG = np.random.default_rng(3).random((1, 3, 64, 64), dtype=np.float32)
@@ -38,6 +39,14 @@ def test_task_change_at_run_time_swaps_in_a_new_model(make_agent, fleet) -> None
     assert both_id != seg_id and fleet.store.exists(seg_id) and fleet.store.exists(both_id)
     report = wait_until(lambda: next((r for r in fleet.swaps(dev) if r["artifact_id"] == both_id), None))
     assert report["ok"] and report["previous_artifact_id"] == seg_id and report["load_ms"] > 0
+    # verified provenance, on the device and in the server's record
+    prov = json.loads(agent.status().provenance_json)
+    assert prov["verified_key_id"] == fleet_key().key_id and prov["artifact_id"] == both_id
+    assert prov["device_id"] == dev and prov["tasks"] == ["depth", "seg"] and prov["base_model"]
+    record = wait_until(
+        lambda: fleet.device(dev)["provenance"].get("manifest", {}).get("artifact_id") == both_id
+    )
+    assert record and fleet.device(dev)["provenance"]["verified_key_id"] == fleet_key().key_id
     rec = fleet.device(dev)  # the server's record of the device's latest needs
     assert rec["needs_tasks"] == ["seg", "depth"] and rec["needs_seq"] == 1
     assert rec["resources"]["cpu_count"] >= 1 and rec["offered_artifact_id"] == both_id
