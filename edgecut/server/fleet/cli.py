@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-grpc", help="gRPC address told to devices (default: the listen address)")
     p.add_argument("--state-dir", type=Path, help="registry, artifacts and scratch (default .edgecut/server)")
     p.add_argument("--workers", type=int, help="concurrent builds (default 1)")
+    p.add_argument(
+        "--signing-key", type=Path, help="Ed25519 key that signs offers (default STATE_DIR/fleet-signing.key)"
+    )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.set_defaults(handler=run_server)
     k = sub.add_parser(
@@ -106,6 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "public_grpc": args.public_grpc,
         "state_dir": args.state_dir,
         "workers": args.workers,
+        "signing_key": args.signing_key,
         "calib_data": None if calib in (None, SYNTHETIC) else calib,
     }
 
