@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from edgecut.model_meta import ModelMeta
-from edgecut.server.mtl.metrics import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
 
 from .events import BuildRecord, human
 

@@ -34,6 +34,7 @@ from edgecut.server.fleet import error_map, requests, wire
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import Event, Failed, JobManager, Ready
 from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
 from edgecut.server.fleet.signer import FleetSigner
 from edgecut.server.fleet.store import Store, check_artifact_id
@@ -61,6 +62,7 @@ class FleetServicer:
         registry: Registry | None = None,
         request_limiter: RateLimiter | None = None,
         mutual_tls: bool = False,
+        observers: Observers | None = None,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK:
             raise ConfigError(f"chunk_size={chunk_size} must be between 1 and {MAX_CHUNK} bytes")
@@ -69,6 +71,7 @@ class FleetServicer:
         if mutual_tls and registry is None:
             raise ConfigError("mutual TLS needs the registry to check which artifacts a device was offered")
         self.store, self.jobs, self.policy = store, jobs, policy
+        self.observers = observers or Observers()
         self.grpc_address = grpc_address  # told to clients in ModelReady; set once the port is bound
         self.chunk_size = chunk_size
         self.signer, self.registry = signer, registry
@@ -152,13 +155,27 @@ class FleetServicer:
                 grpc.StatusCode.OUT_OF_RANGE,
             )
         pos = request.offset
-        with self.store.open(aid, pos) as f:
-            while pos < size and context.is_active():
-                data = f.read(self.chunk_size)
-                if not data:
-                    break
-                yield pb.Chunk(offset=pos, data=data, total_size=size, sha256=aid)
-                pos += len(data)
+        try:
+            with self.store.open(aid, pos) as f:
+                while pos < size and context.is_active():
+                    data = f.read(self.chunk_size)
+                    if not data:
+                        break
+                    yield pb.Chunk(offset=pos, data=data, total_size=size, sha256=aid)
+                    pos += len(data)
+        finally:  # also when the client goes away mid-stream: the bytes sent so far still count
+            self.observers.emit(
+                FleetEvent(
+                    "download",
+                    device_id,
+                    {
+                        "artifact_id": aid,
+                        "offset": request.offset,
+                        "bytes": pos - request.offset,
+                        "complete": pos >= size,
+                    },
+                )
+            )
 
 
 def _peer_host(context: grpc.ServicerContext) -> str:

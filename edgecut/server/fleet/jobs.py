@@ -29,6 +29,7 @@ from typing import Any
 from edgecut.server.errors import BuildError, QueueFullError, ServerError
 from edgecut.server.fleet import error_map
 from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
 from edgecut.server.fleet.store import Store, StoredArtifact
 from edgecut.server.spec import Budget, BuildSpec, Engine
@@ -116,11 +117,13 @@ class JobManager:
         workers: int = 1,
         max_queued: int = 64,
         build_limiter: RateLimiter | None = None,
+        observers: Observers | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.engine, self.store, self.registry = engine, store, registry
         self.max_queued, self.build_limiter = max_queued, build_limiter
+        self.observers = observers or Observers()
         self._workers_n = workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}
@@ -203,6 +206,7 @@ class JobManager:
             if job is None:
                 hit = self._cached(key)
                 if hit is not None:
+                    self._observe(key, "ready", 1.0, source="cache", artifact_id=hit.artifact.artifact_id)
                     if listener is not None:
                         listener(hit)
                     return Submission(key, ready=hit)
@@ -217,7 +221,10 @@ class JobManager:
                 self.registry.create_job(key, spec_to_dict(spec))
                 self._active[key] = job
                 self._queue.put(job)
+                self._observe(key, "queued", 0.0, source="build", tasks=list(spec.tasks))
                 logger.info("queued job %s (%s, budget %s)", key, ",".join(spec.tasks), spec.budget.bucket())
+            else:
+                self._observe(key, job.last.stage, job.last.fraction, source="joined")
             if waiter is not None:
                 self.registry.add_waiter(key, waiter.device_id, waiter.needs_seq)
             if listener is not None:
@@ -282,6 +289,7 @@ class JobManager:
     def _run(self, job: Job) -> None:
         key = job.build_key
         self.registry.update_job(key, state=RUNNING, stage="running", fraction=0.0)
+        self._observe(key, "running", 0.0, tasks=list(job.spec.tasks))
         stage_seen = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
@@ -334,6 +342,12 @@ class JobManager:
         with self._lock:
             job.last = event
             self._notify(job, event)
+        self._observe(event.build_key, event.stage, event.fraction, detail=event.detail)
+
+    def _observe(self, key: str, stage: str, fraction: float, **data: Any) -> None:
+        self.observers.emit(
+            FleetEvent("job", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
+        )
 
     def _notify(self, job: Job, event: Event) -> None:
         for listener in list(job.listeners):
@@ -344,6 +358,10 @@ class JobManager:
             job = self._active.pop(key, None)
             if job is not None:
                 self._notify(job, outcome)
+        if isinstance(outcome, Ready):
+            self._observe(key, "ready", 1.0, artifact_id=outcome.artifact.artifact_id)
+        else:
+            self._observe(key, "failed", 1.0, error=outcome.message, code=outcome.code)
         for hook in self._hooks:
             try:
                 hook(outcome)

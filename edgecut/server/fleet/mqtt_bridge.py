@@ -38,6 +38,7 @@ from edgecut.server.fleet import error_map, requests, wire
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
 from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry, Waiter
 from edgecut.server.fleet.signer import FleetSigner
 from edgecut.v1 import fleet_pb2 as pb
@@ -45,6 +46,11 @@ from edgecut.v1 import fleet_pb2 as pb
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+# (device id, needs seq, the build that answers it) -> the build to offer instead, or None to offer
+# nothing now. The staged rollout (fleet/rollout.py) is one: it holds a new variant back from all but
+# the canaries of a device class.
+OfferGate = Callable[[str, int, Ready], "Ready | None"]
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
@@ -100,6 +106,7 @@ class MqttBridge:
         reconnect_max_s: int = 30,
         auth: BrokerAuth | None = None,
         needs_limiter: RateLimiter | None = None,
+        observers: Observers | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ConfigError(f"mqtt protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -109,6 +116,8 @@ class MqttBridge:
         self.signer, self.needs_limiter = signer, needs_limiter
         self.grpc_address = grpc_address
         self.group, self.keepalive = group, keepalive
+        self.observers = observers or Observers()
+        self.offer_gate: OfferGate | None = None
         self._v5 = protocol == "5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -221,6 +230,7 @@ class MqttBridge:
         needs: pb.TaskNeeds | None = self._parse(pb.TaskNeeds, device_id, payload)
         if needs is None:
             self.registry.record_device_error(device_id, "malformed needs message")
+            self._emit("needs", device_id, ok=False, error="malformed needs message")
             return
         if needs.device_id and needs.device_id != device_id:
             logger.warning(
@@ -245,6 +255,7 @@ class MqttBridge:
         except Exception as exc:
             self._refuse(device_id, seq, exc)
             return
+        self._emit("needs", device_id, tasks=list(spec.tasks), seq=seq, device_class=device_class, ok=True)
         logger.info(
             "device %s needs %s (seq %d) -> build %s", device_id, ",".join(spec.tasks), seq, sub.build_key
         )
@@ -275,11 +286,18 @@ class MqttBridge:
             logger.error("needs of %s failed: %r", device_id, exc)
         self.registry.record_device_error(device_id, err.message)
         self.publish_error(err)
+        self._emit("needs", device_id, seq=seq, ok=False, error=err.message)
+
+    def _emit(self, kind: str, device: str, **data: Any) -> None:
+        # `device`, not `device_id`: telemetry and acks carry a device_id field of their own
+        self.observers.emit(FleetEvent(kind, device, data))
 
     def _on_telemetry(self, device_id: str, payload: bytes) -> None:
         t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload)
         if t is not None:
-            self.registry.record_telemetry(device_id, wire.to_dict(t))
+            telemetry = wire.to_dict(t)
+            self.registry.record_telemetry(device_id, telemetry)
+            self._emit("telemetry", device_id, **telemetry)
 
     def _on_swap(self, device_id: str, payload: bytes) -> None:
         s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)
@@ -296,6 +314,16 @@ class MqttBridge:
             if not s.ok and s.artifact_id and s.artifact_id not in self._rechecking:
                 self._rechecking.add(s.artifact_id)
                 self._rechecks.submit(self._recheck, s.artifact_id)
+
+            self._emit(
+                "swap",
+                device_id,
+                artifact_id=s.artifact_id,
+                previous_artifact_id=s.previous_artifact_id,
+                ok=s.ok,
+                reason=s.reason,
+                load_ms=s.load_ms,
+            )
 
     def _recheck(self, artifact_id: str) -> None:
         try:
@@ -318,6 +346,7 @@ class MqttBridge:
                 f": {ack.reason[:200]}" if ack.reason else "",
             )
             self.registry.record_command_ack(device_id, wire.to_dict(ack))
+            self._emit("ack", device_id, **wire.to_dict(ack))
 
     def _on_state(self, device_id: str, payload: bytes) -> None:
         if not payload:  # a cleared retained message
@@ -335,6 +364,9 @@ class MqttBridge:
                 [t[:64] for t in st.tasks[:32]],
                 st.agent_version[:64],
                 st.pinned_artifact_id[:64],
+            )
+            self._emit(
+                "state", device_id, status=status, artifact_id=st.artifact_id[:64], tasks=list(st.tasks[:32])
             )
 
     # -- outbound ------------------------------------------------------------------------------
@@ -358,6 +390,22 @@ class MqttBridge:
                 self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
 
     def _offer(self, device_id: str, seq: int, ready: Ready) -> None:
+        """Answer a device's needs with `ready`, or with what the offer gate puts in its place."""
+        chosen: Ready | None = ready
+        if self.offer_gate is not None:
+            try:
+                chosen = self.offer_gate(device_id, seq, ready)
+            except Exception:  # a gate bug must not leave the device without an answer
+                logger.exception("offer gate failed for %s; offering the build as is", device_id)
+        if chosen is None:
+            logger.info(
+                "holding %s back from %s (staged rollout)", ready.artifact.artifact_id[:12], device_id
+            )
+            return
+        self.offer(device_id, seq, chosen, held=chosen is not ready)
+
+    def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
+        """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
         msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq)
         payload = msg.SerializeToString()
         if (
@@ -376,6 +424,15 @@ class MqttBridge:
         self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
         self.client.publish(topics.device_topic(device_id, topics.MODEL), payload, qos=1, retain=True)
         logger.info("offered %s to %s (cache hit: %s)", msg.artifact_id[:12], device_id, ready.cache_hit)
+        self._emit(
+            "offer",
+            device_id,
+            artifact_id=msg.artifact_id,
+            build_key=ready.build_key,
+            needs_seq=seq,
+            cache_hit=ready.cache_hit,
+            held=held,
+        )
 
     def publish_error(self, err: pb.Error) -> None:
         if not err.device_id:

@@ -109,6 +109,17 @@ class Registry:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> SqlEngine:
+        """The database engine, for modules that keep their own tables here (fleet/history.py)."""
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One short transaction under the registry's writer lock, for those modules' tables."""
+        with self._tx() as s:
+            yield s
+
     # -- devices -------------------------------------------------------------------------------
 
     def _device(self, s: Session, device_id: str) -> DeviceRow:
