@@ -213,6 +213,8 @@ class Runtime:
             return SwapResult(artifact_id, prev_id, False, str(exc), untrusted=isinstance(exc, Untrusted))
         self.slot.current = new  # the swap: one reference assignment
         self.stats.swaps += 1
+        with self._stats_lock:  # telemetry's p50/p95 then describe the serving model only (rollout gates)
+            self.stats.latencies_ms.clear()
         logger.info("now serving %s (was %s), loaded in %.0f ms", artifact_id[:12], prev_id[:12], new.load_ms)
         return SwapResult(artifact_id, prev_id, True, "", new.load_ms)
 

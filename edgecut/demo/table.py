@@ -68,6 +68,7 @@ class DemoResult:
     pids_alive_after: list[int] = field(default_factory=list)
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    dashboard: str = ""  # the fleet dashboard's URL while the demo ran ("" = off)
 
     def problems(self) -> list[str]:
         """Everything that makes the run a failure (empty = exit code 0)."""

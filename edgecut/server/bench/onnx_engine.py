@@ -5,7 +5,10 @@ Input "image" N x 3 x 64 x 64; one output per selected task (1x1 convolutions af
 stem whose width follows the budget), ModelMeta embedded under metadata_props["edgecut"]. Builds
 report progress like the real engine, can be slowed down (`delay`), fail on request
 (`fail_tasks`), or succeed with an artifact a device must refuse (`faults`: "nan" outputs, or
-"unloadable" bytes that onnxruntime cannot parse).
+"unloadable" bytes that onnxruntime cannot parse), or one a staged rollout must stop (`faults`: "slow",
+a chain of 3x3 convolutions that makes inference tens of times slower; "low_quality", metrics far
+below the full model's). Every model carries per-task metrics next to the full model's like the real
+engine's: made-up figures that fall with the kept width (test data, not measurements).
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ def corrupted(data: bytes) -> bytes:
 
 SIZE = 64
 FULL_WIDTH = 32
+SLOW_LAYERS = 12  # 3x3 convolutions a "slow" model runs before its heads
+FAULTS = ("nan", "unloadable", "slow", "low_quality")
+# kind -> (metric, full model's value, lower is better)
+REFERENCE = {
+    "segmentation": ("miou", 0.60, False),
+    "depth": ("abs_err", 0.10, True),
+    "normals": ("mean_angle", 20.0, True),
+    "edges": ("f1", 0.70, False),
+    "classification": ("accuracy", 0.80, False),
+}
 # task -> (output kind, channels)
 TASKS: dict[str, tuple[str, int]] = {
     "seg": ("segmentation", 5),
@@ -59,7 +72,7 @@ class OnnxTestEngine:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._base = base_model_id
         # sorted tasks -> "nan" | "unloadable": that build "succeeds" with a broken model (may be set later)
-        self.faults: dict[tuple[str, ...], str] = dict(faults or {})
+        self.faults: dict[tuple[str, ...], str] = dict(faults or {})  # sorted tasks -> one of FAULTS
         self.builds: list[BuildSpec] = []  # every build started, in order
         self._lock = threading.Lock()
         self._gate = threading.Event()  # cleared inside hold(): builds wait before they export
@@ -140,6 +153,10 @@ class OnnxTestEngine:
             macs, params = self._macs_params(spec.tasks, width)
         full_macs, full_params = self._macs_params(spec.tasks, FULL_WIDTH)
         key = spec.build_key(self._base)
+        fault = self.faults.get(spec.tasks)
+        if fault not in (None, *FAULTS):
+            raise ValueError(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
+        metrics, reference = _metrics(spec.tasks, width, fault == "low_quality")
         meta = ModelMeta(
             base_model=self._base,
             tasks=list(spec.tasks),
@@ -159,12 +176,11 @@ class OnnxTestEngine:
             build_key=key,
             method="test-onnx",
             pipeline_version="test",
+            metrics=metrics,
+            reference_metrics=reference,
         )
         path = self.workdir / f"{key}.onnx"
-        fault = self.faults.get(spec.tasks)
-        if fault not in (None, "nan", "unloadable"):
-            raise ValueError(f"unknown fault {fault!r}: use 'nan' or 'unloadable'")
-        model = self._model(spec.tasks, width, meta, key, nan=fault == "nan")
+        model = self._model(spec.tasks, width, meta, key, nan=fault == "nan", slow=fault == "slow")
         data = model.SerializeToString()
         if fault == "unloadable":
             data = corrupted(data)
@@ -172,7 +188,13 @@ class OnnxTestEngine:
         return BuiltArtifact(path, meta)
 
     def _model(
-        self, tasks: tuple[str, ...], width: int, meta: ModelMeta, key: str, nan: bool = False
+        self,
+        tasks: tuple[str, ...],
+        width: int,
+        meta: ModelMeta,
+        key: str,
+        nan: bool = False,
+        slow: bool = False,
     ) -> onnx.ModelProto:
         rng = np.random.default_rng(int(key[:8], 16))
         inits = [
@@ -184,6 +206,11 @@ class OnnxTestEngine:
             helper.make_node("Relu", ["stem"], ["feat"]),
         ]
         trunk = "feat"
+        for i in range(SLOW_LAYERS if slow else 0):  # same shape in and out, many MACs
+            w = rng.normal(scale=0.05, size=(width, width, 3, 3)).astype(np.float32)
+            inits.append(numpy_helper.from_array(w, f"slow{i}_w"))
+            nodes.append(helper.make_node("Conv", [trunk, f"slow{i}_w"], [f"slow{i}"], pads=[1, 1, 1, 1]))
+            trunk = f"slow{i}"
         if nan:  # loads and runs, but every output is NaN
             inits.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
             nodes.append(helper.make_node("Add", ["feat", "nan"], ["feat_nan"]))
@@ -215,3 +242,19 @@ class OnnxTestEngine:
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta.to_json()})
         onnx.checker.check_model(model)
         return model
+
+
+def _metrics(
+    tasks: tuple[str, ...], width: int, low: bool
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Made-up per-task metrics (and the full model's) that get worse as the model gets narrower."""
+    keep = width / FULL_WIDTH
+    metrics, reference = {}, {}
+    for t in tasks:
+        name, full, lower_better = REFERENCE[TASKS[t][0]]
+        if low:
+            value = full * 3.0 if lower_better else full * 0.3
+        else:
+            value = full * (1.1 - 0.1 * keep) if lower_better else full * (0.9 + 0.1 * keep)
+        metrics[t], reference[t] = {name: round(value, 4)}, {name: full}
+    return metrics, reference

@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--signing-key", type=Path, help="Ed25519 key that signs offers (default STATE_DIR/fleet-signing.key)"
     )
+    p.add_argument(
+        "--http",
+        help="dashboard, JSON API and /metrics on host:port, e.g. 127.0.0.1:8080 (default off; 'off' disables)",
+    )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.set_defaults(handler=run_server)
     k = sub.add_parser(
@@ -111,6 +115,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "signing_key": args.signing_key,
         "calib_data": None if calib in (None, SYNTHETIC) else calib,
+        "http": "" if args.http == "off" else args.http,
     }
 
 
@@ -142,9 +147,10 @@ def run_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     server = FleetServer(settings, engine).start()
+    dashboard = f"dashboard {server.http_url}/fleet, " if server.http_url else ""
     print(
         f"edgecut server: gRPC {settings.grpc} (devices told {server.grpc_address}), "
-        f"broker {settings.broker or 'off'}, state {settings.state_dir}; Ctrl-C stops",
+        f"broker {settings.broker or 'off'}, {dashboard}state {settings.state_dir}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -135,6 +136,7 @@ class MqttBridge:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.ready = threading.Event()  # connected and subscribed
+        self._refreshed = False
         self._handlers: dict[str, Callable[[str, bytes], None]] = {
             topics.NEEDS: self._on_needs,
             topics.TELEMETRY: self._on_telemetry,
@@ -173,6 +175,9 @@ class MqttBridge:
             logger.error("MQTT broker refused subscriptions: %s", failed)
             return
         self.ready.set()
+        if not self._refreshed:  # once per process: after an upgrade the devices' build keys changed
+            self._refreshed = True
+            threading.Thread(target=self.refresh_known_devices, name="edgecut-refresh", daemon=True).start()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.ready.clear()
@@ -261,6 +266,38 @@ class MqttBridge:
         )
         if sub.ready is not None:
             self._offer(device_id, seq, sub.ready)
+
+    def refresh_known_devices(self) -> int:
+        """Ask again, for each online device, for the build its recorded needs map to now.
+
+        A device sends its needs when they change or it reconnects, not when the *server* changes. After
+        an upgrade (a new base model or pipeline version) the same needs have a new build key: this
+        queues those builds, so the new variants reach the fleet (through the rollout gate) without
+        every device having to reconnect. Needs whose key is the one last offered cost nothing.
+        """
+        asked = 0
+        for dev in self.registry.devices():
+            if dev["status"] != "online" or not dev["needs_json"]:
+                continue
+            device_id = dev["device_id"]
+            try:
+                needs = json_format.ParseDict(dev["needs_json"], pb.TaskNeeds(), ignore_unknown_fields=True)
+                _, spec = requests.needs_decision(self.policy, needs)
+                if self.jobs.build_key(spec) == dev["build_key"]:
+                    continue
+                sub = self.jobs.submit(
+                    spec, waiter=Waiter(device_id, int(dev["needs_seq"])), requester=device_id
+                )
+            except Exception as exc:  # its next needs message will say what is wrong
+                logger.info("not refreshing %s: %s", device_id, exc)
+                continue
+            asked += 1
+            logger.info(
+                "device %s: its needs now map to build %s (server upgraded)", device_id, sub.build_key
+            )
+            if sub.ready is not None:
+                self._offer(device_id, int(dev["needs_seq"]), sub.ready)
+        return asked
 
     def _record_needs(self, device_id: str, needs: pb.TaskNeeds, device_class: str, budget: str) -> bool:
         """Record the needs; False when they are older than the device's latest (then nothing is answered)."""
