@@ -9,6 +9,7 @@ carries latencies. `restart_server()` stops the server and starts a new one on t
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ from .waiting import WAIT_S, wait_until
 class LiveFleet:
     def __init__(self, root: Path, broker_url: str, **server_settings: Any) -> None:
         self.root, self.broker_url = root, broker_url
-        self.server_settings = {"http": "127.0.0.1:0", **server_settings}
+        # one port for the fleet's life, so an open page reconnects to the restarted server
+        self.server_settings = {"http": f"127.0.0.1:{free_port()}", **server_settings}
         self.engine = OnnxTestEngine(root / "engine-test-mtl-v1")
         self.server: FleetServer = start_server(
             root / "fleet", self.engine, broker_url, **self.server_settings
@@ -67,10 +69,15 @@ class LiveFleet:
         self.traffic.add(agent)
         return agent
 
+    def stop_agent(self, device_id: str) -> Agent:
+        """Stop it as `systemctl stop` would: it says OFFLINE on the way out."""
+        agent = self.agents.pop(device_id)
+        self.traffic.remove(agent)
+        agent.stop()
+        return agent
+
     def restart_agent(self, device_id: str) -> Agent:
-        old = self.agents.pop(device_id)
-        self.traffic.remove(old)
-        old.stop()
+        old = self.stop_agent(device_id)
         return self.agent(device_id, old.tasks.tasks, old.settings.device_class)
 
     def restart_server(self, engine: OnnxTestEngine | None = None, **settings: Any) -> FleetServer:
@@ -101,6 +108,12 @@ class LiveFleet:
         for a in self.agents.values():
             a.stop()
         self.server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Traffic:
