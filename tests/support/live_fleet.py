@@ -24,6 +24,7 @@ from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.registry import Registry
 
 from .fleet_server import start_server
+from .keys import fleet_key, operator_key
 from .onnx_engine import SIZE, OnnxTestEngine
 from .waiting import WAIT_S, wait_until
 
@@ -61,6 +62,9 @@ class LiveFleet:
             "telemetry_interval_s": 0.5,
             "device_class": device_class,
             "tasks": tasks,
+            "fleet_keys": [fleet_key().public_text],
+            "operator_keys": [operator_key().public_text],
+            "download_retry_max_s": 2.0,
             **overrides,
         }
         agent = Agent(AgentSettings(**fields))

@@ -1,4 +1,4 @@
-"""Fleet history kept beside the registry: telemetry over time, offers, build runs, measured artifact latency.
+"""Fleet history kept beside the registry: telemetry over time, build runs, measured artifact latency.
 
 The registry holds each device's *latest* state; the dashboard also needs the way there. These tables
 live in the registry's database (same engine, same writer lock) but in their own module, so the
@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text, delete, func, select
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.schema import OfferRow
 
 DEFAULT_KEEP_SAMPLES = 500
 
@@ -39,18 +40,6 @@ class TelemetrySample(_Base):
     failed_count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class OfferRow(_Base):
-    __tablename__ = "offers"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    artifact_id: Mapped[str] = mapped_column(String(64))
-    build_key: Mapped[str] = mapped_column(String(64), index=True)
-    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
-    held: Mapped[bool] = mapped_column(Boolean, default=False)  # the rollout gate offered this instead
-    at: Mapped[float] = mapped_column(Float)
-
-
 class BuildRun(_Base):
     __tablename__ = "build_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -62,6 +51,7 @@ class BuildRun(_Base):
     result: Mapped[str] = mapped_column(String(16), default="")  # "", done, failed
     artifact_id: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[str] = mapped_column(Text, default="")
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)  # later requests answered from the store
 
 
 class ArtifactLatency(_Base):
@@ -82,6 +72,7 @@ class BuildRunRecord:
     result: str
     artifact_id: str
     error: str
+    cache_hits: int
 
     @property
     def seconds(self) -> float | None:
@@ -143,39 +134,26 @@ class FleetHistory:
                 q = q.limit(limit)
             return [_row(r, exclude=("id",)) for r in s.scalars(q)][::-1]
 
-    # -- offers --------------------------------------------------------------------------------
+    # -- offers (the registry's own table: every signed offer) ------------------------------------
 
-    def add_offer(self, device_id: str, at: float, data: dict[str, Any]) -> None:
-        with self.registry.transaction() as s:
-            s.add(
-                OfferRow(
-                    device_id=device_id,
-                    artifact_id=str(data.get("artifact_id", "")),
-                    build_key=str(data.get("build_key", "")),
-                    needs_seq=int(data.get("needs_seq", 0)),
-                    cache_hit=bool(data.get("cache_hit", False)),
-                    held=bool(data.get("held", False)),
-                    at=at,
-                )
-            )
-
-    def offers(self, device_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first."""
-        with self.registry.transaction() as s:
-            q = select(OfferRow).order_by(OfferRow.id.desc()).limit(limit)
-            if device_id is not None:
-                q = q.where(OfferRow.device_id == device_id)
-            return [_row(r) for r in s.scalars(q)]
-
-    def cache_hits(self) -> dict[str, int]:
-        """build key -> offers answered from the store without building."""
+    def offers(self, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Offers made to the device, newest first: artifact, needs seq, build key (from the manifest)."""
         with self.registry.transaction() as s:
             q = (
-                select(OfferRow.build_key, func.count())
-                .where(OfferRow.cache_hit.is_(True))
-                .group_by(OfferRow.build_key)
+                select(OfferRow)
+                .where(OfferRow.device_id == device_id)
+                .order_by(OfferRow.id.desc())
+                .limit(limit)
             )
-            return {k: int(n) for k, n in s.execute(q)}
+            return [
+                {
+                    "artifact_id": r.artifact_id,
+                    "needs_seq": r.needs_seq,
+                    "build_key": str((r.manifest or {}).get("build_key", "")),
+                    "at": r.at,
+                }
+                for r in s.scalars(q)
+            ]
 
     # -- build runs ----------------------------------------------------------------------------
 
@@ -208,6 +186,15 @@ class FleetHistory:
             run.finished_at, run.result = at, "done" if ok else "failed"
             run.artifact_id, run.error = artifact_id, error[:2000]
 
+    def cache_hit(self, build_key: str) -> None:
+        """A request for `build_key` was answered from the store: counted on its latest run."""
+        with self.registry.transaction() as s:
+            run = s.scalars(
+                select(BuildRun).where(BuildRun.build_key == build_key).order_by(BuildRun.id.desc()).limit(1)
+            ).first()
+            if run is not None:
+                run.cache_hits += 1
+
     def build_runs(self, limit: int = 100) -> list[BuildRunRecord]:
         """Newest first."""
         with self.registry.transaction() as s:
@@ -222,6 +209,7 @@ class FleetHistory:
                     r.result,
                     r.artifact_id,
                     r.error,
+                    r.cache_hits,
                 )
                 for r in s.scalars(q)
             ]

@@ -50,7 +50,7 @@ class HistoryRecorder:
         if event.kind == "telemetry" and self._queue.qsize() > MAX_PENDING:
             self.dropped += 1
             return
-        if event.kind in ("telemetry", "offer", "job"):
+        if event.kind in ("telemetry", "job"):
             self._queue.put(event)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -72,15 +72,15 @@ class HistoryRecorder:
             d["done"].set()
         elif e.kind == "telemetry":
             self.history.add_telemetry(e.device_id, e.at, d)
-        elif e.kind == "offer":
-            self.history.add_offer(e.device_id, e.at, d)
         elif e.kind == "job":
             stage, key = d.get("stage"), str(d.get("build_key", ""))
-            if stage == "queued" and d.get("source") == "build":
+            if d.get("source") == "cache":
+                self.history.cache_hit(key)
+            elif stage == "queued" and d.get("source") == "build":
                 self.history.build_queued(key, list(d.get("tasks", [])), e.at)
             elif stage == "running":
                 self.history.build_started(key, list(d.get("tasks", [])), e.at)
-            elif stage == "ready" and d.get("source") != "cache":
+            elif stage == "ready" and not d.get("source"):
                 self.history.build_finished(key, e.at, True, artifact_id=str(d.get("artifact_id", "")))
                 self._measure(str(d.get("artifact_id", "")))
             elif stage == "failed":

@@ -226,7 +226,6 @@ class Views:
                     "attempts": j.attempts,
                 }
             )
-        hits = self.history.cache_hits()
         runs = self.history.build_runs(limit)
         artifacts = sorted({r.artifact_id for r in runs if r.artifact_id})
         latency = self.history.latency(artifacts)
@@ -244,7 +243,7 @@ class Views:
                     "seconds": r.seconds
                     if r.seconds is not None
                     else (now - r.started_at if r.started_at else None),
-                    "cache_hits": hits.get(r.build_key, 0),
+                    "cache_hits": r.cache_hits,
                     "artifact_id": r.artifact_id,
                     "error": r.error,
                     "model": self.model(r.artifact_id),
@@ -257,7 +256,7 @@ class Views:
             "active": active,
             "queued": len(queued_keys),
             "recent": recent,
-            "cache_hits_total": sum(hits.values()),
+            "cache_hits_total": sum(r.cache_hits for r in runs),
             "median_build_seconds": statistics.median(done) if done else None,
             "rollouts": self.rollout_list(),
         }

@@ -44,16 +44,14 @@ def test_build_runs_time_the_work_not_the_queue(history: FleetHistory) -> None:
     assert [r.result for r in history.build_runs()] == ["", "failed", "done"]
 
 
-def test_offers_and_cache_hits(history: FleetHistory) -> None:
-    history.add_offer("d1", 1.0, {"artifact_id": "a" * 64, "build_key": "k1", "needs_seq": 3})
-    history.add_offer("d2", 2.0, {"artifact_id": "a" * 64, "build_key": "k1", "cache_hit": True})
-    history.add_offer(
-        "d3", 3.0, {"artifact_id": "a" * 64, "build_key": "k1", "cache_hit": True, "held": True}
-    )
-    assert history.cache_hits() == {"k1": 2}
-    (o,) = history.offers("d1")
-    assert o["needs_seq"] == 3 and not o["cache_hit"]
-    assert [o["device_id"] for o in history.offers()] == ["d3", "d2", "d1"]
+def test_cache_hits_count_on_the_latest_run(history: FleetHistory) -> None:
+    history.cache_hit("k0")  # a build older than the history: nothing to count on, nothing breaks
+    history.build_queued("k1", ["seg"], 1.0)
+    history.build_finished("k1", 2.0, True, artifact_id="a" * 64)
+    history.cache_hit("k1")
+    history.cache_hit("k1")
+    (run,) = history.build_runs()
+    assert run.cache_hits == 2
 
 
 def test_latency(history: FleetHistory) -> None:
