@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2
 
 from edgecut import tls
 from edgecut.server.fleet.budget_policy import BudgetPolicy
+from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
 from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.jobs import JobManager
@@ -56,6 +57,7 @@ class FleetServer:
         self.history: FleetHistory | None = None
         self.recorder: HistoryRecorder | None = None
         self.rollouts: RolloutManager | None = None
+        self.commands: CommandDesk | None = None
         self.dashboard: Dashboard | None = None
 
     def start(self) -> FleetServer:
@@ -124,6 +126,15 @@ class FleetServer:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)
                 self.bridge.offer_gate = self.rollouts.gate
                 observers.add(self.rollouts)
+            engine = self.engine
+            self.commands = CommandDesk(
+                registry,
+                open_operator_key(s.operator_key, s.state_dir),
+                self.bridge.publish_command,
+                lambda: list(engine.tasks),
+                observers,
+            )
+            observers.add(self.commands)
         if s.http:
             from edgecut.server.web.app import start_dashboard  # FastAPI, uvicorn: only when asked for
 

@@ -471,6 +471,10 @@ class MqttBridge:
             held=held,
         )
 
+    def publish_command(self, device_id: str, payload: bytes) -> None:
+        """A serialized (signed) Command to the device: QoS 1 and never retained (a restart replays nothing)."""
+        self.client.publish(topics.device_topic(device_id, topics.COMMAND), payload, qos=1, retain=False)
+
     def publish_error(self, err: pb.Error) -> None:
         if not err.device_id:
             return

@@ -101,6 +101,16 @@ class ServerSettings(BaseModel):
         default=20, ge=0, le=10_000, title="onnxruntime runs to time each new artifact (0 = do not measure)"
     )
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    http_users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        title="dashboard users (HTTP Basic): name -> password",
+        description="empty: anyone who reaches the port reads, and only this machine may send commands",
+    )
+    operator_key: Path | None = Field(
+        default=None,
+        title="Ed25519 key (PEM) the dashboard signs operator commands with",
+        description="default: state_dir/operator.key, generated on first start; agents list operator.pub",
+    )
 
     @field_validator("broker")
     @classmethod

@@ -21,24 +21,29 @@ KEY_FILE = "fleet-signing.key"
 PUB_FILE = "fleet-signing.pub"
 
 
+def open_key(
+    key_path: Path | None, state_dir: Path, key_file: str, pub_file: str, what: str
+) -> signing.SigningKey:
+    """The key at `key_path` (else `state_dir/key_file`), generated on first use, its public line beside it."""
+    path = key_path or state_dir / key_file
+    key, made = signing.load_or_generate(path)
+    pub = path.with_name(pub_file) if path.name == key_file else path.with_suffix(".pub")
+    try:
+        if not pub.exists() or pub.read_text().strip() != key.public_text:
+            pub.write_text(key.public_text + "\n")
+    except OSError as exc:  # a read-only key directory: the key still works, the .pub is a convenience
+        logger.warning("cannot write the public key beside %s: %s", path, exc.strerror)
+    logger.info("%s %s %s (public key in %s)", what, key.key_id, "generated" if made else "loaded", pub)
+    return key
+
+
 class FleetSigner:
     def __init__(self, key: signing.SigningKey) -> None:
         self.key = key
 
     @classmethod
     def open(cls, key_path: Path | None, state_dir: Path) -> FleetSigner:
-        path = key_path or state_dir / KEY_FILE
-        key, made = signing.load_or_generate(path)
-        pub = path.with_name(PUB_FILE) if path.name == KEY_FILE else path.with_suffix(".pub")
-        try:
-            if not pub.exists() or pub.read_text().strip() != key.public_text:
-                pub.write_text(key.public_text + "\n")
-        except OSError as exc:  # a read-only key directory: the key still works, the .pub is a convenience
-            logger.warning("cannot write the public key beside %s: %s", path, exc.strerror)
-        logger.info(
-            "fleet signing key %s %s (public key in %s)", key.key_id, "generated" if made else "loaded", pub
-        )
-        return cls(key)
+        return cls(open_key(key_path, state_dir, KEY_FILE, PUB_FILE, "fleet signing key"))
 
     @property
     def key_id(self) -> str:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from edgecut.server.fleet.store import check_artifact_id
+from edgecut.server.web.auth import reader
 from edgecut.server.web.context import WebContext
 from edgecut.server.web.metrics import CONTENT_TYPE
 from edgecut.server.web.views import quality_rows
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(reader)])
+health = APIRouter()  # open: load balancers and probes carry no credentials
 
 
 def _ctx(request: Request) -> WebContext:
@@ -46,7 +48,7 @@ def device(request: Request, device_id: str) -> dict[str, Any]:
     if d is None:
         raise HTTPException(404, f"no device {device_id!r} in the registry")
     if ctx.commands is not None:
-        d["commands"] = ctx.commands.list(device_id=device_id, limit=20)
+        d["commands"] = ctx.commands.recent(device_id=device_id, limit=20)
     return d
 
 
@@ -106,6 +108,6 @@ def metrics(request: Request) -> Response:
     return Response(_ctx(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/healthz", include_in_schema=False)
+@health.get("/healthz", include_in_schema=False)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}

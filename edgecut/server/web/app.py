@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from edgecut import __version__
 from edgecut.server.fleet.budget_policy import FALLBACK
-from edgecut.server.web import api, pages
+from edgecut.server.web import api, commands_api, pages
 from edgecut.server.web.context import WebContext
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
@@ -38,7 +38,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(api.health)
     app.include_router(api.router)
+    app.include_router(commands_api.router)
     app.include_router(pages.router)
     return app
 
@@ -76,4 +78,5 @@ def start_dashboard(fleet: FleetServer, address: str) -> Dashboard:
     )
     fleet.observers.add(hub)
     fleet.observers.add(metrics)
-    return Dashboard(WebContext(views, hub, metrics), address).start()
+    users = {name: secret.get_secret_value() for name, secret in fleet.settings.http_users.items()}
+    return Dashboard(WebContext(views, hub, metrics, fleet.commands, users), address).start()

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
+from edgecut.server.fleet.command_desk import CommandDesk
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
 from edgecut.server.web.views import Views
-
-
-class CommandDesk(Protocol):
-    """Operator commands as the dashboard uses them (edgecut.server.fleet.commands)."""
-
-    def list(self, device_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -21,4 +15,5 @@ class WebContext:
     views: Views
     hub: EventHub
     metrics: FleetMetrics
-    commands: CommandDesk | None = None
+    commands: CommandDesk | None = None  # None without MQTT: there is no way to reach a device
+    users: dict[str, str] = field(default_factory=dict)  # HTTP Basic: name -> password (auth.py)

@@ -6,14 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from edgecut.server.web.auth import reader
 from edgecut.server.web.context import WebContext
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(reader)])
 
 
 def _ctx(request: Request) -> WebContext:
@@ -41,7 +42,7 @@ def device_page(request: Request, device_id: str) -> HTMLResponse:
     if d is None:
         raise HTTPException(404, f"no device {device_id!r} in the registry")
     if ctx.commands is not None:
-        d["commands"] = ctx.commands.list(device_id=device_id, limit=20)
+        d["commands"] = ctx.commands.recent(device_id=device_id, limit=20)
     return TEMPLATES.TemplateResponse(
         request, "device.html", {"page": "device", "d": d, "commands_enabled": ctx.commands is not None}
     )

@@ -126,6 +126,7 @@ class Views:
             "failed_count": int(t.get("failed_count", 0)),
             "last_error": d["last_error"],
             "last_seen": d["last_seen"],
+            "pinned_artifact_id": d.get("pinned_artifact_id", ""),
             "rollout": role,
         }
 
@@ -184,20 +185,6 @@ class Views:
         ]
         out["offers"] = self.history.offers(device_id, limit=20)
         out["needs"] = d.get("needs_json") or {}
-        out["known_models"] = self._known_models(swaps, d["artifact_id"])
-        return out
-
-    def _known_models(self, swaps: list[dict[str, Any]], serving: str) -> list[dict[str, Any]]:
-        """Models this device has served (newest first): what an operator may pin it to."""
-        seen: list[str] = []
-        for s in swaps:
-            if s["ok"] and s["artifact_id"] not in seen:
-                seen.append(s["artifact_id"])
-        out = []
-        for aid in seen:
-            m = self.meta(aid)
-            if m is not None and self.store.exists(aid):
-                out.append({"artifact_id": aid, "tasks": list(m.tasks), "serving": aid == serving})
         return out
 
     def telemetry(self, device_id: str, since: float = 0.0, limit: int = 500) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.observe import FleetEvent
 from edgecut.server.fleet.registry import Registry
@@ -27,14 +28,22 @@ UPLOT_VERSION = "1.6.32"  # the Makefile's `vendor` target pins the same
 
 
 class Web:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, users: dict[str, str] | None = None, client: str = "testclient") -> None:
         self.registry = Registry(f"sqlite:///{root / 'r.sqlite3'}")
         self.store = LocalStore(root / "store")
         self.history = FleetHistory(self.registry)
         self.hub = EventHub()
         self.views = Views(self.registry, self.store, self.history, self.hub)
         metrics = FleetMetrics(self.views.class_counts, dict, frozenset({"x86", "rpi4"}))
-        self.client = TestClient(create_app(WebContext(self.views, self.hub, metrics)))
+        self.published: list[tuple[str, bytes]] = []
+        self.desk = CommandDesk(
+            self.registry,
+            open_operator_key(None, root),
+            lambda d, p: self.published.append((d, p)),
+            lambda: ["seg", "depth", "normals"],
+        )
+        ctx = WebContext(self.views, self.hub, metrics, self.desk, users or {})
+        self.client = TestClient(create_app(ctx), client=(client, 50000))
         engine = OnnxTestEngine(root / "engine")
         built = engine.build(BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.3)), lambda *_: None)
         self.artifact = self.store.put_file(built.onnx_path, built.meta).artifact_id
@@ -54,12 +63,33 @@ class Web:
             )
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[Web]:
-    w = Web(tmp_path)
+def _fleet(w: Web) -> Web:
     w.device("pi-a", "rpi4", ["seg", "depth"])
     w.device("pi-b", "rpi4", ["seg", "depth"], status="offline")
     w.device("box", "x86", ["normals"], serving=False)
+    return w
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    w = _fleet(Web(tmp_path))
+    yield w
+    w.client.close()
+    w.registry.close()
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Web]:
+    """The dashboard as a browser on the server's own machine reaches it (no users configured)."""
+    w = _fleet(Web(tmp_path, client="127.0.0.1"))
+    yield w
+    w.client.close()
+    w.registry.close()
+
+
+@pytest.fixture
+def with_users(tmp_path: Path) -> Iterator[Web]:
+    w = _fleet(Web(tmp_path, users={"alice": "s3cret"}, client="203.0.113.7"))
     yield w
     w.client.close()
     w.registry.close()
@@ -87,7 +117,6 @@ def test_device_detail_and_its_quality_table(web: Web) -> None:
     rows = {q["task"]: q for q in d["quality"]}
     assert rows["seg"]["metric"] == "miou" and rows["seg"]["full"] == 0.6 and rows["seg"]["value"] < 0.6
     assert rows["depth"]["lower_is_better"] and rows["depth"]["change"] < 0
-    assert d["known_models"] == [{"artifact_id": web.artifact, "tasks": ["depth", "seg"], "serving": True}]
     r = web.client.get("/api/v1/devices/nobody")
     assert r.status_code == 404 and r.json()["detail"] == "no device 'nobody' in the registry"
 
@@ -164,3 +193,56 @@ def test_sse_delivers_a_notice_per_fleet_event(web: Web) -> None:
             got.append(next(lines))
         web.hub.close()  # the server stopping ends the stream
     assert "event: swap" in got
+
+
+def test_commands_from_this_machine_are_sent_and_audited_as_local(local: Web) -> None:
+    r = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "set_tasks", "tasks": ["depth"]})
+    assert r.status_code == 202, r.text
+    rec = r.json()
+    assert rec["state"] == "sent" and rec["who"] == "local" and local.published[0][0] == "pi-a"
+    listed = local.client.get("/api/v1/commands", params={"device_id": "pi-a"}).json()["commands"]
+    assert [c["command_id"] for c in listed] == [rec["command_id"]]
+    (entry,) = local.client.get("/api/v1/audit").json()["audit"]
+    assert entry["who"] == "local" and entry["origin"] == "127.0.0.1" and entry["event"] == "sent"
+    assert "Operator commands" in local.client.get("/devices/pi-a").text
+
+
+def test_command_refusals(local: Web) -> None:
+    bad = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "set_tasks", "tasks": ["sky"]})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("unknown task 'sky'")
+    missing = local.client.post("/api/v1/devices/ghost/commands", json={"action": "pin"})
+    assert missing.status_code == 404
+    unknown = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "format_disk"})
+    assert unknown.status_code == 422
+    extra = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "pin", "shell": "rm -rf /"})
+    assert extra.status_code == 422
+    # a page on another site making the operator's browser post here
+    csrf = local.client.post(
+        "/api/v1/devices/pi-a/commands",
+        json={"action": "rollback"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert csrf.status_code == 403 and "not from http://evil.example" in csrf.json()["detail"]
+    assert local.published == []
+
+
+def test_without_users_only_this_machine_may_command(web: Web) -> None:
+    r = web.client.post("/api/v1/devices/pi-a/commands", json={"action": "pin"})
+    assert r.status_code == 403 and "only from this machine" in r.json()["detail"]
+    assert web.client.get("/api/v1/devices").status_code == 200  # reading stays open
+    assert web.published == []
+
+
+def test_with_users_everything_asks_who_and_the_audit_names_them(with_users: Web) -> None:
+    c = with_users.client
+    assert c.get("/api/v1/devices").status_code == 401
+    assert c.get("/fleet").headers["www-authenticate"].startswith("Basic")
+    assert c.get("/metrics").status_code == 401
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/api/v1/devices", auth=("alice", "wrong")).status_code == 401
+    assert c.get("/api/v1/devices", auth=("mallory", "s3cret")).status_code == 401
+    assert c.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}).status_code == 401
+    r = c.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}, auth=("alice", "s3cret"))
+    assert r.status_code == 202 and r.json()["who"] == "alice"
+    (entry,) = c.get("/api/v1/audit", auth=("alice", "s3cret")).json()["audit"]
+    assert entry["who"] == "alice" and entry["origin"] == "203.0.113.7"

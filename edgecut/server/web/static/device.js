@@ -56,8 +56,6 @@
       const payload = { action: action };
       if (action === "set_tasks") {
         payload.tasks = form.elements.tasks.value.split(",").map(function (s) { return s.trim(); }).filter(Boolean);
-      } else if (action === "pin") {
-        payload.artifact_id = form.elements.artifact_id.value;
       }
       result.textContent = "sending " + action + "…";
       try {
