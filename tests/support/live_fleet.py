@@ -9,9 +9,11 @@ carries latencies. `restart_server()` stops the server and starts a new one on t
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,23 @@ class LiveFleet:
     def swapped_to(self, device_id: str) -> list[str]:
         """Every artifact the server recorded this device swapping to (ok swaps), oldest first."""
         return [s["artifact_id"] for s in self.registry.swaps(device_id, limit=1000)[::-1] if s["ok"]]
+
+    # -- the dashboard's API, as a browser on this machine uses it ---------------------------------
+
+    def api(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=WAIT_S) as r:
+            return json.load(r)
+
+    def command(self, device_id: str, action: str, **fields: Any) -> dict[str, Any]:
+        """Send one operator command and wait for the device's ack; returns the landed record."""
+        sent = self.api(f"/api/v1/devices/{device_id}/commands", {"action": action, **fields})
+        cid = sent["command_id"]
+        landed: dict[str, Any] = wait_until(
+            lambda: (c := self.api(f"/api/v1/commands/{cid}"))["state"] != "sent" and c
+        )
+        return landed
 
     def close(self) -> None:
         self.traffic.stop()
