@@ -238,7 +238,10 @@ class Demo:
             gate = self.monitor.wait_offer if self.monitor else None
             assert self.server is not None and self.server.signer is not None
             key = self.server.signer.key.public_text
-            agent = AgentProcess(p, self.work / "agents", self.broker.url, self.log, gate, fleet_key=key)
+            operator = self.server.commands.key.public_text if self.server.commands else ""
+            agent = AgentProcess(
+                p, self.work / "agents", self.broker.url, self.log, gate, fleet_key=key, operator_key=operator
+            )
             self.log.say(p.device_id, f"agent starting: {p.hardware}; wants {','.join(p.tasks)}", "dim")
             agent.start()
             self.agents.append(agent)
