@@ -1,9 +1,9 @@
 """The three pages of a small, varied fleet, photographed by Chromium (README and docs/operations.md).
 
-Six agents of three classes (one joining late: a cache hit), an operator's task change and pin, and a server upgrade whose slow variant for
-the rpi4 cohort is rolled back on its canary while the other cohorts' variants are promoted. The
-pictures go to the test's temp dir; with EDGECUT_SCREENSHOTS_DIR (`make screenshots` sets docs) they
-are written there as dashboard-{fleet,device,builds}.png.
+Six agents of three classes (one joining late: a cache hit), an operator's task change and pin, and a
+server upgrade whose slow variant for the rpi4 cohort is rolled back on its canary while the other
+cohorts' variants are promoted. The pictures go to the test's temp dir; with EDGECUT_SCREENSHOTS_DIR
+(`make screenshots` sets docs) they are written there as dashboard-{fleet,device,builds}.png.
 """
 
 from __future__ import annotations
