@@ -17,7 +17,7 @@ import pytest
 
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.rollout_policy import RolloutSettings
-from tests.support.live_fleet import LiveFleet
+from tests.support.live_fleet import LiveFleet, running_fleet
 from tests.support.waiting import WAIT_S
 
 CHROMIUM_FLAGS = [
@@ -73,8 +73,5 @@ def page(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture
 def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
-    fleet = LiveFleet(tmp_path, broker.url, rollout=ROLLOUT)
-    try:
+    with running_fleet(tmp_path, broker.url, rollout=ROLLOUT) as fleet:
         yield fleet
-    finally:
-        fleet.close()

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ from .fleet_server import start_server
 from .keys import fleet_key, operator_key
 from .onnx_engine import SIZE, OnnxTestEngine
 from .waiting import WAIT_S, wait_until
+
+
+@contextlib.contextmanager
+def running_fleet(root: Path, broker_url: str, **server_settings: Any) -> Iterator[LiveFleet]:
+    """A LiveFleet for the length of a test; everything it started is stopped after."""
+    fleet = LiveFleet(root, broker_url, **server_settings)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
 
 
 class LiveFleet:

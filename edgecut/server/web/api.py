@@ -39,11 +39,13 @@ def devices(
     return _ctx(request).views.fleet(status, device_class, task)
 
 
-@router.get(
-    "/api/v1/devices/{device_id}", summary="One device: summary, swaps, offers, quality, known models"
-)
+@router.get("/api/v1/devices/{device_id}", summary="One device: summary, swaps, offers, quality, commands")
 def device(request: Request, device_id: str) -> dict[str, Any]:
-    ctx = _ctx(request)
+    return device_detail(_ctx(request), device_id)
+
+
+def device_detail(ctx: WebContext, device_id: str) -> dict[str, Any]:
+    """The device page's data (404 for an unknown device), with its last commands when there are any."""
     d = ctx.views.device(device_id)
     if d is None:
         raise HTTPException(404, f"no device {device_id!r} in the registry")

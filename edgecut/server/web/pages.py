@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from edgecut.server.web.api import device_detail
 from edgecut.server.web.auth import reader
 from edgecut.server.web.context import WebContext
 
@@ -38,11 +39,7 @@ def fleet_page(
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False, name="device_page")
 def device_page(request: Request, device_id: str) -> HTMLResponse:
     ctx = _ctx(request)
-    d = ctx.views.device(device_id)
-    if d is None:
-        raise HTTPException(404, f"no device {device_id!r} in the registry")
-    if ctx.commands is not None:
-        d["commands"] = ctx.commands.recent(device_id=device_id, limit=20)
+    d = device_detail(ctx, device_id)
     return TEMPLATES.TemplateResponse(
         request, "device.html", {"page": "device", "d": d, "commands_enabled": ctx.commands is not None}
     )

@@ -14,7 +14,7 @@ import pytest
 
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.rollout_policy import PROMOTED, ROLLED_BACK, RolloutSettings
-from tests.support.live_fleet import LiveFleet
+from tests.support.live_fleet import LiveFleet, running_fleet
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import WAIT_S, wait_until
 
@@ -27,11 +27,8 @@ ROLLOUT = RolloutSettings(observe_s=1.0, min_inferences=10, timeout_s=4 * WAIT_S
 
 @pytest.fixture
 def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
-    fleet = LiveFleet(tmp_path, broker.url, rollout=ROLLOUT)
-    try:
+    with running_fleet(tmp_path, broker.url, rollout=ROLLOUT) as fleet:
         yield fleet
-    finally:
-        fleet.close()
 
 
 def rollout_of(live: LiveFleet, candidate: str) -> dict[str, object] | None:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
-from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.observe import FleetEvent
 from tests.support.live_fleet import LiveFleet
 from tests.support.waiting import WAIT_S, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
-    fleet = LiveFleet(tmp_path, broker.url)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
 
 
 def test_set_tasks_pin_rollback_and_unpin_land_on_the_device(live: LiveFleet) -> None:

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecut.broker import EmbeddedBroker
 from tests.support.live_fleet import LiveFleet
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
-    fleet = LiveFleet(tmp_path, broker.url)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
 
 
 def scrape(url: str) -> dict[str, float]:
