@@ -106,6 +106,15 @@ class ServerSettings(BaseModel):
         title="dashboard users (HTTP Basic): name -> password",
         description="empty: anyone who reaches the port reads, and only this machine may send commands",
     )
+    http_tls_cert: Path | None = Field(
+        default=None, title="dashboard HTTPS certificate chain (PEM); none = HTTP"
+    )
+    http_tls_key: Path | None = Field(default=None, title="dashboard HTTPS private key (PEM)")
+    http_client_ca: Path | None = Field(
+        default=None,
+        title="CA for dashboard clients: set = mutual TLS",
+        description="browsers and scrapers must present a certificate it signed",
+    )
     operator_key: Path | None = Field(
         default=None,
         title="Ed25519 key (PEM) the dashboard signs operator commands with",

@@ -19,7 +19,7 @@ from edgecut.server.web import api, commands_api, pages
 from edgecut.server.web.context import WebContext
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
-from edgecut.server.web.server import HttpServer
+from edgecut.server.web.server import HttpServer, HttpTls
 from edgecut.server.web.views import Views
 
 if TYPE_CHECKING:
@@ -48,9 +48,9 @@ def create_app(ctx: WebContext) -> FastAPI:
 class Dashboard:
     """Pages + API + SSE + metrics for one fleet server, on `address` (host:port)."""
 
-    def __init__(self, ctx: WebContext, address: str) -> None:
+    def __init__(self, ctx: WebContext, address: str, tls: HttpTls | None = None) -> None:
         self.ctx = ctx
-        self.http = HttpServer(create_app(ctx), address)
+        self.http = HttpServer(create_app(ctx), address, tls)
 
     @property
     def url(self) -> str:
@@ -78,5 +78,12 @@ def start_dashboard(fleet: FleetServer, address: str) -> Dashboard:
     )
     fleet.observers.add(hub)
     fleet.observers.add(metrics)
-    users = {name: secret.get_secret_value() for name, secret in fleet.settings.http_users.items()}
-    return Dashboard(WebContext(views, hub, metrics, fleet.commands, users), address).start()
+    s = fleet.settings
+    users = {name: secret.get_secret_value() for name, secret in s.http_users.items()}
+    tls = (
+        HttpTls(s.http_tls_cert, s.http_tls_key, s.http_client_ca)
+        if s.http_tls_cert and s.http_tls_key
+        else None
+    )
+    ctx = WebContext(views, hub, metrics, fleet.commands, users, mutual_tls=bool(tls and tls.client_ca))
+    return Dashboard(ctx, address, tls).start()

@@ -1,9 +1,12 @@
-"""Who is asking: HTTP Basic users from the server config, else this machine only for commands.
+"""Who is asking: HTTP Basic users from the server config, mutual TLS, else this machine only for commands.
 
 With `http_users` set (name -> password), every page and API route asks for one of them (HTTP Basic;
-put the dashboard behind TLS, or keep it on loopback, since Basic sends the password as is), and the
-name is what the audit log records. Without users, anyone who can reach the port may read, but
-commands are taken only from loopback clients, recorded as `local`. A command must also come from the
+serve the dashboard over HTTPS (`http_tls_cert`/`http_tls_key`) or keep it on loopback, since Basic
+sends the password as is), and the name is what the audit log records. With a client CA
+(`http_client_ca`) and no users, every connection has already shown a certificate that CA signed
+(the handshake refuses the rest), so commands are taken from any of them, recorded as `tls-client`.
+Otherwise anyone who can reach the port may read, but commands are taken only from loopback clients,
+recorded as `local`. A command must also come from the
 dashboard's own origin: a browser sends `Origin` with a cross-site POST, and one naming another host
 is refused, so a web page elsewhere cannot make an operator's browser send commands.
 """
@@ -75,6 +78,8 @@ def operator(request: Request) -> Operator:
                 401, "sign in with a user from the server's http_users", {"WWW-Authenticate": REALM}
             )
         return Operator(name, client)
+    if _ctx(request).mutual_tls:
+        return Operator("tls-client", client)
     if not _loopback(client):
         raise HTTPException(
             403,

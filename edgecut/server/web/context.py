@@ -17,3 +17,4 @@ class WebContext:
     metrics: FleetMetrics
     commands: CommandDesk | None = None  # None without MQTT: there is no way to reach a device
     users: dict[str, str] = field(default_factory=dict)  # HTTP Basic: name -> password (auth.py)
+    mutual_tls: bool = False  # every connection presented a certificate of the configured client CA

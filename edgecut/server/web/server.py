@@ -1,8 +1,9 @@
 """The dashboard's HTTP server: uvicorn on its own thread beside the gRPC server and the MQTT bridge.
 
-The socket is bound in `start()` on the caller's thread, so a taken port or a bad address is a
-`ConfigError` at start-up (not a log line from a background thread), and port 0 gives the bound port
-at once (tests). `stop()` asks uvicorn to exit and waits for the thread.
+Optional HTTPS (uvicorn's TLS), and with a client CA mutual TLS: only clients holding a certificate
+that CA signed complete the handshake. The socket is bound in `start()` on the caller's thread, so a
+taken port or a bad address is a `ConfigError` at start-up (not a log line from a background thread),
+and port 0 gives the bound port at once (tests). `stop()` asks uvicorn to exit and waits for the thread.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -23,9 +27,18 @@ logger = logging.getLogger(__name__)
 GRACEFUL_S = 3  # open SSE streams are closed by the hub first; this bounds anything else
 
 
+@dataclass(frozen=True)
+class HttpTls:
+    """HTTPS for the dashboard: the server's certificate and key; with `client_ca`, mutual TLS."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 class HttpServer:
-    def __init__(self, app: ASGIApp, address: str) -> None:
-        self.app, self.address = app, address
+    def __init__(self, app: ASGIApp, address: str, tls: HttpTls | None = None) -> None:
+        self.app, self.address, self.tls = app, address, tls
         self.port = 0
         self.host = ""
         self._server: uvicorn.Server | None = None
@@ -36,7 +49,7 @@ class HttpServer:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> HttpServer:
         try:
@@ -54,12 +67,21 @@ class HttpServer:
         sock.listen(128)
         sock.setblocking(False)
         self._sock, self.host, self.port = sock, host, sock.getsockname()[1]
+        tls = self.tls
+        for path in (tls.cert, tls.key, tls.client_ca) if tls else ():
+            if path is not None and not Path(path).is_file():
+                sock.close()
+                raise ConfigError(f"HTTP TLS file {path} does not exist")
         config = uvicorn.Config(
             self.app,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_S,
             lifespan="off",
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+            ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
         )
         self._server = uvicorn.Server(config)
         started = threading.Event()
