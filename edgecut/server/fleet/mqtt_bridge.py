@@ -332,7 +332,7 @@ class MqttBridge:
     def _on_telemetry(self, device_id: str, payload: bytes) -> None:
         t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload)
         if t is not None:
-            telemetry = wire.to_dict(t)
+            telemetry = wire.telemetry_dict(t)
             self.registry.record_telemetry(device_id, telemetry)
             self._emit("telemetry", device_id, **telemetry)
 
