@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DATA_DIR ?= .edgecut
 
-.PHONY: venv demo test test-broker check lint typecheck bench proto model clean
+.PHONY: venv demo test test-broker test-browser chromium screenshots vendor check lint typecheck bench proto model clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,28 @@ test: $(STAMP)
 # Only the tests that start a broker (integration + e2e): .ci/run reruns them on the other broker.
 test-broker: $(STAMP)
 	$(PY) -m pytest -q -m broker
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a browser here);
+# without it they skip and say why. Installs it when missing (root and apt needed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test-browser: $(STAMP) chromium
+	$(PY) -m pytest -q -m browser
+
+# The three dashboard screenshots in docs/ (README), taken by the browser tests.
+screenshots: $(STAMP) chromium
+	EDGECUT_SCREENSHOTS_DIR=docs $(PY) -m pytest -q tests/browser/test_screenshots.py
+
+# The chart library, vendored from npm (no CDN at run time): a plain file in the package.
+UPLOT_VERSION := 1.6.32
+WEB_VENDOR := edgecut/server/web/static/vendor
+vendor:
+	rm -rf $(VENV)/npm-uplot && mkdir -p $(VENV)/npm-uplot
+	cd $(VENV)/npm-uplot && npm pack -q uplot@$(UPLOT_VERSION) && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp $(VENV)/npm-uplot/package/dist/uPlot.iife.min.js $(VENV)/npm-uplot/package/dist/uPlot.min.css $(WEB_VENDOR)/
+	cp $(VENV)/npm-uplot/package/LICENSE $(WEB_VENDOR)/uPlot.LICENSE.txt
 
 # Every figure in docs/benchmarks.md, each benchmark rewriting only its own section.
 bench: $(STAMP)

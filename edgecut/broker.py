@@ -98,6 +98,8 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        """Start (again); call it from a thread that lives as long as the broker should: the kernel's
+        parent-death signal follows the thread that started the child, not the process."""
         if self.kind == "mosquitto":
             self._start_mosquitto(timeout)
         else:
@@ -116,13 +118,16 @@ class EmbeddedBroker:
         exe = mosquitto_path()
         assert exe is not None
         # Its own session: a terminal's Ctrl-C goes to the owner, which stops its clients before the broker.
-        # The parent-death signal ends it if the owner is killed outright and cannot stop it.
+        # The parent-death signal ends it if the owner is killed outright and cannot stop it. util-linux's
+        # setpriv sets it without Python code in the child: a preexec_fn forces a real fork(), whose gRPC
+        # fork handlers could kill the child when the owner has gRPC threads running (seen in tests).
+        setpriv = shutil.which("setpriv")
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)],
+            [setpriv, "--pdeathsig", "TERM", exe, "-c", str(conf)] if setpriv else [exe, "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # one prctl call: nothing it could deadlock on after fork
+            preexec_fn=None if setpriv else die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

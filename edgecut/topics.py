@@ -6,6 +6,9 @@ Every payload is a protobuf message of edgecut.v1 (see docs/protocol.md).
 from __future__ import annotations
 
 PREFIX = "edgecut/v1/devices"
+# The largest payload either side publishes or accepts. The iotcore fallback broker (rumqttd) silently
+# drops a client that publishes more than ~20 KB; 16 KiB leaves room for the MQTT framing.
+MAX_PAYLOAD = 16 * 1024
 SHARE_GROUP = "edgecut"  # the prefix of the shared-subscription groups: one group per topic, see shared()
 
 
@@ -39,3 +42,4 @@ MODEL = "model"  # ModelReady, retained, server -> device
 ERROR = "error"  # Error, server -> device
 SWAP = "swap"  # SwapReport, device -> server
 COMMAND = "command"  # Command, operator -> device, NEVER retained
+ACK = "ack"  # CommandAck, device -> operator/server, the outcome of each command

@@ -2,32 +2,58 @@
 
 Slow work (download, load, validate, swap) runs on one worker thread fed by a queue, so paho's
 network thread and the API threads never block on it and swaps happen one at a time.
+
+Trust (trust.py): an offer is acted on only when its manifest verifies against a configured fleet key
+and answers this device's current needs; the agent then dials only its configured `server_address`
+or the address *in the signed manifest*. Commands need an operator signature (or the broker ACL),
+a fresh issue time and an unseen id; each is acknowledged on `.../ack`.
+
+Faults end in a retry or a clear error, never a stuck agent: a download that fails (server gone,
+disk full, corrupt bytes, artifact gone) is reported (SwapReport + `last_error`), the serving model
+stays, and the latest offer is tried again on a backoff up to `download_retry_max_s` that never gives
+up, and at once after every broker reconnect; a corrupt or vanished artifact also makes the agent ask
+for its model again so the server can rebuild it. An operator rollback pins the rolled-back model
+(persisted) until Unpin or a task change; `last_error` clears on the next successful swap.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import grpc
 import numpy as np
 import psutil
 
-from edgecut import __version__
+from edgecut import __version__, tls
+from edgecut.errors import ConfigError
+from edgecut.signing import Keyring
 from edgecut.v1 import agent_pb2, fleet_pb2
 
 from . import resources
-from .artifacts import ModelStore
-from .errors import AgentError, FetchError, ModelRejected
+from .artifacts import ModelStore, sha256_file
+from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
 from .fetch import Downloader
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
+from .reask import NeedsWatchdog, RetryTimer
 from .runtime import Runtime, SwapResult
 from .serve import create_server
 from .settings import AgentSettings
 from .statefile import atomic_write
 from .tasks import TaskStore
+from .trust import Refused, Stale, Trust, manifest_json
+
+MAX_REASON = 1000  # characters of a refusal reason on the wire (the broker payload limit is 16 KiB)
+FIRST_RETRY_S = 1.0
+
+
+def _keyring(inline: list[str], file: Path | None, what: str) -> Keyring:
+    return Keyring.from_config(inline, [file] if file else [], what)
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +65,28 @@ class Agent:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.tasks = TaskStore(settings.state_dir, settings.tasks)
         self.store = ModelStore(settings.state_dir)
-        self.runtime = Runtime(self.store, settings.ort_threads)
+        self.trust = Trust(
+            self.device_id,
+            _keyring(settings.fleet_keys, settings.fleet_keys_file, "fleet_keys"),
+            _keyring(settings.operator_keys, settings.operator_keys_file, "operator_keys"),
+            settings.state_dir,
+            settings.command_auth,
+            settings.command_max_age_s,
+        )
+        self.runtime = Runtime(self.store, settings.ort_threads, verifier=self._verify_before_load)
         self.last_error = ""
         self.api_address = ""
+        self._provenance: dict[str, fleet_pb2.Manifest] = {}  # artifact id -> its verified manifest
+        want_tls = settings.grpc_ca_file or settings.grpc_cert_file
+        self._credentials = (
+            tls.channel_credentials(settings.grpc_ca_file, settings.grpc_cert_file, settings.grpc_key_file)
+            if want_tls
+            else None
+        )
         self._downloaders: dict[str, Downloader] = {}
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
-        self._latest_ready: fleet_pb2.ModelReady | None = None
+        self._latest_ready: tuple[fleet_pb2.ModelReady, fleet_pb2.Manifest] | None = None
+        self._retry = RetryTimer(self._retry_now, FIRST_RETRY_S, settings.download_retry_max_s)
         self._worker: threading.Thread | None = None
         self._server: grpc.Server | None = None
         self._process = psutil.Process()
@@ -58,15 +100,21 @@ class Agent:
                 on_model=self._on_model_ready,
                 on_command=self._on_command,
                 on_error=self._on_error,
+                on_connected=self._on_connected,
             ),
             username=settings.mqtt_username,
             password=settings.mqtt_password.get_secret_value(),
             ca_file=settings.mqtt_ca_file,
+            cert_file=settings.mqtt_cert_file,
+            key_file=settings.mqtt_key_file,
             keepalive_s=settings.keepalive_s,
             reconnect_max_s=settings.reconnect_max_s,
             telemetry_interval_s=settings.telemetry_interval_s,
         )
-        self.tasks.subscribe(lambda tasks, seq: self.link.publish_needs())
+        self.tasks.subscribe(self._on_tasks_changed)
+        self._watchdog = NeedsWatchdog(
+            self.link.publish_needs, settings.needs_retry_s, 10 * settings.needs_retry_s
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -76,14 +124,22 @@ class Agent:
             self.last_error = restored.reason
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
         self._worker.start()
-        self._server, self.api_address = create_server(self.settings.listen, self)
+        self._server, self.api_address = create_server(
+            self.settings.listen,
+            self,
+            max_batch=self.settings.infer_max_batch,
+            max_bytes=self.settings.infer_max_bytes,
+        )
         self._server.start()
         # lets `edgecut agent ...` find an API bound to port 0
         atomic_write(self.settings.state_dir / "api_address", self.api_address.encode())
         self.link.start()
+        self._watchdog.start()
         logger.info("agent %s up; local API on %s", self.device_id, self.api_address)
 
     def stop(self) -> None:
+        self._watchdog.stop()
+        self._retry.reset()
         self.link.stop()
         self._jobs.put(None)
         if self._worker:
@@ -103,6 +159,7 @@ class Agent:
         res = resources.probe(self.settings.state_dir)
         if self.settings.device_class:  # declared in the config: the probe cannot tell every board apart
             res.device_class = self.settings.device_class
+        self._watchdog.sent(self.tasks.seq)  # this is what gets published: expect an answer to it
         return fleet_pb2.TaskNeeds(
             device_id=self.device_id,
             tasks=self.tasks.tasks,
@@ -121,6 +178,7 @@ class Agent:
             tasks=model.meta.tasks if model else [],
             agent_version=__version__,
             since_unix_ms=now_ms(),
+            pinned_artifact_id=self.store.pinned or "",
         )
 
     def telemetry(self) -> fleet_pb2.Telemetry:
@@ -144,76 +202,173 @@ class Agent:
     def _on_model_ready(self, msg: fleet_pb2.ModelReady) -> None:
         if msg.device_id and msg.device_id != self.device_id:
             return
-        self._latest_ready = msg
-        self._jobs.put(lambda: self._handle_model_ready(msg))
+        try:
+            manifest = self.trust.check_offer(msg, self.tasks.seq)
+        except Stale as exc:  # a genuine but outdated answer: the current one follows
+            logger.info("%s", exc)
+            return
+        except Refused as exc:
+            self._report(SwapResult(msg.artifact_id[:64], self._serving_id(), False, str(exc)))
+            return
+        self._watchdog.answered(manifest.needs_seq)
+        self._latest_ready = (msg, manifest)
+        self._jobs.put(lambda: self._handle_model_ready(msg, manifest))
 
     def _on_command(self, cmd: fleet_pb2.Command) -> None:
-        if cmd.device_id and cmd.device_id != self.device_id:
+        action = cmd.WhichOneof("action") or ""
+        try:
+            cmd = self.trust.check_command(cmd)
+        except Refused as exc:
+            logger.warning("operator command %s refused: %s", cmd.command_id[:64] or "(no id)", exc)
+            self._ack(cmd.command_id, action, False, str(exc))
             return
-        action = cmd.WhichOneof("action")
-        logger.info("operator command %s (%s)", action, cmd.command_id or "no id")
+        action = cmd.WhichOneof("action") or ""
+        logger.info("operator command %s (%s)", action, cmd.command_id)
         if action == "set_tasks":
             try:
                 self.tasks.set(cmd.set_tasks.tasks)
-            except Exception as exc:
+            except ConfigError as exc:
                 self._error(f"operator set_tasks refused: {exc}")
-        elif action == "rollback":
-            self._jobs.put(self._do_rollback)
+                self._ack(cmd.command_id, action, False, str(exc))
+                return
+            self._ack(cmd.command_id, action, True)
+        elif action in ("rollback", "pin", "unpin"):
+            do = {"rollback": self._do_rollback, "pin": self._do_pin, "unpin": self._do_unpin}[action]
+            cid = cmd.command_id
+
+            def job() -> None:
+                result = do()
+                self._ack(cid, action, result.ok, result.reason)
+
+            self._jobs.put(job)
+        else:
+            self._ack(cmd.command_id, action, False, "no action in the command")
+
+    def _ack(self, command_id: str, action: str, ok: bool, reason: str = "") -> None:
+        self.link.publish_ack(
+            fleet_pb2.CommandAck(
+                device_id=self.device_id,
+                command_id=command_id[:128],
+                action=action,
+                ok=ok,
+                reason=reason[:MAX_REASON],
+                sent_unix_ms=now_ms(),
+            )
+        )
 
     def _on_error(self, err: fleet_pb2.Error) -> None:
-        self._error(f"server: {fleet_pb2.Error.Code.Name(err.code)}: {err.message}")
+        if err.code not in (
+            fleet_pb2.Error.RATE_LIMITED,
+            fleet_pb2.Error.QUEUE_FULL,
+            fleet_pb2.Error.INTERNAL,
+        ):
+            self._watchdog.answered(err.needs_seq)  # a final refusal; busy or broken: asked again later
+        code = {v.number: v.name for v in fleet_pb2.Error.Code.DESCRIPTOR.values}.get(err.code, str(err.code))
+        self._error(f"server: {code}: {err.message[:MAX_REASON]}")
+
+    def _on_connected(self) -> None:
+        """After a reconnect, a download waiting for its retry is tried at once."""
+        self._retry.fire()
+
+    def _on_tasks_changed(self, tasks: list[str], seq: int) -> None:
+        if self.store.pinned:  # the user wants other tasks: the pinned model no longer fits
+            logger.info("tasks changed: lifting the pin on %s", self.store.pinned[:12])
+            self.store.set_pin(None)
+        self.link.publish_needs()
 
     def _error(self, text: str) -> None:
-        self.last_error = text
+        self.last_error = text[:MAX_REASON]
         logger.warning("%s", text)
 
+    def _serving_id(self) -> str:
+        model = self.runtime.slot.current
+        return model.artifact_id if model else ""
+
     # --- the swap path ------------------------------------------------------------------------
-    def _handle_model_ready(self, msg: fleet_pb2.ModelReady) -> None:
-        aid = msg.artifact_id
-        current = self.runtime.slot.current
-        if msg is not self._latest_ready:
+    def _handle_model_ready(self, msg: fleet_pb2.ModelReady, manifest: fleet_pb2.Manifest) -> None:
+        latest = self._latest_ready
+        if latest is None or latest[0] is not msg:
             return  # a newer model was announced while this one waited
-        if current is not None and current.artifact_id == aid:
+        aid = manifest.artifact_id
+        if self.store.pinned:
+            logger.info("pinned to %s by an operator: offer of %s ignored", self.store.pinned[:12], aid[:12])
+            return
+        if self._serving_id() == aid:
+            self._retry.reset()
             return
         if aid in self.store.bad:
             logger.info("model %s was refused before (%s); not retrying", aid[:12], self.store.bad[aid])
             return
-        if msg.tasks and sorted(msg.tasks) != sorted(self.tasks.tasks):
+        if sorted(manifest.tasks) != sorted(self.tasks.tasks):
             logger.info(
                 "model %s is for tasks %s, not the selected %s: waiting",
                 aid[:12],
-                list(msg.tasks),
+                list(manifest.tasks),
                 self.tasks.tasks,
             )
             return
         try:
-            self._fetch(msg)
-        except AgentError as exc:
-            self._report(SwapResult(aid, current.artifact_id if current else "", False, str(exc)))
+            self.trust.keep_offer(self.store.offer_path(aid), msg)
+            self._fetch(manifest)
+        except (AgentError, OSError) as exc:  # OSError: no room even for the small offer file
+            reason = str(exc) if isinstance(exc, AgentError) else f"cannot write in {self.store.dir}: {exc}"
+            self._report(SwapResult(aid, self._serving_id(), False, reason))
+            self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
-        self._report(self.runtime.install(aid))
+        result = self.runtime.install(aid)
+        self._report(result)
+        if result.untrusted:
+            self._schedule_retry(False)
+        else:
+            self._retry.reset()
 
-    def _fetch(self, msg: fleet_pb2.ModelReady) -> None:
-        address = self.settings.server_address or msg.grpc_address
+    def _fetch(self, manifest: fleet_pb2.Manifest) -> None:
+        # only our own config or the signed manifest may name the server: never an unsigned field
+        address = self.settings.server_address or manifest.grpc_address
         if not address:
             raise FetchError("no gRPC address: set server_address or have the server announce one")
         dl = self._downloaders.get(address)
         if dl is None:
-            dl = self._downloaders[address] = Downloader(address, self.device_id, self.settings.grpc_ca_file)
-        dl.fetch(self.store, msg.artifact_id, msg.sha256, msg.size_bytes)
+            # few attempts per fetch: the agent's own retry loop (never giving up) takes over after them
+            dl = self._downloaders[address] = Downloader(
+                address, self.device_id, self._credentials, max_attempts=4
+            )
+        dl.fetch(self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes)
+
+    def _verify_before_load(self, artifact_id: str, path: Path) -> None:
+        digest = sha256_file(path)
+        self._provenance[artifact_id] = self.trust.check_stored(
+            self.store.offer_path(artifact_id), artifact_id, digest
+        )
+
+    # --- retries ------------------------------------------------------------------------------
+    def _schedule_retry(self, ask_again: bool) -> None:
+        """Try the latest offer again after the backoff; `ask_again` also re-sends the needs first."""
+        logger.info("retrying the model download in %.0f s", self._retry.schedule(ask_again))
+
+    def _retry_now(self, ask_again: bool = False) -> None:
+        if ask_again:  # the server may have lost or corrupted the artifact: it builds and offers anew
+            self.link.publish_needs()
+        latest = self._latest_ready
+        if latest is not None:
+            self._jobs.put(lambda: self._handle_model_ready(*latest))
 
     def _report(self, result: SwapResult) -> None:
-        if not result.ok:
+        if result.ok:
+            self.last_error = ""  # the fault it described is over
+        else:
             self._error(f"model {result.artifact_id[:12] or '-'} refused: {result.reason}")
+        manifest = self._provenance.get(result.artifact_id) if result.ok else None
         self.link.publish_swap(
             fleet_pb2.SwapReport(
                 device_id=self.device_id,
                 artifact_id=result.artifact_id,
                 ok=result.ok,
-                reason=result.reason,
+                reason=result.reason[:MAX_REASON],
                 previous_artifact_id=result.previous_artifact_id,
                 load_ms=result.load_ms,
                 sent_unix_ms=now_ms(),
+                verified_key_id=manifest.key_id if manifest else "",
             )
         )
         if result.ok:
@@ -221,9 +376,27 @@ class Agent:
             self.link.publish_telemetry()  # the server sees the new model's figures at once
 
     def _do_rollback(self) -> SwapResult:
+        """Serve the previous model and pin it: the fleet's offers wait until Unpin or a task change."""
         result = self.runtime.rollback()
+        if result.ok:
+            self.store.set_pin(result.artifact_id)
         self._report(result)
         return result
+
+    def _do_pin(self) -> SwapResult:
+        aid = self._serving_id()
+        if not aid:
+            return SwapResult("", "", False, "no model to pin")
+        self.store.set_pin(aid)
+        self.link.publish_state()
+        return SwapResult(aid, aid, True)
+
+    def _do_unpin(self) -> SwapResult:
+        self.store.set_pin(None)
+        self.link.publish_state()
+        self._retry.reset()
+        self._retry_now(ask_again=True)  # the fleet's current offer applies again
+        return SwapResult(self._serving_id(), self._serving_id(), True)
 
     # --- the local API (serve.AgentControl) ---------------------------------------------------
     def infer(self, image: np.ndarray) -> tuple[str, dict[str, np.ndarray], float]:
@@ -246,7 +419,13 @@ class Agent:
             broker_connected=self.link.connected,
             last_error=self.last_error,
             model_meta_json=model.meta.model_dump_json() if model else "",
+            provenance_json=self._provenance_json(model.artifact_id if model else ""),
+            pinned_artifact_id=self.store.pinned or "",
         )
+
+    def _provenance_json(self, artifact_id: str) -> str:
+        manifest = self._provenance.get(artifact_id)
+        return json.dumps(manifest_json(manifest, manifest.key_id)) if manifest else ""
 
     def set_tasks(self, tasks: Iterable[str]) -> agent_pb2.AgentStatus:
         self.tasks.set(tasks)
@@ -256,4 +435,8 @@ class Agent:
         result = self._do_rollback()
         if not result.ok:
             raise ModelRejected(f"rollback failed: {result.reason}")
+        return self.status()
+
+    def unpin(self) -> agent_pb2.AgentStatus:
+        self._do_unpin()
         return self.status()

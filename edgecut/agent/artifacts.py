@@ -1,8 +1,10 @@
 """The device's model files: `<state_dir>/models/<artifact_id>.onnx` plus `models/state.json`.
 
-state.json names the serving model (`current`), the one before it (`previous`, kept for rollback)
-and the artifacts refused by validation (`bad`, so a retained ModelReady is not retried in a loop).
-Every other .onnx and every stale .part is pruned after a swap.
+Beside each model, `<artifact_id>.offer` keeps the signed offer it came with (checked before every
+load, trust.py). state.json names the serving model (`current`), the one before it (`previous`,
+kept for rollback), an operator's pin (`pinned`: offers are ignored while it is set, across
+restarts) and the artifacts refused by validation (`bad`, so a retained ModelReady is not retried
+in a loop). Every other .onnx / .offer and every stale .part is pruned after a swap.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ModelStore:
         self.current: str | None = doc.get("current") or None
         self.previous: str | None = doc.get("previous") or None
         self.bad: dict[str, str] = dict(doc.get("bad") or {})
+        self.pinned: str | None = doc.get("pinned") or None
 
     def path(self, artifact_id: str) -> Path:
         return self.dir / f"{check_artifact_id(artifact_id)}.onnx"
@@ -55,11 +58,23 @@ class ModelStore:
     def part_path(self, artifact_id: str) -> Path:
         return self.dir / f"{check_artifact_id(artifact_id)}.onnx.part"
 
+    def offer_path(self, artifact_id: str) -> Path:
+        return self.dir / f"{check_artifact_id(artifact_id)}.offer"
+
     def has(self, artifact_id: str) -> bool:
         return self.path(artifact_id).is_file()
 
     def _save(self) -> None:
-        write_json(self._state_path, {"current": self.current, "previous": self.previous, "bad": self.bad})
+        write_json(
+            self._state_path,
+            {"current": self.current, "previous": self.previous, "bad": self.bad, "pinned": self.pinned},
+        )
+
+    def set_pin(self, artifact_id: str | None) -> None:
+        """Pin `artifact_id` (None lifts the pin); persisted, so it holds across restarts."""
+        with self._lock:
+            self.pinned = artifact_id
+            self._save()
 
     def record_swap(self, artifact_id: str) -> None:
         """`artifact_id` now serves; the one it replaced becomes `previous`; older files go."""
@@ -82,6 +97,10 @@ class ModelStore:
             self._save()
         self.path(artifact_id).unlink(missing_ok=True)
 
+    def discard(self, artifact_id: str) -> None:
+        """Drop a downloaded file that failed its pre-load check (it is fetched again, not marked bad)."""
+        self.path(artifact_id).unlink(missing_ok=True)
+
     def forget(self, artifact_id: str) -> None:
         """Drop a file that turned out unusable at start-up (e.g. corrupted on disk)."""
         with self._lock:
@@ -93,8 +112,8 @@ class ModelStore:
         self.path(artifact_id).unlink(missing_ok=True)
 
     def _prune(self) -> None:
-        keep = {f"{a}.onnx" for a in (self.current, self.previous) if a}
+        keep = {f"{a}{ext}" for a in (self.current, self.previous) if a for ext in (".onnx", ".offer")}
         for p in self.dir.iterdir():
-            if p.name.endswith((".onnx", ".onnx.part")) and p.name not in keep:
+            if p.name.endswith((".onnx", ".onnx.part", ".offer")) and p.name not in keep:
                 logger.debug("pruning %s", p.name)
                 p.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """`edgecut agent ...` subcommands (light imports only: no torch).
 
-run | tasks set/show | status | infer IMAGE | rollback. Every command but `run` talks to the
+run | tasks set/show | status | infer IMAGE | rollback | unpin. Every command but `run` talks to the
 running agent's local API; `tasks set` falls back to editing tasks.json when no agent answers.
 """
 
@@ -91,6 +91,17 @@ def _print_status(st: Any) -> None:
     print(f"swaps       {st.swaps} ok, {st.failed_swaps} refused")
     print(f"inferences  {st.inference_count} ({st.failed_count} failed)")
     print(f"broker      {'connected' if st.broker_connected else 'disconnected'}")
+    if st.pinned_artifact_id:
+        print(f"pinned      {st.pinned_artifact_id[:16]} (fleet offers wait: `edgecut agent unpin`)")
+    if st.provenance_json:
+        import json
+
+        p = json.loads(st.provenance_json)
+        print(
+            f"provenance  signed by fleet key {p.get('verified_key_id', '?')} for {p.get('device_id', '?')}, "
+            f"needs seq {p.get('needs_seq', 0)}, base {p.get('base_model', '?')}, "
+            f"pipeline {p.get('pipeline_version', '?')}, build {str(p.get('build_key', ''))[:12]}"
+        )
     if st.last_error:
         print(f"last error  {st.last_error}")
 
@@ -128,7 +139,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _client(args) as client:
         st = client.rollback()
-    print(f"rolled back: now serving {st.artifact_id[:16]} (tasks {','.join(st.model_tasks)})")
+    print(
+        f"rolled back: now serving {st.artifact_id[:16]} (tasks {','.join(st.model_tasks)}), pinned until "
+        "`edgecut agent unpin`"
+    )
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        st = client.unpin()
+    print(f"pin lifted: serving {st.artifact_id[:16] or '-'}; the fleet's next offer applies")
     return 0
 
 
@@ -193,9 +214,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     tasks.set_defaults(handler=lambda args: tasks.print_help())
 
     asub.add_parser("status", parents=[common], help="what the agent serves").set_defaults(handler=cmd_status)
-    asub.add_parser("rollback", parents=[common], help="serve the previous model again").set_defaults(
-        handler=cmd_rollback
-    )
+    asub.add_parser(
+        "rollback", parents=[common], help="serve the previous model again and pin it until `unpin`"
+    ).set_defaults(handler=cmd_rollback)
+    asub.add_parser(
+        "unpin", parents=[common], help="lift a rollback pin: fleet offers apply again"
+    ).set_defaults(handler=cmd_unpin)
     infer = asub.add_parser("infer", parents=[common], help="run the model on an image (PNG/JPEG)")
     infer.add_argument("image")
     infer.add_argument("--out", help="directory for the seg/depth PNGs (default: beside the image)")

@@ -5,10 +5,15 @@ dropped stream, a killed server or a restarted agent all continue with `Download
 size of .part)`. Chunks must arrive contiguous from that offset. Only when the file is complete and
 hashes to the announced sha256 is it renamed to `<id>.onnx` (atomic), so nothing unverified is
 ever loaded; a mismatch deletes the part file.
+
+A full disk (ENOSPC, EDQUOT) while writing deletes the part file too — it cannot continue, and the
+space is better given back to the device — and raises DiskSpaceError; the agent reports it and
+retries later. Attempts here are bounded; the agent's own retry loop is not (agent.py).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -20,7 +25,7 @@ import grpc
 from edgecut.v1 import fleet_pb2, fleet_pb2_grpc
 
 from .artifacts import ModelStore, sha256_file
-from .errors import ChecksumError, DiskSpaceError, FetchError
+from .errors import ArtifactGone, ChecksumError, DiskSpaceError, FetchError
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +50,13 @@ def check_disk(directory: Path, needed: int) -> None:
         )
 
 
-def open_channel(address: str, ca_file: Path | None = None) -> grpc.Channel:
-    if ca_file is None:
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    if credentials is None:
         return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
-    creds = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
-    return grpc.secure_channel(address, creds, options=_CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class Downloader:
@@ -59,14 +66,14 @@ class Downloader:
         self,
         address: str,
         device_id: str,
-        ca_file: Path | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
         max_attempts: int = 6,
         backoff_s: float = 0.5,
         call_timeout_s: float = 600.0,
     ) -> None:
         self.address = address
         self.device_id = device_id
-        self.ca_file = ca_file
+        self.credentials = credentials
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.call_timeout_s = call_timeout_s
@@ -87,10 +94,20 @@ class Downloader:
             offset = 0
         if size:
             check_disk(store.dir, size - offset)
-        with open_channel(self.address, self.ca_file) as channel:
-            total = self._download(
-                fleet_pb2_grpc.FleetServiceStub(channel), artifact_id, expected, part, size
-            )
+        try:
+            with open_channel(self.address, self.credentials) as channel:
+                total = self._download(
+                    fleet_pb2_grpc.FleetServiceStub(channel), artifact_id, expected, part, size
+                )
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                freed = part.stat().st_size if part.exists() else 0
+                part.unlink(missing_ok=True)  # cannot continue: give the space back to the device
+                raise DiskSpaceError(
+                    f"disk full in {store.dir} while downloading {artifact_id[:12]} "
+                    f"({os.strerror(exc.errno or 0)}); removed the {freed}-byte partial file, will retry"
+                ) from exc
+            raise FetchError(f"cannot write {part.name}: {exc.strerror or exc}") from exc
         digest = sha256_file(part)
         if digest != expected:
             part.unlink(missing_ok=True)
@@ -148,6 +165,10 @@ class Downloader:
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
                 details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                if code == grpc.StatusCode.NOT_FOUND:
+                    raise ArtifactGone(
+                        f"download of {artifact_id[:12]} failed: NOT_FOUND: {details}"
+                    ) from exc
                 if code in _FATAL:
                     raise FetchError(
                         f"download of {artifact_id[:12]} failed: {code.name}: {details}"

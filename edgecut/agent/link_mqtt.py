@@ -6,7 +6,10 @@
 - QoS 1 publishes made while disconnected stay in paho's outgoing queue (bounded by
   max_queued_messages) and are sent after the reconnect; QoS 0 telemetry made offline is dropped.
 - A persistent session (clean_session=False) makes the broker keep QoS 1 commands sent while the
-  device was away. Commands are never retained by anyone (a retained command replays forever).
+  device was away. A *retained* command is refused here (it would replay after every reconnect);
+  the agent checks the rest (signature, age, replay: trust.py) and answers each on `.../ack`.
+- Payloads above `topics.MAX_PAYLOAD` are neither accepted nor published (the iotcore broker drops
+  a client that publishes more than ~20 KB).
 Network errors are logged, never raised to the agent.
 """
 
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from google.protobuf.message import DecodeError, Message
 
-from edgecut import topics
+from edgecut import tls, topics
 from edgecut.v1 import fleet_pb2
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class LinkHandlers:
     on_model: Callable[[fleet_pb2.ModelReady], None]
     on_command: Callable[[fleet_pb2.Command], None]
     on_error: Callable[[fleet_pb2.Error], None]
+    on_connected: Callable[[], None] = lambda: None  # after each (re)connect, once subscribed
 
 
 class MqttLink:
@@ -55,6 +58,8 @@ class MqttLink:
         username: str = "",
         password: str = "",
         ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
         keepalive_s: int = 30,
         reconnect_max_s: float = 30.0,
         telemetry_interval_s: float = 30.0,
@@ -82,7 +87,7 @@ class MqttLink:
         if username:
             c.username_pw_set(username, password or None)
         if url.scheme == "mqtts":
-            c.tls_set(ca_certs=str(ca_file) if ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+            tls.mqtt_tls(c, ca_file, cert_file, key_file)
         c.will_set(self._topic(topics.STATE), handlers.state(False).SerializeToString(), qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=max(1, int(reconnect_max_s)))
         c.max_queued_messages_set(MAX_QUEUED)
@@ -125,7 +130,16 @@ class MqttLink:
 
     # --- publishing -------------------------------------------------------------------------
     def _publish(self, leaf: str, msg: Message, qos: int = 1, retain: bool = False) -> None:
-        info = self._client.publish(self._topic(leaf), msg.SerializeToString(), qos=qos, retain=retain)
+        payload = msg.SerializeToString()
+        if len(payload) > topics.MAX_PAYLOAD:  # callers bound their strings; this is the last guard
+            logger.error(
+                "%s message of %d bytes is above the broker limit %d: not sent",
+                leaf,
+                len(payload),
+                topics.MAX_PAYLOAD,
+            )
+            return
+        info = self._client.publish(self._topic(leaf), payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             logger.warning("outgoing MQTT queue full (%d): %s message dropped", MAX_QUEUED, leaf)
         elif info.rc == mqtt.MQTT_ERR_NO_CONN and qos:
@@ -139,6 +153,9 @@ class MqttLink:
 
     def publish_swap(self, report: fleet_pb2.SwapReport) -> None:
         self._publish(topics.SWAP, report)
+
+    def publish_ack(self, ack: fleet_pb2.CommandAck) -> None:
+        self._publish(topics.ACK, ack)
 
     def publish_telemetry(self) -> None:
         if self.connected:  # QoS 0: a stale sample is worth nothing after an outage
@@ -169,6 +186,10 @@ class MqttLink:
         self.publish_state()
         self.publish_needs()
         self._connected.set()
+        try:
+            self.handlers.on_connected()
+        except Exception:
+            logger.exception("on_connected handler failed")
 
     def _on_disconnect(
         self,
@@ -192,6 +213,23 @@ class MqttLink:
         if leaf not in kinds:
             return
         cls, handler = kinds[leaf]
+        if len(msg.payload) > topics.MAX_PAYLOAD:
+            logger.warning(
+                "%d-byte %s message ignored (limit %d)", len(msg.payload), leaf, topics.MAX_PAYLOAD
+            )
+            return
+        if leaf == topics.COMMAND and msg.retain:
+            # a retained command would be obeyed again after every reconnect; nobody may retain one
+            logger.warning("retained command on %s ignored", msg.topic)
+            self.publish_ack(
+                fleet_pb2.CommandAck(
+                    device_id=self.device_id,
+                    ok=False,
+                    reason="retained command ignored",
+                    sent_unix_ms=now_ms(),
+                )
+            )
+            return
         try:
             parsed = cls.FromString(bytes(msg.payload))
         except DecodeError:

@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 
 from .artifacts import ModelStore, sha256_file
-from .errors import AgentError, BadInput, ModelRejected, NoModelError
+from .errors import AgentError, BadInput, ModelRejected, NoModelError, Untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ class LoadedModel:
                 )
         if image.shape[0] == 0:
             raise BadInput("empty batch")
+
+    def output_bytes(self, batch: int) -> int:
+        """float32 bytes of every output for a batch of `batch` (dynamic axes other than 0 count as 1)."""
+        total = 0
+        for task in self.meta.tasks:
+            total += batch * 4 * math.prod(d or 1 for d in self.meta.outputs[task].shape[1:])
+        return total
 
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, {self.meta.input.name: image})
@@ -134,6 +142,7 @@ class SwapResult:
     ok: bool
     reason: str = ""
     load_ms: float = 0.0
+    untrusted: bool = False  # refused by the provenance check, not by validation
 
 
 @dataclass
@@ -149,12 +158,18 @@ class Stats:
         return data[min(len(data) - 1, math.ceil(q * len(data)) - 1)] if data else 0.0
 
 
+# (artifact id, file) -> None, or raises Untrusted: the agent's pre-load provenance check (trust.py)
+Verifier = Callable[[str, Path], None]
+
+
 class Runtime:
-    def __init__(self, store: ModelStore, threads: int = 0) -> None:
+    def __init__(self, store: ModelStore, threads: int = 0, verifier: Verifier | None = None) -> None:
         self.store = store
         self.threads = threads
+        self.verifier = verifier
         self.slot = ModelSlot()
         self.stats = Stats()
+        self.max_output_bytes = 60 << 20  # the reply must fit the local API's message limit
         self._swap_lock = threading.Lock()
         self._stats_lock = threading.Lock()
 
@@ -163,6 +178,13 @@ class Runtime:
         if model is None:
             raise NoModelError("no model loaded yet: select tasks and wait for the server's model")
         model.check_input(image)
+        out_bytes = model.output_bytes(image.shape[0])
+        if out_bytes > self.max_output_bytes:
+            most = self.max_output_bytes // max(1, model.output_bytes(1))
+            raise BadInput(
+                f"a batch of {image.shape[0]} would make {out_bytes >> 20} MiB of outputs, above the "
+                f"{self.max_output_bytes >> 20} MiB reply limit: send at most {most} images"
+            )
         t0 = time.perf_counter()
         try:
             outs = model.run(image)
@@ -180,15 +202,19 @@ class Runtime:
         old = self.slot.current
         prev_id = old.artifact_id if old else ""
         try:
+            if self.verifier is not None:
+                self.verifier(artifact_id, path)  # the last check before onnxruntime reads the bytes
             new = load_model(path, artifact_id, self.threads)
         except ModelRejected as exc:
             self.stats.failed_swaps += 1
             logger.warning(
                 "model %s refused, %s keeps serving: %s", artifact_id[:12], prev_id[:12] or "none", exc
             )
-            return SwapResult(artifact_id, prev_id, False, str(exc))
+            return SwapResult(artifact_id, prev_id, False, str(exc), untrusted=isinstance(exc, Untrusted))
         self.slot.current = new  # the swap: one reference assignment
         self.stats.swaps += 1
+        with self._stats_lock:  # telemetry's p50/p95 then describe the serving model only (rollout gates)
+            self.stats.latencies_ms.clear()
         logger.info("now serving %s (was %s), loaded in %.0f ms", artifact_id[:12], prev_id[:12], new.load_ms)
         return SwapResult(artifact_id, prev_id, True, "", new.load_ms)
 
@@ -198,6 +224,8 @@ class Runtime:
             result = self._swap_in(artifact_id, self.store.path(artifact_id))
             if result.ok:
                 self.store.record_swap(artifact_id)
+            elif result.untrusted:
+                self.store.discard(artifact_id)  # fetched again from the fleet, not marked bad
             else:
                 self.store.mark_bad(artifact_id, result.reason)
             return result

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -39,7 +39,40 @@ class AgentSettings(BaseModel):
     mqtt_username: str = Field("", description="broker user ('' = anonymous)")
     mqtt_password: SecretStr = Field(SecretStr(""), description="broker password")
     mqtt_ca_file: Path | None = Field(None, description="CA for mqtts:// (None = system CAs)")
+    mqtt_cert_file: Path | None = Field(None, description="client certificate for the broker (PEM)")
+    mqtt_key_file: Path | None = Field(None, description="client key for the broker (PEM)")
     grpc_ca_file: Path | None = Field(None, description="CA for a TLS gRPC server (None = plaintext)")
+    grpc_cert_file: Path | None = Field(None, description="device certificate for mutual TLS (PEM)")
+    grpc_key_file: Path | None = Field(None, description="device key for mutual TLS (PEM)")
+    # --- trust (docs/security.md) ---
+    fleet_keys: list[str] = Field(
+        default_factory=list,
+        title="Fleet public keys",
+        description="ed25519:BASE64 keys whose signed manifests are trusted; list old and new while rotating",
+    )
+    fleet_keys_file: Path | None = Field(None, description="file with more fleet keys, one per line")
+    operator_keys: list[str] = Field(
+        default_factory=list, description="ed25519:BASE64 keys whose signed commands are obeyed"
+    )
+    operator_keys_file: Path | None = Field(None, description="file with more operator keys, one per line")
+    command_auth: Literal["signed", "broker_acl"] = Field(
+        "signed",
+        description="signed: commands need an operator signature; broker_acl: the broker's ACL vouches",
+    )
+    command_max_age_s: float = Field(3600.0, gt=0, le=7 * 86400, description="older commands are ignored")
+    needs_retry_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="re-send the needs when unanswered this long (doubling, x10 at most)",
+    )
+    download_retry_max_s: float = Field(
+        60.0, ge=1, le=3600, description="ceiling of the backoff between download retries (never gives up)"
+    )
+    infer_max_batch: int = Field(16, ge=1, le=4096, description="largest batch the local API accepts")
+    infer_max_bytes: int = Field(
+        16 << 20, ge=1024, le=1 << 30, description="largest input tensor (bytes) the local API accepts"
+    )
     telemetry_interval_s: float = Field(30.0, gt=0, description="seconds between Telemetry messages")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     reconnect_max_s: float = Field(30.0, ge=1, description="ceiling of the reconnect backoff")
@@ -59,6 +92,18 @@ class AgentSettings(BaseModel):
             raise ValueError("use 1-64 letters, digits, '_', '-' or '.' (it becomes an MQTT topic level)")
         return v
 
+    @field_validator("fleet_keys", "operator_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        from edgecut.signing import parse_public_key
+
+        for i, text in enumerate(v):
+            try:
+                parse_public_key(text, f"entry {i}")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return v
+
     @field_validator("broker_url")
     @classmethod
     def _broker(cls, v: str) -> str:
@@ -74,7 +119,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if raw is None:
             continue
         # lists come as "seg,depth"; everything else is parsed by pydantic from the string
-        out[name] = [t for t in raw.split(",") if t.strip()] if name == "tasks" else raw
+        lists = ("tasks", "fleet_keys", "operator_keys")
+        out[name] = [t.strip() for t in raw.split(",") if t.strip()] if name in lists else raw
     return out
 
 

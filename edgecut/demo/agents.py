@@ -36,6 +36,8 @@ class AgentProcess:
         broker_url: str,
         log: EventLog,
         before_download: Callable[[str, str], None] | None = None,
+        fleet_key: str = "",
+        operator_key: str = "",
     ) -> None:
         self.profile, self.log, self.before_download = profile, log, before_download
         self.device_id = profile.device_id
@@ -43,6 +45,8 @@ class AgentProcess:
         self.config = work_dir / f"{self.device_id}.yaml"
         self.log_path = work_dir / f"{self.device_id}.log"
         self.broker_url = broker_url
+        self.fleet_key = fleet_key  # the fleet server's public key: the agent trusts its signed offers only
+        self.operator_key = operator_key  # the dashboard's command key: its commands are obeyed
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
         self._relay: threading.Thread | None = None
@@ -61,6 +65,8 @@ class AgentProcess:
             "telemetry_interval_s": 5.0,
             "keepalive_s": 10,
             "reconnect_max_s": 2.0,
+            "fleet_keys": [self.fleet_key] if self.fleet_key else [],
+            "operator_keys": [self.operator_key] if self.operator_key else [],
         }
         self.config.write_text(yaml.safe_dump(settings, sort_keys=False))
         # The demo's own settings only: an EDGECUT_* variable in the user's shell would override them.

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the result (table facts, timings) as JSON here")
     p.add_argument("--bench-doc", type=Path, help="write the timings into this markdown file's Demo section")
     p.add_argument("--keep", action="store_true", help="keep the run's temp dir (agent logs and state)")
+    p.add_argument(
+        "--http",
+        default="127.0.0.1:8080",
+        help="the fleet dashboard's host:port (default 127.0.0.1:8080, any free port when taken; 'off' disables)",
+    )
     p.set_defaults(handler=run_demo)
 
 
@@ -76,6 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
         reuse_builds=args.reuse_builds,
         recovery_steps=args.recovery_steps,
         keep=args.keep,
+        http="" if args.http == "off" else args.http,
     )
     console = Console(highlight=False)
     if not console.is_terminal:

@@ -174,7 +174,8 @@ class FleetMonitor:
 
     def _error(self, device_id: str, payload: bytes) -> None:
         e = pb.Error.FromString(payload)
-        text = f"{pb.Error.Code.Name(e.code)}: {e.message}"
+        names = {v.number: v.name for v in pb.Error.Code.DESCRIPTOR.values}
+        text = f"{names.get(e.code, e.code)}: {e.message}"
         self.trace(device_id).errors.append(text)
         self.log.say(device_id, f"server error {escape(text)}", "red")
 

@@ -57,6 +57,7 @@ class DemoOptions:
     reuse_builds: bool = False  # keep the server's registry and artifacts between runs (a build cache)
     recovery_steps: int | None = None  # None: the demo's default for the model size
     keep: bool = False
+    http: str = "127.0.0.1:8080"  # the dashboard ("" = off)
 
     def server_dir(self, work: Path) -> Path:
         """By default every run builds its models (the demo is about building them); the run's temp dir."""
@@ -70,6 +71,16 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _free_or_any(address: str) -> str:
+    """`address`, or the same host with any free port when that port is taken (the demo must start)."""
+    if not address:
+        return ""
+    host, _, port = address.rpartition(":")
+    if port != "0" and port_open(int(port), host.strip("[]") or "127.0.0.1"):
+        return f"{host}:0"
+    return address
 
 
 def _p50(xs: list[float]) -> float:
@@ -150,12 +161,20 @@ class Demo:
         engine.reference_metrics()
         self.engine = ReportingEngine(engine, self.log)
         settings = ServerSettings(
-            state_dir=opts.server_dir(self.work), broker=self.broker.url, grpc="127.0.0.1:0", workers=1
+            state_dir=opts.server_dir(self.work),
+            broker=self.broker.url,
+            grpc="127.0.0.1:0",
+            workers=1,
+            http=_free_or_any(opts.http),
         )
         self.server = FleetServer(settings, self.engine).start()
         if not self.server.wait_ready(15):
             raise DemoStalled("the fleet server's MQTT bridge did not subscribe within 15 s")
         self.result.ports.append(self.server.grpc_port)
+        if self.server.dashboard is not None:
+            self.result.ports.append(self.server.dashboard.http.port)
+            self.result.dashboard = self.server.http_url
+            self.log.say("server", f"dashboard: {self.server.http_url}/fleet (open it in a browser)", "bold")
         self.log.say(
             "server",
             f"fleet server up: gRPC {self.server.grpc_address}, MQTT {topics.shared(topics.NEEDS)}, "
@@ -217,7 +236,12 @@ class Demo:
         started = []
         for p in profiles:
             gate = self.monitor.wait_offer if self.monitor else None
-            agent = AgentProcess(p, self.work / "agents", self.broker.url, self.log, gate)
+            assert self.server is not None and self.server.signer is not None
+            key = self.server.signer.key.public_text
+            operator = self.server.commands.key.public_text if self.server.commands else ""
+            agent = AgentProcess(
+                p, self.work / "agents", self.broker.url, self.log, gate, fleet_key=key, operator_key=operator
+            )
             self.log.say(p.device_id, f"agent starting: {p.hardware}; wants {','.join(p.tasks)}", "dim")
             agent.start()
             self.agents.append(agent)

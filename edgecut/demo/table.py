@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from edgecut.model_meta import ModelMeta
-from edgecut.server.mtl.metrics import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
 
 from .events import BuildRecord, human
 
@@ -68,6 +68,7 @@ class DemoResult:
     pids_alive_after: list[int] = field(default_factory=list)
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    dashboard: str = ""  # the fleet dashboard's URL while the demo ran ("" = off)
 
     def problems(self) -> list[str]:
         """Everything that makes the run a failure (empty = exit code 0)."""

@@ -8,7 +8,12 @@ EdgecutError
     ├── ModelContractError    (BUILD_FAILED: a model that does not follow the contract)
     ├── ArtifactNotFoundError (NOT_FOUND)
     ├── BuildError            (BUILD_FAILED)
-    └── DatasetError          (INTERNAL: a labelled-data folder that cannot be read as laid out)
+    ├── DatasetError          (INTERNAL: a labelled-data folder that cannot be read as laid out)
+    ├── InvalidFieldError     (INVALID_FIELD: a number or string out of range; names the field)
+    ├── RateLimitedError      (RATE_LIMITED: one device asked too often)
+    ├── QueueFullError        (QUEUE_FULL: the build queue is at its cap)
+    ├── PermissionDeniedError (PERMISSION_DENIED: the caller's identity may not do this)
+    └── TooLargeError         (TOO_LARGE: a payload above the broker limit)
 """
 
 from __future__ import annotations
@@ -46,3 +51,23 @@ class BuildError(ServerError):
 
 class DatasetError(ServerError):
     code = "INTERNAL"
+
+
+class InvalidFieldError(ServerError):
+    code = "INVALID_FIELD"
+
+
+class RateLimitedError(ServerError):
+    code = "RATE_LIMITED"
+
+
+class QueueFullError(ServerError):
+    code = "QUEUE_FULL"
+
+
+class PermissionDeniedError(ServerError):
+    code = "PERMISSION_DENIED"
+
+
+class TooLargeError(ServerError):
+    code = "TOO_LARGE"

@@ -160,6 +160,8 @@ class BuiltArtifact:
     meta: ModelMeta
     extras: dict[str, float] = field(default_factory=dict)
     scratch: Path | None = None
+    parent_artifact_id: str = ""  # progressive refinement: the artifact this one improves on ("" = none)
+    refinement: int = 0  # 0 = first build of its key's lineage; signed into the device's manifest
 
     def cleanup(self) -> None:
         if self.scratch is not None:

@@ -42,7 +42,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json")
+    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json", "provenance_json", "pinned_artifact_id")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class AgentStatus(_message.Message):
     BROKER_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_META_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PINNED_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     tasks: _containers.RepeatedScalarFieldContainer[str]
     artifact_id: str
@@ -67,7 +69,9 @@ class AgentStatus(_message.Message):
     broker_connected: bool
     last_error: str
     model_meta_json: str
-    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ...) -> None: ...
+    provenance_json: str
+    pinned_artifact_id: str
+    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ..., provenance_json: _Optional[str] = ..., pinned_artifact_id: _Optional[str] = ...) -> None: ...
 
 class SetTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -76,5 +80,9 @@ class SetTasksRequest(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UnpinRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

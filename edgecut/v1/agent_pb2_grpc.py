@@ -54,6 +54,11 @@ class AgentServiceStub:
                 request_serializer=edgecut_dot_v1_dot_agent__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=edgecut_dot_v1_dot_agent__pb2.AgentStatus.FromString,
                 _registered_method=True)
+        self.Unpin = channel.unary_unary(
+                '/edgecut.v1.AgentService/Unpin',
+                request_serializer=edgecut_dot_v1_dot_agent__pb2.UnpinRequest.SerializeToString,
+                response_deserializer=edgecut_dot_v1_dot_agent__pb2.AgentStatus.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -78,7 +83,15 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Rollback(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """serves the previous model and pins it
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unpin(self, request, context):
+        """lifts the pin: the fleet's offers apply again
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -104,6 +117,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
                     request_deserializer=edgecut_dot_v1_dot_agent__pb2.RollbackRequest.FromString,
+                    response_serializer=edgecut_dot_v1_dot_agent__pb2.AgentStatus.SerializeToString,
+            ),
+            'Unpin': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unpin,
+                    request_deserializer=edgecut_dot_v1_dot_agent__pb2.UnpinRequest.FromString,
                     response_serializer=edgecut_dot_v1_dot_agent__pb2.AgentStatus.SerializeToString,
             ),
     }
@@ -214,6 +232,33 @@ class AgentService:
             target,
             '/edgecut.v1.AgentService/Rollback',
             edgecut_dot_v1_dot_agent__pb2.RollbackRequest.SerializeToString,
+            edgecut_dot_v1_dot_agent__pb2.AgentStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unpin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecut.v1.AgentService/Unpin',
+            edgecut_dot_v1_dot_agent__pb2.UnpinRequest.SerializeToString,
             edgecut_dot_v1_dot_agent__pb2.AgentStatus.FromString,
             options,
             channel_credentials,

@@ -57,7 +57,7 @@ class TaskNeeds(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., priorities: _Optional[_Mapping[str, float]] = ..., max_latency_ms: _Optional[float] = ..., max_model_bytes: _Optional[int] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., seq: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
 
 class DeviceState(_message.Message):
-    __slots__ = ("device_id", "status", "artifact_id", "tasks", "agent_version", "since_unix_ms")
+    __slots__ = ("device_id", "status", "artifact_id", "tasks", "agent_version", "since_unix_ms", "pinned_artifact_id")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[DeviceState.Status]
@@ -72,13 +72,15 @@ class DeviceState(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     status: DeviceState.Status
     artifact_id: str
     tasks: _containers.RepeatedScalarFieldContainer[str]
     agent_version: str
     since_unix_ms: int
-    def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[DeviceState.Status, str]] = ..., artifact_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., since_unix_ms: _Optional[int] = ...) -> None: ...
+    pinned_artifact_id: str
+    def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[DeviceState.Status, str]] = ..., artifact_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., pinned_artifact_id: _Optional[str] = ...) -> None: ...
 
 class Telemetry(_message.Message):
     __slots__ = ("device_id", "inference_count", "failed_count", "latency_p50_ms", "latency_p95_ms", "rss_bytes", "cpu_percent", "artifact_id", "swaps", "failed_swaps", "sent_unix_ms")
@@ -107,7 +109,7 @@ class Telemetry(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ModelReady(_message.Message):
-    __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit")
+    __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit", "manifest", "signature")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,8 @@ class ModelReady(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     MACS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     artifact_id: str
     sha256: str
@@ -130,10 +134,94 @@ class ModelReady(_message.Message):
     params: int
     macs: int
     cache_hit: bool
-    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., grpc_address: _Optional[str] = ..., needs_seq: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
+    manifest: bytes
+    signature: Signature
+    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., grpc_address: _Optional[str] = ..., needs_seq: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., manifest: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ...) -> None: ...
+
+class Signature(_message.Message):
+    __slots__ = ("key_id", "signature")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    signature: bytes
+    def __init__(self, key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class TaskMetrics(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Manifest(_message.Message):
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TaskMetrics
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TaskMetrics, _Mapping]] = ...) -> None: ...
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUILD_KEY_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFINEMENT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    sha256: str
+    size_bytes: int
+    build_key: str
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    base_model: str
+    pipeline_version: str
+    metrics: _containers.MessageMap[str, TaskMetrics]
+    params: int
+    macs: int
+    parent_artifact_id: str
+    refinement: int
+    device_id: str
+    needs_seq: int
+    issued_unix_ms: int
+    key_id: str
+    grpc_address: str
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ...) -> None: ...
+
+class CommandAck(_message.Message):
+    __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    command_id: str
+    action: str
+    ok: bool
+    reason: str
+    sent_unix_ms: int
+    def __init__(self, device_id: _Optional[str] = ..., command_id: _Optional[str] = ..., action: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
 
 class SwapReport(_message.Message):
-    __slots__ = ("device_id", "artifact_id", "ok", "reason", "previous_artifact_id", "load_ms", "sent_unix_ms")
+    __slots__ = ("device_id", "artifact_id", "ok", "reason", "previous_artifact_id", "load_ms", "sent_unix_ms", "verified_key_id")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +229,7 @@ class SwapReport(_message.Message):
     PREVIOUS_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     artifact_id: str
     ok: bool
@@ -148,19 +237,30 @@ class SwapReport(_message.Message):
     previous_artifact_id: str
     load_ms: float
     sent_unix_ms: int
-    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., previous_artifact_id: _Optional[str] = ..., load_ms: _Optional[float] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
+    verified_key_id: str
+    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., previous_artifact_id: _Optional[str] = ..., load_ms: _Optional[float] = ..., sent_unix_ms: _Optional[int] = ..., verified_key_id: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("device_id", "set_tasks", "rollback", "command_id")
+    __slots__ = ("device_id", "set_tasks", "rollback", "pin", "unpin", "command_id", "issued_unix_ms", "signed", "signature")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SET_TASKS_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     set_tasks: SetTasks
     rollback: Rollback
+    pin: Pin
+    unpin: Unpin
     command_id: str
-    def __init__(self, device_id: _Optional[str] = ..., set_tasks: _Optional[_Union[SetTasks, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., command_id: _Optional[str] = ...) -> None: ...
+    issued_unix_ms: int
+    signed: bytes
+    signature: Signature
+    def __init__(self, device_id: _Optional[str] = ..., set_tasks: _Optional[_Union[SetTasks, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., pin: _Optional[_Union[Pin, _Mapping]] = ..., unpin: _Optional[_Union[Unpin, _Mapping]] = ..., command_id: _Optional[str] = ..., issued_unix_ms: _Optional[int] = ..., signed: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ...) -> None: ...
 
 class SetTasks(_message.Message):
     __slots__ = ("tasks",)
@@ -169,6 +269,14 @@ class SetTasks(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Rollback(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Pin(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Unpin(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
@@ -184,6 +292,11 @@ class Error(_message.Message):
         NOT_FOUND: _ClassVar[Error.Code]
         BUILD_FAILED: _ClassVar[Error.Code]
         INTERNAL: _ClassVar[Error.Code]
+        INVALID_FIELD: _ClassVar[Error.Code]
+        RATE_LIMITED: _ClassVar[Error.Code]
+        QUEUE_FULL: _ClassVar[Error.Code]
+        PERMISSION_DENIED: _ClassVar[Error.Code]
+        TOO_LARGE: _ClassVar[Error.Code]
     CODE_UNSPECIFIED: Error.Code
     MALFORMED: Error.Code
     UNKNOWN_TASK: Error.Code
@@ -192,6 +305,11 @@ class Error(_message.Message):
     NOT_FOUND: Error.Code
     BUILD_FAILED: Error.Code
     INTERNAL: Error.Code
+    INVALID_FIELD: Error.Code
+    RATE_LIMITED: Error.Code
+    QUEUE_FULL: Error.Code
+    PERMISSION_DENIED: Error.Code
+    TOO_LARGE: Error.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]

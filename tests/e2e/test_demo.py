@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _command(data_dir: Path, result: Path, duration: float) -> list[str]:
     return [
         sys.executable, "-m", "edgecut.cli", "demo", "--quick", "--agents", "4",
         "--duration", str(duration), "--recovery-steps", "5", "--timeout", str(STEPS_TIMEOUT_S),
-        "--data-dir", str(data_dir), "--json", str(result),
+        "--data-dir", str(data_dir), "--json", str(result), "--http", "127.0.0.1:0",
     ]  # fmt: skip
 
 
@@ -46,7 +47,7 @@ def _env() -> dict[str, str]:
 
 
 def _assert_all_stopped(doc: dict[str, Any]) -> None:
-    assert len(doc["pids"]) == 4 and len(doc["ports"]) == 6  # 4 agents; + broker and gRPC ports
+    assert len(doc["pids"]) == 4 and len(doc["ports"]) == 7  # 4 agents; + broker, gRPC and dashboard
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
     assert not [pid for pid in doc["pids"] if alive(pid)]  # checked again from outside
     assert not [port for port in doc["ports"] if port_open(port)]
@@ -101,6 +102,7 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
 
     _assert_all_stopped(doc)
     out = run.stdout
+    assert doc["dashboard"].startswith("http://127.0.0.1:") and f"dashboard: {doc['dashboard']}/fleet" in out
     assert "what each device ended up serving" in out and "demo passed" in out
     assert "cache hit" in out and "hot-swapped" in out and "download" in out
 
@@ -129,6 +131,11 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     result = tmp_path / "result.json"
     proc, lines = _start_until_inference(_command(tmp_path / "data", result, duration=60))
     try:
+        # while it runs, the dashboard's API lists the devices the demo started
+        url = next(line.split("dashboard: ", 1)[1].split()[0] for line in lines if "dashboard: " in line)
+        with urllib.request.urlopen(url.replace("/fleet", "/api/v1/devices"), timeout=10) as r:
+            listed = {d["device_id"] for d in json.load(r)["devices"]}
+        assert listed and listed <= {p.device_id for p in BASE_PROFILES}
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the demo and its broker
         # shutdown stops 4 agents (10 s grace each, in parallel), the server and the broker
         out, _ = proc.communicate(timeout=120)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgecut.agent.artifacts import ModelStore
+from edgecut.envelopes import sign_manifest
+from edgecut.v1 import fleet_pb2
 
+from .keys import fleet_key
 from .onnx_models import artifact_id
 from .waiting import WAIT_S, wait_until
 
@@ -13,10 +16,30 @@ if TYPE_CHECKING:
     from edgecut.agent.agent import Agent
 
 
+def signed_offer(
+    data: bytes, device_id: str = "", needs_seq: int = 0, **fields: object
+) -> fleet_pb2.ModelReady:
+    """A ModelReady for `data` whose manifest the test fleet key signed (as the fleet server would)."""
+    aid = artifact_id(data)
+    manifest = fleet_pb2.Manifest(
+        artifact_id=aid,
+        sha256=aid,
+        size_bytes=len(data),
+        device_id=device_id,
+        needs_seq=needs_seq,
+        **fields,  # type: ignore[arg-type]
+    )
+    blob, sig = sign_manifest(fleet_key(), manifest)
+    return fleet_pb2.ModelReady(
+        device_id=device_id, artifact_id=aid, sha256=aid, size_bytes=len(data), manifest=blob, signature=sig
+    )
+
+
 def put(store: ModelStore, data: bytes) -> str:
-    """Put verified bytes into the store as a downloaded artifact would be; returns the id."""
+    """Put verified bytes (and their signed offer) into the store as a download would; returns the id."""
     aid = artifact_id(data)
     store.path(aid).write_bytes(data)
+    store.offer_path(aid).write_bytes(signed_offer(data).SerializeToString())
     return aid
 
 

@@ -10,7 +10,7 @@ runs against the real fleet server (tests/integration/agent/conftest.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
@@ -25,6 +25,9 @@ class DownloadServicer(fleet_pb2_grpc.FleetServiceServicer):
         self.drop_after: int | None = None
         self.requests: list[tuple[str, int]] = []  # (artifact id, offset) per call
         self.lie_sha: str | None = None  # announce this sha256 in every chunk (a server serving wrong bytes)
+        self.on_chunk: Callable[[int], None] | None = (
+            None  # called with each chunk's offset before it is sent
+        )
 
     def add(self, data: bytes, artifact_id: str | None = None) -> str:
         aid = artifact_id or hashlib.sha256(data).hexdigest()
@@ -46,6 +49,8 @@ class DownloadServicer(fleet_pb2_grpc.FleetServiceServicer):
         for off in range(request.offset, len(data), self.chunk_size):
             if drop is not None and sent >= drop:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server went away")
+            if self.on_chunk is not None:
+                self.on_chunk(off)
             piece = data[off : off + self.chunk_size]
             sent += len(piece)
             yield fleet_pb2.Chunk(offset=off, data=piece, total_size=len(data), sha256=sha)

@@ -18,11 +18,15 @@ from edgecut.server.fleet.settings import ServerSettings
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 
+from .keys import fleet_key_path, operator_key, operator_key_path
 from .onnx_engine import OnnxTestEngine
 from .waiting import WAIT_S
 
 
 def settings(state_dir: Path, broker_url: str = "", **kw: Any) -> ServerSettings:
+    kw.setdefault("signing_key", fleet_key_path())  # the key test agents trust (tests/support/keys.py)
+    operator_key()  # made once; the dashboard signs its commands with it and test agents trust it
+    kw.setdefault("operator_key", operator_key_path())
     return ServerSettings(state_dir=state_dir, broker=broker_url, grpc="127.0.0.1:0", **kw)
 
 

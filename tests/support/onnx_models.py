@@ -99,9 +99,9 @@ def build_model(
     return model.SerializeToString()
 
 
-def corrupted(data: bytes) -> bytes:
-    """Bytes that onnxruntime cannot load (the header survives, the graph does not)."""
-    return data[:64] + b"\xff" * 256 + data[64 + 256 :]
+from edgecut.server.bench.onnx_engine import corrupted  # noqa: E402  (shared with the fast engine)
+
+__all__ = ["artifact_id", "build_model", "corrupted", "meta_of", "write"]
 
 
 def write(path: Path, data: bytes) -> str:

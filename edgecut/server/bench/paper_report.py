@@ -15,7 +15,7 @@ import torch
 
 from edgecut.server.bench.paper import DEFAULT_ROW, ChannelRow, GargRow, MaskRow, PaperResult
 from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
-from edgecut.server.mtl.metrics import PRIMARY
+from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.mtl.tasks import TaskSpec
 
 SECTIONS = (

@@ -24,7 +24,8 @@ from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
-from edgecut.server.mtl.metrics import PRIMARY, delta_m
+from edgecut.server.mtl.metric_names import PRIMARY
+from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import Budget
 

@@ -1,5 +1,7 @@
 """One fleet server in-process: registry + store + jobs + gRPC + MQTT bridge, with start() / stop().
 
+Beside them: the fleet's events (`observers`), the history they are recorded into, staged rollouts
+(the bridge's offer gate) and, with `http` set, the dashboard (edgecut.server.web, imported only then).
 Used by `edgecut server`, the demo and the tests (which bind gRPC to 127.0.0.1:0).
 """
 
@@ -7,18 +9,31 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from edgecut import tls
 from edgecut.server.fleet.budget_policy import BudgetPolicy
+from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
+from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.jobs import JobManager
-from edgecut.server.fleet.mqtt_bridge import MqttBridge
+from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.mqtt_bridge import BrokerAuth, MqttBridge
+from edgecut.server.fleet.observe import Observers
+from edgecut.server.fleet.recorder import HistoryRecorder
 from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.rollout import RolloutManager
 from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.fleet.signer import FleetSigner
 from edgecut.server.fleet.store import Store, open_store
 from edgecut.server.spec import Engine
+
+if TYPE_CHECKING:
+    from edgecut.server.web.app import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +48,57 @@ class FleetServer:
         self.grpc_server: grpc.Server | None = None
         self.grpc_port = 0
         self.grpc_address = ""
+        self.signer: FleetSigner | None = None
         self._health = health.HealthServicer()
+        self._stop_scrub = threading.Event()
+        self._scrubber: threading.Thread | None = None
+        self.observers = Observers()
+        self.policy = BudgetPolicy(settings.budget.classes)
+        self.history: FleetHistory | None = None
+        self.recorder: HistoryRecorder | None = None
+        self.rollouts: RolloutManager | None = None
+        self.commands: CommandDesk | None = None
+        self.dashboard: Dashboard | None = None
 
     def start(self) -> FleetServer:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-started server (e.g. the HTTP port taken) leaves nothing running
+            raise
+
+    def _start(self) -> FleetServer:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        lim = s.limits
+        credentials = tls.server_credentials(s.grpc_tls_cert, s.grpc_tls_key, s.grpc_client_ca)
+        self.signer = signer = FleetSigner.open(s.signing_key, s.state_dir)
         self.registry = registry = Registry(s.registry)
         self.store = store = open_store(s.store)
-        policy = BudgetPolicy(s.budget.classes)
-        self.jobs = jobs = JobManager(self.engine, store, registry, s.workers)
-        servicer = FleetServicer(store, jobs, policy, grpc_address="", chunk_size=s.chunk_size)
-        self.grpc_server, self.grpc_port = create_server(s.grpc, servicer, s.grpc_threads, self._health)
+        policy, observers = self.policy, self.observers
+        self.history = FleetHistory(registry, s.telemetry_samples)
+        self.recorder = HistoryRecorder(self.history, store, s.latency_runs)
+        observers.add(self.recorder)
+        self.recorder.start()
+        builds = RateLimiter(lim.build_burst, lim.builds_per_minute)
+        self.jobs = jobs = JobManager(
+            self.engine, store, registry, s.workers, lim.max_queued_jobs, builds, observers
+        )
+        servicer = FleetServicer(
+            store,
+            jobs,
+            policy,
+            grpc_address="",
+            chunk_size=s.chunk_size,
+            signer=signer,
+            registry=registry,
+            request_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
+            mutual_tls=s.grpc_client_ca is not None,
+            observers=observers,
+        )
+        self.grpc_server, self.grpc_port = create_server(
+            s.grpc, servicer, s.grpc_threads, self._health, credentials
+        )
         self.grpc_address = servicer.grpc_address = s.public_grpc or _advertised(s.grpc, self.grpc_port)
         if s.broker:
             # Built before jobs.start() so its finish hook sees jobs resumed from the registry.
@@ -53,23 +108,79 @@ class FleetServer:
                 registry,
                 policy,
                 self.grpc_address,
+                signer,
                 client_id=s.mqtt_client_id,
                 protocol=s.mqtt_protocol,
                 group=s.share_group,
+                auth=BrokerAuth(
+                    s.mqtt_ca_file,
+                    s.mqtt_cert_file,
+                    s.mqtt_key_file,
+                    s.mqtt_username,
+                    s.mqtt_password.get_secret_value(),
+                ),
+                needs_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
+                observers=observers,
             )
+            if s.rollout.enabled:
+                self.rollouts = RolloutManager(registry, store, s.rollout, observers)
+                self.bridge.offer_gate = self.rollouts.gate
+                observers.add(self.rollouts)
+            engine = self.engine
+            self.commands = CommandDesk(
+                registry,
+                open_operator_key(s.operator_key, s.state_dir),
+                self.bridge.publish_command,
+                lambda: list(engine.tasks),
+                observers,
+            )
+            observers.add(self.commands)
+        if s.http:
+            from edgecut.server.web.app import start_dashboard  # FastAPI, uvicorn: only when asked for
+
+            self.dashboard = start_dashboard(self, s.http)
         self.grpc_server.start()
         jobs.start()
+        if lim.scrub_interval_s > 0:
+            self._stop_scrub.clear()
+            self._scrubber = threading.Thread(target=self._scrub_loop, name="edgecut-scrub", daemon=True)
+            self._scrubber.start()
         if self.bridge is not None:
+            if self.rollouts is not None:
+                self.rollouts.start(self.bridge)
             self.bridge.start()
         logger.info(
-            "fleet server: gRPC %s (devices told %s), broker %s, state %s, base model %s",
+            "fleet server: gRPC %s%s (devices told %s), broker %s, state %s, base model %s, signing key %s, "
+            "dashboard %s",
             s.grpc,
+            " mutual TLS" if s.grpc_client_ca else " TLS" if credentials else "",
             self.grpc_address,
-            s.broker or "none",
+            _redacted(s.broker) or "none",
             s.state_dir,
             self.engine.base_model_id,
+            signer.key_id,
+            self.dashboard.url if self.dashboard else "off",
         )
         return self
+
+    def _scrub_loop(self) -> None:
+        """Hash the whole store every `scrub_interval_s`; corrupt artifacts are quarantined and rebuilt."""
+        while not self._stop_scrub.wait(self.settings.limits.scrub_interval_s):
+            jobs = self.jobs
+            if jobs is None:
+                return
+            try:
+                bad = jobs.scrub()
+            except Exception:
+                logger.exception("store scrub failed")
+                continue
+            if bad:
+                logger.error("store scrub: %d corrupt artifact(s) quarantined and queued again", len(bad))
+
+    @property
+    def http_url(self) -> str:
+        """The dashboard's base URL ("" when `http` is off)."""
+        return self.dashboard.url if self.dashboard is not None else ""
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the MQTT bridge is connected and subscribed (immediately when MQTT is off)."""
@@ -79,12 +190,25 @@ class FleetServer:
         """Stop taking work, interrupt builds (they resume at next start), close connections."""
         for name in ("", SERVICE_NAME):
             self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stop_scrub.set()
+        if self._scrubber is not None:
+            self._scrubber.join(5)
+            self._scrubber = None
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
+        if self.rollouts is not None:
+            self.rollouts.stop()
+            self.rollouts = None
         if self.jobs is not None:
             self.jobs.stop()  # open RequestModel streams get a FAILED "shutting down" event first
             self.jobs = None
+        if self.recorder is not None:
+            self.recorder.stop()  # writes what is queued
+            self.recorder = None
         if self.grpc_server is not None:
             self.grpc_server.stop(grace).wait(grace + 1)
             self.grpc_server = None
@@ -97,6 +221,15 @@ class FleetServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _redacted(url: str) -> str:
+    """The broker URL without a password (user:pass@host)."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, cred = head.partition("://")
+    return f"{scheme}://{cred.split(':', 1)[0]}:***@{rest}"
 
 
 def _advertised(listen: str, port: int) -> str:

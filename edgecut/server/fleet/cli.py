@@ -39,8 +39,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-grpc", help="gRPC address told to devices (default: the listen address)")
     p.add_argument("--state-dir", type=Path, help="registry, artifacts and scratch (default .edgecut/server)")
     p.add_argument("--workers", type=int, help="concurrent builds (default 1)")
+    p.add_argument(
+        "--signing-key", type=Path, help="Ed25519 key that signs offers (default STATE_DIR/fleet-signing.key)"
+    )
+    p.add_argument(
+        "--http",
+        help="dashboard, JSON API and /metrics on host:port, e.g. 127.0.0.1:8080 (default off; 'off' disables)",
+    )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.set_defaults(handler=run_server)
+    k = sub.add_parser(
+        "keygen", help="make an Ed25519 key (fleet signing or operator) and print its public half"
+    )
+    k.add_argument("path", type=Path, help="where to write the private key (PEM, mode 0600)")
+    k.set_defaults(handler=run_keygen)
+    c = sub.add_parser("command", help="send a signed operator command to a device and wait for its ack")
+    c.add_argument("device_id")
+    c.add_argument("action", choices=["set-tasks", "rollback", "pin", "unpin"])
+    c.add_argument("tasks", nargs="?", help="for set-tasks: e.g. seg,depth")
+    c.add_argument("--key", type=Path, required=True, help="operator private key (edgecut keygen)")
+    c.add_argument(
+        "--broker", default="mqtt://127.0.0.1:1883", help="broker URL (mqtts://user:pass@host:port)"
+    )
+    c.add_argument("--ca-file", type=Path, help="CA of the broker's certificate (mqtts)")
+    c.add_argument("--cert-file", type=Path, help="client certificate for the broker")
+    c.add_argument("--key-file", type=Path, help="client key for the broker")
+    c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack")
+    c.set_defaults(handler=run_command)
     register_bench(_bench_subparsers(sub))
 
 
@@ -54,6 +79,18 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     b.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"), help="markdown file to update")
     b.add_argument("--no-write", action="store_true", help="print the table only")
     b.set_defaults(handler=run_bench_download)
+    f = bench_sub.add_parser(
+        "fleet", help="simulated devices against a real fleet server, with faults -> docs/reliability.md"
+    )
+    f.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    f.add_argument("--processes", type=int, default=4, help="device processes (default 4)")
+    f.add_argument(
+        "--build-s", type=float, default=2.0, help="seconds per build of the fast engine (default 2)"
+    )
+    f.add_argument("--no-faults", action="store_true", help="no broker restart, server kill or full disk")
+    f.add_argument("--output", type=Path, default=Path("docs/reliability.md"), help="markdown file to update")
+    f.add_argument("--no-write", action="store_true", help="print the results only")
+    f.set_defaults(handler=run_bench_fleet)
 
 
 def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -76,7 +113,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "public_grpc": args.public_grpc,
         "state_dir": args.state_dir,
         "workers": args.workers,
+        "signing_key": args.signing_key,
         "calib_data": None if calib in (None, SYNTHETIC) else calib,
+        "http": "" if args.http == "off" else args.http,
     }
 
 
@@ -108,9 +147,10 @@ def run_server(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     server = FleetServer(settings, engine).start()
+    dashboard = f"dashboard {server.http_url}/fleet, " if server.http_url else ""
     print(
         f"edgecut server: gRPC {settings.grpc} (devices told {server.grpc_address}), "
-        f"broker {settings.broker or 'off'}, state {settings.state_dir}; Ctrl-C stops",
+        f"broker {settings.broker or 'off'}, {dashboard}state {settings.state_dir}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -141,4 +181,52 @@ def run_bench_download(args: argparse.Namespace) -> int:
     if not args.no_write:
         write_section(args.output, bench_download.SECTION, body)
         print(f"wrote the Fleet service section of {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_bench_fleet(args: argparse.Namespace) -> int:
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import fleet as bench_fleet
+
+    if args.devices < 1 or args.processes < 1 or args.build_s < 0:
+        raise ConfigError("--devices and --processes must be at least 1, --build-s at least 0")
+    outcome = bench_fleet.run(
+        args.devices,
+        min(args.processes, args.devices),
+        args.build_s,
+        not args.no_faults,
+        lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    command = f"edgecut bench fleet --devices {args.devices} --processes {args.processes} --build-s {args.build_s:g}"
+    body = bench_fleet.markdown(outcome, command + (" --no-faults" if args.no_faults else ""))
+    print(f"## {bench_fleet.SECTION}\n\n{body}")
+    if not args.no_write:
+        if not args.output.exists():
+            args.output.write_text("# Reliability\n")
+        write_section(args.output, bench_fleet.SECTION, body)
+        print(f"wrote the {bench_fleet.SECTION!r} section of {args.output}", file=sys.stderr)
+    return 0 if outcome.lost == 0 else 1
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from edgecut.server.fleet.commands import keygen
+
+    key = keygen(args.path)
+    print(key.public_text)
+    print(f"wrote {args.path} (key id {key.key_id}); give the line above to the devices", file=sys.stderr)
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from edgecut.server.fleet import commands
+    from edgecut.server.fleet.mqtt_bridge import BrokerAuth
+    from edgecut.signing import load_signing_key
+
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    cmd = commands.build(args.device_id, args.action, tasks)
+    auth = BrokerAuth(args.ca_file, args.cert_file, args.key_file)
+    ack = commands.send(args.broker, load_signing_key(args.key), cmd, auth, args.timeout)
+    if not ack.ok:
+        raise commands.CommandFailed(f"{args.device_id} refused {args.action}: {ack.reason}")
+    print(f"{args.device_id} did {args.action} (command {ack.command_id})")
     return 0

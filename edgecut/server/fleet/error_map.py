@@ -21,6 +21,11 @@ GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "BUILD_FAILED": grpc.StatusCode.ABORTED,
     "INTERNAL": grpc.StatusCode.INTERNAL,
+    "INVALID_FIELD": grpc.StatusCode.INVALID_ARGUMENT,
+    "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "QUEUE_FULL": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "TOO_LARGE": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 # Trailing-metadata key that carries the Error.Code name next to a non-OK gRPC status.

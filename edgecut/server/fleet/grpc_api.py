@@ -1,9 +1,16 @@
 """gRPC adapter: FleetService (RequestModel, DownloadModel) and the standard health service.
 
-The servicer only translates: requests become `BuildSpec`s for the `JobManager`, job events become
-`JobProgress` messages, and store reads become `Chunk`s. Errors raised before a job exists end the
-call with a gRPC status (mapped in error_map) plus the Error.Code name in the trailing metadata key
+The servicer only translates: requests become `BuildSpec`s for the `JobManager` (checked in
+requests.py), job events become `JobProgress` messages (a READY one carries a signed manifest for the
+caller), and store reads become `Chunk`s. Errors raised before a job exists end the call with a gRPC
+status (mapped in error_map) plus the Error.Code name in the trailing metadata key
 `edgecut-error-code`; a job that fails ends its stream with a FAILED `JobProgress` carrying an `Error`.
+Bytes that do not parse as the request type are INVALID_ARGUMENT (rpc_guard), never INTERNAL.
+
+Identity: with mutual TLS (`grpc_client_ca`), the caller's certificate names the device. Its
+RequestModel is answered for that device whatever `device_id` the request claims, and DownloadModel
+serves it only artifacts the fleet offered to it. Without mutual TLS the claimed id is all there is
+(rate limits then key on it, or on the peer's address when it is empty).
 
 Message sizes are limited on purpose: requests are small (64 KiB cap) and a response is at most one
 chunk plus a little framing, with chunks capped at 2 MiB so clients keep gRPC's default 4 MiB limit.
@@ -20,15 +27,18 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from edgecut import rpc_guard, tls
 from edgecut.errors import ConfigError
-from edgecut.server.errors import ServerError
-from edgecut.server.fleet import error_map, wire
-from edgecut.server.fleet.budget_policy import BudgetPolicy, budget_from_proto
+from edgecut.server.errors import PermissionDeniedError, ServerError
+from edgecut.server.fleet import error_map, requests, wire
+from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import Event, Failed, JobManager, Ready
+from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.observe import FleetEvent, Observers
+from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.signer import FleetSigner
 from edgecut.server.fleet.store import Store, check_artifact_id
-from edgecut.server.spec import BuildSpec
 from edgecut.v1 import fleet_pb2 as pb
-from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +50,7 @@ _FRAMING = 16 * 1024  # Chunk's other fields and protobuf tags
 _POLL_S = 0.5  # how often a waiting stream checks that its client is still there
 
 
-class FleetServicer(pb_grpc.FleetServiceServicer):
+class FleetServicer:
     def __init__(
         self,
         store: Store,
@@ -48,12 +58,44 @@ class FleetServicer(pb_grpc.FleetServiceServicer):
         policy: BudgetPolicy,
         grpc_address: str,
         chunk_size: int = DEFAULT_CHUNK,
+        signer: FleetSigner | None = None,
+        registry: Registry | None = None,
+        request_limiter: RateLimiter | None = None,
+        mutual_tls: bool = False,
+        observers: Observers | None = None,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK:
             raise ConfigError(f"chunk_size={chunk_size} must be between 1 and {MAX_CHUNK} bytes")
+        if jobs is not None and signer is None:
+            raise ConfigError("a servicer that builds models needs the fleet signer to sign its offers")
+        if mutual_tls and registry is None:
+            raise ConfigError("mutual TLS needs the registry to check which artifacts a device was offered")
         self.store, self.jobs, self.policy = store, jobs, policy
+        self.observers = observers or Observers()
         self.grpc_address = grpc_address  # told to clients in ModelReady; set once the port is bound
         self.chunk_size = chunk_size
+        self.signer, self.registry = signer, registry
+        self.request_limiter, self.mutual_tls = request_limiter, mutual_tls
+
+    def _caller(self, claimed: str, context: grpc.ServicerContext) -> str:
+        """The device id to act for: the certificate's under mutual TLS, else the claimed one."""
+        if not self.mutual_tls:
+            return claimed
+        identity = tls.peer_identity(context)
+        if not identity:  # the TLS layer already refuses clients without a certificate; belt and braces
+            _abort(
+                context,
+                "PERMISSION_DENIED",
+                "a client certificate is required",
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+        if claimed and claimed != identity:
+            _abort(
+                context,
+                "PERMISSION_DENIED",
+                f"certificate is for device {identity!r}, the request claims {claimed[:64]!r}",
+            )
+        return identity
 
     def RequestModel(
         self, request: pb.ModelRequest, context: grpc.ServicerContext
@@ -61,9 +103,15 @@ class FleetServicer(pb_grpc.FleetServiceServicer):
         jobs = self.jobs
         if jobs is None:
             _abort(context, "INTERNAL", "this server only serves downloads", grpc.StatusCode.UNIMPLEMENTED)
+        device_id = self._caller(request.device_id, context)
+        requester = device_id or _peer_host(context)
         events: queue.Queue[Event] = queue.Queue()
         try:
-            sub = jobs.submit(self._spec(request), listener=events.put)
+            if self.request_limiter is not None:
+                self.request_limiter.check(requester, "model requests")
+            sub = jobs.submit(
+                requests.request_spec(self.policy, request), listener=events.put, requester=requester
+            )
         except ServerError as exc:
             _abort(context, error_map.error_code(exc), error_map.error_sentence(exc))
         # A client that goes away stops receiving events; the job itself goes on for the others.
@@ -75,21 +123,27 @@ class FleetServicer(pb_grpc.FleetServiceServicer):
                 if not context.is_active():
                     return
                 continue
-            yield wire.job_progress(event, self.grpc_address, request.device_id)
-            if isinstance(event, Ready | Failed):
+            if isinstance(event, Ready):
+                yield self._ready(event, device_id)
+                return
+            yield wire.job_progress(event, device_id)
+            if isinstance(event, Failed):
                 return
 
-    def _spec(self, request: pb.ModelRequest) -> BuildSpec:
-        explicit = request.HasField("budget") and request.budget.ByteSize() > 0
-        budget = (
-            budget_from_proto(request.budget) if explicit else self.policy.decide(request.resources).budget
-        )
-        return BuildSpec.create(list(request.tasks), budget, dict(request.priorities))
+    def _ready(self, ready: Ready, device_id: str) -> pb.JobProgress:
+        assert self.signer is not None  # checked in __init__ for every servicer with jobs
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0)
+        if self.registry is not None and device_id:
+            self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
+        return wire.ready_progress(ready, msg)
 
     def DownloadModel(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
         """`chunk_size` pieces from `offset` to the end; to resume, ask again from a later offset."""
+        device_id = self._caller(request.device_id, context)
         try:
             aid = check_artifact_id(request.artifact_id)
+            if self.mutual_tls and not (self.registry and self.registry.was_offered(device_id, aid)):
+                raise PermissionDeniedError(f"artifact {aid[:12]} was never offered to device {device_id!r}")
             size = self.store.size(aid)
         except ServerError as exc:
             _abort(context, error_map.error_code(exc), error_map.error_sentence(exc))
@@ -101,13 +155,32 @@ class FleetServicer(pb_grpc.FleetServiceServicer):
                 grpc.StatusCode.OUT_OF_RANGE,
             )
         pos = request.offset
-        with self.store.open(aid, pos) as f:
-            while pos < size and context.is_active():
-                data = f.read(self.chunk_size)
-                if not data:
-                    break
-                yield pb.Chunk(offset=pos, data=data, total_size=size, sha256=aid)
-                pos += len(data)
+        try:
+            with self.store.open(aid, pos) as f:
+                while pos < size and context.is_active():
+                    data = f.read(self.chunk_size)
+                    if not data:
+                        break
+                    yield pb.Chunk(offset=pos, data=data, total_size=size, sha256=aid)
+                    pos += len(data)
+        finally:  # also when the client goes away mid-stream: the bytes sent so far still count
+            self.observers.emit(
+                FleetEvent(
+                    "download",
+                    device_id,
+                    {
+                        "artifact_id": aid,
+                        "offset": request.offset,
+                        "bytes": pos - request.offset,
+                        "complete": pos >= size,
+                    },
+                )
+            )
+
+
+def _peer_host(context: grpc.ServicerContext) -> str:
+    """`ipv4:127.0.0.1:5555` -> `ipv4:127.0.0.1`: rate limits for anonymous callers key on the host."""
+    return context.peer().rsplit(":", 1)[0]
 
 
 def _abort(
@@ -123,11 +196,12 @@ def create_server(
     servicer: FleetServicer,
     max_workers: int = 64,
     health_servicer: health.HealthServicer | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """A gRPC server with FleetService and health bound to `address` (port 0 = any), not yet started.
 
     Each open stream holds one worker thread, so `max_workers` bounds concurrent RPCs; more are
-    refused with RESOURCE_EXHAUSTED instead of queueing without limit.
+    refused with RESOURCE_EXHAUSTED instead of queueing without limit. `credentials` = TLS (tls.py).
     """
     options = [
         ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -139,13 +213,17 @@ def create_server(
         options=options,
         maximum_concurrent_rpcs=max_workers,
     )
-    pb_grpc.add_FleetServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers(
+        (rpc_guard.generic_handler(pb.DESCRIPTOR.services_by_name["FleetService"], servicer),)
+    )
     hs = health_servicer or health.HealthServicer()
     for name in ("", SERVICE_NAME):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     try:
-        port = server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen for gRPC on {address!r}: {exc}") from exc
     if port == 0:

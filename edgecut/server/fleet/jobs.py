@@ -5,8 +5,10 @@
 1. `engine.validate(spec)` raises UnknownTask/EmptyTasks/ImpossibleBudget before anything is queued;
 2. the build key's job is already active -> the caller attaches to it (its listener first gets the
    latest progress, then every later event);
-3. the registry has a done job for the key whose artifact the store still holds -> cache hit;
-4. otherwise a job is persisted as queued and handed to the workers.
+3. the registry has a done job for the key whose artifact the store still holds *and whose bytes still
+   hash to its id* -> cache hit (a corrupt one is quarantined by the store and built again);
+4. otherwise, within the queue cap and the requester's build rate (limits.py), a job is persisted as
+   queued and handed to the workers.
 
 Events (`Progress`, then exactly one of `Ready` / `Failed`) fan out to every listener under one lock,
 so each listener sees them in order. Devices that asked over MQTT are `waiter`s persisted in the
@@ -24,8 +26,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgecut.server.errors import BuildError, ServerError
+from edgecut.server.errors import BuildError, QueueFullError, ServerError
 from edgecut.server.fleet import error_map
+from edgecut.server.fleet.limits import RateLimiter
+from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
 from edgecut.server.fleet.store import Store, StoredArtifact
 from edgecut.server.spec import Budget, BuildSpec, Engine
@@ -46,6 +50,8 @@ class Ready:
     build_key: str
     artifact: StoredArtifact
     cache_hit: bool = False
+    parent_artifact_id: str = ""  # set by progressive refinement: the artifact this one refines
+    refinement: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,10 +109,21 @@ def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
 
 
 class JobManager:
-    def __init__(self, engine: Engine, store: Store, registry: Registry, workers: int = 1) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        registry: Registry,
+        workers: int = 1,
+        max_queued: int = 64,
+        build_limiter: RateLimiter | None = None,
+        observers: Observers | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.engine, self.store, self.registry = engine, store, registry
+        self.max_queued, self.build_limiter = max_queued, build_limiter
+        self.observers = observers or Observers()
         self._workers_n = workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}
@@ -170,9 +187,16 @@ class JobManager:
         return spec.build_key(self.engine.base_model_id)
 
     def submit(
-        self, spec: BuildSpec, listener: Listener | None = None, waiter: Waiter | None = None
+        self,
+        spec: BuildSpec,
+        listener: Listener | None = None,
+        waiter: Waiter | None = None,
+        requester: str = "",
     ) -> Submission:
-        """Validate, then attach to the key's job, answer from the store, or queue a new job."""
+        """Validate, then attach to the key's job, answer from the store, or queue a new job.
+
+        Only a new job costs `requester` (a device id) a token of its build rate.
+        """
         self.engine.validate(spec)
         key = self.build_key(spec)
         with self._lock:
@@ -182,14 +206,25 @@ class JobManager:
             if job is None:
                 hit = self._cached(key)
                 if hit is not None:
+                    self._observe(key, "ready", 1.0, source="cache", artifact_id=hit.artifact.artifact_id)
                     if listener is not None:
                         listener(hit)
                     return Submission(key, ready=hit)
+                if len(self._active) >= self.max_queued:
+                    raise QueueFullError(
+                        f"the build queue is full ({self.max_queued} builds queued or running); "
+                        "ask again in a minute"
+                    )
+                if self.build_limiter is not None and requester:
+                    self.build_limiter.check(requester, "new build requests")
                 job = Job(key, spec, Progress(key, "queued", 0.0, "waiting for a worker"))
                 self.registry.create_job(key, spec_to_dict(spec))
                 self._active[key] = job
                 self._queue.put(job)
+                self._observe(key, "queued", 0.0, source="build", tasks=list(spec.tasks))
                 logger.info("queued job %s (%s, budget %s)", key, ",".join(spec.tasks), spec.budget.bucket())
+            else:
+                self._observe(key, job.last.stage, job.last.fraction, source="joined")
             if waiter is not None:
                 self.registry.add_waiter(key, waiter.device_id, waiter.needs_seq)
             if listener is not None:
@@ -209,9 +244,38 @@ class JobManager:
 
     def _cached(self, key: str) -> Ready | None:
         rec = self.registry.job(key)
-        if rec is None or rec.state != DONE or not self.store.exists(rec.artifact_id):
+        if rec is None or rec.state != DONE or not self.store.verify(rec.artifact_id):
             return None
-        return Ready(key, self.store.get(rec.artifact_id), cache_hit=True)
+        return Ready(key, self.store.get(rec.artifact_id), True, rec.parent_artifact_id, rec.refinement)
+
+    def scrub(self) -> list[str]:
+        """Hash every stored artifact; build again each done job whose artifact was corrupt.
+
+        Returns the quarantined artifact ids.
+        """
+        bad = [aid for aid in self.store.ids() if not self.store.verify(aid, force=True)]
+        for aid in bad:
+            self._rebuild(aid)
+        return bad
+
+    def recheck(self, artifact_id: str) -> bool:
+        """Hash one artifact now (a device reported bad bytes); True when it was corrupt and is rebuilt."""
+        if self.store.verify(artifact_id, force=True):
+            return False
+        self._rebuild(artifact_id)
+        return True
+
+    def _rebuild(self, aid: str) -> None:
+        """Queue the builds that made `aid` again; the devices last offered it wait for the new one."""
+        for rec in self.registry.jobs_with_artifact(aid):
+            try:
+                spec = spec_from_dict(rec.spec)
+                sub = self.submit(spec)
+            except ServerError as exc:
+                logger.warning("cannot rebuild %s after scrub: %s", rec.build_key, exc)
+                continue
+            for device_id, seq in self.registry.devices_offered(aid):
+                self.registry.add_waiter(sub.build_key, device_id, seq)
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -225,6 +289,7 @@ class JobManager:
     def _run(self, job: Job) -> None:
         key = job.build_key
         self.registry.update_job(key, state=RUNNING, stage="running", fraction=0.0)
+        self._observe(key, "running", 0.0, tasks=list(job.spec.tasks))
         stage_seen = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
@@ -240,6 +305,7 @@ class JobManager:
             try:
                 meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
                 artifact = self.store.put_file(built.onnx_path, meta)
+                lineage = built.parent_artifact_id, built.refinement
             finally:
                 built.cleanup()
         except _Interrupted:
@@ -256,9 +322,15 @@ class JobManager:
         else:
             logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
             self.registry.update_job(
-                key, state=DONE, stage="ready", fraction=1.0, artifact_id=artifact.artifact_id
+                key,
+                state=DONE,
+                stage="ready",
+                fraction=1.0,
+                artifact_id=artifact.artifact_id,
+                parent_artifact_id=lineage[0],
+                refinement=lineage[1],
             )
-            outcome = Ready(key, artifact)
+            outcome = Ready(key, artifact, False, *lineage)
         self._finish(key, outcome)
 
     def _failed(self, key: str, exc: BaseException) -> Failed:
@@ -270,6 +342,12 @@ class JobManager:
         with self._lock:
             job.last = event
             self._notify(job, event)
+        self._observe(event.build_key, event.stage, event.fraction, detail=event.detail)
+
+    def _observe(self, key: str, stage: str, fraction: float, **data: Any) -> None:
+        self.observers.emit(
+            FleetEvent("job", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
+        )
 
     def _notify(self, job: Job, event: Event) -> None:
         for listener in list(job.listeners):
@@ -280,6 +358,10 @@ class JobManager:
             job = self._active.pop(key, None)
             if job is not None:
                 self._notify(job, outcome)
+        if isinstance(outcome, Ready):
+            self._observe(key, "ready", 1.0, artifact_id=outcome.artifact.artifact_id)
+        else:
+            self._observe(key, "failed", 1.0, error=outcome.message, code=outcome.code)
         for hook in self._hooks:
             try:
                 hook(outcome)

@@ -8,96 +8,34 @@ for which build so the answer can still be published after a restart.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    delete,
-    event,
-    select,
-)
+from sqlalchemy import create_engine, delete, event, select
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from edgecut.errors import ConfigError
+from edgecut.server.fleet.schema import (
+    DONE,
+    FAILED,
+    JOB_STATES,
+    QUEUED,
+    RUNNING,
+    Base,
+    DeviceRow,
+    JobRow,
+    OfferRow,
+    SwapRow,
+    WaiterRow,
+    migrate,
+    now,
+)
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-JOB_STATES = (QUEUED, RUNNING, DONE, FAILED)
-
-
-def _now() -> float:
-    return time.time()
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class DeviceRow(_Base):
-    __tablename__ = "devices"
-    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default="unknown")
-    agent_version: Mapped[str] = mapped_column(String(64), default="")
-    needs_tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
-    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    needs_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    device_class: Mapped[str] = mapped_column(String(64), default="")
-    budget: Mapped[str] = mapped_column(String(128), default="")
-    build_key: Mapped[str] = mapped_column(String(64), default="")
-    offered_artifact_id: Mapped[str] = mapped_column(String(64), default="")
-    artifact_id: Mapped[str] = mapped_column(String(64), default="")  # what the device says it serves
-    serving_tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
-    telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    last_error: Mapped[str] = mapped_column(Text, default="")
-    last_seen: Mapped[float] = mapped_column(Float, default=_now)
-
-
-class SwapRow(_Base):
-    __tablename__ = "swaps"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    artifact_id: Mapped[str] = mapped_column(String(64))
-    previous_artifact_id: Mapped[str] = mapped_column(String(64), default="")
-    ok: Mapped[bool] = mapped_column(Boolean)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    load_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    at: Mapped[float] = mapped_column(Float, default=_now)
-
-
-class JobRow(_Base):
-    __tablename__ = "jobs"
-    build_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    stage: Mapped[str] = mapped_column(String(32), default="queued")
-    fraction: Mapped[float] = mapped_column(Float, default=0.0)
-    artifact_id: Mapped[str] = mapped_column(String(64), default="")
-    error_code: Mapped[str] = mapped_column(String(32), default="")
-    error_message: Mapped[str] = mapped_column(Text, default="")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created: Mapped[float] = mapped_column(Float, default=_now)
-    updated: Mapped[float] = mapped_column(Float, default=_now)
-
-
-class WaiterRow(_Base):
-    __tablename__ = "job_waiters"
-    build_key: Mapped[str] = mapped_column(ForeignKey("jobs.build_key"), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+__all__ = ["DONE", "FAILED", "JOB_STATES", "QUEUED", "RUNNING", "JobRecord", "Registry", "Waiter"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +49,8 @@ class JobRecord:
     error_code: str
     error_message: str
     attempts: int
+    parent_artifact_id: str = ""
+    refinement: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +70,8 @@ def _job(row: JobRow) -> JobRecord:
         row.error_code,
         row.error_message,
         row.attempts,
+        row.parent_artifact_id or "",
+        row.refinement or 0,
     )
 
 
@@ -150,7 +92,7 @@ class Registry:
         # SQLite allows one writer at a time; serialising here avoids "database is locked" retries.
         self._lock: threading.Lock | None = threading.Lock() if sqlite else None
         try:
-            _Base.metadata.create_all(self._engine)
+            migrate(self._engine)
         except SQLAlchemyError as exc:
             raise ConfigError(f"registry {url!r} cannot be opened: {exc}") from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
@@ -167,6 +109,17 @@ class Registry:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> SqlEngine:
+        """The database engine, for modules that keep their own tables here (fleet/history.py)."""
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One short transaction under the registry's writer lock, for those modules' tables."""
+        with self._tx() as s:
+            yield s
+
     # -- devices -------------------------------------------------------------------------------
 
     def _device(self, s: Session, device_id: str) -> DeviceRow:
@@ -179,9 +132,13 @@ class Registry:
                 resources={},
                 serving_tasks=[],
                 telemetry={},
+                provenance={},
+                last_command={},
+                needs_seq=0,
+                needs_sent_ms=0,
             )
             s.add(row)
-        row.last_seen = _now()
+        row.last_seen = now()
         return row
 
     def record_needs(
@@ -193,29 +150,88 @@ class Registry:
         resources: dict[str, Any],
         device_class: str,
         budget: str,
+        sent_ms: int = 0,
+    ) -> bool:
+        """Record the device's latest needs; False (nothing written) when they are older than the recorded.
+
+        Older = a lower seq that was not sent later: a needs message delayed or redelivered behind a
+        newer one. A lower seq sent *later* is a device whose state was reset, and counts as new.
+        """
+        with self._tx() as s:
+            row = self._device(s, device_id)
+            if seq < (row.needs_seq or 0) and not (sent_ms and sent_ms > (row.needs_sent_ms or 0)):
+                return False
+            row.needs_tasks, row.needs_seq, row.needs_json = list(tasks), seq, needs
+            row.resources, row.device_class, row.budget = resources, device_class, budget
+            row.needs_sent_ms = sent_ms
+            row.last_error = ""
+            return True
+
+    def record_offer(
+        self,
+        device_id: str,
+        build_key: str,
+        artifact_id: str,
+        needs_seq: int = 0,
+        manifest: dict[str, Any] | None = None,
     ) -> None:
         with self._tx() as s:
             row = self._device(s, device_id)
-            row.needs_tasks, row.needs_seq, row.needs_json = list(tasks), seq, needs
-            row.resources, row.device_class, row.budget = resources, device_class, budget
-            row.last_error = ""
-
-    def record_offer(self, device_id: str, build_key: str, artifact_id: str) -> None:
-        with self._tx() as s:
-            row = self._device(s, device_id)
             row.build_key, row.offered_artifact_id = build_key, artifact_id
+            s.add(
+                OfferRow(
+                    device_id=device_id,
+                    artifact_id=artifact_id,
+                    needs_seq=needs_seq,
+                    manifest=manifest or {},
+                    at=now(),
+                )
+            )
+
+    def was_offered(self, device_id: str, artifact_id: str) -> bool:
+        with self._tx() as s:
+            q = select(OfferRow.id).where(
+                OfferRow.device_id == device_id, OfferRow.artifact_id == artifact_id
+            )
+            return s.scalars(q.limit(1)).first() is not None
+
+    def devices_offered(self, artifact_id: str) -> list[tuple[str, int]]:
+        """(device id, needs seq) of the devices whose latest offer is `artifact_id`."""
+        with self._tx() as s:
+            q = select(DeviceRow).where(DeviceRow.offered_artifact_id == artifact_id)
+            return [(r.device_id, r.needs_seq) for r in s.scalars(q)]
+
+    def _offer_manifest(self, s: Session, device_id: str, artifact_id: str) -> dict[str, Any]:
+        q = (
+            select(OfferRow)
+            .where(OfferRow.device_id == device_id, OfferRow.artifact_id == artifact_id)
+            .order_by(OfferRow.id.desc())
+            .limit(1)
+        )
+        offer = s.scalars(q).first()
+        return dict(offer.manifest) if offer is not None else {}
 
     def record_device_error(self, device_id: str, message: str) -> None:
         with self._tx() as s:
             self._device(s, device_id).last_error = message
 
     def record_state(
-        self, device_id: str, status: str, artifact_id: str, tasks: list[str], agent_version: str
+        self,
+        device_id: str,
+        status: str,
+        artifact_id: str,
+        tasks: list[str],
+        agent_version: str,
+        pinned_artifact_id: str = "",
     ) -> None:
         with self._tx() as s:
             row = self._device(s, device_id)
             row.status, row.artifact_id, row.serving_tasks = status, artifact_id, list(tasks)
-            row.agent_version = agent_version
+            row.agent_version, row.pinned_artifact_id = agent_version, pinned_artifact_id
+
+    def record_command_ack(self, device_id: str, ack: dict[str, Any]) -> None:
+        with self._tx() as s:
+            self._device(s, device_id).last_command = ack
 
     def record_telemetry(self, device_id: str, telemetry: dict[str, Any]) -> None:
         with self._tx() as s:
@@ -225,12 +241,24 @@ class Registry:
                 row.artifact_id = str(telemetry["artifact_id"])
 
     def record_swap(
-        self, device_id: str, artifact_id: str, ok: bool, reason: str, previous: str, load_ms: float
+        self,
+        device_id: str,
+        artifact_id: str,
+        ok: bool,
+        reason: str,
+        previous: str,
+        load_ms: float,
+        verified_key_id: str = "",
     ) -> None:
+        """A device's swap report; an ok one with a verified key makes its signed offer the provenance."""
         with self._tx() as s:
             row = self._device(s, device_id)
             if ok:
                 row.artifact_id = artifact_id
+                manifest = self._offer_manifest(s, device_id, artifact_id)
+                row.provenance = (
+                    {"verified_key_id": verified_key_id, "manifest": manifest} if verified_key_id else {}
+                )
             s.add(
                 SwapRow(
                     device_id=device_id,
@@ -239,7 +267,7 @@ class Registry:
                     reason=reason,
                     previous_artifact_id=previous,
                     load_ms=load_ms,
-                    at=_now(),
+                    at=now(),
                 )
             )
 
@@ -271,18 +299,19 @@ class Registry:
                         spec=spec,
                         stage="queued",
                         fraction=0.0,
-                        created=_now(),
-                        updated=_now(),
+                        created=now(),
+                        updated=now(),
                         attempts=0,
                     )
                 )
                 return
             row.state, row.spec, row.stage, row.fraction = QUEUED, spec, "queued", 0.0
             row.artifact_id = row.error_code = row.error_message = ""
-            row.updated = _now()
+            row.updated = now()
 
     def update_job(self, build_key: str, **fields: Any) -> None:
-        unknown = set(fields) - {"state", "stage", "fraction", "artifact_id", "error_code", "error_message"}
+        allowed = {"state", "stage", "fraction", "artifact_id", "error_code", "error_message"}
+        unknown = set(fields) - allowed - {"parent_artifact_id", "refinement"}
         if unknown:
             raise ValueError(f"not job fields: {sorted(unknown)}")
         if "state" in fields and fields["state"] not in JOB_STATES:
@@ -295,7 +324,7 @@ class Registry:
                 setattr(row, k, v)
             if fields.get("state") == RUNNING:
                 row.attempts += 1
-            row.updated = _now()
+            row.updated = now()
 
     def job(self, build_key: str) -> JobRecord | None:
         with self._tx() as s:
@@ -305,6 +334,11 @@ class Registry:
     def jobs(self, states: tuple[str, ...] = JOB_STATES) -> list[JobRecord]:
         with self._tx() as s:
             q = select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created)
+            return [_job(r) for r in s.scalars(q)]
+
+    def jobs_with_artifact(self, artifact_id: str) -> list[JobRecord]:
+        with self._tx() as s:
+            q = select(JobRow).where(JobRow.artifact_id == artifact_id, JobRow.state == DONE)
             return [_job(r) for r in s.scalars(q)]
 
     def add_waiter(self, build_key: str, device_id: str, needs_seq: int) -> None:
@@ -323,7 +357,7 @@ class Registry:
             return [Waiter(r.device_id, r.needs_seq) for r in rows]
 
 
-def _row_dict(row: _Base) -> dict[str, Any]:
+def _row_dict(row: Base) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 

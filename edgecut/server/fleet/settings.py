@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.budget_policy import DeviceClassBudget
 from edgecut.server.fleet.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
+from edgecut.server.fleet.history import DEFAULT_KEEP_SAMPLES
+from edgecut.server.fleet.limits import LimitSettings
 from edgecut.server.fleet.mqtt_bridge import parse_broker_url
+from edgecut.server.fleet.rollout_policy import RolloutSettings
 
 ENV_PREFIX = "EDGECUT_"
 
@@ -64,6 +67,59 @@ class ServerSettings(BaseModel):
         description="one group per topic: {prefix}-needs, {prefix}-telemetry, {prefix}-swap",
     )
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings, title="rate limits, queue cap, store scrub")
+    # --- trust (docs/security.md); keys and passwords are never logged ---
+    signing_key: Path | None = Field(
+        default=None,
+        title="Ed25519 key (PEM) that signs model manifests",
+        description="default: state_dir/fleet-signing.key, generated on first start",
+    )
+    grpc_tls_cert: Path | None = Field(
+        default=None, title="gRPC server certificate chain (PEM); none = plaintext"
+    )
+    grpc_tls_key: Path | None = Field(default=None, title="gRPC server private key (PEM)")
+    grpc_client_ca: Path | None = Field(
+        default=None,
+        title="CA for device certificates: set = mutual TLS",
+        description="devices must present a certificate it signed; its common name is the device id",
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None, title="CA of the broker's certificate for mqtts:// (none = system CAs)"
+    )
+    mqtt_cert_file: Path | None = Field(default=None, title="client certificate for the broker (PEM)")
+    mqtt_key_file: Path | None = Field(default=None, title="client key for the broker (PEM)")
+    mqtt_username: str = Field(default="", title="broker user (or user:pass@ in the broker URL)")
+    mqtt_password: SecretStr = Field(default=SecretStr(""), title="broker password")
+    http: str = Field(
+        default="",
+        title="dashboard, JSON API and /metrics listen address (host:port, port 0 = any); empty = off",
+    )
+    telemetry_samples: int = Field(
+        default=DEFAULT_KEEP_SAMPLES, ge=1, le=1_000_000, title="telemetry samples kept per device (charts)"
+    )
+    latency_runs: int = Field(
+        default=20, ge=0, le=10_000, title="onnxruntime runs to time each new artifact (0 = do not measure)"
+    )
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    http_users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        title="dashboard users (HTTP Basic): name -> password",
+        description="empty: anyone who reaches the port reads, and only this machine may send commands",
+    )
+    http_tls_cert: Path | None = Field(
+        default=None, title="dashboard HTTPS certificate chain (PEM); none = HTTP"
+    )
+    http_tls_key: Path | None = Field(default=None, title="dashboard HTTPS private key (PEM)")
+    http_client_ca: Path | None = Field(
+        default=None,
+        title="CA for dashboard clients: set = mutual TLS",
+        description="browsers and scrapers must present a certificate it signed",
+    )
+    operator_key: Path | None = Field(
+        default=None,
+        title="Ed25519 key (PEM) the dashboard signs operator commands with",
+        description="default: state_dir/operator.key, generated on first start; agents list operator.pub",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -73,6 +129,13 @@ class ServerSettings(BaseModel):
                 parse_broker_url(v)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("http")
+    @classmethod
+    def _http_address(cls, v: str) -> str:
+        if v:
+            split_host_port(v)
         return v
 
     @property
@@ -131,3 +194,14 @@ def _yaml_value(raw: str, name: str) -> Any:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name} is not valid YAML/JSON: {exc}") from exc
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:8080`) -> (host, port); ValueError with the reason otherwise."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(
+            f"expected host:port with a port from 0 to 65535, e.g. 127.0.0.1:8080, not {address!r}"
+        )
+    return host, int(port)

@@ -8,15 +8,23 @@ Layout of a `LocalStore`::
 
     root/ab/abcdef...64hex.onnx   the artifact (ModelMeta embedded in its ONNX metadata)
     root/ab/abcdef...64hex.json   ModelMeta sidecar, so listing/serving never parses ONNX
+    root/quarantine/<id>.<time>   artifacts whose bytes no longer hash to their id (kept for a post-mortem)
+
+Bit rot: `verify(id)` hashes the file (remembering the result while its size and mtime stay the same,
+so a cache hit for a thousand devices hashes it once); a mismatch is moved to quarantine, which makes
+the artifact absent, so the next request builds it again. `ids()` lists everything for a periodic scrub.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +35,10 @@ from edgecut.errors import ConfigError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import ArtifactNotFoundError
 
+logger = logging.getLogger(__name__)
+
 _ID = re.compile(r"[0-9a-f]{64}")
+VERIFY_TTL_S = 300.0
 _HASH_BLOCK = 1 << 20
 
 
@@ -78,6 +89,17 @@ class Store(Protocol):
 
     def get(self, artifact_id: str) -> StoredArtifact: ...
 
+    def verify(self, artifact_id: str, force: bool = False) -> bool:
+        """True when the bytes hash to the id; a mismatch is quarantined (the artifact becomes absent).
+
+        A recent good result may be reused unless `force` (a device reported bad bytes; a scrub).
+        """
+        ...
+
+    def ids(self) -> list[str]:
+        """Every artifact id held (for a scrub)."""
+        ...
+
 
 class LocalStore:
     """Artifacts in a local directory; writes are atomic (temp file + rename in the same directory)."""
@@ -85,6 +107,10 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # id -> (size, mtime_ns, when) of its last good hash: reused for VERIFY_TTL_S while the file looks
+        # the same (bit rot does not change size or mtime, hence the time limit, the scrub and `force`)
+        self._verified: dict[str, tuple[int, int, float]] = {}
+        self._lock = threading.Lock()
 
     def _path(self, artifact_id: str, suffix: str) -> Path:
         aid = check_artifact_id(artifact_id)
@@ -135,6 +161,40 @@ class LocalStore:
 
     def get(self, artifact_id: str) -> StoredArtifact:
         return StoredArtifact(artifact_id, self.size(artifact_id), self.meta(artifact_id))
+
+    def verify(self, artifact_id: str, force: bool = False) -> bool:
+        path = self._path(artifact_id, ".onnx")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            last = self._verified.get(artifact_id)
+        if not force and last and last[:2] == (st.st_size, st.st_mtime_ns) and now - last[2] < VERIFY_TTL_S:
+            return True
+        if sha256_file(path) == artifact_id:
+            with self._lock:
+                self._verified[artifact_id] = (st.st_size, st.st_mtime_ns, now)
+            return True
+        self._quarantine(artifact_id, path)
+        return False
+
+    def _quarantine(self, artifact_id: str, path: Path) -> None:
+        with self._lock:
+            self._verified.pop(artifact_id, None)
+        dest = self.root / "quarantine" / f"{artifact_id}.{int(time.time())}"
+        dest.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:
+            return  # another thread moved it first
+        logger.error(
+            "artifact %s no longer matches its sha256: moved to %s; it is built again", artifact_id, dest
+        )
+
+    def ids(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("??/*.onnx") if _ID.fullmatch(p.stem))
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from edgecut.server.fleet.jobs import Event, Failed, Progress, Ready
+from edgecut.server.fleet.jobs import Failed, Progress, Ready
 from edgecut.v1 import fleet_pb2 as pb
 
 _STAGES = {
@@ -21,36 +22,22 @@ _STAGES = {
 }
 
 
-def model_ready(ready: Ready, grpc_address: str, device_id: str = "", needs_seq: int = 0) -> pb.ModelReady:
-    a = ready.artifact
-    return pb.ModelReady(
-        device_id=device_id,
-        artifact_id=a.artifact_id,
-        sha256=a.sha256,
-        size_bytes=a.size,
-        build_key=ready.build_key,
-        tasks=list(a.meta.tasks),
-        grpc_address=grpc_address,
-        needs_seq=needs_seq,
-        params=a.meta.params,
-        macs=a.meta.macs,
-        cache_hit=ready.cache_hit,
-    )
-
-
 def error(failed: Failed, device_id: str = "", needs_seq: int = 0) -> pb.Error:
     return pb.Error(code=failed.code, message=failed.message, device_id=device_id, needs_seq=needs_seq)
 
 
-def job_progress(event: Event, grpc_address: str, device_id: str = "") -> pb.JobProgress:
-    if isinstance(event, Ready):
-        return pb.JobProgress(
-            build_key=event.build_key,
-            stage=pb.JobProgress.READY,
-            fraction=1.0,
-            detail="cache hit" if event.cache_hit else "built",
-            ready=model_ready(event, grpc_address, device_id),
-        )
+def ready_progress(event: Ready, signed: pb.ModelReady) -> pb.JobProgress:
+    """The final READY event, carrying the signed offer (signer.FleetSigner.offer)."""
+    return pb.JobProgress(
+        build_key=event.build_key,
+        stage=pb.JobProgress.READY,
+        fraction=1.0,
+        detail="cache hit" if event.cache_hit else "built",
+        ready=signed,
+    )
+
+
+def job_progress(event: Progress | Failed, device_id: str = "") -> pb.JobProgress:
     if isinstance(event, Failed):
         return pb.JobProgress(
             build_key=event.build_key,
@@ -70,3 +57,16 @@ def _progress(event: Progress) -> pb.JobProgress:
 def to_dict(message: Any) -> dict[str, Any]:
     """A message as JSON-ready dict (field names as in the .proto) for the registry."""
     return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def telemetry_dict(t: pb.Telemetry) -> dict[str, Any]:
+    """A Telemetry message as a dict with non-finite or negative figures as 0.
+
+    A device chooses these numbers: NaN or infinity would make JSON answers fail (the dashboard's API)
+    and compare false against every rollout threshold, so a canary could pass a latency gate with them.
+    """
+    for name in ("latency_p50_ms", "latency_p95_ms", "cpu_percent"):
+        value = getattr(t, name)
+        if not math.isfinite(value) or value < 0:
+            setattr(t, name, 0.0)
+    return to_dict(t)

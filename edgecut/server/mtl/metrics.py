@@ -10,23 +10,15 @@ negative Δm means worse than the reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 
 from edgecut.server.mtl.data import IGNORE_INDEX
+from edgecut.server.mtl.metric_names import DELTA_M_METRICS, task_change
 from edgecut.server.mtl.tasks import TaskSpec
 
-LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "mean_angle", "median_angle"})
-PRIMARY = {  # the metric shown first for each kind, e.g. in compact tables
-    "segmentation": "miou",
-    "depth": "abs_err",
-    "normals": "mean_angle",
-    "edges": "f1",
-    "classification": "accuracy",
-}
 _ANGLE_BINS = 1800  # 0.1 degree resolution for the median
 
 
@@ -120,15 +112,6 @@ class TaskMeter:
         return {"f1": 2 * prec * rec / max(prec + rec, 1e-12), "precision": prec, "recall": rec}
 
 
-DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/recall are folded into f1)
-    "segmentation": ("miou", "pixel_acc"),
-    "depth": ("abs_err", "rel_err"),
-    "normals": ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"),
-    "edges": ("f1",),
-    "classification": ("accuracy",),
-}
-
-
 def delta_m(
     metrics: dict[str, dict[str, float]],
     reference: dict[str, dict[str, float]],
@@ -138,13 +121,8 @@ def delta_m(
     per_task: list[float] = []
     for task, values in metrics.items():
         ref = reference[task]
-        keys: Iterable[str] = DELTA_M_METRICS[specs[task].kind] if specs else [k for k in values if k in ref]
-        changes = []
-        for k in keys:
-            if k not in values or k not in ref or ref[k] == 0 or math.isnan(ref[k]):
-                continue
-            sign = -1.0 if k in LOWER_IS_BETTER else 1.0
-            changes.append(sign * (values[k] - ref[k]) / abs(ref[k]))
-        if changes:
-            per_task.append(sum(changes) / len(changes))
+        keys: Iterable[str] | None = DELTA_M_METRICS[specs[task].kind] if specs else None
+        change = task_change(values, ref, keys)
+        if change is not None:
+            per_task.append(change)
     return 100.0 * sum(per_task) / len(per_task) if per_task else 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from edgecut.server.mtl.evaluate import Metrics
-from edgecut.server.mtl.metrics import LOWER_IS_BETTER
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER
 from edgecut.server.mtl.tasks import TaskSpec
 
 

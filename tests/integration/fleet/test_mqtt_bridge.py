@@ -13,7 +13,7 @@ from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.registry import RUNNING
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
-from tests.support.fleet_server import Device, download, sha256, start_server, stub
+from tests.support.fleet_server import download, sha256, start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import WAIT_S, wait_until
 
@@ -25,19 +25,6 @@ def server(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[FleetServer]:
     s = start_server(tmp_path / "state", OnnxTestEngine(tmp_path / "work", delay=0.3), broker.url)
     yield s
     s.stop()
-
-
-@pytest.fixture
-def devices(broker: EmbeddedBroker) -> Iterator:
-    made: list[Device] = []
-
-    def make(device_id: str) -> Device:
-        made.append(Device(broker.url, device_id))
-        return made[-1]
-
-    yield make
-    for d in made:
-        d.close()
 
 
 def test_needs_lead_to_a_retained_model_ready(server: FleetServer, devices, broker: EmbeddedBroker) -> None:

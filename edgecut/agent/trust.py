@@ -1,0 +1,140 @@
+"""What the agent believes: signed model offers from the fleet, signed commands from operators.
+
+Offers: a ModelReady is acted on only when its Manifest verifies against a fleet key from the
+agent's config, names this device and answers its current needs seq (so an old, validly signed
+offer replayed later cannot downgrade it). The offer is kept beside the model as `<id>.offer`
+and checked again, with the file's sha256, right before every load (docs/security.md).
+
+Commands: signed by an operator key (`command_auth: signed`, the default) or, with `command_auth:
+broker_acl`, trusted because the broker's ACL lets only operators publish on the command topic.
+Either way a command must name this device, carry an id and an issue time no older than
+`command_max_age_s` (and not from the future beyond the clock skew), and is done at most once: the
+ids seen within the window are kept in `<state_dir>/commands.json`, so a replay after a restart is
+refused too. Retained commands are refused by the MQTT link before they get here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+
+from edgecut.envelopes import now_ms, open_command, open_offer
+from edgecut.signing import Keyring, SignatureError
+from edgecut.v1 import fleet_pb2
+
+from .errors import Untrusted
+from .statefile import atomic_write, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+CLOCK_SKEW_MS = 5 * 60 * 1000
+MAX_SEEN = 10_000
+
+
+class Refused(SignatureError):
+    """An offer or command the agent will not act on; the message says why."""
+
+
+class Stale(Refused):
+    """A genuine offer that answers an older needs seq (the answer to the current one follows)."""
+
+
+class Trust:
+    def __init__(
+        self,
+        device_id: str,
+        fleet: Keyring,
+        operators: Keyring,
+        state_dir: Path,
+        command_auth: str = "signed",
+        command_max_age_s: float = 3600.0,
+    ) -> None:
+        self.device_id, self.fleet, self.operators = device_id, fleet, operators
+        self.command_auth = command_auth
+        self.max_age_ms = int(command_max_age_s * 1000)
+        self._seen_path = Path(state_dir) / "commands.json"
+        doc = read_json(self._seen_path)
+        self._seen: dict[str, int] = (
+            {str(k): int(v) for k, v in (doc or {}).items()} if isinstance(doc, dict) else {}
+        )
+        self._lock = threading.Lock()
+
+    # --- model offers ---------------------------------------------------------------------------
+    def check_offer(self, ready: fleet_pb2.ModelReady, needs_seq: int) -> fleet_pb2.Manifest:
+        """The offer's verified manifest; Refused when it is not the fleet's answer to our current needs."""
+        if not len(self.fleet):
+            raise Refused("no fleet public key is configured (fleet_keys): every model offer is refused")
+        try:
+            manifest = open_offer(self.fleet, ready)
+        except SignatureError as exc:
+            raise Refused(f"offer of {ready.artifact_id[:12] or '?'} refused: {exc}") from exc
+        if manifest.device_id != self.device_id:
+            raise Refused(
+                f"offer of {manifest.artifact_id[:12]} is signed for device {manifest.device_id[:64]!r}, not us"
+            )
+        if manifest.needs_seq != needs_seq:
+            raise Stale(
+                f"offer of {manifest.artifact_id[:12]} answers needs seq {manifest.needs_seq}, "
+                f"ours is {needs_seq}: stale or replayed"
+            )
+        return manifest
+
+    def check_stored(self, offer_path: Path, artifact_id: str, digest: str) -> fleet_pb2.Manifest:
+        """Before a load: the kept offer verifies and vouches for exactly these bytes (`digest`)."""
+        try:
+            ready = fleet_pb2.ModelReady.FromString(offer_path.read_bytes())
+        except (OSError, DecodeError) as exc:
+            raise Untrusted(f"no readable signed offer kept for {artifact_id[:12]}") from exc
+        try:
+            manifest = open_offer(self.fleet, ready)
+        except SignatureError as exc:
+            raise Untrusted(f"the kept manifest of {artifact_id[:12]} does not verify: {exc}") from exc
+        if manifest.artifact_id != artifact_id or manifest.sha256 != digest:
+            raise Untrusted(
+                f"the file of {artifact_id[:12]} hashes to {digest[:12]}, its signed manifest says "
+                f"{manifest.sha256[:12]}: tampered on disk, not loaded"
+            )
+        return manifest
+
+    @staticmethod
+    def keep_offer(offer_path: Path, ready: fleet_pb2.ModelReady) -> None:
+        atomic_write(offer_path, ready.SerializeToString())
+
+    # --- commands -------------------------------------------------------------------------------
+    def check_command(self, command: fleet_pb2.Command) -> fleet_pb2.Command:
+        """The command to act on (the verified inner one when signed); Refused otherwise."""
+        if self.command_auth == "signed":
+            if not len(self.operators):
+                raise Refused("no operator key is configured (operator_keys): MQTT commands are refused")
+            try:
+                command = open_command(self.operators, command)
+            except SignatureError as exc:
+                raise Refused(f"command refused: {exc}") from exc
+        if command.device_id != self.device_id:
+            raise Refused(f"command is for device {command.device_id[:64]!r}, not us")
+        if not command.command_id:
+            raise Refused("command has no command_id")
+        now = now_ms()
+        issued = command.issued_unix_ms
+        if issued <= 0 or now - issued > self.max_age_ms:
+            raise Refused(f"command {command.command_id[:64]} is stale (issued {issued}, now {now})")
+        if issued - now > CLOCK_SKEW_MS:
+            raise Refused(f"command {command.command_id[:64]} is issued in the future ({issued} > {now})")
+        with self._lock:
+            if command.command_id in self._seen:
+                raise Refused(f"command {command.command_id[:64]} was already done: replay ignored")
+            self._seen = {k: v for k, v in self._seen.items() if now - v <= self.max_age_ms + CLOCK_SKEW_MS}
+            self._seen[command.command_id] = issued
+            while len(self._seen) > MAX_SEEN:
+                self._seen.pop(next(iter(self._seen)))
+            write_json(self._seen_path, self._seen)
+        return command
+
+
+def manifest_json(manifest: fleet_pb2.Manifest, verified_key_id: str) -> dict[str, object]:
+    """The provenance shown by `edgecut agent status`."""
+    return {"verified_key_id": verified_key_id, **MessageToDict(manifest, preserving_proto_field_name=True)}

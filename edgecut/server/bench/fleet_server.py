@@ -1,0 +1,61 @@
+"""`python -m edgecut.server.bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
+process that `edgecut bench fleet` can SIGKILL and start again. Every build started is appended to
+`<state_dir>/builds.log`, so builds are counted across restarts (an interrupted build counts twice)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from edgecut.server.bench.onnx_engine import OnnxTestEngine
+from edgecut.server.fleet.app import FleetServer
+from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+
+
+class CountingEngine(OnnxTestEngine):
+    def __init__(self, log: Path, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.log = log
+
+    def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
+        with self.log.open("a") as f:
+            f.write(",".join(spec.tasks) + "\n")
+        return super().build(spec, progress)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--broker", required=True)
+    p.add_argument("--grpc", required=True)
+    p.add_argument("--build-s", type=float, default=2.0)
+    p.add_argument("--signing-key", type=Path, required=True)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = CountingEngine(
+        args.state_dir / "builds.log", workdir=args.state_dir / "engine", delay=args.build_s
+    )
+    limits = {"needs_burst": 100, "build_burst": 10, "max_queued_jobs": 64, "scrub_interval_s": 0}
+    settings = ServerSettings(
+        state_dir=args.state_dir,
+        broker=args.broker,
+        grpc=args.grpc,
+        signing_key=args.signing_key,
+        workers=1,
+        limits=limits,  # type: ignore[arg-type]
+    )
+    server = FleetServer(settings, engine).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.wait_ready(30)
+    print("ready", flush=True)
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

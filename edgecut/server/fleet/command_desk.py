@@ -1,0 +1,278 @@
+"""The dashboard's operator commands: set tasks, pin, lift the pin, roll back; acks and the audit log.
+
+(`edgecut command` sends one from a shell through its own MQTT connection: commands.py. The desk sends
+through the server's bridge, keeps every command and its outcome, and says who asked.)
+
+`CommandDesk.send` checks the request (a known device, a known action, tasks the base model has),
+signs the `Command` with the operator key (edgecut.envelopes: the agent obeys only signed, fresh,
+unseen commands), records it (state `sent`) with an audit entry saying who asked and from where, and
+publishes it on the device's command topic with QoS 1 and **never retained**: a retained command would
+be obeyed again after every reconnect. Nothing here ever publishes a command again — not after a
+restart, not on a reconnect — so a restart replays nothing.
+
+The device answers each command with a `CommandAck` on its ack topic; the desk (a fleet observer)
+marks the command `ok` or `failed` with the device's reason, audits it, and emits a `command` event
+(the dashboard shows it when it lands). An ack for a command sent to another device, or for an unknown
+command id, is ignored: a device may only answer for itself.
+
+The operator key is `operator_key` in the server settings, else `<state_dir>/operator.key`, generated
+on first start with its public half in `operator.pub` (the line agents list in `operator_keys`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Float, Integer, String, Text, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from edgecut import signing, topics
+from edgecut.envelopes import sign_command
+from edgecut.errors import EdgecutError
+from edgecut.server.fleet import commands
+from edgecut.server.fleet.observe import FleetEvent, Observers
+from edgecut.server.fleet.registry import Registry
+from edgecut.v1 import fleet_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = ("set_tasks", "pin", "unpin", "rollback")
+SENT, OK, FAILED = "sent", "ok", "failed"
+KEY_FILE, PUB_FILE = "operator.key", "operator.pub"
+MAX_TASKS = 32
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as the agent's settings allow: one MQTT topic level
+
+Publish = Callable[[str, bytes], None]  # device id, serialized Command
+
+
+class CommandError(EdgecutError):
+    """A command the desk refuses to send; the message says what and why (HTTP 4xx)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class CommandRow(_Base):
+    __tablename__ = "operator_commands"
+    command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    who: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(128), default="")
+    created: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text, default="")
+    acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditRow(_Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    who: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(128), default="")
+    event: Mapped[str] = mapped_column(String(16))  # sent, ok, failed, refused
+    action: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    command_id: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def open_operator_key(path: Path | None, state_dir: Path) -> signing.SigningKey:
+    """The operator key, generated on first start (with its public line beside it)."""
+    from edgecut.server.fleet.signer import open_key  # the same key files as the fleet's signing key
+
+    return open_key(path, state_dir, KEY_FILE, PUB_FILE, "operator command key")
+
+
+class CommandDesk:
+    def __init__(
+        self,
+        registry: Registry,
+        key: signing.SigningKey,
+        publish: Publish,
+        known_tasks: Callable[[], list[str]],
+        observers: Observers | None = None,
+    ) -> None:
+        self.registry, self.key, self.publish = registry, key, publish
+        self.known_tasks = known_tasks
+        self.observers = observers or Observers()
+        self._lock = threading.Lock()
+        _Base.metadata.create_all(registry.engine)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(
+        self, device_id: str, action: str, who: str, origin: str = "", tasks: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Sign, record and publish one command; returns its record (state `sent`)."""
+        try:
+            cmd, args = self._command(device_id, action, tasks)
+        except CommandError as exc:
+            self._audit(who, origin, "refused", action[:16], device_id[:128], "", str(exc))
+            raise
+        signed = sign_command(self.key, cmd)
+        payload = signed.SerializeToString()
+        if len(payload) > topics.MAX_PAYLOAD:
+            raise CommandError(
+                f"the command is {len(payload)} bytes, above the broker limit {topics.MAX_PAYLOAD}"
+            )
+        now = time.time()
+        row = {
+            "command_id": cmd.command_id,
+            "device_id": device_id,
+            "action": action,
+            "args": args,
+            "who": who[:128],
+            "origin": origin[:128],
+            "created": now,
+            "state": SENT,
+            "message": "",
+            "acked_at": None,
+        }
+        with self.registry.transaction() as s:
+            s.add(CommandRow(**row))
+        self._audit(who, origin, SENT, action, device_id, cmd.command_id, _describe(args))
+        self.publish(device_id, payload)  # QoS 1, never retained (MqttBridge.publish_command)
+        logger.info("operator %s sent %s to %s (%s)", who, action, device_id, cmd.command_id)
+        self._event(row)
+        return row
+
+    def _command(
+        self, device_id: str, action: str, tasks: list[str] | None
+    ) -> tuple[pb.Command, dict[str, Any]]:
+        if not _DEVICE_ID.match(device_id):
+            raise CommandError(
+                f"device id {device_id[:80]!r} is not valid: 1-64 letters, digits, '_', '-' or '.'"
+            )
+        if self.registry.device(device_id) is None:
+            raise CommandError(f"no device {device_id!r} in the registry", status=404)
+        if action not in ACTIONS:
+            raise CommandError(f"unknown action {action[:32]!r}: use one of {', '.join(ACTIONS)}")
+        args: dict[str, Any] = {}
+        if action == "set_tasks":
+            args["tasks"] = self._tasks(tasks or [])
+        elif tasks:
+            raise CommandError(f"{action} takes no tasks")
+        cmd = commands.build(device_id, action.replace("_", "-"), args.get("tasks"))
+        return cmd, args
+
+    def _tasks(self, tasks: list[str]) -> list[str]:
+        clean: list[str] = []
+        for t in tasks:
+            name = str(t).strip().lower()
+            if name and name not in clean:
+                clean.append(name)
+        if not clean:
+            raise CommandError("set_tasks needs at least one task, e.g. seg,depth")
+        if len(clean) > MAX_TASKS:
+            raise CommandError(f"set_tasks takes at most {MAX_TASKS} tasks, not {len(clean)}")
+        known = self.known_tasks()
+        unknown = [t for t in clean if t not in known]
+        if unknown:
+            raise CommandError(
+                f"unknown task {unknown[0][:32]!r}: this fleet's model knows {', '.join(known)}"
+            )
+        return clean
+
+    # -- acks ----------------------------------------------------------------------------------
+
+    def __call__(self, e: FleetEvent) -> None:
+        if e.kind != "ack":
+            return
+        command_id = str(e.data.get("command_id", ""))
+        ok = bool(e.data.get("ok"))
+        reason = str(e.data.get("reason", ""))[:2000]
+        with self._lock, self.registry.transaction() as s:
+            row = s.get(CommandRow, command_id) if command_id else None
+            if row is None or row.device_id != e.device_id:
+                logger.warning(
+                    "device %s acked command %r it was not sent: ignored", e.device_id, command_id[:64]
+                )
+                return
+            if row.state != SENT:  # a duplicate ack (QoS 1 delivers at least once)
+                return
+            row.state, row.message, row.acked_at = (OK if ok else FAILED), reason, e.at
+            record = _row(row)
+        self._audit(
+            record["who"],
+            record["origin"],
+            record["state"],
+            record["action"],
+            e.device_id,
+            command_id,
+            reason,
+        )
+        self._event(record)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def recent(self, device_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Commands, newest first."""
+        with self.registry.transaction() as s:
+            q = select(CommandRow).order_by(CommandRow.created.desc()).limit(limit)
+            if device_id is not None:
+                q = q.where(CommandRow.device_id == device_id)
+            return [_row(r) for r in s.scalars(q)]
+
+    def get(self, command_id: str) -> dict[str, Any] | None:
+        with self.registry.transaction() as s:
+            row = s.get(CommandRow, command_id)
+            return None if row is None else _row(row)
+
+    def audit(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest first."""
+        with self.registry.transaction() as s:
+            q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+            if device_id is not None:
+                q = q.where(AuditRow.device_id == device_id)
+            return [_row(r) for r in s.scalars(q)]
+
+    def _audit(
+        self, who: str, origin: str, event: str, action: str, device_id: str, command_id: str, detail: str
+    ) -> None:
+        with self.registry.transaction() as s:
+            s.add(
+                AuditRow(
+                    at=time.time(),
+                    who=who[:128],
+                    origin=origin[:128],
+                    event=event,
+                    action=action[:16],
+                    device_id=device_id[:128],
+                    command_id=command_id,
+                    detail=detail[:2000],
+                )
+            )
+
+    def _event(self, row: dict[str, Any]) -> None:
+        data = {
+            "command_id": row["command_id"],
+            "action": row["action"],
+            "result": row["state"],
+            "who": row["who"],
+            "id": row["command_id"],
+        }
+        self.observers.emit(FleetEvent("command", row["device_id"], data))
+
+
+def _describe(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in args.items())
+
+
+def _row(row: _Base) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

@@ -1,0 +1,82 @@
+"""Wire requests (TaskNeeds over MQTT, ModelRequest over gRPC) -> a checked `BuildSpec`.
+
+Everything a device sends is range-checked here, so a bad number becomes INVALID_FIELD naming the
+field instead of an overflow deep in the policy, the engine or the database. Priorities are put into
+coarse buckets (powers of two from 1/4 to 4) before they reach the build key: near-identical weights
+share one build, so a device cannot force a new build per message by nudging a weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgecut.server.errors import InvalidFieldError
+from edgecut.server.fleet.budget_policy import BudgetPolicy, Decision, budget_from_proto
+from edgecut.server.fleet.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES, bounded_int, finite
+
+__all__ = ["INT64_MAX", "MAX_TASKS", "MAX_TASK_NAME", "needs_decision", "request_spec"]
+from edgecut.server.spec import Budget, BuildSpec
+from edgecut.v1 import fleet_pb2 as pb
+
+MAX_TASKS = 32
+MAX_TASK_NAME = 64
+PRIORITY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0)
+MAX_PRIORITY = 1e6
+
+
+def priority_bucket(task: str, weight: float) -> float:
+    """The nearest power of two in [1/4, 4] on a log scale; 0, negative, NaN and inf are refused."""
+    finite(f"priorities[{task[:MAX_TASK_NAME]!r}]", weight, 1e-9, MAX_PRIORITY)
+    exponent = min(2, max(-2, round(math.log2(weight))))
+    return float(2.0**exponent)
+
+
+def tasks_of(tasks: list[str]) -> list[str]:
+    if len(tasks) > MAX_TASKS:
+        raise InvalidFieldError(f"tasks has {len(tasks)} entries: at most {MAX_TASKS}")
+    for t in tasks:
+        if len(t) > MAX_TASK_NAME:
+            raise InvalidFieldError(
+                f"tasks entry {t[:24]!r}... is {len(t)} characters: at most {MAX_TASK_NAME}"
+            )
+    return list(tasks)
+
+
+def spec_of(tasks: list[str], budget: Budget, priorities: dict[str, float]) -> BuildSpec:
+    if len(priorities) > MAX_TASKS:
+        raise InvalidFieldError(f"priorities has {len(priorities)} entries: at most {MAX_TASKS}")
+    buckets = {t: priority_bucket(t, w) for t, w in priorities.items()}
+    return BuildSpec.create(tasks_of(tasks), budget, buckets)
+
+
+def check_resources(r: pb.Resources) -> None:
+    finite("resources.cpu_freq_mhz", r.cpu_freq_mhz, 0.0, 1e6)
+    for name in ("ram_total_bytes", "ram_available_bytes", "disk_free_bytes"):
+        bounded_int(f"resources.{name}", getattr(r, name))
+
+
+def needs_decision(policy: BudgetPolicy, needs: pb.TaskNeeds) -> tuple[Decision, BuildSpec]:
+    """Check a TaskNeeds and turn it into the policy's decision and the spec to build."""
+    bounded_int("seq", needs.seq)
+    check_resources(needs.resources)
+    finite("max_latency_ms", needs.max_latency_ms, 0.0, MAX_LATENCY_MS)
+    bounded_int("max_model_bytes", needs.max_model_bytes, MAX_MODEL_BYTES)
+    decision = policy.decide(needs.resources, needs.max_latency_ms, needs.max_model_bytes)
+    return decision, spec_of(list(needs.tasks), decision.budget, dict(needs.priorities))
+
+
+def request_spec(policy: BudgetPolicy, request: pb.ModelRequest) -> BuildSpec:
+    """A ModelRequest's spec: its explicit budget when non-empty, else the policy's for its resources."""
+    check_resources(request.resources)
+    if request.HasField("budget") and request.budget.ByteSize() > 0:
+        b = request.budget
+        for name in ("max_macs", "max_params"):
+            finite(f"budget.{name}", getattr(b, name), 0.0, 1e18)
+        for name in ("macs_fraction", "params_fraction"):
+            finite(
+                f"budget.{name}", getattr(b, name), 0.0, 1e6
+            )  # above 1 is IMPOSSIBLE_BUDGET, said by Budget
+        budget = budget_from_proto(b)
+    else:
+        budget = policy.decide(request.resources).budget
+    return spec_of(list(request.tasks), budget, dict(request.priorities))

@@ -1,0 +1,128 @@
+"""The fleet registry's tables (SQLAlchemy ORM) and the one migration step they need.
+
+`migrate()` adds columns that a newer edgecut defines to tables an older one created (SQLite and
+PostgreSQL both support `ALTER TABLE ... ADD COLUMN`); nothing is ever dropped or renamed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+JOB_STATES = (QUEUED, RUNNING, DONE, FAILED)
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    needs_tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    needs_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    device_class: Mapped[str] = mapped_column(String(64), default="")
+    budget: Mapped[str] = mapped_column(String(128), default="")
+    build_key: Mapped[str] = mapped_column(String(64), default="")
+    offered_artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    artifact_id: Mapped[str] = mapped_column(String(64), default="")  # what the device says it serves
+    serving_tasks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_seen: Mapped[float] = mapped_column(Float, default=now)
+    needs_sent_ms: Mapped[int] = mapped_column(BigInteger, default=0)  # TaskNeeds.sent_unix_ms of needs_seq
+    # the verified Manifest of the model the device serves, plus the fleet key id it checked
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pinned_artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    last_command: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the latest CommandAck
+
+
+class SwapRow(Base):
+    __tablename__ = "swaps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    artifact_id: Mapped[str] = mapped_column(String(64))
+    previous_artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    load_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    build_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    error_code: Mapped[str] = mapped_column(String(32), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    updated: Mapped[float] = mapped_column(Float, default=now)
+    parent_artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    refinement: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WaiterRow(Base):
+    __tablename__ = "job_waiters"
+    build_key: Mapped[str] = mapped_column(ForeignKey("jobs.build_key"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OfferRow(Base):
+    """Every signed offer: which artifact was offered to which device (mTLS downloads are checked here)."""
+
+    __tablename__ = "offers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    artifact_id: Mapped[str] = mapped_column(String(64), index=True)
+    needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+def migrate(engine: SqlEngine) -> None:
+    """Create missing tables, then add columns missing from tables an older version created."""
+    Base.metadata.create_all(engine)
+    insp = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                arg = getattr(col.default, "arg", None)
+                default = None if callable(arg) else arg
+                literal = "''" if isinstance(default, str) else ("0" if default is not None else "NULL")
+                if isinstance(col.type, JSON):
+                    literal = "'{}'"
+                ddl = col.type.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl} DEFAULT {literal}"))

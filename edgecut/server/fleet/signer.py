@@ -1,0 +1,92 @@
+"""The fleet's signing key and the signed Manifest of every model offer (docs/security.md).
+
+The key is a PEM file: `signing_key` in the server settings, else `<state_dir>/fleet-signing.key`,
+generated on first start (mode 0600). Its public half is written beside it as `fleet-signing.pub`
+(`ed25519:...`, the line devices are provisioned with). Only the key id is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgecut import signing
+from edgecut.envelopes import now_ms, sign_manifest
+from edgecut.server.fleet.jobs import Ready
+from edgecut.v1 import fleet_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE = "fleet-signing.key"
+PUB_FILE = "fleet-signing.pub"
+
+
+def open_key(
+    key_path: Path | None, state_dir: Path, key_file: str, pub_file: str, what: str
+) -> signing.SigningKey:
+    """The key at `key_path` (else `state_dir/key_file`), generated on first use, its public line beside it."""
+    path = key_path or state_dir / key_file
+    key, made = signing.load_or_generate(path)
+    pub = path.with_name(pub_file) if path.name == key_file else path.with_suffix(".pub")
+    try:
+        if not pub.exists() or pub.read_text().strip() != key.public_text:
+            pub.write_text(key.public_text + "\n")
+    except OSError as exc:  # a read-only key directory: the key still works, the .pub is a convenience
+        logger.warning("cannot write the public key beside %s: %s", path, exc.strerror)
+    logger.info("%s %s %s (public key in %s)", what, key.key_id, "generated" if made else "loaded", pub)
+    return key
+
+
+class FleetSigner:
+    def __init__(self, key: signing.SigningKey) -> None:
+        self.key = key
+
+    @classmethod
+    def open(cls, key_path: Path | None, state_dir: Path) -> FleetSigner:
+        return cls(open_key(key_path, state_dir, KEY_FILE, PUB_FILE, "fleet signing key"))
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
+
+    def offer(
+        self, ready: Ready, grpc_address: str, device_id: str, needs_seq: int
+    ) -> tuple[pb.ModelReady, pb.Manifest]:
+        """The ModelReady for `device_id`, with its manifest signed; also returns the manifest."""
+        a = ready.artifact
+        manifest = pb.Manifest(
+            artifact_id=a.artifact_id,
+            sha256=a.sha256,
+            size_bytes=a.size,
+            build_key=ready.build_key,
+            tasks=list(a.meta.tasks),
+            base_model=a.meta.base_model,
+            pipeline_version=a.meta.pipeline_version,
+            params=max(0, a.meta.params),
+            macs=max(0, a.meta.macs),
+            parent_artifact_id=ready.parent_artifact_id,
+            refinement=ready.refinement,
+            device_id=device_id,
+            needs_seq=needs_seq,
+            issued_unix_ms=now_ms(),
+            grpc_address=grpc_address,
+        )
+        for task, values in a.meta.metrics.items():
+            manifest.metrics[task].values.update({k: float(v) for k, v in values.items()})
+        data, signature = sign_manifest(self.key, manifest)
+        msg = pb.ModelReady(
+            device_id=device_id,
+            artifact_id=a.artifact_id,
+            sha256=a.sha256,
+            size_bytes=a.size,
+            build_key=ready.build_key,
+            tasks=list(a.meta.tasks),
+            grpc_address=grpc_address,
+            needs_seq=needs_seq,
+            params=manifest.params,
+            macs=manifest.macs,
+            cache_hit=ready.cache_hit,
+            manifest=data,
+            signature=signature,
+        )
+        return msg, manifest

@@ -1,0 +1,77 @@
+"""Headless Chromium (Debian's `chromium` package) driven by Playwright against a running fleet.
+
+Playwright never downloads a browser here: it launches /usr/bin/chromium (`executable_path`). When
+that is missing the browser tests skip and say so (`make chromium` or .ci/run installs it). Chromium
+runs with a fresh profile and without its background services: the closed network refuses their
+connections, and they would only slow the tests down.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgecut.broker import EmbeddedBroker
+from edgecut.server.fleet.rollout_policy import RolloutSettings
+from tests.support.live_fleet import LiveFleet, running_fleet
+from tests.support.waiting import WAIT_S
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# a canary must answer 10 requests on a new variant and be watched 1 s after it swapped
+ROLLOUT = RolloutSettings(observe_s=1.0, min_inferences=10, timeout_s=4 * WAIT_S, canary_fraction=0.25)
+
+
+def chromium_path() -> str | None:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[object]:
+    """A Playwright page in a fresh Chromium profile (skips with the reason when Chromium is absent)."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed (run `make chromium`; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1440, "height": 900},
+        )
+        context.set_default_timeout(WAIT_S * 1000)
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
+    with running_fleet(tmp_path, broker.url, rollout=ROLLOUT) as fleet:
+        yield fleet

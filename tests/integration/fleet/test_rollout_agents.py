@@ -1,0 +1,86 @@
+"""Staged rollouts with real agents: an upgraded server's new variant goes to a canary first.
+
+Four x86 agents select seg and serve the v1 model; the server restarts with a new base model (new
+build keys for everyone). A slow variant is rolled back on its canary and the other three never
+receive it; a sound one is promoted to all four.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgecut.broker import EmbeddedBroker
+from edgecut.server.fleet.rollout_policy import PROMOTED, ROLLED_BACK, RolloutSettings
+from tests.support.live_fleet import LiveFleet, running_fleet
+from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.waiting import WAIT_S, wait_until
+
+pytestmark = pytest.mark.integration
+
+DEVICES = ["dev-a", "dev-b", "dev-c", "dev-d"]
+# canaries must answer 10 requests on the variant and be watched 1 s after the last swap
+ROLLOUT = RolloutSettings(observe_s=1.0, min_inferences=10, timeout_s=4 * WAIT_S, canary_fraction=0.25)
+
+
+@pytest.fixture
+def live(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[LiveFleet]:
+    with running_fleet(tmp_path, broker.url, rollout=ROLLOUT) as fleet:
+        yield fleet
+
+
+def rollout_of(live: LiveFleet, candidate: str) -> dict[str, object] | None:
+    assert live.server.rollouts is not None
+    return next((r for r in live.server.rollouts.rollouts() if r["candidate_artifact"] == candidate), None)
+
+
+def test_a_slow_variant_is_rolled_back_on_its_canary_and_a_sound_one_promoted(live: LiveFleet) -> None:
+    for d in DEVICES:
+        live.agent(d, ["seg"])
+    v1 = {d: live.wait_serving(d, ["seg"]) for d in DEVICES}
+    assert len(set(v1.values())) == 1
+    baseline = v1[DEVICES[0]]
+    wait_until(lambda: all(live.registry.device(d)["telemetry"].get("inference_count") for d in DEVICES))
+
+    # the upgrade: a new base model whose seg build is far slower on the devices
+    slow_engine = OnnxTestEngine(
+        live.root / "engine-v2", base_model_id="test-mtl-v2", faults={("seg",): "slow"}
+    )
+    live.restart_server(slow_engine)
+    wait_until(lambda: len(slow_engine.builds) == 1)
+    slow = wait_until(
+        lambda: (live.server.rollouts.rollouts() or [None])[0] if live.server.rollouts else None
+    )
+    candidate = str(slow["candidate_artifact"])
+    (canary,) = slow["canaries"]
+    wait_until(lambda: (rollout_of(live, candidate) or {}).get("state") == ROLLED_BACK, 4 * WAIT_S)
+    r = rollout_of(live, candidate)
+    assert r is not None and "p95" in str(r["reason"]), r
+    # the canary served the variant, then the old model again; nobody else ever swapped to it
+    wait_until(lambda: live.serving(canary) == baseline)
+    assert candidate in live.swapped_to(canary)
+    for d in DEVICES:
+        if d != canary:
+            assert candidate not in live.swapped_to(d) and live.serving(d) == baseline
+            assert candidate not in live.agents[d].store.bad  # it was never even offered
+
+    # the next upgrade is sound: canary first, then everyone
+    good_engine = OnnxTestEngine(live.root / "engine-v3", base_model_id="test-mtl-v3")
+    live.restart_server(good_engine)
+    good = wait_until(
+        lambda: next(
+            (
+                r
+                for r in (live.server.rollouts.rollouts() if live.server.rollouts else [])
+                if r["candidate_artifact"] != candidate
+            ),
+            None,
+        )
+    )
+    wait_until(
+        lambda: (rollout_of(live, str(good["candidate_artifact"])) or {}).get("state") == PROMOTED, 4 * WAIT_S
+    )
+    for d in DEVICES:
+        wait_until(lambda d=d: live.serving(d) == good["candidate_artifact"])

@@ -1,0 +1,121 @@
+"""CommandDesk: signed, recorded, audited, never retained; refusals say why; only the right device acks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgecut.envelopes import open_command
+from edgecut.server.fleet.command_desk import FAILED, OK, SENT, CommandDesk, CommandError, open_operator_key
+from edgecut.server.fleet.observe import FleetEvent, Observers
+from edgecut.server.fleet.registry import Registry
+from edgecut.signing import Keyring, parse_public_key
+from edgecut.v1 import fleet_pb2 as pb
+
+TASKS = ["seg", "depth", "normals"]
+
+
+class Desk:
+    def __init__(self, root: Path) -> None:
+        self.registry = Registry(f"sqlite:///{root / 'r.sqlite3'}")
+        self.key = open_operator_key(None, root)
+        self.sent: list[tuple[str, bytes]] = []
+        self.events: list[FleetEvent] = []
+        observers = Observers()
+        observers.add(self.events.append)
+        self.desk = CommandDesk(
+            self.registry, self.key, lambda d, p: self.sent.append((d, p)), lambda: TASKS, observers
+        )
+        self.registry.record_needs("pi-1", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
+        self.registry.record_needs("pi-2", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
+
+    def opened(self, payload: bytes) -> pb.Command:
+        keyring = Keyring([parse_public_key(self.key.public_text)])
+        return open_command(keyring, pb.Command.FromString(payload))
+
+    def ack(self, device: str, command_id: str, ok: bool = True, reason: str = "") -> None:
+        self.desk(FleetEvent("ack", device, {"command_id": command_id, "ok": ok, "reason": reason}))
+
+
+@pytest.fixture
+def d(tmp_path: Path) -> Iterator[Desk]:
+    desk = Desk(tmp_path)
+    yield desk
+    desk.registry.close()
+
+
+def test_a_command_is_signed_recorded_audited_and_published(d: Desk) -> None:
+    rec = d.desk.send("pi-1", "set_tasks", "alice", "127.0.0.1", [" Seg", "depth", "seg"])
+    assert rec["state"] == SENT and rec["args"] == {"tasks": ["seg", "depth"]} and rec["who"] == "alice"
+    ((device, payload),) = d.sent
+    cmd = d.opened(payload)  # verifies against the operator's public key
+    assert device == "pi-1" and cmd.device_id == "pi-1" and list(cmd.set_tasks.tasks) == ["seg", "depth"]
+    assert cmd.command_id == rec["command_id"] and cmd.issued_unix_ms > 0
+    (audit,) = d.desk.audit()
+    assert (audit["who"], audit["origin"], audit["event"], audit["detail"]) == (
+        "alice",
+        "127.0.0.1",
+        "sent",
+        "tasks=seg,depth",
+    )
+    assert [e.data["result"] for e in d.events if e.kind == "command"] == ["sent"]
+    for action, field in (("pin", "pin"), ("unpin", "unpin"), ("rollback", "rollback")):
+        d.desk.send("pi-1", action, "alice")
+        assert d.opened(d.sent[-1][1]).WhichOneof("action") == field
+
+
+def test_the_key_is_generated_once_with_its_public_line(tmp_path: Path) -> None:
+    key = open_operator_key(None, tmp_path)
+    assert (tmp_path / "operator.pub").read_text().strip() == key.public_text
+    assert open_operator_key(None, tmp_path).key_id == key.key_id  # loaded, not made again
+
+
+@pytest.mark.parametrize(
+    ("device", "action", "tasks", "status", "says"),
+    [
+        ("nobody", "pin", None, 404, "no device 'nobody' in the registry"),
+        ("pi-1/#", "pin", None, 400, "is not valid"),
+        ("pi-1", "reboot", None, 400, "unknown action 'reboot'"),
+        (
+            "pi-1",
+            "set_tasks",
+            ["sky"],
+            400,
+            "unknown task 'sky': this fleet's model knows seg, depth, normals",
+        ),
+        ("pi-1", "set_tasks", [" "], 400, "needs at least one task"),
+        ("pi-1", "pin", ["seg"], 400, "pin takes no tasks"),
+    ],
+)
+def test_refusals_say_why_and_are_audited(
+    d: Desk, device: str, action: str, tasks: list[str] | None, status: int, says: str
+) -> None:
+    with pytest.raises(CommandError) as err:
+        d.desk.send(device, action, "mallory", "10.0.0.9", tasks)
+    assert err.value.status == status and says in str(err.value)
+    assert d.sent == [] and d.desk.recent() == []
+    (audit,) = d.desk.audit()
+    assert audit["event"] == "refused" and audit["who"] == "mallory" and says in audit["detail"]
+
+
+def test_acks_land_once_and_only_from_the_device_commanded(d: Desk) -> None:
+    rec = d.desk.send("pi-1", "rollback", "alice")
+    cid = rec["command_id"]
+    d.ack("pi-2", cid)  # another device answering for pi-1: ignored
+    d.ack("pi-1", "f" * 32)  # an id nobody sent: ignored
+    assert d.desk.get(cid)["state"] == SENT  # type: ignore[index]
+    d.ack("pi-1", cid, ok=False, reason="no previous model to roll back to")
+    d.ack("pi-1", cid, ok=True)  # QoS 1 may deliver twice; the first answer stands
+    got = d.desk.get(cid)
+    assert (
+        got is not None and got["state"] == FAILED and got["message"] == "no previous model to roll back to"
+    )
+    assert got["acked_at"] is not None
+    assert [a["event"] for a in d.desk.audit()] == ["failed", "sent"]
+    ok = d.desk.send("pi-1", "pin", "alice")
+    d.ack("pi-1", ok["command_id"])
+    assert d.desk.get(ok["command_id"])["state"] == OK  # type: ignore[index]
+    results = [e.data["result"] for e in d.events if e.kind == "command"]
+    assert results == ["sent", "failed", "sent", "ok"]

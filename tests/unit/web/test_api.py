@@ -1,0 +1,248 @@
+"""The JSON API and the pages on a real registry, store and history (no broker): what they say and refuse."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
+from edgecut.server.fleet.history import FleetHistory
+from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.store import LocalStore
+from edgecut.server.spec import Budget, BuildSpec
+from edgecut.server.web.app import STATIC, create_app
+from edgecut.server.web.context import WebContext
+from edgecut.server.web.events import EventHub
+from edgecut.server.web.metrics import FleetMetrics
+from edgecut.server.web.views import Views
+from tests.support.onnx_engine import OnnxTestEngine
+
+TEMPLATES = STATIC.parent / "templates"
+UPLOT_VERSION = "1.6.32"  # the Makefile's `vendor` target pins the same
+
+
+class Web:
+    def __init__(self, root: Path, users: dict[str, str] | None = None, client: str = "testclient") -> None:
+        self.registry = Registry(f"sqlite:///{root / 'r.sqlite3'}")
+        self.store = LocalStore(root / "store")
+        self.history = FleetHistory(self.registry)
+        self.hub = EventHub()
+        self.views = Views(self.registry, self.store, self.history, self.hub)
+        metrics = FleetMetrics(self.views.class_counts, dict, frozenset({"x86", "rpi4"}))
+        self.published: list[tuple[str, bytes]] = []
+        self.desk = CommandDesk(
+            self.registry,
+            open_operator_key(None, root),
+            lambda d, p: self.published.append((d, p)),
+            lambda: ["seg", "depth", "normals"],
+        )
+        ctx = WebContext(self.views, self.hub, metrics, self.desk, users or {})
+        self.client = TestClient(create_app(ctx), client=(client, 50000))
+        engine = OnnxTestEngine(root / "engine")
+        built = engine.build(BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.3)), lambda *_: None)
+        self.artifact = self.store.put_file(built.onnx_path, built.meta).artifact_id
+
+    def device(
+        self, device_id: str, cls: str, tasks: list[str], status: str = "online", serving: bool = True
+    ) -> None:
+        self.registry.record_needs(
+            device_id, tasks, 1, {}, {"cpu_count": 4, "arch": "aarch64"}, cls, "macs=0.3"
+        )
+        aid = self.artifact if serving else ""
+        self.registry.record_state(device_id, status, aid, ["depth", "seg"] if serving else [], "0.1.0")
+        if serving:
+            self.registry.record_swap(device_id, aid, True, "", "", 12.0)
+            self.registry.record_telemetry(
+                device_id, {"artifact_id": aid, "latency_p50_ms": 3.0, "latency_p95_ms": 5.0}
+            )
+
+
+def _fleet(w: Web) -> Web:
+    w.device("pi-a", "rpi4", ["seg", "depth"])
+    w.device("pi-b", "rpi4", ["seg", "depth"], status="offline")
+    w.device("box", "x86", ["normals"], serving=False)
+    return w
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    w = _fleet(Web(tmp_path))
+    yield w
+    w.client.close()
+    w.registry.close()
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Web]:
+    """The dashboard as a browser on the server's own machine reaches it (no users configured)."""
+    w = _fleet(Web(tmp_path, client="127.0.0.1"))
+    yield w
+    w.client.close()
+    w.registry.close()
+
+
+@pytest.fixture
+def with_users(tmp_path: Path) -> Iterator[Web]:
+    w = _fleet(Web(tmp_path, users={"alice": "s3cret"}, client="203.0.113.7"))
+    yield w
+    w.client.close()
+    w.registry.close()
+
+
+def test_fleet_lists_devices_with_model_counts_and_filters(web: Web) -> None:
+    doc = web.client.get("/api/v1/devices").json()
+    assert doc["counts"]["total"] == 3 and doc["counts"]["online"] == 2 and doc["counts"]["offline"] == 1
+    assert doc["counts"]["by_class"]["rpi4"] == {"online": 1, "total": 2}
+    a = next(d for d in doc["devices"] if d["device_id"] == "pi-a")
+    assert a["tasks"] == ["seg", "depth"] and a["latency_p95_ms"] == 5.0 and a["swapped_at"]
+    m = a["model"]
+    assert m["artifact_id"] == web.artifact and m["params"] < m["full_params"] and 0 < m["macs_ratio"] < 1
+    online = web.client.get("/api/v1/devices", params={"status": "online"}).json()
+    assert [d["device_id"] for d in online["devices"]] == ["box", "pi-a"]
+    by_task = web.client.get("/api/v1/devices", params={"task": "normals"}).json()
+    assert [d["device_id"] for d in by_task["devices"]] == ["box"]
+    by_class = web.client.get("/api/v1/devices", params={"device_class": "rpi4", "status": "offline"}).json()
+    assert [d["device_id"] for d in by_class["devices"]] == ["pi-b"] and by_class["counts"]["total"] == 3
+
+
+def test_device_detail_and_its_quality_table(web: Web) -> None:
+    d = web.client.get("/api/v1/devices/pi-a").json()
+    assert [s["artifact_id"] for s in d["swaps"]] == [web.artifact]
+    rows = {q["task"]: q for q in d["quality"]}
+    assert rows["seg"]["metric"] == "miou" and rows["seg"]["full"] == 0.6 and rows["seg"]["value"] < 0.6
+    assert rows["depth"]["lower_is_better"] and rows["depth"]["change"] < 0
+    r = web.client.get("/api/v1/devices/nobody")
+    assert r.status_code == 404 and r.json()["detail"] == "no device 'nobody' in the registry"
+
+
+def test_telemetry_over_time(web: Web) -> None:
+    for i in range(3):
+        web.history.add_telemetry("pi-a", 100.0 + i, {"latency_p95_ms": 5.0 + i, "rss_bytes": 1 << 20})
+    doc = web.client.get("/api/v1/devices/pi-a/telemetry").json()
+    assert [s["latency_p95_ms"] for s in doc["samples"]] == [5.0, 6.0, 7.0]
+    assert web.client.get("/api/v1/devices/pi-a/telemetry", params={"limit": 0}).status_code == 422
+
+
+def test_builds_show_runs_quality_and_latency(web: Web) -> None:
+    web.history.build_queued("k1", ["depth", "seg"], 10.0)
+    web.history.build_started("k1", ["depth", "seg"], 12.0)
+    web.history.build_finished("k1", 20.0, True, artifact_id=web.artifact)
+    web.history.set_latency(web.artifact, 0.5, 20)
+    doc = web.client.get("/api/v1/builds").json()
+    (run,) = doc["recent"]
+    assert (
+        run["seconds"] == 8.0
+        and run["ort_latency_ms"] == 0.5
+        and {q["task"] for q in run["quality"]}
+        == {
+            "seg",
+            "depth",
+        }
+    )
+    art = web.client.get(f"/api/v1/artifacts/{web.artifact}").json()
+    assert art["ort_latency_ms"] == 0.5 and art["model"]["tasks"] == ["depth", "seg"]
+    assert web.client.get("/api/v1/artifacts/..%2F..%2Fetc").status_code in (400, 404)
+    assert web.client.get("/api/v1/artifacts/" + "0" * 64).status_code == 404
+
+
+def test_pages_render_what_the_api_says(web: Web) -> None:
+    fleet = web.client.get("/fleet").text
+    assert 'id="dev-pi-a"' in fleet and 'data-status="offline"' in fleet and web.artifact[:12] in fleet
+    only = web.client.get("/fleet?status=offline").text
+    assert 'id="dev-pi-b"' in only and 'id="dev-pi-a"' not in only
+    device = web.client.get("/devices/pi-a").text
+    assert "Quality vs the full model" in device and "miou" in device
+    assert web.client.get("/devices/nobody").status_code == 404
+    assert "Staged rollouts" in web.client.get("/builds").text
+    assert web.client.get("/", follow_redirects=False).headers["location"] == "/fleet"
+
+
+def test_the_dashboard_works_offline() -> None:
+    """No page or asset loads anything from another host (no CDN), and the chart library is vendored."""
+    for path in [*TEMPLATES.glob("*.html"), *STATIC.glob("*.js"), *STATIC.glob("*.css")]:
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", path.read_text()), path
+    head = (STATIC / "vendor" / "uPlot.iife.min.js").read_text()[:200]
+    assert f"uPlot (v{UPLOT_VERSION})" in head
+    assert (STATIC / "vendor" / "uPlot.LICENSE.txt").read_text().startswith("The MIT License")
+
+
+def test_metrics_endpoint(web: Web) -> None:
+    r = web.client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    assert 'edgecut_devices_online{device_class="rpi4"} 1.0' in r.text
+    assert 'edgecut_devices_known{device_class="rpi4"} 2.0' in r.text
+
+
+def test_sse_delivers_a_notice_per_fleet_event(web: Web) -> None:
+    got: list[str] = []
+    with web.client.stream("GET", "/api/v1/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        while "event: hello" not in got:
+            got.append(next(lines))
+        threading.Timer(
+            0.1, web.hub, args=(FleetEvent("swap", "pi-a", {"ok": True, "artifact_id": "x"}),)
+        ).start()
+        while not any(line.startswith("data:") and "pi-a" in line for line in got):
+            got.append(next(lines))
+        web.hub.close()  # the server stopping ends the stream
+    assert "event: swap" in got
+
+
+def test_commands_from_this_machine_are_sent_and_audited_as_local(local: Web) -> None:
+    r = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "set_tasks", "tasks": ["depth"]})
+    assert r.status_code == 202, r.text
+    rec = r.json()
+    assert rec["state"] == "sent" and rec["who"] == "local" and local.published[0][0] == "pi-a"
+    listed = local.client.get("/api/v1/commands", params={"device_id": "pi-a"}).json()["commands"]
+    assert [c["command_id"] for c in listed] == [rec["command_id"]]
+    (entry,) = local.client.get("/api/v1/audit").json()["audit"]
+    assert entry["who"] == "local" and entry["origin"] == "127.0.0.1" and entry["event"] == "sent"
+    assert "Operator commands" in local.client.get("/devices/pi-a").text
+
+
+def test_command_refusals(local: Web) -> None:
+    bad = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "set_tasks", "tasks": ["sky"]})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("unknown task 'sky'")
+    missing = local.client.post("/api/v1/devices/ghost/commands", json={"action": "pin"})
+    assert missing.status_code == 404
+    unknown = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "format_disk"})
+    assert unknown.status_code == 422
+    extra = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "pin", "shell": "rm -rf /"})
+    assert extra.status_code == 422
+    # a page on another site making the operator's browser post here
+    csrf = local.client.post(
+        "/api/v1/devices/pi-a/commands",
+        json={"action": "rollback"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert csrf.status_code == 403 and "not from http://evil.example" in csrf.json()["detail"]
+    assert local.published == []
+
+
+def test_without_users_only_this_machine_may_command(web: Web) -> None:
+    r = web.client.post("/api/v1/devices/pi-a/commands", json={"action": "pin"})
+    assert r.status_code == 403 and "only from this machine" in r.json()["detail"]
+    assert web.client.get("/api/v1/devices").status_code == 200  # reading stays open
+    assert web.published == []
+
+
+def test_with_users_everything_asks_who_and_the_audit_names_them(with_users: Web) -> None:
+    c = with_users.client
+    assert c.get("/api/v1/devices").status_code == 401
+    assert c.get("/fleet").headers["www-authenticate"].startswith("Basic")
+    assert c.get("/metrics").status_code == 401
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/api/v1/devices", auth=("alice", "wrong")).status_code == 401
+    assert c.get("/api/v1/devices", auth=("mallory", "s3cret")).status_code == 401
+    assert c.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}).status_code == 401
+    r = c.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}, auth=("alice", "s3cret"))
+    assert r.status_code == 202 and r.json()["who"] == "alice"
+    (entry,) = c.get("/api/v1/audit", auth=("alice", "s3cret")).json()["audit"]
+    assert entry["who"] == "alice" and entry["origin"] == "203.0.113.7"
