@@ -1,7 +1,8 @@
 """Per-task metrics as the multi-task literature reports them, and the aggregate Δm.
 
-segmentation: mIoU, pixel accuracy; depth: abs and rel error, δ < 1.25^k; normals: mean and median
-angle error, % of pixels within 11.25 / 22.5 / 30 degrees; edges: F1 at 0.5; classification: accuracy.
+segmentation: mIoU, pixel accuracy; depth: abs and rel error, δ < 1.25^k; regression: abs error and
+RMSE over every value; normals: mean and median angle error, % of pixels within 11.25 / 22.5 / 30
+degrees; edges: F1 at 0.5; classification: accuracy.
 
 Δm (Maninis et al. 2019, as used by MTAN and the seed papers): the mean over every metric of the
 relative change against a reference model, in %, with lower-is-better metrics sign-flipped, so a
@@ -19,10 +20,11 @@ import torch.nn.functional as F
 from edgecut.server.mtl.data import IGNORE_INDEX
 from edgecut.server.mtl.tasks import TaskSpec
 
-LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "mean_angle", "median_angle"})
+LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "rmse", "mean_angle", "median_angle"})
 PRIMARY = {  # the metric shown first for each kind, e.g. in compact tables
     "segmentation": "miou",
     "depth": "abs_err",
+    "regression": "abs_err",
     "normals": "mean_angle",
     "edges": "f1",
     "classification": "accuracy",
@@ -64,6 +66,11 @@ class TaskMeter:
             for k in (1, 2, 3):
                 self._add(f"d{k}", float((ratio < 1.25**k).sum()))
             self.n += float(valid.sum())
+        elif kind == "regression":
+            err = pred.float() - target.float()
+            self._add("abs", float(err.abs().sum()))
+            self._add("sq", float(err.pow(2).sum()))
+            self.n += float(err.numel())
         elif kind == "normals":
             valid = target.abs().sum(1) > 0
             cos = F.cosine_similarity(pred, target, dim=1)[valid].clamp(-1, 1)
@@ -103,6 +110,9 @@ class TaskMeter:
                 "delta2": s["d2"] / n,
                 "delta3": s["d3"] / n,
             }
+        if kind == "regression":
+            n = max(self.n, 1)
+            return {"abs_err": s.get("abs", 0.0) / n, "rmse": math.sqrt(s.get("sq", 0.0) / n)}
         if kind == "normals":
             n = max(self.n, 1)
             cum = torch.cumsum(self.angle_hist, 0)
@@ -123,6 +133,7 @@ class TaskMeter:
 DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/recall are folded into f1)
     "segmentation": ("miou", "pixel_acc"),
     "depth": ("abs_err", "rel_err"),
+    "regression": ("abs_err", "rmse"),
     "normals": ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"),
     "edges": ("f1",),
     "classification": ("accuracy",),

@@ -84,8 +84,10 @@ def test_server_command_runs_the_service_until_sigterm(
     monkeypatch.chdir(tmp_path)  # no .edgecut/models here: the default is the packaged reference model
     seen: dict[str, object] = {}
 
-    def load_engine(checkpoint_path: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
-        seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data)
+    def load_engine(
+        checkpoint_path: Path, state_dir: Path, calib_data: str | None, **kw: object
+    ) -> OnnxTestEngine:
+        seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data, **kw)
         return OnnxTestEngine(tmp_path / "work")
 
     monkeypatch.setitem(sys.modules, "edgecut.server.engine", types.SimpleNamespace(load_engine=load_engine))
