@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"[bold red]error:[/] `edgecut {command}` needs the server extra, which is not installed here "
             f"(no {missing[0]} module): {escape(server_cli.EXTRA_HINT)}",
             highlight=False,
+            soft_wrap=True,
         )
         return 2
     return dispatch(build_parser(), args)
@@ -73,7 +74,7 @@ def dispatch(
     try:
         return int(args.handler(args) or 0)
     except EdgecutError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
@@ -85,6 +86,7 @@ def dispatch(
         Console(stderr=True).print(
             f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(lines[0] if lines else '')}{hint}",
             highlight=False,
+            soft_wrap=True,
         )
         return 1
 

@@ -56,6 +56,21 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     m.set_defaults(handler=run_model)
 
+    g = bench_sub.add_parser(
+        "generality",
+        help="the gallery architectures trained on a folder and tailored; per-MAC vs plain ranking",
+    )
+    g.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    g.add_argument(
+        "--checkpoint", type=Path, help="reference model for the ranking comparison; " + CHECKPOINT_HELP
+    )
+    g.add_argument("--retrain", action="store_true", help="train the gallery models again even if cached")
+    g.add_argument("--quick", action="store_true", help="one architecture on tiny settings (smoke test)")
+    g.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
+    g.set_defaults(handler=run_generality)
+
     from edgecut.server.bench import paper_cli  # argparse only; torch loads in its handler
 
     paper_cli.register(bench_sub)
@@ -190,4 +205,27 @@ def run_tailor(args: argparse.Namespace) -> int:
     )
     Console().print(body)
     write_section(args.out, "Tailoring time (no recovery)", body)
+    return 0
+
+
+def run_generality(args: argparse.Namespace) -> int:
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import generality
+
+    cfg = generality.GeneralityConfig(
+        work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
+        reference=args.checkpoint or reference_checkpoint(args.data_dir),
+        cache_dir=scenes_cache(args.data_dir),
+    )
+    if args.quick:
+        cfg = generality.quick(cfg)
+    if args.retrain:
+        for old in cfg.work_dir.glob("*.pt"):
+            old.unlink()
+    res = generality.run(cfg)
+    command = "edgecut bench generality" + (" --quick" if args.quick else "")
+    text = generality.markdown(res, command)
+    print(text)
+    if str(args.out):
+        write_section(args.out, generality.SECTION, text)
     return 0

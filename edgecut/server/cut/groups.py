@@ -14,7 +14,8 @@ module derives a `Layout`:
   stays valid only if every group loses the same positions, so position p of each group is one unit;
   if the group does not hold all those siblings, they are pinned.
 - pinned channels, never removed: those no producer computes (e.g. a concatenated network input), and
-  grouped-conv siblings outside the group.
+  grouped-conv siblings outside the group. A group whose indices do not fit its own layers (torch-
+  pruning loses track of a concat that includes the network input) is pinned whole.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def layout(
     producers: list[nn.Module] = []
     pinned: set[int] = set()
     union = _Union()
+    if not all(_fits(item, graph) for item in group):
+        return Layout(width, [], {}, [], [], [], [])
     for item in group:
         dep, idxs, roots = item.dep, item.idxs, item.root_idxs
         m = dep.target.module
@@ -153,6 +156,22 @@ def layout(
         )
         atom_step[a] = max(rules.step(initial.get(m, _width(m))) for m in mods)
     return Layout(width, sorted(units), atom_of, atom_width, atom_floor, atom_step, producers)
+
+
+def _fits(item: tp.dependency.GroupItem, graph: tp.DependencyGraph) -> bool:
+    """Whether the item's channel indices exist in its layer (a check on torch-pruning's index mapping)."""
+    m = item.dep.target.module
+    if not isinstance(m, nn.Module) or not item.idxs:
+        return True
+    try:
+        size = (
+            graph.get_out_channels(m)
+            if graph.is_out_channel_pruning_fn(item.dep.handler)
+            else graph.get_in_channels(m)
+        )
+    except Exception:  # a layer type torch-pruning has no pruner for
+        return True
+    return size is None or (len(item.idxs) <= size and max(int(i) for i in item.idxs) < size)
 
 
 def _width(m: nn.Module) -> int:

@@ -88,7 +88,7 @@ def _float_image(arr: np.ndarray, path: Path, scale: float | None) -> np.ndarray
         raise DatasetError(f"{path} holds NaN or infinite values: an image must be finite")
     if scale is not None:
         arr = arr / scale
-    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if lo < -IMAGE_TOLERANCE or hi > 1.0 + IMAGE_TOLERANCE:
         scaled = f" after dividing by --image-scale {scale:g}" if scale is not None else ""
         raise DatasetError(
