@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edgecut.errors import ConfigError
+from edgecut.server.cliopts import add_data, add_model
 from edgecut.server.paths import (
     CHECKPOINT_HELP,
     DEFAULT_DATA_DIR,
@@ -26,6 +27,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         help=CHECKPOINT_HELP,
     )
     p.add_argument("--tasks", default="seg,depth")
+    add_model(p)
+    add_data(p)
     p.add_argument("--levels", default="0.3,0.5,0.7,0.9", help="shares of params removed")
     p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
     p.add_argument("--recovery-steps", type=int, default=100)
@@ -102,10 +105,14 @@ def run_prune(args: argparse.Namespace) -> int:
         methods,
         args.recovery_steps,
         cache_dir=scenes_cache(args.data_dir),
+        model=args.model,
+        calib_data=args.calib_data,
+        val_data=args.val_data,
+        image_scale=args.image_scale,
     )
     if args.quick:
         cfg = bench.quick(cfg)
-    base = checkpoint.load(ckpt)
+    base = checkpoint.load(ckpt, args.model)
     kinds = {t: base.task_specs[t].kind for t in cfg.tasks if t in base.task_specs}
     res = bench.run(cfg)
     # The exact command that produced the figures (argv[1:] = "bench prune ...").
@@ -119,7 +126,7 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.plot:
         bench.plot(res, args.plot)
         text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
-    if str(args.out):
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, args.section, text)
     return 0
 
@@ -226,6 +233,6 @@ def run_generality(args: argparse.Namespace) -> int:
     command = "edgecut bench generality" + (" --quick" if args.quick else "")
     text = generality.markdown(res, command)
     print(text)
-    if str(args.out):
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, generality.SECTION, text)
     return 0
