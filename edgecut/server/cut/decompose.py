@@ -44,7 +44,9 @@ def read_outputs(model: MultiTaskModel) -> tuple[list[int], list[torch.Size]]:
     def swap(_m: nn.Module, _i: object, out: object) -> object:
         feats = out if isinstance(out, tuple | list) else (out,)
         leaves.extend(f.detach().requires_grad_(f.is_floating_point()) for f in feats)
-        return type(out)(leaves) if isinstance(out, tuple | list) else leaves[0]
+        if isinstance(out, list):
+            return list(leaves)
+        return tuple(leaves) if isinstance(out, tuple) else leaves[0]
 
     hook = model.trunk.register_forward_hook(swap)
     try:

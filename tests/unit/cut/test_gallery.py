@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from edgecut.agent.runtime import load_model
-from edgecut.model_meta import ModelMeta
-from edgecut.server.cut.export import export_onnx, input_spec, output_specs
+from edgecut.server.cut.export import export_onnx
 from edgecut.server.cut.tailor import TailorOptions, tailor
 from edgecut.server.mtl.contract import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.mtl.tasks import COUNT_CLASSES, SCENE_TASKS, TaskSpec, by_name
 from edgecut.server.spec import Budget
 from examples import GALLERY
+from tests.support.tailored import report_meta
 
 SIZE = 32
 SCENE = by_name(SCENE_TASKS)
@@ -83,16 +83,7 @@ def test_gallery_tailors_exports_and_loads_in_the_agent(
     rep = tailor(base, list(pair), Budget(macs_fraction=round(1 - level, 2)), calib, options)
     assert rep.pruned.macs <= (1 - level) * rep.selected.macs
     assert rep.pruned.params < rep.selected.params
-    meta = ModelMeta(
-        base_model=arch,
-        tasks=rep.tasks,
-        input=input_spec(rep.model),
-        outputs=output_specs(rep.model),
-        params=rep.pruned.params,
-        macs=rep.pruned.macs,
-        full_params=rep.full.params,
-        full_macs=rep.full.macs,
-    )
+    meta = report_meta(rep, arch)
     path = tmp_path / "m.onnx"
     assert export_onnx(rep.model, meta, path) < 1e-4
     loaded = load_model(path, "gallery")  # warm-up + output checks of the device's runtime

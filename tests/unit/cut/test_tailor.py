@@ -22,6 +22,7 @@ from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError, ModelC
 from edgecut.server.mtl.data import batches
 from edgecut.server.mtl.losses import distill_loss
 from edgecut.server.spec import Budget
+from tests.support.tailored import report_meta
 
 
 @pytest.mark.parametrize("arch", ["small_resnet", "small_densecat"])
@@ -99,16 +100,7 @@ def test_export_names_one_output_per_task_with_dynamic_batch_and_metadata(
     rep = tailor(
         small_resnet, ["seg", "count"], Budget(macs_fraction=0.5), scenes, TailorOptions(calib_batches=1)
     )
-    meta = ModelMeta(
-        base_model="t",
-        tasks=rep.tasks,
-        input=input_spec(rep.model),
-        outputs=output_specs(rep.model),
-        params=rep.pruned.params,
-        macs=rep.pruned.macs,
-        full_params=rep.full.params,
-        full_macs=rep.full.macs,
-    )
+    meta = report_meta(rep, "t")
     path = tmp_path / "m.onnx"
     diff = export_onnx(rep.model, meta, path)
     assert diff < 1e-4
