@@ -41,20 +41,20 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     p.add_argument("--model", metavar="NAME|module:Class", help=help)
 
 
-def add_data(p: argparse.ArgumentParser, calib: bool = True, val: bool = True) -> None:
+VAL_HELP = (
+    "labelled folder to report quality on (default: the calibration folder's val split, else synthetic "
+    "scenes when they label every task)"
+)
+
+
+def add_data(p: argparse.ArgumentParser, calib: bool = True, val_help: str = VAL_HELP) -> None:
     if calib:
         p.add_argument(
             "--calib-data",
             metavar="FOLDER",
             help="unlabelled images to score and recover with: a labelled folder, or 'synthetic' (default)",
         )
-    if val:
-        p.add_argument(
-            "--val-data",
-            metavar="FOLDER",
-            help="labelled folder to report quality on (default: the calibration folder's val split, "
-            "else synthetic scenes when they label every task)",
-        )
+    p.add_argument("--val-data", metavar="FOLDER", help=val_help)
     p.add_argument(
         "--image-scale",
         type=positive_float,

@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model-config", metavar="JSON", help="keyword arguments of the model class, as JSON")
     p.add_argument("--data", metavar="FOLDER", help="labelled training folder (default: synthetic scenes)")
-    add_data(p, calib=False)
+    add_data(
+        p,
+        calib=False,
+        val_help="labelled validation folder (default: the --data folder's val/, else 10 %% of it)",
+    )
     p.add_argument("--image-size", type=positive_int, help="model input size in pixels (default 64)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where scenes and models live")
     p.add_argument(
