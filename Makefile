@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(VENV)/bin/edgecut bench swap --models $(DATA_DIR)/bench/seg-depth-rpi4.onnx \
 		$(DATA_DIR)/bench/seg-depth-normals-jetson.onnx
 	$(VENV)/bin/edgecut bench paper --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench generality --data-dir $(DATA_DIR)
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \

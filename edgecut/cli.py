@@ -1,6 +1,10 @@
 """`edgecut` command line: each side registers its own subcommands; heavy imports happen lazily.
 
-The agent's commands must never import torch, so the server's subcommands import it only when run.
+The agent's commands must never import torch, so the server's subcommands import it only when run, and
+on an install without the server extra they are left out (naming one says what to install).
+
+Errors: an `EdgecutError` is a user's mistake and prints as one sentence with its exit code; anything
+else is unexpected and prints as one sentence too (exit 1), with the traceback only under -v.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from edgecut import __version__
 from edgecut.errors import EdgecutError
@@ -20,19 +25,41 @@ def build_parser() -> argparse.ArgumentParser:
     from edgecut.agent import cli as agent_cli
     from edgecut.server import cli as server_cli
 
+    missing = server_cli.missing_modules()
     parser = argparse.ArgumentParser(
-        prog="edgecut", description="Tailor multi-task models to edge devices and deliver them."
+        prog="edgecut",
+        description="Tailor multi-task models to edge devices and deliver them.",
+        epilog=(
+            f"The server commands ({', '.join(server_cli.COMMANDS)}) need the server extra, which is not "
+            f"installed here: {server_cli.EXTRA_HINT}."
+            if missing
+            else None
+        ),
     )
     parser.add_argument("--version", action="version", version=f"edgecut {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    server_cli.register(sub)
+    if not missing:
+        server_cli.register(sub)
     agent_cli.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(build_parser(), argv)
+    from edgecut.server import cli as server_cli
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    missing = server_cli.missing_modules() if command in server_cli.COMMANDS else []
+    if missing:
+        Console(stderr=True).print(
+            f"[bold red]error:[/] `edgecut {command}` needs the server extra, which is not installed here "
+            f"(no {missing[0]} module): {escape(server_cli.EXTRA_HINT)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
+    return dispatch(build_parser(), args)
 
 
 def dispatch(
@@ -47,11 +74,21 @@ def dispatch(
     try:
         return int(args.handler(args) or 0)
     except EdgecutError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         return 130
+    except Exception as exc:  # a bug (ours or in a user's model code): one sentence, traceback with -v
+        logging.getLogger("edgecut").debug("unexpected error", exc_info=True)
+        lines = str(exc).strip().splitlines()
+        hint = "" if args.verbose else " (rerun with -v for the traceback)"
+        Console(stderr=True).print(
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(lines[0] if lines else '')}{hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
 
 
 if __name__ == "__main__":

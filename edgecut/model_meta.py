@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 FORMAT = "edgecut.model/1"
 ONNX_METADATA_KEY = "edgecut"
 
-TaskKind = Literal["segmentation", "depth", "normals", "edges", "classification"]
+TaskKind = Literal["segmentation", "classification", "depth", "regression", "normals", "edges"]
 
 
 class InputSpec(BaseModel):

@@ -69,11 +69,11 @@ def describe(task: str, spec: OutputSpec, out: np.ndarray) -> str:
 
 
 def render(spec: OutputSpec, out: np.ndarray) -> Image.Image | None:
-    """Segmentation as a palette PNG, depth/edges as normalised grey, normals as RGB; else None."""
+    """Segmentation as a palette PNG, depth/edges/regression as normalised grey, normals as RGB; else None."""
     y = out[0]
     if spec.kind == "segmentation":
         return Image.fromarray(_PALETTE[y.argmax(0) % len(_PALETTE)])
-    if spec.kind in ("depth", "edges"):
+    if spec.kind in ("depth", "edges", "regression"):  # a regression's first channel
         d = y[0]
         span = float(d.max() - d.min()) or 1.0
         return Image.fromarray(((d - d.min()) / span * 255).astype(np.uint8))

@@ -1,8 +1,31 @@
-"""`edgecut train | prune | bench | server | demo` (torch is imported only inside the handlers)."""
+"""`edgecut train | prune | bench | server | demo` (torch is imported only inside the handlers).
+
+These commands need the `server` extra. On an agent-only install (`pip install 'edgecut[agent]'`) they
+are not offered, and naming one says which extra to install (edgecut/cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+
+COMMANDS = ("train", "prune", "bench", "server", "demo")
+# Modules of the server extra that these commands import (pyproject.toml, [server]).
+REQUIRES = ("torch", "torch_pruning", "onnx", "sqlalchemy", "matplotlib")
+EXTRA_HINT = "pip install 'edgecut[server]'"
+
+
+def missing_modules() -> list[str]:
+    """The server extra's modules that are not installed (found without importing them)."""
+    out = []
+    for name in REQUIRES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or half-removed package
+            found = False
+        if not found:
+            out.append(name)
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:

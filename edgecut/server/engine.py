@@ -1,7 +1,8 @@
 """The torch tailoring engine behind the fleet service: implements `spec.Engine`.
 
 It holds the pre-trained base model, unlabelled calibration images (for scoring and distillation)
-and labelled validation scenes (only to report each artifact's quality against the original).
+and labelled validation samples (only to report each artifact's quality against the original), each
+synthetic scenes or a folder (mtl/sources.py).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import torch
 from torch.utils.data import Dataset
 
 from edgecut.model_meta import ModelMeta
+from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
-from edgecut.server.cut.prune import Size, measure, size_target, smallest
+from edgecut.server.cut.prune import Size, floor_model, impossible, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions
 from edgecut.server.cut.tailor import TailorOptions, tailor
-from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
+from edgecut.server.errors import UnknownTaskError
 from edgecut.server.mtl import checkpoint
-from edgecut.server.mtl.contract import MultiTaskModel, check_contract
-from edgecut.server.mtl.data import Batch, synthetic_scenes
+from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
+from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate
+from edgecut.server.mtl.sources import engine_data, labelled_tasks
 from edgecut.server.paths import scenes_cache
 from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, ProgressFn
 
@@ -54,7 +57,8 @@ class TorchEngine:
         self.options = options or TailorOptions(recovery=DEFAULT_RECOVERY)
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
-        self._smallest: dict[tuple[str, ...], tuple[Size, Size]] = {}
+        self._val_tasks = labelled_tasks(val) if val is not None else set()
+        self._floors: dict[tuple[str, ...], tuple[Size, MultiTaskModel, Size]] = {}
         self._lock = threading.Lock()  # torch modules are not shared safely across build threads
         # validate() runs on the MQTT and gRPC threads: it uses its own copy of the base under its own
         # lock, so a request never waits for a running build (that blocked the MQTT bridge's network
@@ -70,27 +74,33 @@ class TorchEngine:
     def tasks(self) -> list[str]:
         return self.base.task_names
 
+    def _evaluate(self, model: MultiTaskModel) -> Metrics:
+        """Metrics of the tasks the validation data labels (none without validation data)."""
+        specs = {t: s for t, s in model.task_specs.items() if t in self._val_tasks}
+        return evaluate(model, specs, self.val) if self.val is not None and specs else {}
+
     def reference_metrics(self) -> Metrics:
-        if self._reference is None and self.val is not None:
-            self._reference = evaluate(self.base, self.base.task_specs, self.val)
-        return self._reference or {}
+        if self._reference is None:
+            self._reference = self._evaluate(self.base)
+        return self._reference
 
     def validate(self, spec: BuildSpec) -> None:
         unknown = [t for t in spec.tasks if t not in self.tasks]
         if unknown:
             raise UnknownTaskError(f"unknown task {unknown[0]!r}: this model knows {', '.join(self.tasks)}")
         with self._probe_lock:
-            if spec.tasks not in self._smallest:
-                selected = self._probe.select(list(spec.tasks))
-                self._smallest[spec.tasks] = (measure(selected, selected.input_size), smallest(selected))
-        selected_size, least = self._smallest[spec.tasks]
-        target = size_target(spec.budget.bucketed(), selected_size)
-        if not target.met(least):
-            raise ImpossibleBudgetError(
-                f"budget {spec.budget.bucket()} is below what tasks {', '.join(spec.tasks)} can reach: the smallest "
-                f"model keeps {least.macs / selected_size.macs:.2%} of the MACs and "
-                f"{least.params / selected_size.params:.2%} of the params; ask for at least that"
-            )
+            if spec.tasks not in self._floors:
+                selected = decompose(self._probe, list(spec.tasks))
+                floor = floor_model(selected)
+                self._floors[spec.tasks] = (
+                    measure(selected, selected.input_size),
+                    floor,
+                    measure(floor, floor.input_size),
+                )
+            selected_size, floor, least = self._floors[spec.tasks]
+            target = size_target(spec.budget.bucketed(), selected_size)
+            if not target.met(least):
+                raise impossible(spec.budget.bucket(), selected_size, floor, target)
 
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         self.validate(spec)
@@ -108,7 +118,7 @@ class TorchEngine:
             )
             progress("exporting", 0.92, "evaluating and exporting ONNX")
             model = report.model
-            metrics = evaluate(model, model.task_specs, self.val) if self.val is not None else {}
+            metrics = self._evaluate(model)
             reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
             meta = ModelMeta(
                 base_model=self._base_id,
@@ -150,20 +160,29 @@ def load_engine(
     n_calib: int = 512,
     n_val: int = 256,
     recovery_steps: int | None = None,
+    val_data: str | None = None,
+    model: str | None = None,
+    image_scale: float | None = None,
 ) -> TorchEngine:
-    """The engine for a trained checkpoint; calibration images are synthetic scenes unless a folder is given."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    base = checkpoint.load(checkpoint_path)
-    cache = scenes_cache(state_dir)
-    if calib_data in (None, "", "synthetic"):
-        calib: Dataset[Batch] = synthetic_scenes(
-            n_calib, CALIB_SEED, base.input_size, cache, show_progress=False
-        )
-    else:
-        from edgecut.server.mtl.folder import FolderDataset
+    """The engine for a trained checkpoint (built as `model` when given, else as the class it records).
 
-        calib = FolderDataset(Path(calib_data), size=base.input_size)
-    val = synthetic_scenes(n_val, VAL_SEED, base.input_size, cache, show_progress=False)
+    Calibration images are synthetic scenes unless a folder is given; validation as in
+    sources.engine_data.
+    """
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base = check_outputs(checkpoint.load(checkpoint_path, model))
+    calib, val = engine_data(
+        list(base.task_specs.values()),
+        base.input_size,
+        calib_data,
+        val_data,
+        scenes_cache(state_dir),
+        n_calib,
+        n_val,
+        CALIB_SEED,
+        VAL_SEED,
+        image_scale,
+    )
     recovery = DEFAULT_RECOVERY if recovery_steps is None else replace(DEFAULT_RECOVERY, steps=recovery_steps)
     return TorchEngine(
         base,

@@ -18,7 +18,7 @@ from typing import Protocol
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 
-PIPELINE_VERSION = "cut-1"
+PIPELINE_VERSION = "cut-2"  # 2: decomposition drops unread trunk parts; per-MAC ranking for MACs budgets
 
 # stage name (queued, importance, pruning, recovery, exporting, ready, failed), fraction 0..1, detail
 ProgressFn = Callable[[str, float, str], None]

@@ -44,18 +44,20 @@ def _unit_normals(rng: np.random.Generator, h: int = H, w: int = W) -> np.ndarra
 def write_npy_layout(
     root: Path, split: str = "train", ids: tuple[int, ...] = (0, 1, 2, 10)
 ) -> dict[int, dict]:
-    """MTAN/DiSparse NYUv2: image H x W x 3 (0-1, or 0-255 for id 1), label -1 = ignore, depth H x W x 1."""
+    """MTAN/DiSparse NYUv2: image H x W x 3 (0-1 floats, or uint8 for id 1), label -1 = ignore, depth H x W x 1."""
     rng = np.random.default_rng(len(split))
     written: dict[int, dict] = {}
     for i in ids:
         image = rng.uniform(0, 1, (H, W, 3)).astype(np.float32)
+        if i == 1:
+            image = np.round(image * 255) / 255
         label = rng.integers(0, 13, (H, W)).astype(np.float32)
         label[0, :3] = -1
         depth = rng.uniform(0.5, 9.0, (H, W, 1)).astype(np.float32)
         depth[1, 1] = 0.0
         normal = _unit_normals(rng)
         normal[2, 2] = 0.0
-        _npy(root / split / "image" / f"{i}.npy", image * 255 if i == 1 else image)
+        _npy(root / split / "image" / f"{i}.npy", np.round(image * 255).astype(np.uint8) if i == 1 else image)
         _npy(root / split / "label" / f"{i}.npy", label)
         _npy(root / split / "depth" / f"{i}.npy", depth)
         _npy(root / split / "normal" / f"{i}.npy", normal)
@@ -178,7 +180,11 @@ def test_unknown_folders_are_skipped_unless_declared(tmp_path: Path) -> None:
     (tmp_path / "masks").mkdir()
     assert "masks" not in FolderDataset(tmp_path).specs
     (tmp_path / "tasks.json").write_text(json.dumps(["seg", "masks"]))
-    with pytest.raises(DatasetError, match=r"task 'masks' .*no known kind.*tasks\.json"):
+    # the message lists every kind, classification and regression included
+    kinds = "segmentation, classification, depth, regression, normals, edges"
+    with pytest.raises(
+        DatasetError, match=rf"task 'masks' .*no kind: declare it in tasks\.json as one of {kinds}"
+    ):
         FolderDataset(tmp_path)
 
 
@@ -314,3 +320,82 @@ def test_loads_in_batches_and_evaluates_with_a_model(tmp_path: Path) -> None:
     assert perfect["depth"]["abs_err"] < 1e-6 and perfect["depth"]["delta1"] == 1.0
     assert perfect["normals"]["mean_angle"] < 0.1 and perfect["normals"]["within_11.25"] == 1.0
     assert perfect["edges"]["f1"] == 1.0 and perfect["count"]["accuracy"] == 1.0
+
+
+def _one_image_folder(root: Path, image: np.ndarray, name: str = "x.npy") -> None:
+    (root / "images").mkdir(parents=True)
+    if name.endswith(".npy"):
+        np.save(root / "images" / name, image)
+    else:
+        Image.fromarray(image).save(root / "images" / name)
+    (root / "count.json").write_text(json.dumps({Path(name).stem: 0}))
+
+
+def test_float_images_outside_0_1_fail_naming_the_file_unless_scaled(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    noisy = rng.uniform(0, 0.006, (H, W, 3)).astype(np.float32)  # dim but valid: kept as it is
+    _one_image_folder(tmp_path / "dim", noisy)
+    np.testing.assert_allclose(FolderDataset(tmp_path / "dim")[0]["image"].numpy(), noisy.transpose(2, 0, 1))
+
+    bright = rng.uniform(0, 255, (H, W, 3)).astype(np.float32)
+    _one_image_folder(tmp_path / "bright", bright)
+    with pytest.raises(
+        DatasetError, match=r"images[/\\]x\.npy holds values from .* to 25\d.*outside \[0, 1\].*--image-scale"
+    ):
+        FolderDataset(tmp_path / "bright")[0]
+    scaled = FolderDataset(tmp_path / "bright", image_scale=255)[0]["image"]
+    np.testing.assert_allclose(scaled.numpy(), bright.transpose(2, 0, 1) / 255, rtol=1e-6)
+    with pytest.raises(DatasetError, match=r"after dividing by --image-scale 100"):
+        FolderDataset(tmp_path / "bright", image_scale=100)[0]
+
+    nan = noisy.copy()
+    nan[0, 0, 0] = np.nan
+    _one_image_folder(tmp_path / "nan", nan)
+    with pytest.raises(DatasetError, match=r"x\.npy holds NaN"):
+        FolderDataset(tmp_path / "nan")[0]
+
+
+def test_integer_images_are_scaled_by_their_depth(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    eight = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    _one_image_folder(tmp_path / "u8", eight)
+    np.testing.assert_allclose(
+        FolderDataset(tmp_path / "u8")[0]["image"].numpy(), eight.transpose(2, 0, 1) / 255
+    )
+    sixteen = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    _one_image_folder(tmp_path / "u16", sixteen)
+    got = FolderDataset(tmp_path / "u16")[0]["image"].numpy()
+    np.testing.assert_allclose(got, sixteen.transpose(2, 0, 1) / 65535, rtol=1e-6)
+
+
+def test_a_declared_regression_keeps_zero_as_a_value_and_depth_missing_is_configurable(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    _png(tmp_path / "images" / "a.png", rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    field = rng.normal(size=(H, W, 2)).astype(np.float32)
+    field[0, 0] = 0.0  # a real zero, not a gap
+    _npy(tmp_path / "flow" / "a.npy", field)
+    depth = rng.integers(500, 9000, (H, W), dtype=np.uint16)
+    depth[1, 1] = 65535  # this sensor marks gaps with the largest value
+    depth[2, 2] = 0
+    _png(tmp_path / "range" / "a.png", depth)
+    (tmp_path / "tasks.json").write_text(
+        json.dumps({"flow": {"kind": "regression"}, "range": {"kind": "depth", "missing": 65535}})
+    )
+    ds = FolderDataset(tmp_path)
+    assert ds.specs["flow"] == TaskSpec("flow", "regression", 2)  # channels from the file
+    s = ds[0]
+    np.testing.assert_allclose(s["flow"].numpy(), field.transpose(2, 0, 1))
+    assert s["flow"][:, 0, 0].tolist() == [0.0, 0.0]
+    assert s["range"][0, 1, 1] == 0 and s["range"][0, 2, 2] == 0  # both gaps, stored as 0
+    np.testing.assert_allclose(s["range"][0, 3, 3].item(), depth[3, 3] / 1000, rtol=1e-6)
+
+    field[0, 1] = np.nan
+    _npy(tmp_path / "flow" / "a.npy", field)
+    with pytest.raises(DatasetError, match=r"flow[/\\]a\.npy holds NaN"):
+        ds[0]
+    # the model's spec wins over the file: a 3-channel regression cannot read 2-channel files
+    _npy(tmp_path / "flow" / "a.npy", np.zeros((H, W, 2), np.float32))
+    with pytest.raises(DatasetError, match=r"a\.npy has 2 channels but task 'flow' has 3"):
+        FolderDataset(tmp_path, tasks=[TaskSpec("flow", "regression", 3)])[0]

@@ -145,7 +145,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path: Path
 
 
 def test_a_user_model_registers_and_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(contract, "_REGISTRY", dict(contract._REGISTRY))  # keep the registry clean
+    contract.load_builtin()  # registered into the real registry, not the copy
+    monkeypatch.setattr(contract, "REGISTRY", dict(contract.REGISTRY))  # keep the registry clean
 
     @register_model("tiny-user")
     class Tiny(MultiTaskModel):

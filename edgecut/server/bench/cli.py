@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edgecut.errors import ConfigError
+from edgecut.server.cliopts import add_data, add_model
 from edgecut.server.paths import (
     CHECKPOINT_HELP,
     DEFAULT_DATA_DIR,
@@ -26,6 +27,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         help=CHECKPOINT_HELP,
     )
     p.add_argument("--tasks", default="seg,depth")
+    add_model(p)
+    add_data(p)
     p.add_argument("--levels", default="0.3,0.5,0.7,0.9", help="shares of params removed")
     p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
     p.add_argument("--recovery-steps", type=int, default=100)
@@ -55,6 +58,21 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--retrain", action="store_true", help="train again (timed) even if the model exists")
     m.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     m.set_defaults(handler=run_model)
+
+    g = bench_sub.add_parser(
+        "generality",
+        help="the gallery architectures trained on a folder and tailored; per-MAC vs plain ranking",
+    )
+    g.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    g.add_argument(
+        "--checkpoint", type=Path, help="reference model for the ranking comparison; " + CHECKPOINT_HELP
+    )
+    g.add_argument("--retrain", action="store_true", help="train the gallery models again even if cached")
+    g.add_argument("--quick", action="store_true", help="one architecture on tiny settings (smoke test)")
+    g.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
+    g.set_defaults(handler=run_generality)
 
     from edgecut.server.bench import paper_cli  # argparse only; torch loads in its handler
 
@@ -87,10 +105,14 @@ def run_prune(args: argparse.Namespace) -> int:
         methods,
         args.recovery_steps,
         cache_dir=scenes_cache(args.data_dir),
+        model=args.model,
+        calib_data=args.calib_data,
+        val_data=args.val_data,
+        image_scale=args.image_scale,
     )
     if args.quick:
         cfg = bench.quick(cfg)
-    base = checkpoint.load(ckpt)
+    base = checkpoint.load(ckpt, args.model)
     kinds = {t: base.task_specs[t].kind for t in cfg.tasks if t in base.task_specs}
     res = bench.run(cfg)
     # The exact command that produced the figures (argv[1:] = "bench prune ...").
@@ -104,7 +126,7 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.plot:
         bench.plot(res, args.plot)
         text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
-    if str(args.out):
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, args.section, text)
     return 0
 
@@ -190,4 +212,27 @@ def run_tailor(args: argparse.Namespace) -> int:
     )
     Console().print(body)
     write_section(args.out, "Tailoring time (no recovery)", body)
+    return 0
+
+
+def run_generality(args: argparse.Namespace) -> int:
+    from edgecut.benchdoc import write_section
+    from edgecut.server.bench import generality
+
+    cfg = generality.GeneralityConfig(
+        work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
+        reference=args.checkpoint or reference_checkpoint(args.data_dir),
+        cache_dir=scenes_cache(args.data_dir),
+    )
+    if args.quick:
+        cfg = generality.quick(cfg)
+    if args.retrain:
+        for old in cfg.work_dir.glob("*.pt"):
+            old.unlink()
+    res = generality.run(cfg)
+    command = "edgecut bench generality" + (" --quick" if args.quick else "")
+    text = generality.markdown(res, command)
+    print(text)
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
+        write_section(args.out, generality.SECTION, text)
     return 0

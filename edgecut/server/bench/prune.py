@@ -21,11 +21,12 @@ from edgecut.server.cut.methods import METHODS
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
+from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint
-from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.sources import engine_data, labelled_tasks
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import Budget
 
@@ -42,6 +43,10 @@ class PruneBenchConfig:
     calib_batches: int = 4
     cache_dir: Path | None = None
     seed: int = 0
+    model: str | None = None  # the class to build the checkpoint as (default: the one it records)
+    calib_data: str | None = None  # a folder, or None for synthetic scenes
+    val_data: str | None = None
+    image_scale: float | None = None
 
 
 @dataclass
@@ -73,10 +78,24 @@ class PruneBenchResult:
 def run(cfg: PruneBenchConfig, show_progress: bool = True) -> PruneBenchResult:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    base = checkpoint.load(cfg.checkpoint)
+    base = checkpoint.load(cfg.checkpoint, cfg.model)
     size = base.input_size
-    calib = synthetic_scenes(cfg.n_calib, 7, size, cfg.cache_dir, show_progress=False)
-    val = synthetic_scenes(cfg.n_val, 1000, size, cfg.cache_dir, show_progress=False)
+    calib, val = engine_data(
+        list(base.task_specs.values()),
+        size,
+        cfg.calib_data,
+        cfg.val_data,
+        cfg.cache_dir,
+        cfg.n_calib,
+        cfg.n_val,
+        7,
+        1000,
+        cfg.image_scale,
+    )
+    if val is None or not set(cfg.tasks) <= labelled_tasks(val):
+        raise DatasetError(
+            f"bench prune compares per-task metrics: give --val-data FOLDER with labels for {', '.join(cfg.tasks)}"
+        )
     teacher = decompose(base, cfg.tasks)
     specs = teacher.task_specs
     full_metrics = evaluate(teacher, specs, val)  # the selected heads of the original = the full model
@@ -138,14 +157,21 @@ def _primary(specs_kinds: Mapping[str, str]) -> list[tuple[str, str]]:
 def markdown(res: PruneBenchResult, kinds: Mapping[str, str], command: str) -> str:
     cols = _primary(kinds)
     c = res.cfg
+    calib = f"images of the folder {c.calib_data}" if c.calib_data else "unlabelled synthetic scenes"
+    pool = "the folder's images" if c.calib_data else f"{c.n_calib} unlabelled scenes"
+    val = (
+        f"the labelled folder {c.val_data or c.calib_data}"
+        if c.val_data or c.calib_data
+        else (f"{c.n_val} held-out scenes")
+    )
     head = [
         f"Selected tasks: **{', '.join(c.tasks)}** of the reference model ({res.full.params / 1e3:.0f}k params, "
         f"{res.full.macs / 1e6:.1f} MMACs with all tasks; {res.selected.params / 1e3:.0f}k params, "
         f"{res.selected.macs / 1e6:.1f} MMACs after decomposition, ORT {res.selected_latency_ms:.2f} ms at batch 1). "
         f"Image {res.image_size}x{res.image_size}; importance from {c.calib_batches} calibration batches of 32 "
-        f"unlabelled synthetic scenes; recovery = {c.recovery_steps} steps of distillation from the original "
-        f"(AdamW 3e-3, cosine, batch 32) on {c.n_calib} unlabelled scenes, after the same BatchNorm "
-        f"re-estimation (8 batches) for every method; metrics on {c.n_val} held-out scenes. "
+        f"{calib}; recovery = {c.recovery_steps} steps of distillation from the original "
+        f"(AdamW 3e-3, cosine, batch 32) on {pool}, after the same BatchNorm "
+        f"re-estimation (8 batches) for every method; metrics on {val}. "
         f"Levels are the share of the selected-task model's parameters removed. Δm is vs. the full pre-trained "
         f"model (higher is better, 0 = no loss). Latency: onnxruntime CPU, 1 thread, batch 1, median of 60.",
         "",

@@ -3,7 +3,12 @@
 torch-pruning's dependency graph finds every channel group (a conv's output channels together with
 the BN, the next layers' inputs, residual adds and concats that must shrink with it) and removes
 them physically, so the pruned model is smaller and faster on a CPU. Heads' output layers are
-never pruned (a task's output size is its contract).
+never pruned (a task's output size is its contract). groups.py says what may leave each group and in
+which bundles (each concat input keeps its own floor, grouped convs stay divisible); with `cost`,
+channels are ranked by importance per unit of the MACs or parameters they cost (cost.py).
+
+The dependency graph also follows trunk outputs that no kept head reads (when decomposition could not
+cut them off), so those layers shrink consistently with the rest instead of breaking the forward pass.
 
 Scores are computed once (per-module, per-task); as channels are removed, their entries are removed
 from the stored scores too, so the same scores steer every iterative step without rescoring.
@@ -11,6 +16,7 @@ from the stored scores too, so the same scores steer every iterative step withou
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -20,8 +26,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecut.server.cut.cost import CostKind, Costs, layer_costs
 from edgecut.server.cut.fusion import fuse
+from edgecut.server.cut.groups import PRODUCERS, Layout, Rules, atom_counts, layout
 from edgecut.server.cut.importance import TaskScores, owners
+from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.spec import Budget
 
@@ -70,23 +79,31 @@ class ChannelPruner:
     """Holds the dependency graph of one model and removes channel groups from it in place."""
 
     def __init__(
-        self, model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+        self,
+        model: MultiTaskModel,
+        min_channels: int = 1,
+        min_fraction: float = 0.05,
+        round_to: int = 8,
+        cost: CostKind | None = None,
+        cost_power: float = 1.0,
     ) -> None:
         self.model = model
-        self.round_to = round_to
         self.size = model.input_size
-        example = torch.rand(1, 3, self.size, self.size)
+        self.rules = Rules(min_channels, min_fraction, round_to)
         model.eval()
-        self.graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example, output_transform=lambda out: list(out.values())
-        )
+        self.graph = _dependency_graph(model)
         self.protected = model.output_layers()
-        self.min_channels = min_channels
-        self.min_fraction = min_fraction
         self.owner = owners(model)
         self.tasks = model.task_names
-        # Each group's step is fixed by its width before pruning, so rounding stays consistent.
-        self._initial = {g[0].dep.target.module: len(g[0].idxs) for g in self.groups()}
+        # Floors and rounding steps come from each producer's width before any pruning.
+        self._initial: dict[nn.Module, int] = {
+            m: _out_width(m) for m in model.modules() if isinstance(m, PRODUCERS)
+        }
+        self.costs = Costs(model, self.size) if cost is not None else None
+        self.cost_kind: CostKind = cost or "macs"
+        self.cost_power = cost_power
+        self._groups: list[tp.dependency.Group] = []
+        self._layouts: list[Layout] = []
 
     def groups(self) -> list[tp.dependency.Group]:
         return list(
@@ -123,85 +140,104 @@ class ChannelPruner:
             return self.tasks.index(o) if o is not None else None
         return None
 
-    def ranked_channels(
+    def ranked_units(
         self, scores: TaskScores, rule: str, weights: torch.Tensor | None
     ) -> list[tuple[float, int, int]]:
-        """Every removable channel as (fused score, group index, channel index), lowest first."""
-        groups = self.groups()
+        """Every removable unit as (fused score, group index, unit index), lowest first.
+
+        Channels are fused one by one (per task, divided by their cost when ranking by cost); a unit
+        of several channels (a grouped conv's siblings) scores their mean.
+        """
+        self._groups = self.groups()
+        self._layouts = [layout(g, self.graph, self._initial, self.rules) for g in self._groups]
         mats, owner_of, where = [], [], []
-        for gi, g in enumerate(groups):
+        for gi, (g, lay) in enumerate(zip(self._groups, self._layouts, strict=True)):
+            keep = lay.removable()
+            if not keep:
+                continue
             mat = self._group_scores(g, scores)
-            mats.append(mat)
-            o = self._group_owner(g)
-            owner_of += [o] * mat.shape[1]
-            where += [(gi, c) for c in range(mat.shape[1])]
+            if self.costs is not None:
+                cost = self.costs.of_group(g, self.graph, self.cost_kind).float().clamp_min(1.0)
+                mat = mat / cost.pow(self.cost_power)
+            mats.append(mat[:, keep])
+            owner_of += [self._group_owner(g)] * len(keep)
+            where += [(gi, r) for r in keep]
         if not mats:
             return []
-        fused = fuse(rule, torch.cat(mats, 1), weights, owner_of)
-        order = torch.argsort(fused, stable=True).tolist()
-        self._groups = groups
-        return [(float(fused[k]), *where[k]) for k in order]
-
-    def _step(self, gi: int) -> int:
-        """Widths stay multiples of this: onnxruntime's CPU convolutions run 25-50 % slower on a
-        channel count off a multiple of 8 (measured: 47 channels slower than 48). Layers that start
-        narrower than twice the step use a finer one so small models stay prunable."""
-        g = self._groups[gi]
-        start = self._initial.get(g[0].dep.target.module, len(g[0].idxs))
-        return self.round_to if start >= 2 * self.round_to else max(1, start // 4)
+        fused = fuse(rule, torch.cat(mats, 1), weights, owner_of).tolist()
+        channel = dict(zip(where, fused, strict=True))
+        ranked = [
+            (sum(channel[(gi, r)] for r in unit) / len(unit), gi, ui)
+            for gi, lay in enumerate(self._layouts)
+            for ui, unit in enumerate(lay.units)
+        ]
+        return sorted(ranked, key=lambda t: t[0])  # stable: ties keep the graph's order
 
     def remove(self, scores: TaskScores, rule: str, n: int, weights: torch.Tensor | None = None) -> int:
         """Remove about `n` of the lowest-ranked channels; returns how many went.
 
-        Every group keeps its minimum width, and its remaining width is rounded up to the group's
-        step (see `_step`) to the nearest multiple; if that leaves nothing to remove, the group with the
-        most candidates is rounded down instead, so each call makes progress while progress is possible.
+        A unit goes only if every atom it touches (see groups.py) stays at or above its floor; each
+        touched atom's remaining width is then rounded to the nearest multiple of its step; if that
+        leaves nothing to remove, the group with the most candidates is rounded down instead, so
+        each call makes progress while progress is possible.
         """
-        ranked = self.ranked_channels(scores, rule, weights)
+        ranked = self.ranked_units(scores, rule, weights)
         order: dict[int, list[int]] = {}
-        for _, gi, c in ranked:
-            order.setdefault(gi, []).append(c)
+        for _, gi, ui in ranked:
+            order.setdefault(gi, []).append(ui)
+        kept = {gi: list(lay.atom_width) for gi, lay in enumerate(self._layouts)}
         chosen: dict[int, list[int]] = {}
         taken = 0
-        for _, gi, c in ranked:
+        for _, gi, ui in ranked:
             if taken >= n:
                 break
-            width = len(self._groups[gi][0].idxs)
-            if width - len(chosen.get(gi, [])) > self._floor(gi):
-                chosen.setdefault(gi, []).append(c)
-                taken += 1
-        rounded = {gi: self._round(gi, idxs, order[gi], nearest=True) for gi, idxs in chosen.items()}
-        if chosen and not any(rounded.values()):
-            gi = max(chosen, key=lambda g: len(chosen[g]))
-            rounded[gi] = self._round(gi, chosen[gi], order[gi], nearest=False)
+            lay = self._layouts[gi]
+            need = atom_counts(lay, lay.units[ui])
+            if all(kept[gi][a] - c >= lay.atom_floor[a] for a, c in need.items()):
+                for a, c in need.items():
+                    kept[gi][a] -= c
+                chosen.setdefault(gi, []).append(ui)
+                taken += len(lay.units[ui])
+        final = {gi: self._rounded(gi, uis, order[gi], nearest=True) for gi, uis in chosen.items()}
+        if chosen and not any(final.values()):
+            gi = max(chosen, key=lambda g: sum(len(self._layouts[g].units[u]) for u in chosen[g]))
+            final[gi] = self._rounded(gi, chosen[gi], order[gi], nearest=False)
         removed = 0
-        for gi, idxs in rounded.items():
-            if not idxs:
+        for gi, uis in final.items():
+            roots = sorted(r for ui in uis for r in self._layouts[gi].units[ui])
+            if not roots:
                 continue
             g = self._groups[gi]
-            root = g[0].dep.target.module
-            pg = self.graph.get_pruning_group(root, g[0].dep.handler, sorted(idxs))
+            pg = self.graph.get_pruning_group(g[0].dep.target.module, g[0].dep.handler, roots)
             _drop_scores(pg, scores)
             pg.prune()
-            removed += len(idxs)
+            removed += len(roots)
         return removed
 
-    def _floor(self, gi: int) -> int:
-        """The narrowest group `gi` may become: its minimum share, rounded up to its step."""
-        width = len(self._groups[gi][0].idxs)
-        step = self._step(gi)
-        least = max(self.min_channels, math.ceil(self.min_fraction * width))
-        return min(width, max(step, math.ceil(least / step) * step))
-
-    def _round(self, gi: int, idxs: list[int], ranking: list[int], nearest: bool) -> list[int]:
-        """The channels to remove from group `gi` so the width left is a multiple of its step."""
-        width = len(self._groups[gi][0].idxs)
-        step = self._step(gi)
-        floor = self._floor(gi)
-        keep = width - len(idxs)
-        keep = round(keep / step) * step if nearest else (keep // step) * step
-        keep = max(floor, min(width, keep))
-        return ranking[: width - keep]
+    def _rounded(self, gi: int, chosen: list[int], ranking: list[int], nearest: bool) -> list[int]:
+        """`chosen` adjusted so each atom it touches keeps a multiple of its step (floors respected)."""
+        lay = self._layouts[gi]
+        picked = list(chosen)
+        gone = atom_counts(lay, [r for ui in picked for r in lay.units[ui]])
+        for a, n_gone in gone.items():
+            width, step, floor = lay.atom_width[a], lay.atom_step[a], lay.atom_floor[a]
+            keep = width - n_gone
+            goal = round(keep / step) * step if nearest else (keep // step) * step
+            goal = max(floor, min(width, goal))
+            inside = [ui for ui in ranking if all(lay.atom_of[r] == a for r in lay.units[ui])]
+            if goal < keep:
+                for ui in inside:
+                    size = len(lay.units[ui])
+                    if ui not in picked and keep - size >= goal:
+                        picked.append(ui)
+                        keep -= size
+            elif goal > keep:
+                for ui in reversed(inside):
+                    size = len(lay.units[ui])
+                    if ui in picked and keep + size <= goal:
+                        picked.remove(ui)
+                        keep += size
+        return picked
 
     def prune_to(
         self,
@@ -231,6 +267,34 @@ class ChannelPruner:
             if on_step:
                 on_step(current, _progress(start, current, target))
         return current
+
+
+def _dependency_graph(model: MultiTaskModel) -> tp.DependencyGraph:
+    """The graph of every path from the input to the heads' outputs *and* to every trunk output.
+
+    A trunk output that no kept head reads still runs in the forward pass; traced too, its layers
+    shrink with the layers they read instead of being left with stale input widths.
+    """
+    feats: list[torch.Tensor] = []
+
+    def keep(_m: nn.Module, _i: object, out: object) -> None:
+        feats.extend(
+            t for t in (out if isinstance(out, tuple | list) else (out,)) if isinstance(t, torch.Tensor)
+        )
+
+    hook = model.trunk.register_forward_hook(keep)
+    try:
+        return tp.DependencyGraph().build_dependency(
+            model,
+            example_inputs=torch.rand(1, 3, model.input_size, model.input_size),
+            output_transform=lambda out: [*out.values(), *(f for f in feats if f.grad_fn is not None)],
+        )
+    finally:
+        hook.remove()
+
+
+def _out_width(m: nn.Module) -> int:
+    return m.out_features if isinstance(m, nn.Linear) else int(m.out_channels)  # type: ignore[arg-type]
 
 
 def size_target(budget: Budget, selected: Size) -> Target:
@@ -268,17 +332,51 @@ def _drop_scores(group: tp.dependency.Group, scores: TaskScores) -> None:
                 per[m] = s[keep]
 
 
-def smallest(
+def floor_model(
     model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
-) -> Size:
-    """The size of `model` with every prunable layer cut to its minimum width (a copy is pruned)."""
-    import copy
-
+) -> MultiTaskModel:
+    """A copy of `model` with every prunable layer cut to its minimum width."""
     from edgecut.server.cut.importance import ScoreInputs, score
     from edgecut.server.cut.objective import Objective
 
     clone = copy.deepcopy(model).eval()
     scores = score("l1", ScoreInputs(clone, [], Objective(clone.task_specs, "labels")))
     pruner = ChannelPruner(clone, min_channels, min_fraction, round_to)
-    pruner.remove(scores, "mean", n=10**9)
-    return measure(clone, clone.input_size)
+    for _ in range(4):  # one pass reaches every floor; more only if rounding held something back
+        if pruner.remove(scores, "mean", n=10**9) == 0:
+            break
+    return clone
+
+
+def smallest(
+    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+) -> Size:
+    """The size of `model` with every prunable layer cut to its minimum width (a copy is pruned)."""
+    floor = floor_model(model, min_channels, min_fraction, round_to)
+    return measure(floor, floor.input_size)
+
+
+def impossible(budget: str, selected: Size, floor: MultiTaskModel, target: Target) -> ImpossibleBudgetError:
+    """The error for a budget below `floor` (the model at its smallest): how small it gets, the layer
+    that holds the most of what is left and why that layer cannot shrink, and what to ask for."""
+    least = measure(floor, floor.input_size)
+    by_macs = target.max_macs is not None and least.macs > target.max_macs
+    name, macs, params = max(layer_costs(floor, floor.input_size), key=lambda r: r[1] if by_macs else r[2])
+    layer = dict(floor.named_modules())[name]
+    task = next((t for t, head in floor.heads.items() if layer in set(head.modules())), None)
+    if layer in floor.output_layers():
+        why = f"the output layer of task {task!r}, which keeps its size"
+    elif isinstance(layer, nn.Conv2d | nn.Linear):
+        why = f"at its smallest width ({_out_width(layer)} channels)"
+    else:
+        why = "not prunable"
+    if by_macs:
+        ask = f"macs={math.ceil(100 * least.macs / selected.macs) / 100:g} (max_macs={least.macs:.3g})"
+    else:
+        ask = f"params={math.ceil(100 * least.params / selected.params) / 100:g} (max_params={least.params:.3g})"
+    return ImpossibleBudgetError(
+        f"budget {budget} cannot be met for tasks {', '.join(floor.task_names)}: the smallest model keeps "
+        f"{least.macs / 1e6:.3f} MMACs ({least.macs / selected.macs:.2%} of {selected.macs / 1e6:.3f}) and "
+        f"{least.params / 1e3:.1f}k params ({least.params / selected.params:.2%}); its largest layer, {name} "
+        f"({macs / 1e6:.3f} MMACs, {params / 1e3:.1f}k params), is {why}; ask for at least {ask}"
+    )

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecut.errors import ConfigError
+from edgecut.server.cliopts import add_data, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--priority", action="append", default=[], metavar="TASK=W", help="task weight in the fusion"
     )
-    p.add_argument("--calib-data", default="synthetic", help="'synthetic' or an NYUv2-style folder")
+    add_model(p)
+    add_data(p)
     p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised copy")
     p.set_defaults(handler=run)
 
@@ -74,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--recover-steps must be >= 0")
     console = Console()
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    engine = load_engine(ckpt, args.data_dir, args.calib_data)
+    engine = load_engine(
+        ckpt,
+        args.data_dir,
+        args.calib_data,
+        val_data=args.val_data,
+        model=args.model,
+        image_scale=args.image_scale,
+    )
     m = METHODS[args.method]
     recovery = (
         RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds)
@@ -118,10 +127,14 @@ def run(args: argparse.Namespace) -> int:
         q = out.with_name(out.stem + ".int8.onnx")
         quantize_int8(out, q)
         console.print(f"int8 copy: {q} ({q.stat().st_size / 1e3:.0f} kB)")
-    dm = delta_m(meta.metrics, meta.reference_metrics, {t: engine.base.task_specs[t] for t in meta.tasks})
+    quality = (
+        f"Δm vs original {delta_m(meta.metrics, meta.reference_metrics, engine.base.task_specs):+.2f}%"
+        if meta.metrics
+        else "no validation data (give --val-data FOLDER for quality figures)"
+    )
     console.print(
         f"[bold]{out}[/]: tasks {','.join(meta.tasks)} | params {meta.params / 1e3:.1f}k "
         f"(full {meta.full_params / 1e3:.1f}k) | MACs {meta.macs / 1e6:.2f}M (full {meta.full_macs / 1e6:.2f}M) | "
-        f"Δm vs original {dm:+.2f}% | ONNX max|Δ| {meta.onnx_max_abs_diff:.2e} | {built.extras['seconds']:.1f} s"
+        f"{quality} | ONNX max|Δ| {meta.onnx_max_abs_diff:.2e} | {built.extras['seconds']:.1f} s"
     )
     return 0

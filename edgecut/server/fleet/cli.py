@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from edgecut.errors import ConfigError
+from edgecut.server.cliopts import add_data, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Settings come from --config YAML, then EDGECUT_<SETTING> variables, then these options.",
     )
     p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP.replace("DATA_DIR", str(DEFAULT_DATA_DIR)))
-    p.add_argument(
-        "--calib-data", help=f"calibration images folder, or '{SYNTHETIC}' (default) for synthetic scenes"
-    )
+    add_model(p)
+    add_data(p)
     p.add_argument("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 ('' disables MQTT)")
     p.add_argument("--grpc", help="gRPC listen address host:port (default 127.0.0.1:50051)")
     p.add_argument("--public-grpc", help="gRPC address told to devices (default: the listen address)")
@@ -116,6 +116,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "signing_key": args.signing_key,
         "calib_data": None if calib in (None, SYNTHETIC) else calib,
         "http": "" if args.http == "off" else args.http,
+        "model": args.model,
+        "val_data": args.val_data,
+        "image_scale": args.image_scale,
     }
 
 
@@ -137,7 +140,14 @@ def run_server(args: argparse.Namespace) -> int:
     from edgecut.server.engine import load_engine  # imports torch
 
     # positional: the engine names its first parameter checkpoint_path
-    engine = load_engine(settings.checkpoint, settings.state_dir, calib_data=settings.calib_data)
+    engine = load_engine(
+        settings.checkpoint,
+        settings.state_dir,
+        calib_data=settings.calib_data,
+        val_data=settings.val_data,
+        model=settings.model,
+        image_scale=settings.image_scale,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

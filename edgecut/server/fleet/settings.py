@@ -40,10 +40,25 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: Path | None = Field(default=None, title="base multi-task model checkpoint (.pt)")
+    model: str | None = Field(
+        default=None,
+        title="model class of the checkpoint",
+        description="a registered name, an edgecut.models entry point or module:Class; default: the one "
+        "the checkpoint records",
+    )
     calib_data: str | None = Field(
         default=None,
         title="calibration data",
         description="a folder of images, or empty for synthetic scenes",
+    )
+    val_data: str | None = Field(
+        default=None,
+        title="validation data",
+        description="a labelled folder to report each artifact's quality on; default: the calibration "
+        "folder's val split, else synthetic scenes when they label every task",
+    )
+    image_scale: float | None = Field(
+        default=None, gt=0, title="divide float images of the folders by this (when not in [0, 1])"
     )
     broker: str = Field(default="mqtt://127.0.0.1:1883", title="MQTT broker URL; empty disables MQTT")
     grpc: str = Field(default="127.0.0.1:50051", title="gRPC listen address (host:port, port 0 = any)")

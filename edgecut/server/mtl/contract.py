@@ -5,8 +5,10 @@ of feature maps, and one head per task in `heads` (a ModuleDict) turning those f
 task's output. `forward(x)` takes an image batch in [0, 1] and returns {task: tensor}. The input
 normalisation lives inside the model, so an exported ONNX file takes plain [0, 1] RGB.
 
-Every part the engine touches goes through this contract: decomposition keeps a subset of `heads`,
-importance hooks the trunk and heads, pruning keeps each head's output layer whole.
+Every part the engine touches goes through this contract: decomposition keeps a subset of `heads`
+(and the trunk parts they read), importance hooks the trunk and heads, pruning keeps each head's
+output layer whole. docs/models.md explains the contract with a worked example; plugins.py finds a
+user's class by name, entry point or `module:Class`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from edgecut.server.errors import ModelContractError, UnknownTaskError
 from edgecut.server.mtl.tasks import TaskSpec
 
-_REGISTRY: dict[str, type[MultiTaskModel]] = {}
+REGISTRY: dict[str, type[MultiTaskModel]] = {}
 
 
 class MultiTaskModel(nn.Module):
@@ -62,14 +64,40 @@ class MultiTaskModel(nn.Module):
         """Keyword arguments that rebuild this architecture (before any pruning)."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def output_layers(self) -> list[nn.Module]:
-        """The last layer of each head: pruning must never change their output channels."""
-        layers: list[nn.Module] = []
-        for head in self.heads.values():
-            last = [m for m in head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-            if last:
-                layers.append(last[-1])
-        return layers
+        """The last Conv2d / Linear each head *runs*: pruning must never change their output channels.
+
+        Found by running the model once (not by the order the layers were declared in, which a head
+        is free to choose).
+        """
+        ran: list[nn.Module] = []
+        hooks = [
+            m.register_forward_hook(lambda mod, _i, _o: ran.append(mod))
+            for m in self.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+        ]
+        start: dict[str, int] = {}
+        last: dict[str, nn.Module] = {}
+        for name, head in self.heads.items():
+
+            def begin(_m: nn.Module, _i: object, name: str = name) -> None:
+                start[name] = len(ran)
+
+            def end(_m: nn.Module, _i: object, _o: object, name: str = name) -> None:
+                if len(ran) > start[name]:
+                    last[name] = ran[-1]
+
+            hooks += [head.register_forward_pre_hook(begin), head.register_forward_hook(end)]
+        was_training = self.training
+        try:
+            self.eval()
+            self(torch.zeros(1, 3, self.input_size, self.input_size))
+        finally:
+            self.train(was_training)
+            for h in hooks:
+                h.remove()
+        return list({id(m): m for m in last.values()}.values())
 
     def select(self, tasks: Sequence[str]) -> MultiTaskModel:
         """A deep copy keeping only `tasks`' heads (decomposition); the trunk is shared by all."""
@@ -91,22 +119,37 @@ def register_model(name: str) -> Callable[[type[MultiTaskModel]], type[MultiTask
         if not issubclass(cls, MultiTaskModel):
             raise TypeError(f"{cls.__name__} must subclass MultiTaskModel")
         cls.arch = name
-        _REGISTRY[name] = cls
+        REGISTRY[name] = cls
         return cls
 
     return deco
 
 
 def registered_models() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Registered architectures and installed `edgecut.models` entry points (none of them imported)."""
+    from edgecut.server.mtl.plugins import entry_point_names
+
+    load_builtin()
+    return sorted({*REGISTRY, *entry_point_names()})
 
 
 def build_model(arch: str, **config: Any) -> MultiTaskModel:
-    _load_builtin()
-    if arch not in _REGISTRY:
-        raise ModelContractError(f"unknown model architecture {arch!r}: known {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[arch](**config)
+    """Build `arch` (a registered name, an entry point name or `module:Class`) with `config`."""
+    from edgecut.server.mtl.plugins import model_class
+
+    return instantiate(model_class(arch), arch, **config)
+
+
+def instantiate(cls: type[MultiTaskModel], name: str, **config: Any) -> MultiTaskModel:
+    """`cls(**config)`; a failure in the user's constructor becomes one ModelContractError."""
+    try:
+        model = cls(**config)
+    except Exception as exc:  # the user's constructor can raise anything
+        shown = {k: v for k, v in config.items() if k != "tasks"}
+        raise ModelContractError(
+            f"building model {name} with {shown} failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    return check_contract(model)
 
 
 def check_contract(model: object) -> MultiTaskModel:
@@ -127,6 +170,49 @@ def check_contract(model: object) -> MultiTaskModel:
     return model
 
 
-def _load_builtin() -> None:
+@torch.no_grad()
+def check_outputs(model: MultiTaskModel) -> MultiTaskModel:
+    """Run `model` on a batch of 2 and check each head's output against its task (one clear error).
+
+    Dense tasks must give N x channels x input_size x input_size (labels are compared pixel by pixel),
+    image-level tasks N x channels.
+    """
+    check_contract(model)
+    size = model.input_size
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    except Exception as exc:  # the user's forward can raise anything
+        raise ModelContractError(
+            f"{type(model).__name__} fails on a 2 x 3 x {size} x {size} image batch: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, dict) or set(out) != set(model.heads):
+        got = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise ModelContractError(
+            f"{type(model).__name__}.forward must return {{task: tensor}} for tasks "
+            f"{', '.join(model.heads)}; got {got}"
+        )
+    for name, y in out.items():
+        spec = model.task_specs[name]
+        want = (2, spec.channels, size, size) if spec.dense else (2, spec.channels)
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
+            got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelContractError(
+                f"head {name!r} ({spec.kind}, {spec.channels} channels) returns {got} for a batch of 2 "
+                f"at {size} x {size}; it must return {list(want)}"
+            )
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def load_builtin() -> None:
     # Importing the module registers the reference architectures.
     from edgecut.server.mtl import models  # noqa: F401

@@ -3,43 +3,45 @@
 Two layouts are read; `root/<split>` is used when it exists, else `root` itself:
 
     NYUv2 npy (MTAN / DiSparse preprocessed)         image files
-    root/train/image/<i>.npy   H x W x 3, 0-1 or 0-255  root/images/<id>.png|jpg
+    root/train/image/<i>.npy   H x W x 3, uint8 or 0-1  root/images/<id>.png|jpg|npy
     root/train/label/<i>.npy   H x W ids, -1 = ignore   root/seg/<id>.png|npy      8-bit ids, 255 = ignore
     root/train/depth/<i>.npy   H x W (x 1), metres      root/depth/<id>.png|npy    16-bit png mm, npy metres
     root/train/normal/<i>.npy  H x W x 3 in [-1, 1]     root/normals/<id>.png|npy  RGB png [-1,1] -> [0,255]
                                                         root/edges/<id>.png|npy    png > 127 = edge
+                                                        root/<task>/<id>.npy       a declared regression
                                                         root/<task>.json           {id: class index}
 
 Folder names map to task names (label -> seg, normal -> normals, edge -> edges). `tasks.json` (in the
-split folder or the root) may list the tasks, as a list of names or as {name: {"kind": ..., "classes":
-[...]}}; otherwise the tasks are the json files and the folders named after a known task (others are
-logged and skipped). Class lists come from tasks.json, else the NYUv2 13 classes for the npy layout's
-seg, else the synthetic scenes' spec of that name, else (image-level json only) one class per index up
-to the largest label.
+split folder or the root) may list the tasks, as a list of names or as {name: {"kind": ..., ...}};
+otherwise the tasks are the json files and the folders named after a known task (others are logged and
+skipped). An entry may carry "classes" (segmentation, classification), "missing" (depth: the raw value
+that marks no measurement, default 0; null = only non-positive values), "channels" and "scale"
+(regression). Class lists come from tasks.json, else the NYUv2 13 classes for the npy layout's seg,
+else the synthetic scenes' spec of that name, else (image-level json only) one class per index up to
+the largest label. decode.py says how each file is read; nothing is rescaled or dropped silently.
 
-No measurement is marked as in data.py: depth 0, all-zero normals (a vector shorter than 0.5; in a png
-also one longer than 1.5, such as black), seg 255 (npy: any negative id). With `size`, every sample is
-resized to size x size: nearest for labels, bilinear (antialiased) for the image, and for depth and
-normals bilinear over the valid pixels only, so invalid zeros never bleed into measured values.
+No measurement is marked as in data.py: depth 0, all-zero normals, seg 255. With `size`, every sample
+is resized to size x size: nearest for labels, bilinear (antialiased) for the image and a regression,
+and for depth and normals bilinear over the valid pixels only, so invalid zeros never bleed into
+measured values.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
 from edgecut.server.errors import DatasetError
+from edgecut.server.mtl import decode
 from edgecut.server.mtl.data import IGNORE_INDEX, Batch
-from edgecut.server.mtl.tasks import SCENE_TASKS, TaskKind, TaskSpec, by_name
+from edgecut.server.mtl.tasks import KINDS, SCENE_TASKS, TaskSpec, by_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,6 @@ NYUV2_CLASSES = (
     "wall", "window",
 )
 # fmt: on
-MIN_NORMAL_LENGTH = 0.5  # a decoded normal shorter than this marks "no measurement"
-MAX_PNG_NORMAL_LENGTH = 1.5  # and, in a png, one longer than this (black, white)
 
 
 def _task_name(name: str) -> str:
@@ -87,125 +87,12 @@ def _read_json(path: Path) -> Any:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
 
 
-def _load(path: Path) -> np.ndarray | Image.Image:
-    try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from exc
-
-
-def _hw(arr: np.ndarray, channels: int, path: Path) -> np.ndarray:
-    """`arr` as C x H x W, from H x W, H x W x C or C x H x W."""
-    if arr.ndim == 2 and channels == 1:
-        return arr[None]
-    if arr.ndim == 3 and arr.shape[-1] == channels:
-        return np.moveaxis(arr, -1, 0)
-    if arr.ndim == 3 and arr.shape[0] == channels:
-        return arr
-    raise DatasetError(f"{path} has shape {arr.shape}: expected H x W x {channels}")
-
-
-def _image(path: Path) -> np.ndarray:
-    data = _load(path)
-    if isinstance(data, Image.Image):
-        return np.moveaxis(np.asarray(data.convert("RGB"), np.float32) / 255.0, -1, 0)
-    arr = _hw(data, 3, path).astype(np.float32)
-    if data.dtype == np.uint8 or float(np.nanmax(arr, initial=0.0)) > 1.0 + 1e-3:
-        arr = arr / 255.0
-    return np.clip(np.nan_to_num(arr), 0.0, 1.0)
-
-
-def _seg(path: Path) -> np.ndarray:
-    data = _load(path)
-    if isinstance(data, Image.Image):
-        if data.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise DatasetError(f"{path} is a {data.mode} png: save seg labels as 8-bit single-channel ids")
-        return np.asarray(data).astype(np.int64)[None]
-    arr = _hw(data, 1, path).astype(np.float64)
-    out = np.where(np.isfinite(arr) & (arr >= 0), np.round(np.nan_to_num(arr)), IGNORE_INDEX)
-    return out.astype(np.int64)
-
-
-def _depth(path: Path) -> np.ndarray:
-    data = _load(path)
-    if isinstance(data, Image.Image):
-        if data.mode not in ("I", "I;16", "I;16B", "I;16L"):
-            raise DatasetError(
-                f"{path} is a {data.mode} png: save depth as a 16-bit png in millimetres "
-                "or as a float .npy in metres"
-            )
-        arr = np.asarray(data).astype(np.float32)[None] / 1000.0
-    else:
-        arr = _hw(data, 1, path).astype(np.float32)
-    return np.where(np.isfinite(arr) & (arr > 0), arr, 0.0).astype(np.float32)
-
-
-def _normals(path: Path) -> np.ndarray:
-    data = _load(path)
-    if isinstance(data, Image.Image):
-        arr = np.moveaxis(np.asarray(data.convert("RGB"), np.float32), -1, 0) / 255.0 * 2.0 - 1.0
-        longest = MAX_PNG_NORMAL_LENGTH  # black (-1, -1, -1) and white are not normals
-    else:
-        arr = np.nan_to_num(_hw(data, 3, path).astype(np.float32))
-        longest = np.inf
-    norm = np.linalg.norm(arr, axis=0, keepdims=True)
-    valid = (norm >= MIN_NORMAL_LENGTH) & (norm <= longest)
-    return np.where(valid, arr / np.maximum(norm, 1e-8), 0.0).astype(np.float32)
-
-
-def _edges(path: Path) -> np.ndarray:
-    data = _load(path)
-    if isinstance(data, Image.Image):
-        return (np.asarray(data.convert("L")) > 127).astype(np.float32)[None]
-    return (_hw(data, 1, path) > 0.5).astype(np.float32)
-
-
-# How each dense task kind is read from one file, as a C x H x W array.
-DECODERS: dict[str, Callable[[Path], np.ndarray]] = {
-    "segmentation": _seg,
-    "depth": _depth,
-    "normals": _normals,
-    "edges": _edges,
-}
-
-
-def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(x[None].float(), size=(size, size), mode="nearest-exact")[0].to(x.dtype)
-
-
-def _resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def _resize_valid(x: torch.Tensor, valid: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear over the `valid` (H x W) pixels only (normalised convolution); the mask goes nearest."""
-    v = valid.float()[None]  # 1 x H x W
-    num = _resize_bilinear(x * v, size)
-    den = _resize_bilinear(v, size)
-    keep = (_resize_nearest(v, size) > 0.5) & (den > 1e-6)
-    return torch.where(keep, num / den.clamp_min(1e-6), torch.zeros(())), keep
-
-
-def _resize(kind: str, x: torch.Tensor, size: int) -> torch.Tensor:
-    if kind in ("segmentation", "edges"):
-        return _resize_nearest(x, size)
-    if kind == "depth":
-        return _resize_valid(x, x[0] > 0, size)[0]
-    # normals: re-normalise, since averaging unit vectors shortens them
-    y, keep = _resize_valid(x, x.abs().sum(0) > 0, size)
-    return torch.where(keep, F.normalize(y, dim=0), torch.zeros(()))
-
-
 class FolderDataset(Dataset[Batch]):
     """Samples of one split of a labelled folder (see the module docstring for the layouts).
 
     `tasks` selects and orders the tasks (names or TaskSpecs; a TaskSpec fixes the class list, e.g.
     `model.task_specs.values()`); by default every task present is loaded. `specs` gives their TaskSpecs
-    for `evaluate()`.
+    for `evaluate()`. `image_scale` divides float images (for files not in [0, 1], e.g. 255).
     """
 
     def __init__(
@@ -214,11 +101,15 @@ class FolderDataset(Dataset[Batch]):
         size: int | None = None,
         tasks: Sequence[str | TaskSpec] | None = None,
         split: str = "train",
+        image_scale: float | None = None,
     ) -> None:
         if size is not None and size < 1:
             raise DatasetError(f"size must be a positive number of pixels, got {size}")
+        if image_scale is not None and not image_scale > 0:
+            raise DatasetError(f"the image scale must be a positive number, got {image_scale}")
         self.root = Path(root)
         self.size = size
+        self.image_scale = image_scale
         self.base = self._split_folder(split)
         image_dir = next((self.base / d for d in IMAGE_DIRS if (self.base / d).is_dir()), None)
         if image_dir is None:
@@ -241,6 +132,7 @@ class FolderDataset(Dataset[Batch]):
             else self._found(folders, jsons)
         )
         self.specs: dict[str, TaskSpec] = {}
+        self.options: dict[str, dict[str, Any]] = {}  # task -> its tasks.json entry (decoder options)
         self.files: dict[str, dict[str, Path]] = {}  # dense task -> {id: file}
         self.labels: dict[str, dict[str, int]] = {}  # image-level task -> {id: class}
         for want in wanted:
@@ -254,7 +146,7 @@ class FolderDataset(Dataset[Batch]):
                     f"no labels for task {name!r} in {self.base}: expected a folder {name}/ or a file "
                     f"{name}.json; found {', '.join([*folders, *jsons]) or 'none'}"
                 )
-        if not self.specs:
+        if not self.specs and tasks is None:  # an explicit empty task list reads the images only
             raise DatasetError(f"no task labels in {self.base}: add folders such as seg/, depth/, normals/")
 
     def _split_folder(self, split: str) -> Path:
@@ -268,6 +160,13 @@ class FolderDataset(Dataset[Batch]):
         if splits:
             raise DatasetError(f"no split {split!r} in {self.root}: found {', '.join(splits)}")
         return self.root
+
+    @property
+    def available(self) -> list[str]:
+        """Every task this folder holds labels for (folders and json files), loaded or not."""
+        image_dir = next(self.base / d for d in IMAGE_DIRS if (self.base / d).is_dir())
+        folders, jsons = self._sources(image_dir)
+        return [*folders, *jsons]
 
     def _sources(self, image_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
         """Task name -> its folder (dense) and -> its json file (image-level)."""
@@ -313,15 +212,22 @@ class FolderDataset(Dataset[Batch]):
     ) -> TaskSpec:
         known = by_name(SCENE_TASKS).get(name)
         decl = (declared or {}).get(name, {})
+        self.options[name] = decl
         kind: Any = (
             decl.get("kind") or (known.kind if known else None) or (None if dense else "classification")
         )
         if isinstance(want, TaskSpec):
+            if decl.get("kind") not in (None, want.kind):
+                raise DatasetError(
+                    f"task {name!r} is {decl['kind']} in the tasks.json of {self.base} but {want.kind} in the model"
+                )
             spec = want
-        elif kind not in get_args(TaskKind):
+        elif kind not in KINDS:
+            what = f"kind {kind!r} is not one of" if kind else "no kind: declare it in tasks.json as one of"
             raise DatasetError(
-                f"task {name!r} in {self.base} has no known kind: declare it in tasks.json as "
-                f'{{"{name}": {{"kind": "segmentation|depth|normals|edges", "classes": [...]}}}}'
+                f"task {name!r} in {self.base} has {what} {', '.join(KINDS)}, e.g. "
+                f'{{"{name}": {{"kind": "regression"}}}} or {{"{name}": {{"kind": "segmentation", '
+                '"classes": [...]}}'
             )
         elif kind in ("segmentation", "classification"):
             classes = tuple(str(c) for c in decl.get("classes", ()))
@@ -334,12 +240,26 @@ class FolderDataset(Dataset[Batch]):
             if not classes:
                 raise DatasetError(f"task {name!r}: list its classes in tasks.json")
             spec = TaskSpec(name, kind, len(classes), classes)
+        elif kind == "regression":
+            spec = TaskSpec(name, kind, self._regression_channels(name, decl))
         else:
             spec = TaskSpec(name, kind, 3 if kind == "normals" else 1)
         if spec.dense != dense:
             where = f"a folder {name}/" if dense else f"a file {name}.json"
             raise DatasetError(f"task {name!r} is {spec.kind} but {self.base} holds {where}")
         return spec
+
+    def _regression_channels(self, name: str, decl: dict[str, Any]) -> int:
+        """Declared "channels", else those of the first file (all files are checked when read)."""
+        if "channels" in decl:
+            if not isinstance(decl["channels"], int) or decl["channels"] < 1:
+                raise DatasetError(
+                    f"task {name!r}: channels must be a positive integer, got {decl['channels']!r}"
+                )
+            return int(decl["channels"])
+        folder = self.base / name
+        first = next(iter(_index(folder, LABEL_SUFFIXES).values()), None) if folder.is_dir() else None
+        return 1 if first is None else int(decode.DECODERS["regression"](first, decl).shape[0])
 
     def _add_dense(
         self,
@@ -392,18 +312,22 @@ class FolderDataset(Dataset[Batch]):
     def __getitem__(self, i: int) -> Batch:
         key = self.ids[i]
         image_path = self.image_files[key]
-        image = _image(image_path)
+        image = decode.image(image_path, self.image_scale)
         sample: Batch = {"image": torch.from_numpy(image)}
         for name, spec in self.specs.items():
             if name in self.labels:
                 sample[name] = torch.tensor(self.labels[name][key], dtype=torch.int64)
                 continue
             path = self.files[name][key]
-            arr = DECODERS[spec.kind](path)
+            arr = decode.DECODERS[spec.kind](path, self.options.get(name, {}))
             if arr.shape[-2:] != image.shape[-2:]:
                 raise DatasetError(
                     f"{path} is {arr.shape[-2]} x {arr.shape[-1]} but its image {image_path} "
                     f"is {image.shape[-2]} x {image.shape[-1]}"
+                )
+            if spec.kind == "regression" and arr.shape[0] != spec.channels:
+                raise DatasetError(
+                    f"{path} has {arr.shape[0]} channels but task {name!r} has {spec.channels}"
                 )
             if spec.kind == "segmentation":
                 beyond = (arr != IGNORE_INDEX) & (arr >= spec.channels)
@@ -414,10 +338,10 @@ class FolderDataset(Dataset[Batch]):
                     )
             sample[name] = torch.from_numpy(np.ascontiguousarray(arr))
         if self.size is not None and image.shape[-2:] != (self.size, self.size):
-            sample["image"] = _resize_bilinear(sample["image"], self.size).clamp(0, 1)
+            sample["image"] = decode.resize_bilinear(sample["image"], self.size).clamp(0, 1)
             for name, spec in self.specs.items():
                 if spec.dense:
-                    sample[name] = _resize(spec.kind, sample[name], self.size)
+                    sample[name] = decode.resize(spec.kind, sample[name], self.size)
         for name, spec in self.specs.items():
             if spec.kind == "segmentation":
                 sample[name] = sample[name][0]  # H x W, as in data.py

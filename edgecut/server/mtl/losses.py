@@ -21,6 +21,8 @@ def label_loss(spec: TaskSpec, pred: torch.Tensor, target: torch.Tensor) -> torc
     if spec.kind == "depth":
         valid = target > 0
         return (pred - target).abs()[valid].mean() if valid.any() else pred.sum() * 0
+    if spec.kind == "regression":  # every value is a measurement, 0 included
+        return (pred - target).abs().mean()
     if spec.kind == "normals":
         valid = target.abs().sum(1) > 0
         cos = F.cosine_similarity(pred, target, dim=1)
@@ -42,7 +44,7 @@ def distill_loss(
             * (t * t)
             / (pred[0, 0].numel())
         )
-    if spec.kind == "depth":
+    if spec.kind in ("depth", "regression"):
         return (pred - teacher).abs().mean()
     if spec.kind == "normals":
         return (1 - F.cosine_similarity(pred, teacher, dim=1)).mean()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "mean_angle", "median_angle"})
+LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "rmse", "mean_angle", "median_angle"})
 PRIMARY = {  # the metric shown first for each kind, e.g. in compact tables
     "segmentation": "miou",
     "depth": "abs_err",
+    "regression": "abs_err",
     "normals": "mean_angle",
     "edges": "f1",
     "classification": "accuracy",
@@ -20,6 +21,7 @@ PRIMARY = {  # the metric shown first for each kind, e.g. in compact tables
 DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/recall are folded into f1)
     "segmentation": ("miou", "pixel_acc"),
     "depth": ("abs_err", "rel_err"),
+    "regression": ("abs_err", "rmse"),
     "normals": ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"),
     "edges": ("f1",),
     "classification": ("accuracy",),

@@ -1,7 +1,8 @@
 """Per-task metrics as the multi-task literature reports them, and the aggregate Δm.
 
-segmentation: mIoU, pixel accuracy; depth: abs and rel error, δ < 1.25^k; normals: mean and median
-angle error, % of pixels within 11.25 / 22.5 / 30 degrees; edges: F1 at 0.5; classification: accuracy.
+segmentation: mIoU, pixel accuracy; depth: abs and rel error, δ < 1.25^k; regression: abs error and
+RMSE over every value; normals: mean and median angle error, % of pixels within 11.25 / 22.5 / 30
+degrees; edges: F1 at 0.5; classification: accuracy.
 
 Δm (Maninis et al. 2019, as used by MTAN and the seed papers): the mean over every metric of the
 relative change against a reference model, in %, with lower-is-better metrics sign-flipped, so a
@@ -10,6 +11,7 @@ negative Δm means worse than the reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -56,6 +58,11 @@ class TaskMeter:
             for k in (1, 2, 3):
                 self._add(f"d{k}", float((ratio < 1.25**k).sum()))
             self.n += float(valid.sum())
+        elif kind == "regression":
+            err = pred.float() - target.float()
+            self._add("abs", float(err.abs().sum()))
+            self._add("sq", float(err.pow(2).sum()))
+            self.n += float(err.numel())
         elif kind == "normals":
             valid = target.abs().sum(1) > 0
             cos = F.cosine_similarity(pred, target, dim=1)[valid].clamp(-1, 1)
@@ -95,6 +102,9 @@ class TaskMeter:
                 "delta2": s["d2"] / n,
                 "delta3": s["d3"] / n,
             }
+        if kind == "regression":
+            n = max(self.n, 1)
+            return {"abs_err": s.get("abs", 0.0) / n, "rmse": math.sqrt(s.get("sq", 0.0) / n)}
         if kind == "normals":
             n = max(self.n, 1)
             cum = torch.cumsum(self.angle_hist, 0)

@@ -20,7 +20,7 @@ def _rows(metrics: Metrics, baseline: Metrics) -> list[tuple[str, str, str, str,
 
 
 def metrics_table(metrics: Metrics, baseline: Metrics, specs: dict[str, TaskSpec]) -> Table:
-    table = Table(title="per-task metrics (validation scenes)")
+    table = Table(title="per-task metrics (validation data)")
     for col in ("task", "metric", "model", "trivial baseline", "better"):
         table.add_column(col)
     for row in _rows(metrics, baseline):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-TaskKind = Literal["segmentation", "depth", "normals", "edges", "classification"]
-DENSE_KINDS = frozenset({"segmentation", "depth", "normals", "edges"})
+TaskKind = Literal["segmentation", "classification", "depth", "regression", "normals", "edges"]
+DENSE_KINDS = frozenset({"segmentation", "depth", "regression", "normals", "edges"})
+KINDS: tuple[str, ...] = get_args(TaskKind)
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,11 @@ class TaskSpec:
     """One task of a multi-task model.
 
     `channels` is the head's output channels: classes for segmentation/classification, 1 for depth
-    and edges (a logit), 3 for normals.
+    and edges (a logit), 3 for normals, any number for a dense regression.
+
+    Kinds: segmentation (per-pixel classes), classification (one class per image), depth (positive
+    values, 0 = no measurement), regression (dense real values, every one of them a measurement, 0
+    included), normals (unit vectors, all-zero = no measurement), edges (0/1 per pixel, a logit out).
     """
 
     name: str

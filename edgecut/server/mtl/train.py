@@ -1,4 +1,9 @@
-"""Train a multi-task model on labelled data; checkpoints every epoch so an interrupted run resumes."""
+"""Train a multi-task model on labelled data (synthetic scenes or a folder); checkpoints every epoch so
+an interrupted run resumes.
+
+The model is any architecture `build_model` finds (a registered name, an `edgecut.models` entry point or
+`module:Class`), built for the tasks of the data: a folder declares its tasks and their kinds.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,37 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from edgecut.server.mtl import checkpoint
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
-from edgecut.server.mtl.data import TensorSamples, batches, synthetic_scenes
+from edgecut.server.mtl.contract import MultiTaskModel, build_model, check_outputs
+from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline
 from edgecut.server.mtl.losses import total_loss
+from edgecut.server.mtl.sources import SYNTHETIC, training_data
+from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
 
+REFERENCE_ARCH = "resnet-mtl"
+REFERENCE_CONFIG: dict[str, Any] = {"widths": [24, 24, 48, 96], "head_width": 32}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "resnet-mtl"
-    model: dict[str, Any] = field(default_factory=lambda: {"widths": [24, 24, 48, 96], "head_width": 32})
+    """`arch` names the model class; `model` its keyword arguments (besides tasks and input_size).
+
+    `data` is "synthetic" (n_train / n_val rendered scenes) or a folder; `val_data` an optional
+    validation folder (see sources.training_data).
+    """
+
+    arch: str = REFERENCE_ARCH
+    model: dict[str, Any] = field(default_factory=lambda: dict(REFERENCE_CONFIG))
+    data: str = SYNTHETIC
+    val_data: str = ""
+    image_scale: float | None = None
     n_train: int = 6000
     n_val: int = 600
     image_size: int = 64
@@ -61,11 +82,18 @@ class TrainResult:
 
 def datasets(
     cfg: TrainConfig, cache_dir: Path | None, show_progress: bool
-) -> tuple[TensorSamples, TensorSamples]:
-    # Train and validation scenes come from different seeds, so they never overlap.
-    train = synthetic_scenes(cfg.n_train, cfg.seed, cfg.image_size, cache_dir, show_progress)
-    val = synthetic_scenes(cfg.n_val, cfg.seed + 1000, cfg.image_size, cache_dir, show_progress)
-    return train, val
+) -> tuple[Dataset[Batch], Dataset[Batch], list[TaskSpec]]:
+    return training_data(
+        cfg.data,
+        cfg.val_data or None,
+        cfg.image_size,
+        cfg.n_train,
+        cfg.n_val,
+        cfg.seed,
+        cache_dir,
+        cfg.image_scale,
+        show_progress,
+    )
 
 
 def train(
@@ -76,9 +104,9 @@ def train(
 ) -> TrainResult:
     """Train `cfg`; with `out`, save `out` (final) and resume from `out`.partial if one matches `cfg`."""
     torch.manual_seed(cfg.seed)
-    train_ds, val_ds = datasets(cfg, cache_dir, show_progress)
-    model = build_model(cfg.arch, input_size=cfg.image_size, **cfg.model)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    train_ds, val_ds, specs = datasets(cfg, cache_dir, show_progress)
+    model = check_outputs(build_model(cfg.arch, tasks=specs, input_size=cfg.image_size, **cfg.model))
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)  # type: ignore[arg-type]  # all sized
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15

@@ -1,44 +1,99 @@
-"""`edgecut train`: train the reference multi-task model on synthetic scenes (resumable)."""
+"""`edgecut train`: train a multi-task model (the reference, or a user's class) on synthetic scenes or on
+a labelled folder (resumable)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecut.errors import ConfigError
+from edgecut.server.cliopts import add_data, add_model, model_config, positive_float, positive_int
 from edgecut.server.paths import DEFAULT_DATA_DIR, scenes_cache, trained_reference
+
+if TYPE_CHECKING:
+    from edgecut.server.mtl.train import TrainConfig  # torch: imported when a command runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the reference multi-task model on synthetic scenes")
+    p = sub.add_parser(
+        "train",
+        help="train a multi-task model: the reference, or yours (--model), on scenes or a folder (--data)",
+        description="Train a multi-task model and save a checkpoint that `edgecut prune` and `edgecut server` "
+        "tailor. With --data FOLDER the tasks and their kinds come from the folder (see docs/models.md).",
+    )
+    add_model(
+        p, help="model class: a registered name, an entry point or module:Class (default: the reference)"
+    )
+    p.add_argument("--model-config", metavar="JSON", help="keyword arguments of the model class, as JSON")
+    p.add_argument("--data", metavar="FOLDER", help="labelled training folder (default: synthetic scenes)")
+    add_data(
+        p,
+        calib=False,
+        val_help="labelled validation folder (default: the --data folder's val/, else 10 %% of it)",
+    )
+    p.add_argument("--image-size", type=positive_int, help="model input size in pixels (default 64)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where scenes and models live")
-    p.add_argument("--out", type=Path, help="checkpoint path (default DATA_DIR/models/reference.pt)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 8)")
-    p.add_argument("--n-train", type=int, help="training scenes (default 6000)")
+    p.add_argument(
+        "--out", type=Path, help="checkpoint path (default DATA_DIR/models/reference.pt, or <Class>.pt)"
+    )
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default 8)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default 32)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
+    p.add_argument("--n-train", type=int, help="training scenes, synthetic data only (default 6000)")
     p.add_argument("--quick", action="store_true", help="a tiny model in seconds (smoke tests)")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def config(args: argparse.Namespace) -> TrainConfig:
     from dataclasses import replace
 
-    from rich.console import Console
-
-    from edgecut.server.mtl.report import metrics_table
-    from edgecut.server.mtl.train import TrainConfig, train
+    from edgecut.server.mtl.train import TrainConfig
 
     cfg = TrainConfig.quick() if args.quick else TrainConfig()
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
-        cfg = replace(cfg, epochs=args.epochs)
+    if args.model:
+        # a user's class starts from its own defaults, not the reference's widths
+        cfg = replace(cfg, arch=args.model, model=model_config(args.model_config))
+    elif args.model_config:
+        cfg = replace(cfg, model=model_config(args.model_config))
+    if args.data:
+        if args.n_train is not None:
+            raise ConfigError("--n-train counts synthetic scenes: a folder (--data) trains on all its images")
+        cfg = replace(
+            cfg, data=str(args.data), val_data=str(args.val_data or ""), image_scale=args.image_scale
+        )
+    elif args.val_data:
+        raise ConfigError("--val-data needs --data: synthetic scenes bring their own validation scenes")
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) is not None:
+            cfg = replace(cfg, **{name: getattr(args, name)})
+    if args.image_size is not None:
+        cfg = replace(cfg, image_size=args.image_size)
     if args.n_train is not None:
         if args.n_train < cfg.batch_size:
             raise ConfigError(f"--n-train must be at least the batch size ({cfg.batch_size})")
         cfg = replace(cfg, n_train=args.n_train)
-    out = args.out or trained_reference(args.data_dir)
+    return cfg
+
+
+def default_out(args: argparse.Namespace, arch: str, synthetic: bool) -> Path:
+    if not args.model and synthetic:
+        return trained_reference(args.data_dir)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", (args.model or arch).rpartition(":")[2]).strip("-.") or "model"
+    return args.data_dir / "models" / f"{name}.pt"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgecut.server.mtl.report import metrics_table
+    from edgecut.server.mtl.train import train
+
+    cfg = config(args)
+    out = args.out or default_out(args, cfg.arch, cfg.data == "synthetic")
     console = Console()
     if out.exists() and not args.force:
         console.print(f"{out} exists (use --force to retrain); metrics: {out.with_suffix('.metrics.json')}")

@@ -54,3 +54,25 @@ def test_build_scratch_is_removed_by_cleanup(engine) -> None:
     assert built.onnx_path.exists()
     built.cleanup()
     assert not built.onnx_path.exists() and built.scratch is not None and not built.scratch.exists()
+
+
+def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) -> None:
+    """Issue 16: folder calibration, then validation on synthetic scenes that lack the user's tasks
+    (KeyError 'sum'); now validation is the folder's, for the tasks it labels."""
+    from edgecut.server.bench.scene_folder import write_scene_folder
+    from edgecut.server.mtl.contract import build_model
+    from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
+
+    write_scene_folder(tmp_path / "data" / "train", 16, 1, 32, ("seg", "slant", "largest"))
+    write_scene_folder(tmp_path / "data" / "val", 8, 2, 32, ("seg", "slant"))  # no labels for largest
+    tasks = [SCENE_TASKS[0], TaskSpec("slant", "regression", 1), TaskSpec("largest", "classification", 4)]
+    model = build_model("examples.unet:DepthwiseUNet", tasks=tasks, input_size=32, width=8, head_width=8)
+    checkpoint.save(tmp_path / "m.pt", model)
+    engine = load_engine(
+        tmp_path / "m.pt", tmp_path, calib_data=str(tmp_path / "data"), n_calib=16, recovery_steps=2
+    )
+    built = engine.build(BuildSpec.create(["slant", "largest"], Budget(macs_fraction=0.5)), lambda *a: None)
+    assert set(built.meta.metrics) == set(built.meta.reference_metrics) == {"slant"}
+    assert set(built.meta.metrics["slant"]) == {"abs_err", "rmse"}
+    assert built.meta.outputs["slant"].kind == "regression"
+    built.cleanup()

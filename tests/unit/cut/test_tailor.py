@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import numpy as np
 import onnx
@@ -20,6 +22,7 @@ from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError, ModelC
 from edgecut.server.mtl.data import batches
 from edgecut.server.mtl.losses import distill_loss
 from edgecut.server.spec import Budget
+from tests.support.tailored import report_meta
 
 
 @pytest.mark.parametrize("arch", ["small_resnet", "small_densecat"])
@@ -52,7 +55,7 @@ def test_decompose_errors_are_clear(small_resnet) -> None:
 
 def test_budget_below_the_heads_says_the_smallest_achievable(small_resnet, scenes) -> None:
     least = smallest(small_resnet.select(["depth"]))
-    with pytest.raises(ImpossibleBudgetError, match=r"smallest model keeps .* ask for at least that"):
+    with pytest.raises(ImpossibleBudgetError) as info:
         tailor(
             small_resnet,
             ["depth"],
@@ -60,6 +63,14 @@ def test_budget_below_the_heads_says_the_smallest_achievable(small_resnet, scene
             scenes,
             TailorOptions(calib_batches=1),
         )
+    text = str(info.value)
+    # the smallest reachable size, the layer holding most of it and why it cannot shrink, what to ask for
+    assert f"the smallest model keeps {least.macs / 1e6:.3f} MMACs" in text
+    layer = re.search(r"its largest layer, ([\w.]+) \(", text)
+    assert layer and layer.group(1) in dict(small_resnet.named_modules())
+    assert re.search(r"is (at its smallest width \(\d+ channels\)|the output layer of task 'depth')", text)
+    share = math.ceil(100 * least.macs / measure(small_resnet.select(["depth"]), 32).macs) / 100
+    assert text.endswith(f"ask for at least macs={share:g} (max_macs={least.macs:.3g})")
 
 
 def test_recovery_by_distillation_brings_the_pruned_model_closer_to_the_original(
@@ -89,16 +100,7 @@ def test_export_names_one_output_per_task_with_dynamic_batch_and_metadata(
     rep = tailor(
         small_resnet, ["seg", "count"], Budget(macs_fraction=0.5), scenes, TailorOptions(calib_batches=1)
     )
-    meta = ModelMeta(
-        base_model="t",
-        tasks=rep.tasks,
-        input=input_spec(rep.model),
-        outputs=output_specs(rep.model),
-        params=rep.pruned.params,
-        macs=rep.pruned.macs,
-        full_params=rep.full.params,
-        full_macs=rep.full.macs,
-    )
+    meta = report_meta(rep, "t")
     path = tmp_path / "m.onnx"
     diff = export_onnx(rep.model, meta, path)
     assert diff < 1e-4

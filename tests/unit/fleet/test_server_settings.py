@@ -56,6 +56,7 @@ def test_sources_in_order_file_then_env_then_options(tmp_path: Path) -> None:
         ("- a list\n", {}, "must hold a mapping"),
         ("workers: [\n", {}, "not valid YAML"),
         ("", {"EDGECUT_CHUNK_SIZE": "lots"}, "chunk_size = 'lots'"),
+        ("image_scale: 0\n", {}, "image_scale = 0"),
     ],
 )
 def test_bad_config_is_a_clear_config_error(
@@ -84,8 +85,10 @@ def test_server_command_runs_the_service_until_sigterm(
     monkeypatch.chdir(tmp_path)  # no .edgecut/models here: the default is the packaged reference model
     seen: dict[str, object] = {}
 
-    def load_engine(checkpoint_path: Path, state_dir: Path, calib_data: str | None) -> OnnxTestEngine:
-        seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data)
+    def load_engine(
+        checkpoint_path: Path, state_dir: Path, calib_data: str | None, **kw: object
+    ) -> OnnxTestEngine:
+        seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data, **kw)
         return OnnxTestEngine(tmp_path / "work")
 
     monkeypatch.setitem(sys.modules, "edgecut.server.engine", types.SimpleNamespace(load_engine=load_engine))
@@ -103,6 +106,10 @@ def test_server_command_runs_the_service_until_sigterm(
             "",
             "--calib-data",
             "synthetic",
+            "--model",
+            "mymodels:TinyMTL",
+            "--val-data",
+            str(tmp_path / "val"),
         ]
     )
 
@@ -124,6 +131,7 @@ def test_server_command_runs_the_service_until_sigterm(
             signal.signal(sig, old)
     assert seen["health"] == health_pb2.HealthCheckResponse.SERVING
     assert seen["checkpoint"] == (ckpt if given else PACKAGED_REFERENCE) and seen["calib_data"] is None
+    assert (seen["model"], seen["val_data"]) == ("mymodels:TinyMTL", str(tmp_path / "val"))
     assert (tmp_path / "s" / "registry.sqlite3").exists()
 
 

@@ -1,0 +1,293 @@
+"""`edgecut bench generality`: the gallery architectures (examples/) trained on a folder the bench writes,
+tailored for several task pairs, and the compute-aware ranking against the plain one on the reference.
+
+One run does all of it:
+1. writes rendered scenes as a labelled folder (bench/scene_folder.py: six tasks of five kinds, two of
+   them declared only in tasks.json) and trains each gallery model on it briefly through the same path
+   as `edgecut train --model ... --data FOLDER`;
+2. tailors each for a dense pair, an image-level pair (the decoder is dropped) and a mixed pair at one
+   MACs budget, with the default method and recovery, and measures params, MACs, onnxruntime latency
+   and each task's metric before and after on the held-out folder;
+3. tailors the packaged reference model for three task pairs at the same budget with the ranking by
+   importance per MAC and with the plain importance ranking, and compares Δm after recovery.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from edgecut.server.bench.scene_folder import write_scene_folder
+from edgecut.server.cut.latency import model_latency_ms
+from edgecut.server.cut.prune import Size, measure
+from edgecut.server.cut.recover import RecoveryOptions, recover
+from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
+from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import synthetic_scenes
+from edgecut.server.mtl.evaluate import Metrics, evaluate
+from edgecut.server.mtl.folder import FolderDataset
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.train import TrainConfig, train
+from edgecut.server.progress import progress_bar
+from edgecut.server.spec import Budget
+
+SECTION = "Generality"
+# architecture -> (module:Class, keyword arguments at the bench's size)
+ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet": ("edgecut.server.mtl.models:ResNetMTL", {"widths": [24, 24, 48, 96], "head_width": 32}),
+    "mobilenet-fpn": ("examples.mobilenet_fpn:MobileNetFPN", {}),
+    "unet": ("examples.unet:DepthwiseUNet", {}),
+    "grouped": ("examples.grouped:GroupedHydra", {}),
+}
+PAIRS: tuple[tuple[str, str], ...] = (("seg", "depth"), ("count", "largest"), ("slant", "count"))
+REFERENCE_PAIRS: tuple[tuple[str, str], ...] = (("seg", "depth"), ("normals", "edges"), ("count", "seg"))
+
+
+@dataclass(frozen=True)
+class GeneralityConfig:
+    work_dir: Path  # the folder data and the trained gallery checkpoints (reused when present)
+    reference: Path  # the reference checkpoint for the ranking comparison
+    cache_dir: Path | None = None
+    architectures: tuple[str, ...] = tuple(ARCHITECTURES)
+    pairs: tuple[tuple[str, str], ...] = PAIRS
+    reference_pairs: tuple[tuple[str, str], ...] = REFERENCE_PAIRS
+    budget: float = 0.5  # MACs fraction of the selected-task model
+    image_size: int = 64
+    n_train: int = 1500
+    n_val: int = 300
+    epochs: int = 6
+    recovery_steps: int = 200
+    n_calib: int = 512
+    latency_runs: int = 60
+    seed: int = 0
+
+
+@dataclass
+class Row:
+    arch: str
+    tasks: tuple[str, ...]
+    whole: Size  # the pair's heads on the whole trunk
+    before: Size  # decomposed: the trunk parts the pair reads
+    after: Size
+    ms_before: float
+    ms_after: float
+    metrics_before: Metrics
+    metrics_after: Metrics
+    delta_m: float
+    primary: dict[str, str]  # task -> the metric shown
+
+
+@dataclass
+class RankingRow:
+    tasks: tuple[str, ...]
+    plain: Size
+    per_mac: Size
+    selected: Size
+    dm_plain: float
+    dm_per_mac: float
+
+
+@dataclass
+class GeneralityResult:
+    cfg: GeneralityConfig
+    rows: list[Row]
+    ranking: list[RankingRow]
+    train_seconds: dict[str, float]
+    seconds: float = 0.0
+    trained: dict[str, str] = field(default_factory=dict)
+
+
+def quick(cfg: GeneralityConfig) -> GeneralityConfig:
+    """Seconds, not minutes: a smoke test of the whole run (no meaningful figures)."""
+    return replace(
+        cfg,
+        architectures=("unet",),
+        pairs=(("count", "largest"),),
+        reference_pairs=(("seg", "depth"),),
+        image_size=32,
+        n_train=48,
+        n_val=16,
+        epochs=1,
+        recovery_steps=2,
+        n_calib=32,
+        latency_runs=3,
+    )
+
+
+def _folders(cfg: GeneralityConfig) -> tuple[Path, Path]:
+    root = cfg.work_dir / f"scenes-{cfg.image_size}-{cfg.n_train}-{cfg.n_val}"
+    train_dir, val_dir = root / "train", root / "val"
+    if not (root / "done").exists():
+        write_scene_folder(train_dir, cfg.n_train, 11, cfg.image_size)
+        write_scene_folder(val_dir, cfg.n_val, 12, cfg.image_size)
+        (root / "done").write_text("ok\n")
+    return train_dir, val_dir
+
+
+def _trained(
+    cfg: GeneralityConfig, arch: str, train_dir: Path, val_dir: Path
+) -> tuple[MultiTaskModel, float]:
+    spec, model_config = ARCHITECTURES[arch]
+    out = cfg.work_dir / f"{arch}-{cfg.image_size}-{cfg.n_train}-{cfg.epochs}.pt"
+    if out.exists():
+        return checkpoint.load(out), float(checkpoint.read(out).get("seconds", 0.0))
+    tcfg = replace(
+        TrainConfig(),
+        arch=spec,
+        model=model_config,
+        data=str(train_dir),
+        val_data=str(val_dir),
+        image_size=cfg.image_size,
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+    )
+    result = train(tcfg, out=out, show_progress=False)
+    return result.model.eval(), result.seconds
+
+
+def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    train_dir, val_dir = _folders(cfg)
+    recovery = RecoveryOptions(steps=cfg.recovery_steps, seed=cfg.seed)
+    rows: list[Row] = []
+    train_seconds: dict[str, float] = {}
+    total = len(cfg.architectures) * (1 + len(cfg.pairs)) + 2 * len(cfg.reference_pairs)
+    with progress_bar("bench generality", total=total, enabled=show_progress) as advance:
+        for arch in cfg.architectures:
+            base, train_seconds[arch] = _trained(cfg, arch, train_dir, val_dir)
+            advance(1, arch=arch, step="trained")
+            specs = list(base.task_specs.values())
+            calib = FolderDataset(train_dir, cfg.image_size, specs)
+            val = FolderDataset(val_dir, cfg.image_size, specs)
+            for pair in cfg.pairs:
+                rows.append(_tailored(cfg, arch, base, pair, calib, val, recovery))
+                advance(1, arch=arch, tasks="+".join(pair))
+        ranking = _ranking(cfg, recovery, advance)
+    return GeneralityResult(cfg, rows, ranking, train_seconds, time.perf_counter() - t0)
+
+
+def _tailored(
+    cfg: GeneralityConfig,
+    arch: str,
+    base: MultiTaskModel,
+    pair: tuple[str, str],
+    calib: FolderDataset,
+    val: FolderDataset,
+    recovery: RecoveryOptions,
+) -> Row:
+    teacher = decompose(base, pair)
+    before = evaluate(teacher, teacher.task_specs, val)
+    rep = tailor(
+        base, pair, Budget(macs_fraction=cfg.budget), calib, TailorOptions(recovery=None, seed=cfg.seed)
+    )
+    recover(rep.model, rep.teacher, calib, recovery)
+    after = evaluate(rep.model, rep.model.task_specs, val)
+    return Row(
+        arch,
+        pair,
+        measure(base.select(list(pair)), base.input_size),
+        rep.selected,
+        rep.pruned,
+        model_latency_ms(teacher, cfg.latency_runs),
+        model_latency_ms(rep.model, cfg.latency_runs),
+        before,
+        after,
+        delta_m(after, before, teacher.task_specs),
+        {t: PRIMARY[s.kind] for t, s in teacher.task_specs.items()},
+    )
+
+
+def _ranking(cfg: GeneralityConfig, recovery: RecoveryOptions, advance: Any) -> list[RankingRow]:
+    base = checkpoint.load(cfg.reference)
+    size = base.input_size
+    calib = synthetic_scenes(cfg.n_calib, 7, size, cfg.cache_dir, show_progress=False)
+    val = synthetic_scenes(cfg.n_val, 1000, size, cfg.cache_dir, show_progress=False)
+    out = []
+    for pair in cfg.reference_pairs:
+        teacher = decompose(base, pair)
+        full = evaluate(teacher, teacher.task_specs, val)
+        got: dict[str, tuple[Size, float]] = {}
+        costs: tuple[Literal["none", "macs"], ...] = ("none", "macs")
+        for cost in costs:
+            opts = TailorOptions(recovery=None, cost=cost, seed=cfg.seed)
+            rep = tailor(base, pair, Budget(macs_fraction=cfg.budget), calib, opts)
+            student = copy.deepcopy(rep.model)
+            recover(student, rep.teacher, calib, recovery)
+            metrics = evaluate(student, student.task_specs, val)
+            got[cost] = (rep.pruned, delta_m(metrics, full, teacher.task_specs))
+            advance(1, reference="+".join(pair), ranking=cost)
+        out.append(
+            RankingRow(pair, got["none"][0], got["macs"][0], rep.selected, got["none"][1], got["macs"][1])
+        )
+    return out
+
+
+def _arrow(before: float, after: float, key: str) -> str:
+    return f"{before:.3f} → {after:.3f}{'↓' if key in LOWER_IS_BETTER else '↑'}"
+
+
+def markdown(res: GeneralityResult, command: str) -> str:
+    c = res.cfg
+    trained = ", ".join(f"{a} {s / 60:.1f} min" for a, s in res.train_seconds.items())
+    lines = [
+        f"Each gallery architecture (examples/, `--model module:Class`) trained from scratch on a labelled "
+        f"folder this command writes ({c.n_train} rendered {c.image_size}x{c.image_size} scenes with six tasks: "
+        "seg (segmentation), depth, slant (a dense regression where 0 is a value, declared in tasks.json), "
+        "edges, count and largest (image-level classes)) for "
+        f"{c.epochs} epochs, briefly on purpose (training: {trained}), through the same code as "
+        "`edgecut train --model ... --data FOLDER`; then tailored with the default method (CUT vote, label-free "
+        f"Taylor scores, per-MAC ranking) at **macs={c.budget:g}** of the selected-task model, with "
+        f"{c.recovery_steps} steps of distillation on the training folder. Params and MACs are given as "
+        "whole → decomposed → tailored: the pair's heads on the whole trunk, then without the trunk parts "
+        "the pair does not read (decomposition), then pruned to the budget (a share of the decomposed "
+        "model). Before = the decomposed model (ONNX export drops unread branches anyway, so its latency is "
+        f"the one a device would see untailored), after = tailored; metrics on {c.n_val} held-out folder "
+        "scenes, Δm of after vs. before. ORT: onnxruntime CPU, 1 thread, batch 1, median of "
+        f"{c.latency_runs}. Machine: {platform.machine()}, 2 cores shared with other jobs, torch "
+        f"{torch.__version__}. Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
+        "",
+        "| architecture | tasks | budget | params | MMACs | ORT ms | task metrics (before → after) | Δm % |",
+        "|---|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in res.rows:
+        metrics = "; ".join(
+            f"{t} {k} {_arrow(r.metrics_before[t][k], r.metrics_after[t][k], k)}"
+            for t, k in r.primary.items()
+        )
+        lines.append(
+            f"| {r.arch} | {', '.join(r.tasks)} | macs={c.budget:g} | {r.whole.params / 1e3:.1f}k → "
+            f"{r.before.params / 1e3:.1f}k → {r.after.params / 1e3:.1f}k | {r.whole.macs / 1e6:.2f} → "
+            f"{r.before.macs / 1e6:.2f} → {r.after.macs / 1e6:.2f} | "
+            f"{r.ms_before:.2f} → {r.ms_after:.2f} | {metrics} | {r.delta_m:+.2f} |"
+        )
+    lines += [
+        "",
+        f"**Compute-aware ranking** on the packaged reference model, same budget (macs={c.budget:g}), method "
+        f"and {c.recovery_steps}-step recovery; Δm after recovery vs. the full model on {c.n_val} held-out "
+        "synthetic scenes (higher is better). *per MAC* ranks channels by importance divided by the MACs they cost "
+        "(the default whenever the budget limits MACs); *plain* is the importance ranking used before.",
+        "",
+        "| tasks | params kept (plain → per MAC) | MACs kept (plain → per MAC) | Δm % plain | Δm % per MAC "
+        "| better by |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for g in res.ranking:
+        lines.append(
+            f"| {', '.join(g.tasks)} | {g.plain.params / g.selected.params:.0%} → "
+            f"{g.per_mac.params / g.selected.params:.0%} | {g.plain.macs / g.selected.macs:.0%} → "
+            f"{g.per_mac.macs / g.selected.macs:.0%} | {g.dm_plain:+.2f} | {g.dm_per_mac:+.2f} | "
+            f"{g.dm_per_mac - g.dm_plain:+.2f} pp |"
+        )
+    if res.ranking:
+        mean = sum(g.dm_per_mac - g.dm_plain for g in res.ranking) / len(res.ranking)
+        lines += ["", f"Mean difference in Δm after recovery: **{mean:+.2f} pp** (per MAC minus plain)."]
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Where training, calibration and validation samples come from: synthetic scenes or a user's folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecut.server.bench.scene_folder import write_scene_folder
+from edgecut.server.errors import DatasetError
+from edgecut.server.mtl.sources import engine_data, labelled_tasks, training_data
+from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
+
+SIZE = 16
+SLANT = TaskSpec("slant", "regression", 1)
+LARGEST = TaskSpec("largest", "classification", 4, ("sphere", "box", "cylinder", "cone"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_scene_folder(root / "train", 20, 1, SIZE, ("seg", "slant", "count"))
+    write_scene_folder(root / "val", 6, 2, SIZE, ("seg", "slant", "count"))
+    write_scene_folder(root / "partial", 4, 3, SIZE, ("seg", "slant"))
+    return root
+
+
+def _images(ds: torch.utils.data.Dataset) -> list[torch.Tensor]:
+    return [ds[i]["image"] for i in range(len(ds))]  # type: ignore[arg-type]
+
+
+def test_a_folder_trains_with_its_declared_tasks_and_validates_on_its_val_split(folder: Path) -> None:
+    train, val, specs = training_data(str(folder / "train"), str(folder / "val"), SIZE, 0, 0, 0, None)
+    assert [s.name for s in specs] == ["seg", "slant", "count"] and specs[1] == SLANT
+    assert len(train) == 20 and len(val) == 6  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match=r"no labels for task 'count' in .*partial"):
+        training_data(str(folder / "train"), str(folder / "partial"), SIZE, 0, 0, 0, None)
+    # no val split, no --val-data: a seeded hold-out that never overlaps the training samples
+    train, val, _ = training_data(str(folder / "train"), None, SIZE, 0, 0, 0, None)
+    assert (len(train), len(val)) == (18, 2)  # type: ignore[arg-type]
+    held = _images(val)
+    assert not any(torch.equal(h, t) for h in held for t in _images(train))
+
+
+def test_validation_defaults_and_what_is_said_when_there_is_none(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    specs = [SCENE_TASKS[0], SLANT, LARGEST]
+    calib, val = engine_data(specs, SIZE, str(folder), None, None, 8, 8, 7, 1000)
+    assert val is not None and len(val) == 6 and labelled_tasks(val) == {"seg", "slant"}  # type: ignore[arg-type]
+    assert len(calib) == 20 and labelled_tasks(calib) == {"seg", "slant"}  # type: ignore[arg-type]
+    _, val = engine_data(specs, SIZE, str(folder), str(folder / "partial"), None, 8, 8, 7, 1000)
+    assert val is not None and len(val) == 4  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        calib, val = engine_data(specs, SIZE, None, None, None, 8, 8, 7, 1000)
+    assert val is None and len(calib) == 8  # type: ignore[arg-type]
+    assert "give --calib-data FOLDER" in caplog.text and "give --val-data FOLDER" in caplog.text
+    # the scenes label every reference task: validated on held-out scenes as before
+    _, val = engine_data(list(SCENE_TASKS), SIZE, None, None, None, 8, 8, 7, 1000)
+    assert val is not None and labelled_tasks(val) == {t.name for t in SCENE_TASKS}
+    with pytest.raises(DatasetError, match="labels for none of the model's tasks"):
+        engine_data([LARGEST], SIZE, None, str(folder / "val"), None, 8, 8, 7, 1000)
