@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from edgecut.server.cut.fusion import kth_largest, vote_threshold
-from edgecut.server.cut.importance import ScoreInputs, TaskScores
+from edgecut.server.cut.importance import ScoreInputs, TaskScores, scoring_mode
 from edgecut.server.cut.objective import Objective
 from edgecut.server.cut.recover import reinitialise
 from edgecut.server.mtl.contract import MultiTaskModel
@@ -156,13 +156,8 @@ def score_elements(name: str, inp: ScoreInputs) -> ElementScores:
         raise KeyError(
             f"unknown element criterion {name!r}: choose one of {', '.join(sorted(ELEMENT_CRITERIA))}"
         )
-    was_training = inp.model.training
-    inp.model.eval()  # running BatchNorm statistics: scores do not depend on batch composition
-    try:
-        with torch.enable_grad():
-            raw = ELEMENT_CRITERIA[name](inp)
-    finally:
-        inp.model.train(was_training)
+    with scoring_mode(inp.model, inp.batchnorm):
+        raw = ELEMENT_CRITERIA[name](inp)
     return normalise({g: {n: s.detach() for n, s in wm.items()} for g, wm in raw.items()})
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# The scoring target (see objective.py); spelled here too so the CLI can list methods without torch.
+# The scoring target and order (see objective.py); spelled here so the CLI can list methods without torch.
 Target = Literal["distill", "labels"]
+Order = Literal["first", "second"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edgecut.server.cut.fusion import FUSIONS
-from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
+from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, group_combine, score
 from edgecut.server.cut.objective import Objective, Target
 from edgecut.server.cut.prune import ChannelPruner, Size, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport, recalibrate_batchnorm, recover
@@ -102,7 +102,13 @@ def tailor(
 
     t1 = time.perf_counter()
     weights = torch.tensor([float((priorities or {}).get(t, 1.0)) for t in student.task_names])
-    pruner = ChannelPruner(student, options.min_channels, options.min_fraction, options.round_to)
+    pruner = ChannelPruner(
+        student,
+        options.min_channels,
+        options.min_fraction,
+        options.round_to,
+        group_combine(options.criterion),
+    )
     progress("pruning", 0.15, "removing channels")
     pruned = pruner.prune_to(
         scores,
