@@ -115,7 +115,12 @@ def unstructured(bench: Bench, tasks: tuple[str, ...], advance: Advance) -> None
             out.mask_rows.append(
                 MaskRow(bench.seed, tasks, name, s, ms.sparsity, ms.keep_ratio, ms.trunk_kept, result)
             )
-            if name == "cut" and s == max(cfg.sparsities) and tasks == cfg.task_sets[0] and bench.seed == 0:
+            if (
+                name == "cut"
+                and s == max(cfg.sparsities)
+                and tasks == cfg.task_sets[0]
+                and bench.seed == cfg.seeds[0]
+            ):
                 make_permanent(student)
                 out.masked_model = (tasks, ms.sparsity, student)
             advance(1, seed=bench.seed, table="unstructured", method=name, sparsity=f"{s:.0%}")

@@ -39,7 +39,7 @@ so fine-tuning can never revive a pruned weight.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +48,6 @@ from torch.nn.utils import prune as torch_prune
 
 from edgecut.server.cut.fusion import kth_largest, vote_threshold
 from edgecut.server.cut.importance import ScoreInputs, TaskScores, scoring_mode
-from edgecut.server.cut.objective import Objective
 from edgecut.server.cut.recover import reinitialise
 from edgecut.server.mtl.contract import MultiTaskModel
 
@@ -98,17 +97,11 @@ def _weight(m: nn.Module) -> torch.Tensor:
     return w
 
 
-def _accumulate(acc: WeightMap, name: str, w: torch.Tensor, g: torch.Tensor, obj: Objective, n: int) -> None:
-    s = w.detach() * g
-    s = s.pow(2) / n if obj.squared else s.abs()
-    acc[name] = acc[name] + s if name in acc else s
-
-
-@element_criterion("snip")
-def snip(inp: ScoreInputs) -> ElementScores:
+def _task_weight_grads(inp: ScoreInputs) -> Iterator[tuple[str, str, torch.Tensor, int]]:
+    """For every batch and objective term: (task, module name, dL_term/dw, the task's terms per batch),
+    over the trunk and the task's own head."""
     model, obj = inp.model, inp.objective
     mods, owner = prunable(model), region(model)
-    scores: ElementScores = {t: {} for t in model.task_names}
     for bi, batch in enumerate(inp.batches):
         outputs = model(batch["image"])
         terms = [(t, term) for t in model.task_names for term in obj.terms(t, outputs[t], batch, bi)]
@@ -120,27 +113,29 @@ def snip(inp: ScoreInputs) -> ElementScores:
             )
             for n, g in zip(names, grads, strict=True):
                 if g is not None:
-                    _accumulate(scores[task], n, _weight(mods[n]), g, obj, n_terms[task])
+                    yield task, n, g, n_terms[task]
+
+
+def _add(acc: WeightMap, name: str, s: torch.Tensor) -> None:
+    acc[name] = acc[name] + s if name in acc else s
+
+
+@element_criterion("snip")
+def snip(inp: ScoreInputs) -> ElementScores:
+    mods = prunable(inp.model)
+    scores: ElementScores = {t: {} for t in inp.model.task_names}
+    for task, n, g, n_terms in _task_weight_grads(inp):
+        s = _weight(mods[n]).detach() * g
+        _add(scores[task], n, s.pow(2) / n_terms if inp.objective.squared else s.abs())
     return scores
 
 
 @element_criterion("disparse-pt")
 def disparse_pretrained(inp: ScoreInputs) -> ElementScores:
-    model, obj = inp.model, inp.objective
-    mods, owner = prunable(model), region(model)
-    grads: ElementScores = {t: {} for t in model.task_names}
-    for bi, batch in enumerate(inp.batches):
-        outputs = model(batch["image"])
-        terms = [(t, term) for t in model.task_names for term in obj.terms(t, outputs[t], batch, bi)]
-        for i, (task, term) in enumerate(terms):
-            names = [n for n in mods if owner[n] in (None, task)]
-            gs = torch.autograd.grad(
-                term, [_weight(mods[n]) for n in names], retain_graph=i < len(terms) - 1, allow_unused=True
-            )
-            for n, g in zip(names, gs, strict=True):
-                if g is not None:
-                    acc = grads[task]
-                    acc[n] = acc[n] + g.abs() if n in acc else g.abs()
+    mods = prunable(inp.model)
+    grads: ElementScores = {t: {} for t in inp.model.task_names}
+    for task, n, g, _ in _task_weight_grads(inp):
+        _add(grads[task], n, g.abs())
     return {t: {n: g * _weight(mods[n]).detach().pow(2) for n, g in per.items()} for t, per in grads.items()}
 
 
@@ -161,7 +156,8 @@ def snip_init(inp: ScoreInputs) -> ElementScores:
             )
             for (n, m), g in zip(mods.items(), grads, strict=True):
                 if g is not None:
-                    _accumulate(scores, n, _weight(m), g, obj, len(terms))
+                    s = _weight(m).detach() * g
+                    _add(scores, n, s.pow(2) / len(terms) if obj.squared else s.abs())
     return {ALL: scores}
 
 
