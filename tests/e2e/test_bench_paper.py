@@ -80,3 +80,16 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
     assert "W / T / L" in learned and "magnitude" in learned
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The saved rows re-render the same sections without a run; a file that is not rows is one clear error.
+    rows = data / "bench" / "paper-rows.pkl"
+    again = tmp_path / "again.md"
+    render = _edgecut(
+        "bench", "paper", "--render-from", str(rows), "--out", str(again), "--plot", str(plot), timeout=120
+    )
+    assert render.returncode == 0, render.stderr[-3000:]
+    for title in SECTIONS:
+        assert _section(again.read_text(), title) == _section(doc, title)
+    bad = _edgecut("bench", "paper", "--render-from", str(plot), "--out", str(again), timeout=60)
+    assert bad.returncode == 2 and "cannot read bench paper rows from" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -18,15 +18,18 @@ paper_rows.py, the markdown and the plot in paper_report.py.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue as queue_mod
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from edgecut.errors import ConfigError
 from edgecut.server.bench.paper_parts import DEFAULT_ROW, Bench, garg, guard, structured, unstructured
 from edgecut.server.bench.paper_rows import (
     MaskLatency,
@@ -43,7 +46,18 @@ from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.progress import progress_bar
 
-__all__ = ["DEFAULT_ROW", "PaperConfig", "PaperResult", "Part", "checkpoint", "parts", "quick", "run"]
+__all__ = [
+    "DEFAULT_ROW",
+    "PaperConfig",
+    "PaperResult",
+    "Part",
+    "checkpoint",
+    "load_rows",
+    "parts",
+    "quick",
+    "run",
+    "save_rows",
+]
 
 Kind = Literal["unstructured", "structured", "garg"]
 _QUEUE: Any = None  # a worker's progress queue, set by _init_worker
@@ -209,3 +223,22 @@ def _latencies(cfg: PaperConfig, merged: PartResult) -> tuple[MaskLatency, float
             row.latency_ms = model_latency_ms(row.model, cfg.latency_runs)
             row.model = None
     return mask_latency, model_latency_ms(decompose(base, cfg.structured_tasks), cfg.latency_runs)
+
+
+def save_rows(res: PaperResult, path: Path) -> None:
+    """Keep a run's rows so its report can be re-rendered without running it again (a pickle: read only
+    files this command wrote)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(res))
+    tmp.replace(path)
+
+
+def load_rows(path: Path) -> PaperResult:
+    try:
+        res = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"cannot read bench paper rows from {path}: {exc}") from exc
+    if not isinstance(res, PaperResult):
+        raise ConfigError(f"{path} does not hold bench paper rows (it holds a {type(res).__name__})")
+    return res

@@ -38,6 +38,17 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         default=min(2, os.cpu_count() or 1),
         help="worker processes, one torch thread each (default: 2, or 1 on a 1-core machine)",
     )
+    p.add_argument(
+        "--rows",
+        type=Path,
+        help="where the run's rows are saved for --render-from (default: DATA_DIR/bench/paper-rows.pkl)",
+    )
+    p.add_argument(
+        "--render-from",
+        type=Path,
+        metavar="ROWS",
+        help="no run: rewrite the sections, plot and Summary bullet from rows an earlier run saved",
+    )
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update")
     p.add_argument("--plot", type=Path, default=Path("docs/paper_garg.png"), help="Garg reproduction plot")
     p.set_defaults(handler=run_paper)
@@ -51,14 +62,20 @@ def run_paper(args: argparse.Namespace) -> int:
     from edgecut.benchdoc import write_bullet, write_section
     from edgecut.server.bench import paper, paper_report
 
-    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    cfg = paper.PaperConfig(ckpt, cache_dir=scenes_cache(args.data_dir), workers=args.workers)
-    if args.quick:
-        cfg = paper.quick(cfg)
-    if args.seeds:
-        cfg = replace(cfg, seeds=tuple(range(args.seeds)))
-    res = paper.run(cfg)
-    base_specs = paper.checkpoint.load(ckpt).task_specs
+    if args.render_from:
+        res = paper.load_rows(args.render_from)
+    else:
+        ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+        cfg = paper.PaperConfig(ckpt, cache_dir=scenes_cache(args.data_dir), workers=args.workers)
+        if args.quick:
+            cfg = paper.quick(cfg)
+        if args.seeds:
+            cfg = replace(cfg, seeds=tuple(range(args.seeds)))
+        res = paper.run(cfg)
+        rows = args.rows or args.data_dir / "bench" / "paper-rows.pkl"
+        paper.save_rows(res, rows)
+        Console().print(f"rows saved to {rows} (re-render with --render-from {rows})", highlight=False)
+    base_specs = paper.checkpoint.load(res.cfg.checkpoint).task_specs
     paper_report.plot_garg(res, base_specs, args.plot)
     console = Console()
     for title, body in paper_report.sections(res, base_specs, args.plot.name).items():

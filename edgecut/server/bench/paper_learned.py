@@ -23,6 +23,7 @@ from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
 
 Seeds = list[float]
 FINDING1_POINTS = 4  # matched parameter counts at which Garg's two criteria are compared
+CLEARLY = 0.8  # one kept share (a mean over seeds) is "clearly less" than another below 0.8x of it
 
 
 def label(name: str) -> str:
@@ -178,29 +179,37 @@ def kept_findings(res: PaperResult) -> list[str]:
     layers = [n for n in sizes if n.startswith("trunk.") and mag.get(n, 0) > 0]
     if layers:
         thin = min(layers, key=lambda n: cut[n] / mag[n])
+        by_scores = bool(own) and all(o[thin] < 0.5 * mag[thin] for o in own.values())
         lines.append(
             f"The trunk layer CUT thins most against magnitude is `{thin}`: {cut[thin]:.0%} vs {mag[thin]:.0%}"
             + "".join(f"; {t}'s own mask keeps {o[thin]:.0%} there" for t, o in own.items())
-            + "."
+            + (
+                ": every task's own scores give it little, so the per-task scores, not the vote, empty it."
+                if by_scores
+                else "."
+            )
+        )
+    more = [t for t in tasks if CLEARLY * cut[f"head {t}"] > mag[f"head {t}"]]
+    less = [t for t in tasks if cut[f"head {t}"] < CLEARLY * mag[f"head {t}"]]
+    if more:
+        lines.append(
+            "CUT spends clearly more than magnitude on "
+            + " and ".join(f"the {t} head ({cut[f'head {t}']:.0%} vs {mag[f'head {t}']:.0%})" for t in more)
+            + ", weights the trunk does not get."
         )
     if len(own) >= 2:
         low = min(own, key=lambda t: own[t]["trunk"])
         high = max(own, key=lambda t: own[t]["trunk"])
-        starved = [t for t in tasks if cut[f"head {t}"] < mag[f"head {t}"]]
-        alone = own[low]["trunk"] < 0.8 * own[high]["trunk"]
-        fits = (low == "depth" and alone) or "depth" in starved
+        alone = own[low]["trunk"] < CLEARLY * own[high]["trunk"]
+        fits = (low == "depth" and alone) or "depth" in less
         lines.append(
             (
-                f"{low}'s own mask keeps clearly less of the trunk than {high}'s: its scores sit in its head. "
+                f"{low}'s own mask keeps clearly less of the trunk than {high}'s: its scores sit in its head."
                 if alone
                 else "The tasks' own masks keep about the same share of the trunk, so no one task's scores "
-                "starve the shared layers; the trunk thins because the vote keeps only their overlap. "
+                "starve the shared layers."
             )
-            + (
-                f"CUT keeps less than magnitude of the {' and '.join(starved)} head."
-                if starved
-                else "No head keeps less under CUT than under magnitude."
-            )
+            + (f" CUT keeps clearly less than magnitude of the {' and '.join(less)} head." if less else "")
             + (
                 " (The review suspected that SNIP under depth's L1 loss, a sign-only pixel gradient, starves "
                 f"depth: {'these masks fit that' if fits else 'these masks do not show it'}.)"
@@ -287,10 +296,10 @@ def learned_md(res: PaperResult, machine: str) -> str:
         f"mean over {len(res.cfg.seeds)} seeds, a tie when the gap is within the larger of the two methods' "
         "standard deviations over seeds.",
         "",
-        f"- *Does the vote beat the union?* {verdict('the vote', 'the union', vu[0])} on the unstructured path: "
+        f"- *Does the vote beat the union?* {_cap(verdict('the vote', 'the union', vu[0]))} on the unstructured path: "
         f"CUT (vote) against SNIP + union {_t(vu[0])}; structured {_t(vu[1])}. Against DiSparse's own "
         f"pre-trained recipe (|dL/dw| w², union): unstructured {_t(vd[0])}, structured {_t(vd[1])}.",
-        f"- *Does distillation beat labelled scoring?* {verdict('distillation', 'labels', both[0])} "
+        f"- *Does distillation beat labelled scoring?* {_cap(verdict('distillation', 'labels', both[0]))} "
         f"(unstructured): cut-distill against cut {_t(both[0])}, structured {_t(both[1])}. Separated: the "
         f"target alone (first-order label-free against CUT's labelled scores) {_t(target[0])}, structured "
         f"{_t(target[1])}; the order alone (second against first order, both label-free) {_t(order[0])}, "
@@ -301,7 +310,7 @@ def learned_md(res: PaperResult, machine: str) -> str:
         + _magnitude_note(counts, n_settings),
         *_papers_keep_line(res),
         *_why_lines(res),
-        *_default_lines(res),
+        *default_lines(res),
         *(
             f"- {x.splitlines()[0]}"
             for x in garg_findings(res.garg_rows, res.cfg.garg_criteria)
@@ -311,6 +320,10 @@ def learned_md(res: PaperResult, machine: str) -> str:
         machine,
     ]
     return "\n".join(lines)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _why_lines(res: PaperResult) -> list[str]:
@@ -342,7 +355,7 @@ def _papers_keep_line(res: PaperResult) -> list[str]:
     ]
 
 
-def _default_lines(res: PaperResult) -> list[str]:
+def default_lines(res: PaperResult) -> list[str]:
     seeds = channel_seeds(res)
     methods = dict.fromkeys(m for per in seeds.values() for m in per)
     means = {m: mean(x for per in seeds.values() for x in per.get(m, [])) for m in methods}
@@ -355,13 +368,14 @@ def _default_lines(res: PaperResult) -> list[str]:
         tail = "that is the current default, so it stays."
     elif current is not None:
         t = tally(_pairs(list(seeds.values()), DEFAULT_ROW, top))
+        behind = t.losses > t.wins and t.losses >= t.ties  # the best method beats the default across levels
         tail = (
             f"the current default `{DEFAULT_METHOD}` scores {current:+.2f} % (against it, per level: {t} "
             "W / T / L); "
             + (
-                "within the spread, so the default stays."
-                if t.wins + t.ties == t.n
-                else f"so these numbers say the default should become {label(top)}."
+                f"so these numbers say the default should become {label(top)}."
+                if behind
+                else "no consistent gap across the levels, so the default stays."
             )
         )
     else:
@@ -377,6 +391,8 @@ def summary(res: PaperResult) -> str:
     vu, _ = compare(res, "cut", "snip-union")
     both, _ = compare(res, "cut-distill", "cut")
     counts, n = best_counts(res)
+    top = sorted(counts, key=lambda m: -len(counts[m]))[:3]
+    shown = [*top, *(["magnitude"] if "magnitude" not in top else [])]
     lat = res.mask_latency
     garg = [
         x.split(" here")[0].replace("**", "")
@@ -387,8 +403,11 @@ def summary(res: PaperResult) -> str:
         f"(`edgecut bench paper`, {len(res.cfg.seeds)} seeds, {res.seconds['total'] / 60:.1f} min on 2 cores; "
         f"scaled settings beside each table): on the unstructured path CUT's vote against SNIP + union "
         f"{vu} (wins / ties / losses within the seeds' spread, mean {vu.gap:+.2f} pp), label-free "
-        f"distillation scores against labelled ones {both} ({both.gap:+.2f} pp); global magnitude pruning is "
-        f"best or tied in {len(counts.get('magnitude', []))} of {n} settings. A {lat.sparsity:.0%}-sparse "
-        f"masked model runs no faster than the dense one ({lat.masked_ms:.2f} vs {lat.dense_ms:.2f} ms), which "
-        f"is why the product removes channels. Garg et al.: " + "; ".join(garg) + "."
+        f"distillation scores against labelled ones {both} ({both.gap:+.2f} pp). Best or tied with the best "
+        f"in the {n} settings: "
+        + ", ".join(f"{m} {len(counts.get(m, []))}" for m in shown)
+        + f". A {lat.sparsity:.0%}-sparse masked model runs no faster than the dense one ({lat.masked_ms:.2f} vs "
+        f"{lat.dense_ms:.2f} ms), which is why the product removes channels. Garg et al.: "
+        + "; ".join(garg)
+        + "."
     )

@@ -3,10 +3,22 @@ at matched parameter counts, the best methods per setting and where each mask ke
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from edgecut.server.bench.paper_learned import best, garg_findings, kept_table
-from edgecut.server.bench.paper_rows import GargRow, KeptShare
+from edgecut.server.bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
+from edgecut.server.bench.paper_learned import default_lines as learned_lines
+from edgecut.server.bench.paper_rows import (
+    ChannelRow,
+    Evaluated,
+    GargRow,
+    Guard,
+    KeptShare,
+    MaskLatency,
+    PaperConfig,
+    PaperResult,
+)
 from edgecut.server.bench.paper_stats import interpolate, matched_grid, stat, tally, versus
 from edgecut.server.cut.prune import Size
 
@@ -65,3 +77,49 @@ def test_kept_shares_are_weighted_by_layer_size_into_trunk_and_heads() -> None:
     assert names == ["cut 90%", "cut 90%: seg's own", "cut 90%: depth's own"]
     assert cols["cut 90%"]["trunk"] == pytest.approx(0.25)  # 100 of 400 trunk weights
     assert cols["cut 90%"]["head seg"] == 0.5 and all_sizes["trunk"] == 400
+
+
+def _result(kept: list[KeptShare], channel_rows: list | None = None) -> PaperResult:
+    cfg = PaperConfig(Path("m.pt"), kept_methods=("magnitude", "cut"), seeds=(0, 1))
+    lat = MaskLatency(("seg", "depth"), 0.9, 1.0, 1.0)
+    guard = Guard("seg", 0.9, 0.1, 0.0)
+    return PaperResult(
+        cfg, 64, {}, {}, [], lat, guard, 1.0, channel_rows or [], [], kept, 0, {"total": 60.0}, 2
+    )
+
+
+def test_kept_findings_tell_a_task_that_starves_the_trunk_from_a_vote_that_does() -> None:
+    """The run's own case: CUT's masks at 90 % against magnitude's, per layer and per region."""
+    sizes = {"trunk.a": 900, "trunk.deep": 100, "heads.seg.out": 100, "heads.depth.out": 100}
+    mag = {"trunk.a": 0.117, "trunk.deep": 0.05, "heads.seg.out": 0.04, "heads.depth.out": 0.11}
+    cut = {"trunk.a": 0.10, "trunk.deep": 0.0, "heads.seg.out": 0.17, "heads.depth.out": 0.10}
+    own = {
+        t: {"trunk.a": 0.14, "trunk.deep": 0.01, "heads.seg.out": 0.17, "heads.depth.out": 0.10}
+        for t in ("seg", "depth")
+    }
+    kept = [KeptShare(s, "magnitude", 0.9, mag, {}, sizes) for s in (0, 1)]
+    kept += [KeptShare(s, "cut", 0.9, cut, own, sizes) for s in (0, 1)]
+    text = " ".join(kept_findings(_result(kept)))
+    assert "Against magnitude, CUT keeps 9% vs 11% of the trunk" in text
+    assert "`trunk.deep`: 0% vs 5%" in text and "the per-task scores, not the vote, empty it" in text
+    assert "CUT spends clearly more than magnitude on the seg head (17% vs 4%)" in text
+    assert "no one task's scores starve the shared layers" in text
+    assert "clearly less than magnitude of the" not in text  # depth's head: 10 % vs 11 % is not starving
+    assert "these masks do not show it" in text
+
+
+def test_the_default_stays_unless_the_best_method_beats_it_across_levels() -> None:
+    def rows(method: str, dms: list[float]) -> list[ChannelRow]:
+        return [
+            ChannelRow(s, method, lv, Size(0, 0), 1.0, Evaluated({}, 0.0, {}, dm))
+            for lv, dm in zip((0.3, 0.5, 0.7), dms, strict=True)
+            for s in range(2)
+        ]
+
+    mixed = rows(DEFAULT_ROW, [-1.0, -2.0, -9.0]) + rows("cut-distill", [-2.0, -2.0, -5.0])
+    text = " ".join(learned_lines(_result([], mixed)))
+    assert (
+        "1 / 1 / 1 W / T / L" in text and "no consistent gap across the levels, so the default stays" in text
+    )
+    behind = rows(DEFAULT_ROW, [-3.0, -4.0, -9.0]) + rows("cut-distill", [-2.0, -2.0, -5.0])
+    assert "the default should become cut-distill" in " ".join(learned_lines(_result([], behind)))
