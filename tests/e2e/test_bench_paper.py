@@ -1,5 +1,6 @@
 """`edgecut bench paper --quick` end to end, as a user runs it: a quick-trained model in a tmp dir,
-one command, four sections in the markdown and the Garg plot."""
+one command (two seeds in two worker processes), its sections and Summary bullet in the markdown,
+and the Garg plot."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.bench.paper_report import SECTIONS
+from edgecut.server.bench.paper_report import SECTIONS, SUMMARY_LEAD
 from edgecut.server.cut.methods import MASK_METHODS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,6 +36,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     train = _edgecut("train", "--quick", "--data-dir", str(data), timeout=120)
     assert train.returncode == 0, train.stderr
     out, plot = tmp_path / "benchmarks.md", tmp_path / "garg.png"
+    out.write_text("# Benchmarks\n\n## Summary\n\n- **Agent**: fast.\n\n## Agent hot-swap\n\nkept\n")
     run = _edgecut(
         "bench", "paper", "--quick", "--data-dir", str(data), "--out", str(out), "--plot", str(plot),
         timeout=240,
@@ -43,13 +45,21 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     doc = out.read_text()
     for title in SECTIONS:
         assert f"## {title}\n" in doc
+    assert "## Agent hot-swap\n\nkept\n" in doc  # another command's section is left alone
+    summary = _section(doc, "Summary")
+    assert summary.startswith("## Summary\n\n- **Agent**: fast.\n") and f"- **{SUMMARY_LEAD}** (" in summary
+    flat = " ".join(summary.split())
+    assert "2 seeds" in flat and "wins / ties / losses" in flat
 
     unstructured = _section(doc, "Paper: CUT unstructured")
     structured = _section(doc, "Paper: structured")
-    for name in MASK_METHODS:
+    for name, m in MASK_METHODS.items():
         assert len(re.findall(rf"^\| {re.escape(name)} \(", unstructured, re.M)) == 2  # 2 quick sparsities
-        assert len(re.findall(rf"^\| {re.escape(name)} \(", structured, re.M)) == 1  # 1 quick level
+        expected = 1 if m.protocol == "matched" else 0  # the papers' keep table has no channel analogue
+        assert len(re.findall(rf"^\| {re.escape(name)} \(", structured, re.M)) == expected
     assert re.search(r"^\| edgecut default \(", structured, re.M)
+    assert re.search(r"\| [+-]\d+\.\d\d ± \d+\.\d\d \|$", unstructured, re.M)  # Δm: mean ± sd over seeds
+    assert "mean over 2 seeds" in unstructured
 
     # The 1-task guard: CUT's vote on a single task keeps part of the trunk; the published v = 2 keeps none.
     guard = re.search(
@@ -59,9 +69,27 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     assert float(guard.group(1)) > 0.0 and float(guard.group(2)) == 0.0
     assert re.search(r"CUT-masked one at \d+% sparsity .* in \*\*[\d.]+ ms\*\*", unstructured)
 
+    kept = _section(doc, "Paper: kept share per layer")
+    assert re.search(r"^\| \*\*trunk\*\* \| \d+ \|", kept, re.M)
+    assert re.search(r"^\| `trunk\.stem\.0` \|", kept, re.M) and "cut 90%: depth's own" in kept
+
     garg = _section(doc, "Paper: Garg reproduction")
     assert "Finding 1" in garg and "Finding 2" in garg and f"]({plot.name})" in garg
     assert len(re.findall(r"^\| (garg-taylor|cosprune) \| \d", garg, re.M)) == 4  # 2 criteria x 2 rounds
     learned = _section(doc, "Paper: what we learned")
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
+    assert "W / T / L" in learned and "magnitude" in learned
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The saved rows re-render the same sections without a run; a file that is not rows is one clear error.
+    rows = data / "bench" / "paper-rows.pkl"
+    again = tmp_path / "again.md"
+    render = _edgecut(
+        "bench", "paper", "--render-from", str(rows), "--out", str(again), "--plot", str(plot), timeout=120
+    )
+    assert render.returncode == 0, render.stderr[-3000:]
+    for title in SECTIONS:
+        assert _section(again.read_text(), title) == _section(doc, title)
+    bad = _edgecut("bench", "paper", "--render-from", str(plot), "--out", str(again), timeout=60)
+    assert bad.returncode == 2 and "cannot read bench paper rows from" in bad.stderr
+    assert "Traceback" not in bad.stderr

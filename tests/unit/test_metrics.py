@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,30 @@ def test_normal_angles_by_hand() -> None:
     assert r["within_11.25"] == pytest.approx(1 / 5)
     assert r["within_22.5"] == pytest.approx(2 / 5)
     assert r["within_30"] == pytest.approx(3 / 5)
+
+
+@pytest.mark.parametrize("n", [10_001, 10_000])  # odd: the middle value; even: the mean of the two
+def test_median_angle_equals_numpy_on_a_known_set(n: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    degrees = (torch.rand(n, generator=g, dtype=torch.float64) * 40).tolist()
+    target = torch.zeros(1, 3, 1, n)
+    target[:, 2] = 1.0
+    pred = _angle_vectors(degrees)
+    m = TaskMeter(SPECS["normals"])
+    m.update(pred[..., : n // 3], target[..., : n // 3])  # over two batches, as evaluation runs
+    m.update(pred[..., n // 3 :], target[..., n // 3 :])
+    exact = np.median(np.degrees(np.arccos(np.clip(pred[0, 2, 0].double().numpy(), -1, 1))))
+    assert m.result()["median_angle"] == pytest.approx(float(exact), abs=1e-3)
+
+
+def test_a_negative_depth_prediction_counts_its_full_error() -> None:
+    m = TaskMeter(SPECS["depth"])
+    target = torch.tensor([2.0, 2.0]).view(1, 1, 1, 2)
+    m.update(torch.tensor([-1.0, 2.0]).view(1, 1, 1, 2), target)
+    r = m.result()
+    # |-1 - 2| = 3 (not the 1.999 of a prediction clamped to 1e-3), rel 1.5; the negative pixel fails δ
+    assert r["abs_err"] == pytest.approx(1.5) and r["rel_err"] == pytest.approx(0.75)
+    assert r["delta1"] == r["delta2"] == r["delta3"] == 0.5
 
 
 def test_edge_f1_by_hand() -> None:

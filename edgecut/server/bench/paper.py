@@ -1,397 +1,244 @@
-"""`edgecut bench paper`: the seed papers' experiments on edgecut's reference model, in one run.
+"""`edgecut bench paper`: the seed papers' experiments on edgecut's reference model, over several seeds.
 
-1. CUT's unstructured table: per-weight masks from MASK_METHODS (random, magnitude, SNIP at init,
-   DiSparse union, CUT vote with labelled and label-free scores) at several sparsities, each
-   fine-tuned with the same recipe, for several selected task sets; plus the ORT latency of a masked
-   model vs. the dense one, and the 1-task guard of the vote.
+1. CUT's unstructured table: per-weight masks from MASK_METHODS at several sparsities, each fine-tuned
+   with the same recipe, for several selected task sets; the kept share per layer and per head of some
+   methods; the ORT latency of a masked model vs. the dense one, and the 1-task guard of the vote.
 2. The same methods' scores summed per output channel and applied as whole channels removed
    (params, MACs, ORT latency), plus edgecut's default channel method.
 3. Garg et al.: iterative Taylor and CosPrune pruning during training, and the same architectures
    re-initialised and retrained from scratch for a matched number of steps.
-The markdown, the plot and the "what we learned" paragraph are in paper_report.py.
+
+Every part runs once per seed (the seed picks the calibration batches, the fine-tune's order, random
+scores, initialisations and projections; the base model and the validation scenes stay fixed). Parts
+run in `workers` processes of one torch thread each; latencies are measured afterwards in this
+process, with no other part running. The experiments are in paper_parts.py, the rows in
+paper_rows.py, the markdown and the plot in paper_report.py.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
+import multiprocessing
+import pickle
+import queue as queue_mod
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
-from torch import nn
 
-from edgecut.server.cut.importance import ScoreInputs, TaskScores, detach_all, score
-from edgecut.server.cut.iterative import IterativeOptions, iterative_prune, retrain
-from edgecut.server.cut.latency import model_latency_ms
-from edgecut.server.cut.masks import (
-    ElementScores,
-    Layout,
-    apply_masks,
-    channel_scores,
-    make_permanent,
-    masks_at_sparsity,
-    per_task_keeps,
-    score_elements,
-    vote_keeps,
+from edgecut.errors import ConfigError
+from edgecut.server.bench.paper_parts import DEFAULT_ROW, Bench, garg, guard, structured, unstructured
+from edgecut.server.bench.paper_rows import (
+    MaskLatency,
+    PaperConfig,
+    PaperResult,
+    PartResult,
+    quick,
 )
-from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
-from edgecut.server.cut.objective import Objective, Target
-from edgecut.server.cut.prune import ChannelPruner, Size, measure
-from edgecut.server.cut.prune import Target as SizeTarget
-from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
+from edgecut.server.cut.latency import model_latency_ms
+from edgecut.server.cut.masks import apply_masks, make_permanent, masks_at_sparsity
+from edgecut.server.cut.methods import MASK_METHODS
 from edgecut.server.cut.tailor import decompose
 from edgecut.server.mtl import checkpoint
-from edgecut.server.mtl.contract import MultiTaskModel
-from edgecut.server.mtl.data import Batch, TensorSamples, batches, synthetic_scenes
-from edgecut.server.mtl.evaluate import Metrics, evaluate
-from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.progress import progress_bar
 
-DEFAULT_ROW = "edgecut-default"
-Advance = Callable[..., None]
+__all__ = [
+    "DEFAULT_ROW",
+    "PaperConfig",
+    "PaperResult",
+    "Part",
+    "checkpoint",
+    "load_rows",
+    "parts",
+    "quick",
+    "run",
+    "save_rows",
+]
 
-
-def _default_iterative() -> IterativeOptions:
-    # Published: AdamW 5e-5, 100 filters every 500 iterations on VGG-16's 4224; scaled to this trunk.
-    return IterativeOptions(rounds=16, remove_per_round=24, every=25, record_every=4, lr=5e-4)
+Kind = Literal["unstructured", "structured", "garg"]
+_QUEUE: Any = None  # a worker's progress queue, set by _init_worker
 
 
 @dataclass(frozen=True)
-class PaperConfig:
-    checkpoint: Path
-    task_sets: tuple[tuple[str, ...], ...] = (
-        ("seg", "depth"),
-        ("seg", "normals"),
-        ("seg", "depth", "normals"),
-    )
-    sparsities: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
-    mask_methods: tuple[str, ...] = tuple(MASK_METHODS)
-    structured_tasks: tuple[str, ...] = ("seg", "depth")
-    levels: tuple[float, ...] = (0.3, 0.5, 0.7)  # share of the selected-task model's params removed
-    garg_tasks: tuple[str, ...] = ("seg", "depth", "normals")
-    garg_criteria: tuple[str, ...] = ("garg-taylor", "cosprune")
-    calib_batches: int = 8  # the papers use 50
-    batch_size: int = 16
-    ft_steps: int = 100  # CUT: ~1000 at lr 1e-5
-    ft_lr: float = 1e-4
-    iterative: IterativeOptions = field(default_factory=_default_iterative)
-    retrain_lr: float = 2e-3  # the reference model's own training rate
-    n_train: int = 1024
-    n_val: int = 200
-    guard_task: str = "seg"
-    guard_sparsity: float = 0.9
-    latency_runs: int = 60
-    cache_dir: Path | None = None
-    seed: int = 0
+class Part:
+    seed: int
+    kind: Kind
+    key: tuple[str, ...] = ()  # the task set (unstructured) or the criterion (garg)
 
-    def fine_tune(self) -> RecoveryOptions:
-        """CUT's recipe (Adam, weight decay 1e-4, constant lr, labelled losses), scaled in steps and lr."""
-        return replace(
-            RecoveryOptions.cut_paper(self.ft_steps),
-            lr=self.ft_lr,
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
+    def rows(self, cfg: PaperConfig) -> int:
+        if self.kind == "unstructured":
+            return len(cfg.mask_methods) * len(cfg.sparsities)
+        if self.kind == "structured":
+            matched = [n for n in cfg.mask_methods if MASK_METHODS[n].protocol == "matched"]
+            return (len(matched) + 1) * len(cfg.levels)
+        return -(-cfg.iterative.rounds // cfg.iterative.record_every)
 
 
-def quick(cfg: PaperConfig) -> PaperConfig:
-    """Every table on tiny settings: a smoke test of the whole pipeline (numbers are meaningless)."""
-    return replace(
-        cfg,
-        task_sets=(("seg", "depth"),),
-        sparsities=(0.5, 0.9),
-        levels=(0.5,),
-        garg_tasks=("seg", "depth"),
-        calib_batches=1,
-        ft_steps=2,
-        iterative=IterativeOptions(
-            rounds=2, remove_per_round=4, every=2, record_every=1, score_batches=1, lr=5e-4
-        ),
-        n_train=48,
-        n_val=32,
-        latency_runs=5,
-    )
+def parts(cfg: PaperConfig) -> list[Part]:
+    """Every part of every seed, the longest first so that the workers finish together."""
+    out: list[Part] = []
+    for seed in cfg.seeds:
+        out += [Part(seed, "garg", (c,)) for c in cfg.garg_criteria]
+        out += [Part(seed, "unstructured", t) for t in cfg.task_sets]
+        out.append(Part(seed, "structured"))
+    order = {"garg": 0, "unstructured": 1, "structured": 2}
+    return sorted(out, key=lambda p: (order[p.kind], p.seed))
 
 
-@dataclass
-class Evaluated:
-    before: Metrics  # right after pruning (structured: after BatchNorm re-estimation)
-    dm_before: float
-    after: Metrics  # after the fine-tune
-    dm_after: float
+def run_part(cfg: PaperConfig, part: Part, advance: Callable[..., None] | None = None) -> PartResult:
+    """One part of one seed, on one torch thread."""
+    torch.set_num_threads(1)
+    torch.manual_seed(part.seed)
+    step = advance or _to_queue
+    bench = Bench(cfg, part.seed)
+    t = time.perf_counter()
+    if part.kind == "unstructured":
+        unstructured(bench, part.key, step)
+        if part.seed == cfg.seeds[0] and part.key == cfg.task_sets[0]:
+            bench.result.guard = guard(bench)
+    elif part.kind == "structured":
+        structured(bench, step)
+    else:
+        garg(bench, part.key[0], step)
+    bench.result.seconds[part.kind] = time.perf_counter() - t
+    return bench.result
 
 
-@dataclass
-class MaskRow:
-    tasks: tuple[str, ...]
-    method: str
-    target: float
-    sparsity: float
-    keep_ratio: float
-    trunk_kept: float
-    result: Evaluated
+def _to_queue(n: float = 1, **fields: object) -> None:
+    if _QUEUE is not None:
+        _QUEUE.put((n, fields))
 
 
-@dataclass
-class ChannelRow:
-    method: str
-    level: float
-    size: Size
-    latency_ms: float
-    result: Evaluated
+def _init_worker(q: Any) -> None:
+    global _QUEUE
+    _QUEUE = q
 
 
-@dataclass
-class GargRow:
-    criterion: str
-    round: int
-    filters_removed: int
-    size: Size
-    iterative: Metrics
-    dm_iterative: float
-    retrained: Metrics
-    dm_retrained: float
+def _drain(q: Any, advance: Callable[..., None]) -> None:
+    while True:
+        try:
+            n, fields = q.get_nowait()
+        except queue_mod.Empty:
+            return
+        advance(n, **fields)
 
 
-@dataclass
-class Guard:
-    task: str
-    sparsity: float
-    trunk_kept_guarded: float  # v = min(2, 1) = 1
-    trunk_kept_published: float  # v = 2, no guard
+def _in_process(cfg: PaperConfig, todo: list[Part], advance: Callable[..., None]) -> list[PartResult]:
+    return [run_part(cfg, p, advance) for p in todo]
 
 
-@dataclass
-class MaskLatency:
-    tasks: tuple[str, ...]
-    sparsity: float
-    dense_ms: float
-    masked_ms: float
-
-
-@dataclass
-class PaperResult:
-    cfg: PaperConfig
-    image_size: int
-    full: dict[tuple[str, ...], Metrics]  # the original model's metrics, per task set
-    sizes: dict[tuple[str, ...], Size]  # the selected-task (decomposed) model's size
-    mask_rows: list[MaskRow]
-    mask_latency: MaskLatency
-    guard: Guard
-    dense_latency_ms: float
-    channel_rows: list[ChannelRow]
-    garg_rows: list[GargRow]
-    garg_steps: int
-    seconds: dict[str, float]
-
-
-class _Bench:
-    """Shared state of one run: the base model, data, calibration batches and cached scores."""
-
-    def __init__(self, cfg: PaperConfig, show_progress: bool) -> None:
-        self.cfg = cfg
-        self.show = show_progress
-        self.base = checkpoint.load(cfg.checkpoint)
-        size = self.base.input_size
-        self.train: TensorSamples = synthetic_scenes(cfg.n_train, 7, size, cfg.cache_dir, show_progress)
-        self.val: TensorSamples = synthetic_scenes(cfg.n_val, 1000, size, cfg.cache_dir, show_progress)
-        self.calib: list[Batch] = list(
-            itertools.islice(batches(self.train, cfg.batch_size), cfg.calib_batches)
-        )
-        self._scores: dict[tuple[tuple[str, ...], str, Target], ElementScores] = {}
-        self.full: dict[tuple[str, ...], Metrics] = {}
-        self.sizes: dict[tuple[str, ...], Size] = {}
-
-    def teacher(self, tasks: tuple[str, ...]) -> MultiTaskModel:
-        t = decompose(self.base, tasks)
-        if tasks not in self.full:
-            self.full[tasks] = evaluate(t, t.task_specs, self.val)
-            self.sizes[tasks] = measure(t, t.input_size)
-        return t
-
-    def element_scores(self, teacher: MultiTaskModel, criterion: str, target: Target) -> ElementScores:
-        key = (tuple(teacher.task_names), criterion, target)
-        if key not in self._scores:
-            obj = Objective(teacher.task_specs, target, seed=self.cfg.seed)
-            self._scores[key] = score_elements(
-                criterion, ScoreInputs(teacher, self.calib, obj, self.cfg.seed)
-            )
-        return self._scores[key]
-
-    def evaluated(self, model: MultiTaskModel, tasks: tuple[str, ...]) -> Evaluated:
-        specs, full = model.task_specs, self.full[tasks]
-        before = evaluate(model, specs, self.val)
-        recover(model, None, self.train, self.cfg.fine_tune())
-        after = evaluate(model, specs, self.val)
-        return Evaluated(before, delta_m(before, full, specs), after, delta_m(after, full, specs))
-
-
-def unstructured(bench: _Bench, advance: Advance) -> tuple[list[MaskRow], MaskLatency]:
-    cfg, rows = bench.cfg, []
-    latency: MaskLatency | None = None
-    for tasks in cfg.task_sets:
-        teacher = bench.teacher(tasks)
-        for name in cfg.mask_methods:
-            m = MASK_METHODS[name]
-            scores = bench.element_scores(teacher, m.criterion, m.target)
-            rule = "vote" if m.fusion == "global" else m.fusion
-            for s in cfg.sparsities:
-                student = copy.deepcopy(teacher)
-                ms = masks_at_sparsity(scores, student, s, rule)
-                apply_masks(student, ms.masks)
-                rows.append(
-                    MaskRow(
-                        tasks,
-                        name,
-                        s,
-                        ms.sparsity,
-                        ms.keep_ratio,
-                        ms.trunk_kept,
-                        bench.evaluated(student, tasks),
-                    )
-                )
-                advance(1, table="unstructured", method=name, sparsity=f"{s:.0%}")
-                if latency is None and name == "cut" and s == max(cfg.sparsities):
-                    latency = _mask_latency(tasks, ms.sparsity, teacher, student, cfg.latency_runs)
-    if latency is None:  # "cut" not among the methods: measure a CUT-masked copy anyway
-        tasks = cfg.task_sets[0]
-        teacher = bench.teacher(tasks)
-        student = copy.deepcopy(teacher)
-        ms = masks_at_sparsity(bench.element_scores(teacher, "snip", "labels"), student, max(cfg.sparsities))
-        apply_masks(student, ms.masks)
-        latency = _mask_latency(tasks, ms.sparsity, teacher, student, cfg.latency_runs)
-    return rows, latency
-
-
-def _mask_latency(
-    tasks: tuple[str, ...], sparsity: float, dense: MultiTaskModel, masked: MultiTaskModel, runs: int
-) -> MaskLatency:
-    """ORT latency of the dense model and of the masked one with its zeros folded into the weights."""
-    make_permanent(masked)
-    return MaskLatency(tasks, sparsity, model_latency_ms(dense, runs), model_latency_ms(masked, runs))
-
-
-def guard(bench: _Bench) -> Guard:
-    """CUT's vote on a single selected task: the guarded v = 1 vs. the published v = 2."""
-    cfg = bench.cfg
-    teacher = bench.teacher((cfg.guard_task,))
-    scores = bench.element_scores(teacher, "snip", "labels")
-    guarded = masks_at_sparsity(scores, teacher, cfg.guard_sparsity, "vote", calibrate=False)
-    layout = Layout(teacher)
-    published = vote_keeps(per_task_keeps(scores, layout, 1 - cfg.guard_sparsity), layout, v=2)
-    return Guard(
-        cfg.guard_task, cfg.guard_sparsity, guarded.trunk_kept, float(published[layout.trunk].float().mean())
-    )
-
-
-def _rekey(scores: TaskScores, src: nn.Module, dst: nn.Module) -> TaskScores:
-    """Scores keyed by `src`'s modules -> the same-named modules of `dst` (a copy of `src`)."""
-    name = {m: n for n, m in src.named_modules()}
-    mods = dict(dst.named_modules())
-    return {t: {mods[name[m]]: s for m, s in per.items()} for t, per in scores.items()}
-
-
-def structured(bench: _Bench, advance: Advance) -> tuple[list[ChannelRow], float]:
-    cfg, rows = bench.cfg, []
-    tasks = cfg.structured_tasks
-    teacher = bench.teacher(tasks)
-    selected = bench.sizes[tasks]
-    dense_ms = model_latency_ms(teacher, cfg.latency_runs)
-    default = METHODS[DEFAULT_METHOD]
-    default_scores = detach_all(
-        score(
-            default.criterion,
-            ScoreInputs(
-                teacher, bench.calib, Objective(teacher.task_specs, default.target, seed=cfg.seed), cfg.seed
-            ),
-        )
-    )
-    for name in (*cfg.mask_methods, DEFAULT_ROW):
-        for level in cfg.levels:
-            student = copy.deepcopy(teacher)
-            if name == DEFAULT_ROW:
-                scores, rule, min_channels = (
-                    _rekey(default_scores, teacher, student),
-                    default.fusion,
-                    default.min_channels,
-                )
-            else:
-                m = MASK_METHODS[name]
-                scores = channel_scores(bench.element_scores(teacher, m.criterion, m.target), student)
-                rule = "mean" if m.fusion == "global" else m.fusion
-                min_channels = m.min_channels
-            pruner = ChannelPruner(student, min_channels=min_channels)
-            size = pruner.prune_to(scores, rule, SizeTarget(max_params=int((1 - level) * selected.params)))
-            recalibrate_batchnorm(student, bench.train, 8, cfg.batch_size)
-            latency = model_latency_ms(student, cfg.latency_runs)
-            rows.append(ChannelRow(name, level, size, latency, bench.evaluated(student, tasks)))
-            advance(1, table="structured", method=name, level=f"{level:.0%}")
-    return rows, dense_ms
-
-
-def garg(bench: _Bench, advance: Advance) -> tuple[list[GargRow], int]:
-    cfg, rows = bench.cfg, []
-    tasks = cfg.garg_tasks
-    teacher = bench.teacher(tasks)
-    full, specs = bench.full[tasks], teacher.task_specs
-    steps = cfg.iterative.steps
-    for criterion in cfg.garg_criteria:
-        opts = replace(cfg.iterative, criterion=criterion, batch_size=cfg.batch_size, seed=cfg.seed)
-        res = iterative_prune(copy.deepcopy(teacher), bench.train, bench.val, opts)
-        for p in res.points[1:]:
-            _, metrics = retrain(
-                p.architecture, bench.train, bench.val, steps, cfg.retrain_lr, cfg.batch_size, cfg.seed
-            )
-            rows.append(
-                GargRow(
-                    criterion,
-                    p.round,
-                    p.filters_removed,
-                    p.size,
-                    p.metrics,
-                    delta_m(p.metrics, full, specs),
-                    metrics,
-                    delta_m(metrics, full, specs),
-                )
-            )
-            advance(1, table="garg", criterion=criterion, round=p.round)
-    return rows, steps
+def _in_workers(cfg: PaperConfig, todo: list[Part], advance: Callable[..., None]) -> list[PartResult]:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
+    q = ctx.Queue()
+    with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
+        futures = [pool.submit(run_part, cfg, p) for p in todo]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            _drain(q, advance)
+        _drain(q, advance)
+        return [f.result() for f in futures]
 
 
 def run(cfg: PaperConfig, show_progress: bool = True) -> PaperResult:
-    torch.manual_seed(cfg.seed)
-    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    bench = _Bench(cfg, show_progress)
-    n_garg = len(cfg.garg_criteria) * -(-cfg.iterative.rounds // cfg.iterative.record_every)
-    total = len(cfg.task_sets) * len(cfg.mask_methods) * len(cfg.sparsities)
-    total += (len(cfg.mask_methods) + 1) * len(cfg.levels) + n_garg
-    with progress_bar("bench paper", total=total, enabled=show_progress) as advance:
-        t = time.perf_counter()
-        mask_rows, mask_latency = unstructured(bench, advance)
-        guard_result = guard(bench)
-        seconds["unstructured"] = time.perf_counter() - t
-        t = time.perf_counter()
-        channel_rows, dense_ms = structured(bench, advance)
-        seconds["structured"] = time.perf_counter() - t
-        t = time.perf_counter()
-        garg_rows, garg_steps = garg(bench, advance)
-        seconds["garg"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
+    base = checkpoint.load(cfg.checkpoint)
+    size = base.input_size
+    # Rendered (and cached) once here, so that every part only loads them.
+    synthetic_scenes(cfg.n_train, 7, size, cfg.cache_dir, show_progress)
+    synthetic_scenes(cfg.n_val, 1000, size, cfg.cache_dir, show_progress)
+    todo = parts(cfg)
+    total = sum(p.rows(cfg) for p in todo)
+    threads = torch.get_num_threads()
+    with progress_bar(f"bench paper ({len(cfg.seeds)} seeds)", total=total, enabled=show_progress) as advance:
+        run_all = _in_workers if cfg.workers > 1 else _in_process
+        results = run_all(cfg, todo, advance)
+    torch.set_num_threads(threads)
+    merged = _merge(results)
+    t = time.perf_counter()
+    latency, dense_ms = _latencies(cfg, merged)
+    merged.seconds["latency"] = time.perf_counter() - t
+    merged.seconds["total"] = time.perf_counter() - t0
+    assert merged.guard is not None  # the first seed's first unstructured part measures it
     return PaperResult(
         cfg,
-        bench.base.input_size,
-        bench.full,
-        bench.sizes,
-        mask_rows,
-        mask_latency,
-        guard_result,
+        size,
+        merged.full,
+        merged.sizes,
+        merged.mask_rows,
+        latency,
+        merged.guard,
         dense_ms,
-        channel_rows,
-        garg_rows,
-        garg_steps,
-        seconds,
+        merged.channel_rows,
+        merged.garg_rows,
+        merged.kept,
+        cfg.iterative.steps,
+        merged.seconds,
+        max(1, cfg.workers),
     )
+
+
+def _merge(results: list[PartResult]) -> PartResult:
+    out = PartResult()
+    for r in results:
+        out.full.update(r.full)
+        out.sizes.update(r.sizes)
+        out.mask_rows += r.mask_rows
+        out.channel_rows += r.channel_rows
+        out.garg_rows += r.garg_rows
+        out.kept += r.kept
+        out.guard = out.guard or r.guard
+        out.masked_model = out.masked_model or r.masked_model
+        for k, v in r.seconds.items():
+            out.seconds[k] = out.seconds.get(k, 0.0) + v
+    return out
+
+
+def _latencies(cfg: PaperConfig, merged: PartResult) -> tuple[MaskLatency, float]:
+    """ORT latencies, measured one model at a time with no part running alongside."""
+    base = checkpoint.load(cfg.checkpoint)
+    if merged.masked_model is None:  # "cut" not among the methods: mask a copy with CUT's scores
+        tasks = cfg.task_sets[0]
+        bench = Bench(cfg, cfg.seeds[0])
+        teacher = bench.teacher(tasks)
+        ms = masks_at_sparsity(
+            bench.element_scores(teacher, MASK_METHODS["cut"]), teacher, max(cfg.sparsities)
+        )
+        apply_masks(teacher, ms.masks)
+        make_permanent(teacher)
+        merged.masked_model = (tasks, ms.sparsity, teacher)
+    tasks, sparsity, masked = merged.masked_model
+    mask_latency = MaskLatency(
+        tasks,
+        sparsity,
+        model_latency_ms(decompose(base, tasks), cfg.latency_runs),
+        model_latency_ms(masked, cfg.latency_runs),
+    )
+    for row in merged.channel_rows:
+        if row.model is not None:
+            row.latency_ms = model_latency_ms(row.model, cfg.latency_runs)
+            row.model = None
+    return mask_latency, model_latency_ms(decompose(base, cfg.structured_tasks), cfg.latency_runs)
+
+
+def save_rows(res: PaperResult, path: Path) -> None:
+    """Keep a run's rows so its report can be re-rendered without running it again (a pickle: read only
+    files this command wrote)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(res))
+    tmp.replace(path)
+
+
+def load_rows(path: Path) -> PaperResult:
+    try:
+        res = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"cannot read bench paper rows from {path}: {exc}") from exc
+    if not isinstance(res, PaperResult):
+        raise ConfigError(f"{path} does not hold bench paper rows (it holds a {type(res).__name__})")
+    return res

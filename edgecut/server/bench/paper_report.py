@@ -1,29 +1,36 @@
-"""Markdown sections, the Garg plot and the "what we learned" paragraph of `edgecut bench paper`.
+"""Markdown sections and the Garg plot of `edgecut bench paper`, every figure a mean (± sd) over seeds.
 
-Every sentence that states a finding is computed from the rows of the run it describes.
+Every sentence that states a finding is computed from the rows of the run it describes (the findings
+themselves are in paper_learned.py).
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from edgecut.server.bench.paper import DEFAULT_ROW, ChannelRow, GargRow, MaskRow, PaperResult
-from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
-from edgecut.server.mtl.metric_names import PRIMARY
+from edgecut.server.bench import paper_learned as learned
+from edgecut.server.bench.paper_learned import kept_table, label
+from edgecut.server.bench.paper_rows import GargRow, PaperResult
+from edgecut.server.bench.paper_stats import Stat, grouped, mean, stat
+from edgecut.server.cut.masks import PAPERS_KEEP_NYUV2
+from edgecut.server.cut.methods import DEFAULT_METHOD
+from edgecut.server.cut.recover import ESCM_TASK_WEIGHTS
+from edgecut.server.mtl.metric_names import DELTA_M_METRICS, PRIMARY
 from edgecut.server.mtl.tasks import TaskSpec
 
 SECTIONS = (
     "Paper: CUT unstructured",
+    "Paper: kept share per layer",
     "Paper: structured",
     "Paper: Garg reproduction",
     "Paper: what we learned",
 )
+SUMMARY_LEAD = "The seed papers, reproduced"
 PAPER_METRICS = {  # as the papers report them
     "segmentation": ("miou", "pixel_acc"),
     "depth": ("abs_err", "rel_err", "delta1", "delta2", "delta3"),
@@ -31,7 +38,6 @@ PAPER_METRICS = {  # as the papers report them
     "edges": ("f1",),
     "classification": ("accuracy",),
 }
-SIMILAR_PP = 5.0  # two criteria "give similar quality" when their Δm differ by less than this on average
 
 
 def _columns(tasks: Sequence[str], specs: dict[str, TaskSpec], full: bool) -> list[tuple[str, str]]:
@@ -40,43 +46,62 @@ def _columns(tasks: Sequence[str], specs: dict[str, TaskSpec], full: bool) -> li
     ]
 
 
-def _label(name: str) -> str:
-    if name == DEFAULT_ROW:
-        m = METHODS[DEFAULT_METHOD]
-        return f"edgecut default ({m.criterion}/{m.fusion}/{m.target})"
-    m = MASK_METHODS[name]
-    return f"{name} ({m.criterion}/{m.fusion}/{m.target})"
-
-
-def _machine(res: PaperResult) -> str:
+def machine(res: PaperResult) -> str:
     s = res.seconds
     return (
-        f"Machine: {platform.machine()}, 2 cores, torch {torch.__version__}, {torch.get_num_threads()} threads. "
-        f"Whole run {s['total'] / 60:.1f} min (unstructured {s['unstructured'] / 60:.1f}, structured "
-        f"{s['structured'] / 60:.1f}, Garg {s['garg'] / 60:.1f}). Rerun: `edgecut bench paper`."
+        f"Machine: {platform.machine()}, 2 cores (shared), torch {torch.__version__}; {len(res.cfg.seeds)} seeds "
+        f"({', '.join(map(str, res.cfg.seeds))}) in {res.workers} worker process(es) of 1 thread. Whole run "
+        f"**{s['total'] / 60:.1f} min** wall clock (worker time: unstructured {s.get('unstructured', 0) / 60:.1f}, "
+        f"structured {s.get('structured', 0) / 60:.1f}, Garg {s.get('garg', 0) / 60:.1f} min; latencies "
+        f"{s.get('latency', 0) / 60:.1f} min). Rerun: `edgecut bench paper`."
+    )
+
+
+def _metric_means(results: Sequence[dict[str, dict[str, float]]], cols: list[tuple[str, str]]) -> str:
+    return " | ".join(f"{mean(m[t][k] for m in results):.4f}" for t, k in cols)
+
+
+def _delta_m_text(specs: dict[str, TaskSpec]) -> str:
+    kinds = dict.fromkeys(s.kind for s in specs.values())
+    parts = ", ".join(f"{k}: {' + '.join(DELTA_M_METRICS[k])}" for k in kinds)
+    return (
+        f"Δm (metrics.py) = per task the mean relative change of its metrics ({parts}; lower-is-better ones "
+        "sign-flipped), then the mean over tasks; vs. the full pre-trained model (its selected heads), "
+        "higher is better."
     )
 
 
 def unstructured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
     c = res.cfg
     lat = res.mask_latency
+    lam = ", ".join(f"{t} {w:g}" for t, w in ESCM_TASK_WEIGHTS)
+    keep = " / ".join(f"{k:g}" for k in PAPERS_KEEP_NYUV2.values())
+    nominal = " / ".join(f"{s:.0%}" for s in PAPERS_KEEP_NYUV2)
     head = [
         f"Reference model at {res.image_size}x{res.image_size} input (the papers: a dilated ResNet-34 on "
         f"NYUv2 / Cityscapes images of a few hundred pixels). **Scaled to fit 90 min on 2 cores:** scores from "
-        f"{c.calib_batches} calibration batches of {c.batch_size} labelled scenes (papers: B = 50 batches); "
-        f"fine-tune = CUT's recipe (Adam, weight decay 1e-4, constant lr, the selected tasks' labelled losses, "
-        f"masks fixed), {c.ft_steps} iterations at lr {c.ft_lr:g} instead of ~1000 at 1e-5, batch "
-        f"{c.batch_size}, on {c.n_train} scenes, identical for every row; metrics on {c.n_val} held-out scenes.",
+        f"{c.calib_batches} calibration batches of {c.batch_size} labelled scenes (papers: B = 50 batches), "
+        f"BatchNorm in train mode while scoring as in the CUT / DiSparse code; fine-tune = CUT's recipe (Adam, "
+        f"weight decay 1e-4, constant lr, the selected tasks' labelled losses weighted by ESCM's lambdas "
+        f"{lam}, masks fixed), {c.ft_steps} iterations at lr {c.ft_lr:g} instead of ~1000 at 1e-5, batch "
+        f"{c.batch_size}, on {c.n_train} scenes, identical for every row; metrics on {c.n_val} held-out scenes "
+        f"(the same for every seed). Every figure is the **mean over {len(c.seeds)} seeds**, Δm as mean ± sd.",
         "",
         "Masks cover every Conv/Linear weight of the trunk and the selected heads. Per-task scores are "
         "normalised to sum 1 and cut by one global top-k per task; the trunk is fused by the method's rule "
         "(heads keep their own task's mask); random, magnitude and SNIP-at-init are task-agnostic (one "
-        "global top-k). SNIP-at-init scores a freshly initialised copy with the summed loss and its mask is "
-        "applied to the trained weights before the same fine-tune. Sparsity is **matched**: the per-task "
-        "keep ratio (column *keep*) is chosen so that the fused mask removes the target share of the "
-        "prunable weights (with the papers' keep = 1 - sparsity, the union would prune less and the vote "
-        "more than the target). Δm is vs. the full pre-trained model (its selected heads), higher is better; "
-        "*before* = masked, no fine-tune.",
+        "global top-k). SNIP-at-init scores a freshly initialised copy with the summed loss. *snip-union* "
+        "is SNIP at the trained weights with DiSparse's union (the fusion branch ESCM's code has commented "
+        "out); *disparse-pt* is DiSparse's own pre-trained recipe (per task, the sum over batches of "
+        "|dL_t/dw| times w², union). Sparsity is **matched**: the per-task keep ratio (column *keep*) is "
+        "chosen so that the fused mask removes the target share of the prunable weights. The papers' code "
+        f"instead gives every task a hand-tuned keep ratio ({keep} for nominal {nominal} on NYUv2, in "
+        "ESCM and in DiSparse's static setup) and lets the sparsity fall where the fusion puts it: that is "
+        "the *cut-papers-keep* row (its *sparsity* column is what the vote really removed). *cut-distill* "
+        "scores the label-free objective at second order (mean (w·d(r·f)/dw)², edgecut's own), "
+        "*cut-distill-fo* at first order (mean |w·d(r·f)/dw|, the order of CUT's |w·dL/dw|), so the target "
+        "and the order can be compared one at a time. " + _delta_m_text(specs) + " *before* = masked, no "
+        "fine-tune.",
         "",
         f"Why the product prunes channels: onnxruntime (CPU, 1 thread, batch 1) runs the dense "
         f"{'+'.join(lat.tasks)} model in **{lat.dense_ms:.2f} ms** and the CUT-masked one at "
@@ -88,15 +113,17 @@ def unstructured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
         f"**{res.guard.trunk_kept_guarded:.1%}** of the trunk's weights; the published v = 2 keeps "
         f"{res.guard.trunk_kept_published:.1%}.",
         "",
-        _machine(res),
+        machine(res),
     ]
     out = list(head)
     for tasks in c.task_sets:
         cols = _columns(tasks, specs, full=True)
         full = res.full[tasks]
+        rows = grouped((r for r in res.mask_rows if r.tasks == tasks), lambda r: (r.method, r.target))
         out += [
             "",
-            f"**Tasks {', '.join(tasks)}** ({res.sizes[tasks].params / 1e3:.0f}k params after decomposition)",
+            f"**Tasks {', '.join(tasks)}** ({res.sizes[tasks].params / 1e3:.0f}k params after decomposition). "
+            + learned.best_line(res, tasks),
             "",
             "| method (scores/fusion/loss) | target | sparsity | keep | trunk kept | "
             + " | ".join(f"{t} {k}" for t, k in cols)
@@ -106,13 +133,41 @@ def unstructured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
             + " | ".join(f"{full[t][k]:.4f}" for t, k in cols)
             + " | 0.00 | 0.00 |",
         ]
-        for r in (r for r in res.mask_rows if r.tasks == tasks):
-            keep = "-" if math.isnan(r.keep_ratio) else f"{r.keep_ratio:.0%}"
+        for (method, target), rs in rows.items():
+            keep_ratio = mean(r.keep_ratio for r in rs)
+            keep_text = "-" if math.isnan(keep_ratio) else f"{keep_ratio:.0%}"
             out.append(
-                f"| {_label(r.method)} | {r.target:.0%} | {r.sparsity:.1%} | {keep} | {r.trunk_kept:.0%} | "
-                + " | ".join(f"{r.result.after[t][k]:.4f}" for t, k in cols)
-                + f" | {r.result.dm_before:+.2f} | {r.result.dm_after:+.2f} |"
+                f"| {label(method)} | {target:.0%} | {mean(r.sparsity for r in rs):.1%} | {keep_text} | "
+                f"{mean(r.trunk_kept for r in rs):.0%} | "
+                + _metric_means([r.result.after for r in rs], cols)
+                + f" | {stat([r.result.dm_before for r in rs]).pm()} | {stat([r.result.dm_after for r in rs]).pm()} |"
             )
+    return "\n".join(out)
+
+
+def kept_md(res: PaperResult) -> str:
+    c = res.cfg
+    names, cols, sizes = kept_table(res.kept)
+    if not names:
+        return "No kept shares were logged (none of the logged methods ran)."
+    layers = [n for n in sizes if "." in n]
+    regions = [n for n in sizes if "." not in n]
+    out = [
+        f"Tasks {', '.join(c.kept_tasks)}: the share of each layer's weights the fused mask keeps after the "
+        f"matched-sparsity cut, mean over {len(c.seeds)} seeds; the *own* columns are the mask each task's "
+        "own per-task top-k keeps before CUT's vote (two tasks: the vote keeps a trunk weight only where "
+        "both do). Heads keep their own task's mask.",
+        "",
+        *learned.kept_findings(res),
+        "",
+        "| layer | weights | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for n in [*regions, *layers]:
+        shown = f"**{n}**" if n in regions else f"`{n}`"
+        out.append(
+            f"| {shown} | {sizes[n]} | " + " | ".join(f"{cols[k].get(n, math.nan):.0%}" for k in names) + " |"
+        )
     return "\n".join(out)
 
 
@@ -126,12 +181,15 @@ def structured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
         f"The same per-weight scores as above, summed per output channel, steer the product path: whole "
         f"channel groups removed with torch-pruning's dependency graph until the share of the "
         f"{', '.join(tasks)} model's parameters in *removed* is gone (task-agnostic scores ranked directly, "
-        f"per-task scores fused at channel level by the same rule), BatchNorm statistics re-estimated, then "
-        f"the same fine-tune as above ({c.ft_steps} iterations, Adam lr {c.ft_lr:g}). The last rows are "
-        f"edgecut's default channel method (`{DEFAULT_METHOD}`). Latency: onnxruntime CPU, 1 thread, batch 1, "
-        f"median of {c.latency_runs}. Same scaling as above; *before* = after BatchNorm re-estimation.",
+        f"per-task scores fused at channel level by the same rule; channels coupled across layers sum their "
+        f"layers' scores), BatchNorm statistics re-estimated, then the same fine-tune as above "
+        f"({c.ft_steps} iterations, Adam lr {c.ft_lr:g}, ESCM's task weights). The papers' keep table has no "
+        f"channel analogue and is left out. The last rows are edgecut's default channel method "
+        f"(`{DEFAULT_METHOD}`, scored with BatchNorm in eval mode as the product does). Latency: "
+        f"onnxruntime CPU, 1 thread, batch 1, median of {c.latency_runs}, measured after all parts finished. "
+        f"Mean over {len(c.seeds)} seeds; *before* = after BatchNorm re-estimation.",
         "",
-        _machine(res),
+        machine(res),
         "",
         "| method (scores/fusion/loss) | removed | params | MMACs | ORT ms | speed-up | "
         + " | ".join(f"{t} {k}" for t, k in cols)
@@ -141,49 +199,16 @@ def structured_md(res: PaperResult, specs: dict[str, TaskSpec]) -> str:
         + " | ".join(f"{full[t][k]:.4f}" for t, k in cols)
         + " | 0.00 | 0.00 |",
     ]
-    for r in res.channel_rows:
+    for (method, _), rs in grouped(res.channel_rows, lambda r: (r.method, r.level)).items():
+        params = mean(r.size.params for r in rs)
+        ms = mean(r.latency_ms for r in rs)
         out.append(
-            f"| {_label(r.method)} | {1 - r.size.params / sel.params:.0%} | {r.size.params / 1e3:.1f}k | "
-            f"{r.size.macs / 1e6:.2f} | {r.latency_ms:.2f} | {res.dense_latency_ms / r.latency_ms:.2f} | "
-            + " | ".join(f"{r.result.after[t][k]:.4f}" for t, k in cols)
-            + f" | {r.result.dm_before:+.2f} | {r.result.dm_after:+.2f} |"
+            f"| {label(method)} | {1 - params / sel.params:.0%} | {params / 1e3:.1f}k | "
+            f"{mean(r.size.macs for r in rs) / 1e6:.2f} | {ms:.2f} | {res.dense_latency_ms / ms:.2f} | "
+            + _metric_means([r.result.after for r in rs], cols)
+            + f" | {stat([r.result.dm_before for r in rs]).pm()} | {stat([r.result.dm_after for r in rs]).pm()} |"
         )
     return "\n".join(out)
-
-
-def garg_findings(rows: list[GargRow]) -> list[str]:
-    """The two findings of Garg et al., each stated as holding or not on these rows."""
-    crits = list(dict.fromkeys(r.criterion for r in rows))
-    out = []
-    if len(crits) >= 2:
-        a, b = crits[:2]
-        by = {(r.criterion, r.round): r for r in rows}
-        gaps = [
-            abs(by[(a, k)].dm_iterative - by[(b, k)].dm_iterative) for (c, k) in by if c == a and (b, k) in by
-        ]
-        if gaps:
-            gap = statistics.fmean(gaps)
-            verdict = "holds" if gap < SIMILAR_PP else "does not hold"
-            out.append(
-                f"Finding 1 (the two criteria give similar quality at equal size) **{verdict}** here: at the "
-                f"same number of filters removed, iterative {a} and {b} differ by {gap:.1f} pp of Δm on average "
-                f"(we call under {SIMILAR_PP:.0f} pp similar)."
-            )
-    last = max((r.round for r in rows), default=0)
-    extreme = [r for r in rows if r.round == last]
-    if extreme:
-        better = [r for r in extreme if r.dm_retrained > r.dm_iterative]
-        verdict = "holds" if len(better) == len(extreme) else "partly holds" if better else "does not hold"
-        detail = "; ".join(
-            f"{r.criterion}: {r.size.params / 1e3:.0f}k params, iterative Δm {r.dm_iterative:+.1f} %, "
-            f"re-initialised and retrained {r.dm_retrained:+.1f} %"
-            for r in extreme
-        )
-        out.append(
-            f"Finding 2 (at extreme pruning the same architecture retrained from scratch beats iterative "
-            f"pruning) **{verdict}** here at the most pruned checkpoint ({detail})."
-        )
-    return out
 
 
 def garg_md(res: PaperResult, specs: dict[str, TaskSpec], plot_name: str | None) -> str:
@@ -193,103 +218,46 @@ def garg_md(res: PaperResult, specs: dict[str, TaskSpec], plot_name: str | None)
     out = [
         f"Tasks {', '.join(tasks)}; only trunk filters are removed, at least {it.min_channels} per layer. "
         f"Iterative: from the trained weights, keep training (AdamW lr {it.lr:g}, published 5e-5, raised "
-        f"for the short schedule; labelled losses, batch {c.batch_size}) and remove {it.remove_per_round} "
-        f"filters every {it.every} iterations (published: 100 of VGG-16's 4224 every 500), ranked by the "
-        f"criterion on the last {it.score_batches} training batches, for {it.rounds} rounds; evaluated every "
-        f"{it.record_every} rounds. Retrained: each recorded architecture re-initialised and trained from "
-        f"scratch for the same {res.garg_steps} steps as the whole iterative run (AdamW lr {c.retrain_lr:g}, "
-        f"cosine, labelled losses). Δm vs. the full pre-trained model.",
+        f"for the short schedule; unweighted labelled losses as in Garg's code, batch {c.batch_size}) and "
+        f"remove {it.remove_per_round} channels every {it.every} iterations (published: 100 of VGG-16's 4224 "
+        f"filters every 500), ranked by the criterion on the interval's last {it.score_batches} training "
+        f"batches with BatchNorm normalising each batch (Garg: every batch of the interval, a VGG without "
+        f"BatchNorm), for {it.rounds} rounds. Each configuration is evaluated **after its training "
+        f"interval**, just before the next cut, as Garg's code records it (round r = r cuts, then "
+        f"{it.every} more iterations); every {it.record_every} rounds. Taylor = (g·dL/dg)² on a gate per "
+        "channel with the mini-batch gradient of the summed loss, averaged over the batches; CosPrune = per "
+        "conv filter, the cosine between the tasks' gradients of its weights, per batch, averaged over task "
+        "pairs and batches, lowest first. **What a filter is here:** the residual adds couple channels "
+        "(the stem with layer1's second convs, each stage's first block with its second), so the unit "
+        "removed is a coupled channel, taking one output filter from every conv it couples (*channels* vs. "
+        "*filters* columns); CosPrune ranks a coupled channel by the mean of its filters' cosines, Taylor "
+        f"by the sum of their gate scores. Retrained: each recorded architecture re-initialised and trained "
+        f"from scratch for the same {res.garg_steps} steps as the whole iterative run (AdamW lr "
+        f"{c.retrain_lr:g}, cosine, labelled losses). Mean over {len(c.seeds)} seeds; Δm (mean ± sd) vs. "
+        "the full pre-trained model.",
         "",
-        _machine(res),
+        machine(res),
         "",
-        "| criterion | round | filters removed | params | Δm % iterative | Δm % retrained | "
+        "| criterion | round | channels removed | filters removed | params | Δm % iterative | Δm % retrained | "
         + " | ".join(f"{t} {k} (iter / retrained)" for t, k in cols)
         + " |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols),
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cols),
     ]
-    for r in res.garg_rows:
+    for (crit, rnd), rs in grouped(res.garg_rows, lambda r: (r.criterion, r.round)).items():
         out.append(
-            f"| {r.criterion} | {r.round} | {r.filters_removed} | {r.size.params / 1e3:.1f}k | "
-            f"{r.dm_iterative:+.2f} | {r.dm_retrained:+.2f} | "
-            + " | ".join(f"{r.iterative[t][k]:.4f} / {r.retrained[t][k]:.4f}" for t, k in cols)
+            f"| {crit} | {rnd} | {mean(r.channels_removed for r in rs):.0f} | "
+            f"{mean(r.filters_removed for r in rs):.0f} | {mean(r.size.params for r in rs) / 1e3:.1f}k | "
+            f"{stat([r.dm_iterative for r in rs]).pm()} | {stat([r.dm_retrained for r in rs]).pm()} | "
+            + " | ".join(
+                f"{mean(r.iterative[t][k] for r in rs):.4f} / {mean(r.retrained[t][k] for r in rs):.4f}"
+                for t, k in cols
+            )
             + " |"
         )
-    out += ["", *garg_findings(res.garg_rows)]
+    out += ["", *learned.garg_findings(res.garg_rows, res.cfg.garg_criteria)]
     if plot_name:
-        out += ["", f"![each task's metric vs. params]({plot_name})"]
+        out += ["", f"![each task's metric vs. params, mean ± sd over seeds]({plot_name})"]
     return "\n".join(out)
-
-
-def _compare(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
-    wins = sum(x > y for x, y in zip(a, b, strict=True))
-    return wins, len(a), statistics.fmean(x - y for x, y in zip(a, b, strict=True)) if a else 0.0
-
-
-def _pairs_masks(rows: list[MaskRow], a: str, b: str) -> tuple[list[float], list[float]]:
-    by = {(r.tasks, r.target, r.method): r.result.dm_after for r in rows}
-    keys = [(t, s) for (t, s, m) in by if m == a and (t, s, b) in by]
-    return [by[(t, s, a)] for t, s in keys], [by[(t, s, b)] for t, s in keys]
-
-
-def _pairs_channels(rows: list[ChannelRow], a: str, b: str) -> tuple[list[float], list[float]]:
-    by = {(r.level, r.method): r.result.dm_after for r in rows}
-    keys = [lv for (lv, m) in by if m == a and (lv, b) in by]
-    return [by[(lv, a)] for lv in keys], [by[(lv, b)] for lv in keys]
-
-
-def _verdict(name_a: str, name_b: str, results: list[tuple[int, int, float]]) -> str:
-    results = [r for r in results if r[1] > 0]
-    if not results:
-        return f"{name_a} and {name_b} were not both measured"
-    ahead = [w > n / 2 and d > 0 for w, n, d in results]
-    behind = [w < n / 2 and d < 0 for w, n, d in results]
-    if all(ahead):
-        return f"{name_a} beats {name_b}"
-    if all(behind):
-        return f"{name_b} beats {name_a}"
-    return f"neither {name_a} nor {name_b} wins consistently"
-
-
-def learned_md(res: PaperResult) -> str:
-    vu_m = _compare(*_pairs_masks(res.mask_rows, "cut", "disparse"))
-    vu_c = _compare(*_pairs_channels(res.channel_rows, "cut", "disparse"))
-    dl_m = _compare(*_pairs_masks(res.mask_rows, "cut-distill", "cut"))
-    dl_c = _compare(*_pairs_channels(res.channel_rows, "cut-distill", "cut"))
-    means = {
-        m: statistics.fmean(r.result.dm_after for r in res.channel_rows if r.method == m)
-        for m in dict.fromkeys(r.method for r in res.channel_rows)
-    }
-    ranked = sorted(means, key=lambda m: means[m], reverse=True)
-    lines = [
-        f"*Does the vote beat the union?* {_verdict('the vote', 'the union', [vu_m, vu_c])}: after the same "
-        f"fine-tune, CUT (vote) has the higher Δm in {vu_m[0]} of {vu_m[1]} unstructured settings (mean "
-        f"{vu_m[2]:+.2f} pp vs. DiSparse's union) and {vu_c[0]} of {vu_c[1]} structured ones ({vu_c[2]:+.2f} pp).",
-        f"*Does distillation beat labelled scoring?* {_verdict('distillation', 'labels', [dl_m, dl_c])}: "
-        f"scores from the label-free distillation objective give the higher Δm in {dl_m[0]} of {dl_m[1]} "
-        f"unstructured settings ({dl_m[2]:+.2f} pp) and {dl_c[0]} of {dl_c[1]} structured ones "
-        f"({dl_c[2]:+.2f} pp).",
-    ]
-    if ranked:
-        best = ranked[0]
-        runner = f", ahead of {_label(ranked[1])} ({means[ranked[1]]:+.2f} %)" if len(ranked) > 1 else ""
-        levels = "/".join(f"{lv:.0%}" for lv in res.cfg.levels)
-        current = means.get(DEFAULT_ROW)
-        if best == DEFAULT_ROW:
-            tail = "that is the current default, so it stays."
-        elif current is not None:
-            tail = (
-                f"the current default `{DEFAULT_METHOD}` scores {current:+.2f} %, {means[best] - current:.2f} pp "
-                f"behind, so these numbers say the default should become {_label(best)}."
-            )
-        else:
-            tail = "the current default was not measured."
-        lines.append(
-            f"*edgecut's default* is the method with the best mean Δm after fine-tuning on the structured "
-            f"(shipping) path over {levels} params removed: **{_label(best)}** at {means[best]:+.2f} %{runner}; "
-            + tail
-        )
-    lines.append(_machine(res))
-    return " ".join(lines[:-1]) + "\n\n" + lines[-1]
 
 
 def plot_garg(res: PaperResult, specs: dict[str, TaskSpec], path: Path) -> None:
@@ -304,33 +272,46 @@ def plot_garg(res: PaperResult, specs: dict[str, TaskSpec], path: Path) -> None:
     for ax, task in zip(axes[0], tasks, strict=True):
         key = PRIMARY[specs[task].kind]
         for crit in dict.fromkeys(r.criterion for r in res.garg_rows):
-            rows = sorted((r for r in res.garg_rows if r.criterion == crit), key=lambda r: r.size.params)
-            xs = [r.size.params / 1e3 for r in rows]
-            ax.plot(xs, [r.iterative[task][key] for r in rows], marker="o", label=f"iterative {crit}")
-            ax.plot(
-                xs,
-                [r.retrained[task][key] for r in rows],
-                marker="s",
-                ls="--",
-                label=f"retrained ({crit} arch.)",
-            )
+            by_round = grouped((r for r in res.garg_rows if r.criterion == crit), lambda r: r.round)
+            pts = sorted(by_round.values(), key=lambda rs: -mean(r.size.params for r in rs))
+            xs = [mean(r.size.params for r in rs) / 1e3 for rs in pts]
+            for arm, marker, ls in (("iterative", "o", "-"), ("retrained", "s", "--")):
+                ys: list[Stat] = [stat([_arm(r, arm)[task][key] for r in rs]) for rs in pts]
+                ax.errorbar(
+                    xs,
+                    [y.mean for y in ys],
+                    yerr=[y.sd for y in ys],
+                    marker=marker,
+                    ls=ls,
+                    capsize=2,
+                    label=f"{arm} {crit}" if arm == "iterative" else f"retrained ({crit} arch.)",
+                )
         ax.axhline(full[task][key], color="grey", lw=0.8, label="full model")
         ax.set_xlabel("params (k)")
         ax.set_title(f"{task} {key}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Garg et al. reproduction: iterative pruning vs. re-initialised and retrained")
+    fig.suptitle(f"Garg et al. reproduction, mean ± sd over {len(res.cfg.seeds)} seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _arm(row: GargRow, arm: str) -> dict[str, dict[str, float]]:
+    return row.iterative if arm == "iterative" else row.retrained
+
+
 def sections(res: PaperResult, specs: dict[str, TaskSpec], plot_name: str | None) -> dict[str, str]:
     bodies = (
         unstructured_md(res, specs),
+        kept_md(res),
         structured_md(res, specs),
         garg_md(res, specs, plot_name),
-        learned_md(res),
+        learned.learned_md(res, machine(res)),
     )
     return dict(zip(SECTIONS, bodies, strict=True))
+
+
+def summary_bullet(res: PaperResult) -> str:
+    return learned.summary(res)

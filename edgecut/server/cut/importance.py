@@ -12,20 +12,33 @@ task), so that every criterion goes through the same normalisation and fusion.
   random projections of the output. BatchNorm outputs are scored where a
   conv is followed by BN (the channel that really disappears is the post-BN one).
 - snip (CUT / DiSparse sensitivity): sum over batches of |w * dL_t/dw|, summed per output channel.
-- garg-taylor (Garg et al.): (g * dL/dg)^2 for a per-channel gate g = 1 on the output, with
-  L = the unweighted sum of the selected tasks' losses; averaged over examples. Task-agnostic.
-- cosprune (Garg et al.'s CosPrune): per output filter, the mean over task pairs of the cosine
-  similarity of the tasks' gradients of the filter's weights; low = conflicting = pruned first.
-  Shifted to [0, 2] so that it is a non-negative score. Task-agnostic.
+- garg-taylor (Garg et al.'s config, method 22 "Taylor_gate"): (g * dL/dg)^2 for a per-channel gate
+  g = 1 on the output, with L = the unweighted sum of the selected tasks' losses and dL/dg the
+  mini-batch gradient (summed over the batch's examples before squaring); averaged over batches.
+  Task-agnostic.
+- cosprune (Garg et al.'s CosPrune): per conv / linear *filter* (one output channel's weights), per
+  batch, the cosine similarity of two tasks' gradients of those weights, averaged over task pairs,
+  then over batches (Garg's filterwise_acc_cos_score / cosine_iterations_done); low = conflicting =
+  pruned first. BatchNorm layers carry no filter and get no score. A filter only one task uses (its
+  head) has no conflict and scores as full agreement. Shifted to [0, 2] so it is non-negative.
+  Channels coupled across several filters (residual adds) are ranked by the mean of their filters'
+  scores (see prune.GROUP_COMBINE). Task-agnostic.
 - l1: the L1 norm of each output channel's weights (magnitude). Task-agnostic.
 - random: seeded uniform scores. Task-agnostic.
+
+BatchNorm while scoring (`ScoreInputs.batchnorm`): "eval" (the product's default) uses the running
+statistics, so scores do not depend on which images share a batch; "train" normalises each batch by
+its own statistics, as the CUT/DiSparse code (whose nets stay in train mode while scoring) and Garg's
+training-time gradients do. Either way the model's stored statistics are left unchanged.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +50,8 @@ from edgecut.server.mtl.data import Batch
 
 TaskScores = dict[str, dict[nn.Module, torch.Tensor]]
 SCORED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+FILTER_TYPES = (nn.Conv2d, nn.Linear)  # layers whose output channels are filters of weights
+BatchNormMode = Literal["eval", "train"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +60,35 @@ class ScoreInputs:
     batches: list[Batch]
     objective: Objective
     seed: int = 0
+    batchnorm: BatchNormMode = "eval"
+
+
+@contextmanager
+def scoring_mode(model: nn.Module, batchnorm: BatchNormMode) -> Iterator[None]:
+    """Gradients on, BatchNorm in the requested mode; the model's mode and buffers are restored."""
+    was_training = model.training
+    saved = {n: b.clone() for n, b in model.named_buffers()} if batchnorm == "train" else {}
+    model.train(batchnorm == "train")
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
+        model.train(was_training)
 
 
 Criterion = Callable[[ScoreInputs], TaskScores]
 CRITERIA: dict[str, Criterion] = {}
+# How a channel coupled across several layers combines their scores (prune.ChannelPruner `combine`):
+# sensitivities add up; CosPrune's per-filter agreement is averaged.
+GROUP_COMBINE: dict[str, Literal["sum", "mean"]] = {"cosprune": "mean"}
+
+
+def group_combine(criterion: str) -> Literal["sum", "mean"]:
+    return GROUP_COMBINE.get(criterion, "sum")
 
 
 def criterion(name: str) -> Callable[[Criterion], Criterion]:
@@ -140,16 +180,19 @@ def garg_taylor(inp: ScoreInputs) -> TaskScores:
                 term, [acts[m] for m in mods], retain_graph=i < len(terms) - 1, allow_unused=True
             )
             for m, g in zip(mods, grads, strict=True):
-                if g is not None:  # (g * dL/dg)^2 for a gate g = 1 on the channel output
-                    total[m] = total.get(m, 0) + _channel_sum(acts[m].detach() * g).pow(2).sum(0) / len(terms)
-    return _repeat(model, total)
+                if g is not None:  # dL/dg for a gate g = 1: the batch's sum of a * dL/da, then squared
+                    gate_grad = _channel_sum(acts[m].detach() * g).sum(0)
+                    total[m] = total.get(m, 0) + gate_grad.pow(2) / len(terms)
+    n = max(1, len(inp.batches))
+    return _repeat(model, {m: s / n for m, s in total.items()})
 
 
 def _weight_grads(
-    model: MultiTaskModel, inp: ScoreInputs, batch: Batch, bi: int
+    model: MultiTaskModel, inp: ScoreInputs, batch: Batch, bi: int, mods: list[nn.Module] | None = None
 ) -> dict[str, list[dict[nn.Module, torch.Tensor]]]:
-    """Per task, per objective term: the gradient w.r.t. each scored module's weight."""
-    mods = [m for m in scored_modules(model) if getattr(m, "weight", None) is not None]
+    """Per task, per objective term: the gradient w.r.t. each module's weight (default: every scored one)."""
+    if mods is None:
+        mods = [m for m in scored_modules(model) if getattr(m, "weight", None) is not None]
     outputs = model(batch["image"])
     terms = [(t, term) for t in model.task_names for term in inp.objective.terms(t, outputs[t], batch, bi)]
     grads: dict[str, list[dict[nn.Module, torch.Tensor]]] = {t: [] for t in model.task_names}
@@ -174,34 +217,40 @@ def snip(inp: ScoreInputs) -> TaskScores:
     return scores
 
 
+def _rows(g: torch.Tensor) -> torch.Tensor:
+    """One row per output filter: its weights' gradient flattened."""
+    return g.flatten(1) if g.dim() > 1 else g.unsqueeze(1)
+
+
 @criterion("cosprune")
 def cosprune(inp: ScoreInputs) -> TaskScores:
     model = inp.model
     tasks = model.task_names
-    # Gradients are averaged over the batches first, as Garg et al. average since the last step.
-    mean: dict[str, dict[nn.Module, torch.Tensor]] = {t: {} for t in tasks}
+    filters: list[nn.Module] = [m for m in scored_modules(model) if isinstance(m, FILTER_TYPES)]
+    total = {m: torch.zeros(_weight(m).shape[0]) for m in filters}
     for bi, batch in enumerate(inp.batches):
-        for task, per_term in _weight_grads(model, inp, batch, bi).items():
+        per_task: dict[str, dict[nn.Module, torch.Tensor]] = {}
+        for task, per_term in _weight_grads(model, inp, batch, bi, filters).items():
+            summed: dict[nn.Module, torch.Tensor] = {}
             for per_mod in per_term:
                 for m, g in per_mod.items():
-                    mean[task][m] = mean[task].get(m, 0) + g
-    shared = set.intersection(*(set(mean[t]) for t in tasks)) if tasks else set()
-    scores: dict[nn.Module, torch.Tensor] = {}
-    for m in scored_modules(model):
-        if m in shared and len(tasks) > 1:
-            sims = [
-                F.cosine_similarity(_rows(mean[a][m]), _rows(mean[b][m]), dim=1)
-                for a, b in itertools.combinations(tasks, 2)
-            ]
-            scores[m] = torch.stack(sims).mean(0) + 1.0
-        elif getattr(m, "weight", None) is not None:
-            # A filter only one task uses has no conflict: rank it as fully agreeing.
-            scores[m] = torch.full((_weight(m).shape[0],), 2.0)
-    return _repeat(model, scores)
-
-
-def _rows(g: torch.Tensor) -> torch.Tensor:
-    return g.flatten(1) if g.dim() > 1 else g.unsqueeze(1)
+                    summed[m] = summed[m] + g if m in summed else g
+            per_task[task] = summed
+        for m in filters:
+            users = [t for t in tasks if m in per_task[t]]
+            if len(users) < 2:  # one task's filter (or one selected task): no conflict
+                cos = torch.ones(_weight(m).shape[0])
+            else:  # this batch's cosine per filter, averaged over the pairs of tasks using it
+                cos = torch.stack(
+                    [
+                        F.cosine_similarity(_rows(per_task[a][m]), _rows(per_task[b][m]), dim=1)
+                        for a, b in itertools.combinations(users, 2)
+                    ]
+                ).mean(0)
+            total[m] += cos.detach()
+    if not inp.batches:  # nothing measured: every filter ranks as fully agreeing
+        return _repeat(model, {m: s + 2.0 for m, s in total.items()})
+    return _repeat(model, {m: s / len(inp.batches) + 1.0 for m, s in total.items()})
 
 
 @criterion("l1")
@@ -228,13 +277,8 @@ def random_scores(inp: ScoreInputs) -> TaskScores:
 def score(name: str, inp: ScoreInputs) -> TaskScores:
     if name not in CRITERIA:
         raise KeyError(f"unknown criterion {name!r}: choose one of {', '.join(sorted(CRITERIA))}")
-    was_training = inp.model.training
-    inp.model.eval()  # BN uses its running statistics: scores do not depend on batch composition
-    try:
-        with torch.enable_grad():
-            return CRITERIA[name](inp)
-    finally:
-        inp.model.train(was_training)
+    with scoring_mode(inp.model, inp.batchnorm):
+        return CRITERIA[name](inp)
 
 
 def owners(model: MultiTaskModel) -> dict[nn.Module, str | None]:

@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# The scoring target (see objective.py); spelled here too so the CLI can list methods without torch.
+# The scoring target and order (see objective.py); spelled here so the CLI can list methods without torch.
 Target = Literal["distill", "labels"]
+Order = Literal["first", "second"]
+# How a mask method sets its per-task keep ratio: "matched" = chosen so the fused mask hits the target
+# sparsity; "papers" = the CUT/DiSparse code's NYUv2 keep table (masks.PAPERS_KEEP_NYUV2), sparsity as it falls.
+Protocol = Literal["matched", "papers"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,8 @@ class Method:
     target: Target
     about: str
     min_channels: int = 1  # channel pruning keeps at least this many filters per layer
+    order: Order | None = None  # None: the target's own (objective.py)
+    protocol: Protocol = "matched"
 
 
 METHODS: dict[str, Method] = {
@@ -45,7 +51,8 @@ METHODS: dict[str, Method] = {
             "snip",
             "union",
             "labels",
-            "DiSparse: per-task |w dL_t/dw|, prune only what every task prunes",
+            "SNIP at the trained weights (DiSparse's static score) with DiSparse's union: prune only what "
+            "every task prunes (DiSparse's own pre-trained recipe scores |dL_t/dw| w^2: `edgecut bench paper`)",
         ),
         Method(
             "cut-vote",
@@ -77,8 +84,43 @@ MASK_METHODS: dict[str, Method] = {
         Method("random", "random", "global", "labels", "random weights (seeded)"),
         Method("magnitude", "magnitude", "global", "labels", "one-shot global |w| (LTH-style)"),
         Method("snip-init", "snip-init", "global", "labels", "SNIP at a fresh init, summed loss"),
-        Method("disparse", "snip", "union", "labels", "DiSparse: per-task |w dL_t/dw|, union of the keeps"),
+        Method(
+            "snip-union",
+            "snip",
+            "union",
+            "labels",
+            "per-task |w dL_t/dw| at the trained weights, union of the keeps (ESCM's commented-out branch)",
+        ),
+        Method(
+            "disparse-pt",
+            "disparse-pt",
+            "union",
+            "labels",
+            "DiSparse's pre-trained recipe: per-task sum |dL_t/dw| times w^2, union of the keeps",
+        ),
         Method("cut", "snip", "vote", "labels", "CUT: per-task |w dL_t/dw|, vote v = min(2, tasks)"),
-        Method("cut-distill", "snip", "vote", "distill", "CUT scores on the label-free distillation loss"),
+        Method(
+            "cut-papers-keep",
+            "snip",
+            "vote",
+            "labels",
+            "CUT with the papers' NYUv2 keep table per task; the sparsity falls where the vote puts it",
+            protocol="papers",
+        ),
+        Method(
+            "cut-distill",
+            "snip",
+            "vote",
+            "distill",
+            "CUT's vote on label-free scores, second order: mean (w d(r.f)/dw)^2 (edgecut's own)",
+        ),
+        Method(
+            "cut-distill-fo",
+            "snip",
+            "vote",
+            "distill",
+            "CUT's vote on label-free scores, first order: mean |w d(r.f)/dw|, the same order as CUT's",
+            order="first",
+        ),
     )
 }

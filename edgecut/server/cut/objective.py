@@ -11,6 +11,10 @@ and r . J_c a_c is a directional derivative one backward pass gives for every ch
 
 `Objective.terms()` returns the scalars to differentiate; `squared` tells the criterion to average
 the squares of the resulting first-order terms (label-free) instead of taking their magnitude.
+`order` overrides that pairing, so the target (labels vs. the original's outputs) and the order
+(magnitude of the first-order term vs. its square) can be compared one at a time: label-free at
+"first" order is the mean magnitude |w * d(r . f)/dw| of the output change along random directions r
+(the same order as the labelled |w * dL/dw|).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgecut.server.cut.methods import Target
+from edgecut.server.cut.methods import Order, Target
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.losses import distill_loss, label_loss
 from edgecut.server.mtl.tasks import TaskSpec
@@ -35,14 +39,17 @@ class Objective:
     target: Target = "distill"
     projections: int = 2
     seed: int = 0
+    order: Order | None = None  # None: "second" for distill (its gradient is zero), "first" for labels
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ValueError(f"unknown scoring target {self.target!r}: choose distill or labels")
+        if self.order not in (None, "first", "second"):
+            raise ValueError(f"unknown order {self.order!r}: choose first or second")
 
     @property
     def squared(self) -> bool:
-        return self.target == "distill"
+        return (self.order or ("second" if self.target == "distill" else "first")) == "second"
 
     def terms(self, task: str, pred: torch.Tensor, batch: Batch, batch_index: int) -> list[torch.Tensor]:
         if self.target == "labels":

@@ -12,6 +12,11 @@ cut them off), so those layers shrink consistently with the rest instead of brea
 
 Scores are computed once (per-module, per-task); as channels are removed, their entries are removed
 from the stored scores too, so the same scores steer every iterative step without rescoring.
+
+A channel of a group is one output channel of every layer coupled in it (e.g. a residual add's
+inputs), so its score combines those layers' entries: summed (`combine="sum"`, a sensitivity: the
+damage of removing them all), or averaged (`"mean"`, for CosPrune's agreement, a per-filter cosine
+whose sum would favour channels coupled across more layers); see importance.GROUP_COMBINE.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch_pruning as tp
@@ -86,8 +92,11 @@ class ChannelPruner:
         round_to: int = 8,
         cost: CostKind | None = None,
         cost_power: float = 1.0,
+        combine: Literal["sum", "mean"] = "sum",
     ) -> None:
         self.model = model
+        self.combine = combine
+        self.round_to = round_to
         self.size = model.input_size
         self.rules = Rules(min_channels, min_fraction, round_to)
         model.eval()
@@ -111,7 +120,8 @@ class ChannelPruner:
         )
 
     def _group_scores(self, group: tp.dependency.Group, scores: TaskScores) -> torch.Tensor:
-        """T x C: per task, the group's channel scores (BN outputs preferred over conv outputs)."""
+        """T x C: per task, the group's channel scores (BN outputs preferred over conv outputs),
+        combined over the coupled layers by `self.combine`."""
         n = len(group[0].idxs)
         items = [
             (dep.target.module, idxs, group[i].root_idxs)
@@ -122,6 +132,7 @@ class ChannelPruner:
             isinstance(m, nn.BatchNorm2d) and any(m in scores[t] for t in self.tasks) for m, _, _ in items
         )
         out = torch.zeros(len(self.tasks), n)
+        count = torch.zeros(len(self.tasks), n)
         for m, idxs, root in items:
             if has_bn and not isinstance(m, nn.BatchNorm2d):
                 continue
@@ -130,7 +141,8 @@ class ChannelPruner:
                 if s is None or any(r is None for r in root):
                     continue
                 out[ti].scatter_add_(0, torch.tensor(root), s[torch.tensor(idxs)].float())
-        return out
+                count[ti].scatter_add_(0, torch.tensor(root), torch.ones(len(idxs)))
+        return out / count.clamp_min(1) if self.combine == "mean" else out
 
     def _group_owner(self, group: tp.dependency.Group) -> int | None:
         found = {self.owner.get(dep.target.module) for dep, _ in group if dep.target.module in self.owner}

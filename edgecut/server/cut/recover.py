@@ -2,7 +2,8 @@
 
 Recipes (`RecoveryOptions.recipe`):
 - distill (edgecut's default): match the original model's outputs on unlabelled images.
-- labels: the selected tasks' labelled losses (CUT's fine-tuning: Adam, lr 1e-5, ~1000 iterations).
+- labels: the selected tasks' labelled losses (CUT's fine-tuning: Adam, lr 1e-5, ~1000 iterations,
+  each task's loss weighted by ESCM's NYUv2 lambdas: seg 1, normals 20, depth 3).
 - Garg et al.'s comparison: `reinit=True` re-initialises the pruned architecture and trains it from
   scratch for the same budget of steps.
 """
@@ -20,6 +21,9 @@ from edgecut.server.cut.objective import Target, recovery_loss, with_teacher
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, batches
 
+# ESCM's config_nyuv2_3task.LAMBDAS (tasks seg, sn, depth) as its fine-tune's SceneNetLoss applies them.
+ESCM_TASK_WEIGHTS: tuple[tuple[str, float], ...] = (("seg", 1.0), ("normals", 20.0), ("depth", 3.0))
+
 
 @dataclass(frozen=True)
 class RecoveryOptions:
@@ -33,12 +37,20 @@ class RecoveryOptions:
     schedule: Literal["cosine", "constant"] = "cosine"
     reinit: bool = False
     seed: int = 0
+    task_weights: tuple[tuple[str, float], ...] = ()  # (task, weight) pairs; a task not named weighs 1
 
     @classmethod
     def cut_paper(cls, steps: int = 1000) -> RecoveryOptions:
-        """The CUT authors' fine-tuning: Adam, lr 1e-5, weight decay 1e-4, labelled losses."""
+        """The CUT authors' fine-tuning: Adam, lr 1e-5, weight decay 1e-4, labelled losses weighted by
+        ESCM's lambdas."""
         return cls(
-            steps=steps, lr=1e-5, weight_decay=1e-4, target="labels", optimizer="adam", schedule="constant"
+            steps=steps,
+            lr=1e-5,
+            weight_decay=1e-4,
+            target="labels",
+            optimizer="adam",
+            schedule="constant",
+            task_weights=ESCM_TASK_WEIGHTS,
         )
 
 
@@ -116,7 +128,9 @@ def recover(
         for batch in batches(data, opts.batch_size, shuffle=True, seed=opts.seed + epoch):
             if teacher is not None and opts.target == "distill":
                 batch = with_teacher(batch, teacher)
-            loss = recovery_loss(student.task_specs, student(batch["image"]), batch, opts.target)
+            loss = recovery_loss(
+                student.task_specs, student(batch["image"]), batch, opts.target, dict(opts.task_weights)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from edgecut.server.cut.cost import CostKind
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.fusion import FUSIONS
-from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, score
+from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, group_combine, score
 from edgecut.server.cut.objective import Objective, Target
 from edgecut.server.cut.prune import ChannelPruner, Size, impossible, measure, size_target
 from edgecut.server.cut.prune import Target as SizeTarget
@@ -123,6 +123,7 @@ def tailor(
             options.round_to,
             cost=options.cost_kind(target),
             cost_power=options.cost_power,
+            combine=group_combine(options.criterion),
         )
         pruned = pruner.prune_to(
             scores,

@@ -48,3 +48,21 @@ def test_the_section_is_written_through_benchdoc_and_only_it_changes(tmp_path: P
     fresh = tmp_path / "new.md"
     write_section(fresh, SECTION, body)
     assert fresh.read_text() == f"# Benchmarks\n\n## {SECTION}\n\n{body}"
+
+
+def test_write_bullet_replaces_one_summary_bullet_and_keeps_the_rest(tmp_path: Path) -> None:
+    from edgecut.benchdoc import write_bullet
+
+    doc = tmp_path / "b.md"
+    doc.write_text(
+        "# Benchmarks\n\n## Summary\n\n- **Agent**: fast.\n- **The seed papers, reproduced** (old run):\n"
+        "  12 of 12, one seed.\n- **Demo**: 4 agents.\n\n## Paper: what we learned\n\nold\n"
+    )
+    write_bullet(doc, "Summary", "The seed papers, reproduced", "(3 seeds): 2 / 9 / 1. " + "word " * 40)
+    text = doc.read_text()
+    assert "one seed" not in text and text.count("The seed papers, reproduced") == 1
+    assert "- **Agent**: fast.\n- **The seed papers, reproduced** (3 seeds): 2 / 9 / 1." in text
+    assert "word\n  word" in text  # wrapped, continuation lines indented
+    assert "\n- **Demo**: 4 agents.\n\n## Paper: what we learned\n\nold\n" in text
+    write_bullet(doc, "Summary", "Fleet", "new bullet.")  # not there yet: appended to the list
+    assert "- **Demo**: 4 agents.\n- **Fleet** new bullet.\n\n## Paper" in doc.read_text()

@@ -11,6 +11,7 @@ from torch import nn
 from edgecut.server.cut.iterative import IterativeOptions, iterative_prune, retrain
 from edgecut.server.cut.methods import METHODS
 from edgecut.server.cut.prune import measure
+from edgecut.server.mtl.evaluate import evaluate
 
 
 def _head_widths(model) -> list[int]:
@@ -27,14 +28,34 @@ def test_iterative_pruning_removes_trunk_filters_on_schedule(criterion, trained_
     )
     res = iterative_prune(model, scenes, scenes, opts)
     assert [p.round for p in res.points] == [0, 1, 2, 3]
-    assert [p.steps for p in res.points] == [0, 2, 4, 6]
-    assert [p.filters_removed for p in res.points] == [0, 4, 8, 12]
+    assert [p.steps for p in res.points] == [2, 4, 6, 8] and opts.steps == 8  # an interval after each cut
+    assert [p.channels_removed for p in res.points] == [0, 4, 8, 12]
+    # Coupled channels (residual adds) take a filter from each conv they couple.
+    assert all(p.filters_removed >= p.channels_removed for p in res.points)
     params = [p.size.params for p in res.points]
     assert params == sorted(params, reverse=True) and params[-1] < params[0]
     assert _head_widths(model) == heads_before  # only trunk filters go
     assert set(res.points[-1].metrics) == {"seg", "depth"}
     # Each point keeps its own architecture, independent of the model pruned further afterwards.
     assert [measure(p.architecture, 32) for p in res.points] == [p.size for p in res.points]
+
+
+def test_each_configuration_is_evaluated_after_its_training_interval(trained_small, scenes) -> None:
+    """As Garg's code records it: cut, train for `every` iterations, evaluate just before the next cut."""
+    model = copy.deepcopy(trained_small.select(["seg", "depth"]))
+    just_cut: dict[int, dict[str, torch.Tensor]] = {}
+
+    def after_cut(rnd: int, _size: object) -> None:
+        just_cut[rnd] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    opts = IterativeOptions(rounds=2, remove_per_round=4, every=3, record_every=1, batch_size=16, lr=1e-3)
+    res = iterative_prune(model, scenes, scenes, opts, on_round=after_cut)
+    for p in res.points[1:]:
+        recorded = p.architecture.state_dict()
+        cut = just_cut[p.round]
+        assert {k: v.shape for k, v in recorded.items()} == {k: v.shape for k, v in cut.items()}
+        assert not torch.equal(recorded["trunk.stem.0.weight"], cut["trunk.stem.0.weight"])  # trained since
+        assert p.metrics == evaluate(p.architecture, p.architecture.task_specs, scenes)
 
 
 def test_every_trunk_layer_keeps_at_least_five_filters(trained_small, scenes) -> None:

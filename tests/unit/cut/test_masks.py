@@ -16,6 +16,7 @@ from edgecut.server.cut.masks import (
     channel_scores,
     mask_sparsity,
     masks_at_sparsity,
+    papers_keep,
     per_task_keeps,
     score_elements,
     vote_keeps,
@@ -207,4 +208,56 @@ def test_unknown_names_are_clear_errors(small_resnet) -> None:
         score_elements("nope", ScoreInputs(model, [], Objective(model.task_specs, "labels")))
     with pytest.raises(KeyError, match="unknown element fusion 'nope'"):
         masks_at_sparsity({"seg": {}}, model, 0.5, "nope")
-    assert set(ELEMENT_CRITERIA) == {"snip", "snip-init", "magnitude", "random"}
+    assert set(ELEMENT_CRITERIA) == {"snip", "snip-init", "magnitude", "random", "disparse-pt"}
+
+
+def test_the_papers_protocol_keeps_their_hand_tuned_share_per_task() -> None:
+    """ESCM and DiSparse (static) on NYUv2: keep 0.675 / 0.46 / 0.257 / 0.08 per task, not 1 - sparsity."""
+    assert [papers_keep(s) for s in (0.3, 0.5, 0.7, 0.9)] == [0.675, 0.46, 0.257, 0.08]
+    assert papers_keep(0.6) == pytest.approx(0.4)  # levels outside the table: 1 - sparsity
+    model = three_task_linear().select(["a", "b"])
+    ms = masks_at_sparsity(
+        hand_scores(("a", "b")), model, 0.7, "vote", calibrate=False, keep=papers_keep(0.7)
+    )
+    assert ms.keep_ratio == 0.257
+    layout = Layout(model)
+    own = per_task_keeps(hand_scores(("a", "b")), layout, 0.257)  # 2 of each task's 10 weights
+    assert torch.equal(layout.flat(ms.masks).bool(), vote_keeps(own, layout, v=2))
+
+
+def _hand_grads(model, calib, task: str, name: str, objective: Objective) -> list[torch.Tensor]:
+    """Per batch and objective term: task's gradient w.r.t. module `name`'s weight."""
+    w = dict(model.named_modules())[name].weight
+    out = []
+    for bi, b in enumerate(calib):
+        pred = model(b["image"])[task]
+        out += [torch.autograd.grad(t, w, retain_graph=True)[0] for t in objective.terms(task, pred, b, bi)]
+    return out
+
+
+def test_disparse_pretrained_scores_are_summed_gradient_magnitudes_times_w_squared(
+    trained_small, scenes
+) -> None:
+    model = trained_small.select(["seg", "depth"])
+    calib = list(itertools.islice(batches(scenes, 16), 2))
+    obj = Objective(model.task_specs, "labels")
+    s = score_elements("disparse-pt", ScoreInputs(model, calib, obj))
+    name = "trunk.layer2.0.conv1"
+    w = dict(model.named_modules())[name].weight.detach()
+    by_hand = sum(g.abs() for g in _hand_grads(model, calib, "depth", name, obj)) * w.pow(2)
+    got = s["depth"][name]
+    assert torch.allclose(got / got.sum(), by_hand / by_hand.sum(), atol=1e-6)
+
+
+def test_first_order_label_free_scores_are_magnitudes_not_squares(trained_small, scenes) -> None:
+    model = trained_small.select(["depth"])
+    calib = list(itertools.islice(batches(scenes, 16), 1))
+    first = Objective(model.task_specs, "distill", order="first")
+    name = "trunk.stem.0"
+    w = dict(model.named_modules())[name].weight.detach()
+    grads = _hand_grads(model, calib, "depth", name, first)
+    s = score_elements("snip", ScoreInputs(model, calib, first))["depth"][name]
+    by_hand = sum((w * g).abs() for g in grads)
+    assert torch.allclose(s / s.sum(), by_hand / by_hand.sum(), atol=1e-6)
+    second = score_elements("snip", ScoreInputs(model, calib, Objective(model.task_specs, "distill")))
+    assert not torch.allclose(second["depth"][name], s)

@@ -1,0 +1,413 @@
+"""The findings of `edgecut bench paper`, each computed from the run's rows: wins / ties / losses over
+seeds (paper_stats), the best methods per setting, what the kept shares per layer show, Garg's two
+findings at matched sizes, the "what we learned" paragraph and the Summary bullet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgecut.server.bench.paper_parts import DEFAULT_ROW
+from edgecut.server.bench.paper_rows import GargRow, KeptShare, PaperResult
+from edgecut.server.bench.paper_stats import (
+    Tally,
+    grouped,
+    interpolate,
+    matched_grid,
+    mean,
+    stat,
+    tally,
+    verdict,
+    versus,
+)
+from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
+
+Seeds = list[float]
+FINDING1_POINTS = 4  # matched parameter counts at which Garg's two criteria are compared
+CLEARLY = 0.8  # one kept share (a mean over seeds) is "clearly less" than another below 0.8x of it
+
+
+def label(name: str) -> str:
+    if name == DEFAULT_ROW:
+        m = METHODS[DEFAULT_METHOD]
+        return f"edgecut default ({m.criterion}/{m.fusion}/{m.target})"
+    m = MASK_METHODS[name]
+    extra = (", 1st order" if m.order == "first" else "") + (
+        ", papers' keep" if m.protocol == "papers" else ""
+    )
+    return f"{name} ({m.criterion}/{m.fusion}/{m.target}{extra})"
+
+
+def mask_seeds(res: PaperResult) -> dict[tuple[tuple[str, ...], float], dict[str, Seeds]]:
+    """Setting (tasks, nominal sparsity) -> method -> Δm after the fine-tune, one per seed."""
+    out: dict[tuple[tuple[str, ...], float], dict[str, Seeds]] = {}
+    for r in res.mask_rows:
+        out.setdefault((r.tasks, r.target), {}).setdefault(r.method, []).append(r.result.dm_after)
+    return out
+
+
+def channel_seeds(res: PaperResult) -> dict[float, dict[str, Seeds]]:
+    out: dict[float, dict[str, Seeds]] = {}
+    for r in res.channel_rows:
+        out.setdefault(r.level, {}).setdefault(r.method, []).append(r.result.dm_after)
+    return out
+
+
+def _pairs(settings: Sequence[dict[str, Seeds]], a: str, b: str) -> list[tuple[Seeds, Seeds]]:
+    return [(s[a], s[b]) for s in settings if a in s and b in s]
+
+
+def compare(res: PaperResult, a: str, b: str) -> tuple[Tally, Tally]:
+    """a against b over the unstructured settings and over the structured ones."""
+    return (
+        tally(_pairs(list(mask_seeds(res).values()), a, b)),
+        tally(_pairs(list(channel_seeds(res).values()), a, b)),
+    )
+
+
+def best(methods: dict[str, Seeds]) -> list[str]:
+    """The method with the highest mean Δm and every method tied with it within the seeds' spread;
+    the papers' keep row is left out (its sparsity is not the setting's)."""
+    pool = {
+        m: v for m, v in methods.items() if m not in MASK_METHODS or MASK_METHODS[m].protocol == "matched"
+    }
+    if not pool:
+        return []
+    top = max(pool, key=lambda m: stat(pool[m]).mean)
+    return [m for m in pool if m == top or versus(pool[top], pool[m]) == 0]
+
+
+def best_line(res: PaperResult, tasks: tuple[str, ...]) -> str:
+    parts = [
+        f"{target:.0%}: {', '.join(best(methods))}"
+        for (t, target), methods in mask_seeds(res).items()
+        if t == tasks
+    ]
+    return (
+        "Best Δm after fine-tune, with the methods tied with it within the seeds' spread: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def best_counts(res: PaperResult) -> tuple[dict[str, list[str]], int]:
+    """Method -> the unstructured settings where it is best or tied with the best; and how many settings."""
+    settings = mask_seeds(res)
+    out: dict[str, list[str]] = {}
+    for (tasks, target), methods in settings.items():
+        for m in best(methods):
+            out.setdefault(m, []).append(f"{'+'.join(tasks)} {target:.0%}")
+    return out, len(settings)
+
+
+def _t(t: Tally) -> str:
+    return f"{t} (W / T / L, mean {t.gap:+.2f} pp)"
+
+
+def _region(name: str) -> str:
+    parts = name.split(".")
+    return f"head {parts[1]}" if parts[0] == "heads" and len(parts) > 1 else "trunk"
+
+
+def kept_table(kept: list[KeptShare]) -> tuple[list[str], dict[str, dict[str, float]], dict[str, int]]:
+    """Columns (method@sparsity, then CUT's per-task own keeps) -> layer or region -> mean kept share."""
+    by = grouped(kept, lambda k: (k.method, k.sparsity))
+    cols: dict[str, dict[str, float]] = {}
+    sizes: dict[str, int] = {}
+    for (method, s), ks in by.items():
+        sizes = ks[0].sizes
+        cols[f"{method} {s:.0%}"] = _with_regions({n: mean(k.fused[n] for k in ks) for n in sizes}, sizes)
+    for (method, s), ks in by.items():
+        if method != "cut":
+            continue
+        for task in ks[0].per_task:
+            shares = {n: mean(k.per_task[task][n] for k in ks) for n in sizes}
+            cols[f"cut {s:.0%}: {task}'s own"] = _with_regions(shares, sizes)
+    region_sizes: dict[str, int] = {}
+    for n, size in sizes.items():
+        region_sizes[_region(n)] = region_sizes.get(_region(n), 0) + size
+    return list(cols), cols, {**sizes, **region_sizes}
+
+
+def _with_regions(shares: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
+    kept: dict[str, float] = {}
+    total: dict[str, int] = {}
+    for n, s in shares.items():
+        r = _region(n)
+        kept[r] = kept.get(r, 0.0) + s * sizes[n]
+        total[r] = total.get(r, 0) + sizes[n]
+    return {**shares, **{r: kept[r] / total[r] for r in kept}}
+
+
+def kept_findings(res: PaperResult) -> list[str]:
+    """What the logged kept shares show at the highest logged sparsity, in numbers."""
+    names, cols, sizes = kept_table(res.kept)
+    if not names:
+        return []
+    s = max(k.sparsity for k in res.kept)
+    tasks = res.cfg.kept_tasks
+    regions = ["trunk", *(f"head {t}" for t in tasks)]
+    dm = mask_seeds(res).get((tasks, s), {})
+
+    def shares(method: str) -> str:
+        col = cols.get(f"{method} {s:.0%}")
+        if col is None:
+            return ""
+        d = f", Δm {stat(dm[method]).pm(1)} %" if method in dm else ""
+        return f"{method}{d}: " + ", ".join(f"{r} {col[r]:.0%}" for r in regions if r in col)
+
+    lines = [
+        f"At {s:.0%} ({'+'.join(tasks)}), kept share per region — "
+        + "; ".join(x for x in (shares(m) for m in res.cfg.kept_methods) if x)
+        + "."
+    ]
+    mag, cut = cols.get(f"magnitude {s:.0%}"), cols.get(f"cut {s:.0%}")
+    if not (mag and cut):
+        return lines
+    heads = "".join(f", {cut[f'head {t}']:.0%} vs {mag[f'head {t}']:.0%} of the {t} head" for t in tasks)
+    lines.append(
+        f"Against magnitude, CUT keeps {cut['trunk']:.0%} vs {mag['trunk']:.0%} of the trunk{heads}."
+    )
+    own = {t: c for t in tasks if (c := cols.get(f"cut {s:.0%}: {t}'s own"))}
+    if own:
+        agree = cut["trunk"] / max(mean(o["trunk"] for o in own.values()), 1e-9)
+        lines.append(
+            "Before the vote, each task's own top-k spreads its share over the trunk and its own head and keeps "
+            + ", ".join(f"{o['trunk']:.0%} of the trunk ({t})" for t, o in own.items())
+            + f"; the vote keeps a trunk weight only where at least two tasks keep it, {cut['trunk']:.0%}: "
+            f"the tasks' trunk masks overlap on {agree:.0%} of what each keeps."
+        )
+    layers = [n for n in sizes if n.startswith("trunk.") and mag.get(n, 0) > 0]
+    if layers:
+        thin = min(layers, key=lambda n: cut[n] / mag[n])
+        by_scores = bool(own) and all(o[thin] < 0.5 * mag[thin] for o in own.values())
+        lines.append(
+            f"The trunk layer CUT thins most against magnitude is `{thin}`: {cut[thin]:.0%} vs {mag[thin]:.0%}"
+            + "".join(f"; {t}'s own mask keeps {o[thin]:.0%} there" for t, o in own.items())
+            + (
+                ": every task's own scores give it little, so the per-task scores, not the vote, empty it."
+                if by_scores
+                else "."
+            )
+        )
+    more = [t for t in tasks if CLEARLY * cut[f"head {t}"] > mag[f"head {t}"]]
+    less = [t for t in tasks if cut[f"head {t}"] < CLEARLY * mag[f"head {t}"]]
+    if more:
+        lines.append(
+            "CUT spends clearly more than magnitude on "
+            + " and ".join(f"the {t} head ({cut[f'head {t}']:.0%} vs {mag[f'head {t}']:.0%})" for t in more)
+            + ", weights the trunk does not get."
+        )
+    if len(own) >= 2:
+        low = min(own, key=lambda t: own[t]["trunk"])
+        high = max(own, key=lambda t: own[t]["trunk"])
+        alone = own[low]["trunk"] < CLEARLY * own[high]["trunk"]
+        fits = (low == "depth" and alone) or "depth" in less
+        lines.append(
+            (
+                f"{low}'s own mask keeps clearly less of the trunk than {high}'s: its scores sit in its head."
+                if alone
+                else "The tasks' own masks keep about the same share of the trunk, so no one task's scores "
+                "starve the shared layers."
+            )
+            + (f" CUT keeps clearly less than magnitude of the {' and '.join(less)} head." if less else "")
+            + (
+                " (The review suspected that SNIP under depth's L1 loss, a sign-only pixel gradient, starves "
+                f"depth: {'these masks fit that' if fits else 'these masks do not show it'}.)"
+                if "depth" in own
+                else ""
+            )
+        )
+    return lines
+
+
+def garg_findings(rows: list[GargRow], criteria: Sequence[str]) -> list[str]:
+    """Garg's two findings, each stated as holding or not on these rows (mean over seeds, ties by spread)."""
+    crits = [c for c in criteria if any(r.criterion == c for r in rows)]
+    out: list[str] = []
+    if len(crits) >= 2:
+        a, b = crits[:2]
+        curves = {
+            (c, seed): [(float(r.size.params), r.dm_iterative) for r in rs]
+            for (c, seed), rs in grouped(rows, lambda r: (r.criterion, r.seed)).items()
+            if c in (a, b)
+        }
+        grid = matched_grid(list(curves.values()), FINDING1_POINTS)
+        seeds = sorted({seed for _, seed in curves})
+        table, outcomes = [], []
+        for x in grid:
+            va = [interpolate(curves[(a, s)], x) for s in seeds if (a, s) in curves]
+            vb = [interpolate(curves[(b, s)], x) for s in seeds if (b, s) in curves]
+            o = versus(va, vb)
+            outcomes.append(o)
+            word = f"{a} ahead" if o > 0 else f"{b} ahead" if o < 0 else "tie"
+            table.append(f"| {x / 1e3:.1f}k | {stat(va).pm()} | {stat(vb).pm()} | {word} |")
+        if grid:
+            ties = outcomes.count(0)
+            v = "holds" if ties == len(outcomes) else "does not hold" if ties == 0 else "partly holds"
+            out += [
+                f"Finding 1 (the two criteria give similar quality at equal size) **{v}** here: compared at "
+                f"{len(grid)} matched parameter counts (each seed's Δm curve interpolated linearly in params "
+                f"between its recorded rounds; the counts span the range every curve covers), the two criteria "
+                f"tie within the seeds' spread at {ties} of {len(grid)}.",
+                "",
+                f"| params | Δm % iterative {a} | Δm % iterative {b} | within spread? |",
+                "|---:|---:|---:|---|",
+                *table,
+                "",
+            ]
+        else:
+            out.append(
+                f"Finding 1 could not be tested: the {a} and {b} curves cover no common parameter count."
+            )
+    last = grouped(
+        [r for r in rows if r.round == max((q.round for q in rows), default=0)], lambda r: r.criterion
+    )
+    if last:
+        arms = {
+            c: versus([r.dm_retrained for r in rs], [r.dm_iterative for r in rs]) for c, rs in last.items()
+        }
+        wins = sum(o > 0 for o in arms.values())
+        v = "holds" if wins == len(arms) else "partly holds" if wins else "does not hold"
+        detail = "; ".join(
+            f"{c}: {mean(r.size.params for r in rs) / 1e3:.0f}k params, iterative Δm "
+            f"{stat([r.dm_iterative for r in rs]).pm(1)} %, re-initialised and retrained "
+            f"{stat([r.dm_retrained for r in rs]).pm(1)} % "
+            f"({'retrained ahead' if arms[c] > 0 else 'iterative ahead' if arms[c] < 0 else 'a tie'})"
+            for c, rs in last.items()
+        )
+        out.append(
+            f"Finding 2 (at extreme pruning the same architecture retrained from scratch beats iterative "
+            f"pruning) **{v}** here at the most pruned configuration, each arm on the same architecture "
+            f"({detail})."
+        )
+    return out
+
+
+def learned_md(res: PaperResult, machine: str) -> str:
+    vu = compare(res, "cut", "snip-union")
+    vd = compare(res, "cut", "disparse-pt")
+    both = compare(res, "cut-distill", "cut")
+    target = compare(res, "cut-distill-fo", "cut")
+    order = compare(res, "cut-distill", "cut-distill-fo")
+    counts, n_settings = best_counts(res)
+    ranked = sorted(counts, key=lambda m: -len(counts[m]))
+    lines = [
+        f"Outcomes are wins / ties / losses over settings (task set x sparsity; structured: level), each a "
+        f"mean over {len(res.cfg.seeds)} seeds, a tie when the gap is within the larger of the two methods' "
+        "standard deviations over seeds.",
+        "",
+        f"- *Does the vote beat the union?* {_cap(verdict('the vote', 'the union', vu[0]))} on the unstructured path: "
+        f"CUT (vote) against SNIP + union {_t(vu[0])}; structured {_t(vu[1])}. Against DiSparse's own "
+        f"pre-trained recipe (|dL/dw| w², union): unstructured {_t(vd[0])}, structured {_t(vd[1])}.",
+        f"- *Does distillation beat labelled scoring?* {_cap(verdict('distillation', 'labels', both[0]))} "
+        f"(unstructured): cut-distill against cut {_t(both[0])}, structured {_t(both[1])}. Separated: the "
+        f"target alone (first-order label-free against CUT's labelled scores) {_t(target[0])}, structured "
+        f"{_t(target[1])}; the order alone (second against first order, both label-free) {_t(order[0])}, "
+        f"structured {_t(order[1])}.",
+        f"- *Which method is best?* Over the {n_settings} unstructured settings, best or tied with the best: "
+        + "; ".join(f"{label(m)} {len(counts[m])} ({', '.join(counts[m])})" for m in ranked)
+        + ". "
+        + _magnitude_note(counts, n_settings),
+        *_papers_keep_line(res),
+        *_why_lines(res),
+        *default_lines(res),
+        *(
+            f"- {x.splitlines()[0]}"
+            for x in garg_findings(res.garg_rows, res.cfg.garg_criteria)
+            if x.startswith("Finding")
+        ),
+        "",
+        machine,
+    ]
+    return "\n".join(lines)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _why_lines(res: PaperResult) -> list[str]:
+    found = kept_findings(res)
+    if len(found) < 2:
+        return []
+    return ["- *Where the budget goes* (kept share per layer, below): " + " ".join(found)]
+
+
+def _magnitude_note(counts: dict[str, list[str]], n: int) -> str:
+    k = len(counts.get("magnitude", []))
+    if k == 0:
+        return "Global magnitude pruning is never best here."
+    return (
+        f"Global magnitude pruning, the simplest baseline, is best or tied in {k} of {n} settings: the "
+        "kept-share table shows where the budget goes."
+    )
+
+
+def _papers_keep_line(res: PaperResult) -> list[str]:
+    rows = grouped((r for r in res.mask_rows if r.method == "cut-papers-keep"), lambda r: r.target)
+    if not rows:
+        return []
+    parts = ", ".join(f"{t:.0%} -> {mean(r.sparsity for r in rs):.1%}" for t, rs in rows.items())
+    return [
+        f"- *The papers' protocol:* with their NYUv2 keep table per task, CUT's vote removes (nominal -> "
+        f"measured, mean over task sets and seeds) {parts} of the weights; the matched rows remove exactly "
+        "the nominal share, so only they compare methods at equal size."
+    ]
+
+
+def default_lines(res: PaperResult) -> list[str]:
+    seeds = channel_seeds(res)
+    methods = dict.fromkeys(m for per in seeds.values() for m in per)
+    means = {m: mean(x for per in seeds.values() for x in per.get(m, [])) for m in methods}
+    if not means:
+        return []
+    top = max(means, key=lambda m: means[m])
+    levels = "/".join(f"{lv:.0%}" for lv in res.cfg.levels)
+    current = means.get(DEFAULT_ROW)
+    if top == DEFAULT_ROW:
+        tail = "that is the current default, so it stays."
+    elif current is not None:
+        t = tally(_pairs(list(seeds.values()), DEFAULT_ROW, top))
+        behind = t.losses > t.wins and t.losses >= t.ties  # the best method beats the default across levels
+        tail = (
+            f"the current default `{DEFAULT_METHOD}` scores {current:+.2f} % (against it, per level: {t} "
+            "W / T / L); "
+            + (
+                f"so these numbers say the default should become {label(top)}."
+                if behind
+                else "no consistent gap across the levels, so the default stays."
+            )
+        )
+    else:
+        tail = "the current default was not measured."
+    return [
+        f"- *edgecut's default* is the method with the best mean Δm after fine-tuning on the structured "
+        f"(shipping) path over {levels} params removed: **{label(top)}** at {means[top]:+.2f} %; " + tail
+    ]
+
+
+def summary(res: PaperResult) -> str:
+    """The Summary's bullet for this run (benchdoc.write_bullet puts it in place)."""
+    vu, _ = compare(res, "cut", "snip-union")
+    both, _ = compare(res, "cut-distill", "cut")
+    counts, n = best_counts(res)
+    top = sorted(counts, key=lambda m: -len(counts[m]))[:3]
+    shown = [*top, *(["magnitude"] if "magnitude" not in top else [])]
+    lat = res.mask_latency
+    garg = [
+        x.split(" here")[0].replace("**", "")
+        for x in garg_findings(res.garg_rows, res.cfg.garg_criteria)
+        if x.startswith("Finding")
+    ]
+    return (
+        f"(`edgecut bench paper`, {len(res.cfg.seeds)} seeds, {res.seconds['total'] / 60:.1f} min on 2 cores; "
+        f"scaled settings beside each table): on the unstructured path CUT's vote against SNIP + union "
+        f"{vu} (wins / ties / losses within the seeds' spread, mean {vu.gap:+.2f} pp), label-free "
+        f"distillation scores against labelled ones {both} ({both.gap:+.2f} pp). Best or tied with the best "
+        f"in the {n} settings: "
+        + ", ".join(f"{m} {len(counts.get(m, []))}" for m in shown)
+        + f". A {lat.sparsity:.0%}-sparse masked model runs no faster than the dense one ({lat.masked_ms:.2f} vs "
+        f"{lat.dense_ms:.2f} ms), which is why the product removes channels. Garg et al.: "
+        + "; ".join(garg)
+        + "."
+    )

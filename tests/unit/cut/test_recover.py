@@ -1,0 +1,33 @@
+"""The CUT authors' fine-tuning recipe: the selected tasks' labelled losses, weighted as ESCM weights them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from edgecut.server.cut.recover import ESCM_TASK_WEIGHTS, RecoveryOptions, recover
+from edgecut.server.mtl.data import batches
+from edgecut.server.mtl.losses import label_loss
+
+
+def test_cut_paper_fine_tune_weights_the_task_losses_like_escm() -> None:
+    opts = RecoveryOptions.cut_paper()
+    assert dict(opts.task_weights) == {"seg": 1.0, "normals": 20.0, "depth": 3.0}
+    assert opts.task_weights == ESCM_TASK_WEIGHTS
+    assert (opts.optimizer, opts.lr, opts.weight_decay, opts.target) == ("adam", 1e-5, 1e-4, "labels")
+
+
+def test_recovery_minimises_the_weighted_sum_of_task_losses(small_resnet, scenes) -> None:
+    model = small_resnet.select(["seg", "depth"])
+    opts = RecoveryOptions(steps=1, lr=0.0, batch_size=16, target="labels", task_weights=(("depth", 3.0),))
+    first = next(iter(batches(scenes, 16, shuffle=True, seed=opts.seed)))
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad():
+        out = probe(first["image"])
+        expected = label_loss(model.task_specs["seg"], out["seg"], first["seg"]) + 3.0 * label_loss(
+            model.task_specs["depth"], out["depth"], first["depth"]
+        )
+    report = recover(model, None, scenes, opts)
+    assert report.first_loss == pytest.approx(float(expected), rel=1e-5)
