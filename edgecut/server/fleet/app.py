@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -41,7 +42,9 @@ class FleetServer:
         self.registry = registry = Registry(s.registry)
         self.store = store = open_store(s.store)
         policy = BudgetPolicy(s.budget.classes)
-        self.jobs = jobs = JobManager(self.engine, store, registry, s.workers)
+        self.jobs = jobs = JobManager(
+            self.engine, store, registry, s.workers, owner=s.owner, lease_s=s.lease_s, poll_s=s.job_poll_s
+        )
         servicer = FleetServicer(store, jobs, policy, grpc_address="", chunk_size=s.chunk_size)
         self.grpc_server, self.grpc_port = create_server(s.grpc, servicer, s.grpc_threads, self._health)
         self.grpc_address = servicer.grpc_address = s.public_grpc or _advertised(s.grpc, self.grpc_port)
@@ -62,11 +65,13 @@ class FleetServer:
         if self.bridge is not None:
             self.bridge.start()
         logger.info(
-            "fleet server: gRPC %s (devices told %s), broker %s, state %s, base model %s",
+            "fleet server %s: gRPC %s (devices told %s), broker %s, registry %s, store %s, base model %s",
+            jobs.owner,
             s.grpc,
             self.grpc_address,
-            s.broker or "none",
-            s.state_dir,
+            _masked(s.broker) or "none",
+            registry.url,
+            s.store,
             self.engine.base_model_id,
         )
         return self
@@ -97,6 +102,15 @@ class FleetServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _masked(url: str) -> str:
+    """`url` without a password, for the log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _advertised(listen: str, port: int) -> str:

@@ -1,8 +1,8 @@
 """Content-addressed artifact store: an artifact's id is the sha256 hex of its bytes.
 
 `Store` is the interface the service uses (jobs write, DownloadModel reads); `LocalStore` keeps
-files under a directory. A backend is chosen by the scheme of a URL through `STORE_BACKENDS`, so an
-S3-compatible store (ranged GETs behind `open(artifact_id, offset)`) plugs in without touching callers.
+files under a directory, `store_s3.S3Store` in an S3 bucket (ranged GETs behind `open(artifact_id,
+offset)`). A backend is chosen by the scheme of a URL through `STORE_BACKENDS`.
 
 Layout of a `LocalStore`::
 
@@ -153,8 +153,14 @@ def _local(url: str) -> Store:
     return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
 
 
-# scheme -> factory; an S3-compatible backend registers "s3" here.
-STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local}
+def _s3(url: str) -> Store:
+    from edgecut.server.fleet.store_s3 import S3Store  # boto3 loads only for s3:// URLs
+
+    return S3Store.from_url(url)
+
+
+# scheme -> factory
+STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local, "s3": _s3}
 
 
 def open_store(url: str) -> Store:
