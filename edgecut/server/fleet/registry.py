@@ -508,6 +508,11 @@ class Registry:
                 )
             )
 
+    def waiting(self) -> dict[str, str]:
+        """device id -> the build key it waits for (devices not yet answered)."""
+        with self._tx() as s:
+            return {d: k for d, k in s.execute(select(WaiterRow.device_id, WaiterRow.build_key))}
+
     def take_waiters(self, build_key: str) -> list[Waiter]:
         """Remove and return the devices waiting for `build_key` (each is answered once).
 
