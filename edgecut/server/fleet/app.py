@@ -69,7 +69,7 @@ class FleetServer:
             jobs.owner,
             s.grpc,
             self.grpc_address,
-            _masked(s.broker) or "none",
+            masked(s.broker) or "none",
             registry.url,
             s.store,
             self.engine.base_model_id,
@@ -79,6 +79,10 @@ class FleetServer:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the MQTT bridge is connected and subscribed (immediately when MQTT is off)."""
         return self.bridge is None or self.bridge.ready.wait(timeout)
+
+    def alive(self) -> bool:
+        """The job threads run and gRPC is up (the systemd watchdog's check)."""
+        return self.grpc_server is not None and self.jobs is not None and self.jobs.alive()
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop taking work, interrupt builds (they resume at next start), close connections."""
@@ -104,7 +108,7 @@ class FleetServer:
         self.stop()
 
 
-def _masked(url: str) -> str:
+def masked(url: str) -> str:
     """`url` without a password, for the log."""
     parts = urlsplit(url)
     if not parts.password:

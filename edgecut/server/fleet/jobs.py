@@ -170,6 +170,9 @@ class JobManager:
             for job in jobs:
                 self._notify(job, Failed(job.build_key, "INTERNAL", "the server is shutting down; ask again"))
 
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def add_finish_hook(self, hook: FinishHook) -> None:
         self._hooks.append(hook)
 
