@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgecut.broker import die_with_parent, free_port
 
+from .processes import stop
 from .waiting import WAIT_S
 
 SUPERUSER = "edgecut"
@@ -141,12 +142,6 @@ class PostgresServer:
         return self.dsn(name)
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()  # smart shutdown; then fast
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-            self._proc = None
+        stop(self._proc)
+        self._proc = None
         shutil.rmtree(self._tmp, ignore_errors=True)

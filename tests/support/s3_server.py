@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 
-from edgecut.broker import die_with_parent, free_port, port_open
+from edgecut.broker import die_with_parent, free_port
 
-from .waiting import WAIT_S
+from .processes import stop, wait_listening
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "edgecut-test",
@@ -37,17 +36,11 @@ class S3Server:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + WAIT_S
-        while not port_open(self.port):
-            if self._proc.poll() is not None:
-                raise RuntimeError("moto's S3 server exited at start")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto's S3 server did not listen within {WAIT_S:g} s")
-            time.sleep(0.05)
+        wait_listening(self._proc, self.port, "moto's S3 server")
         return self
 
     def client(self):  # type: ignore[no-untyped-def]
@@ -66,14 +59,8 @@ class S3Server:
         return f"s3://{name}/artifacts?endpoint_url={self.endpoint}"
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-            self._proc = None
+        stop(self._proc)
+        self._proc = None
 
 
 def use_credentials() -> None:

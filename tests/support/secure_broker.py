@@ -18,8 +18,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edgecut.broker import die_with_parent, free_port, mosquitto_path, port_open
+from edgecut.broker import die_with_parent, free_port, mosquitto_path
 
+from .processes import stop, wait_listening
 from .waiting import WAIT_S
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,14 +95,7 @@ class SecureBroker:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + WAIT_S
-        while not port_open(self.port):
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"mosquitto with the deploy config exited: {err.strip()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto with the deploy config did not listen")
-            time.sleep(0.05)
+        wait_listening(self._proc, self.port, "mosquitto with the deploy config")
         return self
 
     @property
@@ -113,10 +107,8 @@ class SecureBroker:
         self.start()
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(10)
-            self._proc = None
+        stop(self._proc)
+        self._proc = None
 
 
 class Client:

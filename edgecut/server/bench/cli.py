@@ -95,7 +95,6 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
 def run_arm64(args: argparse.Namespace) -> int:
     import os
 
-    from edgecut.benchdoc import write_section
     from edgecut.server.bench import arm64
 
     if os.geteuid() != 0:
@@ -108,37 +107,35 @@ def run_arm64(args: argparse.Namespace) -> int:
     arm64.probe_root(root, result)
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     arm64.run_agent(root, result, ckpt, args.data_dir, args.timeout)
-    command = (
-        "edgecut " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if "arm64" in sys.argv
-        else "edgecut bench arm64"
-    )
-    body = arm64.table(result, command)
-    print(f"## {arm64.SECTION}\n\n{body}")
-    if str(args.out):
-        write_section(args.out, arm64.SECTION, body)
+    _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
     return 0
 
 
 def run_sizing(args: argparse.Namespace) -> int:
-    from edgecut.benchdoc import write_section
     from edgecut.server.bench import sizing
 
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     result = sizing.run(ckpt, args.data_dir, args.devices, args.builds, args.registry_url)
-    argv = [a if "://" not in a else a.split("://", 1)[0] + "://..." for a in sys.argv[1:]]  # no credentials
-    command = (
-        "edgecut " + " ".join(shlex.quote(a) for a in argv)
-        if "sizing" in sys.argv
-        else "edgecut bench sizing"
-    )
-    body = sizing.table(result, command)
-    print(f"## {sizing.SECTION}\n\n{body}")
-    if str(args.out):
-        write_section(args.out, sizing.SECTION, body)
+    _publish(args.out, sizing.SECTION, sizing.table(result, _command("sizing")))
     return 0
+
+
+def _command(bench: str) -> str:
+    """The command line that produced the figures, URLs cut to their scheme (they may hold credentials)."""
+    if bench not in sys.argv:
+        return f"edgecut bench {bench}"
+    argv = [a.split("://", 1)[0] + "://..." if "://" in a else a for a in sys.argv[1:]]
+    return "edgecut " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _publish(out: Path, section: str, body: str) -> None:
+    from edgecut.benchdoc import write_section
+
+    print(f"## {section}\n\n{body}")
+    if str(out):
+        write_section(out, section, body)
 
 
 def run_prune(args: argparse.Namespace) -> int:

@@ -15,29 +15,16 @@ import grpc
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.model_meta import InputSpec, ModelMeta
 from edgecut.server.errors import ArtifactNotFoundError
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.grpc_api import FleetServicer, create_server
 from edgecut.server.fleet.store import Store, open_store
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
+from tests.support.onnx_models import tiny_meta
 from tests.support.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
-
-
-def _meta(tasks: list[str] | None = None) -> ModelMeta:
-    return ModelMeta(
-        base_model="b",
-        tasks=tasks or ["seg"],
-        input=InputSpec(shape=[None, 3, 8, 8], mean=[0, 0, 0], std=[1, 1, 1]),
-        outputs={},
-        params=1,
-        macs=2,
-        full_params=3,
-        full_macs=4,
-    )
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -53,10 +40,10 @@ def test_put_get_and_ranged_reads(store: Store, tmp_path: Path) -> None:
     data = bytes(range(256)) * 4000
     src = tmp_path / "m.onnx"
     src.write_bytes(data)
-    a = store.put_file(src, _meta())
+    a = store.put_file(src, tiny_meta())
     assert a.artifact_id == hashlib.sha256(data).hexdigest() and a.size == len(data)
     assert store.exists(a.artifact_id) and store.size(a.artifact_id) == len(data)
-    assert store.meta(a.artifact_id) == _meta() and store.get(a.artifact_id) == a
+    assert store.meta(a.artifact_id) == tiny_meta() and store.get(a.artifact_id) == a
     for offset in (0, 1, 777_777, len(data) - 1, len(data)):
         with store.open(a.artifact_id, offset) as f:
             assert f.read() == data[offset:]
@@ -65,7 +52,7 @@ def test_put_get_and_ranged_reads(store: Store, tmp_path: Path) -> None:
         while block := f.read(65536):
             parts.append(block)
     assert b"".join(parts) == data[10:]
-    assert store.put_file(src, _meta()) == a  # idempotent
+    assert store.put_file(src, tiny_meta()) == a  # idempotent
 
 
 def test_missing_and_malformed_ids_are_not_found(store: Store) -> None:
@@ -96,7 +83,7 @@ def test_download_from_s3_streams_without_holding_the_file(s3: S3Server, tmp_pat
     with src.open("wb") as f:
         for i in range(size >> 20):
             f.write(hashlib.sha256(str(i).encode()).digest() * (1 << 15))
-    a = store.put_file(src, _meta())
+    a = store.put_file(src, tiny_meta())
     servicer = FleetServicer(store, None, BudgetPolicy({}), grpc_address="", chunk_size=256 << 10)
     server, port = create_server("127.0.0.1:0", servicer, 8)
     server.start()
