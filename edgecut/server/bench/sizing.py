@@ -72,7 +72,8 @@ def run(checkpoint: Path, data_dir: Path, devices: int, builds: int, registry_ur
             if not server.wait_ready(30):
                 raise ConfigError("the fleet server's MQTT bridge did not subscribe within 30 s")
             assert server.registry is not None
-            result = SizingResult(server.registry.url.split(":", 1)[0], devices)
+            names = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+            result = SizingResult(names.get(server.registry.dialect, server.registry.dialect), devices)
             _time_builds(server, result, builds)
             _time_messages(server, broker.host, broker.port, result, builds)
             result.rss_mb = psutil.Process().memory_info().rss / 2**20
