@@ -1,4 +1,4 @@
-"""Shared fixtures: a real MQTT broker on loopback.
+"""Shared fixtures: a real MQTT broker on loopback; PostgreSQL and an S3 server for the scale-out tests.
 
 `EDGECUT_EMBEDDED_BROKER=mosquitto|iotcore|auto` picks it (auto: mosquitto when installed, else iotcore);
 `.ci/run` runs the broker-dependent tests (marker `broker`) once per broker.
@@ -13,6 +13,9 @@ import pytest
 
 from edgecut.broker import BROKER_ENV, EmbeddedBroker
 from tests.support.brokers import broker_kind
+from tests.support.postgres import PostgresServer
+from tests.support.postgres import missing_reason as postgres_missing
+from tests.support.s3_server import S3Server, use_credentials
 
 # Two cores: keep torch/onnxruntime from oversubscribing when tests run beside each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -42,3 +45,27 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; each test takes a fresh database from it."""
+    reason = postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One S3-compatible server (moto) for the session; each test takes a fresh bucket from it."""
+    use_credentials()
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()

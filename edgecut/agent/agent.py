@@ -147,6 +147,13 @@ class Agent:
         if self._server:
             self._server.stop(grace=2).wait(5)
 
+    def alive(self) -> bool:
+        """The worker thread runs and the agent answers a status call (the systemd watchdog's check)."""
+        if self._worker is None or not self._worker.is_alive():
+            return False
+        self.status()  # takes the runtime's and the link's state: a deadlock stops the watchdog pings
+        return True
+
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:

@@ -47,6 +47,8 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edgecut.sdnotify import Notifier
+
     from .agent import Agent
 
     settings = _settings(
@@ -65,7 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         threading.Thread(target=_stop_at_eof, args=(done,), name="stdin-lifeline", daemon=True).start()
     agent.start()
     print(f"edgecut agent {settings.device_id}: local API on {agent.api_address}", flush=True)
+    systemd = Notifier()  # a no-op unless run by systemd (Type=notify)
+    systemd.ready(f"local API on {agent.api_address}")
+    systemd.start_watchdog(agent.alive, done)
     done.wait()
+    systemd.stopping()
     agent.stop()
     return 0
 

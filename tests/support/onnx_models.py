@@ -118,3 +118,17 @@ def meta_of(data: bytes) -> ModelMeta:
     """The ModelMeta embedded in serialized ONNX bytes."""
     props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
     return ModelMeta.from_json(props[ONNX_METADATA_KEY])
+
+
+def tiny_meta(tasks: list[str] | None = None) -> ModelMeta:
+    """A minimal valid ModelMeta, for store tests that never load the model."""
+    return ModelMeta(
+        base_model="b",
+        tasks=tasks or ["seg"],
+        input=InputSpec(shape=[None, 3, 8, 8], mean=[0, 0, 0], std=[1, 1, 1]),
+        outputs={},
+        params=1,
+        macs=2,
+        full_params=3,
+        full_macs=4,
+    )

@@ -78,6 +78,83 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
 
     paper_cli.register(bench_sub)
 
+    a = bench_sub.add_parser(
+        "arm64",
+        help="the agent on aarch64 (a Debian root under qemu-user) serving a tailored model -> docs/benchmarks.md",
+        description="Needs root, debootstrap and qemu-user-static; builds the root once (deploy/arm64/).",
+    )
+    a.add_argument("--root", type=Path, default=Path("/var/tmp/edgecut-arm64/root"), help="the aarch64 root")
+    a.add_argument("--qemu-cpu", default="cortex-a72", help="cortex-a72 = Pi 4, cortex-a57 = Jetson Nano")
+    a.add_argument("--tasks", default="seg,depth")
+    a.add_argument("--device-class", default="rpi4")
+    a.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    a.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    a.add_argument("--timeout", type=float, default=1800.0, help="seconds for the agent to serve a model")
+    a.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
+    a.set_defaults(handler=run_arm64)
+
+    z = bench_sub.add_parser(
+        "sizing",
+        help="builds per hour per core and device messages per second of one server replica -> docs/benchmarks.md",
+    )
+    z.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    z.add_argument("--builds", type=int, default=3, help="distinct builds to time, 1-3 (default 3)")
+    z.add_argument("--registry-url", default="", help="e.g. postgresql://user@host/db (default: SQLite)")
+    z.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    z.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    z.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
+    z.set_defaults(handler=run_sizing)
+
+
+def run_arm64(args: argparse.Namespace) -> int:
+    import os
+
+    from edgecut.server.bench import arm64
+
+    if os.geteuid() != 0:
+        raise ConfigError("bench arm64 needs root (debootstrap, chroot and mounts in the aarch64 root)")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    result = arm64.Arm64Result(qemu_cpu=args.qemu_cpu, tasks=tasks, device_class=args.device_class)
+    root = args.root.resolve()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    arm64.build_root(root, result)
+    arm64.probe_root(root, result)
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    arm64.run_agent(root, result, ckpt, args.data_dir, args.timeout)
+    _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
+    return 0
+
+
+def run_sizing(args: argparse.Namespace) -> int:
+    from edgecut.server.bench import sizing
+
+    if args.devices < 1:
+        raise ConfigError("--devices must be at least 1")
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    result = sizing.run(ckpt, args.data_dir, args.devices, args.builds, args.registry_url)
+    _publish(args.out, sizing.SECTION, sizing.table(result, _command("sizing")))
+    return 0
+
+
+def _command(bench: str) -> str:
+    """The command line that produced the figures, URLs cut to their scheme (they may hold credentials)."""
+    if bench not in sys.argv:
+        return f"edgecut bench {bench}"
+    argv = [a.split("://", 1)[0] + "://..." if "://" in a else a for a in sys.argv[1:]]
+    return "edgecut " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _publish(out: Path, section: str, body: str) -> None:
+    from edgecut.benchdoc import write_section
+
+    print(f"## {section}\n\n{body}")
+    if str(out):
+        write_section(out, section, body)
+
 
 def run_prune(args: argparse.Namespace) -> int:
     from rich.console import Console

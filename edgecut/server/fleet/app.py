@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -82,7 +83,16 @@ class FleetServer:
         self.recorder.start()
         builds = RateLimiter(lim.build_burst, lim.builds_per_minute)
         self.jobs = jobs = JobManager(
-            self.engine, store, registry, s.workers, lim.max_queued_jobs, builds, observers
+            self.engine,
+            store,
+            registry,
+            s.workers,
+            lim.max_queued_jobs,
+            builds,
+            observers,
+            owner=s.owner,
+            lease_s=s.lease_s,
+            poll_s=s.job_poll_s,
         )
         servicer = FleetServicer(
             store,
@@ -150,13 +160,15 @@ class FleetServer:
                 self.rollouts.start(self.bridge)
             self.bridge.start()
         logger.info(
-            "fleet server: gRPC %s%s (devices told %s), broker %s, state %s, base model %s, signing key %s, "
-            "dashboard %s",
+            "fleet server %s: gRPC %s%s (devices told %s), broker %s, registry %s, store %s, base model %s, "
+            "signing key %s, dashboard %s",
+            jobs.owner,
             s.grpc,
             " mutual TLS" if s.grpc_client_ca else " TLS" if credentials else "",
             self.grpc_address,
-            _redacted(s.broker) or "none",
-            s.state_dir,
+            masked(s.broker) or "none",
+            registry.url,
+            s.store,
             self.engine.base_model_id,
             signer.key_id,
             self.dashboard.url if self.dashboard else "off",
@@ -185,6 +197,10 @@ class FleetServer:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once the MQTT bridge is connected and subscribed (immediately when MQTT is off)."""
         return self.bridge is None or self.bridge.ready.wait(timeout)
+
+    def alive(self) -> bool:
+        """The job threads run and gRPC is up (the systemd watchdog's check)."""
+        return self.grpc_server is not None and self.jobs is not None and self.jobs.alive()
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop taking work, interrupt builds (they resume at next start), close connections."""
@@ -223,13 +239,13 @@ class FleetServer:
         self.stop()
 
 
-def _redacted(url: str) -> str:
-    """The broker URL without a password (user:pass@host)."""
-    head, at, rest = url.rpartition("@")
-    if not at:
+def masked(url: str) -> str:
+    """`url` without a password, for the log."""
+    parts = urlsplit(url)
+    if not parts.password:
         return url
-    scheme, _, cred = head.partition("://")
-    return f"{scheme}://{cred.split(':', 1)[0]}:***@{rest}"
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _advertised(listen: str, port: int) -> str:

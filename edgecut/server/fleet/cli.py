@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edgecut.errors import ConfigError
+from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.cliopts import add_data, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
@@ -66,6 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--key-file", type=Path, help="client key for the broker")
     c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the ack")
     c.set_defaults(handler=run_command)
+    h = sub.add_parser(
+        "health",
+        help="ask a fleet server's gRPC health service; exit 0 when it is SERVING (for container probes)",
+    )
+    h.add_argument("address", help="host:port of the server's gRPC listener")
+    h.add_argument(
+        "--service", default="", help="service name ('' = the whole server, or edgecut.v1.FleetService)"
+    )
+    h.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    h.set_defaults(handler=run_health)
     register_bench(_bench_subparsers(sub))
 
 
@@ -123,7 +133,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from edgecut.server.fleet.app import FleetServer
+    from edgecut.sdnotify import Notifier
+    from edgecut.server.fleet.app import FleetServer, masked
     from edgecut.server.fleet.settings import load_settings
 
     settings = load_settings(args.config, _overrides(args))
@@ -160,14 +171,45 @@ def run_server(args: argparse.Namespace) -> int:
     dashboard = f"dashboard {server.http_url}/fleet, " if server.http_url else ""
     print(
         f"edgecut server: gRPC {settings.grpc} (devices told {server.grpc_address}), "
-        f"broker {settings.broker or 'off'}, {dashboard}state {settings.state_dir}; Ctrl-C stops",
+        f"broker {masked(settings.broker) or 'off'}, {dashboard}state {settings.state_dir}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
+    systemd = Notifier()  # a no-op unless run by systemd (Type=notify)
+    systemd.ready(f"gRPC {server.grpc_address}")
+    systemd.start_watchdog(server.alive, stop)
     try:
         stop.wait()
     finally:
+        systemd.stopping()
         server.stop()
+    return 0
+
+
+class Unhealthy(EdgecutError):
+    """The server did not answer SERVING."""
+
+    exit_code = 1
+
+
+def run_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNAVAILABLE"
+            raise Unhealthy(
+                f"no health answer from {args.address} within {args.timeout:g} s ({code})"
+            ) from exc
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        raise Unhealthy(f"{args.address} answers {status}")
+    print(f"{args.address}: {status}")
     return 0
 
 

@@ -1,27 +1,33 @@
-"""Build jobs: one per build key (single flight), run by a small worker pool off the network threads.
+"""Build jobs: one per build key (single flight, also across server replicas), built off the network threads.
 
 `JobManager.submit(spec, listener, waiter)`:
 
 1. `engine.validate(spec)` raises UnknownTask/EmptyTasks/ImpossibleBudget before anything is queued;
-2. the build key's job is already active -> the caller attaches to it (its listener first gets the
-   latest progress, then every later event);
+2. the build key's job is already active here -> the caller attaches to it (its listener first gets
+   the latest progress, then every later event);
 3. the registry has a done job for the key whose artifact the store still holds *and whose bytes still
    hash to its id* -> cache hit (a corrupt one is quarantined by the store and built again);
-4. otherwise, within the queue cap and the requester's build rate (limits.py), a job is persisted as
-   queued and handed to the workers.
+4. otherwise, within the queue cap and the requester's build rate (limits.py), the job is persisted as
+   queued (or joined, when another replica queued or runs it).
+
+The registry is the queue. Workers `claim_job` under a lease (see registry.py), so any replica on
+the same database may build any queued job, one replica per key; the lease is renewed while the build
+runs, and a replica that dies stops renewing it: when it expires another replica takes the job over.
+A job this replica waits for but another one builds is watched in the registry until it ends.
 
 Events (`Progress`, then exactly one of `Ready` / `Failed`) fan out to every listener under one lock,
 so each listener sees them in order. Devices that asked over MQTT are `waiter`s persisted in the
-registry; the finish hooks (the MQTT bridge) answer them, also after a restart. At `start()` queued
-jobs and those interrupted while running are queued again. `stop()` interrupts a running build at
-its next progress callback, which leaves it "running" in the registry for the next start.
+registry; the finish hooks (the MQTT bridge) answer them on whichever replica sees the job end, also
+after a restart. `stop()` interrupts a running build at its next progress callback and queues it
+again for any replica (or the next start) to take.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,7 +36,7 @@ from edgecut.server.errors import BuildError, QueueFullError, ServerError
 from edgecut.server.fleet import error_map
 from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.registry import DONE, FAILED, JobRecord, Registry, Waiter
 from edgecut.server.fleet.store import Store, StoredArtifact
 from edgecut.server.spec import Budget, BuildSpec, Engine
 
@@ -83,7 +89,7 @@ class Submission:
 
 
 class _Interrupted(BaseException):
-    """Raised inside a build's progress callback when the server stops.
+    """Raised inside a build's progress callback when the server stops or lost the job's lease.
 
     A BaseException (like KeyboardInterrupt) so an engine's `except Exception` cannot turn a
     shutdown into a failed build: the job must stay resumable.
@@ -108,6 +114,11 @@ def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
     )
 
 
+def default_owner() -> str:
+    """A replica id unique per process: host name + random suffix."""
+    return f"{socket.gethostname()[:80]}-{uuid.uuid4().hex[:8]}"
+
+
 class JobManager:
     def __init__(
         self,
@@ -118,57 +129,50 @@ class JobManager:
         max_queued: int = 64,
         build_limiter: RateLimiter | None = None,
         observers: Observers | None = None,
+        *,
+        owner: str = "",
+        lease_s: float = 30.0,
+        poll_s: float = 1.0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
+        if lease_s <= 0 or poll_s <= 0:
+            raise ValueError("lease_s and poll_s must be positive")
         self.engine, self.store, self.registry = engine, store, registry
         self.max_queued, self.build_limiter = max_queued, build_limiter
         self.observers = observers or Observers()
+        self.owner = owner or default_owner()  # this replica's name on the leases it holds
+        self.lease_s, self.poll_s = lease_s, poll_s
         self._workers_n = workers
         self._lock = threading.RLock()
-        self._active: dict[str, Job] = {}
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._active: dict[str, Job] = {}  # jobs someone here listens to or waits for, or builds
+        self._building: set[str] = set()  # keys whose lease this replica holds
+        self._lost: set[str] = set()  # keys whose lease expired under us: stop building them
         self._threads: list[threading.Thread] = []
         self._hooks: list[FinishHook] = []
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # new local work: workers look at once instead of at the next poll
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers and queue again what the registry says was queued or interrupted."""
+        """Queue again what this replica held before (same `owner`), start the workers and the watcher."""
         self._stopping.clear()
-        for rec in self.registry.jobs((QUEUED, RUNNING)):
-            try:
-                spec = spec_from_dict(rec.spec)
-                self.engine.validate(spec)
-            except Exception as exc:
-                logger.warning("dropping persisted job %s: %s", rec.build_key, exc)
-                failed = self._failed(rec.build_key, exc)
-                self.registry.update_job(
-                    rec.build_key,
-                    state=FAILED,
-                    stage="failed",
-                    error_code=failed.code,
-                    error_message=failed.message,
-                )
-                self._finish(rec.build_key, failed)
-                continue
-            job = Job(rec.build_key, spec, Progress(rec.build_key, "queued", 0.0, "resumed after restart"))
-            with self._lock:
-                self._active[job.build_key] = job
-            self.registry.update_job(job.build_key, state=QUEUED, stage="queued", fraction=0.0)
-            self._queue.put(job)
-            logger.info("re-queued job %s (%s)", job.build_key, ",".join(spec.tasks))
+        for key in self.registry.release_leases(self.owner):
+            logger.info("job %s was ours when we stopped; queued again", key)
         for i in range(self._workers_n):
-            t = threading.Thread(target=self._work, name=f"edgecut-job-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(self._work, f"edgecut-job-{i}")
+        self._spawn(self._watch, "edgecut-job-watch")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the workers; a running build stops at its next progress call and is resumed at next start."""
+        """Stop the workers; a running build stops at its next progress call and is queued again."""
         self._stopping.set()
-        for _ in self._threads:
-            self._queue.put(None)
+        self._wake.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -176,7 +180,9 @@ class JobManager:
             jobs, self._active = list(self._active.values()), {}
             for job in jobs:
                 self._notify(job, Failed(job.build_key, "INTERNAL", "the server is shutting down; ask again"))
-        self._queue = queue.Queue()
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def add_finish_hook(self, hook: FinishHook) -> None:
         self._hooks.append(hook)
@@ -205,22 +211,27 @@ class JobManager:
             job = self._active.get(key)
             if job is None:
                 hit = self._cached(key)
+                if hit is None:
+                    if len(self._active) >= self.max_queued:
+                        raise QueueFullError(
+                            f"the build queue is full ({self.max_queued} builds queued or running); "
+                            "ask again in a minute"
+                        )
+                    if self.build_limiter is not None and requester:
+                        self.build_limiter.check(requester, "new build requests")
+                    rec = self.registry.ensure_job(key, spec_to_dict(spec))
+                    if rec.state == DONE:  # done meanwhile by another replica, or its artifact is gone
+                        hit = self._cached(key)
+                        if hit is None:
+                            self.registry.create_job(key, spec_to_dict(spec))
                 if hit is not None:
                     self._observe(key, "ready", 1.0, source="cache", artifact_id=hit.artifact.artifact_id)
                     if listener is not None:
                         listener(hit)
                     return Submission(key, ready=hit)
-                if len(self._active) >= self.max_queued:
-                    raise QueueFullError(
-                        f"the build queue is full ({self.max_queued} builds queued or running); "
-                        "ask again in a minute"
-                    )
-                if self.build_limiter is not None and requester:
-                    self.build_limiter.check(requester, "new build requests")
                 job = Job(key, spec, Progress(key, "queued", 0.0, "waiting for a worker"))
-                self.registry.create_job(key, spec_to_dict(spec))
                 self._active[key] = job
-                self._queue.put(job)
+                self._wake.set()
                 self._observe(key, "queued", 0.0, source="build", tasks=list(spec.tasks))
                 logger.info("queued job %s (%s, budget %s)", key, ",".join(spec.tasks), spec.budget.bucket())
             else:
@@ -280,20 +291,81 @@ class JobManager:
     # -- workers -------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None or self._stopping.is_set():
-                return
-            self._run(job)
+        while not self._stopping.is_set():
+            try:
+                rec = self.registry.claim_job(self.owner, self.lease_s)
+            except Exception:  # a database outage must not end the worker; it tries again
+                logger.exception("claiming a job failed; retrying in %.1f s", self.poll_s)
+                rec = None
+            if rec is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            if rec.attempts > 1:
+                logger.info("job %s: attempt %d (taken over or resumed)", rec.build_key, rec.attempts)
+            self._run(rec)
 
-    def _run(self, job: Job) -> None:
-        key = job.build_key
-        self.registry.update_job(key, state=RUNNING, stage="running", fraction=0.0)
-        self._observe(key, "running", 0.0, tasks=list(job.spec.tasks))
+    def _watch(self) -> None:
+        """Renew our leases; follow the jobs we wait for that another replica builds."""
+        interval = min(self.poll_s, self.lease_s / 3)
+        while not self._stopping.wait(interval):
+            try:
+                with self._lock:
+                    building = sorted(self._building)
+                    remote = [k for k in self._active if k not in self._building]
+                lost = self.registry.renew_leases(self.owner, building, self.lease_s)
+                if lost:
+                    logger.warning("lost the lease on %s (another replica took over): stopping", lost)
+                    with self._lock:
+                        self._lost |= lost
+                for key in remote:
+                    self._follow(key)
+            except Exception:
+                logger.exception("job watcher failed; retrying")
+
+    def _follow(self, key: str) -> None:
+        """Pass a remotely built job's state on to our listeners, and its end to our hooks."""
+        rec = self.registry.job(key)
+        if rec is None:
+            return
+        if rec.state == DONE:
+            if self.store.exists(rec.artifact_id):
+                ready = Ready(
+                    key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
+                )
+                self._finish(key, ready)
+            else:  # built, then lost from the store: build it again
+                logger.warning("job %s is done but its artifact %s is not in the store", key, rec.artifact_id)
+                self.registry.create_job(key, rec.spec)
+                self._wake.set()
+            return
+        if rec.state == FAILED:
+            self._finish(key, Failed(key, rec.error_code or "BUILD_FAILED", rec.error_message))
+            return
+        with self._lock:
+            job = self._active.get(key)
+            where = f"on {rec.owner}" if rec.owner else "waiting for a worker"
+            if job is not None and (job.last.stage, job.last.fraction) != (rec.stage, rec.fraction):
+                self._emit(job, Progress(key, rec.stage, rec.fraction, where))
+
+    def _run(self, rec: JobRecord) -> None:
+        key = rec.build_key
+        try:
+            spec = spec_from_dict(rec.spec)
+            self.engine.validate(spec)
+        except Exception as exc:  # persisted by an older server or for another base model
+            logger.warning("dropping job %s: %s", key, exc)
+            self._end(key, self._failed(key, exc))
+            return
+        with self._lock:
+            job = self._active.setdefault(key, Job(key, spec, Progress(key, "running", 0.0)))
+            self._building.add(key)
+            self._lost.discard(key)
+        self._observe(key, "running", 0.0, tasks=list(spec.tasks))
         stage_seen = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or key in self._lost:
                 raise _Interrupted
             if stage not in stage_seen:  # persist stage changes only, not every percent
                 stage_seen.add(stage)
@@ -309,28 +381,44 @@ class JobManager:
             finally:
                 built.cleanup()
         except _Interrupted:
-            logger.info("job %s interrupted by shutdown; it resumes at the next start", key)
+            with self._lock:
+                self._building.discard(key)
+                lost = key in self._lost
+            if lost:
+                logger.info("job %s: another replica builds it now; watching it", key)
+            else:
+                self.registry.release_job(key, self.owner)
+                logger.info("job %s interrupted by shutdown; queued again for any replica", key)
             return
         except Exception as exc:
             if not isinstance(exc, ServerError):
                 logger.exception("job %s failed", key)
-            failed = self._failed(key, exc)
-            self.registry.update_job(
-                key, state=FAILED, stage="failed", error_code=failed.code, error_message=failed.message
-            )
-            outcome: Outcome = failed
+            self._end(key, self._failed(key, exc))
+            return
+        logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
+        self._end(key, Ready(key, artifact, False, *lineage))
+
+    def _end(self, key: str, outcome: Outcome) -> None:
+        """Persist the outcome, give up the lease, then tell listeners and hooks."""
+        if isinstance(outcome, Ready):
+            fields: dict[str, Any] = {
+                "state": DONE,
+                "stage": "ready",
+                "fraction": 1.0,
+                "artifact_id": outcome.artifact.artifact_id,
+                "parent_artifact_id": outcome.parent_artifact_id,
+                "refinement": outcome.refinement,
+            }
         else:
-            logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
-            self.registry.update_job(
-                key,
-                state=DONE,
-                stage="ready",
-                fraction=1.0,
-                artifact_id=artifact.artifact_id,
-                parent_artifact_id=lineage[0],
-                refinement=lineage[1],
-            )
-            outcome = Ready(key, artifact, False, *lineage)
+            fields = {
+                "state": FAILED,
+                "stage": "failed",
+                "error_code": outcome.code,
+                "error_message": outcome.message,
+            }
+        self.registry.finish_job(key, self.owner, **fields)
+        with self._lock:
+            self._building.discard(key)
         self._finish(key, outcome)
 
     def _failed(self, key: str, exc: BaseException) -> Failed:

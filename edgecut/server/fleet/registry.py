@@ -1,8 +1,17 @@
 """Fleet registry: devices (needs, resources, state, telemetry, current model), swap history and jobs.
 
-SQLite under the state dir by default, PostgreSQL (or any SQLAlchemy URL) by configuration. Jobs
-are persisted here so queued work survives a restart; `job_waiters` remembers which device asked
-for which build so the answer can still be published after a restart.
+SQLite under the state dir by default (`sqlite:///path`), PostgreSQL for several server replicas
+(`postgresql://user@host/db`, driven by psycopg 3). Jobs are persisted here so queued work survives a
+restart; `job_waiters` remembers which device asked for which build so the answer can still be
+published after a restart, by whichever replica finishes the build.
+
+Single flight across replicas: a replica builds a key only while it holds that key's row in
+`job_leases` (owner, expiry). `claim_job` takes a queued job, or a running one whose lease expired
+(its replica died), with one atomic upsert whose condition is "no lease or an expired one", so two
+replicas never both win; the builder renews the lease while it works and deletes it when done. Rows
+are added with insert-or-ignore/upsert statements, so replicas writing the same device at once do
+not collide. Times in lease decisions are the database's clock on PostgreSQL, so replicas on hosts
+whose clocks differ still agree on what has expired.
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy import create_engine, delete, event, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgecut.errors import ConfigError
@@ -28,6 +39,7 @@ from edgecut.server.fleet.schema import (
     Base,
     DeviceRow,
     JobRow,
+    LeaseRow,
     OfferRow,
     SwapRow,
     WaiterRow,
@@ -51,6 +63,8 @@ class JobRecord:
     attempts: int
     parent_artifact_id: str = ""
     refinement: int = 0
+    owner: str = ""  # the replica holding the lease ('' = none)
+    lease_expires: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,7 @@ class Waiter:
     needs_seq: int
 
 
-def _job(row: JobRow) -> JobRecord:
+def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
     return JobRecord(
         row.build_key,
         row.state,
@@ -72,29 +86,60 @@ def _job(row: JobRow) -> JobRecord:
         row.attempts,
         row.parent_artifact_id or "",
         row.refinement or 0,
+        lease.owner if lease is not None else "",
+        lease.expires if lease is not None else 0.0,
     )
+
+
+# URL scheme -> the SQLAlchemy driver name; other databases lack the upserts the leases rely on.
+_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+_SCHEMA_LOCK = 0x6564676563757401  # pg advisory lock id: replicas starting together create tables once
+
+
+def registry_url(url: str) -> URL:
+    """The SQLAlchemy URL for `sqlite:///...` or `postgresql://...` (psycopg 3 unless a driver is named)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"registry URL {url!r:.120} is not a database URL: {exc}") from exc
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in _DRIVERS:
+        raise ConfigError(
+            f"registry URL {parsed.render_as_string(hide_password=True)!r}: unsupported database "
+            f"{backend!r} (use sqlite:///path or postgresql://user@host/db)"
+        )
+    return parsed if "+" in parsed.drivername else parsed.set(drivername=_DRIVERS[backend])
 
 
 class Registry:
     """Thread-safe access to the fleet database; every method is one short transaction."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        sqlite = url.startswith("sqlite")
+        parsed = registry_url(url)
+        self.url = parsed.render_as_string(hide_password=True)  # safe to log
+        self.dialect = parsed.get_backend_name()
+        lite = self.dialect == "sqlite"
         try:
             self._engine: SqlEngine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {}
+                parsed,
+                connect_args={"check_same_thread": False, "timeout": 30} if lite else {},
+                pool_pre_ping=not lite,  # a restarted database server leaves dead pooled connections
             )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise ConfigError(f"registry URL {url!r} is not usable: {exc}") from exc
-        if sqlite:
+            raise ConfigError(f"registry URL {self.url!r} is not usable: {exc}") from exc
+        if lite:
             event.listen(self._engine, "connect", _sqlite_pragmas)
+            event.listen(self._engine, "begin", _sqlite_begin)
         # SQLite allows one writer at a time; serialising here avoids "database is locked" retries.
-        self._lock: threading.Lock | None = threading.Lock() if sqlite else None
+        self._lock: threading.Lock | None = threading.Lock() if lite else None
+        self._insert = sqlite.insert if lite else postgresql.insert
         try:
-            migrate(self._engine)
+            with self._engine.begin() as conn:
+                if not lite:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+                migrate(conn)
         except SQLAlchemyError as exc:
-            raise ConfigError(f"registry {url!r} cannot be opened: {exc}") from exc
+            raise ConfigError(f"registry {self.url!r} cannot be opened: {_first_line(exc)}") from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     @contextmanager
@@ -122,22 +167,23 @@ class Registry:
 
     # -- devices -------------------------------------------------------------------------------
 
+    def _db_now(self, s: Session) -> float:
+        """The database's clock on PostgreSQL (shared by every replica), this host's on SQLite."""
+        if self.dialect == "sqlite":
+            return now()
+        return float(s.scalar(text("SELECT extract(epoch FROM clock_timestamp())")))
+
     def _device(self, s: Session, device_id: str) -> DeviceRow:
         row = s.get(DeviceRow, device_id)
         if row is None:
-            row = DeviceRow(
-                device_id=device_id,
-                needs_tasks=[],
-                needs_json={},
-                resources={},
-                serving_tasks=[],
-                telemetry={},
-                provenance={},
-                last_command={},
-                needs_seq=0,
-                needs_sent_ms=0,
+            # Every replica records the retained state of a new device at once: insert-or-ignore.
+            s.execute(
+                self._insert(DeviceRow)
+                .values(device_id=device_id, last_seen=now())
+                .on_conflict_do_nothing(index_elements=["device_id"])
             )
-            s.add(row)
+            row = s.get(DeviceRow, device_id)
+            assert row is not None  # inserted above or by another replica
         row.last_seen = now()
         return row
 
@@ -309,32 +355,161 @@ class Registry:
             row.artifact_id = row.error_code = row.error_message = ""
             row.updated = now()
 
-    def update_job(self, build_key: str, **fields: Any) -> None:
-        allowed = {"state", "stage", "fraction", "artifact_id", "error_code", "error_message"}
-        unknown = set(fields) - allowed - {"parent_artifact_id", "refinement"}
-        if unknown:
-            raise ValueError(f"not job fields: {sorted(unknown)}")
-        if "state" in fields and fields["state"] not in JOB_STATES:
-            raise ValueError(f"bad job state {fields['state']!r}")
+    def ensure_job(self, build_key: str, spec: dict[str, Any]) -> JobRecord:
+        """The key's job: created queued when missing, queued again when it failed, else as it is.
+
+        Replicas asking for one key at once get the same row; a queued or running job is joined, and
+        a done one is returned for the caller to check its artifact.
+        """
         with self._tx() as s:
-            row = s.get(JobRow, build_key)
-            if row is None:
-                return
-            for k, v in fields.items():
-                setattr(row, k, v)
-            if fields.get("state") == RUNNING:
-                row.attempts += 1
-            row.updated = now()
+            s.execute(
+                self._insert(JobRow)
+                .values(build_key=build_key, state=QUEUED, spec=spec, stage="queued", created=now())
+                .on_conflict_do_nothing(index_elements=["build_key"])
+            )
+            row = s.get(JobRow, build_key, with_for_update={"key_share": True})
+            assert row is not None
+            if row.state == FAILED:
+                row.state, row.spec, row.stage, row.fraction = QUEUED, spec, "queued", 0.0
+                row.error_code = row.error_message = ""
+                row.updated = now()
+            return _job(row, s.get(LeaseRow, build_key))
+
+    def claim_job(self, owner: str, lease_s: float) -> JobRecord | None:
+        """Take the oldest job nobody builds (queued, or running under an expired lease) for `owner`.
+
+        The job row is locked first (`FOR NO KEY UPDATE SKIP LOCKED`: claimants skip each other's
+        candidates), then the lease upsert succeeds only where there is no lease or an expired one.
+        Every writer locks a job row before its lease row, so replicas never deadlock.
+        """
+        with self._tx() as s:
+            db_now = self._db_now(s)
+            q = (
+                select(JobRow.build_key)
+                .outerjoin(LeaseRow, LeaseRow.build_key == JobRow.build_key)
+                .where(
+                    JobRow.state.in_((QUEUED, RUNNING)),
+                    or_(LeaseRow.build_key.is_(None), LeaseRow.expires < db_now),
+                )
+                .order_by(JobRow.created)
+                .limit(1)
+                .with_for_update(of=JobRow, skip_locked=True, key_share=True)
+            )
+            key = s.scalar(q)
+            if key is None:
+                return None
+            lease = {"owner": owner, "expires": db_now + lease_s, "acquired": db_now}
+            won = s.scalar(
+                self._insert(LeaseRow)
+                .values(build_key=key, **lease)
+                .on_conflict_do_update(
+                    index_elements=["build_key"], set_=lease, where=LeaseRow.expires < db_now
+                )
+                .returning(LeaseRow.build_key)
+            )
+            if won is None:  # renewed by its holder since the select
+                return None
+            started = s.scalar(
+                update(JobRow)
+                .where(JobRow.build_key == key, JobRow.state.in_((QUEUED, RUNNING)))
+                .values(
+                    state=RUNNING, stage="running", fraction=0.0, attempts=JobRow.attempts + 1, updated=now()
+                )
+                .returning(JobRow.build_key)
+                .execution_options(synchronize_session=False)
+            )
+            if started is None:  # finished since the select (a second check; row locks make it rare)
+                s.execute(
+                    delete(LeaseRow)
+                    .where(LeaseRow.build_key == key)
+                    .execution_options(synchronize_session=False)
+                )
+                return None
+            row = s.get(JobRow, key, populate_existing=True)
+            assert row is not None
+            return _job(row, s.get(LeaseRow, key, populate_existing=True))
+
+    def renew_leases(self, owner: str, keys: list[str], lease_s: float) -> set[str]:
+        """Extend `owner`'s leases on `keys`; returns the keys whose lease it no longer holds."""
+        if not keys:
+            return set()
+        with self._tx() as s:
+            db_now = self._db_now(s)
+            held = set(
+                s.scalars(
+                    update(LeaseRow)
+                    .where(LeaseRow.owner == owner, LeaseRow.build_key.in_(keys))
+                    .values(expires=db_now + lease_s)
+                    .returning(LeaseRow.build_key)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            return set(keys) - held
+
+    def release_job(self, build_key: str, owner: str) -> None:
+        """`owner` stops building `build_key` unfinished: queued again, for any replica to take."""
+        self._release(owner, [build_key])
+
+    def release_leases(self, owner: str) -> list[str]:
+        """Queue again every job `owner` held: a replica restarting under the same id resumes at once."""
+        with self._tx() as s:
+            keys = list(s.scalars(select(LeaseRow.build_key).where(LeaseRow.owner == owner)))
+        return self._release(owner, keys)
+
+    def _release(self, owner: str, keys: list[str]) -> list[str]:
+        if not keys:
+            return []
+        with self._tx() as s:
+            s.execute(_lock_jobs(keys))  # job rows before lease rows, like every writer
+            gone = list(
+                s.scalars(
+                    delete(LeaseRow)
+                    .where(LeaseRow.build_key.in_(keys), LeaseRow.owner == owner)
+                    .returning(LeaseRow.build_key)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            if gone:
+                s.execute(
+                    update(JobRow)
+                    .where(JobRow.build_key.in_(gone), JobRow.state == RUNNING)
+                    .values(state=QUEUED, stage="queued", fraction=0.0, updated=now())
+                    .execution_options(synchronize_session=False)
+                )
+            return sorted(gone)
+
+    def finish_job(self, build_key: str, owner: str, **fields: Any) -> None:
+        """Record a job's end (state done or failed, with its fields) and drop `owner`'s lease."""
+        if fields.get("state") not in (DONE, FAILED):
+            raise ValueError(f"finish_job needs state done or failed, not {fields.get('state')!r}")
+        with self._tx() as s:
+            s.execute(_lock_jobs([build_key]))
+            _set_job(s, build_key, fields)
+            s.flush()
+            s.execute(
+                delete(LeaseRow)
+                .where(LeaseRow.build_key == build_key, LeaseRow.owner == owner)
+                .execution_options(synchronize_session=False)
+            )
+
+    def update_job(self, build_key: str, **fields: Any) -> None:
+        with self._tx() as s:
+            _set_job(s, build_key, fields)
 
     def job(self, build_key: str) -> JobRecord | None:
         with self._tx() as s:
             row = s.get(JobRow, build_key)
-            return None if row is None else _job(row)
+            return None if row is None else _job(row, s.get(LeaseRow, build_key))
 
     def jobs(self, states: tuple[str, ...] = JOB_STATES) -> list[JobRecord]:
         with self._tx() as s:
-            q = select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created)
-            return [_job(r) for r in s.scalars(q)]
+            q = (
+                select(JobRow, LeaseRow)
+                .outerjoin(LeaseRow, LeaseRow.build_key == JobRow.build_key)
+                .where(JobRow.state.in_(states))
+                .order_by(JobRow.created)
+            )
+            return [_job(job, lease) for job, lease in s.execute(q).all()]
 
     def jobs_with_artifact(self, artifact_id: str) -> list[JobRecord]:
         with self._tx() as s:
@@ -343,26 +518,74 @@ class Registry:
 
     def add_waiter(self, build_key: str, device_id: str, needs_seq: int) -> None:
         with self._tx() as s:
-            row = s.get(WaiterRow, (build_key, device_id))
-            if row is None:
-                s.add(WaiterRow(build_key=build_key, device_id=device_id, needs_seq=needs_seq))
-            else:
-                row.needs_seq = needs_seq
+            ins = self._insert(WaiterRow).values(
+                build_key=build_key, device_id=device_id, needs_seq=needs_seq
+            )
+            s.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["build_key", "device_id"], set_={"needs_seq": needs_seq}
+                )
+            )
+
+    def waiting(self) -> dict[str, str]:
+        """device id -> the build key it waits for (devices not yet answered)."""
+        with self._tx() as s:
+            return {d: k for d, k in s.execute(select(WaiterRow.device_id, WaiterRow.build_key))}
 
     def take_waiters(self, build_key: str) -> list[Waiter]:
-        """Remove and return the devices waiting for `build_key` (each is answered once)."""
+        """Remove and return the devices waiting for `build_key` (each is answered once).
+
+        One DELETE ... RETURNING: when two replicas take the same key's waiters at once, each row goes
+        to one of them.
+        """
         with self._tx() as s:
-            rows = list(s.scalars(select(WaiterRow).where(WaiterRow.build_key == build_key)))
-            s.execute(delete(WaiterRow).where(WaiterRow.build_key == build_key))
-            return [Waiter(r.device_id, r.needs_seq) for r in rows]
+            rows = s.execute(
+                delete(WaiterRow)
+                .where(WaiterRow.build_key == build_key)
+                .returning(WaiterRow.device_id, WaiterRow.needs_seq)
+            ).all()
+            return [Waiter(device_id, needs_seq) for device_id, needs_seq in rows]
+
+
+def _lock_jobs(keys: list[str]) -> Any:
+    return select(JobRow.build_key).where(JobRow.build_key.in_(keys)).with_for_update(key_share=True)
+
+
+def _set_job(s: Session, build_key: str, fields: dict[str, Any]) -> None:
+    allowed = {"state", "stage", "fraction", "artifact_id", "error_code", "error_message"}
+    unknown = set(fields) - allowed - {"parent_artifact_id", "refinement"}
+    if unknown:
+        raise ValueError(f"not job fields: {sorted(unknown)}")
+    if "state" in fields and fields["state"] not in JOB_STATES:
+        raise ValueError(f"bad job state {fields['state']!r}")
+    row = s.get(JobRow, build_key)
+    if row is None:
+        return
+    for k, v in fields.items():
+        setattr(row, k, v)
+    if fields.get("state") == RUNNING:
+        row.attempts += 1
+    row.updated = now()
 
 
 def _row_dict(row: Base) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite would open a transaction lazily, at the first write: a claim's read could then act on
+    # rows another process changed meanwhile. Transactions are begun by `_sqlite_begin` instead.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """BEGIN IMMEDIATE: one transaction at a time holds the database, also across processes."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

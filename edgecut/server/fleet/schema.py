@@ -21,7 +21,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -90,6 +90,16 @@ class JobRow(Base):
     refinement: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class LeaseRow(Base):
+    """Who builds a job now, and until when; no row = nobody (the job is free to claim)."""
+
+    __tablename__ = "job_leases"
+    build_key: Mapped[str] = mapped_column(ForeignKey("jobs.build_key"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    expires: Mapped[float] = mapped_column(Float)
+    acquired: Mapped[float] = mapped_column(Float, default=now)
+
+
 class WaiterRow(Base):
     __tablename__ = "job_waiters"
     build_key: Mapped[str] = mapped_column(ForeignKey("jobs.build_key"), primary_key=True)
@@ -109,20 +119,20 @@ class OfferRow(Base):
     at: Mapped[float] = mapped_column(Float, default=now)
 
 
-def migrate(engine: SqlEngine) -> None:
-    """Create missing tables, then add columns missing from tables an older version created."""
-    Base.metadata.create_all(engine)
-    insp = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in insp.get_columns(table.name)}
-            for col in table.columns:
-                if col.name in have:
-                    continue
-                arg = getattr(col.default, "arg", None)
-                default = None if callable(arg) else arg
-                literal = "''" if isinstance(default, str) else ("0" if default is not None else "NULL")
-                if isinstance(col.type, JSON):
-                    literal = "'{}'"
-                ddl = col.type.compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl} DEFAULT {literal}"))
+def migrate(conn: Connection) -> None:
+    """Create missing tables, then add columns missing from tables an older version created
+    (in the caller's transaction, which on PostgreSQL holds the schema lock)."""
+    Base.metadata.create_all(conn)
+    insp = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have:
+                continue
+            arg = getattr(col.default, "arg", None)
+            default = None if callable(arg) else arg
+            literal = "''" if isinstance(default, str) else ("0" if default is not None else "NULL")
+            if isinstance(col.type, JSON):
+                literal = "'{}'"
+            ddl = col.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl} DEFAULT {literal}"))

@@ -8,7 +8,9 @@ value raises `ConfigError` naming the key, the value and the reason (the CLI exi
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -68,9 +70,34 @@ class ServerSettings(BaseModel):
     state_dir: Path = Field(
         default=Path(".edgecut/server"), title="registry, artifacts and job scratch space"
     )
-    registry_url: str = Field(default="", title="SQLAlchemy URL; default sqlite under state_dir")
-    store_url: str = Field(default="", title="artifact store URL or directory; default state_dir/artifacts")
+    registry_url: str = Field(
+        default="",
+        title="registry database URL",
+        description="sqlite:///path (default: under state_dir) or postgresql://user@host/db (replicas)",
+    )
+    store_url: str = Field(
+        default="",
+        title="artifact store URL or directory",
+        description="a directory, file:///dir or s3://bucket/prefix (default: state_dir/artifacts)",
+    )
     workers: int = Field(default=1, ge=1, le=64, title="concurrent builds (each is CPU-heavy)")
+    replica_id: str = Field(
+        default="",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        title="this replica's name on the job leases",
+        description="default: host name + a hash of state_dir, so a restarted server takes its jobs back at once",
+    )
+    lease_s: float = Field(
+        default=30.0,
+        ge=2.0,
+        le=3600.0,
+        title="job lease seconds",
+        description="a replica that dies mid-build loses its job to another replica after this long",
+    )
+    job_poll_s: float = Field(
+        default=1.0, gt=0.0, le=60.0, title="seconds between looks at the shared job queue and leases"
+    )
     grpc_threads: int = Field(default=64, ge=4, le=1024, title="gRPC worker threads = max concurrent RPCs")
     chunk_size: int = Field(default=DEFAULT_CHUNK, ge=1024, le=MAX_CHUNK, title="DownloadModel chunk bytes")
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
@@ -160,6 +187,14 @@ class ServerSettings(BaseModel):
     @property
     def store(self) -> str:
         return self.store_url or str(self.state_dir / "artifacts")
+
+    @property
+    def owner(self) -> str:
+        """The replica id on leases: stable for one host and state dir unless set."""
+        if self.replica_id:
+            return self.replica_id
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()[:100]}:{digest}"
 
 
 def load_settings(

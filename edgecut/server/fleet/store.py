@@ -1,8 +1,8 @@
 """Content-addressed artifact store: an artifact's id is the sha256 hex of its bytes.
 
 `Store` is the interface the service uses (jobs write, DownloadModel reads); `LocalStore` keeps
-files under a directory. A backend is chosen by the scheme of a URL through `STORE_BACKENDS`, so an
-S3-compatible store (ranged GETs behind `open(artifact_id, offset)`) plugs in without touching callers.
+files under a directory, `store_s3.S3Store` in an S3 bucket (ranged GETs behind `open(artifact_id,
+offset)`). A backend is chosen by the scheme of a URL through `STORE_BACKENDS`.
 
 Layout of a `LocalStore`::
 
@@ -37,14 +37,14 @@ from edgecut.server.errors import ArtifactNotFoundError
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"[0-9a-f]{64}")
+ID_PATTERN = re.compile(r"[0-9a-f]{64}")
 VERIFY_TTL_S = 300.0
-_HASH_BLOCK = 1 << 20
+HASH_BLOCK = 1 << 20
 
 
 def check_artifact_id(artifact_id: str) -> str:
     """Return the id when it is 64 lowercase hex digits; anything else could name a path outside the store."""
-    if not isinstance(artifact_id, str) or not _ID.fullmatch(artifact_id):
+    if not isinstance(artifact_id, str) or not ID_PATTERN.fullmatch(artifact_id):
         raise ArtifactNotFoundError(
             f"artifact id {artifact_id!r:.80} is not a sha256 hex digest (64 characters 0-9a-f)"
         )
@@ -54,7 +54,7 @@ def check_artifact_id(artifact_id: str) -> str:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
+        while block := f.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
 
@@ -126,7 +126,7 @@ class LocalStore:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
             try:
                 with os.fdopen(fd, "wb") as out, path.open("rb") as src:
-                    shutil.copyfileobj(src, out, _HASH_BLOCK)
+                    shutil.copyfileobj(src, out, HASH_BLOCK)
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -194,7 +194,7 @@ class LocalStore:
         )
 
     def ids(self) -> list[str]:
-        return sorted(p.stem for p in self.root.glob("??/*.onnx") if _ID.fullmatch(p.stem))
+        return sorted(p.stem for p in self.root.glob("??/*.onnx") if ID_PATTERN.fullmatch(p.stem))
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
@@ -213,8 +213,14 @@ def _local(url: str) -> Store:
     return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
 
 
-# scheme -> factory; an S3-compatible backend registers "s3" here.
-STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local}
+def _s3(url: str) -> Store:
+    from edgecut.server.fleet.store_s3 import S3Store  # boto3 loads only for s3:// URLs
+
+    return S3Store.from_url(url)
+
+
+# scheme -> factory
+STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local, "s3": _s3}
 
 
 def open_store(url: str) -> Store:

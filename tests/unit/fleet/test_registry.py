@@ -6,12 +6,17 @@ from pathlib import Path
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry
+from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, registry_url
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """The same registry contract on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    r = Registry(url)
     yield r
     r.close()
 
@@ -73,8 +78,28 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql+psycopg://u@127.0.0.1:1/x", "nosuchdb://x", "sqlite:////nonexistent/dir/r.db"]
+    "url",
+    [
+        "postgresql+psycopg://u@127.0.0.1:1/x",
+        "postgresql://u@127.0.0.1:1/x",
+        "nosuchdb://x",
+        "mysql://u@h/db",
+        "not a url",
+        "sqlite:////nonexistent/dir/r.db",
+    ],
 )
 def test_an_unusable_registry_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="registry"):
         Registry(url)
+
+
+def test_a_password_in_the_url_never_reaches_a_message() -> None:
+    with pytest.raises(ConfigError) as err:
+        Registry("postgresql://fleet:s3cret-pw@127.0.0.1:1/fleet")
+    assert "s3cret-pw" not in str(err.value) and "***" in str(err.value)
+
+
+def test_postgresql_urls_use_psycopg_3() -> None:
+    assert registry_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert registry_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert registry_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"

@@ -1,0 +1,124 @@
+"""One fleet server replica in its own process, with the ONNX test engine: `python -m tests.support.replica`.
+
+The replica tests start two of these on one broker, one PostgreSQL database and one S3 bucket, and
+SIGKILL one mid-build. Each build start is appended to `--build-log` (one line: replica, key, tasks),
+so the tests count builds across processes. The process prints `READY <grpc port>` once its MQTT
+bridge is subscribed, and stops on SIGTERM or when its stdin closes (the test process went away).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgecut.broker import die_with_parent
+
+from .waiting import WAIT_S
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--settings", required=True, help="ServerSettings as JSON")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds per build")
+    p.add_argument("--build-log", type=Path, required=True)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+
+    from edgecut.server.fleet.app import FleetServer
+    from edgecut.server.fleet.settings import ServerSettings
+    from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+
+    from .onnx_engine import OnnxTestEngine
+
+    settings = ServerSettings.model_validate(json.loads(args.settings))
+
+    class LoggedEngine(OnnxTestEngine):
+        def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
+            line = f"{settings.replica_id} {spec.build_key(self.base_model_id)} {','.join(spec.tasks)}\n"
+            fd = os.open(args.build_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())  # one write per line: O_APPEND keeps lines whole
+            finally:
+                os.close(fd)
+            return super().build(spec, progress)
+
+    engine = LoggedEngine(settings.state_dir / "work", delay=args.delay)
+    server = FleetServer(settings, engine).start()
+    if not server.wait_ready(WAIT_S):
+        print("NOT READY", flush=True)
+        return 1
+    print(f"READY {server.grpc_port}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    done.wait()
+    server.stop()
+    return 0
+
+
+class ReplicaProcess:
+    """The test side: start a replica process and read its READY line."""
+
+    def __init__(self, settings: dict[str, Any], build_log: Path, delay: float, env: dict[str, str]) -> None:
+        self.replica_id = str(settings["replica_id"])
+        log = Path(settings["state_dir"]) / "replica.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.replica",
+                "--settings",
+                json.dumps(settings),
+                "--delay",
+                str(delay),
+                "--build-log",
+                str(build_log),
+            ],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().split()  # bounded: the replica gives up after WAIT_S
+        if not line or line[0] != "READY":
+            self.kill()
+            raise RuntimeError(
+                f"replica {self.replica_id} did not start: {self.log_path.read_text()[-3000:]}"
+            )
+        self.grpc_address = f"127.0.0.1:{line[1]}"
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, like a node that loses power."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
