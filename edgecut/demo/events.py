@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from edgecut import topics
 from edgecut.model_meta import ModelMeta
-from edgecut.server.spec import BuildSpec, BuiltArtifact, Engine, ProgressFn
+from edgecut.server.spec import BuildSpec, BuiltArtifact, Engine, ProgressFn, Refinement
 from edgecut.v1 import fleet_pb2 as pb
 
 PROGRESS_EVERY_S = 10.0
@@ -214,6 +214,12 @@ class ReportingEngine:
 
     def validate(self, spec: BuildSpec) -> None:
         self.engine.validate(spec)
+
+    def refinements(self, spec: BuildSpec) -> int:
+        return self.engine.refinements(spec)
+
+    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+        return self.engine.refine(spec, parent, progress)
 
     def announce_queued(self, key: str, describe: Callable[[str], str], ahead: int) -> None:
         """Say "queued" once per build key, whoever sees it first: the job watcher or the build."""

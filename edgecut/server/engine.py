@@ -31,7 +31,7 @@ from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.sources import engine_data, labelled_tasks
 from edgecut.server.paths import scenes_cache
-from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, ProgressFn
+from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,12 @@ class TorchEngine:
             {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}},
             scratch=out_dir,
         )
+
+    def refinements(self, spec: BuildSpec) -> int:
+        return 0  # progressive refinement is not enabled for this engine yet (issue 20)
+
+    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+        return None
 
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"

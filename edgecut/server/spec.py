@@ -168,6 +168,19 @@ class BuiltArtifact:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Refinement:
+    """What a refinement build starts from: a stored artifact of the same build key (progressive delivery).
+
+    The quick model of a key is refinement 0; refinement n trains the same pruned architecture further
+    and is shipped as a new artifact of the same key only when it is measurably better than its parent.
+    """
+
+    parent_artifact_id: str
+    parent_meta: ModelMeta
+    number: int  # the refinement to make: 1 = first refinement of the quick model
+
+
 class Engine(Protocol):
     """What the fleet service needs from the tailoring engine."""
 
@@ -182,3 +195,10 @@ class Engine(Protocol):
 
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         """Tailor, export and return the artifact (runs in a worker thread)."""
+
+    def refinements(self, spec: BuildSpec) -> int:
+        """How many refinements follow the quick build of `spec` (0 = the quick model is final)."""
+
+    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+        """Train `parent`'s pruned architecture further (worker thread); None when the result is not
+        measurably better than the parent on the validation set (nothing is shipped then)."""

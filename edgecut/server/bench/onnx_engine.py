@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecut.model_meta import ONNX_METADATA_KEY, InputSpec, ModelMeta, OutputSpec
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
 
 def corrupted(data: bytes) -> bytes:
@@ -120,6 +120,12 @@ class OnnxTestEngine:
                 f"max_params={b.max_params} is below the smallest model for {', '.join(spec.tasks)} "
                 f"({params} parameters); allow a bigger model or fewer tasks"
             )
+
+    def refinements(self, spec: BuildSpec) -> int:
+        return 0  # progressive delivery in this engine: issue 20
+
+    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+        return None
 
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         with self._lock:
