@@ -70,6 +70,9 @@ def run_demo(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # `kill` stops the demo like Ctrl-C: through the same cleanup
 
     signal.signal(signal.SIGTERM, _on_term)
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python keeps it so;
+    # the demo is stopped with Ctrl-C (or `kill -INT`) however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     opts = DemoOptions(
         data_dir=args.data_dir,
         agents=args.agents,

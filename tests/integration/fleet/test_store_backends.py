@@ -103,3 +103,32 @@ def test_download_from_s3_streams_without_holding_the_file(s3: S3Server, tmp_pat
     assert got == size and digest.hexdigest() == a.artifact_id
     # client and server share this process, so the peak counts both sides' buffers: a few chunks
     assert peak < size // 4, f"peak {peak / 2**20:.1f} MiB while streaming a {size >> 20} MiB artifact"
+
+
+def _rot(store: Store, artifact_id: str) -> None:
+    """Change an artifact's bytes in place, behind the store's back (bit rot, a bad disk or bucket)."""
+    from edgecut.server.fleet.store import LocalStore
+    from edgecut.server.fleet.store_s3 import S3Store
+
+    if isinstance(store, LocalStore):
+        path = store.root / artifact_id[:2] / f"{artifact_id}.onnx"
+        path.write_bytes(b"rotten" + path.read_bytes()[6:])
+    else:
+        assert isinstance(store, S3Store)
+        store.client.put_object(Bucket=store.bucket, Key=store._key(artifact_id, ".onnx"), Body=b"rotten")
+
+
+def test_verify_quarantines_rotten_bytes_and_ids_lists_what_is_held(store: Store, tmp_path: Path) -> None:
+    """What the scrub and the cache-hit check rely on, on every backend."""
+    held = []
+    for i in range(2):
+        src = tmp_path / f"m{i}.onnx"
+        src.write_bytes(bytes([i]) * 5000)
+        held.append(store.put_file(src, tiny_meta()).artifact_id)
+    assert store.ids() == sorted(held)
+    good, bad = held
+    assert store.verify(good) and store.verify(bad)
+    _rot(store, bad)
+    assert not store.verify(bad, force=True)  # a device reported bad bytes: hashed again, quarantined
+    assert not store.exists(bad) and store.ids() == [good]
+    assert store.verify(good, force=True) and store.exists(good)
