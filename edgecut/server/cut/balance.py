@@ -69,7 +69,11 @@ def trade_off(changes: Mapping[str, float], share: float) -> str:
         return ""
     worst = ", ".join(f"{t} {100 * changes[t]:+.1f} %" for t in behind)
     near = [t for t in changes if t not in behind]
-    rest = f" while {', '.join(near)} stay within {100 * share:g} %" if near else ""
+    rest = (
+        f" while {', '.join(near)} {'stays' if len(near) == 1 else 'stay'} within {100 * share:g} %"
+        if near
+        else ""
+    )
     return f"{worst} against the full model{rest} at this budget"
 
 
