@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 QUICK_RECOVERY = RecoveryOptions(steps=60, seconds=8.0, features=1.0)
 # Refinements continue from the previous weights with a fresh cosine schedule at a lower rate.
 REFINEMENTS: tuple[RecoveryOptions, ...] = (
-    RecoveryOptions(steps=600, lr=1.5e-3, features=1.0, seed=1),
-    RecoveryOptions(steps=1200, lr=1e-3, features=1.0, seed=2),
+    RecoveryOptions(steps=400, lr=1.5e-3, features=1.0, seed=1),
+    RecoveryOptions(steps=800, lr=1e-3, features=1.0, seed=2),
 )
 MARGIN = 0.25  # a refinement ships only when its Δm beats its parent's by this many points
 

@@ -30,6 +30,15 @@ def quick(engine):
     built.cleanup()
 
 
+def _refine(engine, parent: Refinement, margin: float, progress=lambda *a: None):
+    """engine.refine with `margin` (Δm points a refinement must gain to ship), restored afterwards."""
+    engine.refine_margin = margin
+    try:
+        return engine.refine(SPEC, parent, progress)
+    finally:
+        engine.refine_margin = 0.25
+
+
 def _shapes(path) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in torch.load(path, weights_only=True).items()}
 
@@ -54,27 +63,16 @@ def test_quick_build_keeps_its_student_and_reports_each_task(engine, quick) -> N
 def test_a_refinement_ships_only_when_better_than_its_parent(engine, quick) -> None:
     progress: list[str] = []
     parent = Refinement("quick-id", quick.meta, 1)
-    engine.refine_margin = math.inf  # nothing can be better by that much
-    try:
-        assert engine.refine(SPEC, parent, lambda s, f, d: progress.append(d)) is None
-    finally:
-        engine.refine_margin = -math.inf
+    # nothing can be better by an infinite margin
+    assert _refine(engine, parent, math.inf, lambda s, f, d: progress.append(d)) is None
     assert any("refinement 1: step" in d for d in progress)  # the fleet can interrupt it
     # a parent as good as the full model (Δm 0) cannot be beaten by a pruned model's refinement
     perfect = quick.meta.model_copy(update={"metrics": quick.meta.reference_metrics})
-    engine.refine_margin = 0.0
-    try:
-        assert engine.refine(SPEC, Refinement("perfect", perfect, 1), lambda *a: None) is None
-    finally:
-        engine.refine_margin = 0.25
+    assert _refine(engine, Refinement("perfect", perfect, 1), 0.0) is None
 
 
 def test_a_forced_refinement_carries_its_lineage(engine, quick) -> None:
-    engine.refine_margin = -math.inf  # ship whatever comes out
-    try:
-        refined = engine.refine(SPEC, Refinement("quick-id", quick.meta, 1), lambda *a: None)
-    finally:
-        engine.refine_margin = 0.25
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)  # ship whatever comes out
     assert refined is not None
     try:
         assert (refined.parent_artifact_id, refined.refinement) == ("quick-id", 1)
@@ -91,11 +89,7 @@ def test_without_the_saved_student_refinement_rederives_the_same_architecture(en
     saved = student_path(engine.work_dir, key, 0)
     shapes = _shapes(saved)
     saved.unlink()  # another replica, or a cleaned disk
-    engine.refine_margin = -math.inf
-    try:
-        refined = engine.refine(SPEC, Refinement("quick-id", quick.meta, 1), lambda *a: None)
-    finally:
-        engine.refine_margin = 0.25
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)
     assert refined is not None
     try:
         assert refined.meta.recovery_steps == 12  # started from the re-derived pruned model
