@@ -292,7 +292,12 @@ def load_engine(
         VAL_SEED,
         image_scale,
     )
-    recovery = DEFAULT_RECOVERY if recovery_steps is None else replace(DEFAULT_RECOVERY, steps=recovery_steps)
+    # steps asked for explicitly are run in full; the default quick schedule also stops at its seconds
+    recovery = (
+        DEFAULT_RECOVERY
+        if recovery_steps is None
+        else replace(DEFAULT_RECOVERY, steps=recovery_steps, seconds=None)
+    )
     return TorchEngine(
         base,
         checkpoint.file_id(checkpoint_path),
