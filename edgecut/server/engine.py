@@ -272,11 +272,13 @@ def load_engine(
     model: str | None = None,
     image_scale: float | None = None,
     refine_steps: tuple[int, ...] | None = None,
+    balance_share: float = DEFAULT_SHARE,
 ) -> TorchEngine:
     """The engine for a trained checkpoint (built as `model` when given, else as the class it records).
 
     Calibration images are synthetic scenes unless a folder is given; validation as in
-    sources.engine_data. `refine_steps` sets the refinements' lengths (() = none).
+    sources.engine_data. `refine_steps` sets the refinements' lengths (() = none);
+    a kept task more than `balance_share` below the full model triggers one rebalanced rebuild.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = check_outputs(checkpoint.load(checkpoint_path, model))
@@ -310,4 +312,5 @@ def load_engine(
         else tuple(
             replace(REFINEMENTS[min(i, len(REFINEMENTS) - 1)], steps=n) for i, n in enumerate(refine_steps)
         ),
+        balance_share=balance_share,
     )
