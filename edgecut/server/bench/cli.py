@@ -105,6 +105,14 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "--recovery-steps", type=int, help="the quick build's recovery steps (default: the engine's)"
     )
     q.add_argument(
+        "--refine-steps",
+        default="150,300",
+        help="steps of each refinement, ',' between ('engine' = the engine's own schedules; default %(default)s)",
+    )
+    q.add_argument(
+        "--tp-refine", action="store_true", help="give Torch-Pruning's models the refinements' schedules too"
+    )
+    q.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     q.add_argument("--plot", type=Path, default=Path("docs/quality_delta_m.png"))
@@ -375,6 +383,16 @@ def run_quality(args: argparse.Namespace) -> int:
             raise ConfigError(f"{name} must be positive, got {value}")
     if args.recovery_steps is not None and args.recovery_steps < 0:
         raise ConfigError(f"--recovery-steps must be 0 or more, got {args.recovery_steps}")
+    refine_steps: tuple[int, ...] | None = None
+    if args.refine_steps != "engine":
+        try:
+            refine_steps = tuple(int(v) for v in args.refine_steps.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--refine-steps must be integers or 'engine', got {args.refine_steps!r}"
+            ) from None
+        if any(v <= 0 for v in refine_steps):
+            raise ConfigError(f"--refine-steps must be positive, got {args.refine_steps!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     cfg = quality.QualityConfig(
         ckpt,
@@ -386,6 +404,8 @@ def run_quality(args: argparse.Namespace) -> int:
         train_scenes=args.train_scenes,
         scratch_epochs=args.scratch_epochs,
         recovery_steps=args.recovery_steps,
+        refine_steps=refine_steps,
+        tp_refine=args.tp_refine,
     )
     res = quality.run(cfg)
     body = quality_report.markdown(res, _command("quality"))

@@ -16,7 +16,6 @@ latency measured with onnxruntime (1 thread, batch 1).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import time
@@ -75,6 +74,8 @@ class QualityConfig:
     train_scenes: int = 6000  # the from-scratch baselines' labelled training scenes (the reference's)
     scratch_epochs: float = 2.0  # the full-schedule baseline's epochs (the reference trains 8)
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
+    refine_steps: tuple[int, ...] | None = (150, 300)  # the refinements' steps (None = the engine's own)
+    tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
     seed: int = 0
 
     def recipe(self) -> TrainConfig:
@@ -253,10 +254,18 @@ class _Bench:
         model, _ = tp_prune(teacher, crit, max_macs, self.calib)
         recalibrate_batchnorm(model, self.calib)
         if self.recovery.steps > 0:
-            recover(model, copy.deepcopy(teacher), self.calib, self.recovery)
+            recover(model, teacher, self.calib, self.recovery)
+        for schedule in self.engine.refine_schedules if self.cfg.tp_refine else ():
+            recover(model, teacher, self.calib, schedule)
         seconds = time.perf_counter() - t0
         label = f"Torch-Pruning {crit}"
         case.rows.append(self.row(case, teacher, kind, label, model, seconds, seconds))
+
+
+def _schedule(r: RecoveryOptions) -> str:
+    cap = f", at most {r.seconds:g} s" if r.seconds else ""
+    feats = f" + trunk features x{r.features:g}" if r.features else ""
+    return f"{r.steps} steps of {r.target}{feats} (lr {r.lr:g}{cap})"
 
 
 def _sha256(path: Path) -> str:
@@ -267,7 +276,12 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     engine = load_engine(
-        cfg.checkpoint, cfg.data_dir, n_calib=cfg.n_calib, n_val=cfg.n_val, recovery_steps=cfg.recovery_steps
+        cfg.checkpoint,
+        cfg.data_dir,
+        n_calib=cfg.n_calib,
+        n_val=cfg.n_val,
+        recovery_steps=cfg.recovery_steps,
+        refine_steps=cfg.refine_steps,
     )
     cases, scales = [], {}
     total = len(cfg.task_sets) * len(cfg.budgets) * len(STAGES)
@@ -279,5 +293,7 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
                 cases.append(case)
                 scales[case.name] = scale
     rec = engine.options.recovery
-    said = f"{rec.steps} steps of {rec.target} (at most {rec.seconds:g} s)" if rec else "none"
+    said = _schedule(rec) if rec else "none"
+    if engine.refine_schedules:
+        said += "; refinements: " + ", ".join(_schedule(r) for r in engine.refine_schedules)
     return QualityResult(cfg, cases, engine.base.input_size, time.perf_counter() - t0, scales, recovery=said)

@@ -44,11 +44,17 @@ def _verdict_table(found: list[Verdict]) -> list[str]:
 
 
 def _findings(res: QualityResult) -> list[str]:
+    """Scratch rows against the final shipped model; Torch-Pruning's against the model whose recovery it
+    got (the quick one, or the final one with --tp-refine)."""
+    tp_against = "final" if res.cfg.tp_refine else "quick"
     out = []
-    for kinds, what in ((SCRATCH, "from scratch"), ((TP_MAGNITUDE, TP_TAYLOR), "Torch-Pruning")):
-        wins = baseline_wins(res.cases, kinds)
+    for kinds, what, against in (
+        (SCRATCH, "from scratch", "final"),
+        ((TP_MAGNITUDE, TP_TAYLOR), "Torch-Pruning", tp_against),
+    ):
+        wins = baseline_wins(res.cases, kinds, against)
         if not wins:
-            out.append(f"- No {what} baseline beats the model edgecut ships, in any case.")
+            out.append(f"- No {what} baseline beats the {against} model edgecut ships, in any case.")
             continue
         for w in wins:
             out.append(
@@ -84,7 +90,12 @@ def markdown(res: QualityResult, command: str) -> str:
         "- **Torch-Pruning magnitude / taylor**: `torch_pruning.pruner.MetaPruner` with "
         "`GroupMagnitudeImportance(p=2)` / `GroupTaylorImportance()`, `global_pruning=True`, output layers "
         "ignored, stepped until the MACs fit (Taylor's gradients from the labelled loss of a calibration batch "
-        "per step), then the same BatchNorm re-estimation and the same recovery as the quick build.",
+        "per step), then the same BatchNorm re-estimation and the same recovery as the quick build"
+        + (
+            " followed by the refinements' schedules."
+            if c.tp_refine
+            else " (not the refinements'; `--tp-refine` adds them)."
+        ),
         "",
         "Scratch width factors: "
         + ", ".join(f"{name}: {scale:.3f}" for name, scale in res.scratch_scales.items())
