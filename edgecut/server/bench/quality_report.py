@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from edgecut.server.bench.quality import QualityResult
+from edgecut.server.bench.quality import QualityConfig, QualityResult
 from edgecut.server.bench.quality_goals import Verdict, baseline_wins, delta_m_goal, verdicts
 from edgecut.server.bench.quality_rows import FULL, QUICK, REFINED, SCRATCH, TP_MAGNITUDE, TP_TAYLOR, Case
 from edgecut.server.mtl.metric_names import PRIMARY
@@ -64,6 +64,20 @@ def _findings(res: QualityResult) -> list[str]:
     return out
 
 
+def _partial(c: QualityConfig) -> list[str]:
+    """A line saying which cases of the issue's matrix this run left out (empty when none)."""
+    full = QualityConfig(c.checkpoint, c.data_dir)
+    asked = {(ts, b) for ts in full.task_sets for b in full.budgets}
+    missing = sorted(asked - {(ts, b) for ts in c.task_sets for b in c.budgets})
+    if not missing:
+        return []
+    left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
+    return [
+        f"**Partial run**: not measured here: {left} (the defaults of `edgecut bench quality` run them).",
+        "",
+    ]
+
+
 def markdown(res: QualityResult, command: str) -> str:
     c = res.cfg
     recipe = c.recipe()
@@ -104,6 +118,7 @@ def markdown(res: QualityResult, command: str) -> str:
         f"Machine: {platform.machine()}, 2 cores shared with other jobs, Python {platform.python_version()}. "
         f"Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
+        *_partial(res.cfg),
     ]
     for case in res.cases:
         parts += [*_case_table(case), ""]

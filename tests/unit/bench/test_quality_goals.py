@@ -121,3 +121,15 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
     assert "25% of the reference's 8-epoch schedule" in text
     plot(res, tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+    cfg = QualityConfig(Path("reference.pt"), tmp_path, task_sets=(("seg", "depth"),), budgets=(0.5,))
+    text = markdown(QualityResult(cfg, [case], 64, 90.0, {case.name: 0.7}), "edgecut bench quality")
+    assert (
+        "**Partial run**: not measured here: seg + depth @ macs 0.3; seg + depth + normals @ macs 0.3; "
+        "seg + depth + normals @ macs 0.5" in text
+    )
+    whole = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    assert "Partial run" not in markdown(whole, "edgecut bench quality")
