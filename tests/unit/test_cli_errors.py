@@ -140,3 +140,20 @@ def test_labels_a_method_needs_and_a_bug_in_the_users_code(
     line = fails(capsys, "train", "--model", "errmodels:Net", "--model-config", '{"fail_in_training": true}',
                  "--data", "data", "--image-size", "16", "--epochs", "1")  # fmt: skip
     assert line == "error: unexpected RuntimeError: the user's own bug (rerun with -v for the traceback)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("--budgets", "0.5,2"), "--budgets must be in (0, 1]"),
+        (("--budgets", "half"), "--budgets must be numbers"),
+        (("--task-sets", "seg;;depth"), "--task-sets must be task lists"),
+        (("--refine-steps", "100,x"), "--refine-steps must be integers or 'engine'"),
+        (("--scratch-epochs", "0"), "--scratch-epochs must be positive"),
+    ],
+)
+def test_bench_quality_options_are_checked_before_any_work(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    line = fails(capsys, "bench", "quality", "--out", "", "--plot", "", *argv)
+    assert says in line

@@ -74,6 +74,50 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     g.set_defaults(handler=run_generality)
 
+    q = bench_sub.add_parser(
+        "quality",
+        help="quick + refined models vs. from-scratch and Torch-Pruning baselines -> docs/benchmarks.md",
+    )
+    q.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    q.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
+    q.add_argument(
+        "--task-sets",
+        default="seg,depth;seg,depth,normals",
+        help="task sets, ';' between sets (default %(default)s)",
+    )
+    q.add_argument("--budgets", default="0.5,0.3", help="MACs fractions (default %(default)s)")
+    q.add_argument(
+        "--scratch-epochs",
+        type=float,
+        default=2.0,
+        help="epochs of the full-schedule from-scratch baseline (the reference trains 8; default %(default)s)",
+    )
+    q.add_argument(
+        "--train-scenes", type=int, default=6000, help="labelled scenes the from-scratch baselines train on"
+    )
+    q.add_argument(
+        "--calib-scenes", type=int, default=512, help="unlabelled calibration scenes of the engine"
+    )
+    q.add_argument(
+        "--val-scenes", type=int, default=256, help="labelled validation scenes every row is scored on"
+    )
+    q.add_argument(
+        "--recovery-steps", type=int, help="the quick build's recovery steps (default: the engine's)"
+    )
+    q.add_argument(
+        "--refine-steps",
+        default="150,300",
+        help="steps of each refinement, ',' between ('engine' = the engine's own schedules; default %(default)s)",
+    )
+    q.add_argument(
+        "--tp-refine", action="store_true", help="give Torch-Pruning's models the refinements' schedules too"
+    )
+    q.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
+    q.add_argument("--plot", type=Path, default=Path("docs/quality_delta_m.png"))
+    q.set_defaults(handler=run_quality)
+
     from edgecut.server.bench import paper_cli  # argparse only; torch loads in its handler
 
     paper_cli.register(bench_sub)
@@ -312,4 +356,61 @@ def run_generality(args: argparse.Namespace) -> int:
     print(text)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, generality.SECTION, text)
+    return 0
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    from edgecut.server.bench import quality, quality_report
+
+    task_sets = tuple(
+        tuple(t.strip() for t in group.split(",") if t.strip()) for group in args.task_sets.split(";")
+    )
+    if not task_sets or any(not ts for ts in task_sets):
+        raise ConfigError(f"--task-sets must be task lists separated by ';', got {args.task_sets!r}")
+    try:
+        budgets = tuple(float(v) for v in args.budgets.split(","))
+    except ValueError:
+        raise ConfigError(f"--budgets must be numbers in (0, 1], got {args.budgets!r}") from None
+    if any(not 0 < b <= 1 for b in budgets):
+        raise ConfigError(f"--budgets must be in (0, 1], got {args.budgets!r}")
+    for name, value in (
+        ("--scratch-epochs", args.scratch_epochs),
+        ("--train-scenes", args.train_scenes),
+        ("--calib-scenes", args.calib_scenes),
+        ("--val-scenes", args.val_scenes),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    if args.recovery_steps is not None and args.recovery_steps < 0:
+        raise ConfigError(f"--recovery-steps must be 0 or more, got {args.recovery_steps}")
+    refine_steps: tuple[int, ...] | None = None
+    if args.refine_steps != "engine":
+        try:
+            refine_steps = tuple(int(v) for v in args.refine_steps.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--refine-steps must be integers or 'engine', got {args.refine_steps!r}"
+            ) from None
+        if any(v <= 0 for v in refine_steps):
+            raise ConfigError(f"--refine-steps must be positive, got {args.refine_steps!r}")
+    ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    cfg = quality.QualityConfig(
+        ckpt,
+        args.data_dir,
+        task_sets,
+        budgets,
+        n_calib=args.calib_scenes,
+        n_val=args.val_scenes,
+        train_scenes=args.train_scenes,
+        scratch_epochs=args.scratch_epochs,
+        recovery_steps=args.recovery_steps,
+        refine_steps=refine_steps,
+        tp_refine=args.tp_refine,
+    )
+    res = quality.run(cfg)
+    body = quality_report.markdown(res, _command("quality"))
+    if str(args.plot) not in ("", "."):
+        quality_report.plot(res, args.plot)
+        body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
+    _publish(args.out, quality_report.SECTION, body)
     return 0

@@ -80,6 +80,32 @@ class TrainResult:
     checkpoint: Path | None
 
 
+def recipe(
+    model: torch.nn.Module, cfg: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The training recipe: AdamW with a one-cycle learning rate over `total_steps`."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(1, total_steps), pct_start=0.15
+    )
+    return opt, sched
+
+
+def train_step(
+    model: MultiTaskModel,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    batch: Batch,
+) -> float:
+    """One step of the labelled multi-task loss over the model's own tasks; returns the loss."""
+    loss, _ = total_loss(model.task_specs, model(batch["image"]), batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def datasets(
     cfg: TrainConfig, cache_dir: Path | None, show_progress: bool
 ) -> tuple[Dataset[Batch], Dataset[Batch], list[TaskSpec]]:
@@ -107,10 +133,7 @@ def train(
     train_ds, val_ds, specs = datasets(cfg, cache_dir, show_progress)
     model = check_outputs(build_model(cfg.arch, tasks=specs, input_size=cfg.image_size, **cfg.model))
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)  # type: ignore[arg-type]  # all sized
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
-    )
+    opt, sched = recipe(model, cfg, cfg.epochs * steps_per_epoch)
     partial = out.with_name(out.name + ".partial") if out else None
     start_epoch, elapsed, history = 0, 0.0, []
     if partial is not None and partial.exists():
@@ -132,12 +155,7 @@ def train(
         for epoch in range(start_epoch, cfg.epochs):
             running, count = 0.0, 0
             for batch in batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch):
-                loss, _ = total_loss(model.task_specs, model(batch["image"]), batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                running += float(loss.detach()) * len(batch["image"])
+                running += train_step(model, opt, sched, batch) * len(batch["image"])
                 count += len(batch["image"])
                 advance(1, epoch=epoch + 1, loss=f"{running / count:.3f}")
             history.append(running / max(count, 1))

@@ -1,0 +1,299 @@
+"""`edgecut bench quality`: what a device ends up serving at its budget, against the honest baselines.
+
+For each task set x MACs budget, on one engine (the reference model, its calibration images and its
+validation scenes), rows for:
+- the full model (the selected tasks' heads of the original: the quality to keep);
+- the quick model and each refinement, built by the engine exactly as the fleet service builds them
+  (`Engine.build`, then `Engine.refine` as many times as `Engine.refinements` says);
+- from scratch: the reference architecture uniformly narrowed to the same MACs, for the selected tasks
+  only, trained with the reference's recipe on its labelled training scenes (a) for the tailored
+  lineage's wall clock and (b) for the reference's schedule (scaled by `scratch_epochs`);
+- Torch-Pruning as its README shows it (magnitude and Taylor, global), then BatchNorm re-estimation
+  and the engine's recovery.
+Every row is evaluated on the same validation scenes, its MACs counted by prune.measure and its
+latency measured with onnxruntime (1 thread, batch 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgecut.server.bench.quality_rows import (
+    FULL,
+    QUICK,
+    REFINED,
+    SCRATCH_FULL,
+    SCRATCH_TIME,
+    TP_MAGNITUDE,
+    TP_TAYLOR,
+    Case,
+    Row,
+)
+from edgecut.server.bench.scratch import narrow_to, steps_in, train_scratch
+from edgecut.server.bench.tp_baseline import Criterion, tp_prune
+from edgecut.server.cut.decompose import decompose
+from edgecut.server.cut.latency import model_latency_ms, onnx_latency_ms
+from edgecut.server.cut.prune import measure, size_target
+from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
+from edgecut.server.engine import TorchEngine, load_engine
+from edgecut.server.errors import DatasetError
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import synthetic_scenes
+from edgecut.server.mtl.evaluate import Metrics, evaluate
+from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.train import TrainConfig
+from edgecut.server.paths import scenes_cache
+from edgecut.server.progress import progress_bar
+from edgecut.server.spec import Budget, BuildSpec, BuiltArtifact, Refinement
+
+STAGES = (
+    "full",
+    "quick + refinements",
+    "scratch (same time)",
+    "scratch (schedule)",
+    "tp magnitude",
+    "tp taylor",
+)
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    checkpoint: Path
+    data_dir: Path
+    task_sets: tuple[tuple[str, ...], ...] = (("seg", "depth"), ("seg", "depth", "normals"))
+    budgets: tuple[float, ...] = (0.5, 0.3)
+    n_calib: int = 512  # unlabelled calibration scenes (the engine's default)
+    n_val: int = 256  # labelled validation scenes (the engine's default)
+    train_scenes: int = 6000  # the from-scratch baselines' labelled training scenes (the reference's)
+    scratch_epochs: float = 2.0  # the full-schedule baseline's epochs (the reference trains 8)
+    recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
+    refine_steps: tuple[int, ...] | None = (150, 300)  # the refinements' steps (None = the engine's own)
+    tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
+    seed: int = 0
+
+    def recipe(self) -> TrainConfig:
+        """The reference's training recipe (lr, weight decay, batch, one-cycle), seed 0 scenes."""
+        return TrainConfig(n_train=self.train_scenes, seed=self.seed)
+
+    def schedule_steps(self) -> int:
+        cfg = self.recipe()
+        return max(1, round(self.scratch_epochs * math.ceil(self.train_scenes / cfg.batch_size)))
+
+
+@dataclass
+class QualityResult:
+    cfg: QualityConfig
+    cases: list[Case]
+    image_size: int
+    seconds: float
+    scratch_scales: dict[str, float] = field(default_factory=dict)  # case name -> width factor
+    reference_epochs: int = TrainConfig().epochs
+    recovery: str = ""  # the engine's quick recovery, as the section states it
+
+
+Advance = Callable[..., None]
+
+
+def _quiet(stage: str, fraction: float, detail: str) -> None:
+    return None
+
+
+class _Bench:
+    def __init__(self, cfg: QualityConfig, engine: TorchEngine, advance: Advance) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.advance = advance
+        if engine.val is None:
+            raise DatasetError("bench quality compares per-task metrics: the engine has no validation data")
+        self.val = engine.val
+        self.calib = engine.calib
+        self.size = engine.base.input_size
+        self._train = synthetic_scenes(
+            cfg.train_scenes, cfg.seed, self.size, scenes_cache(cfg.data_dir), show_progress=False
+        )
+        self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
+
+    def row(
+        self,
+        case: Case,
+        teacher: MultiTaskModel,
+        kind: str,
+        label: str,
+        model: MultiTaskModel,
+        seconds: float,
+        elapsed: float,
+        note: str = "",
+    ) -> Row:
+        metrics = evaluate(model, teacher.task_specs, self.val)
+        s = measure(model, self.size)
+        return Row(
+            kind,
+            label,
+            s.macs,
+            s.params,
+            model_latency_ms(model),
+            seconds,
+            elapsed,
+            metrics,
+            delta_m(metrics, case.full.metrics, teacher.task_specs) if case.rows else 0.0,
+            note=note,
+        )
+
+    def artifact_row(
+        self,
+        case: Case,
+        teacher: MultiTaskModel,
+        art: BuiltArtifact,
+        kind: str,
+        label: str,
+        seconds: float,
+        elapsed: float,
+        number: int,
+    ) -> Row:
+        metrics: Metrics = {t: dict(v) for t, v in art.meta.metrics.items() if t in case.tasks}
+        return Row(
+            kind,
+            label,
+            art.meta.macs,
+            art.meta.params,
+            onnx_latency_ms(art.onnx_path, self.size),
+            seconds,
+            elapsed,
+            metrics,
+            delta_m(metrics, case.full.metrics, teacher.task_specs),
+            refinement=number,
+        )
+
+    def case(self, tasks: tuple[str, ...], budget: float) -> tuple[Case, float]:
+        teacher = decompose(self.engine.base, tasks)
+        kinds: dict[str, str] = {t: s.kind for t, s in teacher.task_specs.items()}
+        case = Case(tasks, budget, kinds)
+        case.rows.append(self.row(case, teacher, FULL, "full model", teacher, 0.0, 0.0))
+        self.advance(1, case=case.name, stage="full")
+        elapsed = self.tailored(case, teacher)
+        self.advance(1, case=case.name, stage="tailored", dm=f"{case.rows[-1].delta_m:+.1f}")
+        max_macs = size_target(Budget(macs_fraction=budget), measure(teacher, self.size)).max_macs
+        assert max_macs is not None  # a MACs fraction always gives a MACs limit
+        scale = self.scratch(case, teacher, max_macs, elapsed)
+        for crit, kind in (("magnitude", TP_MAGNITUDE), ("taylor", TP_TAYLOR)):
+            self.torch_pruning(case, teacher, crit, kind, max_macs)  # type: ignore[arg-type]
+            self.advance(1, case=case.name, stage=kind, dm=f"{case.rows[-1].delta_m:+.1f}")
+        return case, scale
+
+    def tailored(self, case: Case, teacher: MultiTaskModel) -> float:
+        """Quick build and every refinement through the engine; returns the lineage's wall clock."""
+        spec = BuildSpec.create(list(case.tasks), Budget(macs_fraction=case.budget))
+        t0 = time.perf_counter()
+        parent = self.engine.build(spec, _quiet)
+        seconds = time.perf_counter() - t0
+        elapsed = seconds
+        case.rows.append(self.artifact_row(case, teacher, parent, QUICK, "quick", seconds, elapsed, 0))
+        for number in range(1, self.engine.refinements(spec) + 1):
+            ref = Refinement(_sha256(parent.onnx_path), parent.meta, number)
+            t0 = time.perf_counter()
+            built = self.engine.refine(spec, ref, _quiet)
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            if built is None:
+                case.notes.append(
+                    f"refinement {number} ({seconds:.0f} s) was not better than its parent on the validation "
+                    "set, so it was not shipped"
+                )
+                continue
+            label = f"refinement {number}"
+            case.rows.append(
+                self.artifact_row(case, teacher, built, REFINED, label, seconds, elapsed, number)
+            )
+            parent.cleanup()
+            parent = built
+        parent.cleanup()
+        return elapsed
+
+    def scratch(self, case: Case, teacher: MultiTaskModel, max_macs: int, same_time: float) -> float:
+        recipe = self.cfg.recipe()
+        narrow = narrow_to(self.engine.base, case.tasks, max_macs, seed=self.cfg.seed)
+        steps = steps_in(narrow.model, self._train, recipe, same_time)
+        run = train_scratch(narrow.model, self._train, recipe, steps, seconds=same_time)
+        note = f"{run.steps} steps"
+        case.rows.append(
+            self.row(
+                case,
+                teacher,
+                SCRATCH_TIME,
+                "scratch, same time",
+                narrow.model,
+                run.seconds,
+                run.seconds,
+                note,
+            )
+        )
+        self.advance(1, case=case.name, stage="scratch same time", dm=f"{case.rows[-1].delta_m:+.1f}")
+        again = narrow_to(self.engine.base, case.tasks, max_macs, seed=self.cfg.seed)
+        steps = self.cfg.schedule_steps()
+        run = train_scratch(again.model, self._train, recipe, steps)
+        note = f"{run.steps} steps ({self.cfg.scratch_epochs:g} epochs)"
+        case.rows.append(
+            self.row(
+                case, teacher, SCRATCH_FULL, "scratch, schedule", again.model, run.seconds, run.seconds, note
+            )
+        )
+        self.advance(1, case=case.name, stage="scratch schedule", dm=f"{case.rows[-1].delta_m:+.1f}")
+        return narrow.scale
+
+    def torch_pruning(
+        self, case: Case, teacher: MultiTaskModel, crit: Criterion, kind: str, max_macs: int
+    ) -> None:
+        t0 = time.perf_counter()
+        model, _ = tp_prune(teacher, crit, max_macs, self.calib)
+        recalibrate_batchnorm(model, self.calib)
+        if self.recovery.steps > 0:
+            recover(model, teacher, self.calib, self.recovery)
+        for schedule in self.engine.refine_schedules if self.cfg.tp_refine else ():
+            recover(model, teacher, self.calib, schedule)
+        seconds = time.perf_counter() - t0
+        label = f"Torch-Pruning {crit}"
+        case.rows.append(self.row(case, teacher, kind, label, model, seconds, seconds))
+
+
+def _schedule(r: RecoveryOptions) -> str:
+    cap = f", at most {r.seconds:g} s" if r.seconds else ""
+    feats = f" + trunk features x{r.features:g}" if r.features else ""
+    return f"{r.steps} steps of {r.target}{feats} (lr {r.lr:g}{cap})"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    engine = load_engine(
+        cfg.checkpoint,
+        cfg.data_dir,
+        n_calib=cfg.n_calib,
+        n_val=cfg.n_val,
+        recovery_steps=cfg.recovery_steps,
+        refine_steps=cfg.refine_steps,
+    )
+    cases, scales = [], {}
+    total = len(cfg.task_sets) * len(cfg.budgets) * len(STAGES)
+    with progress_bar("bench quality", total=total, enabled=show_progress) as advance:
+        bench = _Bench(cfg, engine, advance)
+        for tasks in cfg.task_sets:
+            for budget in cfg.budgets:
+                case, scale = bench.case(tasks, budget)
+                cases.append(case)
+                scales[case.name] = scale
+    rec = engine.options.recovery
+    said = _schedule(rec) if rec else "none"
+    if engine.refine_schedules:
+        said += "; refinements: " + ", ".join(_schedule(r) for r in engine.refine_schedules)
+    return QualityResult(cfg, cases, engine.base.input_size, time.perf_counter() - t0, scales, recovery=said)

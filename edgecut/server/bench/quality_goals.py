@@ -1,0 +1,198 @@
+"""Issue 20's goals, judged from the rows of `edgecut bench quality` (never from hard-coded figures).
+
+- Δm of the final shipped model >= -2 % at macs >= 0.5 and >= -5 % at macs >= 0.3 (no goal below);
+- at macs >= 0.5, no kept task more than 5 % below the full model (a task's change = the mean relative
+  change of its Δm metrics, as in Δm);
+- the quick model within 15 s of build time, the refined one within 5 minutes of the request;
+- speed-up / MAC cut >= 0.8 for every shipped model (onnxruntime, 1 thread, batch 1).
+Each verdict says by how much a goal is missed and the measured facts behind it. Findings beside the
+goals: where a baseline (from scratch, Torch-Pruning) ends better than what edgecut ships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgecut.server.bench.quality_rows import QUICK, REFINED, SCRATCH, TP_MAGNITUDE, TP_TAYLOR, Case, Row
+
+QUICK_S = 15.0
+REFINED_S = 300.0
+TASK_DROP = 5.0  # % below the full model, at macs >= TASK_BUDGET
+TASK_BUDGET = 0.5
+SPEEDUP_PER_CUT = 0.8
+
+
+def delta_m_goal(budget: float) -> float | None:
+    """The Δm floor (%) at a budget, or None where the issue sets none."""
+    if budget >= 0.5:
+        return -2.0
+    if budget >= 0.3:
+        return -5.0
+    return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    goal: str
+    case: str
+    value: str
+    target: str
+    met: bool | None  # None: nothing to judge (e.g. no refinement was shipped)
+    detail: str = ""
+
+    @property
+    def word(self) -> str:
+        return "n/a" if self.met is None else ("met" if self.met else "**missed**")
+
+
+def _worst(case: Case, row: Row) -> str:
+    changes = case.task_changes(row)
+    return ", ".join(f"{t} {v:+.1f} %" for t, v in sorted(changes.items(), key=lambda kv: kv[1]))
+
+
+def _delta_m(case: Case) -> list[Verdict]:
+    floor = delta_m_goal(case.budget)
+    final = case.final()
+    if floor is None or final is None:
+        return []
+    met = final.delta_m >= floor
+    quick = case.of(QUICK)
+    gain = f"; quick model {quick[0].delta_m:+.2f} %" if quick and final is not quick[0] else ""
+    refined = "" if final.kind == REFINED else "; no refinement shipped (the quick model is final)"
+    detail = f"per task: {_worst(case, final)}{gain}{refined}"
+    if not met:
+        detail = f"short by {floor - final.delta_m:.2f} points; " + detail
+    return [
+        Verdict("Δm after refinement", case.name, f"{final.delta_m:+.2f} %", f">= {floor:g} %", met, detail)
+    ]
+
+
+def _tasks(case: Case) -> list[Verdict]:
+    final = case.final()
+    if case.budget < TASK_BUDGET or final is None:
+        return []
+    changes = case.task_changes(final)
+    if not changes:
+        return []
+    task, worst = min(changes.items(), key=lambda kv: kv[1])
+    met = worst >= -TASK_DROP
+    detail = f"per task: {_worst(case, final)}"
+    if not met:
+        detail = f"{task} short by {-TASK_DROP - worst:.2f} points; " + detail
+    return [
+        Verdict(
+            f"no task > {TASK_DROP:g} % below full",
+            case.name,
+            f"{task} {worst:+.1f} %",
+            f">= -{TASK_DROP:g} %",
+            met,
+            detail,
+        )
+    ]
+
+
+def _times(case: Case) -> list[Verdict]:
+    out = []
+    for quick in case.of(QUICK):
+        met = quick.seconds <= QUICK_S
+        detail = "" if met else f"over by {quick.seconds - QUICK_S:.1f} s"
+        out.append(
+            Verdict(
+                "quick model build time",
+                case.name,
+                f"{quick.seconds:.1f} s",
+                f"<= {QUICK_S:g} s",
+                met,
+                detail,
+            )
+        )
+    refined = case.of(REFINED)
+    if not refined:
+        out.append(
+            Verdict(
+                "refined model within 5 min",
+                case.name,
+                "-",
+                f"<= {REFINED_S:g} s",
+                None,
+                "no refinement shipped",
+            )
+        )
+    else:
+        last = refined[-1]
+        met = last.elapsed <= REFINED_S
+        detail = f"refinement {last.refinement}" + (
+            "" if met else f"; over by {last.elapsed - REFINED_S:.0f} s"
+        )
+        out.append(
+            Verdict(
+                "refined model within 5 min",
+                case.name,
+                f"{last.elapsed:.0f} s",
+                f"<= {REFINED_S:g} s",
+                met,
+                detail,
+            )
+        )
+    return out
+
+
+def _speed(case: Case) -> list[Verdict]:
+    out = []
+    for row in case.of(QUICK, REFINED):
+        ratio = case.speedup(row) / case.mac_cut(row)
+        met = ratio >= SPEEDUP_PER_CUT
+        detail = (
+            f"{case.speedup(row):.2f}x faster ({row.latency_ms:.2f} vs {case.full.latency_ms:.2f} ms) for a "
+            f"{case.mac_cut(row):.2f}x MAC cut"
+        )
+        if not met:
+            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail
+        out.append(
+            Verdict(
+                f"speed-up / MAC cut ({row.label})",
+                case.name,
+                f"{ratio:.2f}",
+                f">= {SPEEDUP_PER_CUT:g}",
+                met,
+                detail,
+            )
+        )
+    return out
+
+
+def verdicts(cases: Sequence[Case]) -> list[Verdict]:
+    out: list[Verdict] = []
+    for case in cases:
+        out += _delta_m(case) + _tasks(case) + _times(case) + _speed(case)
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    case: str
+    baseline: str
+    baseline_delta_m: float
+    shipped: str
+    shipped_delta_m: float
+
+    @property
+    def margin(self) -> float:
+        return self.baseline_delta_m - self.shipped_delta_m
+
+
+def baseline_wins(
+    cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, TP_MAGNITUDE, TP_TAYLOR), against: str = "final"
+) -> list[Finding]:
+    """Every baseline row whose Δm beats the shipped model of its case: the final one, or with
+    `against="quick"` the quick one (for baselines given only the quick build's recovery)."""
+    found = []
+    for case in cases:
+        shipped = case.final() if against == "final" else next(iter(case.of(QUICK)), None)
+        if shipped is None:
+            continue
+        for row in case.of(*kinds):
+            if row.delta_m > shipped.delta_m:
+                found.append(Finding(case.name, row.label, row.delta_m, shipped.label, shipped.delta_m))
+    return found

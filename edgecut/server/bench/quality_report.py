@@ -1,0 +1,183 @@
+"""The *Quality at budget* section of docs/benchmarks.md and its Δm-vs-time plot (from bench quality's rows)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from edgecut.server.bench.quality import QualityConfig, QualityResult
+from edgecut.server.bench.quality_goals import Verdict, baseline_wins, delta_m_goal, verdicts
+from edgecut.server.bench.quality_rows import FULL, QUICK, REFINED, SCRATCH, TP_MAGNITUDE, TP_TAYLOR, Case
+from edgecut.server.mtl.metric_names import PRIMARY
+
+SECTION = "Quality at budget"
+
+
+def _case_table(case: Case) -> list[str]:
+    cols = [(t, PRIMARY[k]) for t, k in case.kinds.items()]
+    head = " | ".join(f"{t} {m}" for t, m in cols)
+    lines = [
+        f"**{case.name}**",
+        "",
+        f"| model | MMACs | MAC cut | ORT ms | speed-up | speed-up / MAC cut | {head} | Δm % | build s | "
+        "from request s | note |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols) + "---:|---:|---:|---|",
+    ]
+    for r in case.rows:
+        vals = " | ".join(f"{r.metrics.get(t, {}).get(m, float('nan')):.4f}" for t, m in cols)
+        cut, speed = case.mac_cut(r), case.speedup(r)
+        build = "-" if r.kind == FULL else f"{r.seconds:.1f}"
+        since = f"{r.elapsed:.1f}" if r.shipped else "-"
+        label = f"**{r.label}**" if r.shipped else r.label
+        lines.append(
+            f"| {label} | {r.macs / 1e6:.2f} | {cut:.2f} | {r.latency_ms:.2f} | {speed:.2f} | {speed / cut:.2f} | "
+            f"{vals} | {r.delta_m:+.2f} | {build} | {since} | {r.note} |"
+        )
+    lines += [f"- {n}" for n in case.notes]
+    return lines
+
+
+def _verdict_table(found: list[Verdict]) -> list[str]:
+    lines = ["| goal | case | measured | goal | verdict | why / detail |", "|---|---|---:|---:|---|---|"]
+    lines += [f"| {v.goal} | {v.case} | {v.value} | {v.target} | {v.word} | {v.detail} |" for v in found]
+    return lines
+
+
+def _findings(res: QualityResult) -> list[str]:
+    """Scratch rows against the final shipped model; Torch-Pruning's against the model whose recovery it
+    got (the quick one, or the final one with --tp-refine)."""
+    tp_against = "final" if res.cfg.tp_refine else "quick"
+    out = []
+    for kinds, what, against in (
+        (SCRATCH, "from scratch", "final"),
+        ((TP_MAGNITUDE, TP_TAYLOR), "Torch-Pruning", tp_against),
+    ):
+        wins = baseline_wins(res.cases, kinds, against)
+        if not wins:
+            out.append(f"- No {what} baseline beats the {against} model edgecut ships, in any case.")
+            continue
+        for w in wins:
+            out.append(
+                f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m:+.2f} % against "
+                f"{w.shipped} {w.shipped_delta_m:+.2f} % (by {w.margin:.2f} points)."
+            )
+    return out
+
+
+def _partial(c: QualityConfig) -> list[str]:
+    """A line saying which cases of the issue's matrix this run left out (empty when none)."""
+    full = QualityConfig(c.checkpoint, c.data_dir)
+    asked = {(ts, b) for ts in full.task_sets for b in full.budgets}
+    missing = sorted(asked - {(ts, b) for ts in c.task_sets for b in c.budgets})
+    if not missing:
+        return []
+    left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
+    return [
+        f"**Partial run**: not measured here: {left} (the defaults of `edgecut bench quality` run them).",
+        "",
+    ]
+
+
+def markdown(res: QualityResult, command: str) -> str:
+    c = res.cfg
+    recipe = c.recipe()
+    parts = [
+        "What a device serves at its MACs budget, next to what else a user could ship at the same MACs. "
+        f"Reference model (`{c.checkpoint.name}`), image {res.image_size}x{res.image_size}; every row is "
+        f"evaluated on the same {c.n_val} held-out synthetic scenes; MACs counted the same way for all rows "
+        "(torch-pruning's op counter); ORT = onnxruntime CPU, 1 thread, batch 1, median of 60; Δm vs. the full "
+        f"model (the selected tasks' heads of the original). Rows:",
+        "",
+        "- **quick**, **refinement n**: `TorchEngine.build` then `TorchEngine.refine` as the fleet service runs "
+        f"them (importance on unlabelled calibration scenes, {c.n_calib} of them, channel pruning, BatchNorm "
+        f"re-estimation, the engine's recovery: {res.recovery}; a refinement is shipped only when better on "
+        "validation). "
+        "*build s* = that build's wall clock; *from request s* = the lineage's wall clock up to that model.",
+        "- **scratch, same time**: the reference architecture with every width times one factor (the widest "
+        "that fits the budget; factor per case below), only the selected tasks' heads, randomly initialised and "
+        f"trained with the reference's recipe (AdamW lr {recipe.lr:g}, wd {recipe.weight_decay:g}, batch "
+        f"{recipe.batch_size}, one-cycle) on the reference's {c.train_scenes} labelled training scenes, for "
+        "the tailored lineage's wall clock (last shipped model).",
+        f"- **scratch, schedule**: the same, for {c.scratch_epochs:g} epochs of the {c.train_scenes} scenes: "
+        f"**{c.scratch_epochs / res.reference_epochs:.0%} of the reference's {res.reference_epochs}-epoch schedule** "
+        "(scaled down to fit the run; `--scratch-epochs 8` runs it whole).",
+        "- **Torch-Pruning magnitude / taylor**: `torch_pruning.pruner.MetaPruner` with "
+        "`GroupMagnitudeImportance(p=2)` / `GroupTaylorImportance()`, `global_pruning=True`, output layers "
+        "ignored, stepped until the MACs fit (Taylor's gradients from the labelled loss of a calibration batch "
+        "per step), then the same BatchNorm re-estimation and the same recovery as the quick build"
+        + (
+            " followed by the refinements' schedules."
+            if c.tp_refine
+            else " (not the refinements'; `--tp-refine` adds them)."
+        ),
+        "",
+        "Scratch width factors: "
+        + ", ".join(f"{name}: {scale:.3f}" for name, scale in res.scratch_scales.items())
+        + ".",
+        "",
+        f"Machine: {platform.machine()}, 2 cores shared with other jobs, Python {platform.python_version()}. "
+        f"Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
+        "",
+        *_partial(res.cfg),
+    ]
+    for case in res.cases:
+        parts += [*_case_table(case), ""]
+    parts += [
+        "**Goals of issue 20** (judged from the rows above by edgecut/server/bench/quality_goals.py):",
+        "",
+        *_verdict_table(verdicts(res.cases)),
+        "",
+        "**Baselines that beat the shipped model** (Δm of the last shipped model vs. each baseline):",
+        "",
+        *_findings(res),
+    ]
+    return "\n".join(parts)
+
+
+def plot(res: QualityResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(res.cases)
+    cols = min(2, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, case in zip(axes.flat, res.cases, strict=False):
+        shipped = case.of(QUICK, REFINED)
+        ax.plot(
+            [r.elapsed for r in shipped],
+            [r.delta_m for r in shipped],
+            marker="o",
+            color="C0",
+            label="edgecut (quick → refined)",
+        )
+        scratch = case.of(*SCRATCH)
+        ax.plot(
+            [r.seconds for r in scratch],
+            [r.delta_m for r in scratch],
+            marker="s",
+            ls="--",
+            color="C1",
+            label="from scratch",
+        )
+        for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):
+            for r in case.of(kind):
+                ax.scatter([r.seconds], [r.delta_m], marker="^", color=color, label=r.label, zorder=3)
+        goal = delta_m_goal(case.budget)
+        if goal is not None:
+            ax.axhline(goal, color="grey", ls=":", lw=1, label=f"goal {goal:g} %")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_title(case.name, fontsize=10)
+        ax.set_xlabel("wall clock from request / of training (s)")
+        ax.set_ylabel("Δm vs. full model (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,78 @@
+"""The rows of `edgecut bench quality` (torch-free): one model at one budget for one task set, and what
+follows from it (speed-up, MAC cut, per-task change against the full model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgecut.server.mtl.metric_names import DELTA_M_METRICS, task_change
+
+Metrics = dict[str, dict[str, float]]
+
+# Row kinds, in table order. "quick" and "refined" are what edgecut ships; the rest are baselines.
+FULL, QUICK, REFINED = "full", "quick", "refined"
+SCRATCH_TIME, SCRATCH_FULL = "scratch-same-time", "scratch-full-schedule"
+TP_MAGNITUDE, TP_TAYLOR = "tp-magnitude", "tp-taylor"
+SHIPPED = (QUICK, REFINED)
+SCRATCH = (SCRATCH_TIME, SCRATCH_FULL)
+
+
+@dataclass
+class Row:
+    kind: str
+    label: str
+    macs: int
+    params: int
+    latency_ms: float  # onnxruntime, 1 thread, batch 1
+    seconds: float  # this model's own build / training time
+    elapsed: float  # wall clock from the request to this model (a refinement adds to its parent's)
+    metrics: Metrics
+    delta_m: float  # % vs. the full model
+    refinement: int = 0
+    note: str = ""
+
+    @property
+    def shipped(self) -> bool:
+        return self.kind in SHIPPED
+
+
+@dataclass
+class Case:
+    """One task set at one budget (a fraction of the decomposed full model's MACs)."""
+
+    tasks: tuple[str, ...]
+    budget: float
+    kinds: dict[str, str]  # task -> kind
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def full(self) -> Row:
+        return next(r for r in self.rows if r.kind == FULL)
+
+    def of(self, *kinds: str) -> list[Row]:
+        return [r for r in self.rows if r.kind in kinds]
+
+    def final(self) -> Row | None:
+        """What the device serves at the end: the last shipped model (a refinement ships only when better)."""
+        shipped = self.of(*SHIPPED)
+        return shipped[-1] if shipped else None
+
+    def speedup(self, row: Row) -> float:
+        return self.full.latency_ms / row.latency_ms
+
+    def mac_cut(self, row: Row) -> float:
+        return self.full.macs / row.macs
+
+    def task_changes(self, row: Row) -> dict[str, float]:
+        """Per task, the % change of its Δm metrics against the full model (negative = worse)."""
+        out = {}
+        for task, kind in self.kinds.items():
+            change = task_change(row.metrics.get(task, {}), self.full.metrics[task], DELTA_M_METRICS[kind])
+            if change is not None:
+                out[task] = 100.0 * change
+        return out
+
+    @property
+    def name(self) -> str:
+        return f"{' + '.join(self.tasks)} @ macs {self.budget:g}"

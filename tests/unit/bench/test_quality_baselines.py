@@ -1,0 +1,116 @@
+"""bench quality's baselines: a narrower architecture matched to the MACs budget, trained from scratch, and
+Torch-Pruning (MetaPruner, global) pruning a decomposed model to the same budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgecut.server.bench.scratch import build_narrow, narrow_to, scaled_config, train_scratch
+from edgecut.server.bench.tp_baseline import tp_prune
+from edgecut.server.cut.decompose import decompose
+from edgecut.server.cut.prune import measure
+from edgecut.server.errors import ImpossibleBudgetError
+from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
+from edgecut.server.mtl.train import TrainConfig
+
+TASKS = ("seg", "depth")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def scenes() -> TensorSamples:
+    return synthetic_scenes(32, 3, 32, show_progress=False)
+
+
+def _resnet() -> MultiTaskModel:
+    torch.manual_seed(0)
+    return build_model("resnet-mtl", input_size=32, widths=[16, 16, 32, 48], head_width=16).eval()
+
+
+def _densecat() -> MultiTaskModel:
+    torch.manual_seed(0)
+    return build_model("densecat-mtl", input_size=32, width=24, growth=12, layers=2, head_width=16).eval()
+
+
+def test_scaling_a_config_narrows_widths_only() -> None:
+    cfg = {
+        "input_size": 64,
+        "widths": [24, 24, 48, 96],
+        "head_width": 32,
+        "blocks": 2,
+        "growth": 12,
+        "layers": 3,
+    }
+    assert scaled_config(cfg, 0.5) == {
+        "input_size": 64,
+        "widths": [12, 12, 24, 48],
+        "head_width": 16,
+        "blocks": 2,
+        "growth": 6,
+        "layers": 3,
+    }
+    assert scaled_config({"widths": [2, 3]}, 0.01) == {"widths": [1, 1]}  # never a zero-width layer
+
+
+@pytest.mark.parametrize("make", [_resnet, _densecat], ids=["resnet-mtl", "densecat-mtl"])
+@pytest.mark.parametrize("fraction", [0.5, 0.3])
+def test_the_narrower_model_fits_the_budget_closely(make: object, fraction: float) -> None:
+    base = make()  # type: ignore[operator]
+    selected = measure(decompose(base, TASKS), base.input_size)
+    budget = int(fraction * selected.macs)
+    narrow = narrow_to(base, TASKS, budget)
+    assert narrow.size.macs <= budget
+    assert narrow.size.macs >= 0.9 * budget  # integer widths: within one step of the budget
+    assert narrow.size == measure(narrow.model, base.input_size)
+    assert narrow.model.task_names == list(TASKS)  # built for the selected tasks only
+    assert type(narrow.model) is type(base) and 0 < narrow.scale < 1
+
+
+def test_narrowing_is_uniform_and_starts_from_random_weights() -> None:
+    base = _resnet()
+    narrow = narrow_to(base, TASKS, int(0.5 * measure(decompose(base, TASKS), 32).macs))
+    widths = narrow.model.config()["widths"]
+    assert widths == [round(w * narrow.scale) for w in (16, 16, 32, 48)]
+    same = build_narrow(base, TASKS, 1.0)
+    assert not torch.equal(same.trunk.stem[0].weight, base.trunk.stem[0].weight)
+
+
+def test_a_budget_no_narrower_model_fits_is_refused() -> None:
+    with pytest.raises(ImpossibleBudgetError, match="no narrower ResNetMTL for seg, depth fits"):
+        narrow_to(_resnet(), TASKS, 10)
+
+
+def test_training_from_scratch_lowers_the_loss_and_stops_at_its_time_limit(scenes: TensorSamples) -> None:
+    cfg = TrainConfig(batch_size=16, lr=3e-3)
+    model = build_narrow(_resnet(), TASKS, 0.5)
+    run = train_scratch(model, scenes, cfg, steps=12)
+    assert run.steps == 12 and run.last_loss < run.first_loss
+    assert not model.training
+    capped = train_scratch(build_narrow(_resnet(), TASKS, 0.5), scenes, cfg, steps=50, seconds=0.0)
+    assert capped.steps == 1
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
+@pytest.mark.parametrize("fraction", [0.5, 0.3])
+def test_torch_pruning_reaches_the_budget_on_the_decomposed_model(
+    scenes: TensorSamples, criterion: str, fraction: float
+) -> None:
+    teacher = decompose(_resnet(), TASKS)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    selected = measure(teacher, 32)
+    budget = int(fraction * selected.macs)
+    model, size = tp_prune(teacher, criterion, budget, scenes)  # type: ignore[arg-type]
+    assert size.macs <= budget
+    assert size.macs >= 0.85 * budget  # small iterative steps stop close to the budget
+    assert size == measure(model, 32)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert {t: tuple(y.shape) for t, y in out.items()} == {"seg": (2, 6, 32, 32), "depth": (2, 1, 32, 32)}
+    # the original is left as it was (it is the teacher of the recovery that follows)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in model.parameters())

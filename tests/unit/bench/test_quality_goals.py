@@ -1,0 +1,135 @@
+"""bench quality: the goal verdicts and the findings come from the rows, and the section renders them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecut.server.bench.quality import QualityConfig, QualityResult
+from edgecut.server.bench.quality_goals import baseline_wins, verdicts
+from edgecut.server.bench.quality_report import markdown, plot
+from edgecut.server.bench.quality_rows import (
+    FULL,
+    QUICK,
+    REFINED,
+    SCRATCH_FULL,
+    SCRATCH_TIME,
+    TP_TAYLOR,
+    Case,
+    Row,
+)
+
+FULL_METRICS = {"seg": {"miou": 0.80, "pixel_acc": 0.90}, "depth": {"abs_err": 0.50, "rel_err": 0.10}}
+
+
+def _metrics(seg: float, depth: float) -> dict[str, dict[str, float]]:
+    """Both seg metrics `seg` % changed, both depth errors `depth` % changed (positive = worse error)."""
+    return {
+        "seg": {"miou": 0.80 * (1 + seg / 100), "pixel_acc": 0.90 * (1 + seg / 100)},
+        "depth": {"abs_err": 0.50 * (1 + depth / 100), "rel_err": 0.10 * (1 + depth / 100)},
+    }
+
+
+def _row(
+    kind: str, label: str, macs: int, ms: float, s: float, el: float, seg: float, depth: float, dm: float
+) -> Row:
+    return Row(kind, label, macs, 1000, ms, s, el, _metrics(seg, depth), dm)
+
+
+def _case(budget: float, quick_s: float, refined_dm: float, refined_depth: float, refined_ms: float) -> Case:
+    case = Case(("seg", "depth"), budget, {"seg": "segmentation", "depth": "depth"})
+    case.rows = [
+        Row(FULL, "full model", 100, 1000, 10.0, 0.0, 0.0, FULL_METRICS, 0.0),
+        _row(QUICK, "quick", 50, 6.0, quick_s, quick_s, -3.0, 5.0, -4.0),
+        _row(REFINED, "refinement 1", 50, refined_ms, 60.0, quick_s + 60.0, -1.0, refined_depth, refined_dm),
+        _row(SCRATCH_TIME, "scratch, same time", 50, 6.0, 70.0, 70.0, -10.0, 10.0, -10.0),
+        _row(SCRATCH_FULL, "scratch, schedule", 50, 6.0, 80.0, 80.0, -2.0, 2.0, -2.0),
+        _row(TP_TAYLOR, "Torch-Pruning taylor", 50, 6.0, 20.0, 20.0, -5.0, 5.0, -5.0),
+    ]
+    return case
+
+
+def _by_goal(found: list, goal: str) -> list:
+    return [v for v in found if v.goal.startswith(goal)]
+
+
+def test_rows_that_meet_every_goal_are_judged_met() -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.5, refined_depth=1.0, refined_ms=5.5)
+    found = verdicts([case])
+    assert {v.goal.split(" (")[0] for v in found} == {
+        "Δm after refinement",
+        "no task > 5 % below full",
+        "quick model build time",
+        "refined model within 5 min",
+        "speed-up / MAC cut",
+    }
+    assert all(v.met for v in found), [v for v in found if not v.met]
+
+
+def test_a_missed_goal_says_missed_and_by_how_much() -> None:
+    # refined Δm -3.5 at macs 0.5 (goal -2), depth 7 % worse (goal 5 %), quick 20 s (goal 15), refined at
+    # 8 ms for a 2x MAC cut: speed-up 1.25, ratio 0.625 (goal 0.8)
+    case = _case(0.5, quick_s=20.0, refined_dm=-3.5, refined_depth=7.0, refined_ms=8.0)
+    found = verdicts([case])
+    (dm,) = _by_goal(found, "Δm")
+    assert dm.met is False and dm.word == "**missed**"
+    assert "short by 1.50 points" in dm.detail
+    (task,) = _by_goal(found, "no task")
+    assert task.met is False and task.value.startswith("depth -7.0")
+    assert "short by 2.00 points" in task.detail
+    (quick,) = _by_goal(found, "quick")
+    assert quick.met is False and "over by 5.0 s" in quick.detail
+    speed = {v.goal: v for v in _by_goal(found, "speed-up")}
+    assert speed["speed-up / MAC cut (refinement 1)"].met is False
+    assert "short by 0.18" in speed["speed-up / MAC cut (refinement 1)"].detail
+    assert speed["speed-up / MAC cut (quick)"].met  # 10/6 = 1.67x for a 2x cut: 0.83
+
+
+def test_goal_thresholds_follow_the_budget() -> None:
+    # -3.5 misses -2 at macs 0.5 but meets -5 at macs 0.3, where the per-task rule does not apply
+    found = verdicts([_case(0.3, quick_s=9.0, refined_dm=-3.5, refined_depth=7.0, refined_ms=5.5)])
+    (dm,) = _by_goal(found, "Δm")
+    assert dm.met and dm.target == ">= -5 %"
+    assert not _by_goal(found, "no task")
+
+
+def test_without_a_refinement_the_quick_model_is_judged_and_the_time_goal_is_open() -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+    case.rows = [r for r in case.rows if r.kind != REFINED]
+    found = verdicts([case])
+    (dm,) = _by_goal(found, "Δm")
+    assert dm.value == "-4.00 %" and dm.met is False and "no refinement shipped" in dm.detail
+    (refined,) = _by_goal(found, "refined")
+    assert refined.met is None and refined.word == "n/a"
+
+
+def test_a_baseline_that_beats_the_shipped_model_is_found() -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    wins = baseline_wins([case])
+    assert [(w.baseline, round(w.margin, 2)) for w in wins] == [("scratch, schedule", 1.0)]
+    # against the quick model (-4 %), Torch-Pruning's -5 % still loses, scratch's schedule still wins
+    assert [w.baseline for w in baseline_wins([case], against="quick")] == ["scratch, schedule"]
+
+
+def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: Path) -> None:
+    case = _case(0.5, quick_s=20.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    res = QualityResult(
+        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps"
+    )
+    text = markdown(res, "edgecut bench quality")
+    assert "**missed**" in text and "over by 5.0 s" in text
+    assert "**from scratch wins** at seg + depth @ macs 0.5: scratch, schedule Δm -2.00 %" in text
+    assert "25% of the reference's 8-epoch schedule" in text
+    plot(res, tmp_path / "q.png")
+    assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+    cfg = QualityConfig(Path("reference.pt"), tmp_path, task_sets=(("seg", "depth"),), budgets=(0.5,))
+    text = markdown(QualityResult(cfg, [case], 64, 90.0, {case.name: 0.7}), "edgecut bench quality")
+    assert (
+        "**Partial run**: not measured here: seg + depth @ macs 0.3; seg + depth + normals @ macs 0.3; "
+        "seg + depth + normals @ macs 0.5" in text
+    )
+    whole = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    assert "Partial run" not in markdown(whole, "edgecut bench quality")
