@@ -93,6 +93,7 @@ class FleetServer:
             owner=s.owner,
             lease_s=s.lease_s,
             poll_s=s.job_poll_s,
+            refine_workers=s.refine_workers,
         )
         servicer = FleetServicer(
             store,

@@ -145,6 +145,7 @@ class MqttBridge:
             topics.ACK: self._on_ack,
         }
         jobs.add_finish_hook(self._on_job_finished)
+        jobs.add_refined_hook(self._on_refined)
         # re-hashing an artifact a device found corrupt must not block paho's network thread
         self._rechecks = ThreadPoolExecutor(1, thread_name_prefix="edgecut-recheck")
         self._rechecking: set[str] = set()
@@ -426,6 +427,16 @@ class MqttBridge:
                 self.registry.record_device_error(w.device_id, outcome.message)
                 self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
 
+    def _on_refined(self, ready: Ready) -> None:
+        """Offer a refinement to every device whose latest offer is its parent, past the rollout gate.
+
+        A refinement is the same pruned architecture as its parent (same MACs, same tasks), trained
+        longer and measured better on the validation set; a staged rollout guards *new variants*, and
+        a device holding the parent already passed (or was never subject to) the parent's rollout.
+        """
+        for device_id, seq in self.registry.devices_on(ready.parent_artifact_id):
+            self.offer(device_id, seq, ready)
+
     def _offer(self, device_id: str, seq: int, ready: Ready) -> None:
         """Answer a device's needs with `ready`, or with what the offer gate puts in its place."""
         chosen: Ready | None = ready
@@ -460,7 +471,13 @@ class MqttBridge:
             return
         self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
         self.client.publish(topics.device_topic(device_id, topics.MODEL), payload, qos=1, retain=True)
-        logger.info("offered %s to %s (cache hit: %s)", msg.artifact_id[:12], device_id, ready.cache_hit)
+        logger.info(
+            "offered %s to %s (cache hit: %s, refinement %d)",
+            msg.artifact_id[:12],
+            device_id,
+            ready.cache_hit,
+            ready.refinement,
+        )
         self._emit(
             "offer",
             device_id,
@@ -469,6 +486,8 @@ class MqttBridge:
             needs_seq=seq,
             cache_hit=ready.cache_hit,
             held=held,
+            refinement=ready.refinement,
+            parent_artifact_id=ready.parent_artifact_id,
         )
 
     def publish_command(self, device_id: str, payload: bytes) -> None:

@@ -81,6 +81,12 @@ class ServerSettings(BaseModel):
         description="a directory, file:///dir or s3://bucket/prefix (default: state_dir/artifacts)",
     )
     workers: int = Field(default=1, ge=1, le=64, title="concurrent builds (each is CPU-heavy)")
+    refine_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        title="concurrent refinements of delivered models (progressive delivery; 0 = quick models only)",
+    )
     replica_id: str = Field(
         default="",
         max_length=128,
