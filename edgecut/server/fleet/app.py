@@ -136,6 +136,7 @@ class FleetServer:
             if s.rollout.enabled:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)
                 self.bridge.offer_gate = self.rollouts.gate
+                self.bridge.refinement_hold = self.rollouts.refinements_held
                 observers.add(self.rollouts)
             engine = self.engine
             self.commands = CommandDesk(

@@ -119,6 +119,8 @@ class MqttBridge:
         self.group, self.keepalive = group, keepalive
         self.observers = observers or Observers()
         self.offer_gate: OfferGate | None = None
+        # True = hold a refinement's offers back (a staged rollout judges its key's quick model now)
+        self.refinement_hold: Callable[[Ready], bool] | None = None
         self._v5 = protocol == "5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -433,7 +435,13 @@ class MqttBridge:
         A refinement is the same pruned architecture as its parent (same MACs, same tasks), trained
         longer and measured better on the validation set; a staged rollout guards *new variants*, and
         a device holding the parent already passed (or was never subject to) the parent's rollout.
+        While the parent's key is in canary, its refinements wait; the promotion offers the best one.
         """
+        if self.refinement_hold is not None and self.refinement_hold(ready):
+            logger.info(
+                "refinement %d of %s waits for its rollout's verdict", ready.refinement, ready.build_key
+            )
+            return
         for device_id, seq in self.registry.devices_on(ready.parent_artifact_id):
             self.offer(device_id, seq, ready)
 
