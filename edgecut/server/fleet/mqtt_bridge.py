@@ -69,6 +69,10 @@ def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
     return u.hostname, port, tls, user, password
 
 
+def _slowdown_of(dev: dict[str, Any]) -> float:
+    return max(1.0, float(dev.get("latency_slowdown") or 0.0))
+
+
 def server_subscriptions(group: str = topics.SHARE_GROUP) -> list[tuple[str, int]]:
     """The filters (and QoS) every server replica subscribes: shared for work, plain for retained state."""
     return [
@@ -151,6 +155,7 @@ class MqttBridge:
         # re-hashing an artifact a device found corrupt must not block paho's network thread
         self._rechecks = ThreadPoolExecutor(1, thread_name_prefix="edgecut-recheck")
         self._rechecking: set[str] = set()
+        self._macs: dict[str, int] = {}  # artifact id -> its MACs (latency observations)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -249,7 +254,7 @@ class MqttBridge:
         try:
             if self.needs_limiter is not None:
                 self.needs_limiter.check(device_id, "needs messages")
-            decision, spec = requests.needs_decision(self.policy, needs)
+            decision, spec = requests.needs_decision(self.policy, needs, self._slowdown(device_id))
             budget_label, device_class = decision.budget.bucket(), decision.device_class
         except Exception as exc:
             # answered even when older than the latest: an Error is not retained and changes nothing
@@ -282,25 +287,30 @@ class MqttBridge:
         for dev in self.registry.devices():
             if dev["status"] != "online" or not dev["needs_json"]:
                 continue
-            device_id = dev["device_id"]
-            try:
-                needs = json_format.ParseDict(dev["needs_json"], pb.TaskNeeds(), ignore_unknown_fields=True)
-                _, spec = requests.needs_decision(self.policy, needs)
-                if self.jobs.build_key(spec) == dev["build_key"]:
-                    continue
-                sub = self.jobs.submit(
-                    spec, waiter=Waiter(device_id, int(dev["needs_seq"])), requester=device_id
-                )
-            except Exception as exc:  # its next needs message will say what is wrong
-                logger.info("not refreshing %s: %s", device_id, exc)
-                continue
-            asked += 1
-            logger.info(
-                "device %s: its needs now map to build %s (server upgraded)", device_id, sub.build_key
-            )
-            if sub.ready is not None:
-                self._offer(device_id, int(dev["needs_seq"]), sub.ready)
+            if self._reask(dev, "server upgraded"):
+                asked += 1
         return asked
+
+    def _reask(self, dev: dict[str, Any], why: str) -> bool:
+        """Submit the build the device's recorded needs map to now, when it is not the one last offered."""
+        device_id = dev["device_id"]
+        try:
+            needs = json_format.ParseDict(dev["needs_json"], pb.TaskNeeds(), ignore_unknown_fields=True)
+            _, spec = requests.needs_decision(self.policy, needs, _slowdown_of(dev))
+            if self.jobs.build_key(spec) == dev["build_key"]:
+                return False
+            sub = self.jobs.submit(spec, waiter=Waiter(device_id, int(dev["needs_seq"])), requester=device_id)
+        except Exception as exc:  # its next needs message will say what is wrong
+            logger.info("not asking again for %s: %s", device_id, exc)
+            return False
+        logger.info("device %s: its needs now map to build %s (%s)", device_id, sub.build_key, why)
+        if sub.ready is not None:
+            self._offer(device_id, int(dev["needs_seq"]), sub.ready)
+        return True
+
+    def _slowdown(self, device_id: str) -> float:
+        dev = self.registry.device(device_id)
+        return _slowdown_of(dev) if dev is not None else 1.0
 
     def _record_needs(self, device_id: str, needs: pb.TaskNeeds, device_class: str, budget: str) -> bool:
         """Record the needs; False when they are older than the device's latest (then nothing is answered)."""
@@ -338,6 +348,52 @@ class MqttBridge:
             telemetry = wire.telemetry_dict(t)
             self.registry.record_telemetry(device_id, telemetry)
             self._emit("telemetry", device_id, **telemetry)
+            self._watch_latency(device_id, t)
+
+    def _watch_latency(self, device_id: str, t: pb.Telemetry) -> None:
+        """Feed the class's cost model; re-tailor the device when it stays past its latency budget."""
+        if not t.artifact_id or t.latency_p50_ms <= 0:
+            return
+        dev = self.registry.device(device_id)
+        macs = self._macs_of(t.artifact_id[:64])
+        if dev is None or not macs:
+            return
+        resources = json_format.ParseDict(dev["resources"] or {}, pb.Resources(), ignore_unknown_fields=True)
+        name, row = self.policy.row(resources)
+        budget_ms = float((dev["needs_json"] or {}).get("max_latency_ms", 0.0) or 0.0)
+        slowdown = self.policy.latency.observe(
+            device_id,
+            name,
+            row.macs_per_ms,
+            macs,
+            t.latency_p50_ms,
+            t.inference_count,
+            t.artifact_id[:64],
+            budget_ms,
+        )
+        if slowdown is None:
+            return
+        slowdown = max(slowdown, _slowdown_of(dev))
+        logger.warning(
+            "device %s: p50 %.1f ms stays above its %.1f ms budget; re-tailoring (%.2fx slower than its class)",
+            device_id,
+            t.latency_p50_ms,
+            budget_ms,
+            slowdown,
+        )
+        self.registry.set_latency_slowdown(device_id, slowdown)
+        self._emit("drift", device_id, p50_ms=t.latency_p50_ms, budget_ms=budget_ms, slowdown=slowdown)
+        self._reask({**dev, "latency_slowdown": slowdown}, "latency drift")
+
+    def _macs_of(self, artifact_id: str) -> int:
+        if artifact_id not in self._macs:
+            try:
+                self._macs[artifact_id] = max(0, self.jobs.store.meta(artifact_id).macs)
+            except Exception:  # not one of ours (or gone): no figure to learn from
+                self._macs[artifact_id] = 0
+            while len(self._macs) > 4096:
+                self._macs.pop(next(iter(self._macs)))
+        return self._macs[artifact_id]
 
     def _on_swap(self, device_id: str, payload: bytes) -> None:
         s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)

@@ -308,6 +308,10 @@ class Registry:
             row.status, row.artifact_id, row.serving_tasks = status, artifact_id, list(tasks)
             row.agent_version, row.pinned_artifact_id = agent_version, pinned_artifact_id
 
+    def set_latency_slowdown(self, device_id: str, slowdown: float) -> None:
+        with self._tx() as s:
+            self._device(s, device_id).latency_slowdown = slowdown
+
     def record_command_ack(self, device_id: str, ack: dict[str, Any]) -> None:
         with self._tx() as s:
             self._device(s, device_id).last_command = ack

@@ -47,6 +47,7 @@ from edgecut.server.fleet.rollout_policy import (
     task_quality,
 )
 from edgecut.server.fleet.store import Store
+from edgecut.server.spec import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,12 @@ class RolloutManager:
             serving = str(dev["artifact_id"] or "")
             if ready.refinement and serving and self._build_key(serving) == ready.build_key:
                 return ready  # a refinement of the key the device serves: not a new variant (operations.md)
-            replaces = serving and serving != candidate and self._same_tasks(serving, cohort[2])
+            replaces = (
+                serving
+                and serving != candidate
+                and self._same_tasks(serving, cohort[2])
+                and self._same_budget(serving, ready.build_key)
+            )
             if not replaces:
                 # a first model or new tasks: never held back, but a cohort that decided against this
                 # artifact (or is still canarying another) gets the model it trusts
@@ -219,6 +225,17 @@ class RolloutManager:
         return Ready(
             build_key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
         )
+
+    def _same_budget(self, serving: str, build_key: str) -> bool:
+        """False when the device's budget changed (e.g. re-tailored after latency drift): a smaller model
+        for one device is not a new variant of its cohort's model, and is never held back."""
+        old, new = self.registry.job(self._build_key(serving)), self.registry.job(build_key)
+        if old is None or new is None:
+            return True
+        try:
+            return Budget(**old.spec["budget"]).bucket() == Budget(**new.spec["budget"]).bucket()
+        except (KeyError, TypeError, EdgecutError):  # a spec an older server wrote: compare as same
+            return True
 
     def _build_key(self, artifact_id: str) -> str:
         try:

@@ -60,6 +60,8 @@ class DeviceRow(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pinned_artifact_id: Mapped[str] = mapped_column(String(64), default="")
     last_command: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the latest CommandAck
+    # how much slower than its class the device proved when it drifted past its latency budget (0 = never)
+    latency_slowdown: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class SwapRow(Base):
