@@ -55,6 +55,15 @@ class ModelMeta(BaseModel):
     onnx_max_abs_diff: float | None = None
     quantized: bool = False
     created_unix: float = 0.0
+    # progressive delivery: 0 = the quick model of its build key; n = its n-th refinement
+    refinement: int = 0
+    parent_artifact_id: str = ""  # the artifact a refinement improves on
+    recovery_steps: int = 0  # distillation steps behind these weights (all refinements together)
+    # no task left behind: each task's change against the full model (%), the fusion weights the
+    # channel ranking used (raised for a task that lagged) and, when a task still lags, why
+    task_changes: dict[str, float] = Field(default_factory=dict)
+    fusion_weights: dict[str, float] = Field(default_factory=dict)
+    trade_off: str = ""
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -19,11 +19,21 @@ import torch
 from torch.utils.data import Dataset
 
 from edgecut.model_meta import ModelMeta
+from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
 from edgecut.server.cut.prune import Size, floor_model, impossible, measure, size_target
-from edgecut.server.cut.recover import RecoveryOptions
-from edgecut.server.cut.tailor import TailorOptions, tailor
+from edgecut.server.cut.recover import RecoveryOptions, recover
+from edgecut.server.cut.refine import (
+    MARGIN,
+    QUICK_RECOVERY,
+    REFINEMENTS,
+    quality,
+    restore_student,
+    save_student,
+    student_path,
+)
+from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
 from edgecut.server.errors import UnknownTaskError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
@@ -35,7 +45,7 @@ from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, Prog
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RECOVERY = RecoveryOptions(steps=200, seconds=60.0)
+DEFAULT_RECOVERY = QUICK_RECOVERY
 CALIB_SEED, VAL_SEED = 7, 1000
 
 
@@ -48,6 +58,9 @@ class TorchEngine:
         val: Dataset[Batch] | None,
         work_dir: Path,
         options: TailorOptions | None = None,
+        refine_schedules: tuple[RecoveryOptions, ...] = REFINEMENTS,
+        refine_margin: float = MARGIN,
+        balance_share: float = DEFAULT_SHARE,
     ) -> None:
         self.base = check_contract(base).eval()
         self._base_id = base_id
@@ -55,6 +68,9 @@ class TorchEngine:
         self.val = val
         self.work_dir = work_dir
         self.options = options or TailorOptions(recovery=DEFAULT_RECOVERY)
+        self.refine_schedules = refine_schedules
+        self.refine_margin = refine_margin  # Δm points a refinement must gain over its parent to ship
+        self.balance_share = balance_share  # a task this far below the full model triggers a rebalance
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
         self._val_tasks = labelled_tasks(val) if val is not None else set()
@@ -105,53 +121,139 @@ class TorchEngine:
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         self.validate(spec)
         opts = self.options if spec.recover else replace(self.options, recovery=None)
+        key = spec.build_key(self._base_id)
         with self._lock:
             t0 = time.perf_counter()
+            reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+            kinds = {t: self.base.task_specs[t].kind for t in spec.tasks}
+
+            def attempt(weights: dict[str, float]) -> tuple[TailorReport, Metrics]:
+                report = tailor(
+                    self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts, weights, progress
+                )
+                progress("exporting", 0.9, "evaluating on the validation set")
+                return report, self._evaluate(report.model)
+
+            balanced = leave_no_task_behind(
+                attempt,
+                lambda built: task_changes(built[1], reference, kinds),
+                dict(spec.priorities),
+                self.balance_share,
+            )
+            if balanced.rebuilt:
+                logger.info("build %s: rebalanced the fusion to %s", key[:12], balanced.weights)
+            report, metrics = balanced.build
+            progress("exporting", 0.92, "exporting ONNX")
+            if self.refinements(spec):
+                save_student(student_path(self.work_dir, key, 0), report.model)
+            meta = self._meta(spec, report.model, report.pruned, metrics, opts.method_name())
+            meta.recovery_steps = report.recovery.steps if report.recovery else 0
+            meta.task_changes = {t: round(100 * c, 2) for t, c in balanced.changes.items()}
+            meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
+            meta.trade_off = balanced.trade_off
+            return self._export(
+                report.model, meta, {f"{k}_s": v for k, v in report.seconds.items()}, t0, balanced.rebuilt
+            )
+
+    def refinements(self, spec: BuildSpec) -> int:
+        """Refinements follow a recovered build whose tasks the validation data can judge."""
+        judged = any(t in self._val_tasks for t in spec.tasks)
+        return len(self.refine_schedules) if spec.recover and judged else 0
+
+    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+        """Distil `parent`'s architecture further; the artifact only when its Δm beats the parent's."""
+        self.validate(spec)
+        n = parent.number
+        if not 1 <= n <= self.refinements(spec):
+            return None
+        key = spec.build_key(self._base_id)
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
+        before = quality(parent.parent_meta.metrics, parent.parent_meta.reference_metrics, specs)
+        if before is None:
+            return None
+        t0 = time.perf_counter()
+        progress("pruning", 0.01, f"refinement {n}: re-deriving the pruned architecture")
+        weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
+        with self._lock:  # re-derivation reads the shared base; training below does not
             report = tailor(
                 self.base,
                 list(spec.tasks),
                 spec.budget.bucketed(),
                 self.calib,
-                opts,
-                dict(spec.priorities),
-                progress,
+                replace(self.options, recovery=None),
+                weights,
             )
-            progress("exporting", 0.92, "evaluating and exporting ONNX")
-            model = report.model
-            metrics = self._evaluate(model)
-            reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
-            meta = ModelMeta(
-                base_model=self._base_id,
-                tasks=list(spec.tasks),
-                input=input_spec(model),
-                outputs=output_specs(model),
-                params=report.pruned.params,
-                macs=report.pruned.macs,
-                full_params=self.full_size.params,
-                full_macs=self.full_size.macs,
-                metrics=metrics,
-                reference_metrics=reference,
-                build_key=spec.build_key(self._base_id),
-                method=f"{opts.criterion}+{opts.fusion}/{opts.target}",
-                pipeline_version=PIPELINE_VERSION,
-                created_unix=time.time(),
-            )
-            out_dir = Path(tempfile.mkdtemp(prefix="build-", dir=self._tmp_dir()))
-            path = out_dir / "model.onnx"
-            meta.onnx_max_abs_diff = export_onnx(model, meta, path)
-            seconds = time.perf_counter() - t0
-        return BuiltArtifact(
-            path,
-            meta,
-            {"seconds": seconds, **{f"{k}_s": v for k, v in report.seconds.items()}},
-            scratch=out_dir,
+        student = report.model
+        resumed = restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student)
+        schedule = self.refine_schedules[n - 1]
+        steps = schedule.steps
+        done = recover(
+            student,
+            report.teacher,
+            self.calib,
+            schedule,
+            on_step=lambda i, loss: (
+                progress(
+                    "recovery", 0.05 + 0.85 * i / steps, f"refinement {n}: step {i}/{steps} loss {loss:.4f}"
+                )
+                if i % 2 == 0 or i == steps
+                else None
+            ),
+        )
+        progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
+        metrics = self._evaluate(student)
+        reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+        after = quality(metrics, reference, specs)
+        if after is None or after < before + self.refine_margin:
+            logger.info("refinement %d of %s: Δm %s vs parent %.2f: not shipped", n, key[:12], after, before)
+            return None
+        save_student(student_path(self.work_dir, key, n), student)
+        kinds = {t: s.kind for t, s in specs.items()}
+        changes = task_changes(metrics, reference, kinds)
+        meta = self._meta(
+            spec, student, measure(student, student.input_size), metrics, parent.parent_meta.method
+        )
+        meta.refinement = n
+        meta.parent_artifact_id = parent.parent_artifact_id
+        prior = parent.parent_meta.recovery_steps if resumed else 0
+        meta.recovery_steps = prior + done.steps
+        meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+        meta.fusion_weights = {t: weights.get(t, 1.0) for t in spec.tasks}
+        meta.trade_off = trade_off(changes, self.balance_share)
+        built = self._export(student, meta, {"recovery_s": done.seconds}, t0, False)
+        built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
+        return built
+
+    def _meta(
+        self, spec: BuildSpec, model: MultiTaskModel, size: Size, metrics: Metrics, method: str
+    ) -> ModelMeta:
+        return ModelMeta(
+            base_model=self._base_id,
+            tasks=list(spec.tasks),
+            input=input_spec(model),
+            outputs=output_specs(model),
+            params=size.params,
+            macs=size.macs,
+            full_params=self.full_size.params,
+            full_macs=self.full_size.macs,
+            metrics=metrics,
+            reference_metrics={t: v for t, v in self.reference_metrics().items() if t in spec.tasks},
+            build_key=spec.build_key(self._base_id),
+            method=method,
+            pipeline_version=PIPELINE_VERSION,
+            created_unix=time.time(),
         )
 
-    def refinements(self, spec: BuildSpec) -> int:
-        return 0  # progressive refinement is not enabled for this engine yet (issue 20)
-
-    def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
-        return None
+    def _export(
+        self, model: MultiTaskModel, meta: ModelMeta, extras: dict[str, float], t0: float, rebuilt: bool
+    ) -> BuiltArtifact:
+        out_dir = Path(tempfile.mkdtemp(prefix="build-", dir=self._tmp_dir()))
+        path = out_dir / "model.onnx"
+        meta.onnx_max_abs_diff = export_onnx(model, meta, path)
+        seconds = time.perf_counter() - t0
+        return BuiltArtifact(
+            path, meta, {"seconds": seconds, "rebalanced": float(rebuilt), **extras}, scratch=out_dir
+        )
 
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"
@@ -169,11 +271,14 @@ def load_engine(
     val_data: str | None = None,
     model: str | None = None,
     image_scale: float | None = None,
+    refine_steps: tuple[int, ...] | None = None,
+    balance_share: float = DEFAULT_SHARE,
 ) -> TorchEngine:
     """The engine for a trained checkpoint (built as `model` when given, else as the class it records).
 
     Calibration images are synthetic scenes unless a folder is given; validation as in
-    sources.engine_data.
+    sources.engine_data. `refine_steps` sets the refinements' lengths (() = none);
+    a kept task more than `balance_share` below the full model triggers one rebalanced rebuild.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = check_outputs(checkpoint.load(checkpoint_path, model))
@@ -189,7 +294,12 @@ def load_engine(
         VAL_SEED,
         image_scale,
     )
-    recovery = DEFAULT_RECOVERY if recovery_steps is None else replace(DEFAULT_RECOVERY, steps=recovery_steps)
+    # steps asked for explicitly are run in full; the default quick schedule also stops at its seconds
+    recovery = (
+        DEFAULT_RECOVERY
+        if recovery_steps is None
+        else replace(DEFAULT_RECOVERY, steps=recovery_steps, seconds=None)
+    )
     return TorchEngine(
         base,
         checkpoint.file_id(checkpoint_path),
@@ -197,4 +307,10 @@ def load_engine(
         val,
         state_dir,
         TailorOptions(recovery=recovery if recovery.steps > 0 else None),
+        REFINEMENTS
+        if refine_steps is None
+        else tuple(
+            replace(REFINEMENTS[min(i, len(REFINEMENTS) - 1)], steps=n) for i, n in enumerate(refine_steps)
+        ),
+        balance_share=balance_share,
     )

@@ -18,7 +18,9 @@ from typing import Protocol
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 
-PIPELINE_VERSION = "cut-2"  # 2: decomposition drops unread trunk parts; per-MAC ranking for MACs budgets
+# 2: decomposition drops unread trunk parts; per-MAC ranking for MACs budgets
+# 3: quick recovery with feature distillation, weighted vote, rebalanced fusion for a lagging task
+PIPELINE_VERSION = "cut-3"
 
 # stage name (queued, importance, pruning, recovery, exporting, ready, failed), fraction 0..1, detail
 ProgressFn = Callable[[str, float, str], None]

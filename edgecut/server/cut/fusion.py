@@ -9,7 +9,10 @@ as a ranking:
   ratio rho, "task t keeps c" <=> rank percentile r_t(c) > 1 - rho, so "at least v tasks keep c"
   <=> the v-th largest r_t(c) > 1 - rho: the v-th largest percentile is the fused score, and
   ranking by it reproduces the vote at every ratio. v = min(2, T): for one task the vote would
-  otherwise remove the whole trunk (the guard the CUT paper's code needs).
+  otherwise remove the whole trunk (the guard the CUT paper's code needs). Unequal weights (user
+  priorities, or the engine's rebalancing of a task left behind) blend each task's own percentile
+  into the vote in proportion to how far its weight exceeds the smallest one, so a favoured task
+  keeps channels the others would vote away; equal weights give the plain vote.
 - union (DiSparse's "unanimous" pruning: prune only if every task prunes) = max of percentiles.
 - intersection (keep only what every task keeps) = min of percentiles.
 - mean / max: of the weighted normalised scores.
@@ -59,7 +62,12 @@ def vote_threshold(n_tasks: int, v: int = 2) -> int:
 
 @fusion("vote")
 def vote(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return kth_largest(percentiles(scores), vote_threshold(scores.shape[0]))
+    ranks = percentiles(scores)
+    voted = kth_largest(ranks, vote_threshold(scores.shape[0]))
+    extra = (weights / weights.min().clamp_min(1e-12) - 1).clamp_min(0)  # 0 for the least-weighted
+    if float(extra.sum()) == 0.0:
+        return voted
+    return (voted + (extra[:, None] * ranks).sum(0)) / (1 + extra.sum())
 
 
 @fusion("union")

@@ -1,7 +1,8 @@
 """Short recovery training after pruning, bounded by steps and by wall-clock seconds.
 
 Recipes (`RecoveryOptions.recipe`):
-- distill (edgecut's default): match the original model's outputs on unlabelled images.
+- distill (edgecut's default): match the original model's outputs on unlabelled images; with
+  `features > 0`, also its trunk outputs through learned adapters (features.py), weighted by `features`.
 - labels: the selected tasks' labelled losses (CUT's fine-tuning: Adam, lr 1e-5, ~1000 iterations,
   each task's loss weighted by ESCM's NYUv2 lambdas: seg 1, normals 20, depth 3).
 - Garg et al.'s comparison: `reinit=True` re-initialises the pruned architecture and trains it from
@@ -11,12 +12,14 @@ Recipes (`RecoveryOptions.recipe`):
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
 
+from edgecut.server.cut.features import FeatureAdapters, trunk_outputs
 from edgecut.server.cut.objective import Target, recovery_loss, with_teacher
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, batches
@@ -38,6 +41,7 @@ class RecoveryOptions:
     reinit: bool = False
     seed: int = 0
     task_weights: tuple[tuple[str, float], ...] = ()  # (task, weight) pairs; a task not named weighs 1
+    features: float = 0.0  # weight of the trunk-feature distillation term (0 = outputs only)
 
     @classmethod
     def cut_paper(cls, steps: int = 1000) -> RecoveryOptions:
@@ -105,7 +109,10 @@ def recover(
     opts: RecoveryOptions,
     on_step: object = None,
 ) -> RecoveryReport:
-    """Train `student` in place; `teacher` (the original, decomposed) is needed for distillation."""
+    """Train `student` in place; `teacher` (the original, decomposed) is needed for distillation.
+
+    Feature adapters, when used, are made on the first batch and discarded on return.
+    """
     if opts.target == "distill" and teacher is None:
         raise ValueError("distillation recovery needs the original model")
     if opts.reinit:
@@ -119,31 +126,44 @@ def recover(
         if opts.schedule == "cosine"
         else None
     )
+    use_features = opts.features > 0 and opts.target == "distill" and teacher is not None
+    adapters: FeatureAdapters | None = None
     if teacher is not None:
         teacher.eval()
     student.train()
     t0 = time.perf_counter()
     step, first, last, epoch = 0, float("nan"), float("nan"), 0
-    while step < opts.steps:
-        for batch in batches(data, opts.batch_size, shuffle=True, seed=opts.seed + epoch):
-            if teacher is not None and opts.target == "distill":
-                batch = with_teacher(batch, teacher)
-            loss = recovery_loss(
-                student.task_specs, student(batch["image"]), batch, opts.target, dict(opts.task_weights)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            last = float(loss.detach())
-            first = last if step == 0 else first
-            step += 1
-            if callable(on_step):
-                on_step(step, last)
-            if step >= opts.steps or (opts.seconds is not None and time.perf_counter() - t0 > opts.seconds):
-                student.eval()
-                return RecoveryReport(step, time.perf_counter() - t0, first, last)
-        epoch += 1
+    with ExitStack() as stack:
+        s_feats = stack.enter_context(trunk_outputs(student)) if use_features else []
+        t_feats = stack.enter_context(trunk_outputs(teacher)) if use_features and teacher else []
+        while step < opts.steps:
+            for batch in batches(data, opts.batch_size, shuffle=True, seed=opts.seed + epoch):
+                if teacher is not None and opts.target == "distill":
+                    batch = with_teacher(batch, teacher)
+                pred = student(batch["image"])
+                loss = recovery_loss(student.task_specs, pred, batch, opts.target, dict(opts.task_weights))
+                if use_features:
+                    if adapters is None:
+                        adapters = FeatureAdapters(s_feats[-1], t_feats[-1])
+                        opt.add_param_group({"params": list(adapters.parameters()), "weight_decay": 0.0})
+                    loss = loss + opts.features * adapters.loss(s_feats[-1], t_feats[-1])
+                    s_feats.clear()
+                    t_feats.clear()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                last = float(loss.detach())
+                first = last if step == 0 else first
+                step += 1
+                if callable(on_step):
+                    on_step(step, last)
+                if step >= opts.steps or (
+                    opts.seconds is not None and time.perf_counter() - t0 > opts.seconds
+                ):
+                    student.eval()
+                    return RecoveryReport(step, time.perf_counter() - t0, first, last)
+            epoch += 1
     student.eval()
     return RecoveryReport(step, time.perf_counter() - t0, first, last)

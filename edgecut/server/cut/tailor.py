@@ -64,6 +64,9 @@ class TailorOptions:
         if self.cost not in ("auto", "macs", "params", "none"):
             raise ValueError(f"unknown cost {self.cost!r}: choose auto, macs, params or none")
 
+    def method_name(self) -> str:
+        return f"{self.criterion}+{self.fusion}/{self.target}"
+
     def cost_kind(self, target: SizeTarget) -> CostKind | None:
         if self.cost == "auto":
             return "macs" if target.max_macs is not None else None

@@ -88,3 +88,26 @@ def test_gallery_tailors_exports_and_loads_in_the_agent(
     assert export_onnx(rep.model, meta, path) < 1e-4
     loaded = load_model(path, "gallery")  # warm-up + output checks of the device's runtime
     assert loaded.meta.tasks == list(pair)
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+def test_gallery_recovers_with_feature_distillation_and_exports_without_adapters(
+    arch: str, calib: TensorSamples, tmp_path: Path
+) -> None:
+    """Issue 20: every gallery trunk's outputs can be distilled (adapters where widths differ); the
+    exported model is the student alone and ONNX still equals torch."""
+    from edgecut.server.cut.recover import RecoveryOptions
+
+    torch.set_num_threads(1)
+    base = gallery_model(arch)
+    pair = [s.name for s in CASES[arch][1][:2]]
+    recovery = RecoveryOptions(steps=2, batch_size=8, features=1.0)
+    options = TailorOptions(calib_batches=1, batch_size=8, bn_batches=1, recovery=recovery)
+    rep = tailor(base, pair, Budget(macs_fraction=0.5), calib, options)
+    assert rep.recovery is not None and rep.recovery.steps == 2
+    assert rep.recovery.first_loss == rep.recovery.first_loss  # finite, not NaN
+    keys = set(rep.model.state_dict())
+    assert keys == set(rep.teacher.state_dict())  # nothing (no adapter) was added to the student
+    path = tmp_path / "m.onnx"
+    assert export_onnx(rep.model, report_meta(rep, arch), path) < 1e-4
+    assert load_model(path, "gallery").meta.tasks == pair

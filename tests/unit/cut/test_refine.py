@@ -1,0 +1,104 @@
+"""Progressive delivery, engine side: the quick build keeps its student, a refinement continues from it
+(or from the re-derived architecture when the file is gone) and ships only when it is better."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edgecut.server.cut.refine import student_path
+from edgecut.server.engine import load_engine
+from edgecut.server.mtl import checkpoint
+from edgecut.server.spec import Budget, BuildSpec, Refinement
+
+SPEC = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.4))
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, trained_small):
+    d = tmp_path_factory.mktemp("refine")
+    checkpoint.save(d / "model.pt", trained_small)
+    return load_engine(d / "model.pt", d, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(12, 12))
+
+
+@pytest.fixture(scope="module")
+def quick(engine):
+    built = engine.build(SPEC, lambda *a: None)
+    yield built
+    built.cleanup()
+
+
+def _refine(engine, parent: Refinement, margin: float, progress=lambda *a: None):
+    """engine.refine with `margin` (Δm points a refinement must gain to ship), restored afterwards."""
+    engine.refine_margin = margin
+    try:
+        return engine.refine(SPEC, parent, progress)
+    finally:
+        engine.refine_margin = 0.25
+
+
+def _shapes(path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in torch.load(path, weights_only=True).items()}
+
+
+def test_refinements_follow_recovered_builds_only(engine) -> None:
+    assert engine.refinements(SPEC) == 2
+    assert (
+        engine.refinements(BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.4), recover=False)) == 0
+    )
+
+
+def test_quick_build_keeps_its_student_and_reports_each_task(engine, quick) -> None:
+    key = SPEC.build_key(engine.base_model_id)
+    assert student_path(engine.work_dir, key, 0).exists()
+    meta = quick.meta
+    assert quick.refinement == 0 and meta.refinement == 0 and meta.recovery_steps == 3
+    assert set(meta.task_changes) == {"seg", "depth"}
+    assert set(meta.fusion_weights) == {"seg", "depth"}
+    assert (meta.trade_off == "") == (min(meta.task_changes.values()) >= -5.0)  # reported when a task lags
+
+
+def test_a_refinement_ships_only_when_better_than_its_parent(engine, quick) -> None:
+    progress: list[str] = []
+    parent = Refinement("quick-id", quick.meta, 1)
+    # nothing can be better by an infinite margin
+    assert _refine(engine, parent, math.inf, lambda s, f, d: progress.append(d)) is None
+    assert any("refinement 1: step" in d for d in progress)  # the fleet can interrupt it
+    # a parent as good as the full model (Δm 0) cannot be beaten by a pruned model's refinement
+    perfect = quick.meta.model_copy(update={"metrics": quick.meta.reference_metrics})
+    assert _refine(engine, Refinement("perfect", perfect, 1), 0.0) is None
+
+
+def test_a_forced_refinement_carries_its_lineage(engine, quick) -> None:
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)  # ship whatever comes out
+    assert refined is not None
+    try:
+        assert (refined.parent_artifact_id, refined.refinement) == ("quick-id", 1)
+        assert (refined.meta.parent_artifact_id, refined.meta.refinement) == ("quick-id", 1)
+        assert refined.meta.recovery_steps == 15
+        assert (refined.meta.params, refined.meta.macs) == (quick.meta.params, quick.meta.macs)
+        assert refined.meta.onnx_max_abs_diff is not None and refined.meta.onnx_max_abs_diff < 1e-4
+    finally:
+        refined.cleanup()
+
+
+def test_without_the_saved_student_refinement_rederives_the_same_architecture(engine, quick) -> None:
+    key = SPEC.build_key(engine.base_model_id)
+    saved = student_path(engine.work_dir, key, 0)
+    shapes = _shapes(saved)
+    saved.unlink()  # another replica, or a cleaned disk
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)
+    assert refined is not None
+    try:
+        assert refined.meta.recovery_steps == 12  # started from the re-derived pruned model
+        assert _shapes(student_path(engine.work_dir, key, 1)) == shapes
+        assert (refined.meta.params, refined.meta.macs) == (quick.meta.params, quick.meta.macs)
+    finally:
+        refined.cleanup()
+
+
+def test_refinement_numbers_outside_the_schedule_ship_nothing(engine, quick) -> None:
+    assert engine.refine(SPEC, Refinement("q", quick.meta, 3), lambda *a: None) is None
+    assert engine.refine(SPEC, Refinement("q", quick.meta, 0), lambda *a: None) is None
