@@ -88,6 +88,17 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert sum(d["cache_hits"] for d in devices.values()) == 1
     assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
 
+    # progressive delivery: every device ends on refinement 1 of its build; the first devices answered
+    # from their quick model, then from the refined one, with no failed request across both swaps
+    assert len(doc["refinements"]) >= 4  # one per build key (a refinement that yielded runs again)
+    for d in devices.values():
+        assert d["version"] == "refinement 1", (d["device_id"], d["version"])
+        assert d["served"][-1] == d["artifact_id"]
+    for name in ("rpi4-kitchen", "jetson-door"):
+        d = devices[name]
+        assert len(d["served"]) == 2 and d["swaps"] == 2, d  # quick, then refined
+        assert d["failed"] == 0 and d["agent_failed"] == 0
+
     target = changed_device(waves(list(BASE_PROFILES))[0])
     assert target.device_id == "x86-lab"
     change = doc["change"]
@@ -95,7 +106,8 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert change["new"] == list(target.changes_to)
     changed = devices[target.device_id]
     assert changed["tasks"] == list(target.changes_to)
-    assert sorted(changed["model_tasks"]) == sorted(target.changes_to) and changed["swaps"] == 2
+    # quick(old tasks) [-> refined(old tasks), when it came before the change] -> quick(new) -> refined(new)
+    assert sorted(changed["model_tasks"]) == sorted(target.changes_to) and changed["swaps"] >= 3
     assert change["new_model_after_s"] is not None
     # inference kept running while the new model was built (seconds here: a fresh build)
     assert change["requests_during"] > 0 and change["failed_during"] == 0 and change["max_gap_s"] < 3
@@ -105,6 +117,7 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert doc["dashboard"].startswith("http://127.0.0.1:") and f"dashboard: {doc['dashboard']}/fleet" in out
     assert "what each device ended up serving" in out and "demo passed" in out
     assert "cache hit" in out and "hot-swapped" in out and "download" in out
+    assert "refinement 1" in out and "quick, then refined" in out
 
 
 def _start_until_inference(command: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
