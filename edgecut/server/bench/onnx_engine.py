@@ -88,23 +88,13 @@ class OnnxTestEngine:
         self._refine_gate = threading.Event()  # cleared inside hold_refinements()
         self._refine_gate.set()
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self) -> contextlib.AbstractContextManager[None]:
         """Builds started inside the block finish only after it ends (a test orders events with it)."""
-        self._gate.clear()
-        try:
-            yield
-        finally:
-            self._gate.set()
+        return _closed(self._gate)
 
-    @contextlib.contextmanager
-    def hold_refinements(self) -> Iterator[None]:
+    def hold_refinements(self) -> contextlib.AbstractContextManager[None]:
         """Refinements started inside the block finish only after it ends (quick builds do not wait)."""
-        self._refine_gate.clear()
-        try:
-            yield
-        finally:
-            self._refine_gate.set()
+        return _closed(self._refine_gate)
 
     @property
     def base_model_id(self) -> str:
@@ -293,6 +283,15 @@ class OnnxTestEngine:
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta.to_json()})
         onnx.checker.check_model(model)
         return model
+
+
+@contextlib.contextmanager
+def _closed(gate: threading.Event) -> Iterator[None]:
+    gate.clear()
+    try:
+        yield
+    finally:
+        gate.set()
 
 
 def _metrics(
