@@ -184,6 +184,7 @@ class JobManager:
         """Stop the workers; a running build stops at its next progress call and is queued again."""
         self._stopping.set()
         self._wake.set()
+        self.refiner.wake.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -234,10 +235,6 @@ class JobManager:
         """A quick build runs here, or a device asked this replica for one (refinements make way)."""
         with self._lock:
             return bool(self._active)
-
-    def wait_for_work(self) -> None:
-        self._wake.wait(self.poll_s)
-        self._wake.clear()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -494,6 +491,7 @@ class JobManager:
             job = self._active.pop(key, None)
             if job is not None:
                 self._notify(job, outcome)
+        self.refiner.wake.set()  # one quick build fewer: a refinement may start now
         if isinstance(outcome, Ready):
             self._observe(key, "ready", 1.0, artifact_id=outcome.artifact.artifact_id)
         else:

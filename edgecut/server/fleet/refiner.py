@@ -24,6 +24,7 @@ The outcome of refinement n:
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from edgecut.errors import EdgecutError
@@ -47,6 +48,8 @@ class _Yield(Interrupted):
 class Refiner:
     def __init__(self, jobs: JobManager) -> None:
         self.jobs = jobs
+        # its own wake-up: waiting on the build workers' event would clear it under them
+        self.wake = threading.Event()
 
     def queue(self, build_key: str, spec: BuildSpec, parent_artifact_id: str, number: int) -> bool:
         """Queue refinement `number` of `build_key` from `parent_artifact_id`, if the engine makes one."""
@@ -67,7 +70,7 @@ class Refiner:
             "queued refinement %d/%d of %s (from %s)", number, total, build_key, parent_artifact_id[:12]
         )
         self._observe(key, "queued", 0.0, doc["refine"])
-        self.jobs._wake.set()
+        self.wake.set()
         return True
 
     # -- the refine workers ---------------------------------------------------------------------
@@ -82,7 +85,8 @@ class Refiner:
                 except Exception:
                     logger.exception("claiming a refinement failed; retrying in %.1f s", jobs.poll_s)
             if rec is None:
-                jobs.wait_for_work()
+                self.wake.wait(jobs.poll_s)
+                self.wake.clear()
                 continue
             self.run(rec)
 
