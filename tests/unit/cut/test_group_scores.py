@@ -22,9 +22,9 @@ def _agreement_scores(model: nn.Module, tasks: list[str]) -> dict[str, dict[nn.M
 
 
 def _lowest(pruner: ChannelPruner, scores: dict) -> set[nn.Module]:
-    _, gi, c = pruner.ranked_channels(scores, "mean", None)[0]
+    _, gi, ui = pruner.ranked_units(scores, "mean", None)[0]
     group = pruner._groups[gi]
-    assert c == 0
+    assert pruner._layouts[gi].units[ui] == [0]
     return {dep.target.module for dep, _ in group}
 
 
