@@ -211,6 +211,7 @@ class Agent:
             return
         try:
             manifest = self.trust.check_offer(msg, self.tasks.seq)
+            self._check_lineage(manifest)
         except Stale as exc:  # a genuine but outdated answer: the current one follows
             logger.info("%s", exc)
             return
@@ -220,6 +221,21 @@ class Agent:
         self._watchdog.answered(manifest.needs_seq)
         self._latest_ready = (msg, manifest)
         self._jobs.put(lambda: self._handle_model_ready(msg, manifest))
+
+    def _check_lineage(self, manifest: fleet_pb2.Manifest) -> None:
+        """Stale: a refinement older than the model served, or than the offer being installed."""
+        self.trust.check_refinement(manifest, self._provenance.get(self._serving_id()))
+        latest = self._latest_ready
+        if (
+            latest is not None
+            and manifest.refinement
+            and latest[1].build_key == manifest.build_key
+            and manifest.refinement < latest[1].refinement
+        ):
+            raise Stale(
+                f"offer of {manifest.artifact_id[:12]} is refinement {manifest.refinement}; refinement "
+                f"{latest[1].refinement} of the same build is on its way: stale, not applied"
+            )
 
     def _on_command(self, cmd: fleet_pb2.Command) -> None:
         action = cmd.WhichOneof("action") or ""

@@ -103,6 +103,9 @@ def _print_status(st: Any) -> None:
         import json
 
         p = json.loads(st.provenance_json)
+        n = int(p.get("refinement", 0))
+        parent = str(p.get("parent_artifact_id", ""))[:16]
+        print(f"version     {f'refinement {n} (refines {parent})' if n else 'quick model'}")
         print(
             f"provenance  signed by fleet key {p.get('verified_key_id', '?')} for {p.get('device_id', '?')}, "
             f"needs seq {p.get('needs_seq', 0)}, base {p.get('base_model', '?')}, "

@@ -83,6 +83,29 @@ class Trust:
             )
         return manifest
 
+    @staticmethod
+    def check_refinement(offer: fleet_pb2.Manifest, serving: fleet_pb2.Manifest | None) -> None:
+        """Stale when a refinement offer would not move the device forward on its build's lineage.
+
+        Within one build key the refinements form a chain (the server adopts n only while it serves
+        n - 1): an offer whose number is not above the served model's is older than what the device
+        serves, and refinement n + 1 of another parent than the served one belongs to a lineage the
+        device left. A further refinement (the device missed one while offline) or a refinement of
+        another key (it answers the current needs, which the seq check proved) is applied.
+        """
+        if offer.refinement == 0 or serving is None or serving.build_key != offer.build_key:
+            return
+        if offer.refinement <= serving.refinement:
+            raise Stale(
+                f"offer of {offer.artifact_id[:12]} is refinement {offer.refinement} of build "
+                f"{offer.build_key[:12]}; we serve refinement {serving.refinement}: stale, not applied"
+            )
+        if offer.refinement == serving.refinement + 1 and offer.parent_artifact_id != serving.artifact_id:
+            raise Stale(
+                f"offer of {offer.artifact_id[:12]} refines {offer.parent_artifact_id[:12]}, we serve "
+                f"{serving.artifact_id[:12]}: stale, not applied"
+            )
+
     def check_stored(self, offer_path: Path, artifact_id: str, digest: str) -> fleet_pb2.Manifest:
         """Before a load: the kept offer verifies and vouches for exactly these bytes (`digest`)."""
         try:

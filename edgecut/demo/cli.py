@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recovery-steps", type=int, help="distillation steps per build (default 60; 20 with --quick)"
     )
+    p.add_argument(
+        "--refine-steps",
+        help="distillation steps of each refinement after the quick model, comma-separated "
+        "(default 120; 30 with --quick; 'none' = quick models only)",
+    )
     p.add_argument("--json", type=Path, help="also write the result (table facts, timings) as JSON here")
     p.add_argument("--bench-doc", type=Path, help="write the timings into this markdown file's Demo section")
     p.add_argument("--keep", action="store_true", help="keep the run's temp dir (agent logs and state)")
@@ -58,6 +63,8 @@ def run_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--duration, --rate and --timeout must be positive")
     if args.recovery_steps is not None and args.recovery_steps < 0:
         raise ConfigError("--recovery-steps must be 0 or more")
+
+    refine_steps = _refine_steps(args.refine_steps)
 
     from rich.console import Console
 
@@ -83,6 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         reuse_builds=args.reuse_builds,
         recovery_steps=args.recovery_steps,
+        refine_steps=refine_steps,
         keep=args.keep,
         http="" if args.http == "off" else args.http,
     )
@@ -91,3 +99,19 @@ def run_demo(args: argparse.Namespace) -> int:
         console.width = 150  # logs and pipes: rich would assume 80 columns and squash the table
     result = Demo(opts, console).run()
     return finish(result, opts, console, args.json, args.bench_doc)
+
+
+def _refine_steps(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", "0", ""):
+        return ()
+    try:
+        steps = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise ConfigError(
+            f"--refine-steps {text!r}: expected positive step counts like 120 or 120,240, or none"
+        )
+    return steps

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from edgecut import topics
 from edgecut.model_meta import ModelMeta
+from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.spec import BuildSpec, BuiltArtifact, Engine, ProgressFn, Refinement
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -148,6 +149,8 @@ class FleetMonitor:
         meta = self.meta_of(m.artifact_id)
         share = f" ({m.macs / meta.full_macs:.0%} of full)" if meta and meta.full_macs else ""
         how = "[green]cache hit[/], no build" if m.cache_hit else f"from build {m.build_key[:8]}"
+        if m.refinement:
+            how = f"[bold green]refinement {m.refinement}[/] of {m.parent_artifact_id[:12]} (build {m.build_key[:8]})"
         self.log.say(
             device_id,
             f"[cyan]model offered[/] {m.artifact_id[:12]} ({','.join(m.tasks)}): {human(m.params)} params, "
@@ -201,6 +204,7 @@ class ReportingEngine:
     def __init__(self, engine: Engine, log: EventLog) -> None:
         self.engine, self.log = engine, log
         self.builds: list[BuildRecord] = []
+        self.refine_runs: list[BuildRecord] = []  # refinement runs (shipped or not)
         self._announced: set[str] = set()
         self._lock = threading.Lock()
 
@@ -219,7 +223,36 @@ class ReportingEngine:
         return self.engine.refinements(spec)
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
-        return self.engine.refine(spec, parent, progress)
+        key = spec.build_key(self.base_model_id)
+        who = f"build {key[:8]} refinement {parent.number}"
+        self.log.say(
+            "server", f"{who}: longer distillation of the delivered model starts (background)", "blue"
+        )
+        last = ""
+
+        def relay(stage: str, fraction: float, detail: str = "") -> None:
+            nonlocal last
+            if stage != last:
+                last = stage
+                self.log.say("server", f"{who}: {stage} ({fraction:.0%}) {escape(detail)}", "blue")
+            progress(stage, fraction, detail)
+
+        t0 = time.perf_counter()
+        built = self.engine.refine(spec, parent, relay)
+        seconds = time.perf_counter() - t0
+        self.refine_runs.append(BuildRecord(key, list(spec.tasks), spec.budget.bucket(), seconds))
+        if built is None:
+            self.log.say(
+                "server", f"{who}: not measurably better after {seconds:.1f} s; nothing shipped", "blue"
+            )
+        else:
+            before, after = _task_line(parent.parent_meta), _task_line(built.meta)
+            self.log.say(
+                "server",
+                f"{who}: [bold]better[/] after {seconds:.1f} s: {before} -> {after}; shipping it",
+                "blue",
+            )
+        return built
 
     def announce_queued(self, key: str, describe: Callable[[str], str], ahead: int) -> None:
         """Say "queued" once per build key, whoever sees it first: the job watcher or the build."""
@@ -256,6 +289,17 @@ class ReportingEngine:
             "yellow",
         )
         return built
+
+
+def _task_line(meta: ModelMeta) -> str:
+    """Each task's primary metric, e.g. `seg miou 0.612, depth abs_err 0.301`."""
+    parts = []
+    for task in meta.tasks:
+        key = PRIMARY.get(meta.outputs[task].kind, "")
+        value = meta.metrics.get(task, {}).get(key)
+        if value is not None:
+            parts.append(f"{task} {key} {value:.3f}")
+    return ", ".join(parts) or "-"
 
 
 def watch_jobs(

@@ -38,6 +38,14 @@ def summary(result: DemoResult) -> list[str]:
             f"{c.new_model_after_s:.1f} s later; {c.requests_during} requests served meanwhile, "
             f"{c.failed_during} failed"
         )
+    if result.refinements:
+        refined = [d for d in result.devices if d.version.startswith("refinement")]
+        lines.append(
+            f"refinements: {len(result.refinements)} run in the background "
+            f"({sum(r.seconds for r in result.refinements):.0f} s); {len(refined)} of {len(result.devices)} "
+            "devices hot-swapped from their quick model to a refined one: "
+            + (", ".join(f"{d.device_id} ({d.version})" for d in refined) or "none")
+        )
     requests = sum(d.requests for d in result.devices)
     failed = sum(d.failed + d.agent_failed for d in result.devices)
     api = sorted(d.round_trip_p50_ms for d in result.devices)
@@ -66,12 +74,21 @@ def bench_body(result: DemoResult, opts: DemoOptions) -> str:
             f"{t.get('late_joiners', 0):.1f} s" if "late_joiners" in t else "-",
         ),
         ("task change -> answers from the new model", f"{t.get('task_change', 0):.1f} s"),
+        (
+            "then every device on its refined model (or told not better)",
+            f"{t.get('refined_models', 0):.1f} s",
+        ),
         ("whole run (start to all processes stopped)", f"{t.get('total', 0):.0f} s"),
     ]
     builds = (
         "\n".join(f"| {','.join(b.tasks)} | {b.budget} | {b.seconds:.1f} |" for b in result.builds)
         or "| (none: all from the build cache) | | |"
     )
+    refinements = (
+        "\n".join(f"| {','.join(b.tasks)} | {b.budget} | {b.seconds:.1f} |" for b in result.refinements)
+        or "| (none) | | |"
+    )
+    versions = "\n".join(f"| {d.device_id} | {d.version} |" for d in result.devices)
     requests = sum(d.requests for d in result.devices)
     failed = sum(d.failed + d.agent_failed for d in result.devices)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -89,6 +106,14 @@ def bench_body(result: DemoResult, opts: DemoOptions) -> str:
 | build (tasks) | budget | seconds |
 |---|---|---:|
 {builds}
+
+| refinement (tasks, background) | budget | seconds |
+|---|---|---:|
+{refinements}
+
+| device | serves at the end |
+|---|---|
+{versions}
 """
 
 
@@ -117,7 +142,7 @@ def finish(
             console.print(f"  - {p}")
         return 1
     console.print(
-        "[bold green]demo passed[/]: every agent serves a model for its tasks, 0 failed requests, "
-        "the task change took effect, everything stopped"
+        "[bold green]demo passed[/]: every agent serves a model for its tasks (quick, then refined), "
+        "0 failed requests, the task change took effect, everything stopped"
     )
     return 0

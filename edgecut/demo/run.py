@@ -9,6 +9,7 @@ server, then the broker, checks no port or process is left, and removes the run'
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import signal
 import tempfile
@@ -29,6 +30,8 @@ from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.jobs import spec_from_dict
+from edgecut.server.fleet.refiner import NOT_BETTER
+from edgecut.server.fleet.registry import DONE, FAILED, refinement_key
 from edgecut.server.fleet.settings import ServerSettings
 
 from .agents import AgentProcess, InferenceDriver
@@ -39,6 +42,9 @@ from .table import DemoResult, DeviceResult, TaskChange
 
 WAIT_REPORT_S = 10.0  # while the demo waits for devices, a line this often says for what
 REGISTRY_WAIT_S = 15.0  # at the end, how long the last reports may take to reach the server
+# One refinement per build, long enough to be measurably better than the quick model and short
+# enough that `make demo` stays a few minutes on 2 cores (docs/demo.md has the measured run).
+REFINE_STEPS, QUICK_REFINE_STEPS = (120,), (30,)
 
 
 class DemoStalled(EdgecutError):
@@ -56,6 +62,7 @@ class DemoOptions:
     timeout: float = 900.0  # give up when the devices' steps are not done this long after they start
     reuse_builds: bool = False  # keep the server's registry and artifacts between runs (a build cache)
     recovery_steps: int | None = None  # None: the demo's default for the model size
+    refine_steps: tuple[int, ...] | None = None  # the refinements' lengths; None: the demo's default
     keep: bool = False
     http: str = "127.0.0.1:8080"  # the dashboard ("" = off)
 
@@ -155,7 +162,12 @@ class Demo:
         steps = opts.recovery_steps if opts.recovery_steps is not None else (20 if opts.quick else 60)
         # scenes are cached under the data dir beside the training ones; n_calib 256 is plenty for
         # importance (4 batches of 32) and for the distillation steps of one build
-        engine = load_engine(checkpoint, opts.data_dir, n_calib=n_val, n_val=n_val, recovery_steps=steps)
+        refine = opts.refine_steps
+        if refine is None:
+            refine = QUICK_REFINE_STEPS if opts.quick else REFINE_STEPS
+        engine = load_engine(
+            checkpoint, opts.data_dir, n_calib=n_val, n_val=n_val, recovery_steps=steps, refine_steps=refine
+        )
         engine.work_dir = self.work / "engine"  # build scratch goes away with the run
         self.log.say("server", f"scoring the full model on {n_val} validation scenes (the baseline)")
         engine.reference_metrics()
@@ -228,6 +240,13 @@ class Demo:
         target = changed_device(first)
         agent = next(a for a in self.agents if a.profile == target)
         self._change_tasks(agent, list(target.changes_to))
+        t = time.monotonic()
+        self._wait(
+            lambda: not [a for a in self.agents if self._version(a) is None],
+            "refined models",
+            lambda: [a for a in self.agents if self._version(a) is None],
+        )
+        self._timed("refined_models", t)
         self._sleep_until(t_fleet + opts.duration)
         self._timed("fleet_phase", t_fleet)
 
@@ -367,6 +386,34 @@ class Demo:
         self.change.max_gap_s = round(max((b - a for a, b in itertools.pairwise(window)), default=0.0), 2)
         return True
 
+    def _version(self, agent: AgentProcess) -> str | None:
+        """Which version of its build the device serves: `quick`, `refinement n`, `quick (refinement
+        not better)`; None while a refinement of its model is still to come (built or on its way)."""
+        try:
+            st = agent.status()
+        except AgentError:
+            return None
+        prov = json.loads(st.provenance_json) if st.provenance_json else {}
+        n, key = int(prov.get("refinement", 0)), str(prov.get("build_key", ""))
+        registry = self.server.registry if self.server else None
+        if n >= 1:
+            return f"refinement {n}"
+        if not key or registry is None or self.engine is None:
+            return None
+        job = registry.job(key)
+        if job is None:
+            return None
+        if job.refinement >= 1:  # the server serves a refinement the device has not swapped in yet
+            return None
+        if self.engine.refinements(spec_from_dict(job.spec)) < 1:
+            return "quick"
+        rec = registry.job(refinement_key(key, 1))
+        if rec is None or rec.state not in (DONE, FAILED):
+            return None
+        if rec.state == DONE and rec.stage == NOT_BETTER:
+            return "quick (refinement not better)"
+        return "quick" if rec.state == FAILED or rec.stage != "ready" else None
+
     # -- results and shutdown ------------------------------------------------------------------
 
     def _collect(self) -> None:
@@ -435,6 +482,10 @@ class Demo:
             latency_p50_ms=_p50([s.latency_ms for s in ok]),
             round_trip_p50_ms=_p50([s.round_trip_ms for s in ok]),
             errors=(trace.errors if trace else []) + ([st.last_error] if st.last_error else []),
+            version=self._version(agent) or "quick (refinement pending)",
+            served=sorted(
+                {s.artifact_id for s in ok}, key=lambda a: next(s.t for s in ok if s.artifact_id == a)
+            ),
         )
 
     def _cleanup(self) -> None:
@@ -456,6 +507,7 @@ class Demo:
                 self.server.stop()
             if self.engine is not None:
                 self.result.builds = list(self.engine.builds)
+                self.result.refinements = list(self.engine.refine_runs)
             for agent in self.agents:
                 agent.stop(timeout=10)
             if self.monitor is not None:

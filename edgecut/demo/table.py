@@ -40,6 +40,8 @@ class DeviceResult:
     # what reached the fleet server's registry over MQTT (proves telemetry and swap reports arrive)
     server_swaps: int = 0  # successful swaps the server recorded
     server_telemetry: bool = False  # the server holds a telemetry sample of the device
+    version: str = ""  # quick / refinement n / quick (refinement not better) of its build
+    served: list[str] = field(default_factory=list)  # artifacts that answered its requests, in order
 
 
 @dataclass
@@ -61,6 +63,7 @@ class DemoResult:
     devices: list[DeviceResult] = field(default_factory=list)
     change: TaskChange | None = None
     builds: list[BuildRecord] = field(default_factory=list)
+    refinements: list[BuildRecord] = field(default_factory=list)  # refinement runs, shipped or not
     timings_s: dict[str, float] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
     ports_open_after: list[int] = field(default_factory=list)
@@ -143,6 +146,7 @@ def render(result: DemoResult) -> Table:
     for col, justify in (
         ("device\nclass, budget", "left"),
         ("tasks", "left"),
+        ("version", "left"),
         ("params\nMACs\n(vs full)", "right"),
         ("per-task metric\ntailored / full model", "left"),
         ("latency\np50", "right"),
@@ -164,6 +168,7 @@ def render(result: DemoResult) -> Table:
         table.add_row(
             f"{d.device_id}\n{d.device_class}, {d.budget}",
             tasks,
+            d.version.replace(" (", "\n(") or "-",
             f"{_share(m.params, m.full_params)}\n{_share(m.macs, m.full_macs)}" if m else "-",
             metric_cells(m) if m else "-",
             f"{d.latency_p50_ms:.2f} ms",

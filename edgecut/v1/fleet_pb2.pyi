@@ -109,7 +109,7 @@ class Telemetry(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ModelReady(_message.Message):
-    __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit", "manifest", "signature")
+    __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit", "manifest", "signature", "parent_artifact_id", "refinement")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class ModelReady(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFINEMENT_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     artifact_id: str
     sha256: str
@@ -136,7 +138,9 @@ class ModelReady(_message.Message):
     cache_hit: bool
     manifest: bytes
     signature: Signature
-    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., grpc_address: _Optional[str] = ..., needs_seq: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., manifest: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ...) -> None: ...
+    parent_artifact_id: str
+    refinement: int
+    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., grpc_address: _Optional[str] = ..., needs_seq: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., manifest: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ...) -> None: ...
 
 class Signature(_message.Message):
     __slots__ = ("key_id", "signature")

@@ -88,6 +88,22 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert sum(d["cache_hits"] for d in devices.values()) == 1
     assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
 
+    # progressive delivery: a refinement ran in the background for every build key, and every device
+    # ended on a settled version of its build. The --quick model is trained for seconds, so its
+    # validation metrics are noise and a refinement is often "not better" (nothing shipped); when one
+    # is shipped, the device answered from its quick model, then from the refined one, 0 failed.
+    # (`make demo`, on the packaged reference model, shows both swaps: docs/demo.md.)
+    assert len(doc["refinements"]) >= 4  # one per build key (a refinement that yielded runs again)
+    for d in devices.values():
+        assert d["version"] in ("refinement 1", "quick (refinement not better)"), (
+            d["device_id"],
+            d["version"],
+        )
+        assert d["served"][-1] == d["artifact_id"] and d["failed"] == 0 and d["agent_failed"] == 0
+    for name in ("rpi4-kitchen", "jetson-door"):  # served from the first wave on: quick first
+        d = devices[name]
+        assert len(d["served"]) == d["swaps"] == (2 if d["version"] == "refinement 1" else 1), d
+
     target = changed_device(waves(list(BASE_PROFILES))[0])
     assert target.device_id == "x86-lab"
     change = doc["change"]
@@ -95,7 +111,8 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert change["new"] == list(target.changes_to)
     changed = devices[target.device_id]
     assert changed["tasks"] == list(target.changes_to)
-    assert sorted(changed["model_tasks"]) == sorted(target.changes_to) and changed["swaps"] == 2
+    # quick(old tasks) -> quick(new tasks), plus each refinement that was shipped
+    assert sorted(changed["model_tasks"]) == sorted(target.changes_to) and changed["swaps"] >= 2
     assert change["new_model_after_s"] is not None
     # inference kept running while the new model was built (seconds here: a fresh build)
     assert change["requests_during"] > 0 and change["failed_during"] == 0 and change["max_gap_s"] < 3
@@ -105,6 +122,7 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert doc["dashboard"].startswith("http://127.0.0.1:") and f"dashboard: {doc['dashboard']}/fleet" in out
     assert "what each device ended up serving" in out and "demo passed" in out
     assert "cache hit" in out and "hot-swapped" in out and "download" in out
+    assert "refinement 1: longer distillation" in out and "refinements: " in out
 
 
 def _start_until_inference(command: list[str]) -> tuple[subprocess.Popen[str], list[str]]:

@@ -9,6 +9,10 @@ report progress like the real engine, can be slowed down (`delay`), fail on requ
 a chain of 3x3 convolutions that makes inference tens of times slower; "low_quality", metrics far
 below the full model's). Every model carries per-task metrics next to the full model's like the real
 engine's: made-up figures that fall with the kept width (test data, not measurements).
+
+Progressive delivery: with `refinements=N` every build is followed by N refinements; refinement n is
+the same architecture with other weights and metrics that close half of the remaining gap to the full
+model, or None ("not better") for the numbers in `not_better`. Refinements honour `delay` and `hold()`.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class OnnxTestEngine:
         pad_bytes: int = 0,
         base_model_id: str = "test-mtl-v1",
         faults: dict[tuple[str, ...], str] | None = None,
+        refinements: int = 0,
+        not_better: set[int] | None = None,
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="edgecut-test-engine-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
@@ -74,18 +80,21 @@ class OnnxTestEngine:
         # sorted tasks -> "nan" | "unloadable": that build "succeeds" with a broken model (may be set later)
         self.faults: dict[tuple[str, ...], str] = dict(faults or {})  # sorted tasks -> one of FAULTS
         self.builds: list[BuildSpec] = []  # every build started, in order
+        self.refinement_count, self.not_better = refinements, set(not_better or ())
+        self.refines: list[tuple[BuildSpec, Refinement]] = []  # every refinement started, in order
         self._lock = threading.Lock()
         self._gate = threading.Event()  # cleared inside hold(): builds wait before they export
         self._gate.set()
+        self._refine_gate = threading.Event()  # cleared inside hold_refinements()
+        self._refine_gate.set()
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self) -> contextlib.AbstractContextManager[None]:
         """Builds started inside the block finish only after it ends (a test orders events with it)."""
-        self._gate.clear()
-        try:
-            yield
-        finally:
-            self._gate.set()
+        return _closed(self._gate)
+
+    def hold_refinements(self) -> contextlib.AbstractContextManager[None]:
+        """Refinements started inside the block finish only after it ends (quick builds do not wait)."""
+        return _closed(self._refine_gate)
 
     @property
     def base_model_id(self) -> str:
@@ -122,10 +131,18 @@ class OnnxTestEngine:
             )
 
     def refinements(self, spec: BuildSpec) -> int:
-        return 0  # progressive delivery in this engine: issue 20
+        return self.refinement_count
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
-        return None
+        with self._lock:
+            self.refines.append((spec, parent))
+        steps = [("distillation", 0.3), ("distillation", 0.6), ("exporting", 0.9)]
+        self._steps(spec, progress, steps, self._refine_gate)
+        if parent.number in self.not_better:
+            return None
+        built = self._artifact(spec, parent.number, parent.parent_meta)
+        built.parent_artifact_id, built.refinement = parent.parent_artifact_id, parent.number
+        return built
 
     def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
         with self._lock:
@@ -137,16 +154,28 @@ class OnnxTestEngine:
             ("recovery", 0.7),
             ("exporting", 0.9),
         ]
+        self._steps(spec, progress, steps, self._gate)
+        return self._artifact(spec)
+
+    def _steps(
+        self, spec: BuildSpec, progress: ProgressFn, steps: list[tuple[str, float]], gate: threading.Event
+    ) -> None:
         for stage, frac in steps:
             progress(stage, frac, f"{stage} {int(frac * 100)}%")
             if self.delay:
                 time.sleep(self.delay / len(steps))
             if stage == "exporting":
-                self._gate.wait()
+                while not gate.wait(0.05):
+                    if gate is self._refine_gate:  # a held refinement can still be stopped or yield
+                        progress(stage, frac, f"{stage} {int(frac * 100)}% (held)")
             if stage == "recovery" and self.fail_tasks & set(spec.tasks):
                 raise BuildError(
                     f"recovery diverged for {', '.join(sorted(self.fail_tasks & set(spec.tasks)))}"
                 )
+
+    def _artifact(
+        self, spec: BuildSpec, refinement: int = 0, parent: ModelMeta | None = None
+    ) -> BuiltArtifact:
         width = self._width(spec)
         macs, params = self._macs_params(spec.tasks, width)
         while True:  # honour max_macs / max_params like the real engine would
@@ -163,6 +192,11 @@ class OnnxTestEngine:
         if fault not in (None, *FAULTS):
             raise ValueError(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
         metrics, reference = _metrics(spec.tasks, width, fault == "low_quality")
+        if parent is not None:  # half of the parent's remaining gap to the full model is recovered
+            metrics = {
+                t: {m: round((v + reference[t][m]) / 2, 4) for m, v in parent.metrics.get(t, {}).items()}
+                for t in spec.tasks
+            }
         meta = ModelMeta(
             base_model=self._base,
             tasks=list(spec.tasks),
@@ -185,8 +219,9 @@ class OnnxTestEngine:
             metrics=metrics,
             reference_metrics=reference,
         )
-        path = self.workdir / f"{key}.onnx"
-        model = self._model(spec.tasks, width, meta, key, nan=fault == "nan", slow=fault == "slow")
+        path = self.workdir / (f"{key}.r{refinement}.onnx" if refinement else f"{key}.onnx")
+        seed = int(key[:8], 16) + refinement  # a refinement has other weights: other bytes
+        model = self._model(spec.tasks, width, meta, seed, nan=fault == "nan", slow=fault == "slow")
         data = model.SerializeToString()
         if fault == "unloadable":
             data = corrupted(data)
@@ -198,11 +233,11 @@ class OnnxTestEngine:
         tasks: tuple[str, ...],
         width: int,
         meta: ModelMeta,
-        key: str,
+        seed: int,
         nan: bool = False,
         slow: bool = False,
     ) -> onnx.ModelProto:
-        rng = np.random.default_rng(int(key[:8], 16))
+        rng = np.random.default_rng(seed)
         inits = [
             numpy_helper.from_array(rng.normal(size=(width, 3, 1, 1)).astype(np.float32), "stem_w"),
             numpy_helper.from_array(np.zeros(width, np.float32), "stem_b"),
@@ -248,6 +283,15 @@ class OnnxTestEngine:
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta.to_json()})
         onnx.checker.check_model(model)
         return model
+
+
+@contextlib.contextmanager
+def _closed(gate: threading.Event) -> Iterator[None]:
+    gate.clear()
+    try:
+        yield
+    finally:
+        gate.set()
 
 
 def _metrics(

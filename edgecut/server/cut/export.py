@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from edgecut.model_meta import ONNX_METADATA_KEY, InputSpec, ModelMeta, OutputSpec
 from edgecut.server.errors import BuildError
 from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.ort_latency import session
 
 logger = logging.getLogger(__name__)
 OPSET = 17
@@ -82,13 +82,6 @@ def export_onnx(model: MultiTaskModel, meta: ModelMeta, path: Path) -> float:
     diff = max_abs_diff(model, tmp, x)
     tmp.replace(path)
     return diff
-
-
-def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def max_abs_diff(model: MultiTaskModel, path: Path, x: torch.Tensor) -> float:

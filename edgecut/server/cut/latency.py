@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from edgecut.server.cut.export import OPSET, session
+from edgecut.server.cut.export import OPSET
 from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.ort_latency import onnx_latency_ms
 
-
-def onnx_latency_ms(path: Path, size: int, runs: int = 60, warmup: int = 10, threads: int = 1) -> float:
-    sess = session(path, threads)
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    for _ in range(warmup):
-        sess.run(None, {"image": x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {"image": x})
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+__all__ = ["model_latency_ms", "onnx_latency_ms"]
 
 
 def model_latency_ms(model: MultiTaskModel, runs: int = 60, threads: int = 1) -> float:

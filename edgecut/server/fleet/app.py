@@ -22,6 +22,7 @@ from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
 from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.jobs import JobManager
+from edgecut.server.fleet.latency_model import measure_here
 from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.mqtt_bridge import BrokerAuth, MqttBridge
 from edgecut.server.fleet.observe import Observers
@@ -55,6 +56,8 @@ class FleetServer:
         self._scrubber: threading.Thread | None = None
         self.observers = Observers()
         self.policy = BudgetPolicy(settings.budget.classes)
+        self.policy.latency.tolerance = settings.latency_tolerance
+        self.policy.latency.sustain_s = settings.latency_sustain_s
         self.history: FleetHistory | None = None
         self.recorder: HistoryRecorder | None = None
         self.rollouts: RolloutManager | None = None
@@ -81,6 +84,8 @@ class FleetServer:
         self.recorder = HistoryRecorder(self.history, store, s.latency_runs)
         observers.add(self.recorder)
         self.recorder.start()
+        if s.latency_probe:
+            self._spawn_latency_probe()
         builds = RateLimiter(lim.build_burst, lim.builds_per_minute)
         self.jobs = jobs = JobManager(
             self.engine,
@@ -93,6 +98,7 @@ class FleetServer:
             owner=s.owner,
             lease_s=s.lease_s,
             poll_s=s.job_poll_s,
+            refine_workers=s.refine_workers,
         )
         servicer = FleetServicer(
             store,
@@ -135,6 +141,7 @@ class FleetServer:
             if s.rollout.enabled:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)
                 self.bridge.offer_gate = self.rollouts.gate
+                self.bridge.refinement_hold = self.rollouts.refinements_held
                 observers.add(self.rollouts)
             engine = self.engine
             self.commands = CommandDesk(
@@ -174,6 +181,19 @@ class FleetServer:
             self.dashboard.url if self.dashboard else "off",
         )
         return self
+
+    def _spawn_latency_probe(self) -> None:
+        """Seed the latency cost model in the background (about a second of ORT runs, 1 thread)."""
+
+        def probe() -> None:
+            try:
+                model, _ = measure_here()
+            except Exception:
+                logger.exception("measuring onnxruntime latency failed; latency budgets use the table")
+                return
+            self.policy.latency.seed(model)
+
+        threading.Thread(target=probe, name="edgecut-latency-probe", daemon=True).start()
 
     def _scrub_loop(self) -> None:
         """Hash the whole store every `scrub_interval_s`; corrupt artifacts are quarantined and rebuilt."""

@@ -5,10 +5,12 @@
 2. An unknown or empty class falls back to a score from the probe: cores x GHz (frequency 0 means
    unknown: 1.5 GHz is assumed on ARM, 2.5 GHz elsewhere), fraction = 0.08 x score clamped to
    [0.15, 0.8], then capped to 0.25 below 1 GiB of RAM and 0.5 below 2 GiB.
-3. `TaskNeeds.max_latency_ms` adds max_macs = latency x the class's `macs_per_ms` (the sustained
-   onnxruntime CPU throughput assumed for that class); `max_model_bytes` adds max_params = bytes / 4
-   (float32 weights). The engine then picks whichever limit is tighter, or refuses the build with
-   IMPOSSIBLE_BUDGET when even the smallest model breaks it.
+3. `TaskNeeds.max_latency_ms` adds max_macs from the class's cost model (latency_model.py: ms = a x
+   MMACs + b, measured with onnxruntime on the server, scaled by the class's `macs_per_ms` relative to
+   x86 and corrected from the agents' telemetry; without a measurement, latency x `macs_per_ms`),
+   divided by the device's own slowdown once it drifted past its budget; `max_model_bytes` adds
+   max_params = bytes / 4 (float32 weights). The engine then picks whichever limit is tighter, or
+   refuses the build with IMPOSSIBLE_BUDGET when even the smallest model breaks it.
 
 The default fractions and throughputs are conservative planning figures, not measurements; a fleet
 with measured latencies should set its own table.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecut.server.errors import ImpossibleBudgetError
+from edgecut.server.fleet.latency_model import LatencyModels
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -63,8 +66,11 @@ class Decision:
 class BudgetPolicy:
     """Resources (+ latency / size targets) -> Budget, from a per-class table with a probe fallback."""
 
-    def __init__(self, classes: Mapping[str, DeviceClassBudget] | None = None) -> None:
+    def __init__(
+        self, classes: Mapping[str, DeviceClassBudget] | None = None, latency: LatencyModels | None = None
+    ) -> None:
         self.classes: dict[str, DeviceClassBudget] = {**DEFAULT_CLASSES, **(classes or {})}
+        self.latency = latency or LatencyModels({k: v.macs_per_ms for k, v in self.classes.items()})
 
     def row(self, resources: pb.Resources) -> tuple[str, DeviceClassBudget]:
         name = resources.device_class.strip().lower()
@@ -75,19 +81,22 @@ class BudgetPolicy:
         return FALLBACK, _fallback_row(resources)
 
     def decide(
-        self, resources: pb.Resources, max_latency_ms: float = 0.0, max_model_bytes: int = 0
+        self,
+        resources: pb.Resources,
+        max_latency_ms: float = 0.0,
+        max_model_bytes: int = 0,
+        slowdown: float = 1.0,
     ) -> Decision:
+        """`slowdown` (>= 1): how much slower than its class this device proved (latency drift)."""
         name, row = self.row(resources)
         max_macs = max_params = None
         if max_latency_ms < 0 or max_latency_ms != max_latency_ms:  # negative or NaN
             raise ImpossibleBudgetError(f"max_latency_ms={max_latency_ms} must be a positive number or 0")
         if max_latency_ms > 0:
-            max_macs = int(max_latency_ms * row.macs_per_ms)
-            if max_macs < 1:
-                raise ImpossibleBudgetError(
-                    f"max_latency_ms={max_latency_ms:g} allows no computation on a {name} device "
-                    f"(~{row.macs_per_ms:.3g} MACs/ms); ask for a longer latency"
-                )
+            try:
+                max_macs = self.latency.max_macs(name, row.macs_per_ms, max_latency_ms, slowdown)
+            except ImpossibleBudgetError as exc:
+                raise ImpossibleBudgetError(f"{exc} (a {name} device)") from None
         if max_model_bytes > 0:
             max_params = max_model_bytes // 4
             if max_params < 1:

@@ -20,6 +20,9 @@ so each listener sees them in order. Devices that asked over MQTT are `waiter`s 
 registry; the finish hooks (the MQTT bridge) answer them on whichever replica sees the job end, also
 after a restart. `stop()` interrupts a running build at its next progress callback and queues it
 again for any replica (or the next start) to take.
+
+Progressive delivery (refiner.py): once a key's quick build is done, its refinements are queued as
+jobs of their own kind, claimed by separate workers, so they never hold up a device's first model.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ Event = Progress | Ready | Failed
 Outcome = Ready | Failed
 Listener = Callable[[Event], None]
 FinishHook = Callable[[Outcome], None]
+RefinedHook = Callable[[Ready], None]  # a refinement the key's cache now serves (refinement >= 1)
 
 
 @dataclass
@@ -88,7 +92,7 @@ class Submission:
     ready: Ready | None = None  # set on a cache hit
 
 
-class _Interrupted(BaseException):
+class Interrupted(BaseException):
     """Raised inside a build's progress callback when the server stops or lost the job's lease.
 
     A BaseException (like KeyboardInterrupt) so an engine's `except Exception` cannot turn a
@@ -133,9 +137,10 @@ class JobManager:
         owner: str = "",
         lease_s: float = 30.0,
         poll_s: float = 1.0,
+        refine_workers: int = 1,
     ) -> None:
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
+        if workers < 1 or refine_workers < 0:
+            raise ValueError("workers must be >= 1 and refine_workers >= 0")
         if lease_s <= 0 or poll_s <= 0:
             raise ValueError("lease_s and poll_s must be positive")
         self.engine, self.store, self.registry = engine, store, registry
@@ -143,15 +148,19 @@ class JobManager:
         self.observers = observers or Observers()
         self.owner = owner or default_owner()  # this replica's name on the leases it holds
         self.lease_s, self.poll_s = lease_s, poll_s
-        self._workers_n = workers
+        self._workers_n, self._refine_workers_n = workers, refine_workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}  # jobs someone here listens to or waits for, or builds
         self._building: set[str] = set()  # keys whose lease this replica holds
         self._lost: set[str] = set()  # keys whose lease expired under us: stop building them
         self._threads: list[threading.Thread] = []
         self._hooks: list[FinishHook] = []
+        self._refined_hooks: list[RefinedHook] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()  # new local work: workers look at once instead of at the next poll
+        from edgecut.server.fleet.refiner import Refiner  # imports this module's names
+
+        self.refiner = Refiner(self)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -162,6 +171,8 @@ class JobManager:
             logger.info("job %s was ours when we stopped; queued again", key)
         for i in range(self._workers_n):
             self._spawn(self._work, f"edgecut-job-{i}")
+        for i in range(self._refine_workers_n):
+            self._spawn(self.refiner.work, f"edgecut-refine-{i}")
         self._spawn(self._watch, "edgecut-job-watch")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -173,6 +184,7 @@ class JobManager:
         """Stop the workers; a running build stops at its next progress call and is queued again."""
         self._stopping.set()
         self._wake.set()
+        self.refiner.wake.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -186,6 +198,43 @@ class JobManager:
 
     def add_finish_hook(self, hook: FinishHook) -> None:
         self._hooks.append(hook)
+
+    def add_refined_hook(self, hook: RefinedHook) -> None:
+        """`hook(ready)` after a refinement became what its key serves (the bridge offers it on)."""
+        self._refined_hooks.append(hook)
+
+    def refined(self, ready: Ready) -> None:
+        for hook in self._refined_hooks:
+            try:
+                hook(ready)
+            except Exception:
+                logger.exception("refined hook %r failed for %s", hook, ready.build_key)
+
+    # -- leases shared with the refiner ----------------------------------------------------------
+
+    def hold(self, key: str) -> None:
+        """This replica builds `key` now: its lease is renewed until `let_go(key)`."""
+        with self._lock:
+            self._building.add(key)
+            self._lost.discard(key)
+
+    def let_go(self, key: str) -> bool:
+        """Stop renewing `key`'s lease; True when it was lost to another replica meanwhile."""
+        with self._lock:
+            self._building.discard(key)
+            return key in self._lost
+
+    def should_stop(self, key: str) -> bool:
+        return self._stopping.is_set() or key in self._lost
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def quick_builds_here(self) -> bool:
+        """A quick build runs here, or a device asked this replica for one (refinements make way)."""
+        with self._lock:
+            return bool(self._active)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -359,14 +408,13 @@ class JobManager:
             return
         with self._lock:
             job = self._active.setdefault(key, Job(key, spec, Progress(key, "running", 0.0)))
-            self._building.add(key)
-            self._lost.discard(key)
+        self.hold(key)
         self._observe(key, "running", 0.0, tasks=list(spec.tasks))
         stage_seen = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
             if self._stopping.is_set() or key in self._lost:
-                raise _Interrupted
+                raise Interrupted
             if stage not in stage_seen:  # persist stage changes only, not every percent
                 stage_seen.add(stage)
                 self.registry.update_job(key, stage=stage, fraction=fraction)
@@ -380,11 +428,8 @@ class JobManager:
                 lineage = built.parent_artifact_id, built.refinement
             finally:
                 built.cleanup()
-        except _Interrupted:
-            with self._lock:
-                self._building.discard(key)
-                lost = key in self._lost
-            if lost:
+        except Interrupted:
+            if self.let_go(key):
                 logger.info("job %s: another replica builds it now; watching it", key)
             else:
                 self.registry.release_job(key, self.owner)
@@ -397,6 +442,7 @@ class JobManager:
             return
         logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
         self._end(key, Ready(key, artifact, False, *lineage))
+        self.refiner.queue(key, spec, artifact.artifact_id, lineage[1] + 1)
 
     def _end(self, key: str, outcome: Outcome) -> None:
         """Persist the outcome, give up the lease, then tell listeners and hooks."""
@@ -417,8 +463,7 @@ class JobManager:
                 "error_message": outcome.message,
             }
         self.registry.finish_job(key, self.owner, **fields)
-        with self._lock:
-            self._building.discard(key)
+        self.let_go(key)
         self._finish(key, outcome)
 
     def _failed(self, key: str, exc: BaseException) -> Failed:
@@ -446,6 +491,7 @@ class JobManager:
             job = self._active.pop(key, None)
             if job is not None:
                 self._notify(job, outcome)
+        self.refiner.wake.set()  # one quick build fewer: a refinement may start now
         if isinstance(outcome, Ready):
             self._observe(key, "ready", 1.0, artifact_id=outcome.artifact.artifact_id)
         else:

@@ -69,6 +69,10 @@ def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
     return u.hostname, port, tls, user, password
 
 
+def _slowdown_of(dev: dict[str, Any]) -> float:
+    return max(1.0, float(dev.get("latency_slowdown") or 0.0))
+
+
 def server_subscriptions(group: str = topics.SHARE_GROUP) -> list[tuple[str, int]]:
     """The filters (and QoS) every server replica subscribes: shared for work, plain for retained state."""
     return [
@@ -119,6 +123,8 @@ class MqttBridge:
         self.group, self.keepalive = group, keepalive
         self.observers = observers or Observers()
         self.offer_gate: OfferGate | None = None
+        # True = hold a refinement's offers back (a staged rollout judges its key's quick model now)
+        self.refinement_hold: Callable[[Ready], bool] | None = None
         self._v5 = protocol == "5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -145,9 +151,11 @@ class MqttBridge:
             topics.ACK: self._on_ack,
         }
         jobs.add_finish_hook(self._on_job_finished)
+        jobs.add_refined_hook(self._on_refined)
         # re-hashing an artifact a device found corrupt must not block paho's network thread
         self._rechecks = ThreadPoolExecutor(1, thread_name_prefix="edgecut-recheck")
         self._rechecking: set[str] = set()
+        self._macs: dict[str, int] = {}  # artifact id -> its MACs (latency observations)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -246,7 +254,7 @@ class MqttBridge:
         try:
             if self.needs_limiter is not None:
                 self.needs_limiter.check(device_id, "needs messages")
-            decision, spec = requests.needs_decision(self.policy, needs)
+            decision, spec = requests.needs_decision(self.policy, needs, self._slowdown(device_id))
             budget_label, device_class = decision.budget.bucket(), decision.device_class
         except Exception as exc:
             # answered even when older than the latest: an Error is not retained and changes nothing
@@ -279,25 +287,30 @@ class MqttBridge:
         for dev in self.registry.devices():
             if dev["status"] != "online" or not dev["needs_json"]:
                 continue
-            device_id = dev["device_id"]
-            try:
-                needs = json_format.ParseDict(dev["needs_json"], pb.TaskNeeds(), ignore_unknown_fields=True)
-                _, spec = requests.needs_decision(self.policy, needs)
-                if self.jobs.build_key(spec) == dev["build_key"]:
-                    continue
-                sub = self.jobs.submit(
-                    spec, waiter=Waiter(device_id, int(dev["needs_seq"])), requester=device_id
-                )
-            except Exception as exc:  # its next needs message will say what is wrong
-                logger.info("not refreshing %s: %s", device_id, exc)
-                continue
-            asked += 1
-            logger.info(
-                "device %s: its needs now map to build %s (server upgraded)", device_id, sub.build_key
-            )
-            if sub.ready is not None:
-                self._offer(device_id, int(dev["needs_seq"]), sub.ready)
+            if self._reask(dev, "server upgraded"):
+                asked += 1
         return asked
+
+    def _reask(self, dev: dict[str, Any], why: str) -> bool:
+        """Submit the build the device's recorded needs map to now, when it is not the one last offered."""
+        device_id = dev["device_id"]
+        try:
+            needs = json_format.ParseDict(dev["needs_json"], pb.TaskNeeds(), ignore_unknown_fields=True)
+            _, spec = requests.needs_decision(self.policy, needs, _slowdown_of(dev))
+            if self.jobs.build_key(spec) == dev["build_key"]:
+                return False
+            sub = self.jobs.submit(spec, waiter=Waiter(device_id, int(dev["needs_seq"])), requester=device_id)
+        except Exception as exc:  # its next needs message will say what is wrong
+            logger.info("not asking again for %s: %s", device_id, exc)
+            return False
+        logger.info("device %s: its needs now map to build %s (%s)", device_id, sub.build_key, why)
+        if sub.ready is not None:
+            self._offer(device_id, int(dev["needs_seq"]), sub.ready)
+        return True
+
+    def _slowdown(self, device_id: str) -> float:
+        dev = self.registry.device(device_id)
+        return _slowdown_of(dev) if dev is not None else 1.0
 
     def _record_needs(self, device_id: str, needs: pb.TaskNeeds, device_class: str, budget: str) -> bool:
         """Record the needs; False when they are older than the device's latest (then nothing is answered)."""
@@ -335,6 +348,52 @@ class MqttBridge:
             telemetry = wire.telemetry_dict(t)
             self.registry.record_telemetry(device_id, telemetry)
             self._emit("telemetry", device_id, **telemetry)
+            self._watch_latency(device_id, t)
+
+    def _watch_latency(self, device_id: str, t: pb.Telemetry) -> None:
+        """Feed the class's cost model; re-tailor the device when it stays past its latency budget."""
+        if not t.artifact_id or t.latency_p50_ms <= 0:
+            return
+        dev = self.registry.device(device_id)
+        macs = self._macs_of(t.artifact_id[:64])
+        if dev is None or not macs:
+            return
+        resources = json_format.ParseDict(dev["resources"] or {}, pb.Resources(), ignore_unknown_fields=True)
+        name, row = self.policy.row(resources)
+        budget_ms = float((dev["needs_json"] or {}).get("max_latency_ms", 0.0) or 0.0)
+        slowdown = self.policy.latency.observe(
+            device_id,
+            name,
+            row.macs_per_ms,
+            macs,
+            t.latency_p50_ms,
+            t.inference_count,
+            t.artifact_id[:64],
+            budget_ms,
+        )
+        if slowdown is None:
+            return
+        slowdown = max(slowdown, _slowdown_of(dev))
+        logger.warning(
+            "device %s: p50 %.1f ms stays above its %.1f ms budget; re-tailoring (%.2fx slower than its class)",
+            device_id,
+            t.latency_p50_ms,
+            budget_ms,
+            slowdown,
+        )
+        self.registry.set_latency_slowdown(device_id, slowdown)
+        self._emit("drift", device_id, p50_ms=t.latency_p50_ms, budget_ms=budget_ms, slowdown=slowdown)
+        self._reask({**dev, "latency_slowdown": slowdown}, "latency drift")
+
+    def _macs_of(self, artifact_id: str) -> int:
+        if artifact_id not in self._macs:
+            try:
+                self._macs[artifact_id] = max(0, self.jobs.store.meta(artifact_id).macs)
+            except Exception:  # not one of ours (or gone): no figure to learn from
+                self._macs[artifact_id] = 0
+            while len(self._macs) > 4096:
+                self._macs.pop(next(iter(self._macs)))
+        return self._macs[artifact_id]
 
     def _on_swap(self, device_id: str, payload: bytes) -> None:
         s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)
@@ -426,6 +485,22 @@ class MqttBridge:
                 self.registry.record_device_error(w.device_id, outcome.message)
                 self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
 
+    def _on_refined(self, ready: Ready) -> None:
+        """Offer a refinement to every device whose latest offer is its parent, past the rollout gate.
+
+        A refinement is the same pruned architecture as its parent (same MACs, same tasks), trained
+        longer and measured better on the validation set; a staged rollout guards *new variants*, and
+        a device holding the parent already passed (or was never subject to) the parent's rollout.
+        While the parent's key is in canary, its refinements wait; the promotion offers the best one.
+        """
+        if self.refinement_hold is not None and self.refinement_hold(ready):
+            logger.info(
+                "refinement %d of %s waits for its rollout's verdict", ready.refinement, ready.build_key
+            )
+            return
+        for device_id, seq in self.registry.devices_on(ready.parent_artifact_id):
+            self.offer(device_id, seq, ready)
+
     def _offer(self, device_id: str, seq: int, ready: Ready) -> None:
         """Answer a device's needs with `ready`, or with what the offer gate puts in its place."""
         chosen: Ready | None = ready
@@ -460,7 +535,13 @@ class MqttBridge:
             return
         self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
         self.client.publish(topics.device_topic(device_id, topics.MODEL), payload, qos=1, retain=True)
-        logger.info("offered %s to %s (cache hit: %s)", msg.artifact_id[:12], device_id, ready.cache_hit)
+        logger.info(
+            "offered %s to %s (cache hit: %s, refinement %d)",
+            msg.artifact_id[:12],
+            device_id,
+            ready.cache_hit,
+            ready.refinement,
+        )
         self._emit(
             "offer",
             device_id,
@@ -469,6 +550,8 @@ class MqttBridge:
             needs_seq=seq,
             cache_hit=ready.cache_hit,
             held=held,
+            refinement=ready.refinement,
+            parent_artifact_id=ready.parent_artifact_id,
         )
 
     def publish_command(self, device_id: str, payload: bytes) -> None:

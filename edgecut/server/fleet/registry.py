@@ -31,10 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.schema import (
+    BUILD,
     DONE,
     FAILED,
     JOB_STATES,
     QUEUED,
+    REFINE,
     RUNNING,
     Base,
     DeviceRow,
@@ -47,7 +49,24 @@ from edgecut.server.fleet.schema import (
     now,
 )
 
-__all__ = ["DONE", "FAILED", "JOB_STATES", "QUEUED", "RUNNING", "JobRecord", "Registry", "Waiter"]
+__all__ = [
+    "BUILD",
+    "DONE",
+    "FAILED",
+    "JOB_STATES",
+    "QUEUED",
+    "REFINE",
+    "RUNNING",
+    "JobRecord",
+    "Registry",
+    "Waiter",
+    "refinement_key",
+]
+
+
+def refinement_key(build_key: str, number: int) -> str:
+    """The job key of refinement `number` of `build_key` (fits the 64-character key column)."""
+    return f"{build_key}~r{number}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class JobRecord:
     refinement: int = 0
     owner: str = ""  # the replica holding the lease ('' = none)
     lease_expires: float = 0.0
+    kind: str = BUILD
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,7 @@ def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
         row.refinement or 0,
         lease.owner if lease is not None else "",
         lease.expires if lease is not None else 0.0,
+        REFINE if row.kind == REFINE else BUILD,  # '' = a row from before refinements existed
     )
 
 
@@ -247,6 +268,18 @@ class Registry:
             q = select(DeviceRow).where(DeviceRow.offered_artifact_id == artifact_id)
             return [(r.device_id, r.needs_seq) for r in s.scalars(q)]
 
+    def devices_on(self, artifact_id: str) -> list[tuple[str, int]]:
+        """(device id, needs seq) of the devices whose latest offer is `artifact_id` *and* answered
+        their current needs (a device that asked for something else since waits for that answer)."""
+        with self._tx() as s:
+            out = []
+            for row in s.scalars(select(DeviceRow).where(DeviceRow.offered_artifact_id == artifact_id)):
+                q = select(OfferRow.needs_seq).where(OfferRow.device_id == row.device_id)
+                last = s.scalars(q.order_by(OfferRow.id.desc()).limit(1)).first()
+                if last is not None and last == row.needs_seq:
+                    out.append((row.device_id, row.needs_seq))
+            return out
+
     def _offer_manifest(self, s: Session, device_id: str, artifact_id: str) -> dict[str, Any]:
         q = (
             select(OfferRow)
@@ -274,6 +307,10 @@ class Registry:
             row = self._device(s, device_id)
             row.status, row.artifact_id, row.serving_tasks = status, artifact_id, list(tasks)
             row.agent_version, row.pinned_artifact_id = agent_version, pinned_artifact_id
+
+    def set_latency_slowdown(self, device_id: str, slowdown: float) -> None:
+        with self._tx() as s:
+            self._device(s, device_id).latency_slowdown = slowdown
 
     def record_command_ack(self, device_id: str, ack: dict[str, Any]) -> None:
         with self._tx() as s:
@@ -333,7 +370,7 @@ class Registry:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def create_job(self, build_key: str, spec: dict[str, Any]) -> None:
+    def create_job(self, build_key: str, spec: dict[str, Any], kind: str = BUILD) -> None:
         """Insert or reset the job to queued (a failed or vanished-artifact key is built again)."""
         with self._tx() as s:
             row = s.get(JobRow, build_key)
@@ -348,12 +385,43 @@ class Registry:
                         created=now(),
                         updated=now(),
                         attempts=0,
+                        kind=kind,
                     )
                 )
                 return
             row.state, row.spec, row.stage, row.fraction = QUEUED, spec, "queued", 0.0
             row.artifact_id = row.error_code = row.error_message = ""
+            row.parent_artifact_id, row.refinement, row.kind = "", 0, kind
             row.updated = now()
+
+    def adopt_refinement(
+        self, build_key: str, parent_artifact_id: str, artifact_id: str, number: int
+    ) -> bool:
+        """Make `artifact_id` (refinement `number` of `parent_artifact_id`) what the key's cache serves.
+
+        A compare-and-set: only while the key's done job still points at the parent, so a refinement
+        of an artifact the key no longer serves (rebuilt after a scrub, or a later refinement already
+        adopted) changes nothing. Returns whether it was adopted.
+        """
+        with self._tx() as s:
+            s.execute(_lock_jobs([build_key]))
+            adopted = s.scalar(
+                update(JobRow)
+                .where(
+                    JobRow.build_key == build_key,
+                    JobRow.state == DONE,
+                    JobRow.artifact_id == parent_artifact_id,
+                )
+                .values(
+                    artifact_id=artifact_id,
+                    parent_artifact_id=parent_artifact_id,
+                    refinement=number,
+                    updated=now(),
+                )
+                .returning(JobRow.build_key)
+                .execution_options(synchronize_session=False)
+            )
+            return adopted is not None
 
     def ensure_job(self, build_key: str, spec: dict[str, Any]) -> JobRecord:
         """The key's job: created queued when missing, queued again when it failed, else as it is.
@@ -375,8 +443,11 @@ class Registry:
                 row.updated = now()
             return _job(row, s.get(LeaseRow, build_key))
 
-    def claim_job(self, owner: str, lease_s: float) -> JobRecord | None:
-        """Take the oldest job nobody builds (queued, or running under an expired lease) for `owner`.
+    def claim_job(self, owner: str, lease_s: float, kind: str = BUILD) -> JobRecord | None:
+        """Take the oldest job of `kind` nobody builds (queued, or running under an expired lease).
+
+        Quick builds and refinements are claimed by separate workers, so a long refinement never
+        holds a worker that a device's first model waits for.
 
         The job row is locked first (`FOR NO KEY UPDATE SKIP LOCKED`: claimants skip each other's
         candidates), then the lease upsert succeeds only where there is no lease or an expired one.
@@ -390,6 +461,9 @@ class Registry:
                 .where(
                     JobRow.state.in_((QUEUED, RUNNING)),
                     or_(LeaseRow.build_key.is_(None), LeaseRow.expires < db_now),
+                    JobRow.kind == REFINE
+                    if kind == REFINE
+                    else or_(JobRow.kind != REFINE, JobRow.kind.is_(None)),
                 )
                 .order_by(JobRow.created)
                 .limit(1)

@@ -55,13 +55,16 @@ def check_resources(r: pb.Resources) -> None:
         bounded_int(f"resources.{name}", getattr(r, name))
 
 
-def needs_decision(policy: BudgetPolicy, needs: pb.TaskNeeds) -> tuple[Decision, BuildSpec]:
-    """Check a TaskNeeds and turn it into the policy's decision and the spec to build."""
+def needs_decision(
+    policy: BudgetPolicy, needs: pb.TaskNeeds, slowdown: float = 1.0
+) -> tuple[Decision, BuildSpec]:
+    """Check a TaskNeeds and turn it into the policy's decision and the spec to build
+    (`slowdown`: the device's measured latency drift, latency_model.py)."""
     bounded_int("seq", needs.seq)
     check_resources(needs.resources)
     finite("max_latency_ms", needs.max_latency_ms, 0.0, MAX_LATENCY_MS)
     bounded_int("max_model_bytes", needs.max_model_bytes, MAX_MODEL_BYTES)
-    decision = policy.decide(needs.resources, needs.max_latency_ms, needs.max_model_bytes)
+    decision = policy.decide(needs.resources, needs.max_latency_ms, needs.max_model_bytes, slowdown)
     return decision, spec_of(list(needs.tasks), decision.budget, dict(needs.priorities))
 
 

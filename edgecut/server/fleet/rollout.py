@@ -47,6 +47,7 @@ from edgecut.server.fleet.rollout_policy import (
     task_quality,
 )
 from edgecut.server.fleet.store import Store
+from edgecut.server.spec import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,14 @@ class RolloutManager:
             if live is not None and live.row["candidate_artifact"] == candidate:
                 return self._route(live, device_id, ready)
             serving = str(dev["artifact_id"] or "")
-            replaces = serving and serving != candidate and self._same_tasks(serving, cohort[2])
+            if ready.refinement and serving and self._build_key(serving) == ready.build_key:
+                return ready  # a refinement of the key the device serves: not a new variant (operations.md)
+            replaces = (
+                serving
+                and serving != candidate
+                and self._same_tasks(serving, cohort[2])
+                and self._same_budget(serving, ready.build_key)
+            )
             if not replaces:
                 # a first model or new tasks: never held back, but a cohort that decided against this
                 # artifact (or is still canarying another) gets the model it trusts
@@ -202,6 +210,38 @@ class RolloutManager:
                 return ready
             live = self._begin(cohort, serving, ready, device_id)
             return self._route(live, device_id, ready)
+
+    def refinements_held(self, ready: Ready) -> bool:
+        """True while the quick model of `ready`'s key is in canary: its refinements wait for the verdict
+        (a canary must serve the candidate it is judged on); promotion offers the key's best version."""
+        with self._lock:
+            return any(lv.row["candidate_build_key"] == ready.build_key for lv in self._live.values())
+
+    def _best(self, build_key: str) -> Ready | None:
+        """The refinement the key's cache serves now, when there is one."""
+        rec = self.registry.job(build_key)
+        if rec is None or rec.refinement < 1 or not self.store.exists(rec.artifact_id):
+            return None
+        return Ready(
+            build_key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
+        )
+
+    def _same_budget(self, serving: str, build_key: str) -> bool:
+        """False when the device's budget changed (e.g. re-tailored after latency drift): a smaller model
+        for one device is not a new variant of its cohort's model, and is never held back."""
+        old, new = self.registry.job(self._build_key(serving)), self.registry.job(build_key)
+        if old is None or new is None:
+            return True
+        try:
+            return Budget(**old.spec["budget"]).bucket() == Budget(**new.spec["budget"]).bucket()
+        except (KeyError, TypeError, EdgecutError):  # a spec an older server wrote: compare as same
+            return True
+
+    def _build_key(self, artifact_id: str) -> str:
+        try:
+            return self.store.meta(artifact_id).build_key
+        except EdgecutError:
+            return ""
 
     def _same_tasks(self, artifact_id: str, tasks: tuple[str, ...]) -> bool:
         try:
@@ -375,12 +415,16 @@ class RolloutManager:
             return
         if state == PROMOTED:
             try:
-                ready = Ready(row["candidate_build_key"], self.store.get(row["candidate_artifact"]))
+                ready = self._best(row["candidate_build_key"]) or Ready(
+                    row["candidate_build_key"], self.store.get(row["candidate_artifact"])
+                )
             except EdgecutError:
                 logger.error("rollout %s: the promoted artifact is gone from the store", row["id"])
                 return
+            refined = ready.artifact.artifact_id != row["candidate_artifact"]
             for d in self._members(live.cohort):
-                if d["device_id"] not in row["canaries"] and d["artifact_id"] != row["candidate_artifact"]:
+                canary = d["device_id"] in row["canaries"]
+                if (refined or not canary) and d["artifact_id"] != ready.artifact.artifact_id:
                     self._offer(d["device_id"], ready)
         elif state == ROLLED_BACK:
             baseline = self._baseline_ready(row)

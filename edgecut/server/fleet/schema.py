@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 JOB_STATES = (QUEUED, RUNNING, DONE, FAILED)
+BUILD, REFINE = "build", "refine"  # JobRow.kind: a quick build of a key, or one refinement of it
 
 
 def now() -> float:
@@ -59,6 +60,8 @@ class DeviceRow(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pinned_artifact_id: Mapped[str] = mapped_column(String(64), default="")
     last_command: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the latest CommandAck
+    # how much slower than its class the device proved when it drifted past its latency budget (0 = never)
+    latency_slowdown: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class SwapRow(Base):
@@ -88,6 +91,9 @@ class JobRow(Base):
     updated: Mapped[float] = mapped_column(Float, default=now)
     parent_artifact_id: Mapped[str] = mapped_column(String(64), default="")
     refinement: Mapped[int] = mapped_column(Integer, default=0)
+    # build: the key's quick build (build_key = the key); refine: refinement n of a key's artifact
+    # (build_key = refinement_key(key, n), spec = the build spec + "refine": {of, parent, number})
+    kind: Mapped[str] = mapped_column(String(16), default=BUILD)
 
 
 class LeaseRow(Base):

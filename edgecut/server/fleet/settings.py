@@ -81,6 +81,12 @@ class ServerSettings(BaseModel):
         description="a directory, file:///dir or s3://bucket/prefix (default: state_dir/artifacts)",
     )
     workers: int = Field(default=1, ge=1, le=64, title="concurrent builds (each is CPU-heavy)")
+    refine_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        title="concurrent refinements of delivered models (progressive delivery; 0 = quick models only)",
+    )
     replica_id: str = Field(
         default="",
         max_length=128,
@@ -138,6 +144,17 @@ class ServerSettings(BaseModel):
     )
     telemetry_samples: int = Field(
         default=DEFAULT_KEEP_SAMPLES, ge=1, le=1_000_000, title="telemetry samples kept per device (charts)"
+    )
+    latency_probe: bool = Field(
+        default=True,
+        title="at start, time probe ONNX models with onnxruntime to seed the latency cost model "
+        "(max_latency_ms -> MACs; off: the budget table's macs_per_ms alone)",
+    )
+    latency_tolerance: float = Field(
+        default=0.1, ge=0, le=10, title="a device more than this share past its max_latency_ms is drifting"
+    )
+    latency_sustain_s: float = Field(
+        default=60.0, gt=0, le=86400, title="drifting this long (seconds) re-tailors the device"
     )
     latency_runs: int = Field(
         default=20, ge=0, le=10_000, title="onnxruntime runs to time each new artifact (0 = do not measure)"

@@ -86,6 +86,8 @@ class FleetSigner:
             params=manifest.params,
             macs=manifest.macs,
             cache_hit=ready.cache_hit,
+            parent_artifact_id=ready.parent_artifact_id,
+            refinement=ready.refinement,
             manifest=data,
             signature=signature,
         )

@@ -103,3 +103,40 @@ def test_postgresql_urls_use_psycopg_3() -> None:
     assert registry_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert registry_url("postgres://u@h/db").drivername == "postgresql+psycopg"
     assert registry_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_refinement_jobs_have_their_own_workers_and_adopt_only_onto_their_parent(reg: Registry) -> None:
+    from edgecut.server.fleet.registry import REFINE, refinement_key
+
+    reg.create_job("k", {"tasks": ["seg"]})
+    rk = refinement_key("k", 1)
+    reg.create_job(
+        rk, {"tasks": ["seg"], "refine": {"of": "k", "parent": "a" * 64, "number": 1}}, kind=REFINE
+    )
+    got = reg.claim_job("w", 30)  # a build worker takes the build, never the refinement
+    assert got is not None and got.build_key == "k" and got.kind == "build"
+    assert reg.claim_job("w", 30) is None
+    ref = reg.claim_job("r", 30, kind=REFINE)
+    assert ref is not None and ref.build_key == rk and ref.kind == REFINE
+    reg.finish_job("k", "w", state=DONE, artifact_id="a" * 64)
+    assert not reg.adopt_refinement("k", "b" * 64, "c" * 64, 1)  # not the artifact the key serves
+    assert reg.adopt_refinement("k", "a" * 64, "c" * 64, 1)
+    rec = reg.job("k")
+    assert rec is not None and (rec.artifact_id, rec.parent_artifact_id, rec.refinement) == (
+        "c" * 64,
+        "a" * 64,
+        1,
+    )
+    assert not reg.adopt_refinement("k", "a" * 64, "d" * 64, 1)  # a second adoption of the same parent
+
+
+def test_devices_on_an_artifact_are_those_whose_latest_offer_answers_their_needs(reg: Registry) -> None:
+    for dev in ("d1", "d2", "d3"):
+        reg.record_needs(dev, ["seg"], 1, {}, {}, "x86", "macs=0.8")
+        reg.record_offer(dev, "k", "a" * 64, needs_seq=1)
+    reg.record_offer("d2", "k", "b" * 64, needs_seq=1)  # moved on to another artifact
+    reg.record_needs("d3", ["seg", "depth"], 2, {}, {}, "x86", "macs=0.8")  # asked for something else
+    assert reg.devices_on("a" * 64) == [("d1", 1)]
+    assert reg.device("d1")["latency_slowdown"] == 0.0  # type: ignore[index]
+    reg.set_latency_slowdown("d1", 2.5)
+    assert reg.device("d1")["latency_slowdown"] == 2.5  # type: ignore[index]

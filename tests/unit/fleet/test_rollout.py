@@ -9,11 +9,11 @@ import pytest
 
 from edgecut.server.fleet.jobs import Ready
 from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.registry import DONE, Registry
 from edgecut.server.fleet.rollout import RolloutManager
 from edgecut.server.fleet.rollout_policy import CANARY, PROMOTED, REJECTED, ROLLED_BACK, RolloutSettings
 from edgecut.server.fleet.store import LocalStore
-from edgecut.server.spec import Budget, BuildSpec
+from edgecut.server.spec import Budget, BuildSpec, Refinement
 from tests.support.onnx_engine import OnnxTestEngine
 
 BUDGET = "macs=0.8"
@@ -200,3 +200,45 @@ def test_disabled_rollouts_offer_everything_at_once(world: World) -> None:
     fleet_on(world, a)
     off = world.new_manager(SETTINGS.model_copy(update={"enabled": False}))
     assert all(off.gate(d, 1, b) is b for d in ("d0", "d1", "d2", "d3"))
+
+
+def _refine(world: World, quick: Ready, base: str) -> Ready:
+    """Refinement 1 of `quick`'s key, made what the key's cache serves (as the refiner would)."""
+    engine = OnnxTestEngine(world.root / f"engine-{base}-r", base_model_id=base)
+    spec = BuildSpec.create(["seg"], Budget(macs_fraction=0.8))
+    parent = Refinement(quick.artifact.artifact_id, quick.artifact.meta, 1)
+    built = engine.refine(spec, parent, lambda *_: None)
+    assert built is not None
+    stored = world.store.put_file(built.onnx_path, built.meta)
+    world.registry.create_job(quick.build_key, {})
+    world.registry.finish_job(quick.build_key, "x", state=DONE, artifact_id=quick.artifact.artifact_id)
+    assert world.registry.adopt_refinement(quick.build_key, quick.artifact.artifact_id, stored.artifact_id, 1)
+    return Ready(quick.build_key, stored, False, quick.artifact.artifact_id, 1)
+
+
+def test_a_refinement_of_the_served_key_is_not_a_new_variant(world: World) -> None:
+    a = world.build("v1")
+    devices = fleet_on(world, a)
+    refined = _refine(world, a, "v1")
+    for d in devices:
+        assert world.manager.gate(d, 1, refined) is refined
+    assert world.manager.rollouts() == [] and not world.manager.refinements_held(refined)
+
+
+def test_refinements_wait_for_the_canary_verdict_and_promotion_offers_the_best(world: World) -> None:
+    a, b = world.build("v1"), world.build("v2")
+    fleet_on(world, a)
+    for d in ("d0", "d1", "d2", "d3"):
+        world.manager.gate(d, 1, b)
+    refined = _refine(world, b, "v2")  # refinement 1 of the variant, made while d0 canaries it
+    assert world.manager.refinements_held(refined)
+    world.swap("d0", b)
+    for d in ("d1", "d2", "d3"):
+        world.telemetry(d, a, 100, 0, 1.0)
+    world.telemetry("d0", b, 0, 0, 0.0)
+    world.telemetry("d0", b, 30, 0, 1.0)
+    (r,) = world.manager.rollouts()
+    assert r["state"] == PROMOTED, r["reason"]
+    assert not world.manager.refinements_held(refined)
+    best = refined.artifact.artifact_id
+    assert {d for d, aid in world.offers.sent if aid == best} == {"d0", "d1", "d2", "d3"}

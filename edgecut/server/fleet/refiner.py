@@ -1,0 +1,173 @@
+"""Progressive delivery: after a key's quick build, its refinements, as persisted jobs any replica may run.
+
+Refinement n of build key K is the job `K~rn` (registry.refinement_key) of kind `refine`; its spec is
+K's build spec plus `refine: {of: K, parent: <artifact id>, number: n}`. It is queued when K's quick
+build (n = 1) or refinement n - 1 yields an artifact, up to `engine.refinements(spec)`. Because it is a
+job row under a lease like a build, a replica that dies mid-refinement loses it to another one and a
+restarted server resumes it.
+
+Quick builds go first: refinements are claimed only by the refine workers (never by the build
+workers), a refine worker claims nothing while a quick build runs or waits on its replica, and a
+running refinement yields at its next progress call when one arrives (it is queued again and starts
+over later; a device's first model is worth more than a refinement's progress).
+
+The outcome of refinement n:
+- an artifact: stored, then made what K's cache serves with a compare-and-set on K's done job (only
+  while that still points at the parent, so a refinement of a replaced artifact changes nothing:
+  recorded as stage `stale`); then the refined hooks run (the MQTT bridge offers it to every device
+  whose latest offer is the parent) and refinement n + 1 is queued from it;
+- None (the engine found it not measurably better): stage `not better`, nothing is offered and the
+  chain ends there;
+- an error: the job fails with its message; the quick model stays what K serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from edgecut.errors import EdgecutError
+from edgecut.server.fleet.jobs import Interrupted, Ready, spec_from_dict, spec_to_dict
+from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
+from edgecut.server.spec import BuildSpec, Refinement
+
+if TYPE_CHECKING:
+    from edgecut.server.fleet.jobs import JobManager
+
+logger = logging.getLogger(__name__)
+
+NOT_BETTER, STALE = "not better", "stale"
+
+
+class _Yield(Interrupted):
+    """A quick build needs the CPU: the refinement is queued again."""
+
+
+class Refiner:
+    def __init__(self, jobs: JobManager) -> None:
+        self.jobs = jobs
+        # its own wake-up: waiting on the build workers' event would clear it under them
+        self.wake = threading.Event()
+
+    def queue(self, build_key: str, spec: BuildSpec, parent_artifact_id: str, number: int) -> bool:
+        """Queue refinement `number` of `build_key` from `parent_artifact_id`, if the engine makes one."""
+        try:
+            total = self.jobs.engine.refinements(spec)
+        except Exception:  # an engine bug must not fail the quick build that was just delivered
+            logger.exception("engine.refinements failed for %s; no refinement", build_key)
+            return False
+        if number < 1 or number > total:
+            return False
+        doc: dict[str, Any] = {
+            **spec_to_dict(spec),
+            "refine": {"of": build_key, "parent": parent_artifact_id, "number": number, "total": total},
+        }
+        key = refinement_key(build_key, number)
+        self.jobs.registry.create_job(key, doc, kind=REFINE)
+        logger.info(
+            "queued refinement %d/%d of %s (from %s)", number, total, build_key, parent_artifact_id[:12]
+        )
+        self._observe(key, "queued", 0.0, doc["refine"])
+        self.wake.set()
+        return True
+
+    # -- the refine workers ---------------------------------------------------------------------
+
+    def work(self) -> None:
+        jobs = self.jobs
+        while not jobs.stopping:
+            rec = None
+            if not jobs.quick_builds_here():
+                try:
+                    rec = jobs.registry.claim_job(jobs.owner, jobs.lease_s, kind=REFINE)
+                except Exception:
+                    logger.exception("claiming a refinement failed; retrying in %.1f s", jobs.poll_s)
+            if rec is None:
+                self.wake.wait(jobs.poll_s)
+                self.wake.clear()
+                continue
+            self.run(rec)
+
+    def run(self, rec: JobRecord) -> None:
+        jobs, key = self.jobs, rec.build_key
+        try:
+            info = rec.spec["refine"]
+            of, parent, number = str(info["of"]), str(info["parent"]), int(info["number"])
+            spec = spec_from_dict(rec.spec)
+            jobs.engine.validate(spec)
+        except Exception as exc:  # persisted by an older server or for another base model
+            logger.warning("dropping refinement %s: %s", key, exc)
+            self._finish(key, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500])
+            return
+        lineage = {"parent_artifact_id": parent, "refinement": number}
+        current = jobs.registry.job(of)
+        if current is None or current.state != DONE or current.artifact_id != parent:
+            logger.info("refinement %s: %s no longer serves %s; skipped", key, of, parent[:12])
+            self._finish(key, DONE, stage=STALE, **lineage)
+            return
+        try:
+            parent_meta = jobs.store.get(parent).meta
+        except EdgecutError as exc:
+            logger.warning("refinement %s: parent %s is gone from the store (%s)", key, parent[:12], exc)
+            self._finish(key, DONE, stage=STALE, **lineage)
+            return
+        jobs.hold(key)
+        self._observe(key, "running", 0.0, info)
+        stages = {"running"}
+
+        def progress(stage: str, fraction: float, detail: str = "") -> None:
+            if jobs.should_stop(key):
+                raise Interrupted
+            if jobs.quick_builds_here():
+                raise _Yield
+            if stage not in stages:
+                stages.add(stage)
+                jobs.registry.update_job(key, stage=stage, fraction=fraction)
+            self._observe(key, stage, min(max(fraction, 0.0), 1.0), {**info, "detail": detail})
+
+        try:
+            built = jobs.engine.refine(spec, Refinement(parent, parent_meta, number), progress)
+            artifact = None
+            if built is not None:
+                try:
+                    meta = built.meta.model_copy(update={"build_key": of})
+                    artifact = jobs.store.put_file(built.onnx_path, meta)
+                finally:
+                    built.cleanup()
+        except Interrupted as exc:
+            lost = jobs.let_go(key)
+            if not lost:
+                jobs.registry.release_job(key, jobs.owner)
+            why = "a quick build came first" if isinstance(exc, _Yield) else "stopping or lost the lease"
+            logger.info("refinement %s interrupted (%s); queued again", key, why)
+            return
+        except Exception as exc:
+            logger.exception("refinement %s failed", key)
+            self._finish(key, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500])
+            return
+        if artifact is None:
+            logger.info("refinement %s is not better than %s; nothing shipped", key, parent[:12])
+            self._finish(key, DONE, stage=NOT_BETTER, **lineage)
+            return
+        adopted = jobs.registry.adopt_refinement(of, parent, artifact.artifact_id, number)
+        self._finish(
+            key, DONE, stage="ready" if adopted else STALE, artifact_id=artifact.artifact_id, **lineage
+        )
+        if not adopted:
+            logger.info("refinement %s: %s moved on from %s meanwhile; not served", key, of, parent[:12])
+            return
+        logger.info("refinement %d of %s ready: artifact %s", number, of, artifact.artifact_id[:12])
+        jobs.refined(Ready(of, artifact, False, parent, number))
+        self.queue(of, spec, artifact.artifact_id, number + 1)
+
+    def _finish(self, key: str, state: str, **fields: Any) -> None:
+        self.jobs.registry.finish_job(key, self.jobs.owner, state=state, **fields)
+        self.jobs.let_go(key)
+        self._observe(key, fields.get("stage", state), 1.0, {"artifact_id": fields.get("artifact_id", "")})
+
+    def _observe(self, key: str, stage: str, fraction: float, data: dict[str, Any]) -> None:
+        self.jobs.observers.emit(
+            FleetEvent("refinement", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
+        )

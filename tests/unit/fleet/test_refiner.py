@@ -1,0 +1,151 @@
+"""Progressive delivery in the job queue: refinements after the quick build, persisted, quick builds first."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from edgecut.server.fleet.jobs import JobManager, Ready
+from edgecut.server.fleet.refiner import NOT_BETTER, STALE
+from edgecut.server.fleet.registry import DONE, QUEUED, REFINE, Registry, refinement_key
+from edgecut.server.fleet.store import LocalStore
+from edgecut.server.spec import Budget, BuildSpec
+from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.waiting import wait_until
+
+
+class Stack:
+    def __init__(self, root: Path, engine: OnnxTestEngine, owner: str = "replica-a") -> None:
+        self.engine = engine
+        self.registry = Registry(f"sqlite:///{root / 'registry.sqlite3'}")
+        self.store = LocalStore(root / "artifacts")
+        self.jobs = JobManager(engine, self.store, self.registry, owner=owner, poll_s=0.05)
+        self.refined: list[Ready] = []
+        self.jobs.add_refined_hook(self.refined.append)
+        self.jobs.start()
+
+    def close(self) -> None:
+        self.jobs.stop()
+        self.registry.close()
+
+
+def spec(*tasks: str, macs: float = 0.5) -> BuildSpec:
+    return BuildSpec.create(list(tasks), Budget(macs_fraction=macs))
+
+
+def quick(stack: Stack, s: BuildSpec) -> Ready:
+    got: list[Ready] = []
+    done = threading.Event()
+
+    def listener(e: object) -> None:
+        if isinstance(e, Ready):
+            got.append(e)
+            done.set()
+
+    sub = stack.jobs.submit(s, listener)
+    assert done.wait(30) or sub.ready is not None
+    return got[0] if got else sub.ready  # type: ignore[return-value]
+
+
+def test_refinements_follow_the_quick_build_and_the_cache_serves_the_best(tmp_path: Path) -> None:
+    st = Stack(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=2))
+    try:
+        s = spec("seg", "depth")
+        first = quick(st, s)
+        assert first.refinement == 0 and first.parent_artifact_id == ""
+        wait_until(lambda: len(st.refined) == 2)
+        r1, r2 = st.refined
+        assert (r1.refinement, r1.parent_artifact_id) == (1, first.artifact.artifact_id)
+        assert (r2.refinement, r2.parent_artifact_id) == (2, r1.artifact.artifact_id)
+        assert len({first.artifact.artifact_id, r1.artifact.artifact_id, r2.artifact.artifact_id}) == 3
+        # better made-up metrics at each step (seg: higher miou is better)
+        mious = [r.artifact.meta.metrics["seg"]["miou"] for r in (first, r1, r2)]
+        assert mious == sorted(mious) and len(set(mious)) == 3
+        key = st.jobs.build_key(s)
+        rec = st.registry.job(key)
+        assert rec is not None and (rec.artifact_id, rec.refinement) == (r2.artifact.artifact_id, 2)
+        assert rec.parent_artifact_id == r1.artifact.artifact_id
+        hit = st.jobs.submit(s).ready  # a device asking now gets the best version at once
+        assert hit is not None and hit.cache_hit and hit.artifact.artifact_id == r2.artifact.artifact_id
+        assert hit.refinement == 2
+        assert len(st.engine.builds) == 1 and len(st.engine.refines) == 2  # no third refinement
+    finally:
+        st.close()
+
+
+def test_a_refinement_that_is_not_better_is_recorded_and_not_served(tmp_path: Path) -> None:
+    st = Stack(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=3, not_better={1}))
+    try:
+        s = spec("seg")
+        first = quick(st, s)
+        key = st.jobs.build_key(s)
+        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        assert rec.stage == NOT_BETTER and rec.artifact_id == ""
+        served = st.registry.job(key)
+        assert served is not None and served.artifact_id == first.artifact.artifact_id
+        assert st.refined == [] and len(st.engine.refines) == 1  # the chain ends at "not better"
+    finally:
+        st.close()
+
+
+def test_quick_builds_go_first_and_a_running_refinement_yields(tmp_path: Path) -> None:
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1, delay=0.4)
+    st = Stack(tmp_path, engine)
+    try:
+        seg_key = refinement_key(st.jobs.build_key(spec("seg")), 1)
+        with engine.hold_refinements():
+            quick(st, spec("seg"))
+            wait_until(lambda: engine.refines)  # refinement 1 of seg runs (held before it exports)
+            second = quick(st, spec("depth"))  # a device's first model: delivered although seg refines
+            assert second.refinement == 0
+        wait_until(lambda: len(st.refined) == 2)
+        rec = st.registry.job(seg_key)
+        assert rec is not None and rec.attempts >= 2  # it yielded to the depth build and ran again
+        assert {r.build_key for r in st.refined} == {
+            st.jobs.build_key(spec("seg")),
+            st.jobs.build_key(spec("depth")),
+        }
+    finally:
+        st.close()
+
+
+def test_a_restart_resumes_a_queued_refinement(tmp_path: Path) -> None:
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1)
+    st = Stack(tmp_path, engine)
+    s = spec("seg", "edges")
+    with engine.hold_refinements():  # the refinement cannot finish before the stop
+        first = quick(st, s)
+        wait_until(lambda: engine.refines)
+        st.close()  # interrupts it: queued again in the registry
+    key = st.jobs.build_key(s)
+    reg = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    rec = reg.job(refinement_key(key, 1))
+    assert rec is not None and rec.state == QUEUED and rec.kind == REFINE
+    reg.close()
+    st2 = Stack(tmp_path, engine)
+    try:
+        wait_until(lambda: st2.refined)
+        assert st2.refined[0].parent_artifact_id == first.artifact.artifact_id
+        assert st2.jobs.submit(s).ready.refinement == 1  # type: ignore[union-attr]
+    finally:
+        st2.close()
+
+
+def test_a_refinement_of_a_replaced_artifact_is_not_served(tmp_path: Path) -> None:
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1)
+    st = Stack(tmp_path, engine)
+    try:
+        s = spec("normals")
+        key = st.jobs.build_key(s)
+        with engine.hold_refinements():
+            quick(st, s)
+            wait_until(lambda: engine.refines)
+            # meanwhile the key's job moved to another artifact (e.g. rebuilt after a scrub)
+            st.registry.update_job(key, artifact_id="f" * 64)
+        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        assert rec.stage == STALE
+        served = st.registry.job(key)
+        assert served is not None and served.artifact_id == "f" * 64 and served.refinement == 0
+        assert st.refined == []
+    finally:
+        st.close()
