@@ -6,17 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from edgecut.server.cliopts import positive_int
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint, scenes_cache
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
@@ -31,10 +22,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         help=CHECKPOINT_HELP,
     )
     p.add_argument("--quick", action="store_true", help="every table on tiny settings, 2 seeds (smoke test)")
-    p.add_argument("--seeds", type=_positive, help="how many seeds, 0..N-1 (default 3; --quick: 2)")
+    p.add_argument("--seeds", type=positive_int, help="how many seeds, 0..N-1 (default 3; --quick: 2)")
     p.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=min(2, os.cpu_count() or 1),
         help="worker processes, one torch thread each (default: 2, or 1 on a 1-core machine)",
     )
