@@ -88,21 +88,21 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert sum(d["cache_hits"] for d in devices.values()) == 1
     assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
 
-    # progressive delivery: a refinement ran in the background for every build key, and every device
-    # ended on a settled version of its build. The --quick model is trained for seconds, so its
-    # validation metrics are noise and a refinement is often "not better" (nothing shipped); when one
-    # is shipped, the device answered from its quick model, then from the refined one, 0 failed.
-    # (`make demo`, on the packaged reference model, shows both swaps: docs/demo.md.)
-    assert len(doc["refinements"]) >= 4  # one per build key (a refinement that yielded runs again)
+    # progressive delivery: the demo refines the first device's task set (rpi4-kitchen's, shared by
+    # rpi4-garage) in the background; the other builds stay quick. The --quick model is trained for
+    # seconds, so its validation metrics are noise and a refinement may be "not better" (nothing
+    # shipped); when one is shipped, the device answered from its quick model, then from the refined
+    # one, 0 failed. (`make demo`, on the packaged reference model, shows both swaps: docs/demo.md.)
+    assert len(doc["refinements"]) >= 1
+    refined = {"rpi4-kitchen", "rpi4-garage"}
     for d in devices.values():
-        assert d["version"] in ("refinement 1", "quick (refinement not better)"), (
-            d["device_id"],
-            d["version"],
+        settled = (
+            ("refinement 1", "quick (refinement not better)") if d["device_id"] in refined else ("quick",)
         )
+        assert d["version"] in settled, (d["device_id"], d["version"])
         assert d["served"][-1] == d["artifact_id"] and d["failed"] == 0 and d["agent_failed"] == 0
-    for name in ("rpi4-kitchen", "jetson-door"):  # served from the first wave on: quick first
-        d = devices[name]
-        assert len(d["served"]) == d["swaps"] == (2 if d["version"] == "refinement 1" else 1), d
+    d = devices["rpi4-kitchen"]  # served from the first wave on: quick first
+    assert len(d["served"]) == d["swaps"] == (2 if d["version"] == "refinement 1" else 1), d
 
     target = changed_device(waves(list(BASE_PROFILES))[0])
     assert target.device_id == "x86-lab"
