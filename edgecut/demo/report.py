@@ -46,6 +46,11 @@ def summary(result: DemoResult) -> list[str]:
             "devices hot-swapped from their quick model to a refined one: "
             + (", ".join(f"{d.device_id} ({d.version})" for d in refined) or "none")
         )
+    lines += [
+        f"trade-off on {d.device_id} ({d.version or 'its model'}): {d.meta.trade_off}"
+        for d in result.devices
+        if d.meta is not None and d.meta.trade_off
+    ]
     requests = sum(d.requests for d in result.devices)
     failed = sum(d.failed + d.agent_failed for d in result.devices)
     api = sorted(d.round_trip_p50_ms for d in result.devices)

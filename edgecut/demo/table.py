@@ -137,7 +137,9 @@ def metric_cells(meta: ModelMeta) -> str:
         if got is None:
             continue
         arrow = "↓" if key in LOWER_IS_BETTER else "↑"
-        lines.append(f"{task} {key}{arrow} {_num(got)} / {_num(ref)}")
+        change = meta.task_changes.get(task)  # % over the task's Δm metrics (engine's no-task-left-behind)
+        delta = f" ({change:+.1f} %)" if change is not None else ""
+        lines.append(f"{task} {key}{arrow} {_num(got)} / {_num(ref)}{delta}")
     return "\n".join(lines) or "-"
 
 
@@ -148,7 +150,7 @@ def render(result: DemoResult) -> Table:
         ("tasks", "left"),
         ("version", "left"),
         ("params\nMACs\n(vs full)", "right"),
-        ("per-task metric\ntailored / full model", "left"),
+        ("per-task metric\ntailored / full model (change)", "left"),
         ("latency\np50", "right"),
         ("requests", "right"),
         ("swaps", "right"),

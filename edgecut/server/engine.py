@@ -26,6 +26,7 @@ from edgecut.server.cut.prune import Size, floor_model, impossible, measure, siz
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.refine import (
     MARGIN,
+    QUICK_DEADLINE_S,
     QUICK_RECOVERY,
     REFINEMENTS,
     quality,
@@ -67,7 +68,7 @@ class TorchEngine:
         self.calib = calib
         self.val = val
         self.work_dir = work_dir
-        self.options = options or TailorOptions(recovery=DEFAULT_RECOVERY)
+        self.options = options or TailorOptions(recovery=DEFAULT_RECOVERY, deadline_s=QUICK_DEADLINE_S)
         self.refine_schedules = refine_schedules
         self.refine_margin = refine_margin  # Δm points a refinement must gain over its parent to ship
         self.balance_share = balance_share  # a task this far below the full model triggers a rebalance
@@ -134,11 +135,15 @@ class TorchEngine:
                 progress("exporting", 0.9, "evaluating on the validation set")
                 return report, self._evaluate(report.model)
 
+            # A rebalanced rebuild doubles the build; when refinements follow, the quick model ships at
+            # once (its lag is mostly too little recovery, which the refinements give) and the trade-off
+            # is judged on what they ship. Only a build that stays final is rebuilt.
             balanced = leave_no_task_behind(
                 attempt,
                 lambda built: task_changes(built[1], reference, kinds),
                 dict(spec.priorities),
                 self.balance_share,
+                rebuild=not self.refinements(spec),
             )
             if balanced.rebuilt:
                 logger.info("build %s: rebalanced the fusion to %s", key[:12], balanced.weights)
@@ -306,7 +311,10 @@ def load_engine(
         calib,
         val,
         state_dir,
-        TailorOptions(recovery=recovery if recovery.steps > 0 else None),
+        TailorOptions(
+            recovery=recovery if recovery.steps > 0 else None,
+            deadline_s=QUICK_DEADLINE_S if recovery_steps is None else None,
+        ),
         REFINEMENTS
         if refine_steps is None
         else tuple(

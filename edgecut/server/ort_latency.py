@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,30 @@ def onnx_latency_ms(path: Path, size: int, runs: int = 60, warmup: int = 10, thr
         sess.run(None, {"image": x})
         times.append(time.perf_counter() - t)
     return 1000 * statistics.median(times)
+
+
+def interleaved_latency_ms(
+    paths: Sequence[Path], size: int, rounds: int = 7, runs: int = 30, warmup: int = 10, threads: int = 1
+) -> list[float]:
+    """Several files timed in turns: each of `rounds` rounds runs every file `runs` times; a file's figure
+    is the lowest of its per-round medians.
+
+    Models timed minutes apart on a busy machine carry the load of their own minutes into a comparison
+    (one architecture measured 1.08 and 1.13 ms in one table); timed in turns, every file sees the same
+    load, and the least disturbed round is the closest to an idle device.
+    """
+    sessions = [session(p, threads) for p in paths]
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for sess in sessions:
+        for _ in range(warmup):
+            sess.run(None, {"image": x})
+    best = [float("inf")] * len(sessions)
+    for _ in range(rounds):
+        for i, sess in enumerate(sessions):
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                sess.run(None, {"image": x})
+                times.append(time.perf_counter() - t)
+            best[i] = min(best[i], 1000 * statistics.median(times))
+    return best

@@ -89,8 +89,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--scratch-epochs",
         type=float,
-        default=2.0,
-        help="epochs of the full-schedule from-scratch baseline (the reference trains 8; default %(default)s)",
+        default=8.0,
+        help="epochs of the full-schedule from-scratch baseline (default %(default)s, the reference's own)",
     )
     q.add_argument(
         "--train-scenes", type=int, default=6000, help="labelled scenes the from-scratch baselines train on"
@@ -106,8 +106,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--refine-steps",
-        default="150,300",
-        help="steps of each refinement, ',' between ('engine' = the engine's own schedules; default %(default)s)",
+        default="engine",
+        help="steps of each refinement, ',' between (default %(default)s: the engine's own schedules)",
     )
     q.add_argument(
         "--tp-refine", action="store_true", help="give Torch-Pruning's models the refinements' schedules too"

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +42,7 @@ from edgecut.server.bench.quality_rows import (
 from edgecut.server.bench.scratch import narrow_to, steps_in, train_scratch
 from edgecut.server.bench.tp_baseline import Criterion, tp_prune
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.latency import model_latency_ms, onnx_latency_ms
+from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
 from edgecut.server.engine import TorchEngine, load_engine
@@ -49,6 +52,7 @@ from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.train import TrainConfig
+from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import Budget, BuildSpec, BuiltArtifact, Refinement
@@ -72,9 +76,9 @@ class QualityConfig:
     n_calib: int = 512  # unlabelled calibration scenes (the engine's default)
     n_val: int = 256  # labelled validation scenes (the engine's default)
     train_scenes: int = 6000  # the from-scratch baselines' labelled training scenes (the reference's)
-    scratch_epochs: float = 2.0  # the full-schedule baseline's epochs (the reference trains 8)
+    scratch_epochs: float = 8.0  # the full-schedule baseline's epochs (the reference's own 8)
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
-    refine_steps: tuple[int, ...] | None = (150, 300)  # the refinements' steps (None = the engine's own)
+    refine_steps: tuple[int, ...] | None = None  # the refinements' steps (None = the engine's own)
     tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
     seed: int = 0
 
@@ -96,6 +100,7 @@ class QualityResult:
     scratch_scales: dict[str, float] = field(default_factory=dict)  # case name -> width factor
     reference_epochs: int = TrainConfig().epochs
     recovery: str = ""  # the engine's quick recovery, as the section states it
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
 
 
 Advance = Callable[..., None]
@@ -119,6 +124,24 @@ class _Bench:
             cfg.train_scenes, cfg.seed, self.size, scenes_cache(cfg.data_dir), show_progress=False
         )
         self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
+        self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
+        self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+
+    def _to_time(self, row: Row, onnx: Path) -> Row:
+        self._timing.append((row, onnx))
+        return row
+
+    def time_case(self) -> None:
+        """Every row of the case timed in turns (ort_latency.interleaved_latency_ms), then the files go."""
+        rows, paths = zip(*self._timing, strict=True) if self._timing else ((), ())
+        for row, ms in zip(rows, interleaved_latency_ms(list(paths), self.size), strict=True):
+            row.latency_ms = ms
+        self._timing.clear()
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self._timing_dir, ignore_errors=True)
 
     def row(
         self,
@@ -133,18 +156,20 @@ class _Bench:
     ) -> Row:
         metrics = evaluate(model, teacher.task_specs, self.val)
         s = measure(model, self.size)
-        return Row(
+        row = Row(
             kind,
             label,
             s.macs,
             s.params,
-            model_latency_ms(model),
+            math.nan,  # timed with the rest of the case (time_case)
             seconds,
             elapsed,
             metrics,
             delta_m(metrics, case.full.metrics, teacher.task_specs) if case.rows else 0.0,
             note=note,
         )
+        onnx = self._timing_dir / f"{len(self._timing)}.onnx"
+        return self._to_time(row, export_for_timing(model, onnx))
 
     def artifact_row(
         self,
@@ -158,18 +183,20 @@ class _Bench:
         number: int,
     ) -> Row:
         metrics: Metrics = {t: dict(v) for t, v in art.meta.metrics.items() if t in case.tasks}
-        return Row(
+        row = Row(
             kind,
             label,
             art.meta.macs,
             art.meta.params,
-            onnx_latency_ms(art.onnx_path, self.size),
+            math.nan,  # timed with the rest of the case (time_case)
             seconds,
             elapsed,
             metrics,
             delta_m(metrics, case.full.metrics, teacher.task_specs),
             refinement=number,
         )
+        onnx = self._timing_dir / f"{len(self._timing)}.onnx"
+        return self._to_time(row, Path(shutil.copyfile(art.onnx_path, onnx)))
 
     def case(self, tasks: tuple[str, ...], budget: float) -> tuple[Case, float]:
         teacher = decompose(self.engine.base, tasks)
@@ -185,6 +212,7 @@ class _Bench:
         for crit, kind in (("magnitude", TP_MAGNITUDE), ("taylor", TP_TAYLOR)):
             self.torch_pruning(case, teacher, crit, kind, max_macs)  # type: ignore[arg-type]
             self.advance(1, case=case.name, stage=kind, dm=f"{case.rows[-1].delta_m:+.1f}")
+        self.time_case()
         return case, scale
 
     def tailored(self, case: Case, teacher: MultiTaskModel) -> float:
@@ -274,6 +302,7 @@ def _sha256(path: Path) -> str:
 
 def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
     torch.manual_seed(cfg.seed)
     engine = load_engine(
         cfg.checkpoint,
@@ -287,13 +316,24 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
     total = len(cfg.task_sets) * len(cfg.budgets) * len(STAGES)
     with progress_bar("bench quality", total=total, enabled=show_progress) as advance:
         bench = _Bench(cfg, engine, advance)
-        for tasks in cfg.task_sets:
-            for budget in cfg.budgets:
-                case, scale = bench.case(tasks, budget)
-                cases.append(case)
-                scales[case.name] = scale
+        try:
+            for tasks in cfg.task_sets:
+                for budget in cfg.budgets:
+                    case, scale = bench.case(tasks, budget)
+                    cases.append(case)
+                    scales[case.name] = scale
+        finally:
+            bench.close()
     rec = engine.options.recovery
     said = _schedule(rec) if rec else "none"
     if engine.refine_schedules:
         said += "; refinements: " + ", ".join(_schedule(r) for r in engine.refine_schedules)
-    return QualityResult(cfg, cases, engine.base.input_size, time.perf_counter() - t0, scales, recovery=said)
+    return QualityResult(
+        cfg,
+        cases,
+        engine.base.input_size,
+        time.perf_counter() - t0,
+        scales,
+        recovery=said,
+        load=(load0, os.getloadavg()[0]),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def markdown(res: QualityResult, command: str) -> str:
         "What a device serves at its MACs budget, next to what else a user could ship at the same MACs. "
         f"Reference model (`{c.checkpoint.name}`), image {res.image_size}x{res.image_size}; every row is "
         f"evaluated on the same {c.n_val} held-out synthetic scenes; MACs counted the same way for all rows "
-        "(torch-pruning's op counter); ORT = onnxruntime CPU, 1 thread, batch 1, median of 60; Δm vs. the full "
+        "(torch-pruning's op counter); ORT = onnxruntime CPU, 1 thread, batch 1, the models of a table timed "
+        "in turns (7 rounds of 30 runs each, the lowest per-round median, so every model sees the same load); "
+        "Δm vs. the full "
         f"model (the selected tasks' heads of the original). Rows:",
         "",
         "- **quick**, **refinement n**: `TorchEngine.build` then `TorchEngine.refine` as the fleet service runs "
@@ -99,8 +102,12 @@ def markdown(res: QualityResult, command: str) -> str:
         f"{recipe.batch_size}, one-cycle) on the reference's {c.train_scenes} labelled training scenes, for "
         "the tailored lineage's wall clock (last shipped model).",
         f"- **scratch, schedule**: the same, for {c.scratch_epochs:g} epochs of the {c.train_scenes} scenes: "
-        f"**{c.scratch_epochs / res.reference_epochs:.0%} of the reference's {res.reference_epochs}-epoch schedule** "
-        "(scaled down to fit the run; `--scratch-epochs 8` runs it whole).",
+        + (
+            f"the reference's whole {res.reference_epochs}-epoch schedule."
+            if c.scratch_epochs >= res.reference_epochs
+            else f"**{c.scratch_epochs / res.reference_epochs:.0%} of the reference's {res.reference_epochs}-epoch "
+            f"schedule** (scaled down to fit the run; `--scratch-epochs {res.reference_epochs}` runs it whole)."
+        ),
         "- **Torch-Pruning magnitude / taylor**: `torch_pruning.pruner.MetaPruner` with "
         "`GroupMagnitudeImportance(p=2)` / `GroupTaylorImportance()`, `global_pruning=True`, output layers "
         "ignored, stepped until the MACs fit (Taylor's gradients from the labelled loss of a calibration batch "
@@ -115,7 +122,8 @@ def markdown(res: QualityResult, command: str) -> str:
         + ", ".join(f"{name}: {scale:.3f}" for name, scale in res.scratch_scales.items())
         + ".",
         "",
-        f"Machine: {platform.machine()}, 2 cores shared with other jobs, Python {platform.python_version()}. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (load average {res.load[0]:.1f} at the start, "
+        f"{res.load[1]:.1f} at the end), Python {platform.python_version()}. "
         f"Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
         *_partial(res.cfg),

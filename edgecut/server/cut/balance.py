@@ -3,8 +3,9 @@
 After a build, each kept task is compared with the full model (`task_change`, the Δm metrics of its
 kind). When one task falls more than `share` below the full model while another stays within it, the
 channel ranking starved that task: its fusion weight is raised (in proportion to its shortfall) and
-the model is rebuilt once. The rebuild is kept when its worst task is better; a task still more than
-`share` below is reported on the artifact as a trade-off. When every task is far below (a budget too
+the model is rebuilt once (the engine does so only for a build no refinement follows: a quick model's
+lag is mostly too little recovery). The rebuild is kept when its worst task is better; a task still
+more than `share` below is reported on the artifact as a trade-off. When every task is far below (a budget too
 tight for all), rebalancing cannot help and nothing is rebuilt.
 
 Torch-free: the build is a callable, so the rule is tested without training anything.
@@ -93,14 +94,16 @@ def leave_no_task_behind(
     changes_of: Callable[[T], dict[str, float]],
     weights: Mapping[str, float],
     share: float = DEFAULT_SHARE,
+    rebuild: bool = True,
 ) -> Balanced[T]:
     """Build with `weights`; if a task is starved, rebuild once with it weighted up; keep the build
-    whose worst task is better (ties keep the first)."""
+    whose worst task is better (ties keep the first). With `rebuild=False` the first build is kept and a
+    lagging task is only reported."""
     first_w = dict(weights)
     first = build(first_w)
     changes = changes_of(first)
     lagging = starved(changes, share)
-    if not lagging:
+    if not lagging or not rebuild:
         return Balanced(first, changes, first_w, False, trade_off(changes, share))
     second_w = rebalanced(first_w, changes, lagging, share)
     second = build(second_w)

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # Quick: what fits a build of <= 15 s on 2 cores for the reference model (scoring + pruning +
 # BatchNorm ~2 s, evaluation + export ~1.5 s); `seconds` caps it on a slower or busier machine.
 QUICK_RECOVERY = RecoveryOptions(steps=60, seconds=8.0, features=1.0)
+# ... and whatever the machine's load, its recovery stops once tailoring has taken this long, leaving
+# ~2-3 s of the 15 s for validation and export (TailorOptions.deadline_s)
+QUICK_DEADLINE_S = 12.0
 # Refinements continue from the previous weights with a fresh cosine schedule at a lower rate.
 REFINEMENTS: tuple[RecoveryOptions, ...] = (
     RecoveryOptions(steps=400, lr=1.5e-3, features=1.0, seed=1),

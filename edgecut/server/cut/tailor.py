@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -53,6 +53,9 @@ class TailorOptions:
     cost: Literal["auto", "macs", "params", "none"] = "auto"
     cost_power: float = 1.0  # importance / cost**power
     seed: int = 0
+    # the recovery stops when tailoring has taken this long (None = only its own steps / seconds):
+    # the quick build's time goal holds on a busy machine, where scoring and pruning take longer
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
@@ -160,7 +163,7 @@ def tailor(
             student,
             teacher,
             calib,
-            options.recovery,
+            _within_deadline(options.recovery, options.deadline_s, t2 - t0),
             on_step=lambda i, loss: (
                 progress("recovery", 0.6 + 0.3 * i / steps, f"step {i}/{steps} loss {loss:.4f}")
                 if i % 10 == 0 or i == steps
@@ -171,6 +174,16 @@ def tailor(
     student.eval()
     seconds["total"] = time.perf_counter() - t0
     return report
+
+
+MIN_RECOVERY_S = 1.0  # past its deadline a build still recovers this long (BatchNorm alone is far worse)
+
+
+def _within_deadline(recovery: RecoveryOptions, deadline_s: float | None, spent: float) -> RecoveryOptions:
+    if deadline_s is None:
+        return recovery
+    left = max(MIN_RECOVERY_S, deadline_s - spent)
+    return replace(recovery, seconds=min(recovery.seconds or left, left))
 
 
 def _check_labels(calib: list[Batch], tasks: list[str], options: TailorOptions) -> None:

@@ -306,6 +306,7 @@ class JobManager:
         rec = self.registry.job(key)
         if rec is None or rec.state != DONE or not self.store.verify(rec.artifact_id):
             return None
+        self.refiner.revive(key, rec.refinement)
         return Ready(key, self.store.get(rec.artifact_id), True, rec.parent_artifact_id, rec.refinement)
 
     def scrub(self) -> list[str]:

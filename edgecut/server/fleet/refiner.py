@@ -18,6 +18,9 @@ The outcome of refinement n:
   whose latest offer is the parent) and refinement n + 1 is queued from it;
 - None (the engine found it not measurably better): stage `not better`, nothing is offered and the
   chain ends there;
+- skipped, stage `unwanted`, when no device wants K any more when it would start (every device it
+  was offered to has moved to other tasks or budgets): the CPU goes to what devices need. A later cache
+  hit on K queues it again (`revive`);
 - an error: the job fails with its message; the quick model stays what K serves.
 """
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NOT_BETTER, STALE = "not better", "stale"
+NOT_BETTER, STALE, UNWANTED = "not better", "stale", "unwanted"
 
 
 class _Yield(Interrupted):
@@ -73,6 +76,14 @@ class Refiner:
         self.wake.set()
         return True
 
+    def revive(self, build_key: str, served: int) -> None:
+        """A device asked for `build_key` again: its next refinement runs if it was skipped as unwanted."""
+        key = refinement_key(build_key, served + 1)
+        if self.jobs.registry.revive_job(key, UNWANTED):
+            logger.info("refinement %s queued again: %s is wanted again", key, build_key)
+            self._observe(key, "queued", 0.0, {"of": build_key})
+            self.wake.set()
+
     # -- the refine workers ---------------------------------------------------------------------
 
     def work(self) -> None:
@@ -106,6 +117,10 @@ class Refiner:
         if current is None or current.state != DONE or current.artifact_id != parent:
             logger.info("refinement %s: %s no longer serves %s; skipped", key, of, parent[:12])
             self._finish(key, DONE, stage=STALE, **lineage)
+            return
+        if not jobs.registry.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
+            logger.info("refinement %s: no device wants %s any more; skipped until asked again", key, of)
+            self._finish(key, DONE, stage=UNWANTED, **lineage)
             return
         try:
             parent_meta = jobs.store.get(parent).meta

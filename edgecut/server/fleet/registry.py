@@ -268,6 +268,38 @@ class Registry:
             q = select(DeviceRow).where(DeviceRow.offered_artifact_id == artifact_id)
             return [(r.device_id, r.needs_seq) for r in s.scalars(q)]
 
+    def wanted(self, build_key: str, tasks: list[str], budget: str, artifact_id: str) -> bool:
+        """Whether a device may still want what `build_key` builds (`artifact_id` being its latest model).
+
+        Yes when that artifact was never offered to a device (asked over gRPC, by a bench: there is no
+        device to watch), when a device's latest offer was of that key, or when a device's current needs
+        are those tasks at that budget (asked, not answered yet). No when every device it went to has
+        moved on to other tasks or budgets.
+        """
+        with self._tx() as s:
+            if (
+                s.scalars(select(OfferRow.id).where(OfferRow.artifact_id == artifact_id).limit(1)).first()
+                is None
+            ):
+                return True
+            if s.scalars(
+                select(DeviceRow.device_id).where(DeviceRow.build_key == build_key).limit(1)
+            ).first():
+                return True
+            rows = s.scalars(select(DeviceRow.needs_tasks).where(DeviceRow.budget == budget))
+            return any(set(needs or ()) == set(tasks) for needs in rows)
+
+    def revive_job(self, build_key: str, stage: str) -> bool:
+        """Queue a done job again only if it ended at `stage` (a compare-and-set: replicas racing to
+        revive it queue it once, and a job that is running or ended otherwise is left alone)."""
+        with self._tx() as s:
+            done = s.execute(
+                update(JobRow)
+                .where(JobRow.build_key == build_key, JobRow.state == DONE, JobRow.stage == stage)
+                .values(state=QUEUED, stage="queued", fraction=0.0, updated=now())
+            )
+            return bool(getattr(done, "rowcount", 0))
+
     def devices_on(self, artifact_id: str) -> list[tuple[str, int]]:
         """(device id, needs seq) of the devices whose latest offer is `artifact_id` *and* answered
         their current needs (a device that asked for something else since waits for that answer)."""

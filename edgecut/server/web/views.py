@@ -180,6 +180,7 @@ class Views:
         out = self._summary(d, last_ok, self._rollout_roles().get(device_id))
         meta = self.meta(d["artifact_id"])
         out["quality"] = quality_rows(meta) if meta else []
+        out["trade_off"] = meta.trade_off if meta else ""
         out["swaps"] = [
             {**s, "tasks": (m.tasks if (m := self.meta(s["artifact_id"])) else [])} for s in swaps
         ]
@@ -236,6 +237,7 @@ class Views:
                     "model": self.model(r.artifact_id),
                     "ort_latency_ms": latency.get(r.artifact_id),
                     "quality": quality_rows(meta) if meta else [],
+                    "trade_off": meta.trade_off if meta else "",
                 }
             )
         done = [r.seconds for r in runs if r.result == "done" and r.seconds is not None]

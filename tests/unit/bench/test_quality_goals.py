@@ -112,13 +112,14 @@ def test_a_baseline_that_beats_the_shipped_model_is_found() -> None:
 
 def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: Path) -> None:
     case = _case(0.5, quick_s=20.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
-    res = QualityResult(
-        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps"
-    )
+    short = QualityConfig(Path("reference.pt"), tmp_path, scratch_epochs=2.0)
+    res = QualityResult(short, [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps")
     text = markdown(res, "edgecut bench quality")
     assert "**missed**" in text and "over by 5.0 s" in text
     assert "**from scratch wins** at seg + depth @ macs 0.5: scratch, schedule Δm -2.00 %" in text
-    assert "25% of the reference's 8-epoch schedule" in text
+    assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
+    whole = markdown(QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}), "x")
+    assert "the reference's whole 8-epoch schedule" in whole and "scaled down" not in whole
     plot(res, tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 1000
 

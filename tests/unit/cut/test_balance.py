@@ -64,6 +64,13 @@ def test_a_rebuild_that_does_not_help_keeps_the_first_and_reports_the_trade_off(
     assert out.trade_off == "count -21.0 % against the full model while seg stays within 5 % at this budget"
 
 
+def test_without_rebuild_a_starved_task_is_built_once_and_reported() -> None:
+    build, calls = _fake_build({"seg": -0.01, "count": -0.21, "gain": 0.06})
+    out = leave_no_task_behind(build, dict, {}, share=0.05, rebuild=False)
+    assert len(calls) == 1 and not out.rebuilt
+    assert out.trade_off == "count -21.0 % against the full model while seg stays within 5 % at this budget"
+
+
 def test_balanced_builds_and_tight_budgets_are_built_once() -> None:
     for quality in ({"seg": -0.01, "count": -0.02, "gain": 1.0}, {"seg": -0.2, "count": -0.3, "gain": 1.0}):
         build, calls = _fake_build(quality)
@@ -108,3 +115,14 @@ def test_engine_rebalances_a_starved_task_and_reports_what_remains(tmp_path, tra
         assert min(meta.task_changes.values()) > changes[worst]
     assert (meta.trade_off != "") == (meta.task_changes[worst] < -100 * share)
     assert (worst in meta.trade_off) == (meta.task_changes[worst] < -100 * share)
+
+    # With refinements to follow, the quick build ships at once: no rebuild, the lag reported on it.
+    quick = load_engine(
+        tmp_path / "m.pt", tmp_path, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(3,)
+    )
+    quick.balance_share = share
+    shipped = quick.build(spec, lambda *a: None)
+    shipped.cleanup()
+    assert shipped.extras["rebalanced"] == 0.0 and shipped.meta.fusion_weights == {"seg": 0.05, "depth": 1.0}
+    lag = shipped.meta.task_changes
+    assert (worst in shipped.meta.trade_off) == (lag[worst] < -100 * share)

@@ -31,3 +31,17 @@ def test_recovery_minimises_the_weighted_sum_of_task_losses(small_resnet, scenes
         )
     report = recover(model, None, scenes, opts)
     assert report.first_loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_build_past_its_deadline_stops_recovering_after_its_minimum(small_resnet, scenes) -> None:
+    """The quick build's time goal: however long scoring and pruning took, recovery stops at the
+    deadline (but still gets MIN_RECOVERY_S), instead of running all its steps."""
+    from edgecut.server.cut.tailor import MIN_RECOVERY_S, TailorOptions, tailor
+    from edgecut.server.spec import Budget
+
+    endless = RecoveryOptions(steps=100_000, batch_size=16)
+    opts = TailorOptions(recovery=endless, calib_batches=1, batch_size=16, bn_batches=1, deadline_s=0.0)
+    report = tailor(small_resnet, ["seg", "depth"], Budget(macs_fraction=0.5), scenes, opts)
+    assert report.recovery is not None
+    assert 0 < report.recovery.steps < 100_000
+    assert report.recovery.seconds >= MIN_RECOVERY_S

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from edgecut.server.fleet.jobs import JobManager, Ready
-from edgecut.server.fleet.refiner import NOT_BETTER, STALE
+from edgecut.server.fleet.refiner import NOT_BETTER, STALE, UNWANTED
 from edgecut.server.fleet.registry import DONE, QUEUED, REFINE, Registry, refinement_key
 from edgecut.server.fleet.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec
@@ -15,11 +15,15 @@ from tests.support.waiting import wait_until
 
 
 class Stack:
-    def __init__(self, root: Path, engine: OnnxTestEngine, owner: str = "replica-a") -> None:
+    def __init__(
+        self, root: Path, engine: OnnxTestEngine, owner: str = "replica-a", refine_workers: int = 1
+    ) -> None:
         self.engine = engine
         self.registry = Registry(f"sqlite:///{root / 'registry.sqlite3'}")
         self.store = LocalStore(root / "artifacts")
-        self.jobs = JobManager(engine, self.store, self.registry, owner=owner, poll_s=0.05)
+        self.jobs = JobManager(
+            engine, self.store, self.registry, owner=owner, poll_s=0.05, refine_workers=refine_workers
+        )
         self.refined: list[Ready] = []
         self.jobs.add_refined_hook(self.refined.append)
         self.jobs.start()
@@ -148,4 +152,37 @@ def test_a_refinement_of_a_replaced_artifact_is_not_served(tmp_path: Path) -> No
         assert served is not None and served.artifact_id == "f" * 64 and served.refinement == 0
         assert st.refined == []
     finally:
+        st.close()
+
+
+def test_a_refinement_nobody_wants_any_more_is_skipped_until_a_device_asks_again(tmp_path: Path) -> None:
+    """A device got the quick model, then changed its tasks before the refinement started: the CPU is
+    not spent on it; a device asking for that key again brings the refinement back."""
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1)
+    st = Stack(tmp_path, engine, refine_workers=0)  # nobody refines until the device has moved on
+    refiner: JobManager | None = None
+    try:
+        s, other = spec("seg", "depth"), spec("normals")
+        key = st.jobs.build_key(s)
+        first = quick(st, s)
+        st.registry.record_needs("pi", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
+        st.registry.record_offer("pi", key, first.artifact.artifact_id, 1)
+        # the user switches to normals; its own build is offered
+        st.registry.record_needs("pi", ["normals"], 2, {}, {}, "rpi4", other.budget.bucket())
+        st.registry.record_offer("pi", st.jobs.build_key(other), "a" * 64, 2)
+        refiner = JobManager(engine, st.store, st.registry, owner="replica-b", poll_s=0.05)
+        refiner.start()
+        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        assert rec.stage == UNWANTED and engine.refines == [] and st.refined == []
+
+        # another device asks for seg + depth (needs recorded, then the cache answers, as the bridge does)
+        st.registry.record_needs("pi-2", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
+        hit = st.jobs.submit(s).ready
+        assert hit is not None and hit.cache_hit and hit.refinement == 0
+        wait_until(lambda: len(engine.refines) == 1)  # ... and the refinement runs after all
+        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        assert rec.stage == "ready" and rec.artifact_id != ""
+    finally:
+        if refiner is not None:
+            refiner.stop()
         st.close()

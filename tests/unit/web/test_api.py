@@ -121,6 +121,22 @@ def test_device_detail_and_its_quality_table(web: Web) -> None:
     assert r.status_code == 404 and r.json()["detail"] == "no device 'nobody' in the registry"
 
 
+def test_a_trade_off_on_the_served_model_is_said_on_the_device_page(web: Web, tmp_path: Path) -> None:
+    """The engine leaves a task behind only with a sentence on the artifact; the operator sees it."""
+    built = OnnxTestEngine(tmp_path / "e2").build(
+        BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.5)), lambda *_: None
+    )
+    said = "depth -7.2 % against the full model while seg stays within 5 % at this budget"
+    built.meta.trade_off = said
+    aid = web.store.put_file(built.onnx_path, built.meta).artifact_id
+    web.registry.record_needs("pi-t", ["seg", "depth"], 1, {}, {"cpu_count": 4}, "rpi4", "macs=0.5")
+    web.registry.record_state("pi-t", "online", aid, ["depth", "seg"], "0.1.0")
+    assert web.client.get("/api/v1/devices/pi-t").json()["trade_off"] == said
+    page = web.client.get("/devices/pi-t").text
+    assert "trade-off:" in page and said in page
+    assert "trade-off:" not in web.client.get("/devices/pi-a").text  # a model without one says nothing
+
+
 def test_telemetry_over_time(web: Web) -> None:
     for i in range(3):
         web.history.add_telemetry("pi-a", 100.0 + i, {"latency_p95_ms": 5.0 + i, "rss_bytes": 1 << 20})
