@@ -11,6 +11,7 @@ goals: where a baseline (from scratch, Torch-Pruning) ends better than what edge
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -138,6 +139,31 @@ def _times(case: Case) -> list[Verdict]:
     return out
 
 
+def latency_fit(case: Case) -> tuple[float, float] | None:
+    """ms = a * MMACs + b, least squares over the case's rows (None without two distinct sizes)."""
+    pts = [(r.macs / 1e6, r.latency_ms) for r in case.rows if r.macs > 0 and math.isfinite(r.latency_ms)]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    var = sum((x - mx) ** 2 for x, _ in pts)
+    a = sum((x - mx) * (y - my) for x, y in pts) / var
+    return (a, my - a * mx) if a > 0 else None
+
+
+def _fixed_cost_cap(case: Case, row: Row) -> str:
+    """Why a speed-up falls short of the MAC cut: a per-run cost that does not shrink with the MACs."""
+    fit = latency_fit(case)
+    if fit is None or fit[1] <= 0:
+        return ""
+    a, b = fit
+    big, small = case.full.macs / 1e6, row.macs / 1e6
+    cap = (a * big + b) / (a * small + b) / (big / small)
+    return (
+        f"; over this table's models ms ≈ {a:.3g} x MMACs + {b:.2f}: that fixed per-run cost alone caps "
+        f"the ratio at {cap:.2f}"
+    )
+
+
 def _speed(case: Case) -> list[Verdict]:
     out = []
     for row in case.of(QUICK, REFINED):
@@ -148,7 +174,7 @@ def _speed(case: Case) -> list[Verdict]:
             f"{case.mac_cut(row):.2f}x MAC cut"
         )
         if not met:
-            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail
+            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail + _fixed_cost_cap(case, row)
         out.append(
             Verdict(
                 f"speed-up / MAC cut ({row.label})",

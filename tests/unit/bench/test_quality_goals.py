@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgecut.server.bench.quality import QualityConfig, QualityResult
-from edgecut.server.bench.quality_goals import baseline_wins, verdicts
+from edgecut.server.bench.quality_goals import baseline_wins, latency_fit, verdicts
 from edgecut.server.bench.quality_report import markdown, plot
 from edgecut.server.bench.quality_rows import (
     FULL,
@@ -134,3 +136,21 @@ def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
     )
     whole = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
     assert "Partial run" not in markdown(whole, "edgecut bench quality")
+
+
+def test_a_speed_up_short_of_the_mac_cut_is_explained_by_the_fixed_cost_it_measures() -> None:
+    """Latencies that follow ms = a x MMACs + b: the verdict of a miss names the fitted per-run cost and
+    the ratio it alone allows, instead of only 'missed'."""
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.5, refined_depth=1.0, refined_ms=5.5)
+    for r in case.rows:
+        r.macs = {100: 100_000_000, 50: 50_000_000}[r.macs]
+        r.latency_ms = 2e-6 * r.macs + 4.0  # full 204 ms, the halved models 104 ms
+    assert latency_fit(case) == pytest.approx((2.0, 4.0))
+    (quick,) = [v for v in _by_goal(verdicts([case]), "speed-up / MAC cut") if "quick" in v.goal]
+    assert quick.met and quick.value == "0.98" and "fixed" not in quick.detail  # 204 / 104 / 2
+
+    for r in case.rows:
+        r.latency_ms = 2e-6 * r.macs + 100.0  # a large per-run cost: full 300 ms, halved 200 ms
+    (quick,) = [v for v in _by_goal(verdicts([case]), "speed-up / MAC cut") if "quick" in v.goal]
+    assert not quick.met and quick.value == "0.75"  # 300 / 200 / 2
+    assert "ms ≈ 2 x MMACs + 100.00: that fixed per-run cost alone caps the ratio at 0.75" in quick.detail
