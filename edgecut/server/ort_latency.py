@@ -22,19 +22,35 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
 def onnx_latency_ms(path: Path, size: int, runs: int = 60, warmup: int = 10, threads: int = 1) -> float:
     """The median of `runs` timed batch-1 runs on a random `size` x `size` image (input "image")."""
     sess = session(path, threads)
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    for _ in range(warmup):
-        sess.run(None, {"image": x})
+    x = _image(size)
+    _median_ms(sess, x, warmup)
+    return _median_ms(sess, x, runs)
+
+
+def _image(size: int) -> np.ndarray:
+    return np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+
+
+def _median_ms(sess: ort.InferenceSession, x: np.ndarray, runs: int) -> float:
+    """The median of `runs` timed batch-1 runs (also the warm-up, its figure unused)."""
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         sess.run(None, {"image": x})
         times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times) if times else 0.0
+
+
+ROUNDS, RUNS_PER_ROUND = 7, 30  # interleaved_latency_ms's defaults (bench quality states them)
 
 
 def interleaved_latency_ms(
-    paths: Sequence[Path], size: int, rounds: int = 7, runs: int = 30, warmup: int = 10, threads: int = 1
+    paths: Sequence[Path],
+    size: int,
+    rounds: int = ROUNDS,
+    runs: int = RUNS_PER_ROUND,
+    warmup: int = 10,
+    threads: int = 1,
 ) -> list[float]:
     """Several files timed in turns: each of `rounds` rounds runs every file `runs` times; a file's figure
     is the lowest of its per-round medians.
@@ -44,17 +60,11 @@ def interleaved_latency_ms(
     load, and the least disturbed round is the closest to an idle device.
     """
     sessions = [session(p, threads) for p in paths]
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    x = _image(size)
     for sess in sessions:
-        for _ in range(warmup):
-            sess.run(None, {"image": x})
+        _median_ms(sess, x, warmup)
     best = [float("inf")] * len(sessions)
     for _ in range(rounds):
         for i, sess in enumerate(sessions):
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                sess.run(None, {"image": x})
-                times.append(time.perf_counter() - t)
-            best[i] = min(best[i], 1000 * statistics.median(times))
+            best[i] = min(best[i], _median_ms(sess, x, runs))
     return best

@@ -127,7 +127,10 @@ class _Bench:
         self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
         self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
 
-    def _to_time(self, row: Row, onnx: Path) -> Row:
+    def _to_time(self, row: Row, write: Callable[[Path], object]) -> Row:
+        """Keep `row` to be timed with its case; `write(path)` puts its ONNX file there."""
+        onnx = self._timing_dir / f"{len(self._timing)}.onnx"
+        write(onnx)
         self._timing.append((row, onnx))
         return row
 
@@ -168,8 +171,7 @@ class _Bench:
             delta_m(metrics, case.full.metrics, teacher.task_specs) if case.rows else 0.0,
             note=note,
         )
-        onnx = self._timing_dir / f"{len(self._timing)}.onnx"
-        return self._to_time(row, export_for_timing(model, onnx))
+        return self._to_time(row, lambda onnx: export_for_timing(model, onnx))
 
     def artifact_row(
         self,
@@ -195,8 +197,7 @@ class _Bench:
             delta_m(metrics, case.full.metrics, teacher.task_specs),
             refinement=number,
         )
-        onnx = self._timing_dir / f"{len(self._timing)}.onnx"
-        return self._to_time(row, Path(shutil.copyfile(art.onnx_path, onnx)))
+        return self._to_time(row, lambda onnx: shutil.copyfile(art.onnx_path, onnx))
 
     def case(self, tasks: tuple[str, ...], budget: float) -> tuple[Case, float]:
         teacher = decompose(self.engine.base, tasks)

@@ -150,9 +150,8 @@ def latency_fit(case: Case) -> tuple[float, float] | None:
     return (a, my - a * mx) if a > 0 else None
 
 
-def _fixed_cost_cap(case: Case, row: Row) -> str:
+def _fixed_cost_cap(case: Case, row: Row, fit: tuple[float, float] | None) -> str:
     """Why a speed-up falls short of the MAC cut: a per-run cost that does not shrink with the MACs."""
-    fit = latency_fit(case)
     if fit is None or fit[1] <= 0:
         return ""
     a, b = fit
@@ -166,6 +165,7 @@ def _fixed_cost_cap(case: Case, row: Row) -> str:
 
 def _speed(case: Case) -> list[Verdict]:
     out = []
+    fit = latency_fit(case)
     for row in case.of(QUICK, REFINED):
         ratio = case.speedup(row) / case.mac_cut(row)
         met = ratio >= SPEEDUP_PER_CUT
@@ -174,7 +174,7 @@ def _speed(case: Case) -> list[Verdict]:
             f"{case.mac_cut(row):.2f}x MAC cut"
         )
         if not met:
-            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail + _fixed_cost_cap(case, row)
+            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail + _fixed_cost_cap(case, row, fit)
         out.append(
             Verdict(
                 f"speed-up / MAC cut ({row.label})",

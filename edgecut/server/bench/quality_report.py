@@ -10,6 +10,7 @@ from edgecut.server.bench.quality import QualityConfig, QualityResult
 from edgecut.server.bench.quality_goals import Verdict, baseline_wins, delta_m_goal, verdicts
 from edgecut.server.bench.quality_rows import FULL, QUICK, REFINED, SCRATCH, TP_MAGNITUDE, TP_TAYLOR, Case
 from edgecut.server.mtl.metric_names import PRIMARY
+from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
 
 SECTION = "Quality at budget"
 
@@ -87,7 +88,8 @@ def markdown(res: QualityResult, command: str) -> str:
         f"Reference model (`{c.checkpoint.name}`), image {res.image_size}x{res.image_size}; every row is "
         f"evaluated on the same {c.n_val} held-out synthetic scenes; MACs counted the same way for all rows "
         "(torch-pruning's op counter); ORT = onnxruntime CPU, 1 thread, batch 1, the models of a table timed "
-        "in turns (7 rounds of 30 runs each, the lowest per-round median, so every model sees the same load); "
+        f"in turns ({ROUNDS} rounds of {RUNS_PER_ROUND} runs each, the lowest per-round median, so every model "
+        "sees the same load); "
         "Δm vs. the full "
         f"model (the selected tasks' heads of the original). Rows:",
         "",

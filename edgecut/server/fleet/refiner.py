@@ -79,6 +79,10 @@ class Refiner:
     def revive(self, build_key: str, served: int) -> None:
         """A device asked for `build_key` again: its next refinement runs if it was skipped as unwanted."""
         key = refinement_key(build_key, served + 1)
+        # a read first: this runs on every cache hit, and almost always there is nothing to revive
+        rec = self.jobs.registry.job(key)
+        if rec is None or rec.stage != UNWANTED:
+            return
         if self.jobs.registry.revive_job(key, UNWANTED):
             logger.info("refinement %s queued again: %s is wanted again", key, build_key)
             self._observe(key, "queued", 0.0, {"of": build_key})
