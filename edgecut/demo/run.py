@@ -136,6 +136,7 @@ class Demo:
 
     def _start_system(self) -> None:
         from edgecut.server.engine import load_engine  # torch
+        from edgecut.server.mtl.sources import OFF
 
         opts = self.opts
         checkpoint, source, train_s = reference_model(opts, self.console)
@@ -165,8 +166,15 @@ class Demo:
         refine = opts.refine_steps
         if refine is None:
             refine = QUICK_REFINE_STEPS if opts.quick else REFINE_STEPS
+        # no from-scratch candidate: its minutes of training would double the demo (docs/demo.md)
         engine = load_engine(
-            checkpoint, opts.data_dir, n_calib=n_val, n_val=n_val, recovery_steps=steps, refine_steps=refine
+            checkpoint,
+            opts.data_dir,
+            n_calib=n_val,
+            n_val=n_val,
+            recovery_steps=steps,
+            refine_steps=refine,
+            train_data=OFF,
         )
         engine.work_dir = self.work / "engine"  # build scratch goes away with the run
         self.log.say("server", f"scoring the full model on {n_val} validation scenes (the baseline)")

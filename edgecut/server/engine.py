@@ -1,8 +1,15 @@
 """The torch tailoring engine behind the fleet service: implements `spec.Engine`.
 
-It holds the pre-trained base model, unlabelled calibration images (for scoring and distillation)
-and labelled validation samples (only to report each artifact's quality against the original), each
-synthetic scenes or a folder (mtl/sources.py).
+It holds the pre-trained base model, unlabelled calibration images (for scoring and distillation),
+labelled validation samples (to report each artifact's quality against the original and to judge
+refinements) and, optionally, labelled training samples (mtl/sources.py).
+
+With training samples, the last refinement of a build is a *from-scratch candidate*: the base
+architecture uniformly narrowed to the parent's MACs and trained on the labels alone (cut/scratch.py).
+It ships, like any refinement, only when it beats the model the key serves on the validation set: the
+policy uses tailoring or training from scratch, whichever measures better for that task set and budget
+(docs/benchmarks.md, *Quality at budget*, found cases of both). Its architecture differs from its
+parent's, so the fleet's staged rollout judges it on canaries before the whole cohort gets it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from edgecut.model_meta import ModelMeta
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
-from edgecut.server.cut.prune import Size, floor_model, impossible, measure, size_target
+from edgecut.server.cut.latency import export_for_timing
+from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.refine import (
     MARGIN,
@@ -34,13 +42,15 @@ from edgecut.server.cut.refine import (
     save_student,
     student_path,
 )
+from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, train_scratch
 from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
-from edgecut.server.errors import UnknownTaskError
+from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate
-from edgecut.server.mtl.sources import engine_data, labelled_tasks
+from edgecut.server.mtl.sources import LabelledSource, engine_data, labelled_tasks, training_source
+from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
@@ -48,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RECOVERY = QUICK_RECOVERY
 CALIB_SEED, VAL_SEED = 7, 1000
+TRAIN_SEED, N_TRAIN = 0, 6000  # the reference's own training scenes (mtl/train.TrainConfig)
+SCRATCH = "scratch"  # the method of a from-scratch candidate
+SPEED_TRIES = 4  # narrowings tried for one as fast as its parent
 
 
 class TorchEngine:
@@ -62,6 +75,8 @@ class TorchEngine:
         refine_schedules: tuple[RecoveryOptions, ...] = REFINEMENTS,
         refine_margin: float = MARGIN,
         balance_share: float = DEFAULT_SHARE,
+        train: LabelledSource | None = None,
+        scratch: ScratchOptions | None = None,
     ) -> None:
         self.base = check_contract(base).eval()
         self._base_id = base_id
@@ -72,6 +87,8 @@ class TorchEngine:
         self.refine_schedules = refine_schedules
         self.refine_margin = refine_margin  # Δm points a refinement must gain over its parent to ship
         self.balance_share = balance_share  # a task this far below the full model triggers a rebalance
+        self.train = train  # labelled training samples: from-scratch candidates are tried when set
+        self.scratch = scratch or ScratchOptions()
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
         self._val_tasks = labelled_tasks(val) if val is not None else set()
@@ -161,9 +178,16 @@ class TorchEngine:
             )
 
     def refinements(self, spec: BuildSpec) -> int:
-        """Refinements follow a recovered build whose tasks the validation data can judge."""
+        """Refinements follow a recovered build whose tasks the validation data can judge: the
+        distillation schedules, then a from-scratch candidate when the training samples label every
+        task of the build."""
         judged = any(t in self._val_tasks for t in spec.tasks)
-        return len(self.refine_schedules) if spec.recover and judged else 0
+        if not (spec.recover and judged):
+            return 0
+        return len(self.refine_schedules) + int(self._trains_from_scratch(spec))
+
+    def _trains_from_scratch(self, spec: BuildSpec) -> bool:
+        return self.train is not None and self.scratch.epochs > 0 and set(spec.tasks) <= self.train.tasks
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
         """Distil `parent`'s architecture further; the artifact only when its Δm beats the parent's."""
@@ -176,6 +200,8 @@ class TorchEngine:
         before = quality(parent.parent_meta.metrics, parent.parent_meta.reference_metrics, specs)
         if before is None:
             return None
+        if n > len(self.refine_schedules):
+            return self._from_scratch(spec, parent, before, progress)
         t0 = time.perf_counter()
         progress("pruning", 0.01, f"refinement {n}: re-deriving the pruned architecture")
         weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
@@ -229,6 +255,112 @@ class TorchEngine:
         built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
         return built
 
+    def _from_scratch(
+        self, spec: BuildSpec, parent: Refinement, before: float, progress: ProgressFn
+    ) -> BuiltArtifact | None:
+        """The base architecture narrowed to at most the parent's MACs (and the budget's parameters),
+        trained on labelled samples; the artifact only when its Δm beats the parent's by the margin."""
+        assert self.train is not None
+        n, key = parent.number, spec.build_key(self._base_id)
+        t0 = time.perf_counter()
+        progress("pruning", 0.01, f"refinement {n}: narrowing the architecture to the budget (from scratch)")
+        max_params = None
+        if spec.budget.max_params or spec.budget.params_fraction:
+            with self._lock:
+                selected = decompose(self.base, list(spec.tasks))
+            max_params = size_target(
+                spec.budget.bucketed(), measure(selected, selected.input_size)
+            ).max_params
+        limit = Target(max_macs=parent.parent_meta.macs, max_params=max_params)
+        try:
+            narrow = self._as_fast(spec, parent, limit)
+        except ImpossibleBudgetError as exc:
+            logger.info("refinement %d of %s: no from-scratch candidate (%s)", n, key[:12], exc)
+            return None
+        if narrow is None:
+            logger.info("refinement %d of %s: no from-scratch candidate as fast as its parent", n, key[:12])
+            return None
+        progress("recovery", 0.03, f"refinement {n}: loading {self.train.describe}")
+        data = self.train.data()
+        steps = self.scratch.steps(narrow.model, data)
+        run = train_scratch(
+            narrow.model,
+            data,
+            self.scratch.recipe,
+            steps,
+            seconds=self.scratch.seconds * 1.5,  # steps were fitted to `seconds`: this only stops a stall
+            on_step=lambda i, loss: (
+                progress(
+                    "recovery",
+                    0.05 + 0.85 * i / steps,
+                    f"refinement {n}: from scratch, step {i}/{steps} loss {loss:.4f}",
+                )
+                if i % 2 == 0 or i == steps
+                else None
+            ),
+        )
+        student = narrow.model
+        progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
+        metrics = self._evaluate(student)
+        reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
+        after = quality(metrics, reference, specs)
+        logger.info(
+            "refinement %d of %s: from scratch (width x%.3f, %d steps, %.0f s) Δm %s vs parent %.2f",
+            n,
+            key[:12],
+            narrow.scale,
+            run.steps,
+            run.seconds,
+            after,
+            before,
+        )
+        if after is None or after < before + self.refine_margin:
+            return None
+        changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
+        meta = self._meta(spec, student, narrow.size, metrics, SCRATCH)
+        meta.refinement = n
+        meta.parent_artifact_id = parent.parent_artifact_id
+        meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+        meta.fusion_weights = {t: 1.0 for t in spec.tasks}
+        meta.trade_off = trade_off(changes, self.balance_share)
+        built = self._export(
+            student,
+            meta,
+            {"train_s": run.seconds, "train_steps": float(run.steps), "width_scale": narrow.scale},
+            t0,
+            False,
+        )
+        built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
+        return built
+
+    def _as_fast(self, spec: BuildSpec, parent: Refinement, limit: Target) -> Narrow | None:
+        """The widest narrowed base within `limit` that also runs no slower than the parent's pruned
+        architecture (onnxruntime, 1 thread, timed in turns on this machine): at the same MACs a
+        uniformly narrowed model can be a third slower (docs/benchmarks.md, *Quality at budget*), and a
+        device's budget is its speed. None when a few tighter tries find none."""
+        weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
+        with self._lock:  # the parent's architecture, re-derived (its weights do not matter for timing)
+            pruned = tailor(
+                self.base,
+                list(spec.tasks),
+                spec.budget.bucketed(),
+                self.calib,
+                replace(self.options, recovery=None),
+                weights,
+            ).model
+        with tempfile.TemporaryDirectory(prefix="scratch-timing-", dir=self._tmp_dir()) as tmp:
+            ref = export_for_timing(pruned, Path(tmp) / "parent.onnx")
+            for _ in range(SPEED_TRIES):
+                narrow = narrow_to(self.base, spec.tasks, limit, seed=self.scratch.recipe.seed)
+                mine = export_for_timing(narrow.model, Path(tmp) / "candidate.onnx")
+                parent_ms, ms = interleaved_latency_ms([ref, mine], narrow.model.input_size)
+                if ms <= parent_ms * self.scratch.max_slowdown:
+                    return narrow
+                # latency is about linear in MACs: aim below the parent's time (a fixed cost needs more)
+                limit = replace(limit, max_macs=int(narrow.size.macs * parent_ms / ms * 0.97))
+        return None
+
     def _meta(
         self, spec: BuildSpec, model: MultiTaskModel, size: Size, metrics: Metrics, method: str
     ) -> ModelMeta:
@@ -278,12 +410,17 @@ def load_engine(
     image_scale: float | None = None,
     refine_steps: tuple[int, ...] | None = None,
     balance_share: float = DEFAULT_SHARE,
+    train_data: str | None = None,
+    scratch_seconds: float | None = None,
 ) -> TorchEngine:
     """The engine for a trained checkpoint (built as `model` when given, else as the class it records).
 
     Calibration images are synthetic scenes unless a folder is given; validation as in
-    sources.engine_data. `refine_steps` sets the refinements' lengths (() = none);
-    a kept task more than `balance_share` below the full model triggers one rebalanced rebuild.
+    sources.engine_data. `refine_steps` sets the refinements' lengths (() = none, and no from-scratch
+    candidate either); a kept task more than `balance_share` below the full model triggers one
+    rebalanced rebuild. `train_data` labels the from-scratch candidate's training (sources.training_source:
+    by default the reference's synthetic scenes when they label every task; "off" = no candidate), which
+    trains for at most `scratch_seconds` (default ScratchOptions.seconds).
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = check_outputs(checkpoint.load(checkpoint_path, model))
@@ -321,4 +458,17 @@ def load_engine(
             replace(REFINEMENTS[min(i, len(REFINEMENTS) - 1)], steps=n) for i, n in enumerate(refine_steps)
         ),
         balance_share=balance_share,
+        train=None
+        if refine_steps == ()
+        else training_source(
+            list(base.task_specs.values()),
+            base.input_size,
+            train_data,
+            calib_data,
+            scenes_cache(state_dir),
+            N_TRAIN,
+            TRAIN_SEED,
+            image_scale,
+        ),
+        scratch=ScratchOptions() if scratch_seconds is None else ScratchOptions(seconds=scratch_seconds),
     )

@@ -10,7 +10,7 @@ import torch
 
 from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.errors import DatasetError
-from edgecut.server.mtl.sources import engine_data, labelled_tasks, training_data
+from edgecut.server.mtl.sources import engine_data, labelled_tasks, training_data, training_source
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
 SIZE = 16
@@ -62,3 +62,23 @@ def test_validation_defaults_and_what_is_said_when_there_is_none(
     assert val is not None and labelled_tasks(val) == {t.name for t in SCENE_TASKS}
     with pytest.raises(DatasetError, match="labels for none of the model's tasks"):
         engine_data([LARGEST], SIZE, None, str(folder / "val"), None, 8, 8, 7, 1000)
+
+
+def test_the_from_scratch_candidates_training_data_and_its_defaults(folder: Path, tmp_path: Path) -> None:
+    scene = list(SCENE_TASKS)
+    auto = training_source(scene, SIZE, None, None, tmp_path, 12, 0)
+    assert auto is not None and auto.tasks == {s.name for s in scene}
+    assert not list(tmp_path.iterdir())  # nothing rendered until a candidate needs it
+    assert len(auto.data()) == 12 and auto.data() is auto.data()  # type: ignore[arg-type]
+    assert training_source(scene, SIZE, "off", None, tmp_path, 12, 0) is None
+    # a user's own calibration folder: no labelled data is assumed
+    assert training_source(scene, SIZE, None, str(folder), tmp_path, 12, 0) is None
+    # the user's tasks are not the scenes': synthetic scenes cannot label them
+    mine = [SCENE_TASKS[0], SLANT, LARGEST]
+    assert training_source(mine, SIZE, None, None, tmp_path, 12, 0) is None
+    with pytest.raises(DatasetError, match="synthetic scenes do not label this model's tasks"):
+        training_source(mine, SIZE, "synthetic", None, tmp_path, 12, 0)
+    labelled = training_source(mine, SIZE, str(folder), None, tmp_path, 12, 0)
+    assert labelled is not None and labelled.tasks == {"seg", "slant"} and len(labelled.data()) == 20  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="labels none of the model's tasks"):
+        training_source([LARGEST], SIZE, str(folder), None, tmp_path, 12, 0)

@@ -90,10 +90,19 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "--scratch-epochs",
         type=float,
         default=8.0,
-        help="epochs of the full-schedule from-scratch baseline (default %(default)s, the reference's own)",
+        help="epochs of the engine's from-scratch candidate (default %(default)s, the reference's own)",
     )
     q.add_argument(
-        "--train-scenes", type=int, default=6000, help="labelled scenes the from-scratch baselines train on"
+        "--scratch-seconds",
+        type=float,
+        default=240.0,
+        help="time the from-scratch candidate's steps are fitted to (default %(default)s, the server's)",
+    )
+    q.add_argument(
+        "--train-scenes",
+        type=int,
+        default=6000,
+        help="labelled scenes the from-scratch models train on",
     )
     q.add_argument(
         "--calib-scenes", type=int, default=512, help="unlabelled calibration scenes of the engine"
@@ -375,6 +384,7 @@ def run_quality(args: argparse.Namespace) -> int:
         raise ConfigError(f"--budgets must be in (0, 1], got {args.budgets!r}")
     for name, value in (
         ("--scratch-epochs", args.scratch_epochs),
+        ("--scratch-seconds", args.scratch_seconds),
         ("--train-scenes", args.train_scenes),
         ("--calib-scenes", args.calib_scenes),
         ("--val-scenes", args.val_scenes),
@@ -403,6 +413,7 @@ def run_quality(args: argparse.Namespace) -> int:
         n_val=args.val_scenes,
         train_scenes=args.train_scenes,
         scratch_epochs=args.scratch_epochs,
+        scratch_seconds=args.scratch_seconds,
         recovery_steps=args.recovery_steps,
         refine_steps=refine_steps,
         tp_refine=args.tp_refine,

@@ -12,7 +12,9 @@ engine's: made-up figures that fall with the kept width (test data, not measurem
 
 Progressive delivery: with `refinements=N` every build is followed by N refinements; refinement n is
 the same architecture with other weights and metrics that close half of the remaining gap to the full
-model, or None ("not better") for the numbers in `not_better`. Refinements honour `delay` and `hold()`.
+model, or None ("not better") for the numbers in `not_better`; the numbers in `retrained` stand for the
+real engine's from-scratch candidate: one channel narrower (another architecture, method "scratch").
+Refinements honour `delay` and `hold()`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class OnnxTestEngine:
         faults: dict[tuple[str, ...], str] | None = None,
         refinements: int = 0,
         not_better: set[int] | None = None,
+        retrained: set[int] | None = None,
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="edgecut-test-engine-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
@@ -81,6 +84,7 @@ class OnnxTestEngine:
         self.faults: dict[tuple[str, ...], str] = dict(faults or {})  # sorted tasks -> one of FAULTS
         self.builds: list[BuildSpec] = []  # every build started, in order
         self.refinement_count, self.not_better = refinements, set(not_better or ())
+        self.retrained = set(retrained or ())
         self.refines: list[tuple[BuildSpec, Refinement]] = []  # every refinement started, in order
         self._lock = threading.Lock()
         self._gate = threading.Event()  # cleared inside hold(): builds wait before they export
@@ -140,7 +144,7 @@ class OnnxTestEngine:
         self._steps(spec, progress, steps, self._refine_gate)
         if parent.number in self.not_better:
             return None
-        built = self._artifact(spec, parent.number, parent.parent_meta)
+        built = self._artifact(spec, parent.number, parent.parent_meta, parent.number in self.retrained)
         built.parent_artifact_id, built.refinement = parent.parent_artifact_id, parent.number
         return built
 
@@ -174,9 +178,9 @@ class OnnxTestEngine:
                 )
 
     def _artifact(
-        self, spec: BuildSpec, refinement: int = 0, parent: ModelMeta | None = None
+        self, spec: BuildSpec, refinement: int = 0, parent: ModelMeta | None = None, narrower: bool = False
     ) -> BuiltArtifact:
-        width = self._width(spec)
+        width = max(1, self._width(spec) - int(narrower))
         macs, params = self._macs_params(spec.tasks, width)
         while True:  # honour max_macs / max_params like the real engine would
             b = spec.budget
@@ -214,7 +218,7 @@ class OnnxTestEngine:
             full_params=full_params,
             full_macs=full_macs,
             build_key=key,
-            method="test-onnx",
+            method="scratch" if narrower else "test-onnx",
             pipeline_version="test",
             metrics=metrics,
             reference_metrics=reference,

@@ -4,10 +4,13 @@ For each task set x MACs budget, on one engine (the reference model, its calibra
 validation scenes), rows for:
 - the full model (the selected tasks' heads of the original: the quality to keep);
 - the quick model and each refinement, built by the engine exactly as the fleet service builds them
-  (`Engine.build`, then `Engine.refine` as many times as `Engine.refinements` says);
-- from scratch: the reference architecture uniformly narrowed to the same MACs, for the selected tasks
-  only, trained with the reference's recipe on its labelled training scenes (a) for the tailored
-  lineage's wall clock and (b) for the reference's schedule (scaled by `scratch_epochs`);
+  (`Engine.build`, then `Engine.refine` as many times as `Engine.refinements` says); the last
+  refinement is the engine's from-scratch candidate (the reference architecture uniformly narrowed to
+  the refined model's MACs, for the selected tasks only, trained with the reference's recipe on its
+  labelled training scenes for `scratch_epochs`, fitted to `scratch_seconds`), shown also when the
+  engine did not ship it;
+- from scratch for the same time: the same narrowed architecture trained for the distillation
+  lineage's wall clock;
 - Torch-Pruning as its README shows it (magnitude and Taylor, global), then BatchNorm re-estimation
   and the engine's recovery.
 Every row is evaluated on the same validation scenes, its MACs counted by prune.measure and its
@@ -32,25 +35,27 @@ from edgecut.server.bench.quality_rows import (
     FULL,
     QUICK,
     REFINED,
-    SCRATCH_FULL,
+    RETRAINED,
+    SCRATCH_CANDIDATE,
     SCRATCH_TIME,
     TP_MAGNITUDE,
     TP_TAYLOR,
     Case,
     Row,
 )
-from edgecut.server.bench.scratch import narrow_to, steps_in, train_scratch
 from edgecut.server.bench.tp_baseline import Criterion, tp_prune
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.latency import export_for_timing
-from edgecut.server.cut.prune import measure, size_target
+from edgecut.server.cut.prune import Target, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
+from edgecut.server.cut.scratch import ScratchOptions, narrow_to, steps_in, train_scratch
 from edgecut.server.engine import TorchEngine, load_engine
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.sources import LabelledSource, labelled_tasks
 from edgecut.server.mtl.train import TrainConfig
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
@@ -61,7 +66,6 @@ STAGES = (
     "full",
     "quick + refinements",
     "scratch (same time)",
-    "scratch (schedule)",
     "tp magnitude",
     "tp taylor",
 )
@@ -76,7 +80,8 @@ class QualityConfig:
     n_calib: int = 512  # unlabelled calibration scenes (the engine's default)
     n_val: int = 256  # labelled validation scenes (the engine's default)
     train_scenes: int = 6000  # the from-scratch baselines' labelled training scenes (the reference's)
-    scratch_epochs: float = 8.0  # the full-schedule baseline's epochs (the reference's own 8)
+    scratch_epochs: float = 8.0  # the engine's from-scratch candidate's epochs (the reference's own 8)
+    scratch_seconds: float = ScratchOptions.seconds  # ... and the time its steps are fitted to
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
     refine_steps: tuple[int, ...] | None = None  # the refinements' steps (None = the engine's own)
     tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
@@ -86,9 +91,8 @@ class QualityConfig:
         """The reference's training recipe (lr, weight decay, batch, one-cycle), seed 0 scenes."""
         return TrainConfig(n_train=self.train_scenes, seed=self.seed)
 
-    def schedule_steps(self) -> int:
-        cfg = self.recipe()
-        return max(1, round(self.scratch_epochs * math.ceil(self.train_scenes / cfg.batch_size)))
+    def scratch(self) -> ScratchOptions:
+        return ScratchOptions(self.scratch_epochs, self.scratch_seconds, self.recipe())
 
 
 @dataclass
@@ -99,6 +103,7 @@ class QualityResult:
     seconds: float
     scratch_scales: dict[str, float] = field(default_factory=dict)  # case name -> width factor
     reference_epochs: int = TrainConfig().epochs
+    scratch_number: int = 3  # the refinement that is the engine's from-scratch candidate
     recovery: str = ""  # the engine's quick recovery, as the section states it
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
 
@@ -123,6 +128,11 @@ class _Bench:
         self._train = synthetic_scenes(
             cfg.train_scenes, cfg.seed, self.size, scenes_cache(cfg.data_dir), show_progress=False
         )
+        # the engine's from-scratch candidate learns from the same scenes as the baseline
+        engine.train = LabelledSource(
+            labelled_tasks(self._train), lambda: self._train, f"{cfg.train_scenes} synthetic scenes"
+        )
+        engine.scratch = cfg.scratch()
         self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
         self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
         self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -205,27 +215,32 @@ class _Bench:
         case = Case(tasks, budget, kinds)
         case.rows.append(self.row(case, teacher, FULL, "full model", teacher, 0.0, 0.0))
         self.advance(1, case=case.name, stage="full")
-        elapsed = self.tailored(case, teacher)
+        elapsed, distilled = self.tailored(case, teacher)
         self.advance(1, case=case.name, stage="tailored", dm=f"{case.rows[-1].delta_m:+.1f}")
         max_macs = size_target(Budget(macs_fraction=budget), measure(teacher, self.size)).max_macs
         assert max_macs is not None  # a MACs fraction always gives a MACs limit
-        scale = self.scratch(case, teacher, max_macs, elapsed)
+        scale = self.scratch(case, teacher, distilled.macs, elapsed)
         for crit, kind in (("magnitude", TP_MAGNITUDE), ("taylor", TP_TAYLOR)):
             self.torch_pruning(case, teacher, crit, kind, max_macs)  # type: ignore[arg-type]
             self.advance(1, case=case.name, stage=kind, dm=f"{case.rows[-1].delta_m:+.1f}")
         self.time_case()
         return case, scale
 
-    def tailored(self, case: Case, teacher: MultiTaskModel) -> float:
-        """Quick build and every refinement through the engine; returns the lineage's wall clock."""
+    def tailored(self, case: Case, teacher: MultiTaskModel) -> tuple[float, Row]:
+        """Quick build and every refinement through the engine; returns the distillation lineage's wall
+        clock and its last shipped row (what the from-scratch candidate is judged against)."""
         spec = BuildSpec.create(list(case.tasks), Budget(macs_fraction=case.budget))
         t0 = time.perf_counter()
         parent = self.engine.build(spec, _quiet)
         seconds = time.perf_counter() - t0
         elapsed = seconds
         case.rows.append(self.artifact_row(case, teacher, parent, QUICK, "quick", seconds, elapsed, 0))
+        distilled = (elapsed, case.rows[-1])
         for number in range(1, self.engine.refinements(spec) + 1):
             ref = Refinement(_sha256(parent.onnx_path), parent.meta, number)
+            if number > len(self.engine.refine_schedules):
+                self.candidate(case, teacher, spec, ref, elapsed)
+                continue
             t0 = time.perf_counter()
             built = self.engine.refine(spec, ref, _quiet)
             seconds = time.perf_counter() - t0
@@ -240,14 +255,57 @@ class _Bench:
             case.rows.append(
                 self.artifact_row(case, teacher, built, REFINED, label, seconds, elapsed, number)
             )
+            distilled = (elapsed, case.rows[-1])
             parent.cleanup()
             parent = built
         parent.cleanup()
-        return elapsed
+        return distilled
+
+    def candidate(
+        self, case: Case, teacher: MultiTaskModel, spec: BuildSpec, ref: Refinement, elapsed: float
+    ) -> None:
+        """The engine's from-scratch candidate, asked for whatever it scores (margin -inf) so that a
+        candidate the engine would not ship still shows its figures; shipped by the engine's own rule."""
+        margin = self.engine.refine_margin
+        self.engine.refine_margin = -math.inf
+        try:
+            t0 = time.perf_counter()
+            built = self.engine.refine(spec, ref, _quiet)
+            seconds = time.perf_counter() - t0
+        finally:
+            self.engine.refine_margin = margin
+        if built is None:
+            case.notes.append(f"refinement {ref.number}: no from-scratch candidate fits the budget")
+            return
+        try:
+            steps = int(built.extras.get("train_steps", 0))
+            row = self.artifact_row(
+                case,
+                teacher,
+                built,
+                RETRAINED,
+                f"refinement {ref.number} (from scratch)",
+                seconds,
+                elapsed + seconds,
+                ref.number,
+            )
+            final = case.final()
+            assert final is not None  # the quick model came first
+            before = final.delta_m
+            epochs = steps * self.cfg.recipe().batch_size / self.cfg.train_scenes
+            scale = built.extras.get("width_scale", math.nan)
+            row.note = f"widths x{scale:.3f}, {steps} steps ({epochs:.1f} epochs)"
+            if row.delta_m < before + margin:
+                row.kind, row.label = SCRATCH_CANDIDATE, "from-scratch candidate (not shipped)"
+                row.note += f"; not {margin:g} points better than the refined model"
+            case.rows.append(row)
+        finally:
+            built.cleanup()
 
     def scratch(self, case: Case, teacher: MultiTaskModel, max_macs: int, same_time: float) -> float:
+        """The same-time baseline, narrowed like the engine's candidate (to the refined model's MACs)."""
         recipe = self.cfg.recipe()
-        narrow = narrow_to(self.engine.base, case.tasks, max_macs, seed=self.cfg.seed)
+        narrow = narrow_to(self.engine.base, case.tasks, Target(max_macs=max_macs), seed=self.cfg.seed)
         steps = steps_in(narrow.model, self._train, recipe, same_time)
         run = train_scratch(narrow.model, self._train, recipe, steps, seconds=same_time)
         note = f"{run.steps} steps"
@@ -264,16 +322,6 @@ class _Bench:
             )
         )
         self.advance(1, case=case.name, stage="scratch same time", dm=f"{case.rows[-1].delta_m:+.1f}")
-        again = narrow_to(self.engine.base, case.tasks, max_macs, seed=self.cfg.seed)
-        steps = self.cfg.schedule_steps()
-        run = train_scratch(again.model, self._train, recipe, steps)
-        note = f"{run.steps} steps ({self.cfg.scratch_epochs:g} epochs)"
-        case.rows.append(
-            self.row(
-                case, teacher, SCRATCH_FULL, "scratch, schedule", again.model, run.seconds, run.seconds, note
-            )
-        )
-        self.advance(1, case=case.name, stage="scratch schedule", dm=f"{case.rows[-1].delta_m:+.1f}")
         return narrow.scale
 
     def torch_pruning(
@@ -337,4 +385,5 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         scales,
         recovery=said,
         load=(load0, os.getloadavg()[0]),
+        scratch_number=len(engine.refine_schedules) + 1,
     )

@@ -9,12 +9,14 @@ from edgecut.server.mtl.metric_names import DELTA_M_METRICS, task_change
 
 Metrics = dict[str, dict[str, float]]
 
-# Row kinds, in table order. "quick" and "refined" are what edgecut ships; the rest are baselines.
-FULL, QUICK, REFINED = "full", "quick", "refined"
-SCRATCH_TIME, SCRATCH_FULL = "scratch-same-time", "scratch-full-schedule"
+# Row kinds, in table order. "quick", "refined" (distillation) and "retrained" (the engine's from-scratch
+# candidate, when it beat the refined model) are what edgecut ships; the rest are baselines
+# ("scratch-candidate": that candidate when it did not beat it, so it was not shipped).
+FULL, QUICK, REFINED, RETRAINED = "full", "quick", "refined", "retrained"
+SCRATCH_TIME, SCRATCH_CANDIDATE = "scratch-same-time", "scratch-candidate"
 TP_MAGNITUDE, TP_TAYLOR = "tp-magnitude", "tp-taylor"
-SHIPPED = (QUICK, REFINED)
-SCRATCH = (SCRATCH_TIME, SCRATCH_FULL)
+SHIPPED = (QUICK, REFINED, RETRAINED)
+SCRATCH = (SCRATCH_TIME, SCRATCH_CANDIDATE)
 
 
 @dataclass

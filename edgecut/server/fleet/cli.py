@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP.replace("DATA_DIR", str(DEFAULT_DATA_DIR)))
     add_model(p)
     add_data(p)
+    p.add_argument(
+        "--train-data",
+        metavar="FOLDER|synthetic|off",
+        help="labelled data for from-scratch candidates (default: synthetic scenes when they label every "
+        "task and the calibration data is synthetic)",
+    )
     p.add_argument("--broker", help="MQTT broker URL, e.g. mqtt://127.0.0.1:1883 ('' disables MQTT)")
     p.add_argument("--grpc", help="gRPC listen address host:port (default 127.0.0.1:50051)")
     p.add_argument("--public-grpc", help="gRPC address told to devices (default: the listen address)")
@@ -128,6 +134,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "http": "" if args.http == "off" else args.http,
         "model": args.model,
         "val_data": args.val_data,
+        "train_data": args.train_data,
         "image_scale": args.image_scale,
     }
 
@@ -158,6 +165,8 @@ def run_server(args: argparse.Namespace) -> int:
         val_data=settings.val_data,
         model=settings.model,
         image_scale=settings.image_scale,
+        train_data=settings.train_data,
+        scratch_seconds=settings.scratch_seconds,
     )
     stop = threading.Event()
 

@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError, Message
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import tls, topics
-from edgecut.errors import ConfigError
+from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.errors import TooLargeError
 from edgecut.server.fleet import error_map, requests, wire
 from edgecut.server.fleet.budget_policy import BudgetPolicy
@@ -41,6 +41,7 @@ from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
 from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry, Waiter
+from edgecut.server.fleet.rollout_policy import keeps_architecture
 from edgecut.server.fleet.signer import FleetSigner
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -486,11 +487,13 @@ class MqttBridge:
                 self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
 
     def _on_refined(self, ready: Ready) -> None:
-        """Offer a refinement to every device whose latest offer is its parent, past the rollout gate.
+        """Offer a refinement to every device whose latest offer is its parent.
 
-        A refinement is the same pruned architecture as its parent (same MACs, same tasks), trained
-        longer and measured better on the validation set; a staged rollout guards *new variants*, and
-        a device holding the parent already passed (or was never subject to) the parent's rollout.
+        A refinement that keeps its parent's architecture (same MACs, parameters, inputs, outputs),
+        trained longer and measured better on the validation set, passes the rollout gate: a staged
+        rollout guards *new variants*, and a device holding the parent already passed (or was never
+        subject to) the parent's rollout. One with another architecture (the engine's from-scratch
+        candidate) goes through the gate like any new variant: canaries first.
         While the parent's key is in canary, its refinements wait; the promotion offers the best one.
         """
         if self.refinement_hold is not None and self.refinement_hold(ready):
@@ -498,8 +501,15 @@ class MqttBridge:
                 "refinement %d of %s waits for its rollout's verdict", ready.refinement, ready.build_key
             )
             return
+        try:
+            same = keeps_architecture(ready.artifact.meta, self.jobs.store.meta(ready.parent_artifact_id))
+        except EdgecutError:  # the parent is gone from the store: judge it as a new variant
+            same = False
         for device_id, seq in self.registry.devices_on(ready.parent_artifact_id):
-            self.offer(device_id, seq, ready)
+            if same:
+                self.offer(device_id, seq, ready)
+            else:
+                self._offer(device_id, seq, ready)
 
     def _offer(self, device_id: str, seq: int, ready: Ready) -> None:
         """Answer a device's needs with `ready`, or with what the offer gate puts in its place."""

@@ -16,8 +16,9 @@ The outcome of refinement n:
   while that still points at the parent, so a refinement of a replaced artifact changes nothing:
   recorded as stage `stale`); then the refined hooks run (the MQTT bridge offers it to every device
   whose latest offer is the parent) and refinement n + 1 is queued from it;
-- None (the engine found it not measurably better): stage `not better`, nothing is offered and the
-  chain ends there;
+- None (the engine found it not measurably better): stage `not better`, nothing is offered, and
+  refinement n + 1 is queued from the same parent (a longer schedule, or the from-scratch candidate,
+  may still beat it);
 - skipped, stage `unwanted`, when no device wants K any more when it would start (every device it
   was offered to has moved to other tasks or budgets): the CPU goes to what devices need. A later cache
   hit on K queues it again (`revive`);
@@ -78,9 +79,14 @@ class Refiner:
 
     def revive(self, build_key: str, served: int) -> None:
         """A device asked for `build_key` again: its next refinement runs if it was skipped as unwanted."""
-        key = refinement_key(build_key, served + 1)
-        # a read first: this runs on every cache hit, and almost always there is nothing to revive
-        rec = self.jobs.registry.job(key)
+        # reads first: this runs on every cache hit, and almost always there is nothing to revive;
+        # the next refinement is past any that were not better (they queued theirs from the same parent)
+        number = served + 1
+        rec = self.jobs.registry.job(refinement_key(build_key, number))
+        while rec is not None and rec.stage == NOT_BETTER:
+            number += 1
+            rec = self.jobs.registry.job(refinement_key(build_key, number))
+        key = refinement_key(build_key, number)
         if rec is None or rec.stage != UNWANTED:
             return
         if self.jobs.registry.revive_job(key, UNWANTED):
@@ -169,6 +175,7 @@ class Refiner:
         if artifact is None:
             logger.info("refinement %s is not better than %s; nothing shipped", key, parent[:12])
             self._finish(key, DONE, stage=NOT_BETTER, **lineage)
+            self.queue(of, spec, parent, number + 1)
             return
         adopted = jobs.registry.adopt_refinement(of, parent, artifact.artifact_id, number)
         self._finish(

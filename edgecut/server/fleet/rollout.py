@@ -44,6 +44,7 @@ from edgecut.server.fleet.rollout_policy import (
     canary_count,
     judge_canaries,
     judge_quality,
+    keeps_architecture,
     task_quality,
 )
 from edgecut.server.fleet.store import Store
@@ -186,8 +187,8 @@ class RolloutManager:
             if live is not None and live.row["candidate_artifact"] == candidate:
                 return self._route(live, device_id, ready)
             serving = str(dev["artifact_id"] or "")
-            if ready.refinement and serving and self._build_key(serving) == ready.build_key:
-                return ready  # a refinement of the key the device serves: not a new variant (operations.md)
+            if ready.refinement and serving and self._refines(serving, ready):
+                return ready  # the served model's weights trained further: not a new variant (operations.md)
             replaces = (
                 serving
                 and serving != candidate
@@ -208,7 +209,7 @@ class RolloutManager:
                 return self._baseline_ready(decided) or ready
             if decided is not None and decided["state"] == PROMOTED:
                 return ready
-            live = self._begin(cohort, serving, ready, device_id)
+            live = self._begin(cohort, self._baseline(serving, ready), ready, device_id)
             return self._route(live, device_id, ready)
 
     def refinements_held(self, ready: Ready) -> bool:
@@ -236,6 +237,22 @@ class RolloutManager:
             return Budget(**old.spec["budget"]).bucket() == Budget(**new.spec["budget"]).bucket()
         except (KeyError, TypeError, EdgecutError):  # a spec an older server wrote: compare as same
             return True
+
+    def _baseline(self, serving: str, ready: Ready) -> str:
+        """What the cohort keeps while `ready` is judged: the device's model, or, for a refinement of the
+        key it serves, the refinement's parent (what its latest offer was, though its swap to it may
+        not be recorded yet)."""
+        parent = ready.parent_artifact_id
+        same_key = ready.refinement and parent and self._build_key(serving) == ready.build_key
+        return parent if same_key and self.store.exists(parent) else serving
+
+    def _refines(self, serving: str, ready: Ready) -> bool:
+        """`ready` refines the key the device serves and keeps the served model's architecture."""
+        try:
+            meta = self.store.meta(serving)
+        except EdgecutError:
+            return False
+        return meta.build_key == ready.build_key and keeps_architecture(ready.artifact.meta, meta)
 
     def _build_key(self, artifact_id: str) -> str:
         try:
@@ -268,7 +285,10 @@ class RolloutManager:
 
     def _baseline_ready(self, row: dict[str, Any]) -> Ready | None:
         try:
-            return Ready(row["baseline_build_key"], self.store.get(row["baseline_artifact"]))
+            art = self.store.get(row["baseline_artifact"])
+            # a refinement as the baseline (a from-scratch candidate's parent) is offered as what it is
+            meta = art.meta
+            return Ready(row["baseline_build_key"], art, False, meta.parent_artifact_id, meta.refinement)
         except EdgecutError:
             logger.warning(
                 "baseline %s of rollout %s is gone from the store", row["baseline_artifact"][:12], row["id"]

@@ -16,6 +16,10 @@ serve: a new base model, a new pipeline version, a rebuilt model) is judged twic
    the old model under the same conditions (else the cohort's p95 measured when the rollout began).
    A canary that refuses the variant (a failed swap) fails the rollout at once; canaries that have not
    shown enough traffic within `timeout_s` fail it too, since nothing was proven.
+
+A refinement of the build a device serves is not a variant when it keeps that model's architecture
+(`keeps_architecture`: the same parameters, MACs, inputs and outputs: the weights trained further); one
+that does not (the engine's from-scratch candidate) is a variant like any other.
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ CANARY, PROMOTED, ROLLED_BACK, REJECTED, SUPERSEDED = (
     "superseded",
 )
 ROLLOUT_STATES = (CANARY, PROMOTED, ROLLED_BACK, REJECTED, SUPERSEDED)
+
+
+def keeps_architecture(model: ModelMeta, parent: ModelMeta) -> bool:
+    """Whether `model` is `parent`'s network with other weights: what a canary measures (latency,
+    errors) would be the parent's, so only the validation set has anything to judge."""
+    return (
+        model.params == parent.params
+        and model.macs == parent.macs
+        and model.input == parent.input
+        and model.outputs == parent.outputs
+    )
 
 
 class RolloutSettings(BaseModel):

@@ -62,6 +62,16 @@ class ServerSettings(BaseModel):
     image_scale: float | None = Field(
         default=None, gt=0, title="divide float images of the folders by this (when not in [0, 1])"
     )
+    train_data: str | None = Field(
+        default=None,
+        title="labelled training data for from-scratch candidates",
+        description="'synthetic', a labelled folder, or 'off'; default: the reference's synthetic "
+        "scenes when the calibration data is synthetic and they label every task. With it, a build's "
+        "last refinement trains the narrowed architecture from scratch and ships when it measures better",
+    )
+    scratch_seconds: float = Field(
+        default=240.0, gt=0, le=86400, title="time a from-scratch candidate's training is fitted to (s)"
+    )
     broker: str = Field(default="mqtt://127.0.0.1:1883", title="MQTT broker URL; empty disables MQTT")
     grpc: str = Field(default="127.0.0.1:50051", title="gRPC listen address (host:port, port 0 = any)")
     public_grpc: str = Field(

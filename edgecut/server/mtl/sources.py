@@ -10,7 +10,8 @@ else `test`, else the folder itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -143,3 +144,61 @@ def engine_data(
     if val is not None and not labelled_tasks(val):
         raise DatasetError(f"the validation data has labels for none of the model's tasks ({names})")
     return calib, val
+
+
+class LabelledSource:
+    """Labelled training samples for the engine's from-scratch candidate, read on first use (rendering
+    thousands of scenes takes a while, and a server that never trains one should not pay for it)."""
+
+    def __init__(self, tasks: set[str], load: Callable[[], Dataset[Batch]], describe: str) -> None:
+        self.tasks = frozenset(tasks)
+        self.describe = describe
+        self._load = load
+        self._data: Dataset[Batch] | None = None
+        self._lock = threading.Lock()
+
+    def data(self) -> Dataset[Batch]:
+        with self._lock:
+            if self._data is None:
+                self._data = self._load()
+            return self._data
+
+
+OFF = "off"
+
+
+def training_source(
+    specs: Sequence[TaskSpec],
+    size: int,
+    train_data: str | None,
+    calib_data: str | None,
+    cache_dir: Path | None,
+    n_train: int,
+    seed: int,
+    image_scale: float | None = None,
+) -> LabelledSource | None:
+    """Where the engine's from-scratch candidate learns from: `train_data` ("synthetic", a labelled
+    folder, or "off"); by default synthetic scenes when the calibration images are synthetic and the
+    scenes label every task of the model (the reference's own training set), else none."""
+    if train_data == OFF:
+        return None
+    if train_data is None:
+        if not (is_synthetic(calib_data) and scene_compatible(specs)):
+            return None
+        train_data = SYNTHETIC
+    if is_synthetic(train_data):
+        if not scene_compatible(specs):
+            raise DatasetError(
+                "synthetic scenes do not label this model's tasks: give --train-data a labelled folder or off"
+            )
+        return LabelledSource(
+            {s.name for s in specs},
+            lambda: synthetic_scenes(n_train, seed, size, cache_dir, show_progress=False),
+            f"{n_train} synthetic scenes",
+        )
+    root = Path(train_data)
+    data = folder_for(specs, root, size, "train", image_scale)
+    tasks = labelled_tasks(data)
+    if not tasks:
+        raise DatasetError(f"--train-data {root} labels none of the model's tasks")
+    return LabelledSource(tasks, lambda: data, f"{len(data)} samples of {root}")

@@ -88,3 +88,31 @@ def test_a_slow_variant_is_rolled_back_on_its_canary_and_a_sound_one_promoted(li
     )
     for d in DEVICES:
         wait_until(lambda d=d: live.serving(d) == good["candidate_artifact"])
+
+
+def test_a_from_scratch_refinement_reaches_the_cohort_through_a_canary(live: LiveFleet) -> None:
+    """Refinement 1 keeps the quick model's architecture and goes to every device at once; refinement 2
+    stands for the engine's from-scratch candidate (another architecture): canary first, then all."""
+    live.engine.refinement_count, live.engine.retrained = 2, {2}
+    for d in DEVICES:
+        live.agent(d, ["seg"])
+    assert live.server.rollouts is not None
+    r = wait_until(
+        lambda: next((r for r in live.server.rollouts.rollouts() if r["state"] == PROMOTED), None), 4 * WAIT_S
+    )
+    (only,) = live.server.rollouts.rollouts()  # refinement 1 started none
+    candidate, baseline = str(r["candidate_artifact"]), str(r["baseline_artifact"])
+    assert only["id"] == r["id"] and len(r["canaries"]) == 1
+    assert live.server.jobs is not None
+    store = live.server.jobs.store
+    scratch, refined = store.meta(candidate), store.meta(baseline)
+    assert scratch.method == "scratch" and scratch.params < refined.params
+    rec = live.registry.job(str(r["candidate_build_key"]))  # the key serves refinement 2, made from 1
+    assert rec is not None and (rec.artifact_id, rec.refinement, rec.parent_artifact_id) == (
+        candidate,
+        2,
+        baseline,
+    )
+    for d in DEVICES:
+        wait_until(lambda d=d: live.serving(d) == candidate)
+        assert baseline in live.swapped_to(d)  # every device served refinement 1 on the way

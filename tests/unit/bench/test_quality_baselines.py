@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecut.server.bench.scratch import build_narrow, narrow_to, scaled_config, train_scratch
 from edgecut.server.bench.tp_baseline import tp_prune
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.prune import measure
+from edgecut.server.cut.prune import Target, measure
+from edgecut.server.cut.scratch import build_narrow, narrow_to, scaled_config, train_scratch
 from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl.contract import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
@@ -64,7 +64,7 @@ def test_the_narrower_model_fits_the_budget_closely(make: object, fraction: floa
     base = make()  # type: ignore[operator]
     selected = measure(decompose(base, TASKS), base.input_size)
     budget = int(fraction * selected.macs)
-    narrow = narrow_to(base, TASKS, budget)
+    narrow = narrow_to(base, TASKS, Target(max_macs=budget))
     assert narrow.size.macs <= budget
     assert narrow.size.macs >= 0.9 * budget  # integer widths: within one step of the budget
     assert narrow.size == measure(narrow.model, base.input_size)
@@ -74,7 +74,7 @@ def test_the_narrower_model_fits_the_budget_closely(make: object, fraction: floa
 
 def test_narrowing_is_uniform_and_starts_from_random_weights() -> None:
     base = _resnet()
-    narrow = narrow_to(base, TASKS, int(0.5 * measure(decompose(base, TASKS), 32).macs))
+    narrow = narrow_to(base, TASKS, Target(max_macs=int(0.5 * measure(decompose(base, TASKS), 32).macs)))
     widths = narrow.model.config()["widths"]
     assert widths == [round(w * narrow.scale) for w in (16, 16, 32, 48)]
     same = build_narrow(base, TASKS, 1.0)
@@ -82,8 +82,18 @@ def test_narrowing_is_uniform_and_starts_from_random_weights() -> None:
 
 
 def test_a_budget_no_narrower_model_fits_is_refused() -> None:
-    with pytest.raises(ImpossibleBudgetError, match="no narrower ResNetMTL for seg, depth fits"):
-        narrow_to(_resnet(), TASKS, 10)
+    with pytest.raises(
+        ImpossibleBudgetError, match=r"no narrower ResNetMTL for seg, depth fits 0\.000 MMACs"
+    ):
+        narrow_to(_resnet(), TASKS, Target(max_macs=10))
+
+
+def test_a_parameter_limit_narrows_too() -> None:
+    base = _resnet()
+    selected = measure(decompose(base, TASKS), base.input_size)
+    limit = Target(max_macs=selected.macs, max_params=selected.params // 3)
+    narrow = narrow_to(base, TASKS, limit)
+    assert narrow.size.params <= selected.params // 3 and narrow.scale < 1
 
 
 def test_training_from_scratch_lowers_the_loss_and_stops_at_its_time_limit(scenes: TensorSamples) -> None:

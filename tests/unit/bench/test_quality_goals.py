@@ -13,7 +13,8 @@ from edgecut.server.bench.quality_rows import (
     FULL,
     QUICK,
     REFINED,
-    SCRATCH_FULL,
+    RETRAINED,
+    SCRATCH_CANDIDATE,
     SCRATCH_TIME,
     TP_TAYLOR,
     Case,
@@ -44,7 +45,7 @@ def _case(budget: float, quick_s: float, refined_dm: float, refined_depth: float
         _row(QUICK, "quick", 50, 6.0, quick_s, quick_s, -3.0, 5.0, -4.0),
         _row(REFINED, "refinement 1", 50, refined_ms, 60.0, quick_s + 60.0, -1.0, refined_depth, refined_dm),
         _row(SCRATCH_TIME, "scratch, same time", 50, 6.0, 70.0, 70.0, -10.0, 10.0, -10.0),
-        _row(SCRATCH_FULL, "scratch, schedule", 50, 6.0, 80.0, 80.0, -2.0, 2.0, -2.0),
+        _row(SCRATCH_CANDIDATE, "from-scratch candidate (not shipped)", 50, 6.0, 80.0, 80.0, -2.0, 2.0, -2.0),
         _row(TP_TAYLOR, "Torch-Pruning taylor", 50, 6.0, 20.0, 20.0, -5.0, 5.0, -5.0),
     ]
     return case
@@ -107,9 +108,11 @@ def test_without_a_refinement_the_quick_model_is_judged_and_the_time_goal_is_ope
 def test_a_baseline_that_beats_the_shipped_model_is_found() -> None:
     case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
     wins = baseline_wins([case])
-    assert [(w.baseline, round(w.margin, 2)) for w in wins] == [("scratch, schedule", 1.0)]
+    assert [(w.baseline, round(w.margin, 2)) for w in wins] == [("from-scratch candidate (not shipped)", 1.0)]
     # against the quick model (-4 %), Torch-Pruning's -5 % still loses, scratch's schedule still wins
-    assert [w.baseline for w in baseline_wins([case], against="quick")] == ["scratch, schedule"]
+    assert [w.baseline for w in baseline_wins([case], against="quick")] == [
+        "from-scratch candidate (not shipped)"
+    ]
 
 
 def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: Path) -> None:
@@ -118,7 +121,10 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
     res = QualityResult(short, [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps")
     text = markdown(res, "edgecut bench quality")
     assert "**missed**" in text and "over by 5.0 s" in text
-    assert "**from scratch wins** at seg + depth @ macs 0.5: scratch, schedule Δm -2.00 %" in text
+    assert (
+        "**from scratch wins** at seg + depth @ macs 0.5: from-scratch candidate (not shipped) Δm -2.00 %"
+        in text
+    )
     assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
     whole = markdown(QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}), "x")
     assert "the reference's whole 8-epoch schedule" in whole and "scaled down" not in whole
@@ -154,3 +160,17 @@ def test_a_speed_up_short_of_the_mac_cut_is_explained_by_the_fixed_cost_it_measu
     (quick,) = [v for v in _by_goal(verdicts([case]), "speed-up / MAC cut") if "quick" in v.goal]
     assert not quick.met and quick.value == "0.75"  # 300 / 200 / 2
     assert "ms ≈ 2 x MMACs + 100.00: that fixed per-run cost alone caps the ratio at 0.75" in quick.detail
+
+
+def test_a_shipped_from_scratch_candidate_is_final_and_the_refined_time_goal_stays_on_refinements() -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-2.5, refined_depth=1.0, refined_ms=5.5)
+    retrained = _row(RETRAINED, "refinement 2 (from scratch)", 48, 5.0, 240.0, 310.0, 1.0, -1.0, 1.0)
+    case.rows.insert(3, retrained)
+    assert case.final() is retrained
+    found = verdicts([case])
+    (dm,) = _by_goal(found, "Δm")
+    assert dm.met and dm.value == "+1.00 %" and "from-scratch candidate beat the refined model" in dm.detail
+    (refined,) = _by_goal(found, "refined")
+    assert refined.met and refined.value == "69 s"  # the distillation refinement, not the 310 s candidate
+    assert "speed-up / MAC cut (refinement 2 (from scratch))" in {v.goal for v in found}
+    assert baseline_wins([case]) == []  # nothing beats what is shipped now

@@ -1,16 +1,23 @@
 """Progressive delivery, engine side: the quick build keeps its student, a refinement continues from it
-(or from the re-derived architecture when the file is gone) and ships only when it is better."""
+(or from the re-derived architecture when the file is gone) and ships only when it is better; with
+labelled training data, a from-scratch candidate comes last and ships on the same rule."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import onnxruntime as ort
 import pytest
 import torch
 
 from edgecut.server.cut.refine import student_path
-from edgecut.server.engine import load_engine
+from edgecut.server.cut.scratch import ScratchOptions
+from edgecut.server.engine import SCRATCH, load_engine
+from edgecut.server.fleet.rollout_policy import keeps_architecture
 from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.sources import LabelledSource
+from edgecut.server.mtl.train import TrainConfig
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 
 SPEC = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.4))
@@ -20,7 +27,9 @@ SPEC = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.4))
 def engine(tmp_path_factory, trained_small):
     d = tmp_path_factory.mktemp("refine")
     checkpoint.save(d / "model.pt", trained_small)
-    return load_engine(d / "model.pt", d, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(12, 12))
+    return load_engine(
+        d / "model.pt", d, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(12, 12), train_data="off"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +111,57 @@ def test_without_the_saved_student_refinement_rederives_the_same_architecture(en
 def test_refinement_numbers_outside_the_schedule_ship_nothing(engine, quick) -> None:
     assert engine.refine(SPEC, Refinement("q", quick.meta, 3), lambda *a: None) is None
     assert engine.refine(SPEC, Refinement("q", quick.meta, 0), lambda *a: None) is None
+
+
+@pytest.fixture
+def with_labels(engine, scenes):
+    """The engine with labelled training samples for seg, depth and normals (not count, edges)."""
+    engine.train = LabelledSource({"seg", "depth", "normals"}, lambda: scenes, "48 test scenes")
+    # these models run in ~0.05 ms: their timing is noise, so the speed check is off unless a test sets it
+    engine.scratch = ScratchOptions(
+        epochs=2, seconds=30, recipe=TrainConfig(batch_size=16, seed=0), max_slowdown=math.inf
+    )
+    yield engine
+    engine.train, engine.scratch = None, ScratchOptions()
+
+
+def test_labelled_training_data_adds_a_from_scratch_candidate_for_the_tasks_it_labels(with_labels) -> None:
+    assert with_labels.refinements(SPEC) == 3
+    labelless = BuildSpec.create(["seg", "count"], Budget(macs_fraction=0.4))  # no labels for count
+    assert with_labels.refinements(labelless) == 2
+    with_labels.scratch = ScratchOptions(epochs=0)
+    assert with_labels.refinements(SPEC) == 2
+
+
+def test_the_from_scratch_candidate_fits_its_parent_and_ships_only_when_better(with_labels, quick) -> None:
+    parent = Refinement("r2-id", quick.meta, 3)
+    progress: list[str] = []
+    assert _refine(with_labels, parent, math.inf, lambda s, f, d: progress.append(d)) is None
+    assert any("from scratch, step" in d for d in progress)  # the fleet can interrupt it
+    built = _refine(with_labels, parent, -math.inf)
+    assert built is not None
+    try:
+        meta = built.meta
+        assert meta.method == SCRATCH and (meta.refinement, meta.parent_artifact_id) == (3, "r2-id")
+        assert (built.refinement, built.parent_artifact_id) == (3, "r2-id")
+        assert meta.macs <= quick.meta.macs  # never costlier than the model it would replace
+        assert not keeps_architecture(meta, quick.meta)  # so the fleet's staged rollout judges it
+        assert (meta.input, meta.outputs) == (quick.meta.input, quick.meta.outputs)  # same contract
+        assert set(meta.metrics) == {"seg", "depth"} and set(meta.task_changes) == {"seg", "depth"}
+        assert built.extras["train_steps"] == 6  # 2 epochs of 48 scenes in batches of 16
+        sess = ort.InferenceSession(str(built.onnx_path), providers=["CPUExecutionProvider"])
+        assert sorted(o.name for o in sess.get_outputs()) == ["depth", "seg"]
+    finally:
+        built.cleanup()
+
+
+def test_no_from_scratch_candidate_when_nothing_narrower_fits_or_runs_as_fast(with_labels, quick) -> None:
+    tiny = quick.meta.model_copy(update={"macs": 10})  # a parent no narrowed model can undercut
+    assert _refine(with_labels, Refinement("p", tiny, 3), -math.inf) is None
+    with_labels.scratch = replace(with_labels.scratch, max_slowdown=0.0)  # nothing runs in no time
+    progress: list[str] = []
+    assert (
+        _refine(with_labels, Refinement("p", quick.meta, 3), -math.inf, lambda s, f, d: progress.append(d))
+        is None
+    )
+    assert not any("from scratch, step" in d for d in progress)  # refused before any training

@@ -77,17 +77,25 @@ def test_refinements_follow_the_quick_build_and_the_cache_serves_the_best(tmp_pa
         st.close()
 
 
-def test_a_refinement_that_is_not_better_is_recorded_and_not_served(tmp_path: Path) -> None:
-    st = Stack(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=3, not_better={1}))
+def test_a_refinement_that_is_not_better_is_recorded_and_the_next_starts_from_the_same_parent(
+    tmp_path: Path,
+) -> None:
+    st = Stack(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=3, not_better={1, 3}))
     try:
         s = spec("seg")
         first = quick(st, s)
         key = st.jobs.build_key(s)
         rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
         assert rec.stage == NOT_BETTER and rec.artifact_id == ""
+        # refinement 2 (a longer schedule, or the from-scratch candidate) still gets its chance
+        wait_until(lambda: len(st.refined) == 1)
+        (r2,) = st.refined
+        assert (r2.refinement, r2.parent_artifact_id) == (2, first.artifact.artifact_id)
+        last = wait_until(lambda: (r := st.registry.job(refinement_key(key, 3))) and r.state == DONE and r)
+        assert last.stage == NOT_BETTER
         served = st.registry.job(key)
-        assert served is not None and served.artifact_id == first.artifact.artifact_id
-        assert st.refined == [] and len(st.engine.refines) == 1  # the chain ends at "not better"
+        assert served is not None and served.artifact_id == r2.artifact.artifact_id
+        assert len(st.engine.refines) == 3 and len(st.refined) == 1  # nothing after the last one
     finally:
         st.close()
 

@@ -202,9 +202,12 @@ def test_disabled_rollouts_offer_everything_at_once(world: World) -> None:
     assert all(off.gate(d, 1, b) is b for d in ("d0", "d1", "d2", "d3"))
 
 
-def _refine(world: World, quick: Ready, base: str) -> Ready:
-    """Refinement 1 of `quick`'s key, made what the key's cache serves (as the refiner would)."""
-    engine = OnnxTestEngine(world.root / f"engine-{base}-r", base_model_id=base)
+def _refine(world: World, quick: Ready, base: str, retrained: bool = False) -> Ready:
+    """Refinement 1 of `quick`'s key, made what the key's cache serves (as the refiner would);
+    `retrained`: another architecture (the engine's from-scratch candidate)."""
+    engine = OnnxTestEngine(
+        world.root / f"engine-{base}-r", base_model_id=base, retrained={1} if retrained else None
+    )
     spec = BuildSpec.create(["seg"], Budget(macs_fraction=0.8))
     parent = Refinement(quick.artifact.artifact_id, quick.artifact.meta, 1)
     built = engine.refine(spec, parent, lambda *_: None)
@@ -223,6 +226,34 @@ def test_a_refinement_of_the_served_key_is_not_a_new_variant(world: World) -> No
     for d in devices:
         assert world.manager.gate(d, 1, refined) is refined
     assert world.manager.rollouts() == [] and not world.manager.refinements_held(refined)
+
+
+def test_a_refinement_with_another_architecture_goes_to_canaries_first(world: World) -> None:
+    a = world.build("v1")
+    devices = fleet_on(world, a)
+    scratch = _refine(world, a, "v1", retrained=True)  # narrower: what a canary measures may differ
+    assert scratch.artifact.meta.params < a.artifact.meta.params
+    answers = {d: world.manager.gate(d, 1, scratch) for d in devices}
+    (r,) = world.manager.rollouts()
+    assert r["state"] == CANARY and r["baseline_artifact"] == a.artifact.artifact_id
+    (canary,) = r["canaries"]
+    assert answers[canary] is scratch
+    for d in devices:
+        if d != canary:  # the rest keep the model they serve until the canary has proven it
+            held = answers[d]
+            assert held is not None and held.artifact.artifact_id == a.artifact.artifact_id
+    world.swap(canary, scratch)
+    for d in devices:
+        if d != canary:
+            world.telemetry(d, a, 100, 0, 1.0)
+    world.telemetry(canary, scratch, 0, 0, 0.0)
+    world.telemetry(canary, scratch, 30, 0, 1.0)
+    (r,) = world.manager.rollouts()
+    assert r["state"] == PROMOTED, r["reason"]
+    # the canary got it as the gate's answer; promotion offers it to the rest
+    assert {d for d, aid in world.offers.sent if aid == scratch.artifact.artifact_id} == set(devices) - {
+        canary
+    }
 
 
 def test_refinements_wait_for_the_canary_verdict_and_promotion_offers_the_best(world: World) -> None:

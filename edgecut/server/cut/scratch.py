@@ -1,11 +1,13 @@
-"""The from-scratch baseline: the same architecture, uniformly narrower to fit the MACs budget, built for
-the selected tasks only and trained from a random start with the reference's own recipe on labelled
-scenes (the question a user asks: would a small model trained for my tasks not be better?).
+"""From scratch: the same architecture, uniformly narrower to fit a budget, built for the selected tasks
+only and trained from a random start with the reference's own recipe on labelled samples (the question
+a user asks: would a small model trained for my tasks not be better?). `edgecut bench quality` uses it
+as a baseline, and the engine as a candidate that replaces a tailored model where it measures better
+(engine.TorchEngine, the last refinement when the server has labelled training data).
 
 "Uniformly narrower" scales every width of the model's config (keys naming a width or growth rate,
 ints or lists of ints) by one factor; depth, input size and everything else stay. The factor is the
-largest whose model fits the budget, found by bisection on MACs measured like every other row
-(prune.measure).
+largest whose model fits the limits, found by bisection on MACs and parameters measured like every
+other model (prune.measure).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from edgecut.server.cut.prune import Size, measure
+from edgecut.server.cut.prune import Size, Target, measure
 from edgecut.server.errors import ImpossibleBudgetError, ModelContractError
 from edgecut.server.mtl.contract import MultiTaskModel, instantiate
 from edgecut.server.mtl.data import Batch, batches
@@ -72,33 +74,55 @@ class Narrow:
 
 
 def narrow_to(
-    base: MultiTaskModel, tasks: Sequence[str], max_macs: int, seed: int = 0, iterations: int = 24
+    base: MultiTaskModel, tasks: Sequence[str], limit: Target, seed: int = 0, iterations: int = 24
 ) -> Narrow:
-    """The widest uniformly narrower `base` for `tasks` whose MACs stay within `max_macs`, initialised
-    from `seed`."""
+    """The widest uniformly narrower `base` for `tasks` within `limit` (MACs and/or parameters),
+    initialised from `seed`."""
 
     def size_at(scale: float) -> Size:
         m = build_narrow(base, tasks, scale)
         return measure(m, m.input_size)
 
     full = size_at(1.0)
-    if full.macs <= max_macs:
+    if limit.met(full):
         torch.manual_seed(seed)
         return Narrow(build_narrow(base, tasks, 1.0), 1.0, full)
     lo, hi = 0.0, 1.0
     for _ in range(iterations):  # widths are integers: the bisection settles on the last step that fits
         mid = (lo + hi) / 2
-        if size_at(mid).macs <= max_macs:
+        if limit.met(size_at(mid)):
             lo = mid
         else:
             hi = mid
-    if lo == 0.0 or size_at(lo).macs > max_macs:
+    if lo == 0.0 or not limit.met(size_at(lo)):
+        wanted = [
+            f"{v / 1e6:.3f} M{what}"
+            for v, what in ((limit.max_macs, "MACs"), (limit.max_params, "params"))
+            if v
+        ]
         raise ImpossibleBudgetError(
-            f"no narrower {type(base).__name__} for {', '.join(tasks)} fits {max_macs / 1e6:.3f} MMACs"
+            f"no narrower {type(base).__name__} for {', '.join(tasks)} fits {' and '.join(wanted)}"
         )
     torch.manual_seed(seed)
     model = build_narrow(base, tasks, lo)
     return Narrow(model, lo, measure(model, model.input_size))
+
+
+@dataclass(frozen=True)
+class ScratchOptions:
+    """The engine's from-scratch candidate: `recipe`'s optimiser, batch and seed for `epochs` over the
+    labelled training samples, the steps cut to what fits in `seconds` on this machine (the one-cycle
+    schedule then still ends annealed)."""
+
+    epochs: float = 8.0  # the reference's own schedule
+    seconds: float = 240.0
+    recipe: TrainConfig = field(default_factory=TrainConfig)
+    max_slowdown: float = 1.05  # onnxruntime time against the parent's: timing noise, not a real loss
+
+    def steps(self, model: MultiTaskModel, data: Dataset[Batch]) -> int:
+        per_epoch = math.ceil(len(data) / self.recipe.batch_size)  # type: ignore[arg-type]
+        schedule = max(1, round(self.epochs * per_epoch))
+        return min(schedule, steps_in(model, data, self.recipe, self.seconds))
 
 
 @dataclass
