@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT = "edgecut.model/1"
+SCRATCH_METHOD = "scratch"  # `method` of the engine's from-scratch candidate (another architecture)
 ONNX_METADATA_KEY = "edgecut"
 
 TaskKind = Literal["segmentation", "classification", "depth", "regression", "normals", "edges"]
@@ -64,6 +65,13 @@ class ModelMeta(BaseModel):
     task_changes: dict[str, float] = Field(default_factory=dict)
     fusion_weights: dict[str, float] = Field(default_factory=dict)
     trade_off: str = ""
+
+    @property
+    def version(self) -> str:
+        """Which model of its build this is, for people: quick model, refinement n (from scratch)."""
+        if self.refinement == 0:
+            return "quick model"
+        return f"refinement {self.refinement}" + (" (from scratch)" if self.method == SCRATCH_METHOD else "")
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

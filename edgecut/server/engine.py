@@ -5,7 +5,8 @@ labelled validation samples (to report each artifact's quality against the origi
 refinements) and, optionally, labelled training samples (mtl/sources.py).
 
 With training samples, the last refinement of a build is a *from-scratch candidate*: the base
-architecture uniformly narrowed to the parent's MACs and trained on the labels alone (cut/scratch.py).
+architecture uniformly narrowed to the parent's MACs and speed, trained on the labels alone
+(cut/scratch.py).
 It ships, like any refinement, only when it beats the model the key serves on the validation set: the
 policy uses tailoring or training from scratch, whichever measures better for that task set and budget
 (docs/benchmarks.md, *Quality at budget*, found cases of both). Its architecture differs from its
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from edgecut.model_meta import ModelMeta
+from edgecut.model_meta import SCRATCH_METHOD, ModelMeta
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RECOVERY = QUICK_RECOVERY
 CALIB_SEED, VAL_SEED = 7, 1000
 TRAIN_SEED, N_TRAIN = 0, 6000  # the reference's own training scenes (mtl/train.TrainConfig)
-SCRATCH = "scratch"  # the method of a from-scratch candidate
+SCRATCH = SCRATCH_METHOD
 SPEED_TRIES = 4  # narrowings tried for one as fast as its parent
 
 
@@ -204,16 +205,7 @@ class TorchEngine:
             return self._from_scratch(spec, parent, before, progress)
         t0 = time.perf_counter()
         progress("pruning", 0.01, f"refinement {n}: re-deriving the pruned architecture")
-        weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
-        with self._lock:  # re-derivation reads the shared base; training below does not
-            report = tailor(
-                self.base,
-                list(spec.tasks),
-                spec.budget.bucketed(),
-                self.calib,
-                replace(self.options, recovery=None),
-                weights,
-            )
+        weights, report = self._rederive(spec, parent)
         student = report.model
         resumed = restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student)
         schedule = self.refine_schedules[n - 1]
@@ -255,6 +247,20 @@ class TorchEngine:
         built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
         return built
 
+    def _rederive(self, spec: BuildSpec, parent: Refinement) -> tuple[dict[str, float], TailorReport]:
+        """The parent's pruned architecture again (same seeds, same fusion weights), not recovered."""
+        weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
+        with self._lock:  # re-derivation reads the shared base; training afterwards does not
+            report = tailor(
+                self.base,
+                list(spec.tasks),
+                spec.budget.bucketed(),
+                self.calib,
+                replace(self.options, recovery=None),
+                weights,
+            )
+        return weights, report
+
     def _from_scratch(
         self, spec: BuildSpec, parent: Refinement, before: float, progress: ProgressFn
     ) -> BuiltArtifact | None:
@@ -273,7 +279,7 @@ class TorchEngine:
             ).max_params
         limit = Target(max_macs=parent.parent_meta.macs, max_params=max_params)
         try:
-            narrow = self._as_fast(spec, parent, limit)
+            narrow = self._as_fast(spec, parent, limit, progress)
         except ImpossibleBudgetError as exc:
             logger.info("refinement %d of %s: no from-scratch candidate (%s)", n, key[:12], exc)
             return None
@@ -334,24 +340,18 @@ class TorchEngine:
         built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
         return built
 
-    def _as_fast(self, spec: BuildSpec, parent: Refinement, limit: Target) -> Narrow | None:
+    def _as_fast(
+        self, spec: BuildSpec, parent: Refinement, limit: Target, progress: ProgressFn
+    ) -> Narrow | None:
         """The widest narrowed base within `limit` that also runs no slower than the parent's pruned
         architecture (onnxruntime, 1 thread, timed in turns on this machine): at the same MACs a
         uniformly narrowed model can be a third slower (docs/benchmarks.md, *Quality at budget*), and a
         device's budget is its speed. None when a few tighter tries find none."""
-        weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
-        with self._lock:  # the parent's architecture, re-derived (its weights do not matter for timing)
-            pruned = tailor(
-                self.base,
-                list(spec.tasks),
-                spec.budget.bucketed(),
-                self.calib,
-                replace(self.options, recovery=None),
-                weights,
-            ).model
+        pruned = self._rederive(spec, parent)[1].model  # its weights do not matter for timing
         with tempfile.TemporaryDirectory(prefix="scratch-timing-", dir=self._tmp_dir()) as tmp:
             ref = export_for_timing(pruned, Path(tmp) / "parent.onnx")
-            for _ in range(SPEED_TRIES):
+            for i in range(SPEED_TRIES):
+                progress("pruning", 0.02, f"refinement {parent.number}: timing narrowed model {i + 1}")
                 narrow = narrow_to(self.base, spec.tasks, limit, seed=self.scratch.recipe.seed)
                 mine = export_for_timing(narrow.model, Path(tmp) / "candidate.onnx")
                 parent_ms, ms = interleaved_latency_ms([ref, mine], narrow.model.input_size)

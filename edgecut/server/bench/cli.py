@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecut.errors import ConfigError
 from edgecut.server.cliopts import add_data, add_model
@@ -16,6 +18,9 @@ from edgecut.server.paths import (
     scenes_cache,
     trained_reference,
 )
+
+if TYPE_CHECKING:
+    from edgecut.server.bench.quality import QualityConfig
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
@@ -125,6 +130,17 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     q.add_argument("--plot", type=Path, default=Path("docs/quality_delta_m.png"))
+    q.add_argument(
+        "--rows",
+        type=Path,
+        help="where the run's rows are saved for --render-from (default: DATA_DIR/bench/quality-rows.pkl)",
+    )
+    q.add_argument(
+        "--render-from",
+        type=Path,
+        metavar="ROWS",
+        help="no run: rewrite the section and plot from rows an earlier run saved",
+    )
     q.set_defaults(handler=run_quality)
 
     from edgecut.server.bench import paper_cli  # argparse only; torch loads in its handler
@@ -369,8 +385,25 @@ def run_generality(args: argparse.Namespace) -> int:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from edgecut.server.bench import quality, quality_report
+    from edgecut.server.bench import quality, quality_report, saved_rows
 
+    if args.render_from:
+        res = saved_rows.load(args.render_from, quality.QualityResult, "bench quality rows")
+    else:
+        res = quality.run(_quality_config(args, quality.QualityConfig))
+        res.command = _command("quality")
+        rows = args.rows or args.data_dir / "bench" / "quality-rows.pkl"
+        saved_rows.save(res, rows)
+        print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+    body = quality_report.markdown(res, res.command)
+    if str(args.plot) not in ("", "."):
+        quality_report.plot(res, args.plot)
+        body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
+    _publish(args.out, quality_report.SECTION, body)
+    return 0
+
+
+def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfig]) -> QualityConfig:
     task_sets = tuple(
         tuple(t.strip() for t in group.split(",") if t.strip()) for group in args.task_sets.split(";")
     )
@@ -404,7 +437,7 @@ def run_quality(args: argparse.Namespace) -> int:
         if any(v <= 0 for v in refine_steps):
             raise ConfigError(f"--refine-steps must be positive, got {args.refine_steps!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    cfg = quality.QualityConfig(
+    return config(
         ckpt,
         args.data_dir,
         task_sets,
@@ -418,10 +451,3 @@ def run_quality(args: argparse.Namespace) -> int:
         refine_steps=refine_steps,
         tp_refine=args.tp_refine,
     )
-    res = quality.run(cfg)
-    body = quality_report.markdown(res, _command("quality"))
-    if str(args.plot) not in ("", "."):
-        quality_report.plot(res, args.plot)
-        body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
-    _publish(args.out, quality_report.SECTION, body)
-    return 0

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecut.model_meta import ONNX_METADATA_KEY, InputSpec, ModelMeta, OutputSpec
+from edgecut.model_meta import ONNX_METADATA_KEY, SCRATCH_METHOD, InputSpec, ModelMeta, OutputSpec
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, UnknownTaskError
 from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
@@ -218,7 +218,8 @@ class OnnxTestEngine:
             full_params=full_params,
             full_macs=full_macs,
             build_key=key,
-            method="scratch" if narrower else "test-onnx",
+            method=SCRATCH_METHOD if narrower else "test-onnx",
+            refinement=refinement,
             pipeline_version="test",
             metrics=metrics,
             reference_metrics=reference,

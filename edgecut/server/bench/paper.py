@@ -18,7 +18,6 @@ paper_rows.py, the markdown and the plot in paper_report.py.
 from __future__ import annotations
 
 import multiprocessing
-import pickle
 import queue as queue_mod
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 
-from edgecut.errors import ConfigError
+from edgecut.server.bench import saved_rows
 from edgecut.server.bench.paper_parts import DEFAULT_ROW, Bench, garg, guard, structured, unstructured
 from edgecut.server.bench.paper_rows import (
     MaskLatency,
@@ -226,19 +225,8 @@ def _latencies(cfg: PaperConfig, merged: PartResult) -> tuple[MaskLatency, float
 
 
 def save_rows(res: PaperResult, path: Path) -> None:
-    """Keep a run's rows so its report can be re-rendered without running it again (a pickle: read only
-    files this command wrote)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(res))
-    tmp.replace(path)
+    saved_rows.save(res, path)
 
 
 def load_rows(path: Path) -> PaperResult:
-    try:
-        res = pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise ConfigError(f"cannot read bench paper rows from {path}: {exc}") from exc
-    if not isinstance(res, PaperResult):
-        raise ConfigError(f"{path} does not hold bench paper rows (it holds a {type(res).__name__})")
-    return res
+    return saved_rows.load(path, PaperResult, "bench paper rows")

@@ -104,6 +104,7 @@ class QualityResult:
     scratch_scales: dict[str, float] = field(default_factory=dict)  # case name -> width factor
     reference_epochs: int = TrainConfig().epochs
     scratch_number: int = 3  # the refinement that is the engine's from-scratch candidate
+    command: str = ""  # the command line that ran it (the section's "Rerun:")
     recovery: str = ""  # the engine's quick recovery, as the section states it
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
 

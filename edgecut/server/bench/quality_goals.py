@@ -216,10 +216,17 @@ class Finding:
     baseline_delta_m: float
     shipped: str
     shipped_delta_m: float
+    baseline_ms: float = math.nan
+    shipped_ms: float = math.nan
 
     @property
     def margin(self) -> float:
         return self.baseline_delta_m - self.shipped_delta_m
+
+    @property
+    def slowdown(self) -> float:
+        """The baseline's onnxruntime time over the shipped model's (NaN when either is unmeasured)."""
+        return self.baseline_ms / self.shipped_ms
 
 
 def baseline_wins(
@@ -234,5 +241,15 @@ def baseline_wins(
             continue
         for row in case.of(*kinds):
             if row.delta_m > shipped.delta_m:
-                found.append(Finding(case.name, row.label, row.delta_m, shipped.label, shipped.delta_m))
+                found.append(
+                    Finding(
+                        case.name,
+                        row.label,
+                        row.delta_m,
+                        shipped.label,
+                        shipped.delta_m,
+                        row.latency_ms,
+                        shipped.latency_ms,
+                    )
+                )
     return found

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
 
 from edgecut.server.bench.quality import QualityConfig, QualityResult
-from edgecut.server.bench.quality_goals import Verdict, baseline_wins, delta_m_goal, verdicts
+from edgecut.server.bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
 from edgecut.server.bench.quality_rows import FULL, SCRATCH, SHIPPED, TP_MAGNITUDE, TP_TAYLOR, Case
+from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
 
 SECTION = "Quality at budget"
+# a baseline this much slower than the shipped model is not at the same speed (the engine's tolerance)
+SLOWER = ScratchOptions.max_slowdown
 
 
 def _case_table(case: Case) -> list[str]:
@@ -61,9 +65,21 @@ def _findings(res: QualityResult) -> list[str]:
         for w in wins:
             out.append(
                 f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m:+.2f} % against "
-                f"{w.shipped} {w.shipped_delta_m:+.2f} % (by {w.margin:.2f} points)."
+                f"{w.shipped} {w.shipped_delta_m:+.2f} % (by {w.margin:.2f} points){_speed_note(w)}."
             )
     return out
+
+
+def _speed_note(w: Finding) -> str:
+    """A win bought with speed is not a win on a device whose budget is its speed: say so."""
+    if not math.isfinite(w.slowdown):
+        return ""
+    if w.slowdown > SLOWER:
+        return (
+            f", but it runs {w.slowdown:.2f}x the shipped model's time ({w.baseline_ms:.2f} vs "
+            f"{w.shipped_ms:.2f} ms): at the same MACs, not at the same speed"
+        )
+    return f", at {w.baseline_ms:.2f} vs {w.shipped_ms:.2f} ms"
 
 
 def _partial(c: QualityConfig) -> list[str]:

@@ -147,6 +147,7 @@ class Views:
             "params_ratio": meta.params / meta.full_params if meta.full_params else None,
             "macs_ratio": meta.macs / meta.full_macs if meta.full_macs else None,
             "method": meta.method,
+            "version": meta.version,
             "created_unix": meta.created_unix,
         }
 

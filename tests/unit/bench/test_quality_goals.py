@@ -125,6 +125,8 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
         "**from scratch wins** at seg + depth @ macs 0.5: from-scratch candidate (not shipped) Δm -2.00 %"
         in text
     )
+    # 6.0 ms against the refined model's 5.5: a better Δm bought with speed is said to be one
+    assert "but it runs 1.09x the shipped model's time (6.00 vs 5.50 ms): at the same MACs, not" in text
     assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
     whole = markdown(QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}), "x")
     assert "the reference's whole 8-epoch schedule" in whole and "scaled down" not in whole
@@ -174,3 +176,36 @@ def test_a_shipped_from_scratch_candidate_is_final_and_the_refined_time_goal_sta
     assert refined.met and refined.value == "69 s"  # the distillation refinement, not the 310 s candidate
     assert "speed-up / MAC cut (refinement 2 (from scratch))" in {v.goal for v in found}
     assert baseline_wins([case]) == []  # nothing beats what is shipped now
+
+
+def test_a_saved_run_renders_again_without_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgecut.cli import main
+    from edgecut.server.bench import saved_rows
+
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+    res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    res.command = "edgecut bench quality --budgets 0.5"
+    rows, out = tmp_path / "rows.pkl", tmp_path / "bench.md"
+    saved_rows.save(res, rows)
+    argv = [
+        "bench",
+        "quality",
+        "--render-from",
+        str(rows),
+        "--out",
+        str(out),
+        "--plot",
+        str(tmp_path / "q.png"),
+    ]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "## Quality at budget" in text and "Rerun: `edgecut bench quality --budgets 0.5`" in text
+    assert (tmp_path / "q.png").exists()
+    # a file that holds something else is refused in one sentence
+    saved_rows.save({"not": "rows"}, tmp_path / "other.pkl")
+    capsys.readouterr()
+    assert main(["bench", "quality", "--render-from", str(tmp_path / "other.pkl"), "--out", ""]) != 0
+    err = capsys.readouterr().err
+    assert "does not hold bench quality rows (it holds a dict)" in err and "Traceback" not in err

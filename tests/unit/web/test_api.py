@@ -15,7 +15,7 @@ from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.observe import FleetEvent
 from edgecut.server.fleet.registry import Registry
 from edgecut.server.fleet.store import LocalStore
-from edgecut.server.spec import Budget, BuildSpec
+from edgecut.server.spec import Budget, BuildSpec, Refinement
 from edgecut.server.web.app import STATIC, create_app
 from edgecut.server.web.context import WebContext
 from edgecut.server.web.events import EventHub
@@ -135,6 +135,20 @@ def test_a_trade_off_on_the_served_model_is_said_on_the_device_page(web: Web, tm
     page = web.client.get("/devices/pi-t").text
     assert "trade-off:" in page and said in page
     assert "trade-off:" not in web.client.get("/devices/pi-a").text  # a model without one says nothing
+
+
+def test_the_model_says_which_version_of_its_build_it_is(web: Web, tmp_path: Path) -> None:
+    assert web.client.get("/api/v1/devices/pi-a").json()["model"]["version"] == "quick model"
+    engine = OnnxTestEngine(tmp_path / "e3", retrained={2})
+    spec = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.3))
+    quick = engine.build(spec, lambda *_: None)
+    for n, said in ((1, "refinement 1"), (2, "refinement 2 (from scratch)")):
+        built = engine.refine(spec, Refinement(web.artifact, quick.meta, n), lambda *_: None)
+        assert built is not None
+        aid = web.store.put_file(built.onnx_path, built.meta).artifact_id
+        web.registry.record_state("pi-a", "online", aid, ["depth", "seg"], "0.1.0")
+        assert web.client.get("/api/v1/devices/pi-a").json()["model"]["version"] == said
+        assert said in web.client.get("/devices/pi-a").text
 
 
 def test_telemetry_over_time(web: Web) -> None:
