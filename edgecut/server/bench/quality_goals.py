@@ -189,6 +189,11 @@ def _speed(case: Case) -> list[Verdict]:
         )
         if not met:
             detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail + _fixed_cost_cap(case, row, fit)
+        if row.kind == RETRAINED:
+            detail += (
+                "; narrowed until it ran as fast as the refined model, so it has fewer MACs for the same "
+                "speed: its MAC cut outgrows its speed-up by design"
+            )
         out.append(
             Verdict(
                 f"speed-up / MAC cut ({row.label})",
