@@ -5,11 +5,20 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 from pathlib import Path
 
 from edgecut.server.bench.quality import QualityConfig, QualityResult
 from edgecut.server.bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
-from edgecut.server.bench.quality_rows import FULL, SCRATCH, SHIPPED, TP_MAGNITUDE, TP_TAYLOR, Case
+from edgecut.server.bench.quality_rows import (
+    FULL,
+    SCRATCH,
+    SCRATCH_TIME,
+    SHIPPED,
+    TP_MAGNITUDE,
+    TP_TAYLOR,
+    Case,
+)
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
@@ -82,6 +91,29 @@ def _speed_note(w: Finding) -> str:
     return f", at {w.baseline_ms:.2f} vs {w.shipped_ms:.2f} ms"
 
 
+def _same_time_epochs(res: QualityResult) -> str:
+    """How many epochs the same-time baseline got, and whether that is about the reference's whole
+    schedule (then the row also answers "trained from scratch for the full training time")."""
+    batch, n = res.cfg.recipe().batch_size, res.cfg.train_scenes
+    epochs = []
+    for case in res.cases:
+        for row in case.of(SCRATCH_TIME):
+            found = re.match(r"(\d+) steps", row.note)
+            if found:
+                epochs.append(int(found[1]) * batch / n)
+    if not epochs:
+        return ""
+    lo, hi = min(epochs), max(epochs)
+    said = f": {lo:.1f}-{hi:.1f} epochs of the {n} scenes here"
+    full = res.reference_epochs
+    if 0.8 * full <= lo and hi <= 1.25 * full:
+        said += (
+            f", about the reference's whole {full}-epoch schedule, so this row also stands for the "
+            "same task set trained from scratch at the same MACs for the full training time"
+        )
+    return said
+
+
 def _partial(c: QualityConfig) -> list[str]:
     """A line saying which cases of the issue's matrix this run left out (empty when none)."""
     full = QualityConfig(c.checkpoint, c.data_dir)
@@ -132,7 +164,7 @@ def markdown(res: QualityResult, command: str) -> str:
         "listed as *from-scratch candidate (not shipped)*.",
         "- **scratch, same time**: the reference architecture narrowed to the refined model's MACs (no speed "
         "check; factor per case below), the same recipe, trained for the distillation lineage's wall clock "
-        "(quick build + distillation refinements).",
+        f"(quick build + distillation refinements){_same_time_epochs(res)}.",
         "- **Torch-Pruning magnitude / taylor**: `torch_pruning.pruner.MetaPruner` with "
         "`GroupMagnitudeImportance(p=2)` / `GroupTaylorImportance()`, `global_pruning=True`, output layers "
         "ignored, stepped until the MACs fit (Taylor's gradients from the labelled loss of a calibration batch "

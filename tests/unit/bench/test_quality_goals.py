@@ -210,3 +210,15 @@ def test_a_saved_run_renders_again_without_running(
     assert main(["bench", "quality", "--render-from", str(tmp_path / "other.pkl"), "--out", ""]) != 0
     err = capsys.readouterr().err
     assert "does not hold bench quality rows (it holds a dict)" in err and "Traceback" not in err
+
+
+def test_the_same_time_baseline_says_how_many_epochs_it_got(tmp_path: Path) -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+    (same,) = case.of(SCRATCH_TIME)
+    same.note = "1500 steps"  # 1500 x 32 / 6000 scenes = 8.0 epochs, the reference's own schedule
+    res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    text = markdown(res, "x")
+    assert "8.0-8.0 epochs of the 6000 scenes here, about the reference's whole 8-epoch schedule" in text
+    same.note = "300 steps"
+    text = markdown(res, "x")
+    assert "1.6-1.6 epochs of the 6000 scenes here" in text and "whole 8-epoch schedule, so" not in text
