@@ -469,6 +469,7 @@ def load_engine(
             N_TRAIN,
             TRAIN_SEED,
             image_scale,
+            val_data,
         ),
         scratch=ScratchOptions() if scratch_seconds is None else ScratchOptions(seconds=scratch_seconds),
     )

@@ -80,5 +80,10 @@ def test_the_from_scratch_candidates_training_data_and_its_defaults(folder: Path
         training_source(mine, SIZE, "synthetic", None, tmp_path, 12, 0)
     labelled = training_source(mine, SIZE, str(folder), None, tmp_path, 12, 0)
     assert labelled is not None and labelled.tasks == {"seg", "slant"} and len(labelled.data()) == 20  # type: ignore[arg-type]
+    # the candidate must not be judged on the samples it trained on
+    flat = tmp_path / "flat"
+    write_scene_folder(flat, 6, 4, SIZE, ("seg", "slant"))
+    with pytest.raises(DatasetError, match="judged on its own training samples"):
+        training_source(mine, SIZE, str(flat), None, tmp_path, 12, 0, val_data=str(flat))
     with pytest.raises(DatasetError, match="labels none of the model's tasks"):
         training_source([LARGEST], SIZE, str(folder), None, tmp_path, 12, 0)

@@ -246,6 +246,7 @@ class _Bench:
             built = self.engine.refine(spec, ref, _quiet)
             seconds = time.perf_counter() - t0
             elapsed += seconds
+            distilled = (elapsed, distilled[1])  # the lineage's clock counts a refinement not shipped too
             if built is None:
                 case.notes.append(
                     f"refinement {number} ({seconds:.0f} s) was not better than its parent on the validation "
@@ -276,7 +277,9 @@ class _Bench:
         finally:
             self.engine.refine_margin = margin
         if built is None:
-            case.notes.append(f"refinement {ref.number}: no from-scratch candidate fits the budget")
+            case.notes.append(
+                f"refinement {ref.number}: no from-scratch candidate fits the budget and the refined model's speed"
+            )
             return
         try:
             steps = int(built.extras.get("train_steps", 0))

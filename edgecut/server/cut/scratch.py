@@ -96,9 +96,7 @@ def narrow_to(
             hi = mid
     if lo == 0.0 or not limit.met(size_at(lo)):
         wanted = [
-            f"{v / 1e6:.3f} M{what}"
-            for v, what in ((limit.max_macs, "MACs"), (limit.max_params, "params"))
-            if v
+            f"{v:,} {what}" for v, what in ((limit.max_macs, "MACs"), (limit.max_params, "params")) if v
         ]
         raise ImpossibleBudgetError(
             f"no narrower {type(base).__name__} for {', '.join(tasks)} fits {' and '.join(wanted)}"

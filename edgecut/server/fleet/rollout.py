@@ -227,6 +227,18 @@ class RolloutManager:
             build_key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
         )
 
+    def _like(self, best: Ready, candidate: Ready) -> Ready:
+        """The newest version of the key, from `best` back along its parents, with the architecture of
+        the `candidate` the canaries measured (the candidate itself when none is)."""
+        like, aid = candidate.artifact.meta, best.artifact.artifact_id
+        while aid and aid != candidate.artifact.artifact_id and self.store.exists(aid):
+            art = self.store.get(aid)
+            if keeps_architecture(art.meta, like):
+                meta = art.meta
+                return Ready(best.build_key, art, False, meta.parent_artifact_id, meta.refinement)
+            aid = art.meta.parent_artifact_id
+        return candidate
+
     def _same_budget(self, serving: str, build_key: str) -> bool:
         """False when the device's budget changed (e.g. re-tailored after latency drift): a smaller model
         for one device is not a new variant of its cohort's model, and is never held back."""
@@ -285,10 +297,10 @@ class RolloutManager:
 
     def _baseline_ready(self, row: dict[str, Any]) -> Ready | None:
         try:
-            art = self.store.get(row["baseline_artifact"])
-            # a refinement as the baseline (a from-scratch candidate's parent) is offered as what it is
-            meta = art.meta
-            return Ready(row["baseline_build_key"], art, False, meta.parent_artifact_id, meta.refinement)
+            # as refinement 0 even when the baseline is a refinement (a from-scratch candidate's parent):
+            # an agent takes no lower refinement number of the key it serves, and a rolled-back canary
+            # serves the candidate, a higher one
+            return Ready(row["baseline_build_key"], self.store.get(row["baseline_artifact"]))
         except EdgecutError:
             logger.warning(
                 "baseline %s of rollout %s is gone from the store", row["baseline_artifact"][:12], row["id"]
@@ -434,10 +446,11 @@ class RolloutManager:
         if not offer:
             return
         if state == PROMOTED:
+            key = row["candidate_build_key"]
             try:
-                ready = self._best(row["candidate_build_key"]) or Ready(
-                    row["candidate_build_key"], self.store.get(row["candidate_artifact"])
-                )
+                candidate = Ready(key, self.store.get(row["candidate_artifact"]))
+                best = self._best(key)
+                ready = self._like(best, candidate) if best else candidate
             except EdgecutError:
                 logger.error("rollout %s: the promoted artifact is gone from the store", row["id"])
                 return
@@ -446,6 +459,10 @@ class RolloutManager:
                 canary = d["device_id"] in row["canaries"]
                 if (refined or not canary) and d["artifact_id"] != ready.artifact.artifact_id:
                     self._offer(d["device_id"], ready)
+            if best is not None and best.artifact.artifact_id != ready.artifact.artifact_id:
+                # a refinement of another architecture (from scratch) came while this one was judged:
+                # what the canaries measured says nothing about it, so it gets its own rollout
+                self._begin(live.cohort, ready.artifact.artifact_id, best, "")
         elif state == ROLLED_BACK:
             baseline = self._baseline_ready(row)
             if baseline is None:

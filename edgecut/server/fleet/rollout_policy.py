@@ -18,7 +18,7 @@ serve: a new base model, a new pipeline version, a rebuilt model) is judged twic
    shown enough traffic within `timeout_s` fail it too, since nothing was proven.
 
 A refinement of the build a device serves is not a variant when it keeps that model's architecture
-(`keeps_architecture`: the same parameters, MACs, inputs and outputs: the weights trained further); one
+(`keeps_architecture`: the same method, parameters, MACs, inputs and outputs: the weights trained further); one
 that does not (the engine's from-scratch candidate) is a variant like any other.
 """
 
@@ -48,7 +48,8 @@ def keeps_architecture(model: ModelMeta, parent: ModelMeta) -> bool:
     """Whether `model` is `parent`'s network with other weights: what a canary measures (latency,
     errors) would be the parent's, so only the validation set has anything to judge."""
     return (
-        model.params == parent.params
+        model.method == parent.method
+        and model.params == parent.params
         and model.macs == parent.macs
         and model.input == parent.input
         and model.outputs == parent.outputs

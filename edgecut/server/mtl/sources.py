@@ -176,6 +176,7 @@ def training_source(
     n_train: int,
     seed: int,
     image_scale: float | None = None,
+    val_data: str | None = None,
 ) -> LabelledSource | None:
     """Where the engine's from-scratch candidate learns from: `train_data` ("synthetic", a labelled
     folder, or "off"); by default synthetic scenes when the calibration images are synthetic and the
@@ -197,6 +198,11 @@ def training_source(
             f"{n_train} synthetic scenes",
         )
     root = Path(train_data)
+    if val_data and Path(val_data).resolve() == root.resolve() and eval_split(root) == "train":
+        raise DatasetError(
+            f"--train-data and --val-data are both {root} with no val or test split: the from-scratch "
+            "candidate would be judged on its own training samples; give --val-data another folder"
+        )
     data = folder_for(specs, root, size, "train", image_scale)
     tasks = labelled_tasks(data)
     if not tasks:

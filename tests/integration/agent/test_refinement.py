@@ -58,7 +58,8 @@ def test_quick_model_then_refinements_hot_swap_with_no_failed_request(make_agent
         wait_until(lambda: load.ok > 0)
     try:
         wait_until(lambda: _refinement(agent) == 2)
-        wait_until(lambda: len(load.served) >= 2 and load.ok > 10)
+        # requests answered by the final model (refinement 1 may have been skipped on the way)
+        wait_until(lambda: serving(agent) in load.served and load.ok > 10)
     finally:
         load.stop()
     assert load.failed == 0 and agent.status().failed_count == 0

@@ -115,4 +115,5 @@ def test_a_from_scratch_refinement_reaches_the_cohort_through_a_canary(live: Liv
     )
     for d in DEVICES:
         wait_until(lambda d=d: live.serving(d) == candidate)
-        assert baseline in live.swapped_to(d)  # every device served refinement 1 on the way
+        if d not in r["canaries"]:  # the rest served refinement 1 while the canary proved it
+            assert baseline in live.swapped_to(d)

@@ -82,9 +82,7 @@ def test_narrowing_is_uniform_and_starts_from_random_weights() -> None:
 
 
 def test_a_budget_no_narrower_model_fits_is_refused() -> None:
-    with pytest.raises(
-        ImpossibleBudgetError, match=r"no narrower ResNetMTL for seg, depth fits 0\.000 MMACs"
-    ):
+    with pytest.raises(ImpossibleBudgetError, match="no narrower ResNetMTL for seg, depth fits 10 MACs"):
         narrow_to(_resnet(), TASKS, Target(max_macs=10))
 
 

@@ -23,9 +23,11 @@ SETTINGS = RolloutSettings(observe_s=0, min_inferences=10, canary_fraction=0.25,
 class Offers:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []  # (device, artifact)
+        self.readies: list[tuple[str, Ready]] = []
 
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
         self.sent.append((device_id, ready.artifact.artifact_id))
+        self.readies.append((device_id, ready))
 
     def to(self, device: str) -> list[str]:
         return [a for d, a in self.sent if d == device]
@@ -254,6 +256,44 @@ def test_a_refinement_with_another_architecture_goes_to_canaries_first(world: Wo
     assert {d for d, aid in world.offers.sent if aid == scratch.artifact.artifact_id} == set(devices) - {
         canary
     }
+
+
+def test_a_rolled_back_from_scratch_canary_is_offered_its_parent_as_a_first_model(world: World) -> None:
+    a = world.build("v1")
+    devices = fleet_on(world, a)
+    scratch = _refine(world, a, "v1", retrained=True)
+    for d in devices:
+        world.manager.gate(d, 1, scratch)
+    (r,) = world.manager.rollouts()
+    (canary,) = r["canaries"]
+    world.swap(canary, scratch, ok=False, reason="warm-up failed")
+    (r,) = world.manager.rollouts()
+    assert r["state"] == ROLLED_BACK
+    back = [ready for d, ready in world.offers.readies if d == canary]
+    # refinement 0: an agent serving refinement 1 of the key would refuse a lower number as stale
+    assert back[-1].artifact.artifact_id == a.artifact.artifact_id and back[-1].refinement == 0
+
+
+def test_a_from_scratch_refinement_adopted_during_a_canary_gets_its_own_rollout(world: World) -> None:
+    a, b = world.build("v1"), world.build("v2")
+    devices = fleet_on(world, a)
+    for d in devices:
+        world.manager.gate(d, 1, b)  # b, a new base model's quick build, goes to one canary
+    scratch = _refine(world, b, "v2", retrained=True)  # adopted for b's key while it is judged
+    assert world.manager.refinements_held(scratch)
+    world.swap("d0", b)
+    for d in ("d1", "d2", "d3"):
+        world.telemetry(d, a, 100, 0, 1.0)
+    world.telemetry("d0", b, 0, 0, 0.0)
+    world.telemetry("d0", b, 30, 0, 1.0)
+    first, second = sorted(world.manager.rollouts(), key=lambda r: r["created"])
+    assert first["state"] == PROMOTED and first["candidate_artifact"] == b.artifact.artifact_id
+    # the cohort gets b, what the canary proved; the retrained model is judged on canaries of its own
+    assert {d for d, aid in world.offers.sent if aid == b.artifact.artifact_id} >= {"d1", "d2", "d3"}
+    assert second["state"] == CANARY and second["candidate_artifact"] == scratch.artifact.artifact_id
+    assert second["baseline_artifact"] == b.artifact.artifact_id
+    offered = {d for d, aid in world.offers.sent if aid == scratch.artifact.artifact_id}
+    assert offered == set(second["canaries"]) and len(offered) == 1
 
 
 def test_refinements_wait_for_the_canary_verdict_and_promotion_offers_the_best(world: World) -> None:
