@@ -78,6 +78,14 @@ class World:
             )
         )
 
+    def prove(self, canary: str, candidate: Ready, rest: list[str], baseline: Ready) -> None:
+        """The canary swaps to `candidate` and answers 30 requests at the p95 the rest show on `baseline`."""
+        self.swap(canary, candidate)
+        for d in rest:
+            self.telemetry(d, baseline, 100, 0, 1.0)
+        self.telemetry(canary, candidate, 0, 0, 0.0)
+        self.telemetry(canary, candidate, 30, 0, 1.0)
+
     def close(self) -> None:
         self.registry.close()
 
@@ -244,12 +252,7 @@ def test_a_refinement_with_another_architecture_goes_to_canaries_first(world: Wo
         if d != canary:  # the rest keep the model they serve until the canary has proven it
             held = answers[d]
             assert held is not None and held.artifact.artifact_id == a.artifact.artifact_id
-    world.swap(canary, scratch)
-    for d in devices:
-        if d != canary:
-            world.telemetry(d, a, 100, 0, 1.0)
-    world.telemetry(canary, scratch, 0, 0, 0.0)
-    world.telemetry(canary, scratch, 30, 0, 1.0)
+    world.prove(canary, scratch, [d for d in devices if d != canary], a)
     (r,) = world.manager.rollouts()
     assert r["state"] == PROMOTED, r["reason"]
     # the canary got it as the gate's answer; promotion offers it to the rest
@@ -281,11 +284,7 @@ def test_a_from_scratch_refinement_adopted_during_a_canary_gets_its_own_rollout(
         world.manager.gate(d, 1, b)  # b, a new base model's quick build, goes to one canary
     scratch = _refine(world, b, "v2", retrained=True)  # adopted for b's key while it is judged
     assert world.manager.refinements_held(scratch)
-    world.swap("d0", b)
-    for d in ("d1", "d2", "d3"):
-        world.telemetry(d, a, 100, 0, 1.0)
-    world.telemetry("d0", b, 0, 0, 0.0)
-    world.telemetry("d0", b, 30, 0, 1.0)
+    world.prove("d0", b, ["d1", "d2", "d3"], a)
     first, second = sorted(world.manager.rollouts(), key=lambda r: r["created"])
     assert first["state"] == PROMOTED and first["candidate_artifact"] == b.artifact.artifact_id
     # the cohort gets b, what the canary proved; the retrained model is judged on canaries of its own
@@ -303,11 +302,7 @@ def test_refinements_wait_for_the_canary_verdict_and_promotion_offers_the_best(w
         world.manager.gate(d, 1, b)
     refined = _refine(world, b, "v2")  # refinement 1 of the variant, made while d0 canaries it
     assert world.manager.refinements_held(refined)
-    world.swap("d0", b)
-    for d in ("d1", "d2", "d3"):
-        world.telemetry(d, a, 100, 0, 1.0)
-    world.telemetry("d0", b, 0, 0, 0.0)
-    world.telemetry("d0", b, 30, 0, 1.0)
+    world.prove("d0", b, ["d1", "d2", "d3"], a)
     (r,) = world.manager.rollouts()
     assert r["state"] == PROMOTED, r["reason"]
     assert not world.manager.refinements_held(refined)
