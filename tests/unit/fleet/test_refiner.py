@@ -194,3 +194,20 @@ def test_a_refinement_nobody_wants_any_more_is_skipped_until_a_device_asks_again
         if refiner is not None:
             refiner.stop()
         st.close()
+
+
+def test_a_cache_hit_revives_the_refinement_after_one_that_was_not_better(tmp_path: Path) -> None:
+    st = Stack(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=2), refine_workers=0)
+    try:
+        key = "k" * 32
+        # refinement 1 was not better, so 2 was queued from the same parent and then skipped as unwanted
+        for n, stage in ((1, NOT_BETTER), (2, UNWANTED)):
+            st.registry.create_job(refinement_key(key, n), {"refine": {"of": key}}, kind=REFINE)
+            st.registry.finish_job(refinement_key(key, n), "x", state=DONE, stage=stage)
+        st.jobs.refiner.revive(key, 0)  # the key still serves its quick model (refinement 0)
+        again = st.registry.job(refinement_key(key, 2))
+        assert again is not None and again.state == QUEUED
+        first = st.registry.job(refinement_key(key, 1))
+        assert first is not None and first.stage == NOT_BETTER  # a not-better step is not re-run
+    finally:
+        st.close()
