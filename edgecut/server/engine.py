@@ -60,7 +60,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_RECOVERY = QUICK_RECOVERY
 CALIB_SEED, VAL_SEED = 7, 1000
 TRAIN_SEED, N_TRAIN = 0, 6000  # the reference's own training scenes (mtl/train.TrainConfig)
-SCRATCH = SCRATCH_METHOD
 SPEED_TRIES = 4  # narrowings tried for one as fast as its parent
 
 
@@ -223,29 +222,52 @@ class TorchEngine:
                 else None
             ),
         )
+        meta = self._judge(spec, parent, before, student, parent.parent_meta.method, weights, progress)
+        if meta is None:
+            return None
+        save_student(student_path(self.work_dir, key, n), student)
+        prior = parent.parent_meta.recovery_steps if resumed else 0
+        meta.recovery_steps = prior + done.steps
+        return self._export(student, meta, {"recovery_s": done.seconds}, t0, False)
+
+    def _judge(
+        self,
+        spec: BuildSpec,
+        parent: Refinement,
+        before: float,
+        student: MultiTaskModel,
+        method: str,
+        weights: dict[str, float],
+        progress: ProgressFn,
+    ) -> ModelMeta | None:
+        """The refinement's metadata when its Δm on the validation set beats its parent's `before` by the
+        margin (it is shipped then), else None."""
+        n = parent.number
         progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
         metrics = self._evaluate(student)
         reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
         after = quality(metrics, reference, specs)
-        if after is None or after < before + self.refine_margin:
-            logger.info("refinement %d of %s: Δm %s vs parent %.2f: not shipped", n, key[:12], after, before)
-            return None
-        save_student(student_path(self.work_dir, key, n), student)
-        kinds = {t: s.kind for t, s in specs.items()}
-        changes = task_changes(metrics, reference, kinds)
-        meta = self._meta(
-            spec, student, measure(student, student.input_size), metrics, parent.parent_meta.method
+        shipped = after is not None and after >= before + self.refine_margin
+        logger.info(
+            "refinement %d of %s (%s): Δm %s vs parent %.2f: %s",
+            n,
+            spec.build_key(self._base_id)[:12],
+            method,
+            after,
+            before,
+            "shipped" if shipped else "not shipped",
         )
+        if not shipped:
+            return None
+        changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
+        meta = self._meta(spec, student, measure(student, student.input_size), metrics, method)
         meta.refinement = n
         meta.parent_artifact_id = parent.parent_artifact_id
-        prior = parent.parent_meta.recovery_steps if resumed else 0
-        meta.recovery_steps = prior + done.steps
         meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
         meta.fusion_weights = {t: weights.get(t, 1.0) for t in spec.tasks}
         meta.trade_off = trade_off(changes, self.balance_share)
-        built = self._export(student, meta, {"recovery_s": done.seconds}, t0, False)
-        built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
-        return built
+        return meta
 
     def _rederive(self, spec: BuildSpec, parent: Refinement) -> tuple[dict[str, float], TailorReport]:
         """The parent's pruned architecture again (same seeds, same fusion weights), not recovered."""
@@ -270,14 +292,10 @@ class TorchEngine:
         n, key = parent.number, spec.build_key(self._base_id)
         t0 = time.perf_counter()
         progress("pruning", 0.01, f"refinement {n}: narrowing the architecture to the budget (from scratch)")
-        max_params = None
-        if spec.budget.max_params or spec.budget.params_fraction:
-            with self._lock:
-                selected = decompose(self.base, list(spec.tasks))
-            max_params = size_target(
-                spec.budget.bucketed(), measure(selected, selected.input_size)
-            ).max_params
-        limit = Target(max_macs=parent.parent_meta.macs, max_params=max_params)
+        with self._probe_lock:  # measured by validate() at the start of refine()
+            selected = self._floors[spec.tasks][0]
+        budget = size_target(spec.budget.bucketed(), selected)
+        limit = Target(max_macs=parent.parent_meta.macs, max_params=budget.max_params)
         try:
             narrow = self._as_fast(spec, parent, limit, progress)
         except ImpossibleBudgetError as exc:
@@ -305,40 +323,19 @@ class TorchEngine:
                 else None
             ),
         )
-        student = narrow.model
-        progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
-        metrics = self._evaluate(student)
-        reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
-        specs = {t: self.base.task_specs[t] for t in spec.tasks}
-        after = quality(metrics, reference, specs)
         logger.info(
-            "refinement %d of %s: from scratch (width x%.3f, %d steps, %.0f s) Δm %s vs parent %.2f",
+            "refinement %d of %s: from scratch, widths x%.3f, %d steps in %.0f s",
             n,
             key[:12],
             narrow.scale,
             run.steps,
             run.seconds,
-            after,
-            before,
         )
-        if after is None or after < before + self.refine_margin:
+        meta = self._judge(spec, parent, before, narrow.model, SCRATCH_METHOD, {}, progress)
+        if meta is None:
             return None
-        changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
-        meta = self._meta(spec, student, narrow.size, metrics, SCRATCH)
-        meta.refinement = n
-        meta.parent_artifact_id = parent.parent_artifact_id
-        meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
-        meta.fusion_weights = {t: 1.0 for t in spec.tasks}
-        meta.trade_off = trade_off(changes, self.balance_share)
-        built = self._export(
-            student,
-            meta,
-            {"train_s": run.seconds, "train_steps": float(run.steps), "width_scale": narrow.scale},
-            t0,
-            False,
-        )
-        built.parent_artifact_id, built.refinement = parent.parent_artifact_id, n
-        return built
+        extras = {"train_s": run.seconds, "train_steps": float(run.steps), "width_scale": narrow.scale}
+        return self._export(narrow.model, meta, extras, t0, False)
 
     def _as_fast(
         self, spec: BuildSpec, parent: Refinement, limit: Target, progress: ProgressFn
@@ -389,7 +386,12 @@ class TorchEngine:
         meta.onnx_max_abs_diff = export_onnx(model, meta, path)
         seconds = time.perf_counter() - t0
         return BuiltArtifact(
-            path, meta, {"seconds": seconds, "rebalanced": float(rebuilt), **extras}, scratch=out_dir
+            path,
+            meta,
+            {"seconds": seconds, "rebalanced": float(rebuilt), **extras},
+            scratch=out_dir,
+            parent_artifact_id=meta.parent_artifact_id,
+            refinement=meta.refinement,
         )
 
     def _tmp_dir(self) -> Path:

@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from edgecut.model_meta import SCRATCH_METHOD
 from edgecut.server.cut.refine import student_path
 from edgecut.server.cut.scratch import ScratchOptions
-from edgecut.server.engine import SCRATCH, load_engine
+from edgecut.server.engine import load_engine
 from edgecut.server.fleet.rollout_policy import keeps_architecture
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.sources import LabelledSource
@@ -142,7 +143,7 @@ def test_the_from_scratch_candidate_fits_its_parent_and_ships_only_when_better(w
     assert built is not None
     try:
         meta = built.meta
-        assert meta.method == SCRATCH and (meta.refinement, meta.parent_artifact_id) == (3, "r2-id")
+        assert meta.method == SCRATCH_METHOD and (meta.refinement, meta.parent_artifact_id) == (3, "r2-id")
         assert (built.refinement, built.parent_artifact_id) == (3, "r2-id")
         assert meta.macs <= quick.meta.macs  # never costlier than the model it would replace
         assert not keeps_architecture(meta, quick.meta)  # so the fleet's staged rollout judges it
