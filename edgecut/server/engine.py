@@ -43,9 +43,9 @@ from edgecut.server.cut.refine import (
     save_student,
     student_path,
 )
-from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, train_scratch
+from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, narrowable, train_scratch
 from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
-from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
+from edgecut.server.errors import ImpossibleBudgetError, ModelContractError, UnknownTaskError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
 from edgecut.server.mtl.data import Batch
@@ -187,7 +187,12 @@ class TorchEngine:
         return len(self.refine_schedules) + int(self._trains_from_scratch(spec))
 
     def _trains_from_scratch(self, spec: BuildSpec) -> bool:
-        return self.train is not None and self.scratch.epochs > 0 and set(spec.tasks) <= self.train.tasks
+        return (
+            self.train is not None
+            and self.scratch.epochs > 0
+            and set(spec.tasks) <= self.train.tasks
+            and narrowable(self.base)
+        )
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
         """Distil `parent`'s architecture further; the artifact only when its Δm beats the parent's."""
@@ -298,7 +303,7 @@ class TorchEngine:
         limit = Target(max_macs=parent.parent_meta.macs, max_params=budget.max_params)
         try:
             narrow = self._as_fast(spec, parent, limit, progress)
-        except ImpossibleBudgetError as exc:
+        except (ImpossibleBudgetError, ModelContractError) as exc:  # a user's class may refuse a width
             logger.info("refinement %d of %s: no from-scratch candidate (%s)", n, key[:12], exc)
             return None
         if narrow is None:

@@ -5,7 +5,8 @@ as a baseline, and the engine as a candidate that replaces a tailored model wher
 (engine.TorchEngine, the last refinement when the server has labelled training data).
 
 "Uniformly narrower" scales every width of the model's config (keys naming a width or growth rate,
-ints or lists of ints) by one factor; depth, input size and everything else stay. The factor is the
+ints or lists of ints) by one factor; depth, input size and everything else stay. With an int `groups`
+in the config (grouped convolutions, GroupNorm), every width is rounded to a multiple of it. The factor is the
 largest whose model fits the limits, found by bisection on MACs and parameters measured like every
 other model (prune.measure).
 """
@@ -36,13 +37,21 @@ def _is_width(key: str) -> bool:
     return any(w in key for w in WIDTH_WORDS)
 
 
+def narrowable(base: MultiTaskModel) -> bool:
+    """Whether the model's config names a width that narrowing can scale."""
+    return any(_is_width(k) for k in base.config())
+
+
 def scaled_config(config: dict[str, Any], scale: float) -> dict[str, Any]:
-    """`config` with every width (int or list of ints under a width key) times `scale`, at least 1."""
+    """`config` with every width (int or list of ints under a width key) times `scale`, at least 1, and a
+    multiple of the config's int `groups` when it has one."""
+    groups = config.get("groups")
+    step = groups if isinstance(groups, int) and not isinstance(groups, bool) and groups > 1 else 1
 
     def one(v: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             return v
-        return max(1, round(v * scale))
+        return step * max(1, round(v * scale / step))
 
     out = {}
     for key, value in config.items():
@@ -55,13 +64,12 @@ def scaled_config(config: dict[str, Any], scale: float) -> dict[str, Any]:
 def build_narrow(base: MultiTaskModel, tasks: Sequence[str], scale: float) -> MultiTaskModel:
     """A fresh (randomly initialised) `type(base)` for `tasks`, every width times `scale`."""
     specs = [base.task_specs[t] for t in tasks]
-    config = base.config()
-    if not any(_is_width(k) for k in config):
+    if not narrowable(base):
         raise ModelContractError(
             f"{type(base).__name__}.config() names no width ({', '.join(WIDTH_WORDS)}): "
             "no narrower version of it can be built"
         )
-    config = scaled_config(config, scale)
+    config = scaled_config(base.config(), scale)
     config["input_size"] = base.input_size
     return instantiate(type(base), base.arch or type(base).__name__, tasks=specs, **config)
 

@@ -122,3 +122,26 @@ def test_torch_pruning_reaches_the_budget_on_the_decomposed_model(
     # the original is left as it was (it is the teacher of the recovery that follows)
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_widths_stay_multiples_of_the_configs_groups() -> None:
+    """Grouped convolutions and GroupNorm (examples/grouped.py) need channels divisible by `groups`."""
+    out = scaled_config({"widths": [16, 32, 32], "groups": 4, "head_width": 16, "layers": 3}, 0.3)
+    assert out == {"widths": [4, 8, 8], "groups": 4, "head_width": 4, "layers": 3}
+    from edgecut.server.mtl.contract import instantiate
+    from edgecut.server.mtl.plugins import model_class
+    from edgecut.server.mtl.tasks import SCENE_TASKS, by_name
+
+    scene = by_name(SCENE_TASKS)
+    grouped = instantiate(
+        model_class("examples.grouped:GroupedHydra"),
+        "grouped",
+        tasks=[scene["depth"], scene["edges"]],
+        input_size=32,
+        widths=[16, 32, 32],
+        groups=4,
+        head_width=16,
+    )
+    limit = int(0.5 * measure(grouped, 32).macs)
+    narrow = narrow_to(grouped, ["depth", "edges"], Target(max_macs=limit))
+    assert narrow.size.macs <= limit and all(w % 4 == 0 for w in narrow.model.config()["widths"])

@@ -134,6 +134,11 @@ def test_labelled_training_data_adds_a_from_scratch_candidate_for_the_tasks_it_l
     assert with_labels.refinements(SPEC) == 2
 
 
+def test_a_model_whose_config_names_no_width_gets_no_from_scratch_candidate(with_labels, monkeypatch) -> None:
+    monkeypatch.setattr(with_labels.base, "config", lambda: {"depth": 3})
+    assert with_labels.refinements(SPEC) == 2
+
+
 def test_the_from_scratch_candidate_fits_its_parent_and_ships_only_when_better(with_labels, quick) -> None:
     parent = Refinement("r2-id", quick.meta, 3)
     progress: list[str] = []
