@@ -115,5 +115,7 @@ def test_a_from_scratch_refinement_reaches_the_cohort_through_a_canary(live: Liv
     )
     for d in DEVICES:
         wait_until(lambda d=d: live.serving(d) == candidate)
+        # the server's record of the swaps arrives over MQTT after the device has swapped
+        wait_until(lambda d=d: candidate in live.swapped_to(d))
         if d not in r["canaries"]:  # the rest served refinement 1 while the canary proved it
             assert baseline in live.swapped_to(d)
