@@ -5,6 +5,8 @@ Every payload is a protobuf message of edgecut.v1 (see docs/protocol.md).
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "edgecut/v1/devices"
 # The largest payload either side publishes or accepts. The iotcore fallback broker (rumqttd) silently
 # drops a client that publishes more than ~20 KB; 16 KiB leaves room for the MQTT framing.
@@ -27,10 +29,15 @@ def shared(leaf: str, group: str = SHARE_GROUP) -> str:
     return f"$share/{group}-{leaf}/{PREFIX}/+/{leaf}"
 
 
+# What a device id may be (the agent's settings enforce it): one topic level, no MQTT wildcards, no
+# escapes or control characters that would reach logs and the dashboard.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def device_of(topic: str) -> str | None:
-    """The device id in a device topic, or None when the topic is not one."""
+    """The device id in a device topic, or None when the topic is not one or its id is not valid."""
     parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or not parts[3]:
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or not DEVICE_ID.match(parts[3]):
         return None
     return parts[3]
 

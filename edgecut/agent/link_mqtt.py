@@ -5,9 +5,12 @@
 - paho reconnects by itself with exponential backoff (reconnect_delay_set) while loop_start runs.
 - QoS 1 publishes made while disconnected stay in paho's outgoing queue (bounded by
   max_queued_messages) and are sent after the reconnect; QoS 0 telemetry made offline is dropped.
-- A persistent session (clean_session=False) makes the broker keep QoS 1 commands sent while the
-  device was away. A *retained* command is refused here (it would replay after every reconnect);
-  the agent checks the rest (signature, age, replay: trust.py) and answers each on `.../ack`.
+- A clean session on every connect: the broker keeps nothing for the device while it is away. With a
+  persistent session it queued commands published meanwhile and delivered them with retain=0, so a
+  command *retained* while the device was offline looked live and was obeyed (issue 26). Now a
+  command reaches the agent only live, or (retained) on subscribe with the retain flag set, which
+  is refused here; the agent checks the rest (signature, age, replay: trust.py) and answers each on
+  `.../ack`. Nothing else needs the session: offers are retained, errors answer needs re-sent on connect.
 - Payloads above `topics.MAX_PAYLOAD` are neither accepted nor published (the iotcore broker drops
   a client that publishes more than ~20 KB).
 Network errors are logged, never raised to the agent.
@@ -81,7 +84,7 @@ class MqttLink:
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"edgecut-agent-{device_id}",
-            clean_session=False,
+            clean_session=True,  # never a queue of commands for later: see the module docstring
             protocol=mqtt.MQTTv311,
         )
         if username:

@@ -13,10 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from edgecut import topics
 from edgecut.errors import ConfigError
 
 ENV_PREFIX = "EDGECUT_"
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class AgentSettings(BaseModel):
@@ -88,7 +88,7 @@ class AgentSettings(BaseModel):
     @field_validator("device_id")
     @classmethod
     def _device_id(cls, v: str) -> str:
-        if not _DEVICE_ID.match(v):
+        if not topics.DEVICE_ID.match(v):
             raise ValueError("use 1-64 letters, digits, '_', '-' or '.' (it becomes an MQTT topic level)")
         return v
 

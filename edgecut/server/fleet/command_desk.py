@@ -22,7 +22,6 @@ on first start with its public half in `operator.pub` (the line agents list in `
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ ACTIONS = ("set_tasks", "pin", "unpin", "rollback")
 SENT, OK, FAILED = "sent", "ok", "failed"
 KEY_FILE, PUB_FILE = "operator.key", "operator.pub"
 MAX_TASKS = 32
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as the agent's settings allow: one MQTT topic level
+_DEVICE_ID = topics.DEVICE_ID  # as the agent's settings allow: one MQTT topic level
 
 Publish = Callable[[str, bytes], None]  # device id, serialized Command
 

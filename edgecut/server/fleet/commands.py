@@ -78,7 +78,7 @@ def send(
             except queue.Empty as exc:
                 raise CommandFailed(
                     f"no acknowledgement from {command.device_id} within {timeout_s:g} s "
-                    "(offline? the broker keeps QoS 1 commands for its persistent session)"
+                    "(offline? commands are never queued for later: send it again once the device is online)"
                 ) from exc
             if ack.command_id == command.command_id:
                 return ack

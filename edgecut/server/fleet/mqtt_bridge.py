@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import tls, topics
 from edgecut.errors import ConfigError, EdgecutError
-from edgecut.server.errors import TooLargeError
+from edgecut.server.errors import ServerError, TooLargeError
 from edgecut.server.fleet import error_map, requests, wire
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
@@ -199,8 +199,13 @@ class MqttBridge:
         device_id = topics.device_of(msg.topic)
         leaf = msg.topic.rsplit("/", 1)[-1]
         handler = self._handlers.get(leaf)
-        if device_id is None or handler is None:
+        if handler is None:
             logger.debug("ignoring message on %s", msg.topic)
+            return
+        if device_id is None:  # e.g. "%00" or 1,000 characters: never stored, never answered
+            logger.warning(
+                "message on %r refused: not a valid device id (1-64 of A-Z a-z 0-9 _ . -)", msg.topic[:120]
+            )
             return
         if len(msg.payload) > topics.MAX_PAYLOAD:
             logger.warning(
@@ -345,11 +350,19 @@ class MqttBridge:
 
     def _on_telemetry(self, device_id: str, payload: bytes) -> None:
         t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload)
-        if t is not None:
-            telemetry = wire.telemetry_dict(t)
-            self.registry.record_telemetry(device_id, telemetry)
-            self._emit("telemetry", device_id, **telemetry)
-            self._watch_latency(device_id, t)
+        if t is None:
+            return
+        try:
+            requests.check_telemetry(t)
+        except ServerError as exc:  # nothing of it is stored: one bad figure discredits the sample
+            logger.warning("telemetry of %s refused: %s", device_id, exc)
+            self.publish_error(error_map.to_error(exc, device_id, 0))
+            return
+        t.device_id = device_id  # the topic names the device, whatever the payload claims
+        telemetry = wire.to_dict(t)
+        self.registry.record_telemetry(device_id, telemetry)
+        self._emit("telemetry", device_id, **telemetry)
+        self._watch_latency(device_id, t)
 
     def _watch_latency(self, device_id: str, t: pb.Telemetry) -> None:
         """Feed the class's cost model; re-tailor the device when it stays past its latency budget."""

@@ -14,7 +14,7 @@ from edgecut.server.errors import InvalidFieldError
 from edgecut.server.fleet.budget_policy import BudgetPolicy, Decision, budget_from_proto
 from edgecut.server.fleet.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES, bounded_int, finite
 
-__all__ = ["INT64_MAX", "MAX_TASKS", "MAX_TASK_NAME", "needs_decision", "request_spec"]
+__all__ = ["INT64_MAX", "MAX_TASKS", "MAX_TASK_NAME", "check_telemetry", "needs_decision", "request_spec"]
 from edgecut.server.spec import Budget, BuildSpec
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -22,6 +22,8 @@ MAX_TASKS = 32
 MAX_TASK_NAME = 64
 PRIORITY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0)
 MAX_PRIORITY = 1e6
+MAX_CPU_PERCENT = 100.0 * 4096  # psutil counts each busy core as 100 %
+MAX_ARTIFACT_ID = 64  # a sha256 in hex
 
 
 def priority_bucket(task: str, weight: float) -> float:
@@ -83,3 +85,16 @@ def request_spec(policy: BudgetPolicy, request: pb.ModelRequest) -> BuildSpec:
     else:
         budget = policy.decide(request.resources).budget
     return spec_of(list(request.tasks), budget, dict(request.priorities))
+
+
+def check_telemetry(t: pb.Telemetry) -> None:
+    """Refuse a Telemetry with any figure out of range (INVALID_FIELD naming it), so nothing stored from
+    it can overflow a column (a uint64 counter at 2^64 - 1), poison an average (p50 = 1e300) or compare
+    false against every rollout threshold (NaN)."""
+    for name in ("inference_count", "failed_count", "rss_bytes", "sent_unix_ms"):
+        bounded_int(name, getattr(t, name))
+    for name in ("latency_p50_ms", "latency_p95_ms"):
+        finite(name, getattr(t, name), 0.0, MAX_LATENCY_MS)
+    finite("cpu_percent", t.cpu_percent, 0.0, MAX_CPU_PERCENT)
+    if len(t.artifact_id) > MAX_ARTIFACT_ID:
+        raise InvalidFieldError(f"artifact_id is {len(t.artifact_id)} characters: at most {MAX_ARTIFACT_ID}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -57,16 +56,3 @@ def _progress(event: Progress) -> pb.JobProgress:
 def to_dict(message: Any) -> dict[str, Any]:
     """A message as JSON-ready dict (field names as in the .proto) for the registry."""
     return MessageToDict(message, preserving_proto_field_name=True)
-
-
-def telemetry_dict(t: pb.Telemetry) -> dict[str, Any]:
-    """A Telemetry message as a dict with non-finite or negative figures as 0.
-
-    A device chooses these numbers: NaN or infinity would make JSON answers fail (the dashboard's API)
-    and compare false against every rollout threshold, so a canary could pass a latency gate with them.
-    """
-    for name in ("latency_p50_ms", "latency_p95_ms", "cpu_percent"):
-        value = getattr(t, name)
-        if not math.isfinite(value) or value < 0:
-            setattr(t, name, 0.0)
-    return to_dict(t)
