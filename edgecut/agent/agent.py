@@ -218,6 +218,7 @@ class Agent:
         except Refused as exc:
             self._report(SwapResult(msg.artifact_id[:64], self._serving_id(), False, str(exc)))
             return
+        self.trust.take_offer(manifest)
         self._watchdog.answered(manifest.needs_seq)
         self._latest_ready = (msg, manifest)
         self._jobs.put(lambda: self._handle_model_ready(msg, manifest))

@@ -1,9 +1,13 @@
 """What the agent believes: signed model offers from the fleet, signed commands from operators.
 
 Offers: a ModelReady is acted on only when its Manifest verifies against a fleet key from the
-agent's config, names this device and answers its current needs seq (so an old, validly signed
-offer replayed later cannot downgrade it). The offer is kept beside the model as `<id>.offer`
-and checked again, with the file's sha256, right before every load (docs/security.md).
+agent's config, names this device, answers its current needs seq and carries an offer counter
+(`offer_seq`) no lower than the highest this device took. The counter is kept in
+`<state_dir>/offers.json` across restarts, so a genuine older offer replayed later (a quick model
+replayed over a refinement, answering the same needs) is stale, while a server that rolls a device
+back signs a *new* offer with a higher counter. The same offer delivered again (the retained
+message after a reconnect) is no replay. The offer is kept beside the model as `<id>.offer` and
+checked again, with the file's sha256, right before every load (docs/security.md).
 
 Commands: signed by an operator key (`command_auth: signed`, the default) or, with `command_auth:
 broker_acl`, trusted because the broker's ACL lets only operators publish on the command topic.
@@ -62,6 +66,12 @@ class Trust:
             {str(k): int(v) for k, v in (doc or {}).items()} if isinstance(doc, dict) else {}
         )
         self._lock = threading.Lock()
+        self._offers_path = Path(state_dir) / "offers.json"
+        taken = read_json(self._offers_path)
+        taken = taken if isinstance(taken, dict) else {}
+        seq = taken.get("offer_seq", 0)
+        self._offer_seq = seq if isinstance(seq, int) else 0
+        self._offer_artifact = str(taken.get("artifact_id", ""))
 
     # --- model offers ---------------------------------------------------------------------------
     def check_offer(self, ready: fleet_pb2.ModelReady, needs_seq: int) -> fleet_pb2.Manifest:
@@ -81,7 +91,21 @@ class Trust:
                 f"offer of {manifest.artifact_id[:12]} answers needs seq {manifest.needs_seq}, "
                 f"ours is {needs_seq}: stale or replayed"
             )
+        taken = self._offer_seq
+        if manifest.offer_seq < taken or (
+            manifest.offer_seq == taken and taken and manifest.artifact_id != self._offer_artifact
+        ):
+            raise Stale(
+                f"offer of {manifest.artifact_id[:12]} is offer #{manifest.offer_seq}; this device took "
+                f"#{taken} already: stale or replayed, not applied"
+            )
         return manifest
+
+    def take_offer(self, manifest: fleet_pb2.Manifest) -> None:
+        """Remember the offer the agent acts on: no lower counter is taken again, even after a restart."""
+        if manifest.offer_seq > self._offer_seq:
+            self._offer_seq, self._offer_artifact = manifest.offer_seq, manifest.artifact_id
+            write_json(self._offers_path, {"offer_seq": self._offer_seq, "artifact_id": self._offer_artifact})
 
     @staticmethod
     def check_refinement(offer: fleet_pb2.Manifest, serving: fleet_pb2.Manifest | None) -> None:

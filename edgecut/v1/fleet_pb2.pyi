@@ -164,7 +164,7 @@ class TaskMetrics(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address")
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class Manifest(_message.Message):
     ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OFFER_SEQ_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     sha256: str
     size_bytes: int
@@ -206,7 +207,8 @@ class Manifest(_message.Message):
     issued_unix_ms: int
     key_id: str
     grpc_address: str
-    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ...) -> None: ...
+    offer_seq: int
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ...) -> None: ...
 
 class CommandAck(_message.Message):
     __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms")

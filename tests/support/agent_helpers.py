@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgecut.agent.artifacts import ModelStore
-from edgecut.envelopes import sign_manifest
+from edgecut.envelopes import now_ms, sign_manifest
 from edgecut.v1 import fleet_pb2
 
 from .keys import fleet_key
@@ -21,6 +21,7 @@ def signed_offer(
 ) -> fleet_pb2.ModelReady:
     """A ModelReady for `data` whose manifest the test fleet key signed (as the fleet server would)."""
     aid = artifact_id(data)
+    fields.setdefault("offer_seq", now_ms())  # a fresh counter, as the fleet's registry would give
     manifest = fleet_pb2.Manifest(
         artifact_id=aid,
         sha256=aid,

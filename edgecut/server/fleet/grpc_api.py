@@ -8,9 +8,10 @@ status (mapped in error_map) plus the Error.Code name in the trailing metadata k
 Bytes that do not parse as the request type are INVALID_ARGUMENT (rpc_guard), never INTERNAL.
 
 Identity: with mutual TLS (`grpc_client_ca`), the caller's certificate names the device. Its
-RequestModel is answered for that device whatever `device_id` the request claims, and DownloadModel
-serves it only artifacts the fleet offered to it. Without mutual TLS the claimed id is all there is
-(rate limits then key on it, or on the peer's address when it is empty).
+RequestModel is answered for that device whatever `device_id` the request claims (READY carries an
+offer signed for it), and DownloadModel serves it only artifacts the fleet offered to it. Without
+mutual TLS the claimed id is all there is: rate limits key on it (or on the peer's address when it
+is empty), and READY carries the offer *unsigned*, which no agent acts on (docs/security.md).
 
 Message sizes are limited on purpose: requests are small (64 KiB cap) and a response is at most one
 chunk plus a little framing, with chunks capped at 2 MiB so clients keep gRPC's default 4 MiB limit.
@@ -28,6 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgecut import rpc_guard, tls
+from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError
 from edgecut.server.errors import PermissionDeniedError, ServerError
 from edgecut.server.fleet import error_map, requests, wire
@@ -36,7 +38,7 @@ from edgecut.server.fleet.jobs import Event, Failed, JobManager, Ready
 from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.signer import FleetSigner
+from edgecut.server.fleet.signer import FleetSigner, plain_offer
 from edgecut.server.fleet.store import Store, check_artifact_id
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -131,10 +133,14 @@ class FleetServicer:
                 return
 
     def _ready(self, ready: Ready, device_id: str) -> pb.JobProgress:
-        assert self.signer is not None  # checked in __init__ for every servicer with jobs
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0)
-        if self.registry is not None and device_id:
-            self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
+        """READY with an offer signed for the caller's device when its certificate proves the id; else
+        unsigned (no agent acts on it), so no caller obtains the fleet's signature for another device."""
+        if not (self.mutual_tls and device_id):
+            return wire.ready_progress(ready, plain_offer(ready, self.grpc_address, device_id))
+        assert self.signer is not None and self.registry is not None  # checked in __init__
+        offer_seq = self.registry.next_offer_seq(device_id, now_ms())
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq)
+        self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
         return wire.ready_progress(ready, msg)
 
     def DownloadModel(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:

@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError, Message
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import tls, topics
+from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.errors import ServerError, TooLargeError
 from edgecut.server.fleet import error_map, requests, wire
@@ -541,7 +542,8 @@ class MqttBridge:
 
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
         """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq)
+        offer_seq = self.registry.next_offer_seq(device_id, now_ms())
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq, offer_seq)
         payload = msg.SerializeToString()
         if (
             len(payload) > topics.MAX_PAYLOAD

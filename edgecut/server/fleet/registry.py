@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, or_, select, text, update
+from sqlalchemy import case, create_engine, delete, event, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine import Engine as SqlEngine
@@ -233,6 +233,24 @@ class Registry:
             row.needs_sent_ms = sent_ms
             row.last_error = ""
             return True
+
+    def next_offer_seq(self, device_id: str, now_ms: int) -> int:
+        """The counter for the next offer signed for the device: max(its last + 1, `now_ms`).
+
+        One UPDATE ... RETURNING: on PostgreSQL it holds the device's row lock, so replicas signing for
+        the same device at once get distinct, increasing numbers; the clock floor keeps the counter
+        above every earlier one even if the registry was restored from an old backup.
+        """
+        with self._tx() as s:
+            self._device(s, device_id)
+            bumped = DeviceRow.offer_seq + 1
+            q = (
+                update(DeviceRow)
+                .where(DeviceRow.device_id == device_id)
+                .values(offer_seq=case((bumped > now_ms, bumped), else_=now_ms))
+                .returning(DeviceRow.offer_seq)
+            )
+            return int(s.execute(q).scalar_one())
 
     def record_offer(
         self,

@@ -62,6 +62,8 @@ class DeviceRow(Base):
     last_command: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the latest CommandAck
     # how much slower than its class the device proved when it drifted past its latency budget (0 = never)
     latency_slowdown: Mapped[float] = mapped_column(Float, default=0.0)
+    # the Manifest.offer_seq of the latest offer signed for the device (registry.next_offer_seq)
+    offer_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class SwapRow(Base):

@@ -50,9 +50,12 @@ class FleetSigner:
         return self.key.key_id
 
     def offer(
-        self, ready: Ready, grpc_address: str, device_id: str, needs_seq: int
+        self, ready: Ready, grpc_address: str, device_id: str, needs_seq: int, offer_seq: int
     ) -> tuple[pb.ModelReady, pb.Manifest]:
-        """The ModelReady for `device_id`, with its manifest signed; also returns the manifest."""
+        """The ModelReady for `device_id`, with its manifest signed; also returns the manifest.
+
+        `offer_seq`: the device's next offer counter from the registry (Registry.next_offer_seq).
+        """
         a = ready.artifact
         manifest = pb.Manifest(
             artifact_id=a.artifact_id,
@@ -70,25 +73,33 @@ class FleetSigner:
             needs_seq=needs_seq,
             issued_unix_ms=now_ms(),
             grpc_address=grpc_address,
+            offer_seq=offer_seq,
         )
         for task, values in a.meta.metrics.items():
             manifest.metrics[task].values.update({k: float(v) for k, v in values.items()})
         data, signature = sign_manifest(self.key, manifest)
-        msg = pb.ModelReady(
-            device_id=device_id,
-            artifact_id=a.artifact_id,
-            sha256=a.sha256,
-            size_bytes=a.size,
-            build_key=ready.build_key,
-            tasks=list(a.meta.tasks),
-            grpc_address=grpc_address,
-            needs_seq=needs_seq,
-            params=manifest.params,
-            macs=manifest.macs,
-            cache_hit=ready.cache_hit,
-            parent_artifact_id=ready.parent_artifact_id,
-            refinement=ready.refinement,
-            manifest=data,
-            signature=signature,
-        )
+        msg = plain_offer(ready, grpc_address, device_id, needs_seq)
+        msg.manifest = data
+        msg.signature.CopyFrom(signature)
         return msg, manifest
+
+
+def plain_offer(ready: Ready, grpc_address: str, device_id: str = "", needs_seq: int = 0) -> pb.ModelReady:
+    """The ModelReady's plain fields alone: unsigned, so no agent acts on it (the gRPC answer to a
+    caller whose device id nothing proves, grpc_api.py)."""
+    a = ready.artifact
+    return pb.ModelReady(
+        device_id=device_id,
+        artifact_id=a.artifact_id,
+        sha256=a.sha256,
+        size_bytes=a.size,
+        build_key=ready.build_key,
+        tasks=list(a.meta.tasks),
+        grpc_address=grpc_address,
+        needs_seq=needs_seq,
+        params=max(0, a.meta.params),
+        macs=max(0, a.meta.macs),
+        cache_hit=ready.cache_hit,
+        parent_artifact_id=ready.parent_artifact_id,
+        refinement=ready.refinement,
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,29 @@ def test_devices_on_an_artifact_are_those_whose_latest_offer_answers_their_needs
     assert reg.device("d1")["latency_slowdown"] == 0.0  # type: ignore[index]
     reg.set_latency_slowdown("d1", 2.5)
     assert reg.device("d1")["latency_slowdown"] == 2.5  # type: ignore[index]
+
+
+def test_offer_counters_only_grow_per_device_across_restarts_and_racing_replicas(reg: Registry) -> None:
+    """Manifest.offer_seq: what an agent compares to refuse a replayed older offer (issue 26, item 1)."""
+    assert reg.next_offer_seq("d1", now_ms=1000) == 1000  # the clock floor: above any earlier offer
+    assert reg.next_offer_seq("d1", now_ms=1000) == 1001  # same millisecond: still one more
+    assert reg.next_offer_seq("d1", now_ms=5) == 1002  # a clock set back never lowers it
+    assert reg.next_offer_seq("d2", now_ms=7) == 7  # per device
+    # two replicas on one database, both signing offers for d1 at once: every number once, increasing
+    other = Registry(reg.engine.url.render_as_string(hide_password=False))
+    got: dict[int, list[int]] = {0: [], 1: []}
+
+    def sign(i: int, r: Registry) -> None:
+        for _ in range(40):
+            got[i].append(r.next_offer_seq("d1", now_ms=0))
+
+    threads = [threading.Thread(target=sign, args=(i, r)) for i, r in enumerate((reg, other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert all(seq == sorted(seq) for seq in got.values())
+    assert sorted(got[0] + got[1]) == list(range(1003, 1083))
+    # the registry is the memory: a restarted server continues from the last number
+    assert reg.next_offer_seq("d1", now_ms=0) == 1083
