@@ -113,6 +113,7 @@ class RolloutManager:
         self._live: dict[str, _Live] = {r["id"]: _Live(r) for r in self.rollouts(states=(CANARY,))}
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._gone: set[str] = set()  # rollouts whose missing baseline was logged
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -183,34 +184,31 @@ class RolloutManager:
         candidate = ready.artifact.artifact_id
         cohort: Cohort = (dev["device_class"], dev["budget"], tuple(sorted(ready.artifact.meta.tasks)))
         with self._lock:
+            serving = str(dev["artifact_id"] or "")
+            # a device serving a model of these tasks keeps it rather than take a variant nobody vouched for
+            keeps = bool(serving) and serving != candidate and self._same_tasks(serving, cohort[2])
             live = self._current(cohort)
             if live is not None and live.row["candidate_artifact"] == candidate:
-                return self._route(live, device_id, ready)
-            serving = str(dev["artifact_id"] or "")
+                return self._route(live, device_id, ready, keeps)
             if ready.refinement and serving and self._refines(serving, ready):
                 return ready  # the served model's weights trained further: not a new variant (operations.md)
-            replaces = (
-                serving
-                and serving != candidate
-                and self._same_tasks(serving, cohort[2])
-                and self._same_budget(serving, ready.build_key)
-            )
+            replaces = keeps and self._same_budget(serving, ready.build_key)
             if not replaces:
                 # a first model or new tasks: never held back, but a cohort that decided against this
                 # artifact (or is still canarying another) gets the model it trusts
                 decided = self._decided(cohort, candidate)
                 if decided is not None and decided["state"] in (ROLLED_BACK, REJECTED):
-                    return self._baseline_ready(decided) or ready
+                    return self._baseline_ready(decided) or (None if keeps else ready)
                 if live is not None:
-                    return self._route(live, device_id, ready)
+                    return self._route(live, device_id, ready, False)
                 return ready
             decided = self._decided(cohort, candidate)
             if decided is not None and decided["state"] in (ROLLED_BACK, REJECTED):
-                return self._baseline_ready(decided) or ready
+                return self._baseline_ready(decided)  # None when it is gone: the device keeps its model
             if decided is not None and decided["state"] == PROMOTED:
                 return ready
             live = self._begin(cohort, self._baseline(serving, ready), ready, device_id)
-            return self._route(live, device_id, ready)
+            return self._route(live, device_id, ready, True)
 
     def refinements_held(self, ready: Ready) -> bool:
         """True while the quick model of `ready`'s key is in canary: its refinements wait for the verdict
@@ -289,11 +287,14 @@ class RolloutManager:
                 return r
         return None
 
-    def _route(self, live: _Live, device_id: str, ready: Ready) -> Ready | None:
+    def _route(self, live: _Live, device_id: str, ready: Ready, keeps: bool) -> Ready | None:
+        """`ready` for a canary or after promotion, else the cohort's baseline. When the baseline is
+        gone from the store (its bytes rotted), a device that `keeps` a model of these tasks is offered
+        nothing (it keeps serving it); one without a model gets `ready`, as a first model is never held."""
         state = live.row["state"]
         if state == PROMOTED or (state == CANARY and device_id in live.row["canaries"]):
             return ready
-        return self._baseline_ready(live.row) or ready
+        return self._baseline_ready(live.row) or (None if keeps else ready)
 
     def _baseline_ready(self, row: dict[str, Any]) -> Ready | None:
         try:
@@ -302,9 +303,14 @@ class RolloutManager:
             # serves the candidate, a higher one
             return Ready(row["baseline_build_key"], self.store.get(row["baseline_artifact"]))
         except EdgecutError:
-            logger.warning(
-                "baseline %s of rollout %s is gone from the store", row["baseline_artifact"][:12], row["id"]
-            )
+            if row["id"] not in self._gone:  # once per rollout: devices ask again every few seconds
+                self._gone.add(row["id"])
+                logger.warning(
+                    "baseline %s of rollout %s is gone from the store: devices serving it keep it, "
+                    "the candidate is not offered in its place",
+                    row["baseline_artifact"][:12],
+                    row["id"],
+                )
             return None
 
     def _begin(self, cohort: Cohort, baseline: str, ready: Ready, asking: str) -> _Live:

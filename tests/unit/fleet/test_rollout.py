@@ -308,3 +308,25 @@ def test_refinements_wait_for_the_canary_verdict_and_promotion_offers_the_best(w
     assert not world.manager.refinements_held(refined)
     best = refined.artifact.artifact_id
     assert {d for d, aid in world.offers.sent if aid == best} == {"d0", "d1", "d2", "d3"}
+
+
+def test_a_rejected_variant_moves_nobody_when_the_baseline_rotted_and_that_is_logged_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 26, item 5: the devices' model rotted in the store (quarantined, its key rebuilt) and the
+    rebuilt variant is worse: it was rejected, yet offered in place of the baseline that was gone."""
+    a, worse = world.build("v1"), world.build("v2", fault="low_quality")
+    devices = fleet_on(world, a)
+    path = world.store.root / a.artifact.artifact_id[:2] / f"{a.artifact.artifact_id}.onnx"
+    path.write_bytes(b"rotted")
+    assert not world.store.verify(a.artifact.artifact_id, force=True)  # quarantined, as the scrub does
+    for _ in range(30):  # the devices ask again and again while they wait for an answer
+        for d in devices:
+            assert world.manager.gate(d, 1, worse) is None, d  # it keeps the model it serves
+    (r,) = world.manager.rollouts()
+    assert r["state"] == REJECTED
+    assert not [1 for _, aid in world.offers.sent if aid == worse.artifact.artifact_id]
+    assert sum("is gone from the store" in m for m in caplog.messages) == 1
+    # a device without a model still gets one: a first model is never held back
+    world.device("fresh", None)
+    assert world.manager.gate("fresh", 1, worse) is worse
