@@ -67,6 +67,9 @@ def test_commands_sent_while_the_device_was_offline_are_not_obeyed_on_reconnect(
     try:
         again = make_agent(device_id=device, state_dir=state_dir, tasks=["seg"])
         assert again.link.wait_connected(30)
+        # subscribed (a clean session gets the retained command with its subscription, flagged), or
+        # obeyed what the broker had queued for the old session
+        wait_until(lambda: any(a.reason == "retained command ignored" or a.ok for a in acks))
         # a probe sent after the reconnect: its answer comes after anything the broker had kept
         _publish(attacker, device, topics.COMMAND, _command("someone-else", "probe", ["seg"]))
         wait_until(lambda: any(a.command_id == "probe" for a in acks))
