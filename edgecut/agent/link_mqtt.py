@@ -1,7 +1,8 @@
 """The agent's MQTT session (paho-mqtt 2.x, MQTT 3.1.1).
 
 - Last will: retained DeviceState OFFLINE on `.../state`, so a dead device shows offline.
-- On every (re)connect: retained ONLINE state, the current needs, subscriptions to model/error/command.
+- On every (re)connect: subscriptions to model/error/command, then (once acknowledged) retained ONLINE
+  state and the current needs.
 - paho reconnects by itself with exponential backoff (reconnect_delay_set) while loop_start runs.
 - QoS 1 publishes made while disconnected stay in paho's outgoing queue (bounded by
   max_queued_messages) and are sent after the reconnect; QoS 0 telemetry made offline is dropped.
@@ -80,6 +81,7 @@ class MqttLink:
         self._stop = threading.Event()
         self._telemetry_thread: threading.Thread | None = None
         self.connects = 0  # successful (re)connections, for status and tests
+        self._subscribe_mid: int | None = None
 
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -95,6 +97,7 @@ class MqttLink:
         c.reconnect_delay_set(min_delay=1, max_delay=max(1, int(reconnect_max_s)))
         c.max_queued_messages_set(MAX_QUEUED)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self._client = c
@@ -185,7 +188,24 @@ class MqttLink:
             return
         self.connects += 1
         logger.info("connected to %s:%d (connection %d)", self.host, self.port, self.connects)
-        client.subscribe([(self._topic(leaf), 1) for leaf in (topics.MODEL, topics.ERROR, topics.COMMAND)])
+        # a clean session has no subscription until the SUBACK: the needs go out after it (on_subscribe),
+        # so the server's answer (an Error is not retained) cannot arrive before we listen
+        _rc, self._subscribe_mid = client.subscribe(
+            [(self._topic(leaf), 1) for leaf in (topics.MODEL, topics.ERROR, topics.COMMAND)]
+        )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[mqtt.ReasonCode],
+        props: mqtt.Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        if any(r.is_failure for r in reasons):
+            logger.warning("broker %s:%d refused a subscription: %s", self.host, self.port, reasons)
         self.publish_state()
         self.publish_needs()
         self._connected.set()
