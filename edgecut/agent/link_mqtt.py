@@ -122,7 +122,7 @@ class MqttLink:
     def stop(self) -> None:
         """Say OFFLINE ourselves (a clean disconnect does not fire the last will), then disconnect."""
         self._stop.set()
-        if self.connected:
+        if self._client.is_connected():  # also between CONNACK and SUBACK (not yet `connected`)
             info = self._client.publish(
                 self._topic(topics.STATE), self.handlers.state(False).SerializeToString(), qos=1, retain=True
             )
