@@ -1,4 +1,4 @@
-"""Wire requests (TaskNeeds over MQTT, ModelRequest over gRPC) -> a checked `BuildSpec`.
+"""Wire requests (TaskNeeds over MQTT, ModelRequest over gRPC) -> a checked `BuildSpec`; Telemetry checked.
 
 Everything a device sends is range-checked here, so a bad number becomes INVALID_FIELD naming the
 field instead of an overflow deep in the policy, the engine or the database. Priorities are put into
