@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnxruntime as ort
@@ -18,7 +19,7 @@ def engine(tmp_path_factory, trained_small):
     d = tmp_path_factory.mktemp("engine")
     ckpt = d / "model.pt"
     checkpoint.save(ckpt, trained_small)
-    return load_engine(ckpt, d, n_calib=48, n_val=32, recovery_steps=5)
+    return load_engine(ckpt, d, "synthetic", n_calib=48, n_val=32, recovery_steps=5)
 
 
 def test_validate_rejects_unknown_tasks_and_impossible_budgets(engine) -> None:
@@ -76,3 +77,21 @@ def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) ->
     assert set(built.meta.metrics["slant"]) == {"abs_err", "rmse"}
     assert built.meta.outputs["slant"].kind == "regression"
     built.cleanup()
+
+
+def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine) -> None:
+    """Issue 27: a build that lost too much is a failed build with its figures, not an artifact."""
+    from edgecut.server.errors import BuildError
+
+    spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5), recover=False)
+    engine.min_delta_m = 1000.0  # beyond any model, so the test does not hang on how this one trained
+    try:
+        with pytest.raises(BuildError) as failed:
+            engine.build(spec, lambda *a: None)
+    finally:
+        engine.min_delta_m = -30.0
+    message = str(failed.value)
+    assert message.startswith("the tailored model for depth, seg at macs=0.5 lost too much: Δm ")
+    assert re.search(r"\(depth [-+]\d+\.\d %, seg [-+]\d+\.\d %\) is below the floor of \+1000 %", message)
+    assert "it was calibrated on edgecut's synthetic scenes, given by --calib-data" in message
+    assert not list((engine.work_dir / "tmp").glob("build-*/model.onnx"))  # nothing exported
