@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             why = f"found {mosquitto_path()}"
         else:
             why = "mosquitto is not installed"
-        if broker.kind == "iotcore":  # measured: 10x slower answers than mosquitto at 1,000 devices
+        if broker.kind == "iotcore":  # far slower answers at fleet scale (ARCHITECTURE.md, measured)
             why += "; iotcore is for trials and tests, not fleets"
         print(f"edgecut broker: {broker.kind} ({why}) on {broker.url}; Ctrl-C stops", flush=True)
         while not stop.wait(POLL_S):
