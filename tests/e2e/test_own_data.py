@@ -86,10 +86,10 @@ def test_a_model_with_no_known_data_or_a_gone_folder_is_refused(user_dir: Path) 
 def test_a_build_below_the_delta_m_floor_fails_with_its_figures(user_dir: Path) -> None:
     # a floor no model can reach, so the refusal does not depend on how well a tiny model trained
     sentence = _refused(user_dir, "prune", "--checkpoint", "tiny.pt", "--tasks", "seg,count",
-                        "--budget", "macs=0.5", "--recover-steps", "2", "--min-delta-m", "1000",
+                        "--budget", "macs=0.5", "--recover-steps", "2", "--min-delta-m", "1e6",
                         "--out", "out/floor.onnx")  # fmt: skip
     assert sentence.startswith("the tailored model for count, seg at macs=0.5 lost too much: Δm ")
-    assert "count " in sentence and "seg " in sentence and "is below the floor of +1000 %" in sentence
+    assert "count " in sentence and "seg " in sentence and "is below the floor of +1000000 %" in sentence
     assert f"calibrated on {(user_dir / 'data').resolve()}, the folder tiny.pt was trained on" in sentence
     assert not (user_dir / "out" / "floor.onnx").exists()  # not shipped
 
@@ -98,7 +98,7 @@ def test_the_server_tells_the_device_and_logs_a_build_below_the_floor(user_dir: 
     port = free_port()
     server = subprocess.Popen(
         [*_edgecut(), "server", "--checkpoint", "tiny.pt", "--broker", "", "--grpc", f"127.0.0.1:{port}",
-         "--state-dir", "floor-server", "--min-delta-m", "1000"],
+         "--state-dir", "floor-server", "--min-delta-m", "1e6"],
         cwd=user_dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -110,7 +110,7 @@ def test_the_server_tells_the_device_and_logs_a_build_below_the_floor(user_dir: 
             )
             last = list(fleet.RequestModel(request, timeout=STEP_TIMEOUT_S))[-1]
         assert last.stage == pb.JobProgress.FAILED and last.error.code == pb.Error.BUILD_FAILED
-        assert "lost too much" in last.error.message and "below the floor of +1000 %" in last.error.message
+        assert "lost too much" in last.error.message and "below the floor of +1000000 %" in last.error.message
     finally:
         server.send_signal(signal.SIGTERM)
         _out, err = server.communicate(timeout=60)
