@@ -45,7 +45,7 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
 
 VAL_HELP = (
     "labelled folder to report quality on (default: the calibration folder's val split, else synthetic "
-    "scenes when they label every task)"
+    "scenes when calibrating on them and they label every task)"
 )
 
 

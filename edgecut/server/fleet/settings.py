@@ -66,7 +66,7 @@ class ServerSettings(BaseModel):
         default=None,
         title="validation data",
         description="a labelled folder to report each artifact's quality on; default: the calibration "
-        "folder's val split, else synthetic scenes when they label every task",
+        "folder's val split, else synthetic scenes when calibrating on them and they label every task",
     )
     image_scale: float | None = Field(
         default=None, gt=0, title="divide float images of the folders by this (when not in [0, 1])"
