@@ -123,11 +123,18 @@ def test_a_model_with_no_known_data_is_not_calibrated_on_synthetic_scenes(
 ) -> None:
     """Issue 27: without --calib-data a user's model was calibrated on synthetic scenes (Δm -63 ... -88 %)."""
     ckpt = _checkpoint(home)
-    line = fails(capsys, "prune", "--checkpoint", str(ckpt), "--tasks", "seg", "--budget", "macs=0.5")
-    assert line == (
+    sentence = (
         "error: m.pt does not record which images its model was trained on: pass --calib-data FOLDER with "
         "images like them (or --calib-data synthetic to calibrate on edgecut's synthetic scenes)"
     )
+    assert (
+        fails(capsys, "prune", "--checkpoint", str(ckpt), "--tasks", "seg", "--budget", "macs=0.5")
+        == sentence
+    )
+    line = fails(
+        capsys, "bench", "prune", "--checkpoint", str(ckpt), "--tasks", "seg", "--quick", "--out", ""
+    )
+    assert line == sentence
 
 
 def test_labels_a_method_needs_and_a_bug_in_the_users_code(
