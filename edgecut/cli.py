@@ -22,6 +22,7 @@ from edgecut.errors import EdgecutError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edgecut import broker_cli
     from edgecut.agent import cli as agent_cli
     from edgecut.server import cli as server_cli
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     if not missing:
         server_cli.register(sub)
     agent_cli.register(sub)
+    broker_cli.register(sub)  # mosquitto needs no extra; iotcore comes with the server extra
     return parser
 
 

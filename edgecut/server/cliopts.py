@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from edgecut.errors import ConfigError
+from edgecut.server.spec import MIN_DELTA_M
 
 MODEL_HELP = (
     "the model class: a registered name, an `edgecut.models` entry point, or module:Class imported "
@@ -43,7 +45,7 @@ def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
 
 VAL_HELP = (
     "labelled folder to report quality on (default: the calibration folder's val split, else synthetic "
-    "scenes when they label every task)"
+    "scenes when calibrating on them and they label every task)"
 )
 
 
@@ -52,7 +54,9 @@ def add_data(p: argparse.ArgumentParser, calib: bool = True, val_help: str = VAL
         p.add_argument(
             "--calib-data",
             metavar="FOLDER",
-            help="unlabelled images to score and recover with: a labelled folder, or 'synthetic' (default)",
+            help="images to calibrate on (BatchNorm statistics, channel scores, recovery): a folder, or "
+            "'synthetic' for edgecut's scenes (default: the data the checkpoint was trained on, else "
+            "--val-data's images; a model with neither is refused)",
         )
     p.add_argument("--val-data", metavar="FOLDER", help=val_help)
     p.add_argument(
@@ -60,6 +64,30 @@ def add_data(p: argparse.ArgumentParser, calib: bool = True, val_help: str = VAL
         type=positive_float,
         metavar="S",
         help="divide float images by S (for folders whose float images are not in [0, 1], e.g. 255)",
+    )
+
+
+def floor_value(text: str) -> float:
+    """`--min-delta-m`: a Δm in % (e.g. -30), or 'off' (-inf: no floor)."""
+    if text.strip().lower() == "off":
+        return -math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"expected a Δm in % such as -30, or off; got {text!r}")
+    return value
+
+
+def add_floor(p: argparse.ArgumentParser, default: float | None = MIN_DELTA_M) -> None:
+    p.add_argument(
+        "--min-delta-m",
+        type=floor_value,
+        default=default,
+        metavar="PCT|off",
+        help=f"fail a build whose Δm against the full model falls below PCT %% (default {MIN_DELTA_M:g}; "
+        "off = ship whatever it measures)",
     )
 
 

@@ -45,15 +45,23 @@ from edgecut.server.cut.refine import (
 )
 from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, narrowable, train_scratch
 from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
-from edgecut.server.errors import ImpossibleBudgetError, ModelContractError, UnknownTaskError
+from edgecut.server.errors import BuildError, ImpossibleBudgetError, ModelContractError, UnknownTaskError
 from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.calibration import calibration_source
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.sources import LabelledSource, engine_data, labelled_tasks, training_source
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
-from edgecut.server.spec import PIPELINE_VERSION, BuildSpec, BuiltArtifact, ProgressFn, Refinement
+from edgecut.server.spec import (
+    MIN_DELTA_M,
+    PIPELINE_VERSION,
+    BuildSpec,
+    BuiltArtifact,
+    ProgressFn,
+    Refinement,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +85,8 @@ class TorchEngine:
         balance_share: float = DEFAULT_SHARE,
         train: LabelledSource | None = None,
         scratch: ScratchOptions | None = None,
+        min_delta_m: float = MIN_DELTA_M,
+        calibrated_on: str = "the given images",
     ) -> None:
         self.base = check_contract(base).eval()
         self._base_id = base_id
@@ -89,6 +99,8 @@ class TorchEngine:
         self.balance_share = balance_share  # a task this far below the full model triggers a rebalance
         self.train = train  # labelled training samples: from-scratch candidates are tried when set
         self.scratch = scratch or ScratchOptions()
+        self.min_delta_m = min_delta_m  # a build whose Δm (%) falls below this fails (-inf: no floor)
+        self.calibrated_on = calibrated_on  # said to the user: where the calibration images come from
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
         self._val_tasks = labelled_tasks(val) if val is not None else set()
@@ -165,6 +177,7 @@ class TorchEngine:
             if balanced.rebuilt:
                 logger.info("build %s: rebalanced the fusion to %s", key[:12], balanced.weights)
             report, metrics = balanced.build
+            self._check_floor(spec, metrics, reference, balanced.changes)
             progress("exporting", 0.92, "exporting ONNX")
             if self.refinements(spec):
                 save_student(student_path(self.work_dir, key, 0), report.model)
@@ -176,6 +189,21 @@ class TorchEngine:
             return self._export(
                 report.model, meta, {f"{k}_s": v for k, v in report.seconds.items()}, t0, balanced.rebuilt
             )
+
+    def _check_floor(
+        self, spec: BuildSpec, metrics: Metrics, reference: Metrics, changes: dict[str, float]
+    ) -> None:
+        """Refuse a build whose Δm on the validation set is below `min_delta_m`, with each task's change."""
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
+        dm = quality(metrics, reference, specs)
+        if dm is None or dm >= self.min_delta_m:
+            return
+        tasks = ", ".join(f"{t} {100 * c:+.1f} %" for t, c in sorted(changes.items()))
+        raise BuildError(
+            f"the tailored model for {', '.join(spec.tasks)} at {spec.budget.bucket()} lost too much: Δm "
+            f"{dm:+.1f} % ({tasks}) is below the floor of {self.min_delta_m:+.0f} %; it was calibrated on "
+            f"{self.calibrated_on}: calibrate on images like the model's own, or give a larger budget"
+        )
 
     def refinements(self, spec: BuildSpec) -> int:
         """Refinements follow a recovered build whose tasks the validation data can judge: the
@@ -419,18 +447,25 @@ def load_engine(
     balance_share: float = DEFAULT_SHARE,
     train_data: str | None = None,
     scratch_seconds: float | None = None,
+    min_delta_m: float = MIN_DELTA_M,
 ) -> TorchEngine:
     """The engine for a trained checkpoint (built as `model` when given, else as the class it records).
 
-    Calibration images are synthetic scenes unless a folder is given; validation as in
+    Calibration images: `calib_data` (a folder or "synthetic"), else the data the checkpoint was trained
+    on, else `val_data`'s images; a model with none is refused (mtl/calibration.py). Validation as in
     sources.engine_data. `refine_steps` sets the refinements' lengths (() = none, and no from-scratch
     candidate either); a kept task more than `balance_share` below the full model triggers one
     rebalanced rebuild. `train_data` labels the from-scratch candidate's training (sources.training_source:
     by default the reference's synthetic scenes when they label every task; "off" = no candidate), which
-    trains for at most `scratch_seconds` (default ScratchOptions.seconds).
+    trains for at most `scratch_seconds` (default ScratchOptions.seconds). A build whose Δm falls below
+    `min_delta_m` (%) fails instead of shipping (-inf: no floor).
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    base = check_outputs(checkpoint.load(checkpoint_path, model))
+    doc = checkpoint.read(checkpoint_path)
+    base = check_outputs(checkpoint.model_from(doc, model, source=str(checkpoint_path)))
+    calibration = calibration_source(doc, checkpoint_path.name, calib_data, val_data)
+    calib_data = calibration.source
+    logger.info("calibrating on %s", calibration.why)
     calib, val = engine_data(
         list(base.task_specs.values()),
         base.input_size,
@@ -479,4 +514,6 @@ def load_engine(
             val_data,
         ),
         scratch=ScratchOptions() if scratch_seconds is None else ScratchOptions(seconds=scratch_seconds),
+        min_delta_m=min_delta_m,
+        calibrated_on=calibration.why,
     )

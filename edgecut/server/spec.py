@@ -22,6 +22,9 @@ from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 # 3: quick recovery with feature distillation, weighted vote, rebalanced fusion for a lagging task
 PIPELINE_VERSION = "cut-3"
 
+# Δm (%) below which a build is refused, not shipped: a model that lost this much is broken (calibrated on
+# the wrong images, a budget far too tight), and a device is better off keeping what it runs
+MIN_DELTA_M = -30.0
 # stage name (queued, importance, pruning, recovery, exporting, ready, failed), fraction 0..1, detail
 ProgressFn = Callable[[str, float, str], None]
 

@@ -84,7 +84,7 @@ def test_train_then_prune_a_model_outside_the_package_on_folder_data(user_dir: P
     assert set(trained["metrics"]["slant"]) == {"abs_err", "rmse"}
 
     done = _run(user_dir, "prune", "--model", MODEL, "--checkpoint", "tiny.pt", "--tasks", "seg,count",
-                "--budget", "macs=0.5", "--val-data", "data", "--calib-data", "data",
+                "--budget", "macs=0.5", "--val-data", "data",
                 "--recover-steps", "10", "--out", "out/seg-count.onnx")  # fmt: skip
     meta = json.loads((user_dir / "out" / "seg-count.json").read_text())
     assert meta["tasks"] == ["count", "seg"] and meta["macs"] < meta["full_macs"]
@@ -106,7 +106,7 @@ def test_the_server_tailors_the_user_model_for_a_device(user_dir: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
         [*_edgecut(), "server", "--model", MODEL, "--checkpoint", "tiny.pt", "--val-data", "data",
-         "--calib-data", "data", "--broker", "", "--grpc", f"127.0.0.1:{port}", "--state-dir", "server"],
+         "--broker", "", "--grpc", f"127.0.0.1:{port}", "--state-dir", "server"],
         cwd=user_dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

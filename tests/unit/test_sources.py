@@ -87,3 +87,24 @@ def test_the_from_scratch_candidates_training_data_and_its_defaults(folder: Path
         training_source(mine, SIZE, str(flat), None, tmp_path, 12, 0, val_data=str(flat))
     with pytest.raises(DatasetError, match="labels none of the model's tasks"):
         training_source([LARGEST], SIZE, str(folder), None, tmp_path, 12, 0)
+
+
+@pytest.mark.parametrize("layout", ["images-with-val-inside", "train-and-val"])
+def test_both_documented_folder_layouts_train_calibrate_and_validate(
+    layout: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 27: docs/models.md shows data/images/... with data/val/ inside; that was refused with
+    "no split 'train' in data: found val". Both it and data/train/ + data/val/ work the same way."""
+    root = tmp_path / "data"
+    write_scene_folder(
+        root if layout == "images-with-val-inside" else root / "train", 10, 1, SIZE, ("seg", "count")
+    )
+    write_scene_folder(root / "val", 4, 2, SIZE, ("seg", "count"))
+    with caplog.at_level(logging.WARNING):
+        train, val, specs = training_data(str(root), None, SIZE, 0, 0, 0, None)
+    assert [s.name for s in specs] == ["seg", "count"]
+    assert (len(train), len(val)) == (10, 4)  # type: ignore[arg-type]  # the val split, not a hold-out
+    calib, val = engine_data(specs, SIZE, str(root), None, None, 8, 8, 7, 1000)
+    assert (len(calib), len(val or [])) == (10, 4)  # type: ignore[arg-type]
+    assert not any(torch.equal(c, v) for c in _images(calib) for v in _images(val))
+    assert "ignoring" not in caplog.text  # val/ is a split, not an unknown task folder

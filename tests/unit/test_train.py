@@ -107,3 +107,19 @@ def test_a_partial_from_another_config_is_ignored(
     step_counter.clear()
     train(replace(TINY, lr=1e-3), out=out, cache_dir=tmp_path, show_progress=False)
     assert len(step_counter) == TINY.epochs * STEPS_PER_EPOCH  # restarted from scratch
+
+
+def test_the_checkpoint_records_the_data_it_was_trained_on(tmp_path: Path) -> None:
+    """Issue 27: prune and the server calibrate on it by default (mtl/calibration.py)."""
+    from edgecut.server.bench.scene_folder import write_scene_folder
+    from edgecut.server.mtl.calibration import folder_digest
+
+    write_scene_folder(tmp_path / "data", 8, 1, 32, ("seg", "count"))
+    train(replace(TINY, epochs=1, data=str(tmp_path / "data")), out=tmp_path / "f.pt", show_progress=False)
+    recorded = checkpoint.read(tmp_path / "f.pt")["trained_on"]
+    assert recorded == {
+        "data": str((tmp_path / "data").resolve()),
+        "digest": folder_digest(tmp_path / "data"),
+    }
+    train(replace(TINY, epochs=1, n_train=16), out=tmp_path / "s.pt", cache_dir=tmp_path, show_progress=False)
+    assert checkpoint.read(tmp_path / "s.pt")["trained_on"] == {"data": "synthetic"}

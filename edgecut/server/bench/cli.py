@@ -232,6 +232,8 @@ def run_prune(args: argparse.Namespace) -> int:
     from edgecut.server.bench import prune as bench
     from edgecut.server.cut.methods import METHODS
     from edgecut.server.mtl import checkpoint
+    from edgecut.server.mtl.calibration import calibration_source
+    from edgecut.server.mtl.sources import is_synthetic
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
@@ -244,6 +246,8 @@ def run_prune(args: argparse.Namespace) -> int:
     if any(not 0 < v < 1 for v in levels):
         raise ConfigError(f"--levels must be in (0, 1), got {args.levels!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
+    # like prune and the server: the model's own data unless told otherwise (mtl/calibration.py)
+    calib = calibration_source(checkpoint.read(ckpt), ckpt.name, args.calib_data, args.val_data).source
     cfg = bench.PruneBenchConfig(
         ckpt,
         tuple(t.strip() for t in args.tasks.split(",")),
@@ -252,7 +256,7 @@ def run_prune(args: argparse.Namespace) -> int:
         args.recovery_steps,
         cache_dir=scenes_cache(args.data_dir),
         model=args.model,
-        calib_data=args.calib_data,
+        calib_data=None if is_synthetic(calib) else calib,
         val_data=args.val_data,
         image_scale=args.image_scale,
     )

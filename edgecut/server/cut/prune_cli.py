@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecut.errors import ConfigError
-from edgecut.server.cliopts import add_data, add_model
+from edgecut.server.cliopts import add_data, add_floor, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model(p)
     add_data(p)
+    add_floor(p)
     p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised copy")
     p.set_defaults(handler=run)
 
@@ -83,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         val_data=args.val_data,
         model=args.model,
         image_scale=args.image_scale,
+        min_delta_m=args.min_delta_m,
     )
+    console.print(f"calibrating on {engine.calibrated_on}", highlight=False)
     m = METHODS[args.method]
     recovery = (
         RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds)

@@ -15,12 +15,10 @@ from types import FrameType
 from typing import Any
 
 from edgecut.errors import ConfigError, EdgecutError
-from edgecut.server.cliopts import add_data, add_model
+from edgecut.server.cliopts import add_data, add_floor, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
 logger = logging.getLogger(__name__)
-
-SYNTHETIC = "synthetic"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP.replace("DATA_DIR", str(DEFAULT_DATA_DIR)))
     add_model(p)
     add_data(p)
+    add_floor(p, default=None)
     p.add_argument(
         "--train-data",
         metavar="FOLDER|synthetic|off",
@@ -121,7 +120,6 @@ def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    calib = args.calib_data
     return {
         "checkpoint": args.checkpoint,
         "broker": args.broker,
@@ -130,7 +128,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "state_dir": args.state_dir,
         "workers": args.workers,
         "signing_key": args.signing_key,
-        "calib_data": None if calib in (None, SYNTHETIC) else calib,
+        "calib_data": args.calib_data,
+        "min_delta_m": args.min_delta_m,
         "http": "" if args.http == "off" else args.http,
         "model": args.model,
         "val_data": args.val_data,
@@ -167,7 +166,9 @@ def run_server(args: argparse.Namespace) -> int:
         image_scale=settings.image_scale,
         train_data=settings.train_data,
         scratch_seconds=settings.scratch_seconds,
+        min_delta_m=settings.min_delta_m,
     )
+    print(f"edgecut server: calibrating on {engine.calibrated_on}", file=sys.stderr, flush=True)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

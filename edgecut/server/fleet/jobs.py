@@ -457,6 +457,8 @@ class JobManager:
                 "refinement": outcome.refinement,
             }
         else:
+            # the device and the API see the reason; so does whoever reads the server's log
+            logger.warning("build %s failed (%s): %s", key[:12], outcome.code, outcome.message)
             fields = {
                 "state": FAILED,
                 "stage": "failed",

@@ -9,6 +9,7 @@ value raises `ConfigError` naming the key, the value and the reason (the CLI exi
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from edgecut.server.fleet.history import DEFAULT_KEEP_SAMPLES
 from edgecut.server.fleet.limits import LimitSettings
 from edgecut.server.fleet.mqtt_bridge import parse_broker_url
 from edgecut.server.fleet.rollout_policy import RolloutSettings
+from edgecut.server.spec import MIN_DELTA_M
 
 ENV_PREFIX = "EDGECUT_"
 
@@ -51,13 +53,20 @@ class ServerSettings(BaseModel):
     calib_data: str | None = Field(
         default=None,
         title="calibration data",
-        description="a folder of images, or empty for synthetic scenes",
+        description="a folder of images, or 'synthetic' for edgecut's scenes; default: the data the "
+        "checkpoint was trained on, else val_data's images (a model with neither is refused)",
+    )
+    min_delta_m: float = Field(
+        default=MIN_DELTA_M,
+        title="Δm floor (%)",
+        description="a build whose Δm against the full model falls below it fails instead of shipping; "
+        "off = no floor",
     )
     val_data: str | None = Field(
         default=None,
         title="validation data",
         description="a labelled folder to report each artifact's quality on; default: the calibration "
-        "folder's val split, else synthetic scenes when they label every task",
+        "folder's val split, else synthetic scenes when calibrating on them and they label every task",
     )
     image_scale: float | None = Field(
         default=None, gt=0, title="divide float images of the folders by this (when not in [0, 1])"
@@ -198,6 +207,14 @@ class ServerSettings(BaseModel):
                 parse_broker_url(v)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("min_delta_m", mode="before")
+    @classmethod
+    def _floor_off(cls, v: Any) -> Any:
+        # "off" (YAML reads a bare off as false, null as None): no floor
+        if v is None or v is False or (isinstance(v, str) and v.strip().lower() == "off"):
+            return -math.inf
         return v
 
     @field_validator("http")

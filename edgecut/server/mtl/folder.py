@@ -1,6 +1,7 @@
 """Real labelled images from an NYUv2-style folder, as a torch Dataset giving the same samples as data.py.
 
-Two layouts are read; `root/<split>` is used when it exists, else `root` itself:
+Two layouts are read; `root/<split>` is used when it exists, else `root` itself (images/ at the top with
+val/ inside, as docs/models.md shows, is that case for the train split):
 
     NYUv2 npy (MTAN / DiSparse preprocessed)         image files
     root/train/image/<i>.npy   H x W x 3, uint8 or 0-1  root/images/<id>.png|jpg|npy
@@ -80,6 +81,11 @@ def _index(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def _is_split(d: Path) -> bool:
+    """A split folder (val/, test/, ...): a folder with its own images inside."""
+    return d.is_dir() and any((d / i).is_dir() for i in IMAGE_DIRS)
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -154,9 +160,9 @@ class FolderDataset(Dataset[Batch]):
             raise DatasetError(f"no dataset folder at {self.root}")
         if (self.root / split).is_dir():
             return self.root / split
-        splits = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and any((d / i).is_dir() for i in IMAGE_DIRS)
-        )
+        if any((self.root / i).is_dir() for i in IMAGE_DIRS):
+            return self.root  # images at the top with val/ (or test/) beside them: the top is the train split
+        splits = sorted(d.name for d in self.root.iterdir() if _is_split(d))
         if splits:
             raise DatasetError(f"no split {split!r} in {self.root}: found {', '.join(splits)}")
         return self.root
@@ -173,7 +179,7 @@ class FolderDataset(Dataset[Batch]):
         folders: dict[str, Path] = {}
         jsons: dict[str, Path] = {}
         for p in sorted(self.base.iterdir()):
-            if p.name.startswith(".") or p == image_dir:
+            if p.name.startswith(".") or p == image_dir or _is_split(p):
                 continue
             if p.is_dir():
                 folders[_task_name(p.name)] = p

@@ -115,7 +115,8 @@ def engine_data(
     """(calibration images, validation samples or None) for tailoring a model with `specs`.
 
     Validation: `val_data`, else the calibration folder's val/test split, else synthetic scenes when
-    they label every task, else none (artifacts then carry no quality figures, and a warning says so).
+    the calibration images are synthetic and the scenes label every task, else none (artifacts then
+    carry no quality figures, and a warning says so).
     """
     names = ", ".join(s.name for s in specs)
     if is_synthetic(calib_data):
@@ -135,7 +136,7 @@ def engine_data(
     elif not is_synthetic(calib_data) and eval_split(Path(str(calib_data))) != "train":
         root = Path(str(calib_data))
         val = folder_for(specs, root, size, eval_split(root), image_scale)
-    elif scene_compatible(specs):
+    elif is_synthetic(calib_data) and scene_compatible(specs):  # never judge a user's folder model on them
         val = synthetic_scenes(n_val, val_seed, size, cache_dir, show_progress=False)
     else:
         logger.warning(

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.calibration import RECORD, training_record
 from edgecut.server.mtl.contract import MultiTaskModel, build_model, check_outputs
 from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline
@@ -131,6 +132,7 @@ def train(
     """Train `cfg`; with `out`, save `out` (final) and resume from `out`.partial if one matches `cfg`."""
     torch.manual_seed(cfg.seed)
     train_ds, val_ds, specs = datasets(cfg, cache_dir, show_progress)
+    trained_on = training_record(cfg.data)  # prune and the server calibrate on it by default
     model = check_outputs(build_model(cfg.arch, tasks=specs, input_size=cfg.image_size, **cfg.model))
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)  # type: ignore[arg-type]  # all sized
     opt, sched = recipe(model, cfg, cfg.epochs * steps_per_epoch)
@@ -178,7 +180,11 @@ def train(
     metrics = evaluate(model, model.task_specs, val_ds)
     baseline = trivial_baseline(model.task_specs, train_ds, val_ds)
     if out is not None:
-        checkpoint.save(out, model, {"train_config": asdict(cfg), "metrics": metrics, "seconds": seconds})
+        checkpoint.save(
+            out,
+            model,
+            {"train_config": asdict(cfg), "metrics": metrics, "seconds": seconds, RECORD: trained_on},
+        )
         out.with_suffix(".metrics.json").write_text(
             json.dumps(
                 {

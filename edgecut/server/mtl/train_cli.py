@@ -28,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, help="model class: a registered name, an entry point or module:Class (default: the reference)"
     )
     p.add_argument("--model-config", metavar="JSON", help="keyword arguments of the model class, as JSON")
-    p.add_argument("--data", metavar="FOLDER", help="labelled training folder (default: synthetic scenes)")
+    p.add_argument(
+        "--data",
+        metavar="FOLDER",
+        help="labelled training folder (default: synthetic scenes); the checkpoint records it (path and "
+        "digest), and prune and server calibrate on it by default",
+    )
     add_data(
         p,
         calib=False,

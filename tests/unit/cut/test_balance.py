@@ -95,7 +95,9 @@ def test_engine_rebalances_a_starved_task_and_reports_what_remains(tmp_path, tra
     """A tiny model with one task starved by a user priority of 0.05: the engine weights it up and
     rebuilds; the artifact carries the per-task changes, the weights used and any trade-off left."""
     checkpoint.save(tmp_path / "m.pt", trained_small)
-    engine = load_engine(tmp_path / "m.pt", tmp_path, n_calib=48, n_val=32, recovery_steps=3, refine_steps=())
+    engine = load_engine(
+        tmp_path / "m.pt", tmp_path, "synthetic", n_calib=48, n_val=32, recovery_steps=3, refine_steps=()
+    )
     spec = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.5), {"seg": 0.05})
     engine.balance_share = 10.0  # nothing counts as behind: one build, to see where each task lands
     first = engine.build(spec, lambda *a: None)
@@ -118,7 +120,7 @@ def test_engine_rebalances_a_starved_task_and_reports_what_remains(tmp_path, tra
 
     # With refinements to follow, the quick build ships at once: no rebuild, the lag reported on it.
     quick = load_engine(
-        tmp_path / "m.pt", tmp_path, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(3,)
+        tmp_path / "m.pt", tmp_path, "synthetic", n_calib=48, n_val=32, recovery_steps=3, refine_steps=(3,)
     )
     quick.balance_share = share
     shipped = quick.build(spec, lambda *a: None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import onnxruntime as ort
@@ -18,7 +20,7 @@ def engine(tmp_path_factory, trained_small):
     d = tmp_path_factory.mktemp("engine")
     ckpt = d / "model.pt"
     checkpoint.save(ckpt, trained_small)
-    return load_engine(ckpt, d, n_calib=48, n_val=32, recovery_steps=5)
+    return load_engine(ckpt, d, "synthetic", n_calib=48, n_val=32, recovery_steps=5)
 
 
 def test_validate_rejects_unknown_tasks_and_impossible_budgets(engine) -> None:
@@ -69,10 +71,34 @@ def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) ->
     model = build_model("examples.unet:DepthwiseUNet", tasks=tasks, input_size=32, width=8, head_width=8)
     checkpoint.save(tmp_path / "m.pt", model)
     engine = load_engine(
-        tmp_path / "m.pt", tmp_path, calib_data=str(tmp_path / "data"), n_calib=16, recovery_steps=2
+        tmp_path / "m.pt",
+        tmp_path,
+        calib_data=str(tmp_path / "data"),
+        n_calib=16,
+        recovery_steps=2,
+        min_delta_m=-math.inf,  # an untrained model: which tasks are judged is the point, not its Δm
     )
     built = engine.build(BuildSpec.create(["slant", "largest"], Budget(macs_fraction=0.5)), lambda *a: None)
     assert set(built.meta.metrics) == set(built.meta.reference_metrics) == {"slant"}
     assert set(built.meta.metrics["slant"]) == {"abs_err", "rmse"}
     assert built.meta.outputs["slant"].kind == "regression"
     built.cleanup()
+
+
+def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine) -> None:
+    """Issue 27: a build that lost too much is a failed build with its figures, not an artifact."""
+    from edgecut.server.errors import BuildError
+
+    spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5), recover=False)
+    engine.min_delta_m = 1e6  # beyond any model, so the test does not hang on how this one trained
+    exported = set((engine.work_dir / "tmp").glob("build-*/model.onnx"))
+    try:
+        with pytest.raises(BuildError) as failed:
+            engine.build(spec, lambda *a: None)
+    finally:
+        engine.min_delta_m = -30.0
+    message = str(failed.value)
+    assert message.startswith("the tailored model for depth, seg at macs=0.5 lost too much: Δm ")
+    assert re.search(r"\(depth [-+]\d+\.\d %, seg [-+]\d+\.\d %\) is below the floor of \+1000000 %", message)
+    assert "it was calibrated on edgecut's synthetic scenes, given by --calib-data" in message
+    assert set((engine.work_dir / "tmp").glob("build-*/model.onnx")) == exported  # nothing exported

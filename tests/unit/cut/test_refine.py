@@ -29,7 +29,14 @@ def engine(tmp_path_factory, trained_small):
     d = tmp_path_factory.mktemp("refine")
     checkpoint.save(d / "model.pt", trained_small)
     return load_engine(
-        d / "model.pt", d, n_calib=48, n_val=32, recovery_steps=3, refine_steps=(12, 12), train_data="off"
+        d / "model.pt",
+        d,
+        "synthetic",
+        n_calib=48,
+        n_val=32,
+        recovery_steps=3,
+        refine_steps=(12, 12),
+        train_data="off",
     )
 
 

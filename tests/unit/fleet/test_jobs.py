@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,23 @@ def test_a_failed_build_reaches_every_waiter_and_can_be_retried(tmp_path: Path) 
         s.jobs.submit(spec("normals"), again)  # failures are not cached
         assert again.done.wait(10) and isinstance(again.events[-1], Ready)
         assert len(s.engine.builds) == 2
+    finally:
+        s.close()
+
+
+def test_the_server_log_says_why_a_build_failed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 27: a failed build was on the device's status and /api/v1/builds, but not in the server log."""
+    s = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=0.1, fail_tasks={"normals"}))
+    try:
+        c = Collector()
+        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs"):
+            s.jobs.submit(spec("normals"), c)
+            assert c.done.wait(10)
+            wait_until(lambda: "failed" in caplog.text, 10)
+        key = s.jobs.build_key(spec("normals"))[:12]
+        [line] = [r for r in caplog.records if key in r.getMessage()]
+        assert line.levelno == logging.WARNING
+        assert "BUILD_FAILED" in line.getMessage() and "recovery diverged for normals" in line.getMessage()
     finally:
         s.close()
 

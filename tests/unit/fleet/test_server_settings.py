@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -89,7 +90,9 @@ def test_server_command_runs_the_service_until_sigterm(
         checkpoint_path: Path, state_dir: Path, calib_data: str | None, **kw: object
     ) -> OnnxTestEngine:
         seen.update(checkpoint=checkpoint_path, state_dir=state_dir, calib_data=calib_data, **kw)
-        return OnnxTestEngine(tmp_path / "work")
+        engine = OnnxTestEngine(tmp_path / "work")
+        engine.calibrated_on = "edgecut's synthetic scenes, given by --calib-data"  # type: ignore[attr-defined]
+        return engine
 
     monkeypatch.setitem(sys.modules, "edgecut.server.engine", types.SimpleNamespace(load_engine=load_engine))
     old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -130,7 +133,9 @@ def test_server_command_runs_the_service_until_sigterm(
         for sig, old in old_handlers.items():
             signal.signal(sig, old)
     assert seen["health"] == health_pb2.HealthCheckResponse.SERVING
-    assert seen["checkpoint"] == (ckpt if given else PACKAGED_REFERENCE) and seen["calib_data"] is None
+    # asked for by name, synthetic scenes are passed on as such (no name = the model's own data)
+    assert seen["checkpoint"] == (ckpt if given else PACKAGED_REFERENCE) and seen["calib_data"] == "synthetic"
+    assert seen["min_delta_m"] == -30.0
     assert (seen["model"], seen["val_data"]) == ("mymodels:TinyMTL", str(tmp_path / "val"))
     assert (tmp_path / "s" / "registry.sqlite3").exists()
 
@@ -144,3 +149,13 @@ def test_bench_download_joins_an_existing_bench_command() -> None:
     args = p.parse_args(["bench", "download", "--size-mb", "1", "--no-write"])
     assert args.handler is service_cli.run_bench_download and args.size_mb == 1.0
     assert p.parse_args(["bench", "pruning"]).bench_command == "pruning"
+
+
+def test_the_delta_m_floor_defaults_to_minus_30_and_can_be_turned_off(tmp_path: Path) -> None:
+    assert load_settings(None, {}, {}).min_delta_m == -30.0
+    assert load_settings(None, {}, {"EDGECUT_MIN_DELTA_M": "-50"}).min_delta_m == -50.0
+    (tmp_path / "s.yaml").write_text("min_delta_m: off\n")  # YAML reads a bare off as false
+    assert load_settings(tmp_path / "s.yaml", {}, {}).min_delta_m == -math.inf
+    assert load_settings(None, {}, {"EDGECUT_MIN_DELTA_M": "off"}).min_delta_m == -math.inf
+    with pytest.raises(ConfigError, match="min_delta_m = 'lots'"):
+        load_settings(None, {}, {"EDGECUT_MIN_DELTA_M": "lots"})
