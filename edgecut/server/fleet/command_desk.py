@@ -123,7 +123,7 @@ class CommandDesk:
         try:
             cmd, args = self._command(device_id, action, tasks)
         except CommandError as exc:
-            self._audit(who, origin, "refused", action[:16], device_id[:128], "", str(exc))
+            self.refuse(who, origin, action, device_id, str(exc))
             raise
         signed = sign_command(self.key, cmd)
         payload = signed.SerializeToString()
@@ -151,6 +151,10 @@ class CommandDesk:
         logger.info("operator %s sent %s to %s (%s)", who, action, device_id, cmd.command_id)
         self._event(row)
         return row
+
+    def refuse(self, who: str, origin: str, action: str, device_id: str, reason: str) -> None:
+        """Audit a request that is not sent (bad input, or a user who may not command)."""
+        self._audit(who, origin, "refused", action[:16], device_id[:128], "", reason)
 
     def _command(
         self, device_id: str, action: str, tasks: list[str] | None
