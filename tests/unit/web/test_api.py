@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.observe import FleetEvent
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.recorder import HistoryRecorder
+from edgecut.server.fleet.registry import REFINE, Registry
 from edgecut.server.fleet.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from edgecut.server.web.app import STATIC, create_app
@@ -340,3 +341,42 @@ def test_a_viewer_reads_but_may_not_command_and_the_refusal_is_audited(tmp_path:
     ]
     c.close()
     w.registry.close()
+
+
+def test_refinements_show_their_live_progress_a_label_and_their_artifacts(web: Web) -> None:
+    recorder = HistoryRecorder(web.history, web.store, latency_runs=0)
+    recorder.start()
+    web.hub.jobs.clear()
+    total = {"tasks": ["depth", "seg"], "budget": {"macs_fraction": 0.3}}
+    refine = {"of": "k1", "parent": web.artifact, "number": 1, "total": 2}
+    web.registry.create_job("k1~r1", {**total, "refine": refine}, kind=REFINE)
+
+    def emit(stage: str, fraction: float, **data: object) -> None:
+        e = FleetEvent(
+            "refinement", data={"build_key": "k1~r1", "stage": stage, "fraction": fraction, **data}
+        )
+        web.hub(e)
+        recorder(e)
+
+    emit("queued", 0.0, tasks=["depth", "seg"], **refine)
+    emit("running", 0.0, tasks=["depth", "seg"], **refine)
+    emit("recovery", 0.05, **refine)  # the registry keeps the stage's first fraction ...
+    web.registry.update_job("k1~r1", stage="recovery", fraction=0.05)
+    emit("recovery", 0.54, **refine)  # ... the event stream goes on
+    (job,) = web.client.get("/api/v1/builds").json()["active"]
+    assert (job["stage"], job["fraction"], job["label"], job["refines"]) == (
+        "recovery",
+        0.54,
+        "refinement 1/2",
+        "k1",
+    )
+    page = web.client.get("/builds").text
+    assert "refinement 1/2" in page and 'value="0.54"' in page
+
+    emit("ready", 1.0, artifact_id=web.artifact)
+    assert recorder.flush()
+    (run,) = web.client.get("/api/v1/builds").json()["recent"]
+    assert (run["build_key"], run["label"], run["result"]) == ("k1~r1", "refinement 1", "done")
+    assert run["model"] is not None and run["artifact_id"] == web.artifact and run["quality"]
+    assert web.hub.job_progress("k1~r1") is None  # no longer active
+    recorder.stop()
