@@ -245,12 +245,14 @@ class ServerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _dashboard_beyond_loopback_needs_auth(self) -> ServerSettings:
-        if self.http and not self.http_users and not self.http_client_ca:
+        # mutual TLS counts only with HTTPS on (a client CA without a certificate serves plain HTTP)
+        mutual_tls = bool(self.http_client_ca and self.http_tls_cert and self.http_tls_key)
+        if self.http and not self.http_users and not mutual_tls:
             host = split_host_port(self.http)[0]
             if not _loopback_host(host):
                 raise ValueError(
                     f"the dashboard would listen on {self.http}, beyond this machine, with no credentials: "
-                    "set http_users (or http_client_ca), or listen on 127.0.0.1"
+                    "set http_users (or HTTPS with http_client_ca), or listen on 127.0.0.1"
                 )
         return self
 

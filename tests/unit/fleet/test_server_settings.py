@@ -58,6 +58,7 @@ def test_sources_in_order_file_then_env_then_options(tmp_path: Path) -> None:
         ("", {"EDGECUT_CHUNK_SIZE": "lots"}, "chunk_size = 'lots'"),
         ("image_scale: 0\n", {}, "image_scale = 0"),
         ("http: 0.0.0.0:8080\n", {}, "beyond this machine, with no credentials: set http_users"),
+        ("http: 0.0.0.0:8080\nhttp_client_ca: ca.pem\n", {}, "beyond this machine, with no credentials"),
         ("http_users: {bob: {password: pw, role: admin}}\n", {}, "http_users.bob"),
         ("http_allowed_hosts: [evil.example/x]\n", {}, "is not a host name"),
     ],
