@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.broker)
+
+
+# In CI a skip in these categories is a failure: a runner without PostgreSQL, the TLS broker
+# (mosquitto), the deploy tools or chromium would otherwise go green having tested none of it.
+_TESTS = Path(__file__).parent
+REQUIRED_IN_CI = (
+    _TESTS / "browser",
+    _TESTS / "integration" / "deploy",
+    _TESTS / "integration" / "fleet" / "test_tls.py",
+    _TESTS / "integration" / "fleet" / "test_shared_subscriptions.py",
+)
+
+
+def required_in_ci(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    return "postgres" in getattr(item, "fixturenames", ()) or any(
+        path == p or path.is_relative_to(p) for p in REQUIRED_IN_CI
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.skipped and os.environ.get("CI", "").lower() in ("1", "true", "yes") and required_in_ci(item):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where this must run: {reason}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ BROKER=${BROKER_URL:-mqtts://mosquitto:8883}
 TASKS=("seg" "depth" "seg,depth" "seg,depth,normals")
 CLASSES=("rpi4" "rpi4" "jetson-nano" "x86")
 FLEET_KEY=$(cat "$PKI/fleet-public.txt")
+OPERATOR_KEY=$(cat "$PKI/operator-public.txt")
 pids=()
 for i in $(seq 1 "$N"); do
   id=$(printf 'sim-%03d' "$i")
@@ -21,6 +22,7 @@ mqtt_ca_file: $PKI/device-$id/ca.crt
 mqtt_cert_file: $PKI/device-$id/client.crt
 mqtt_key_file: $PKI/device-$id/client.key
 fleet_keys: ["$FLEET_KEY"]
+operator_keys: ["$OPERATOR_KEY"]
 state_dir: $dir
 listen: 127.0.0.1:0
 tasks: [${TASKS[$(( (i - 1) % 4 ))]}]

@@ -20,6 +20,9 @@ def test_changing_tasks_from_the_page_makes_the_device_serve_them(live: LiveFlee
     row = page.locator("#commands tr[data-command]").first
     expect(row).to_have_attribute("data-state", "ok")  # the device acknowledged it
     expect(row).to_contain_text("local")  # who: a browser on this machine, no users configured
+    # the line under the controls says so too, instead of still waiting for the device
+    expect(page.locator("#command-result")).to_have_text("set_tasks done by the device")
+    expect(page.locator("#command-result")).to_have_attribute("data-state", "ok")
 
     new = live.wait_serving("pi-desk", ["seg", "depth"])  # the agent really serves it ...
     expect(page.locator("#device-model")).to_have_attribute("data-artifact", new)  # ... and the page shows it

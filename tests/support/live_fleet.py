@@ -33,9 +33,11 @@ from .waiting import WAIT_S, wait_until
 
 
 @contextlib.contextmanager
-def running_fleet(root: Path, broker_url: str, **server_settings: Any) -> Iterator[LiveFleet]:
+def running_fleet(
+    root: Path, broker_url: str, engine: Any = None, **server_settings: Any
+) -> Iterator[LiveFleet]:
     """A LiveFleet for the length of a test; everything it started is stopped after."""
-    fleet = LiveFleet(root, broker_url, **server_settings)
+    fleet = LiveFleet(root, broker_url, engine, **server_settings)
     try:
         yield fleet
     finally:
@@ -43,11 +45,12 @@ def running_fleet(root: Path, broker_url: str, **server_settings: Any) -> Iterat
 
 
 class LiveFleet:
-    def __init__(self, root: Path, broker_url: str, **server_settings: Any) -> None:
+    def __init__(self, root: Path, broker_url: str, engine: Any = None, **server_settings: Any) -> None:
         self.root, self.broker_url = root, broker_url
         # one port for the fleet's life, so an open page reconnects to the restarted server
         self.server_settings = {"http": f"127.0.0.1:{free_port()}", **server_settings}
-        self.engine = OnnxTestEngine(root / "engine-test-mtl-v1")
+        # the test engine unless given one (the screenshots use the real, torch one)
+        self.engine = engine or OnnxTestEngine(root / "engine-test-mtl-v1")
         self.server: FleetServer = start_server(
             root / "fleet", self.engine, broker_url, **self.server_settings
         )

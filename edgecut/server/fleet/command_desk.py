@@ -13,7 +13,9 @@ restart, not on a reconnect — so a restart replays nothing.
 The device answers each command with a `CommandAck` on its ack topic; the desk (a fleet observer)
 marks the command `ok` or `failed` with the device's reason, audits it, and emits a `command` event
 (the dashboard shows it when it lands). An ack for a command sent to another device, or for an unknown
-command id, is ignored: a device may only answer for itself.
+command id that is not a command id, is ignored: a device may only answer for itself. A command the
+desk did not send (`edgecut command` publishes through its own MQTT connection) is recorded from its
+ack, as sent "outside the dashboard", so the audit log and the metrics count it too.
 
 The operator key is `operator_key` in the server settings, else `<state_dir>/operator.key`, generated
 on first start with its public half in `operator.pub` (the line agents list in `operator_keys`).
@@ -22,6 +24,7 @@ on first start with its public half in `operator.pub` (the line agents list in `
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +49,8 @@ SENT, OK, FAILED = "sent", "ok", "failed"
 KEY_FILE, PUB_FILE = "operator.key", "operator.pub"
 MAX_TASKS = 32
 _DEVICE_ID = topics.DEVICE_ID  # as the agent's settings allow: one MQTT topic level
+_COMMAND_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex, what commands.build makes
+OUTSIDE = "outside the dashboard"  # who sent a command the desk learns of from its ack (edgecut command)
 
 Publish = Callable[[str, bytes], None]  # device id, serialized Command
 
@@ -122,7 +127,7 @@ class CommandDesk:
         try:
             cmd, args = self._command(device_id, action, tasks)
         except CommandError as exc:
-            self._audit(who, origin, "refused", action[:16], device_id[:128], "", str(exc))
+            self.refuse(who, origin, action, device_id, str(exc))
             raise
         signed = sign_command(self.key, cmd)
         payload = signed.SerializeToString()
@@ -150,6 +155,10 @@ class CommandDesk:
         logger.info("operator %s sent %s to %s (%s)", who, action, device_id, cmd.command_id)
         self._event(row)
         return row
+
+    def refuse(self, who: str, origin: str, action: str, device_id: str, reason: str) -> None:
+        """Audit a request that is not sent (bad input, or a user who may not command)."""
+        self._audit(who, origin, "refused", action[:16], device_id[:128], "", reason)
 
     def _command(
         self, device_id: str, action: str, tasks: list[str] | None
@@ -198,7 +207,27 @@ class CommandDesk:
         reason = str(e.data.get("reason", ""))[:2000]
         with self._lock, self.registry.transaction() as s:
             row = s.get(CommandRow, command_id) if command_id else None
-            if row is None or row.device_id != e.device_id:
+            if row is None and _COMMAND_ID.match(command_id):
+                # sent by `edgecut command` (its own MQTT connection) or anything else that reached the
+                # device's command topic: recorded from the device's ack (on its own topic), so the
+                # audit log and the metrics have it too
+                row = CommandRow(
+                    command_id=command_id,
+                    device_id=e.device_id,
+                    action=_action(str(e.data.get("action", ""))),
+                    args={},
+                    who=OUTSIDE,
+                    origin="mqtt",
+                    created=e.at,
+                    state=SENT,
+                    message="",
+                    acked_at=None,
+                )
+                s.add(row)
+                logger.info(
+                    "device %s acked command %s sent by %s: recorded", e.device_id, command_id, OUTSIDE
+                )
+            elif row is None or row.device_id != e.device_id:
                 logger.warning(
                     "device %s acked command %r it was not sent: ignored", e.device_id, command_id[:64]
                 )
@@ -267,6 +296,12 @@ class CommandDesk:
             "id": row["command_id"],
         }
         self.observers.emit(FleetEvent("command", row["device_id"], data))
+
+
+def _action(acked: str) -> str:
+    """The desk's name for an action a device acked (set-tasks or set_tasks), else 'unknown'."""
+    name = acked.replace("-", "_")
+    return name if name in ACTIONS else "unknown"
 
 
 def _describe(args: dict[str, Any]) -> str:

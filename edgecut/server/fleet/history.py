@@ -48,7 +48,7 @@ class BuildRun(_Base):
     queued_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    result: Mapped[str] = mapped_column(String(16), default="")  # "", done, failed
+    result: Mapped[str] = mapped_column(String(16), default="")  # "", done, failed (+ refinement endings)
     artifact_id: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[str] = mapped_column(Text, default="")
     cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)  # later requests answered from the store
@@ -179,11 +179,12 @@ class FleetHistory:
             run.started_at, run.tasks = at, ",".join(tasks) or run.tasks
 
     def build_finished(
-        self, build_key: str, at: float, ok: bool, artifact_id: str = "", error: str = ""
+        self, build_key: str, at: float, ok: bool, artifact_id: str = "", error: str = "", result: str = ""
     ) -> None:
+        """`result` names an ending other than done/failed (a refinement: not better, stale, unwanted)."""
         with self.registry.transaction() as s:
             run = self._open_run(s, build_key, at)
-            run.finished_at, run.result = at, "done" if ok else "failed"
+            run.finished_at, run.result = at, result or ("done" if ok else "failed")
             run.artifact_id, run.error = artifact_id, error[:2000]
 
     def cache_hit(self, build_key: str) -> None:

@@ -274,7 +274,8 @@ class JobManager:
                         if hit is None:
                             self.registry.create_job(key, spec_to_dict(spec))
                 if hit is not None:
-                    self._observe(key, "ready", 1.0, source="cache", artifact_id=hit.artifact.artifact_id)
+                    source = "repeat" if self._offered(requester) == hit.artifact.artifact_id else "cache"
+                    self._observe(key, "ready", 1.0, source=source, artifact_id=hit.artifact.artifact_id)
                     if listener is not None:
                         listener(hit)
                     return Submission(key, ready=hit)
@@ -301,6 +302,12 @@ class JobManager:
     def active(self) -> list[str]:
         with self._lock:
             return list(self._active)
+
+    def _offered(self, requester: str) -> str:
+        """What `requester` (a device) was last offered: asking for it again (an unpin, a restart) is a
+        repeat, not a cache hit (one saved build)."""
+        dev = self.registry.device(requester) if requester else None
+        return str(dev.get("offered_artifact_id", "")) if dev else ""
 
     def _cached(self, key: str) -> Ready | None:
         rec = self.registry.job(key)

@@ -50,7 +50,7 @@ class HistoryRecorder:
         if event.kind == "telemetry" and self._queue.qsize() > MAX_PENDING:
             self.dropped += 1
             return
-        if event.kind in ("telemetry", "job"):
+        if event.kind in ("telemetry", "job", "refinement"):
             self._queue.put(event)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -85,6 +85,17 @@ class HistoryRecorder:
                 self._measure(str(d.get("artifact_id", "")))
             elif stage == "failed":
                 self.history.build_finished(key, e.at, False, error=str(d.get("error", "")))
+        elif e.kind == "refinement":  # a row of its own in the builds table (key K~rN)
+            stage, key = str(d.get("stage", "")), str(d.get("build_key", ""))
+            if stage == "queued":
+                self.history.build_queued(key, list(d.get("tasks", [])), e.at)
+            elif stage == "running":
+                self.history.build_started(key, list(d.get("tasks", [])), e.at)
+            elif stage == "ready":
+                self.history.build_finished(key, e.at, True, artifact_id=str(d.get("artifact_id", "")))
+                self._measure(str(d.get("artifact_id", "")))
+            elif stage in ("failed", "not better", "stale", "unwanted"):
+                self.history.build_finished(key, e.at, stage != "failed", result=stage)
 
     def _measure(self, artifact_id: str) -> None:
         if self.latency_runs < 1 or not artifact_id:

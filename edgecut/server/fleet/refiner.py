@@ -73,7 +73,7 @@ class Refiner:
         logger.info(
             "queued refinement %d/%d of %s (from %s)", number, total, build_key, parent_artifact_id[:12]
         )
-        self._observe(key, "queued", 0.0, doc["refine"])
+        self._observe(key, "queued", 0.0, {**doc["refine"], "tasks": list(spec.tasks)})
         self.wake.set()
         return True
 
@@ -139,7 +139,7 @@ class Refiner:
             self._finish(key, DONE, stage=STALE, **lineage)
             return
         jobs.hold(key)
-        self._observe(key, "running", 0.0, info)
+        self._observe(key, "running", 0.0, {**info, "tasks": list(spec.tasks)})
         stages = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:

@@ -9,15 +9,25 @@ value raises `ConfigError` naming the key, the value and the reason (the CLI exi
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.budget_policy import DeviceClassBudget
@@ -29,6 +39,9 @@ from edgecut.server.fleet.rollout_policy import RolloutSettings
 from edgecut.server.spec import MIN_DELTA_M
 
 ENV_PREFIX = "EDGECUT_"
+_HOST_PATTERN = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
+)
 
 
 class BudgetSettings(BaseModel):
@@ -38,6 +51,12 @@ class BudgetSettings(BaseModel):
         title="device class -> budget row",
         description="added to / replacing rows of the default table (rpi3, rpi4, rpi5, jetson-nano, x86)",
     )
+
+
+class HttpUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: SecretStr = Field(min_length=1, title="the user's password (HTTP Basic)")
+    role: Literal["viewer", "operator"] = Field(title="viewer: reads only; operator: also sends commands")
 
 
 class ServerSettings(BaseModel):
@@ -179,10 +198,17 @@ class ServerSettings(BaseModel):
         default=20, ge=0, le=10_000, title="onnxruntime runs to time each new artifact (0 = do not measure)"
     )
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
-    http_users: dict[str, SecretStr] = Field(
+    http_users: dict[str, SecretStr | HttpUser] = Field(
         default_factory=dict,
-        title="dashboard users (HTTP Basic): name -> password",
-        description="empty: anyone who reaches the port reads, and only this machine may send commands",
+        title="dashboard users (HTTP Basic): name -> password (an operator), or -> {password, role}",
+        description="role viewer reads, operator also sends commands; empty: anyone who reaches the port "
+        "reads, and only this machine may send commands (then the dashboard must listen on loopback)",
+    )
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        title="host names the dashboard answers to (the Host header), besides localhost and IP addresses",
+        description="e.g. fleet.example.com or *.example.com; any other name is refused (DNS rebinding)",
     )
     http_tls_cert: Path | None = Field(
         default=None, title="dashboard HTTPS certificate chain (PEM); none = HTTP"
@@ -224,6 +250,29 @@ class ServerSettings(BaseModel):
             split_host_port(v)
         return v
 
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _HOST_PATTERN.match(name):
+                raise ValueError(
+                    f"{name[:80]!r} is not a host name (e.g. fleet.example.com or *.example.com)"
+                )
+        return [name.lower() for name in v]
+
+    @model_validator(mode="after")
+    def _dashboard_beyond_loopback_needs_auth(self) -> ServerSettings:
+        # mutual TLS counts only with HTTPS on (a client CA without a certificate serves plain HTTP)
+        mutual_tls = bool(self.http_client_ca and self.http_tls_cert and self.http_tls_key)
+        if self.http and not self.http_users and not mutual_tls:
+            host = split_host_port(self.http)[0]
+            if not _loopback_host(host):
+                raise ValueError(
+                    f"the dashboard would listen on {self.http}, beyond this machine, with no credentials: "
+                    "set http_users (or HTTPS with http_client_ca), or listen on 127.0.0.1"
+                )
+        return self
+
     @property
     def registry(self) -> str:
         return self.registry_url or f"sqlite:///{(self.state_dir / 'registry.sqlite3').resolve()}"
@@ -253,7 +302,9 @@ def load_settings(
     for name, info in ServerSettings.model_fields.items():
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
-            nested = isinstance(info.default_factory, type) and issubclass(info.default_factory, BaseModel)
+            factory = info.default_factory
+            # nested settings and mappings (http_users) come as YAML/JSON in one variable
+            nested = isinstance(factory, type) and (issubclass(factory, BaseModel) or factory in (dict, list))
             data[name] = _yaml_value(raw, ENV_PREFIX + name.upper()) if nested else raw
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
@@ -299,3 +350,12 @@ def split_host_port(address: str) -> tuple[str, int]:
             f"expected host:port with a port from 0 to 65535, e.g. 127.0.0.1:8080, not {address!r}"
         )
     return host, int(port)
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic import SecretStr
 
 from edgecut import __version__
 from edgecut.server.fleet.budget_policy import FALLBACK
 from edgecut.server.web import api, commands_api, pages
-from edgecut.server.web.context import WebContext
+from edgecut.server.web.auth import AllowedHosts
+from edgecut.server.web.context import User, WebContext
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
 from edgecut.server.web.server import HttpServer, HttpTls
@@ -42,6 +44,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.include_router(api.router)
     app.include_router(commands_api.router)
     app.include_router(pages.router)
+    app.add_middleware(AllowedHosts, allowed=ctx.allowed_hosts)
     return app
 
 
@@ -79,11 +82,24 @@ def start_dashboard(fleet: FleetServer, address: str) -> Dashboard:
     fleet.observers.add(hub)
     fleet.observers.add(metrics)
     s = fleet.settings
-    users = {name: secret.get_secret_value() for name, secret in s.http_users.items()}
+    users = {
+        name: User(u.get_secret_value())
+        if isinstance(u, SecretStr)
+        else User(u.password.get_secret_value(), u.role)
+        for name, u in s.http_users.items()
+    }
     tls = (
         HttpTls(s.http_tls_cert, s.http_tls_key, s.http_client_ca)
         if s.http_tls_cert and s.http_tls_key
         else None
     )
-    ctx = WebContext(views, hub, metrics, fleet.commands, users, mutual_tls=bool(tls and tls.client_ca))
+    ctx = WebContext(
+        views,
+        hub,
+        metrics,
+        fleet.commands,
+        users,
+        mutual_tls=bool(tls and tls.client_ca),
+        allowed_hosts=list(s.http_allowed_hosts),
+    )
     return Dashboard(ctx, address, tls).start()

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecut.server.fleet.command_desk import CommandDesk, CommandError
-from edgecut.server.web.auth import Operator, operator, reader
+from edgecut.server.web.auth import OPERATOR, Operator, operator, reader
 from edgecut.server.web.context import WebContext
 
 router = APIRouter()
@@ -38,8 +38,13 @@ def _desk(request: Request) -> CommandDesk:
 def send(
     request: Request, device_id: str, body: CommandRequest, who: Operator = Depends(operator)
 ) -> dict[str, Any]:
+    desk = _desk(request)
+    if who.role != OPERATOR:
+        reason = f"{who.who} is a {who.role}: only an operator may send commands"
+        desk.refuse(who.who, who.origin, body.action, device_id, reason)
+        raise HTTPException(403, reason)
     try:
-        return _desk(request).send(device_id, body.action, who.who, who.origin, body.tasks)
+        return desk.send(device_id, body.action, who.who, who.origin, body.tasks)
     except CommandError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
 

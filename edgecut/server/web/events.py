@@ -22,6 +22,8 @@ from edgecut.server.fleet.observe import FleetEvent
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 TELEMETRY_EVERY_S = 1.0
 CLIENT_QUEUE = 1000  # notices a slow browser may lag behind before it is dropped (it reconnects)
+# the stages a build or a refinement ends in (refiner.py: not better, stale, unwanted)
+FINISHED = frozenset({"ready", "failed", "not better", "stale", "unwanted"})
 _NOTICE_FIELDS = ("stage", "fraction", "state", "status", "artifact_id", "ok", "result", "action", "id")
 
 
@@ -34,7 +36,7 @@ class EventHub:
         self.jobs: dict[str, dict[str, Any]] = {}  # build key -> latest stage, fraction, detail
 
     def __call__(self, e: FleetEvent) -> None:
-        if e.kind == "job":
+        if e.kind in ("job", "refinement"):
             self._track_job(e)
         if e.kind == "telemetry":
             last = self._last_telemetry.get(e.device_id, 0.0)
@@ -47,10 +49,10 @@ class EventHub:
 
     def _track_job(self, e: FleetEvent) -> None:
         key, stage = str(e.data.get("build_key", "")), str(e.data.get("stage", ""))
-        if e.data.get("source") in ("cache", "joined"):
+        if e.data.get("source") in ("cache", "joined", "repeat"):
             return
         with self._lock:
-            if stage in ("ready", "failed"):
+            if stage in FINISHED:
                 self.jobs.pop(key, None)
             else:
                 self.jobs[key] = {

@@ -9,7 +9,7 @@ class, result, source, state; never a device id or a build key). Each server has
 |---|---|---|
 | `edgecut_devices_online` / `edgecut_devices_known` | gauge | `device_class` |
 | `edgecut_needs_received_total` | counter | `result` = accepted, refused |
-| `edgecut_build_requests_total` | counter | `source` = build, cache, joined |
+| `edgecut_build_requests_total` | counter | `source` = build, cache, joined, repeat |
 | `edgecut_build_cache_hit_ratio` | gauge | (cache / (cache + build) since start) |
 | `edgecut_builds_started_total` | counter | |
 | `edgecut_builds_total` | counter | `result` = done, failed |
@@ -113,7 +113,7 @@ class FleetMetrics:
         )
         for result in ("accepted", "refused"):
             self.needs.labels(result)
-        for source in ("build", "cache", "joined"):
+        for source in ("build", "cache", "joined", "repeat"):
             self.requests.labels(source)
         for result in ("done", "failed"):
             self.builds.labels(result)
@@ -157,7 +157,7 @@ class FleetMetrics:
     def _job(self, e: FleetEvent) -> None:
         d = e.data
         stage, key, source = d.get("stage"), str(d.get("build_key", "")), d.get("source")
-        if source in ("build", "cache", "joined"):
+        if source in ("build", "cache", "joined", "repeat"):
             self.requests.labels(source).inc()
             with self._lock:
                 if source == "cache":

@@ -213,6 +213,7 @@ class Views:
                     if j.build_key in queued_keys
                     else None,
                     "attempts": j.attempts,
+                    **_lineage(j.build_key, j.spec.get("refine", {}).get("total")),
                 }
             )
         runs = self.history.build_runs(limit)
@@ -239,9 +240,14 @@ class Views:
                     "ort_latency_ms": latency.get(r.artifact_id),
                     "quality": quality_rows(meta) if meta else [],
                     "trade_off": meta.trade_off if meta else "",
+                    **_lineage(r.build_key),
                 }
             )
-        done = [r.seconds for r in runs if r.result == "done" and r.seconds is not None]
+        done = [
+            r.seconds
+            for r in runs
+            if r.result == "done" and r.seconds is not None and not _lineage(r.build_key)["refinement"]
+        ]
         return {
             "active": active,
             "queued": len(queued_keys),
@@ -258,6 +264,15 @@ class Views:
         for r in self.rollouts.rollouts(limit=50):
             out.append({**r, "progress": self.rollouts.progress(r["id"]) if r["state"] == CANARY else {}})
         return out
+
+
+def _lineage(key: str, total: Any = None) -> dict[str, Any]:
+    """A refinement's job key is `K~rN` (registry.refinement_key): its number and the build it refines."""
+    of, sep, number = key.rpartition("~r")
+    if not sep or not number.isdigit():
+        return {"refinement": 0, "refines": "", "label": ""}
+    label = f"refinement {number}" + (f"/{total}" if isinstance(total, int) and total else "")
+    return {"refinement": int(number), "refines": of, "label": label}
 
 
 def quality_rows(meta: ModelMeta) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ copy, to show it can fail.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from edgecut.errors import ConfigError
+from edgecut.server.fleet.settings import HttpUser, ServerSettings, load_settings, split_host_port
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
@@ -174,3 +178,86 @@ def test_a_broken_manifest_fails_validation(tmp_path: Path) -> None:
         (DEPLOY / "k8s" / "deployment.yaml").read_text().replace("replicas: 2", "replicas: two")
     )
     assert _k8s_validate(broken).returncode != 0
+
+
+# -- the dashboard and /metrics in every deployment ------------------------------------------------
+
+
+def _server_settings(yaml_text: str, environ: dict[str, str], tmp_path: Path) -> ServerSettings:
+    """What `edgecut server` would make of a deployment's config file and environment."""
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(yaml_text)
+    return load_settings(cfg, environ=environ)
+
+
+def _exposes_the_dashboard(s: ServerSettings) -> None:
+    host, port = split_host_port(s.http)
+    assert host == "0.0.0.0" and port == 8080, s.http  # reachable by browsers and scrapers
+    roles = {u.role for u in s.http_users.values() if isinstance(u, HttpUser)}
+    assert roles == {"operator", "viewer"}, s.http_users  # an operator, and a read-only scraper
+    assert s.http_allowed_hosts, "browsers must reach it by a name the dashboard answers to"
+    assert s.operator_key is not None  # a provisioned key, not one generated per replica
+
+
+def test_k8s_serves_the_dashboard_and_metrics_with_one_shared_operator_key(tmp_path: Path) -> None:
+    config = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]["server.yaml"]
+    secrets = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "secret.yaml").read_text())
+    }
+    env = dict(secrets["edgecut-server"]["stringData"])
+    s = _server_settings(config, env, tmp_path)
+    _exposes_the_dashboard(s)
+    (deploy,) = list(yaml.safe_load_all((DEPLOY / "k8s" / "deployment.yaml").read_text()))
+    pod = deploy["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    # the operator key is a Secret mounted into every replica where the config looks for it
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    (name,) = [n for n, path in mounts.items() if str(s.operator_key).startswith(path + "/")]
+    secret = volumes[name]["secret"]["secretName"]
+    assert s.operator_key is not None and s.operator_key.name in secrets[secret]["stringData"]
+    service = yaml.safe_load((DEPLOY / "k8s" / "service.yaml").read_text())
+    assert {"name": "http", "port": 8080, "targetPort": "http"}.items() <= next(
+        p for p in service["spec"]["ports"] if p["name"] == "http"
+    ).items()
+
+
+def test_compose_serves_the_dashboard_with_the_operator_key_made_once(tmp_path: Path) -> None:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    passwords = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    keys = set()
+    for name in ("server-1", "server-2"):
+        service = doc["services"][name]
+        env = {
+            k: re.sub(r"\$\{(\w+)[^}]*\}", lambda m: passwords[m[1]], str(v))
+            for k, v in service["environment"].items()
+        }
+        s = _server_settings("", env, tmp_path)
+        _exposes_the_dashboard(s)
+        keys.add(s.operator_key)
+        assert any(p.endswith(":8080") for p in service["ports"]), service["ports"]
+    assert keys == {Path("/pki/operator.key")}  # one key on the shared volume, not one per replica
+    make_pki = (DEPLOY / "docker" / "make-pki.sh").read_text()
+    assert "/pki/operator.key" in make_pki and "operator-public.txt" in make_pki
+    assert "operator_keys:" in (DEPLOY / "docker" / "sim-agents.sh").read_text()
+
+
+def test_systemd_server_config_serves_the_dashboard(tmp_path: Path) -> None:
+    env = {
+        "EDGECUT_HTTP_USERS": '{"ops": {"password": "a", "role": "operator"}, "p": {"password": "b", "role": "viewer"}}'
+    }
+    unit = (DEPLOY / "systemd" / "edgecut-server.service").read_text()
+    assert (
+        "EDGECUT_HTTP_USERS" in unit
+        and "EDGECUT_HTTP_USERS" in (DEPLOY / "systemd" / "server.yaml").read_text()
+    )
+    _exposes_the_dashboard(_server_settings((DEPLOY / "systemd" / "server.yaml").read_text(), env, tmp_path))
+    # and without the users the server refuses to start, saying why
+    with pytest.raises(ConfigError, match="beyond this machine, with no credentials"):
+        _server_settings((DEPLOY / "systemd" / "server.yaml").read_text(), {}, tmp_path)

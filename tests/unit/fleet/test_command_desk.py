@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from edgecut.envelopes import open_command
+from edgecut.server.fleet import commands
 from edgecut.server.fleet.command_desk import FAILED, OK, SENT, CommandDesk, CommandError, open_operator_key
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
+from edgecut.server.web.metrics import FleetMetrics
 from edgecut.signing import Keyring, parse_public_key
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -35,8 +37,9 @@ class Desk:
         keyring = Keyring([parse_public_key(self.key.public_text)])
         return open_command(keyring, pb.Command.FromString(payload))
 
-    def ack(self, device: str, command_id: str, ok: bool = True, reason: str = "") -> None:
-        self.desk(FleetEvent("ack", device, {"command_id": command_id, "ok": ok, "reason": reason}))
+    def ack(self, device: str, command_id: str, ok: bool = True, reason: str = "", action: str = "") -> None:
+        data = {"command_id": command_id, "ok": ok, "reason": reason, "action": action}
+        self.desk(FleetEvent("ack", device, data))
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def test_acks_land_once_and_only_from_the_device_commanded(d: Desk) -> None:
     rec = d.desk.send("pi-1", "rollback", "alice")
     cid = rec["command_id"]
     d.ack("pi-2", cid)  # another device answering for pi-1: ignored
-    d.ack("pi-1", "f" * 32)  # an id nobody sent: ignored
+    d.ack("pi-1", "../" * 12)  # not a command id at all: ignored
     assert d.desk.get(cid)["state"] == SENT  # type: ignore[index]
     d.ack("pi-1", cid, ok=False, reason="no previous model to roll back to")
     d.ack("pi-1", cid, ok=True)  # QoS 1 may deliver twice; the first answer stands
@@ -119,3 +122,28 @@ def test_acks_land_once_and_only_from_the_device_commanded(d: Desk) -> None:
     assert d.desk.get(ok["command_id"])["state"] == OK  # type: ignore[index]
     results = [e.data["result"] for e in d.events if e.kind == "command"]
     assert results == ["sent", "failed", "sent", "ok"]
+
+
+def test_a_command_sent_by_edgecut_command_is_recorded_audited_and_counted_from_its_ack(d: Desk) -> None:
+    metrics = FleetMetrics(dict, dict, frozenset({"rpi4"}))
+    d.desk.observers.add(metrics)
+    cid = commands.build("pi-1", "rollback").command_id  # what `edgecut command pi-1 rollback` sends
+    d.ack("pi-1", cid, ok=True, action="rollback")
+    d.ack("pi-1", cid, ok=True, action="rollback")  # delivered twice: recorded once
+    got = d.desk.get(cid)
+    assert got is not None and (got["device_id"], got["action"], got["state"], got["who"]) == (
+        "pi-1",
+        "rollback",
+        OK,
+        "outside the dashboard",
+    )
+    (audit,) = d.desk.audit(device_id="pi-1")
+    assert (audit["event"], audit["action"], audit["who"], audit["command_id"]) == (
+        "ok",
+        "rollback",
+        "outside the dashboard",
+        cid,
+    )
+    text = metrics.render().decode()
+    assert 'edgecut_rollbacks_total{reason="operator"} 1.0' in text
+    assert 'edgecut_operator_commands_total{action="rollback",result="ok"} 1.0' in text

@@ -176,3 +176,18 @@ def test_queued_and_interrupted_jobs_resume_after_restart(tmp_path: Path) -> Non
         ]
     finally:
         second.close()
+
+
+def test_asking_again_for_the_model_offered_is_a_repeat_not_a_cache_hit(stack: Stack) -> None:
+    c = Collector()
+    stack.jobs.submit(spec("edges"), c, requester="pi-1")
+    assert c.done.wait(10)
+    (ready,) = [e for e in c.events if isinstance(e, Ready)]
+    sources: list[str] = []
+    stack.jobs.observers.add(
+        lambda e: sources.append(str(e.data.get("source", ""))) if e.kind == "job" else None
+    )
+    stack.jobs.submit(spec("edges"), requester="pi-2")  # another device: one build saved
+    stack.registry.record_offer("pi-1", ready.build_key, ready.artifact.artifact_id)
+    stack.jobs.submit(spec("edges"), requester="pi-1")  # pi-1 again (an unpin, a restart)
+    assert sources == ["cache", "repeat"]

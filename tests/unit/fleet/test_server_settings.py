@@ -58,6 +58,10 @@ def test_sources_in_order_file_then_env_then_options(tmp_path: Path) -> None:
         ("workers: [\n", {}, "not valid YAML"),
         ("", {"EDGECUT_CHUNK_SIZE": "lots"}, "chunk_size = 'lots'"),
         ("image_scale: 0\n", {}, "image_scale = 0"),
+        ("http: 0.0.0.0:8080\n", {}, "beyond this machine, with no credentials: set http_users"),
+        ("http: 0.0.0.0:8080\nhttp_client_ca: ca.pem\n", {}, "beyond this machine, with no credentials"),
+        ("http_users: {bob: {password: pw, role: admin}}\n", {}, "http_users.bob"),
+        ("http_allowed_hosts: [evil.example/x]\n", {}, "is not a host name"),
     ],
 )
 def test_bad_config_is_a_clear_config_error(
@@ -69,6 +73,18 @@ def test_bad_config_is_a_clear_config_error(
         load_settings(cfg, environ=env)
     assert needle in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_a_dashboard_beyond_loopback_starts_with_users_from_the_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("http: 0.0.0.0:8080\nhttp_allowed_hosts: [fleet.example.com]\n")
+    users = '{"ops": "pw1", "eve": {"password": "pw2", "role": "viewer"}}'  # a k8s Secret's variable
+    s = load_settings(cfg, environ={"EDGECUT_HTTP_USERS": users, "EDGECUT_HTTP_ALLOWED_HOSTS": "[a.example]"})
+    assert s.http_allowed_hosts == ["a.example"]
+    assert s.http_users["ops"].get_secret_value() == "pw1"  # type: ignore[union-attr]
+    assert s.http_users["eve"].role == "viewer"  # type: ignore[union-attr]
+    assert "pw2" not in repr(s)
+    assert load_settings(None, {"http": "127.0.0.1:8080"}, environ={}).http_users == {}  # loopback: fine
 
 
 def test_server_command_refuses_a_missing_checkpoint(tmp_path: Path) -> None:

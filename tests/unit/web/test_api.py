@@ -13,11 +13,12 @@ from fastapi.testclient import TestClient
 from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.history import FleetHistory
 from edgecut.server.fleet.observe import FleetEvent
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.recorder import HistoryRecorder
+from edgecut.server.fleet.registry import REFINE, Registry
 from edgecut.server.fleet.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from edgecut.server.web.app import STATIC, create_app
-from edgecut.server.web.context import WebContext
+from edgecut.server.web.context import User, WebContext
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
 from edgecut.server.web.views import Views
@@ -28,7 +29,13 @@ UPLOT_VERSION = "1.6.32"  # the Makefile's `vendor` target pins the same
 
 
 class Web:
-    def __init__(self, root: Path, users: dict[str, str] | None = None, client: str = "testclient") -> None:
+    def __init__(
+        self,
+        root: Path,
+        users: dict[str, str | User] | None = None,
+        client: str = "testclient",
+        allowed_hosts: list[str] | None = None,
+    ) -> None:
         self.registry = Registry(f"sqlite:///{root / 'r.sqlite3'}")
         self.store = LocalStore(root / "store")
         self.history = FleetHistory(self.registry)
@@ -42,8 +49,13 @@ class Web:
             lambda d, p: self.published.append((d, p)),
             lambda: ["seg", "depth", "normals"],
         )
-        ctx = WebContext(self.views, self.hub, metrics, self.desk, users or {})
-        self.client = TestClient(create_app(ctx), client=(client, 50000))
+        accounts = {n: u if isinstance(u, User) else User(u) for n, u in (users or {}).items()}
+        ctx = WebContext(
+            self.views, self.hub, metrics, self.desk, accounts, allowed_hosts=allowed_hosts or []
+        )
+        # a browser on the server's machine names it localhost (TestClient's default "testserver" is
+        # refused like any name outside http_allowed_hosts)
+        self.client = TestClient(create_app(ctx), base_url="http://localhost", client=(client, 50000))
         engine = OnnxTestEngine(root / "engine")
         built = engine.build(BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.3)), lambda *_: None)
         self.artifact = self.store.put_file(built.onnx_path, built.meta).artifact_id
@@ -276,3 +288,95 @@ def test_with_users_everything_asks_who_and_the_audit_names_them(with_users: Web
     assert r.status_code == 202 and r.json()["who"] == "alice"
     (entry,) = c.get("/api/v1/audit", auth=("alice", "s3cret")).json()["audit"]
     assert entry["who"] == "alice" and entry["origin"] == "203.0.113.7"
+
+
+def test_a_host_name_outside_the_allowed_hosts_is_refused_even_with_a_matching_origin(local: Web) -> None:
+    # DNS rebinding: evil.example resolves to this server, so the browser sends Host and Origin alike
+    rebound = {"Host": "evil.example", "Origin": "http://evil.example"}
+    r = local.client.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}, headers=rebound)
+    assert r.status_code == 421 and "http_allowed_hosts" in r.json()["detail"]
+    assert local.client.get("/api/v1/devices", headers={"Host": "evil.example"}).status_code == 421
+    assert local.client.get("/fleet", headers={"Host": "evil.example:8080"}).status_code == 421
+    assert local.published == []
+    # IP addresses (a scraper dialling a pod) and localhost are this server; probes need no Host
+    for host in ("127.0.0.1:8080", "[::1]:8080", "10.1.2.3", "localhost:8080"):
+        assert local.client.get("/metrics", headers={"Host": host}).status_code == 200, host
+    assert local.client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_allowed_hosts_admit_the_names_the_operator_lists(tmp_path: Path) -> None:
+    w = _fleet(Web(tmp_path, client="127.0.0.1", allowed_hosts=["fleet.example.com", "*.edge.example"]))
+    for host, status in (
+        ("fleet.example.com", 200),
+        ("FLEET.example.com:443", 200),
+        ("eu.edge.example", 200),
+        ("fleet.example.com.evil.example", 421),
+        ("edge.example.evil", 421),
+    ):
+        assert w.client.get("/api/v1/devices", headers={"Host": host}).status_code == status, host
+    w.client.close()
+    w.registry.close()
+
+
+def test_a_viewer_reads_but_may_not_command_and_the_refusal_is_audited(tmp_path: Path) -> None:
+    w = _fleet(
+        Web(
+            tmp_path,
+            users={"vera": User("look", "viewer"), "otto": User("act", "operator")},
+            client="203.0.113.9",
+        )
+    )
+    c = w.client
+    assert c.get("/api/v1/devices", auth=("vera", "look")).status_code == 200
+    assert c.get("/metrics", auth=("vera", "look")).status_code == 200
+    r = c.post("/api/v1/devices/pi-a/commands", json={"action": "rollback"}, auth=("vera", "look"))
+    assert r.status_code == 403 and "only an operator" in r.json()["detail"]
+    assert w.published == []
+    ok = c.post("/api/v1/devices/pi-a/commands", json={"action": "pin"}, auth=("otto", "act"))
+    assert ok.status_code == 202 and ok.json()["who"] == "otto"
+    audit = c.get("/api/v1/audit", auth=("vera", "look")).json()["audit"]
+    assert [(a["who"], a["event"], a["action"]) for a in audit[::-1]] == [
+        ("vera", "refused", "rollback"),
+        ("otto", "sent", "pin"),
+    ]
+    c.close()
+    w.registry.close()
+
+
+def test_refinements_show_their_live_progress_a_label_and_their_artifacts(web: Web) -> None:
+    recorder = HistoryRecorder(web.history, web.store, latency_runs=0)
+    recorder.start()
+    web.hub.jobs.clear()
+    total = {"tasks": ["depth", "seg"], "budget": {"macs_fraction": 0.3}}
+    refine = {"of": "k1", "parent": web.artifact, "number": 1, "total": 2}
+    web.registry.create_job("k1~r1", {**total, "refine": refine}, kind=REFINE)
+
+    def emit(stage: str, fraction: float, **data: object) -> None:
+        e = FleetEvent(
+            "refinement", data={"build_key": "k1~r1", "stage": stage, "fraction": fraction, **data}
+        )
+        web.hub(e)
+        recorder(e)
+
+    emit("queued", 0.0, tasks=["depth", "seg"], **refine)
+    emit("running", 0.0, tasks=["depth", "seg"], **refine)
+    emit("recovery", 0.05, **refine)  # the registry keeps the stage's first fraction ...
+    web.registry.update_job("k1~r1", stage="recovery", fraction=0.05)
+    emit("recovery", 0.54, **refine)  # ... the event stream goes on
+    (job,) = web.client.get("/api/v1/builds").json()["active"]
+    assert (job["stage"], job["fraction"], job["label"], job["refines"]) == (
+        "recovery",
+        0.54,
+        "refinement 1/2",
+        "k1",
+    )
+    page = web.client.get("/builds").text
+    assert "refinement 1/2" in page and 'value="0.54"' in page
+
+    emit("ready", 1.0, artifact_id=web.artifact)
+    assert recorder.flush()
+    (run,) = web.client.get("/api/v1/builds").json()["recent"]
+    assert (run["build_key"], run["label"], run["result"]) == ("k1~r1", "refinement 1", "done")
+    assert run["model"] is not None and run["artifact_id"] == web.artifact and run["quality"]
+    assert web.hub.job_progress("k1~r1") is None  # no longer active
+    recorder.stop()

@@ -47,7 +47,7 @@
       badge.textContent = "live"; badge.className = "live on";
       schedule();  // anything missed while disconnected
     });
-    ["needs", "state", "telemetry", "swap", "offer", "job", "rollout", "command", "ack", "download"].forEach(function (kind) {
+    ["needs", "state", "telemetry", "swap", "offer", "job", "rollout", "command", "ack", "download", "refinement"].forEach(function (kind) {
       es.addEventListener(kind, function (ev) {
         let notice = {};
         try { notice = JSON.parse(ev.data); } catch (e) { return; }

@@ -49,6 +49,21 @@
 
   // controls: each form posts one operator command to the JSON API
   const result = document.getElementById("command-result");
+
+  // the line under the controls says how the last command ended once the device answered
+  async function landed(id) {
+    if (!result || result.dataset.command !== id) return;
+    const r = await fetch("/api/v1/commands/" + encodeURIComponent(id), { cache: "no-store" });
+    if (!r.ok) return;
+    const c = await r.json();
+    if (c.state === "sent" || result.dataset.command !== id) return;
+    result.textContent = c.action + (c.state === "ok" ? " done by the device" : " failed: " + (c.message || "no reason given"));
+    result.dataset.state = c.state;
+  }
+  document.addEventListener("edgecut:command", function (ev) {
+    const n = ev.detail || {};
+    if (n.id && n.result !== "sent") landed(n.id);
+  });
   document.querySelectorAll("#controls form").forEach(function (form) {
     form.addEventListener("submit", async function (ev) {
       ev.preventDefault();
@@ -68,6 +83,7 @@
         if (r.ok) {
           result.textContent = action + " sent (" + body.command_id.slice(0, 8) + "); waiting for the device";
           result.dataset.command = body.command_id;
+          landed(body.command_id);  // its ack may have come before this answer
         } else {
           result.textContent = "refused: " + (body.detail || r.statusText);
         }
