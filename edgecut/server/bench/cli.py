@@ -160,6 +160,19 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     a.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     a.add_argument("--timeout", type=float, default=1800.0, help="seconds for the agent to serve a model")
     a.add_argument(
+        "--stall-s",
+        type=float,
+        default=300.0,
+        help="end the run when the agent makes no progress this long (no log line, no status change, "
+        "no build running); a refused offer ends it within 20 s (default %(default)s)",
+    )
+    a.add_argument(
+        "--recovery-steps",
+        type=int,
+        default=20,
+        help="recovery steps of the server's build (default %(default)s; 0 = the smallest build)",
+    )
+    a.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     a.set_defaults(handler=run_arm64)
@@ -186,14 +199,21 @@ def run_arm64(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise ConfigError("bench arm64 needs root (debootstrap, chroot and mounts in the aarch64 root)")
+    if args.stall_s <= 0 or args.timeout <= 0:
+        raise ConfigError("--timeout and --stall-s must be positive")
+    if args.recovery_steps < 0:
+        raise ConfigError("--recovery-steps must be 0 or more")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     result = arm64.Arm64Result(qemu_cpu=args.qemu_cpu, tasks=tasks, device_class=args.device_class)
     root = args.root.resolve()
     root.parent.mkdir(parents=True, exist_ok=True)
     arm64.build_root(root, result)
     arm64.probe_root(root, result)
+    from edgecut.server.engine import load_engine
+
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    arm64.run_agent(root, result, ckpt, args.data_dir, args.timeout)
+    engine = load_engine(ckpt, args.data_dir, n_calib=256, n_val=64, recovery_steps=args.recovery_steps)
+    arm64.run_agent(root, result, engine, args.timeout, args.stall_s)
     _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
     return 0
 
