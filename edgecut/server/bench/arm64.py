@@ -318,7 +318,9 @@ def table(r: Arm64Result, command: str) -> str:
         ),
         (
             "`pip install --only-binary=:all: 'edgecut[agent]'`",
-            f"{r.pip_s:.0f} s, no compiler in the root: "
+            f"{r.pip_s:.0f} s"
+            + (" (reused root: missing packages and edgecut only)" if r.debootstrap_s is None else "")
+            + ", no compiler in the root: "
             + ("**no, one was found**" if r.compiler_in_root else "yes"),
         ),
         ("aarch64 wheels installed", ", ".join(w for w in r.wheels if "aarch64" in w) or "-"),
