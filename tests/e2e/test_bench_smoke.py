@@ -2,8 +2,9 @@
 
 Each run is a real `edgecut bench ...` process writing into a temporary markdown file; it fails on a
 non-zero exit, a hang (the per-command time-out) or an empty result (its section missing or without a
-figure). `bench paper` has its own quick run (tests/e2e/test_bench_paper.py) and `bench arm64` needs
-root, qemu and a Debian root (tests/bench/test_bench_arm64_smoke.py, `make test-bench`).
+figure). They run in `make test-bench` (EDGECUT_BENCH_SMOKE=1; ~2 min together), not in `make test`.
+`bench paper` has its own quick run in `make test` (tests/e2e/test_bench_paper.py); `bench arm64` needs
+root and qemu (tests/e2e/test_bench_arm64_smoke.py).
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from edgecut.cli import build_parser
+from tests.support.bench_smoke import OTHER, SMOKE_ENV, run_bench, section
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.broker]
-
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @dataclass(frozen=True)
@@ -67,12 +65,6 @@ SMOKES = [
 ELSEWHERE = {"paper", "arm64"}  # their smoke runs: see the module docstring
 
 
-def _section(doc: str, title: str) -> str:
-    start = doc.index(f"## {title}\n")
-    end = doc.find("\n## ", start + 1)
-    return doc[start : end if end != -1 else len(doc)]
-
-
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(sub.choices)
@@ -88,26 +80,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench-data")
 
 
+@pytest.mark.bench
+@pytest.mark.broker
+@pytest.mark.skipif(
+    not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
+)
 @pytest.mark.parametrize("smoke", SMOKES, ids=[s.bench for s in SMOKES])
 def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
-    out.write_text("# Benchmarks\n\n## Another bench\n\nkept\n")
+    out.write_text(OTHER)
     args = [a.format(data=data_dir, tmp=tmp_path) for a in smoke.args.split()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "edgecut.cli", "bench", smoke.bench, *args, smoke.out_flag, str(out)],
-            cwd=REPO,  # `bench swap` builds its default models with tests/support
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=smoke.timeout_s,
-        )
-    except subprocess.TimeoutExpired as exc:
-        tail = (exc.stderr or b"")[-2000:]
-        pytest.fail(f"`edgecut bench {smoke.bench}` hung for {smoke.timeout_s:g} s: {tail!r}")
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_bench(smoke.bench, [*args, smoke.out_flag, str(out)], smoke.timeout_s)
     doc = out.read_text()
-    assert "## Another bench\n\nkept\n" in doc  # only its own section is rewritten
-    body = _section(doc, smoke.section)
+    assert OTHER in doc  # only its own section is rewritten
+    body = section(doc, smoke.section)
     assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
