@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +92,7 @@ def _in_root(root: Path, qemu_cpu: str, *cmd: str, timeout: float = 600) -> str:
     return out.stdout
 
 
-def build_root(root: Path, result: Arm64Result) -> None:
+def build_root(root: Path, result: Arm64Result, stall_s: float) -> None:
     """Build the wheel, then the root (reused when present) with the agent installed in it."""
     if shutil.which("debootstrap") is None or shutil.which("qemu-aarch64-static") is None:
         raise ConfigError("bench arm64 needs debootstrap and qemu-user-static (apt-get install them)")
@@ -105,15 +107,9 @@ def build_root(root: Path, result: Arm64Result) -> None:
         _say(
             f"building the arm64 root in {root} (debootstrap ~3 min the first time) and installing the agent"
         )
-        out = subprocess.run(
-            [str(ARM64 / "build-root.sh"), str(root), str(wheel)],
-            capture_output=True,
-            text=True,
-            timeout=3600,
-        )
-    if out.returncode:
-        raise ConfigError(f"deploy/arm64/build-root.sh failed: {(out.stderr or out.stdout).strip()[-1500:]}")
-    text = out.stdout
+        root.parent.mkdir(parents=True, exist_ok=True)
+        logs = [Path(f"{root}.debootstrap.log"), Path(f"{root}.pip.log")]  # build-root.sh writes them
+        text = _run_watched([str(ARM64 / "build-root.sh"), str(root), str(wheel)], logs, stall_s)
     if m := re.search(r"debootstrap took (\d+) s", text):
         result.debootstrap_s = float(m.group(1))
     if m := re.search(r"pip install took (\d+) s", text):
@@ -121,6 +117,51 @@ def build_root(root: Path, result: Arm64Result) -> None:
     if m := re.search(r"^Successfully installed (.+)$", text, re.M):
         result.installed = m.group(1)
     result.wheels = re.findall(r"^wheel (\S+)$", text, re.M)
+
+
+def _run_watched(command: list[str], logs: list[Path], stall_s: float) -> str:
+    """Run `command`, echoing its `== step` lines; end it when neither its output nor `logs` grew for
+    `stall_s` (one sentence and its last lines instead of a silent wait). Returns its output."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("== "):
+                _say(line[3:].strip())
+
+    reader = threading.Thread(target=read, name="build-root-output", daemon=True)
+    reader.start()
+    seen: tuple[int, ...] = ()
+    moved = time.monotonic()
+    while proc.poll() is None:
+        sizes = (len(lines), *(p.stat().st_size if p.exists() else -1 for p in logs))
+        if sizes != seen:
+            seen, moved = sizes, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and what it started (debootstrap, pip)
+            proc.wait()
+            tail = "\n".join(lines[-10:])
+            grown = max(logs, key=lambda p: p.stat().st_mtime if p.exists() else 0, default=None)
+            more = f"\n{grown}:\n{_tail(grown)}" if grown and grown.exists() else ""
+            raise ConfigError(
+                f"{Path(command[0]).name} made no progress for {stall_s:g} s (--stall-s) and was "
+                f"stopped; its last lines:\n{tail}{more}"
+            )
+        time.sleep(1.0)
+    reader.join(10)
+    text = "\n".join(lines)
+    if proc.returncode:
+        raise ConfigError(f"{Path(command[0]).name} failed ({proc.returncode}): {text.strip()[-1500:]}")
+    return text
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def probe_root(root: Path, result: Arm64Result) -> None:

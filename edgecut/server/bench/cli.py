@@ -172,8 +172,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "--stall-s",
         type=float,
         default=300.0,
-        help="end the run when the agent makes no progress this long (no log line, no status change, "
-        "no build running); a refused offer ends it within 20 s (default %(default)s)",
+        help="end the run when a stage makes no progress this long (building the root: no output or "
+        "log line; the agent: no log line, no status change, no build running); a refused offer ends "
+        "it within 20 s (default %(default)s)",
     )
     a.add_argument(
         "--recovery-steps",
@@ -219,7 +220,7 @@ def run_arm64(args: argparse.Namespace) -> int:
     result = arm64.Arm64Result(qemu_cpu=args.qemu_cpu, tasks=tasks, device_class=args.device_class)
     root = args.root.resolve()
     root.parent.mkdir(parents=True, exist_ok=True)
-    arm64.build_root(root, result)
+    arm64.build_root(root, result, args.stall_s)
     arm64.probe_root(root, result)
     from edgecut.server.engine import load_engine
 
