@@ -379,7 +379,11 @@ def table(r: Arm64Result, command: str) -> str:
         "debootstrap and run under qemu-user (deploy/arm64/). The agent installs from wheels alone, "
         "connects to the broker and the fleet server on the host, downloads and serves a model tailored "
         "for its class. Times and memory are **emulated**: they show that it works, not how fast a Pi is. "
-        f"Host: x86_64, 2 cores (shared). Rerun (as root): `{command}`.",
+        f"Host: x86_64, 2 cores (shared). Rerun (as root): `{command}`. The root is kept (`--root`, "
+        "default /var/tmp/edgecut-arm64/root) and reused: a rerun skips debootstrap and installs only "
+        "edgecut and missing packages. `make test-bench` runs this bench at `--recovery-steps 0` as its "
+        "smoke test; a stage that stops making progress ends the run after `--stall-s` with the reason "
+        "and the last log lines (a refused model offer: within 20 s).",
         "",
         "| what | measured |",
         "|---|---|",
