@@ -8,26 +8,19 @@ PKI=${PKI:-/pki}
 BROKER=${BROKER_URL:-mqtts://mosquitto:8883}
 TASKS=("seg" "depth" "seg,depth" "seg,depth,normals")
 CLASSES=("rpi4" "rpi4" "jetson-nano" "x86")
-FLEET_KEY=$(cat "$PKI/fleet-public.txt")
 OPERATOR_KEY=$(cat "$PKI/operator-public.txt")
 pids=()
 for i in $(seq 1 "$N"); do
   id=$(printf 'sim-%03d' "$i")
   dir=/var/lib/edgecut/$id
   mkdir -p "$dir"
-  cat > "$dir/agent.yaml" <<YAML
-device_id: $id
-broker_url: $BROKER
-mqtt_ca_file: $PKI/device-$id/ca.crt
-mqtt_cert_file: $PKI/device-$id/client.crt
-mqtt_key_file: $PKI/device-$id/client.key
-fleet_keys: ["$FLEET_KEY"]
-operator_keys: ["$OPERATOR_KEY"]
-state_dir: $dir
-listen: 127.0.0.1:0
-tasks: [${TASKS[$(( (i - 1) % 4 ))]}]
-device_class: ${CLASSES[$(( (i - 1) % 4 ))]}
-YAML
+  # the one provisioning helper (edgecut.agent.provision): the fleet key pinned, the config validated
+  edgecut agent config --out "$dir/agent.yaml" --device-id "$id" --broker "$BROKER" \
+    --fleet-key "$PKI/fleet-public.txt" --state-dir "$dir" \
+    --tasks "${TASKS[$(( (i - 1) % 4 ))]}" --device-class "${CLASSES[$(( (i - 1) % 4 ))]}" \
+    --set "mqtt_ca_file=$PKI/device-$id/ca.crt" --set "mqtt_cert_file=$PKI/device-$id/client.crt" \
+    --set "mqtt_key_file=$PKI/device-$id/client.key" --set "listen=127.0.0.1:0" \
+    --set "operator_keys=[\"$OPERATOR_KEY\"]"
   edgecut agent run --config "$dir/agent.yaml" &
   pids+=($!)
 done

@@ -25,10 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecut import signing
 from edgecut.benchdoc import write_section
+from edgecut.envelopes import sign_manifest
 from edgecut.errors import ConfigError
+from edgecut.v1 import fleet_pb2
+
+from .provision import write_agent_config
+from .trust import Trust
+from .watch import AgentWatch
 
 SECTION = "Agent hot-swap"  # its `## ` section in docs/benchmarks.md (edgecut.benchdoc)
+DEVICE_ID = "bench"
+READY_S = 60.0  # for the agent to start and load its model
 
 
 @dataclass
@@ -96,24 +105,36 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="edgecut-bench-") as tmp, EmbeddedBroker() as broker:
         state = Path(tmp) / "state"
         store = ModelStore(state)
+        # the bench plays the fleet: the agent loads only models whose signed offer it keeps
+        key = signing.generate(Path(tmp) / "fleet-signing.key")
         for aid, data in zip(reversed(ids), reversed(blobs), strict=True):  # B first: A ends as current
             store.path(aid).write_bytes(data)
+            Trust.keep_offer(store.offer_path(aid), _signed_offer(key, aid, len(data)))
             store.record_swap(aid)
         cfg = Path(tmp) / "agent.yaml"
-        cfg.write_text(
-            f"device_id: bench\nbroker_url: {broker.url}\nstate_dir: {state}\nlisten: 127.0.0.1:0\n"
-            f"tasks: [seg, depth, count]\nort_threads: {args.ort_threads}\ntelemetry_interval_s: 5\n"
+        write_agent_config(
+            cfg,
+            key.public_text,
+            device_id=DEVICE_ID,
+            broker_url=broker.url,
+            state_dir=state,
+            listen="127.0.0.1:0",
+            tasks=["seg", "depth", "count"],
+            ort_threads=args.ort_threads,
+            telemetry_interval_s=5,
         )
         env = {**os.environ, "OMP_NUM_THREADS": str(args.ort_threads)}
+        log = Path(tmp) / "agent.log"
         t_spawn = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgecut.agent", "agent", "run", "--config", str(cfg)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecut.agent", "agent", "run", "--config", str(cfg)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         try:
-            address = _wait_ready(proc, state, ids[0])
+            address = _wait_ready(AgentWatch("the agent", proc, log, READY_S), state, ids[0])
             startup_s = time.perf_counter() - t_spawn
             agent_ps = psutil.Process(proc.pid)
             rss_idle = agent_ps.memory_info().rss
@@ -175,27 +196,36 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], state: Path, want: str, timeout: float = 30.0) -> str:
-    """The API address once the agent answers Status with the expected model loaded."""
+def _signed_offer(key: signing.SigningKey, aid: str, size: int) -> fleet_pb2.ModelReady:
+    manifest = fleet_pb2.Manifest(artifact_id=aid, sha256=aid, size_bytes=size, device_id=DEVICE_ID)
+    blob, sig = sign_manifest(key, manifest)
+    return fleet_pb2.ModelReady(
+        device_id=DEVICE_ID, artifact_id=aid, sha256=aid, size_bytes=size, manifest=blob, signature=sig
+    )
+
+
+def _wait_ready(watch: AgentWatch, state: Path, want: str) -> str:
+    """The API address once the agent answers Status with `want` loaded; AgentStalled names why not."""
     from .errors import AgentError
     from .serve import AgentClient
 
-    deadline = time.perf_counter() + timeout
     addr_file = state / "api_address"
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise ConfigError(f"agent exited with {proc.returncode}: {err[-2000:]}")
+    deadline = time.monotonic() + watch.stall_s
+    while True:
+        status = None
         if addr_file.exists():
             address = addr_file.read_text().strip()
             try:
                 with AgentClient(address, timeout_s=1) as c:
-                    if c.status().artifact_id == want:
-                        return address
+                    status = c.status()
             except AgentError:
                 pass
+            if status is not None and status.artifact_id == want:
+                return address
+        watch.check(status)
+        if time.monotonic() > deadline:  # moving, but not towards serving `want`
+            watch.fail(f"the agent did not serve {want[:12]} within {watch.stall_s:g} s")
         time.sleep(0.005)
-    raise ConfigError(f"agent not ready within {timeout}s")
 
 
 def describe_models(paths: list[str] | None) -> str:

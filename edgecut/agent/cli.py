@@ -1,6 +1,6 @@
 """`edgecut agent ...` subcommands (light imports only: no torch).
 
-run | tasks set/show | status | infer IMAGE | rollback | unpin. Every command but `run` talks to the
+run | config | tasks set/show | status | infer IMAGE | rollback | unpin. Every command but `run` talks to the
 running agent's local API; `tasks set` falls back to editing tasks.json when no agent answers.
 """
 
@@ -189,6 +189,42 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    import sys
+
+    import yaml
+
+    from .provision import agent_config, read_fleet_key
+
+    text = args.fleet_key.strip()
+    key = text if text.startswith("ed25519:") or not text else read_fleet_key(Path(text))
+    extra: dict[str, Any] = {}
+    for item in args.set or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+        extra[name.strip()] = yaml.safe_load(value)
+    settings = {
+        "device_id": args.device_id,
+        "broker_url": args.broker,
+        "state_dir": args.state_dir,
+        "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()],
+        **({"device_class": args.device_class} if args.device_class else {}),
+        **extra,
+    }
+    text = yaml.safe_dump(agent_config(key, **settings), sort_keys=False)
+    if args.out:
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from exc
+        print(f"wrote {args.out} (fleet key pinned)", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     agent = sub.add_parser("agent", help="run and control the on-device agent")
     agent.set_defaults(handler=lambda args: agent.print_help())
@@ -211,6 +247,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop when stdin closes (for a supervisor that holds the pipe, e.g. the demo)",
     )
     run.set_defaults(handler=cmd_run)
+
+    config = asub.add_parser(
+        "config",
+        help="write an agent config with the fleet's public key pinned (validated as `run` reads it)",
+    )
+    config.add_argument("--device-id", required=True)
+    config.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+    config.add_argument(
+        "--fleet-key",
+        required=True,
+        help="the server's STATE_DIR/fleet-signing.pub (a file), or its `ed25519:...` line",
+    )
+    config.add_argument("--tasks", default="", help="initial tasks, e.g. seg,depth")
+    config.add_argument("--device-class", help="rpi4, jetson-nano, x86, ... (default: probed)")
+    config.add_argument("--state-dir", type=Path, default=Path("/var/lib/edgecut"))
+    config.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other setting (repeatable), e.g. listen=127.0.0.1:0",
+    )
+    config.add_argument("--out", type=Path, help="the YAML file to write (default: print it)")
+    config.set_defaults(handler=cmd_config)
 
     tasks = asub.add_parser("tasks", help="show or change the selected tasks")
     tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import yaml
 
 from edgecut.agent.errors import AgentError
+from edgecut.agent.provision import write_agent_config
 from edgecut.agent.serve import AgentClient
+from edgecut.agent.watch import AgentWatch, log_tail
 from edgecut.model_meta import ModelMeta
 from edgecut.v1 import agent_pb2
 
@@ -36,7 +37,8 @@ class AgentProcess:
         broker_url: str,
         log: EventLog,
         before_download: Callable[[str, str], None] | None = None,
-        fleet_key: str = "",
+        *,
+        fleet_key: str,
         operator_key: str = "",
     ) -> None:
         self.profile, self.log, self.before_download = profile, log, before_download
@@ -51,24 +53,25 @@ class AgentProcess:
         self.address = ""
         self._relay: threading.Thread | None = None
         self._log_file: IO[str] | None = None
+        self.watch: AgentWatch | None = None
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        settings = {
-            "device_id": self.device_id,
-            "broker_url": self.broker_url,
-            "state_dir": str(self.state_dir),
-            "listen": "127.0.0.1:0",
-            "tasks": list(self.profile.tasks),
-            "device_class": self.profile.device_class,
-            "ort_threads": 1,
-            "telemetry_interval_s": 5.0,
-            "keepalive_s": 10,
-            "reconnect_max_s": 2.0,
-            "fleet_keys": [self.fleet_key] if self.fleet_key else [],
-            "operator_keys": [self.operator_key] if self.operator_key else [],
-        }
-        self.config.write_text(yaml.safe_dump(settings, sort_keys=False))
+        write_agent_config(
+            self.config,
+            self.fleet_key,
+            device_id=self.device_id,
+            broker_url=self.broker_url,
+            state_dir=self.state_dir,
+            listen="127.0.0.1:0",
+            tasks=list(self.profile.tasks),
+            device_class=self.profile.device_class,
+            ort_threads=1,
+            telemetry_interval_s=5.0,
+            keepalive_s=10,
+            reconnect_max_s=2.0,
+            operator_keys=[self.operator_key] if self.operator_key else [],
+        )
         # The demo's own settings only: an EDGECUT_* variable in the user's shell would override them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECUT_")}
         env["OMP_NUM_THREADS"] = "1"
@@ -92,6 +95,8 @@ class AgentProcess:
             daemon=True,
         )
         self._relay.start()
+        # the demo's --timeout bounds a silent wait; the watch ends one early on a refusal or an exit
+        self.watch = AgentWatch(f"agent {self.device_id}", self.proc, self.log_path, stall_s=float("inf"))
 
     @property
     def pid(self) -> int:
@@ -149,11 +154,7 @@ class AgentProcess:
             self.proc.stdin.close()
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 def scene_images(meta: ModelMeta, n: int = 8) -> list[np.ndarray]:

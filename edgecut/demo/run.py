@@ -25,6 +25,7 @@ from rich.console import Console
 
 from edgecut import topics
 from edgecut.agent.errors import AgentError
+from edgecut.agent.watch import AgentStalled
 from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
@@ -292,6 +293,11 @@ class Demo:
             st = agent.status()
         except AgentError:
             return False
+        if agent.watch is not None:
+            try:
+                agent.watch.check(st)
+            except AgentStalled as exc:  # a refused offer: the wait would last until --timeout
+                raise DemoStalled(str(exc)) from None
         return sorted(st.model_tasks) == sorted(tasks) and self.drivers[agent.device_id].serving.is_set()
 
     def _wait_serving(self, agents: list[AgentProcess], what: str) -> None:
@@ -312,9 +318,14 @@ class Demo:
                 waiting = pending() if pending is not None else []
                 details = "; ".join(f"{a.device_id}: {self._waiting_on(a)}" for a in waiting)
                 if now > self.deadline:
+                    tail = (
+                        f"\nThe last log lines of {waiting[0].device_id}:\n{waiting[0].log_tail()}"
+                        if waiting
+                        else ""
+                    )
                     raise DemoStalled(
                         f"timed out waiting for {what} after {now - since:.0f} s "
-                        f"(--timeout {self.opts.timeout:g} s)" + (f"; {details}" if details else "")
+                        f"(--timeout {self.opts.timeout:g} s)" + (f"; {details}" if details else "") + tail
                     )
                 left = self.deadline - now
                 self.log.say(

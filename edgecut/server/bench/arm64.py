@@ -11,21 +11,29 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 
+from edgecut.agent.watch import AgentWatch
 from edgecut.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgecut.server.spec import Engine
 
 SECTION = "Agent on arm64"
 REPO = Path(__file__).resolve().parents[3]
@@ -84,7 +92,7 @@ def _in_root(root: Path, qemu_cpu: str, *cmd: str, timeout: float = 600) -> str:
     return out.stdout
 
 
-def build_root(root: Path, result: Arm64Result) -> None:
+def build_root(root: Path, result: Arm64Result, stall_s: float) -> None:
     """Build the wheel, then the root (reused when present) with the agent installed in it."""
     if shutil.which("debootstrap") is None or shutil.which("qemu-aarch64-static") is None:
         raise ConfigError("bench arm64 needs debootstrap and qemu-user-static (apt-get install them)")
@@ -99,15 +107,9 @@ def build_root(root: Path, result: Arm64Result) -> None:
         _say(
             f"building the arm64 root in {root} (debootstrap ~3 min the first time) and installing the agent"
         )
-        out = subprocess.run(
-            [str(ARM64 / "build-root.sh"), str(root), str(wheel)],
-            capture_output=True,
-            text=True,
-            timeout=3600,
-        )
-    if out.returncode:
-        raise ConfigError(f"deploy/arm64/build-root.sh failed: {(out.stderr or out.stdout).strip()[-1500:]}")
-    text = out.stdout
+        root.parent.mkdir(parents=True, exist_ok=True)
+        logs = [Path(f"{root}.debootstrap.log"), Path(f"{root}.pip.log")]  # build-root.sh writes them
+        text = _run_watched([str(ARM64 / "build-root.sh"), str(root), str(wheel)], logs, stall_s)
     if m := re.search(r"debootstrap took (\d+) s", text):
         result.debootstrap_s = float(m.group(1))
     if m := re.search(r"pip install took (\d+) s", text):
@@ -115,6 +117,51 @@ def build_root(root: Path, result: Arm64Result) -> None:
     if m := re.search(r"^Successfully installed (.+)$", text, re.M):
         result.installed = m.group(1)
     result.wheels = re.findall(r"^wheel (\S+)$", text, re.M)
+
+
+def _run_watched(command: list[str], logs: list[Path], stall_s: float) -> str:
+    """Run `command`, echoing its `== step` lines; end it when neither its output nor `logs` grew for
+    `stall_s` (one sentence and its last lines instead of a silent wait). Returns its output."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("== "):
+                _say(line[3:].strip())
+
+    reader = threading.Thread(target=read, name="build-root-output", daemon=True)
+    reader.start()
+    seen: tuple[int, ...] = ()
+    moved = time.monotonic()
+    while proc.poll() is None:
+        sizes = (len(lines), *(p.stat().st_size if p.exists() else -1 for p in logs))
+        if sizes != seen:
+            seen, moved = sizes, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and what it started (debootstrap, pip)
+            proc.wait()
+            tail = "\n".join(lines[-10:])
+            grown = max(logs, key=lambda p: p.stat().st_mtime if p.exists() else 0, default=None)
+            more = f"\n{grown}:\n{_tail(grown)}" if grown and grown.exists() else ""
+            raise ConfigError(
+                f"{Path(command[0]).name} made no progress for {stall_s:g} s (--stall-s) and was "
+                f"stopped; its last lines:\n{tail}{more}"
+            )
+        time.sleep(1.0)
+    reader.join(10)
+    text = "\n".join(lines)
+    if proc.returncode:
+        raise ConfigError(f"{Path(command[0]).name} failed ({proc.returncode}): {text.strip()[-1500:]}")
+    return text
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def probe_root(root: Path, result: Arm64Result) -> None:
@@ -133,54 +180,102 @@ def _scene_png(path: Path, size: int) -> np.ndarray:
 
     from edgecut.server.mtl.scenes import render
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+
     img = render(7, 0, size).image  # 3 x H x W uint8
     Image.fromarray(np.transpose(img, (1, 2, 0))).save(path)
     return img
 
 
-def run_agent(root: Path, result: Arm64Result, checkpoint: Path, data_dir: Path, timeout: float) -> None:
-    """Broker + server on the host, the agent in the root; measures until it serves and answers."""
+@dataclass(frozen=True)
+class Launcher:
+    """How the agent starts: in the aarch64 root under qemu (the bench), or on the host (its tests).
+
+    Either way its config is `root/etc/edgecut/agent.yaml` and its state `root/var/lib/edgecut`;
+    `inside` is the path of `root` as the agent sees it ("/" in the chroot).
+    """
+
+    command: tuple[str, ...]
+    inside: str
+    env: tuple[tuple[str, str], ...] = ()  # () = this process's, without EDGECUT_* variables
+
+    @classmethod
+    def chroot(cls, root: Path, qemu_cpu: str) -> Launcher:
+        path = ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        return cls((str(ARM64 / "chroot-run.sh"), str(root), "edgecut"), "/", (path, ("QEMU_CPU", qemu_cpu)))
+
+    @classmethod
+    def host(cls, root: Path) -> Launcher:
+        return cls((sys.executable, "-m", "edgecut.agent"), str(root) + "/")
+
+
+def run_agent(
+    root: Path,
+    result: Arm64Result,
+    engine: Engine,
+    timeout: float,
+    stall_s: float,
+    launcher: Launcher | None = None,
+    fleet_key: str | None = None,
+) -> None:
+    """Broker + server on the host, the agent in the root; measures until it serves and answers.
+
+    `fleet_key` overrides the server's public key in the agent's config (a test's wrongly provisioned
+    device); `launcher` defaults to the aarch64 root.
+    """
+    from edgecut.agent.provision import write_agent_config
     from edgecut.broker import EmbeddedBroker
-    from edgecut.server.engine import load_engine
     from edgecut.server.fleet.app import FleetServer
     from edgecut.server.fleet.settings import ServerSettings
 
+    launcher = launcher or Launcher.chroot(root, result.qemu_cpu)
     state = root / "var" / "lib" / "edgecut"
     shutil.rmtree(state, ignore_errors=True)
     api_port = _free_port()
     with tempfile.TemporaryDirectory(prefix="edgecut-arm64-server-") as work, EmbeddedBroker() as broker:
-        _say(f"broker {broker.kind} on {broker.url}; loading the engine")
-        engine = load_engine(checkpoint, data_dir, n_calib=256, n_val=64, recovery_steps=20)
+        _say(f"broker {broker.kind} on {broker.url}")
         settings = ServerSettings(state_dir=Path(work), broker=broker.url, grpc="127.0.0.1:0", workers=1)
         server = FleetServer(settings, engine).start()
         try:
             if not server.wait_ready(30):
                 raise ConfigError("the fleet server's MQTT bridge did not subscribe within 30 s")
-            config = root / "etc" / "edgecut" / "agent.yaml"
-            config.parent.mkdir(parents=True, exist_ok=True)
-            config.write_text(
-                f"device_id: {DEVICE_ID}\nbroker_url: {broker.url}\nstate_dir: /var/lib/edgecut\n"
-                f"listen: 127.0.0.1:{api_port}\ntasks: [{','.join(result.tasks)}]\n"
-                f"device_class: {result.device_class}\nort_threads: 2\n"
+            assert server.signer is not None
+            write_agent_config(
+                root / "etc" / "edgecut" / "agent.yaml",
+                server.signer.key.public_text if fleet_key is None else fleet_key,
+                device_id=DEVICE_ID,
+                broker_url=broker.url,
+                state_dir=launcher.inside + "var/lib/edgecut",
+                listen=f"127.0.0.1:{api_port}",
+                tasks=result.tasks,
+                device_class=result.device_class,
+                ort_threads=2,
+                download_retry_max_s=5.0,
             )
-            _say(f"starting `edgecut agent run` in the arm64 root (QEMU_CPU={result.qemu_cpu})")
+            _say(f"starting `edgecut agent run` ({' '.join(launcher.command[:1])}...)")
+            log = root / "var" / "log" / "edgecut-agent.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.monotonic()
-            agent = subprocess.Popen(
-                [
-                    str(ARM64 / "chroot-run.sh"),
-                    str(root),
-                    "edgecut",
-                    "agent",
-                    "run",
-                    "--config",
-                    "/etc/edgecut/agent.yaml",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "QEMU_CPU": result.qemu_cpu},
+            with log.open("wb") as log_file:
+                agent = subprocess.Popen(
+                    [
+                        *launcher.command,
+                        "agent",
+                        "run",
+                        "--config",
+                        launcher.inside + "etc/edgecut/agent.yaml",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    env=dict(launcher.env)
+                    or {k: v for k, v in os.environ.items() if not k.startswith("EDGECUT_")},
+                )
+            name = "the emulated agent" if launcher.inside == "/" else "the agent"
+            watch = AgentWatch(
+                name, agent, log, stall_s, busy=lambda: bool(server.jobs and server.jobs.active())
             )
             try:
-                _serve_and_measure(agent, result, f"127.0.0.1:{api_port}", t0, timeout, root)
+                _serve_and_measure(agent, watch, result, f"127.0.0.1:{api_port}", t0, timeout, root, launcher)
             finally:
                 agent.terminate()
                 try:
@@ -194,29 +289,30 @@ def run_agent(root: Path, result: Arm64Result, checkpoint: Path, data_dir: Path,
 
 def _serve_and_measure(
     agent: subprocess.Popen[bytes],
+    watch: AgentWatch,
     result: Arm64Result,
     address: str,
     t0: float,
     timeout: float,
     root: Path,
+    launcher: Launcher,
 ) -> None:
+    from edgecut.agent.errors import AgentError
     from edgecut.agent.serve import AgentClient
     from edgecut.model_meta import ModelMeta
 
     deadline = t0 + timeout
     with AgentClient(address, timeout_s=120.0) as client:
         while True:
-            if agent.poll() is not None:
-                err = agent.stderr.read().decode(errors="replace") if agent.stderr else ""
-                raise ConfigError(f"the emulated agent exited ({agent.returncode}): {err.strip()[-1500:]}")
-            if time.monotonic() > deadline:
-                raise ConfigError(f"the emulated agent served no model within {timeout:g} s")
             try:
                 st = client.status()
-                if st.artifact_id and st.model_meta_json:
-                    break
-            except Exception:  # not listening yet
-                pass
+            except AgentError:  # not listening yet
+                st = None
+            if st is not None and st.artifact_id and st.model_meta_json:
+                break
+            watch.check(st)
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the emulated agent served no model within {timeout:g} s (--timeout)")
             time.sleep(1.0)
         result.serving_s = time.monotonic() - t0
         result.artifact_id = st.artifact_id
@@ -230,19 +326,20 @@ def _serve_and_measure(
         x = (lo + img[None].astype(np.float32) / 255.0 * (hi - lo)).astype(np.float32)
         for _ in range(12):
             result.infer_ms.append(float(client.infer(x).latency_ms))
-    out = _in_root(
-        root,
-        result.qemu_cpu,
-        "edgecut",
-        "agent",
-        "infer",
-        "/tmp/scene.png",
-        "--address",
-        address,
-        "--out",
-        "/tmp",
-    )
-    result.infer_output = [line.rstrip() for line in out.splitlines() if line.strip()]
+    if launcher.inside == "/":
+        out = _in_root(
+            root,
+            result.qemu_cpu,
+            "edgecut",
+            "agent",
+            "infer",
+            "/tmp/scene.png",
+            "--address",
+            address,
+            "--out",
+            "/tmp",
+        )
+        result.infer_output = [line.rstrip() for line in out.splitlines() if line.strip()]
     proc = psutil.Process(agent.pid)
     result.rss_mb = max(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
@@ -262,7 +359,9 @@ def table(r: Arm64Result, command: str) -> str:
         ),
         (
             "`pip install --only-binary=:all: 'edgecut[agent]'`",
-            f"{r.pip_s:.0f} s, no compiler in the root: "
+            f"{r.pip_s:.0f} s"
+            + (" (reused root: missing packages and edgecut only)" if r.debootstrap_s is None else "")
+            + ", no compiler in the root: "
             + ("**no, one was found**" if r.compiler_in_root else "yes"),
         ),
         ("aarch64 wheels installed", ", ".join(w for w in r.wheels if "aarch64" in w) or "-"),
@@ -280,7 +379,11 @@ def table(r: Arm64Result, command: str) -> str:
         "debootstrap and run under qemu-user (deploy/arm64/). The agent installs from wheels alone, "
         "connects to the broker and the fleet server on the host, downloads and serves a model tailored "
         "for its class. Times and memory are **emulated**: they show that it works, not how fast a Pi is. "
-        f"Host: x86_64, 2 cores (shared). Rerun (as root): `{command}`.",
+        f"Host: x86_64, 2 cores (shared). Rerun (as root): `{command}`. The root is kept (`--root`, "
+        "default /var/tmp/edgecut-arm64/root) and reused: a rerun skips debootstrap and installs only "
+        "edgecut and missing packages. `make test-bench` runs this bench at `--recovery-steps 0` as its "
+        "smoke test; a stage that stops making progress ends the run after `--stall-s` with the reason "
+        "and the last log lines (a refused model offer: within 20 s).",
         "",
         "| what | measured |",
         "|---|---|",

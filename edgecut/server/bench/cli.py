@@ -41,7 +41,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
-    p.add_argument("--plot", type=Path, default=Path("docs/prune_delta_m.png"))
+    p.add_argument("--plot", type=Path, default=Path("docs/prune_delta_m.png"), help="'' = none")
     p.add_argument("--section", default="Pruning: CUT vs. baselines")
     p.set_defaults(handler=run_prune)
 
@@ -52,8 +52,15 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         type=Path,
         help=CHECKPOINT_HELP,
     )
-    t.add_argument("--repeats", type=int, default=3)
-    t.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    t.add_argument("--repeats", type=int, default=3, help="builds per task set; the median is the figure")
+    t.add_argument(
+        "--task-sets",
+        default=";".join(",".join(c) for c in TAILOR_CASES),
+        help="task sets, ';' between sets (default %(default)s)",
+    )
+    t.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
     t.set_defaults(handler=run_tailor)
 
     m = bench_sub.add_parser(
@@ -61,7 +68,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     m.add_argument("--retrain", action="store_true", help="train again (timed) even if the model exists")
-    m.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    m.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )
     m.set_defaults(handler=run_model)
 
     g = bench_sub.add_parser(
@@ -160,6 +169,20 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     a.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     a.add_argument("--timeout", type=float, default=1800.0, help="seconds for the agent to serve a model")
     a.add_argument(
+        "--stall-s",
+        type=float,
+        default=300.0,
+        help="end the run when a stage makes no progress this long (building the root: no output or "
+        "log line; the agent: no log line, no status change, no build running); a refused offer ends "
+        "it within 20 s (default %(default)s)",
+    )
+    a.add_argument(
+        "--recovery-steps",
+        type=int,
+        default=20,
+        help="recovery steps of the server's build (default %(default)s; 0 = the smallest build)",
+    )
+    a.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     a.set_defaults(handler=run_arm64)
@@ -171,6 +194,9 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     z.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
     z.add_argument("--builds", type=int, default=3, help="distinct builds to time, 1-3 (default 3)")
     z.add_argument("--registry-url", default="", help="e.g. postgresql://user@host/db (default: SQLite)")
+    z.add_argument(
+        "--recovery-steps", type=int, help="recovery steps per build (default: the server's; 0 = a smoke run)"
+    )
     z.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     z.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     z.add_argument(
@@ -186,14 +212,21 @@ def run_arm64(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise ConfigError("bench arm64 needs root (debootstrap, chroot and mounts in the aarch64 root)")
+    if args.stall_s <= 0 or args.timeout <= 0:
+        raise ConfigError("--timeout and --stall-s must be positive")
+    if args.recovery_steps < 0:
+        raise ConfigError("--recovery-steps must be 0 or more")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     result = arm64.Arm64Result(qemu_cpu=args.qemu_cpu, tasks=tasks, device_class=args.device_class)
     root = args.root.resolve()
     root.parent.mkdir(parents=True, exist_ok=True)
-    arm64.build_root(root, result)
+    arm64.build_root(root, result, args.stall_s)
     arm64.probe_root(root, result)
+    from edgecut.server.engine import load_engine
+
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    arm64.run_agent(root, result, ckpt, args.data_dir, args.timeout)
+    engine = load_engine(ckpt, args.data_dir, n_calib=256, n_val=64, recovery_steps=args.recovery_steps)
+    arm64.run_agent(root, result, engine, args.timeout, args.stall_s)
     _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
     return 0
 
@@ -203,8 +236,12 @@ def run_sizing(args: argparse.Namespace) -> int:
 
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
+    if args.recovery_steps is not None and args.recovery_steps < 0:
+        raise ConfigError("--recovery-steps must be 0 or more")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    result = sizing.run(ckpt, args.data_dir, args.devices, args.builds, args.registry_url)
+    result = sizing.run(
+        ckpt, args.data_dir, args.devices, args.builds, args.registry_url, args.recovery_steps
+    )
     _publish(args.out, sizing.SECTION, sizing.table(result, _command("sizing")))
     return 0
 
@@ -273,7 +310,7 @@ def run_prune(args: argparse.Namespace) -> int:
     )
     text = bench.markdown(res, kinds, command)
     Console().print(text)
-    if args.plot:
+    if str(args.plot) not in ("", "."):  # --plot "" draws none
         bench.plot(res, args.plot)
         text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
@@ -309,7 +346,8 @@ def run_model(args: argparse.Namespace) -> int:
         + metrics_markdown(doc["metrics"], doc["trivial_baseline"])
     )
     Console().print(body)
-    write_section(args.out, "Reference model", body)
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
+        write_section(args.out, "Reference model", body)
     return 0
 
 
@@ -330,11 +368,14 @@ def run_tailor(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ConfigError("--repeats must be at least 1")
+    cases = [tuple(t.strip() for t in group.split(",") if t.strip()) for group in args.task_sets.split(";")]
+    if not cases or any(not c for c in cases):
+        raise ConfigError(f"--task-sets must be task lists separated by ';', got {args.task_sets!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     engine = load_engine(ckpt, args.data_dir)
     engine.reference_metrics()  # computed once per server start, not per build
     rows = []
-    for tasks in TAILOR_CASES:
+    for tasks in cases:
         spec = BuildSpec.create(list(tasks), Budget(macs_fraction=0.5), recover=False)
         runs = []
         for _ in range(args.repeats):
@@ -353,7 +394,7 @@ def run_tailor(args: argparse.Namespace) -> int:
             f"{args.repeats}: importance (4 calibration batches of 32, label-free), channel pruning, BatchNorm "
             "re-estimation, then evaluation on 256 held-out scenes + ONNX export + onnxruntime check. "
             f"Machine: {platform.machine()}, 2 cores (shared with other jobs), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads. Rerun: `edgecut bench tailor`.",
+            f"{torch.get_num_threads()} threads. Rerun: `{_command('tailor')}`.",
             "",
             "| tasks | importance s | pruning s | BN s | evaluate + export s | total s |",
             "|---|---:|---:|---:|---:|---:|",
@@ -361,7 +402,8 @@ def run_tailor(args: argparse.Namespace) -> int:
         ]
     )
     Console().print(body)
-    write_section(args.out, "Tailoring time (no recovery)", body)
+    if str(args.out) not in ("", "."):  # --out "" writes no markdown
+        write_section(args.out, "Tailoring time (no recovery)", body)
     return 0
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 from edgecut import signing
+from edgecut.agent.provision import write_agent_config
 from edgecut.broker import EmbeddedBroker, free_port, mosquitto_path
 from edgecut.errors import EdgecutError
 from edgecut.server.bench.fleet_devices import SimDevice, worker_main
@@ -117,22 +117,19 @@ class DiskFullAgent:
         with open(self.filler, "wb") as f:  # leave ~2 MiB: below what a download needs with its margin
             f.write(b"\0" * (22 << 20))
         cfg = work / "agent.yaml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "device_id": "real-agent",
-                    "broker_url": broker_url,
-                    "server_address": server,
-                    "state_dir": str(self.mnt / "state"),
-                    "listen": "127.0.0.1:0",
-                    "tasks": ["seg", "depth"],
-                    "device_class": "x86",
-                    "ort_threads": 1,
-                    "fleet_keys": [fleet_key],
-                    "download_retry_max_s": 2.0,
-                    "reconnect_max_s": 2.0,
-                }
-            )
+        write_agent_config(
+            cfg,
+            fleet_key,
+            device_id="real-agent",
+            broker_url=broker_url,
+            server_address=server,
+            state_dir=self.mnt / "state",
+            listen="127.0.0.1:0",
+            tasks=["seg", "depth"],
+            device_class="x86",
+            ort_threads=1,
+            download_retry_max_s=2.0,
+            reconnect_max_s=2.0,
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECUT_")} | {"OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(

@@ -37,6 +37,7 @@ PUBLISHERS = 4
 class SizingResult:
     registry: str
     devices: int
+    recovery_steps: int | None = None  # None: the server's default
     builds: list[tuple[str, str, float]] = field(default_factory=list)  # tasks, class, seconds
     needs_s: float = 0.0
     telemetry_s: float = 0.0
@@ -51,7 +52,14 @@ def _say(msg: str) -> None:
     print(f"[bench sizing] {msg}", file=sys.stderr, flush=True)
 
 
-def run(checkpoint: Path, data_dir: Path, devices: int, builds: int, registry_url: str) -> SizingResult:
+def run(
+    checkpoint: Path,
+    data_dir: Path,
+    devices: int,
+    builds: int,
+    registry_url: str,
+    recovery_steps: int | None = None,
+) -> SizingResult:
     import torch
 
     from edgecut.broker import EmbeddedBroker
@@ -63,7 +71,7 @@ def run(checkpoint: Path, data_dir: Path, devices: int, builds: int, registry_ur
         raise ConfigError(f"--builds must be between 1 and {len(NEEDS)}")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="edgecut-sizing-") as work, EmbeddedBroker() as broker:
-        engine = load_engine(checkpoint, data_dir, n_calib=256, n_val=64)
+        engine = load_engine(checkpoint, data_dir, n_calib=256, n_val=64, recovery_steps=recovery_steps)
         settings = ServerSettings(
             state_dir=Path(work), broker=broker.url, grpc="127.0.0.1:0", workers=1, registry_url=registry_url
         )
@@ -73,7 +81,9 @@ def run(checkpoint: Path, data_dir: Path, devices: int, builds: int, registry_ur
                 raise ConfigError("the fleet server's MQTT bridge did not subscribe within 30 s")
             assert server.registry is not None
             names = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
-            result = SizingResult(names.get(server.registry.dialect, server.registry.dialect), devices)
+            result = SizingResult(
+                names.get(server.registry.dialect, server.registry.dialect), devices, recovery_steps
+            )
             _time_builds(server, result, builds)
             _time_messages(server, broker.host, broker.port, result, builds)
             result.rss_mb = psutil.Process().memory_info().rss / 2**20
@@ -179,9 +189,14 @@ def _wait(pred: object, what: str, timeout: float = 600.0) -> None:
 def table(r: SizingResult, command: str) -> str:
     interval = 30.0  # the agent's default telemetry_interval_s
     per_replica = int(r.telemetry_s * interval * 0.5)
+    recovery = (
+        "the server's defaults (recovery 200 steps capped at 60 s)"
+        if r.recovery_steps is None
+        else f"{r.recovery_steps} recovery steps (not the server's default)"
+    )
     lines = [
         "What one server replica handles, measured on this machine (x86_64, 2 cores, shared with other "
-        f"jobs). Builds: the real engine with the server's defaults (recovery 200 steps capped at 60 s), one "
+        f"jobs). Builds: the real engine with {recovery}, one "
         f"worker, torch on 1 thread. Messages: {r.devices} simulated devices over {PUBLISHERS} MQTT "
         f"connections, recorded in a {r.registry} registry by the replica's MQTT bridge (one thread); QoS 1. "
         f"Rerun: `{command}`.",

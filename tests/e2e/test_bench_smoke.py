@@ -1,0 +1,97 @@
+"""Every `edgecut bench` command, end to end at its smallest size, as a user runs it.
+
+Each run is a real `edgecut bench ...` process writing into a temporary markdown file; it fails on a
+non-zero exit, a hang (the per-command time-out) or an empty result (its section missing or without a
+figure). They run in `make test-bench` (EDGECUT_BENCH_SMOKE=1; ~2 min together), not in `make test`.
+`bench paper` has its own quick run in `make test` (tests/e2e/test_bench_paper.py); `bench arm64` needs
+root and qemu (tests/e2e/test_bench_arm64_smoke.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgecut.cli import build_parser
+from tests.support.bench_smoke import OTHER, SMOKE_ENV, run_bench, section
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@dataclass(frozen=True)
+class Smoke:
+    bench: str
+    section: str
+    args: str  # {data} = a data dir shared by the runs, {tmp} = this run's directory
+    timeout_s: float = 240.0
+    out_flag: str = "--out"
+
+
+SMOKES = [
+    Smoke("model", "Reference model", "--data-dir {data}"),
+    Smoke("tailor", "Tailoring time (no recovery)", "--data-dir {data} --repeats 1 --task-sets seg,depth"),
+    Smoke("prune", "Pruning: CUT vs. baselines", "--data-dir {data} --quick --plot {tmp}/prune.png"),
+    Smoke(
+        "quality",
+        "Quality at budget",
+        "--data-dir {data} --task-sets seg,depth --budgets 0.5 --scratch-epochs 0.05 --scratch-seconds 5 "
+        "--train-scenes 32 --calib-scenes 32 --val-scenes 16 --recovery-steps 2 --refine-steps 2 "
+        "--rows {tmp}/rows.pkl --plot {tmp}/quality.png",
+        timeout_s=420.0,
+    ),
+    Smoke("generality", "Generality", "--data-dir {data} --quick", timeout_s=420.0),
+    Smoke("sizing", "Fleet sizing", "--data-dir {data} --devices 8 --builds 1 --recovery-steps 0"),
+    Smoke("swap", "Agent hot-swap", "--swaps 2 --rate 20 --clients 1 --swap-interval 0.2", timeout_s=120.0),
+    Smoke(
+        "download",
+        "Fleet service",
+        "--size-mb 1 --chunks-kb 64 --repeats 1",
+        timeout_s=120.0,
+        out_flag="--output",
+    ),
+    Smoke(
+        "fleet",
+        "Fleet under load and faults",
+        "--devices 3 --processes 1 --build-s 0.1 --no-faults",
+        timeout_s=180.0,
+        out_flag="--output",
+    ),
+]
+ELSEWHERE = {"paper", "arm64"}  # their smoke runs: see the module docstring
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_every_bench_command_has_a_smoke_run() -> None:
+    benches = _subcommands(_subcommands(build_parser())["bench"])
+    assert set(benches) == {s.bench for s in SMOKES} | ELSEWHERE
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-data")
+
+
+@pytest.mark.bench
+@pytest.mark.broker
+@pytest.mark.skipif(
+    not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
+)
+@pytest.mark.parametrize("smoke", SMOKES, ids=[s.bench for s in SMOKES])
+def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    out.write_text(OTHER)
+    args = [a.format(data=data_dir, tmp=tmp_path) for a in smoke.args.split()]
+    run_bench(smoke.bench, [*args, smoke.out_flag, str(out)], smoke.timeout_s)
+    doc = out.read_text()
+    assert OTHER in doc  # only its own section is rewritten
+    body = section(doc, smoke.section)
+    assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
