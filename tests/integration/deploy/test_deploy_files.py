@@ -245,7 +245,8 @@ def test_compose_serves_the_dashboard_with_the_operator_key_made_once(tmp_path: 
     assert keys == {Path("/pki/operator.key")}  # one key on the shared volume, not one per replica
     make_pki = (DEPLOY / "docker" / "make-pki.sh").read_text()
     assert "/pki/operator.key" in make_pki and "operator-public.txt" in make_pki
-    assert "operator_keys:" in (DEPLOY / "docker" / "sim-agents.sh").read_text()
+    sim_agents = (DEPLOY / "docker" / "sim-agents.sh").read_text()
+    assert "operator_keys" in sim_agents and "operator-public.txt" in sim_agents  # the agents trust that key
 
 
 def test_systemd_server_config_serves_the_dashboard(tmp_path: Path) -> None:
