@@ -169,14 +169,21 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(
-    devices: int, processes: int, build_s: float, faults: bool, say: Say, timeout_s: float = 600.0
+    devices: int,
+    processes: int,
+    build_s: float,
+    faults: bool,
+    say: Say,
+    timeout_s: float = 600.0,
+    broker_kind: str = "auto",
 ) -> Outcome:
     out = Outcome(devices, processes, build_s)
     with tempfile.TemporaryDirectory(prefix="edgecut-bench-fleet-") as tmp:
         work = Path(tmp)
         key_path = work / "fleet.key"
         key = signing.generate(key_path)
-        broker = EmbeddedBroker(prefer="mosquitto" if mosquitto_path() else "iotcore").start()
+        auto = "mosquitto" if mosquitto_path() else "iotcore"
+        broker = EmbeddedBroker(prefer=auto if broker_kind == "auto" else broker_kind).start()
         out.broker = broker.kind
         port = free_port()
         (work / "server").mkdir()

@@ -99,6 +99,7 @@ class FleetServer:
             lease_s=s.lease_s,
             poll_s=s.job_poll_s,
             refine_workers=s.refine_workers,
+            max_crashes=s.job_max_crashes,
         )
         servicer = FleetServicer(
             store,

@@ -104,6 +104,12 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
         "--build-s", type=float, default=2.0, help="seconds per build of the fast engine (default 2)"
     )
     f.add_argument("--no-faults", action="store_true", help="no broker restart, server kill or full disk")
+    f.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "iotcore"),
+        default="auto",
+        help="the broker the bench starts (default auto: mosquitto when installed, else iotcore)",
+    )
     f.add_argument("--output", type=Path, default=Path("docs/reliability.md"), help="markdown file to update")
     f.add_argument("--no-write", action="store_true", help="print the results only")
     f.set_defaults(handler=run_bench_fleet)
@@ -257,8 +263,11 @@ def run_bench_fleet(args: argparse.Namespace) -> int:
         args.build_s,
         not args.no_faults,
         lambda line: print(line, file=sys.stderr, flush=True),
+        broker_kind=args.broker,
     )
     command = f"edgecut bench fleet --devices {args.devices} --processes {args.processes} --build-s {args.build_s:g}"
+    if args.broker != "auto":
+        command += f" --broker {args.broker}"
     body = bench_fleet.markdown(outcome, command + (" --no-faults" if args.no_faults else ""))
     print(f"## {bench_fleet.SECTION}\n\n{body}")
     if not args.no_write:
