@@ -57,10 +57,13 @@ class Outcome:
     rss_mib: list[float] = field(default_factory=list)  # server RSS samples
     agent_recovered_s: float | None = None
     broker: str = ""
+    broker_warning: str = ""  # what the server said about the embedded broker's load, if anything
 
 
 class ServerProcess:
-    def __init__(self, state: Path, broker_url: str, port: int, key: Path, build_s: float) -> None:
+    def __init__(
+        self, state: Path, broker_url: str, port: int, key: Path, build_s: float, broker_kind: str = ""
+    ) -> None:
         self.args = [
             sys.executable,
             "-m",
@@ -75,6 +78,8 @@ class ServerProcess:
             str(build_s),
             "--signing-key",
             str(key),
+            "--embedded-broker",
+            broker_kind,
         ]
         self.log = (state.parent / "server.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -187,7 +192,7 @@ def run(
         out.broker = broker.kind
         port = free_port()
         (work / "server").mkdir()
-        server = ServerProcess(work / "server", broker.url, port, key_path, build_s)
+        server = ServerProcess(work / "server", broker.url, port, key_path, build_s, broker.kind)
         server.start()
         rss_stop = threading.Event()
         ended = threading.Event()  # the fault thread lives until then: see _faults
@@ -243,6 +248,8 @@ def run(
                 q.put("stop")
             _summarise(records, out)
             out.builds = len((work / "server" / "builds.log").read_text().splitlines())
+            said = [ln for ln in (work / "server.log").read_text().splitlines() if "embedded iotcore" in ln]
+            out.broker_warning = said[0].split(": ", 1)[-1] if said else ""
         finally:
             rss_stop.set()
             ended.set()
@@ -384,6 +391,8 @@ def markdown(o: Outcome, command: str) -> str:
     ]
     if o.faults:
         lines.append("- faults during phase 1: " + "; ".join(o.faults))
+    if o.broker_warning:
+        lines.append(f'- the server warned: "{o.broker_warning}"')
     if o.agent_recovered_s is not None:
         lines.append(
             f"- the disk-full agent reported the error, kept retrying, and served its model "

@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--grpc", required=True)
     p.add_argument("--build-s", type=float, default=2.0)
     p.add_argument("--signing-key", type=Path, required=True)
+    p.add_argument("--embedded-broker", default="", help="the kind of broker the bench started")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = CountingEngine(
@@ -48,7 +49,7 @@ def main() -> None:
         workers=1,
         limits=limits,  # type: ignore[arg-type]
     )
-    server = FleetServer(settings, engine).start()
+    server = FleetServer(settings, engine, args.embedded_broker).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.wait_ready(30)
