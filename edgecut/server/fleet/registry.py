@@ -127,8 +127,8 @@ def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 _SCHEMA_LOCK = 0x6564676563757401  # pg advisory lock id: replicas starting together create tables once
 CRASHED = (
-    "building this model stopped its server {n} times (the replica crashed or stalled); it is not "
-    "tried again until a device asks again"
+    "building this model stopped its server {n} (the replica crashed or stalled); it is not tried "
+    "again until a device asks again"
 )
 
 
@@ -527,7 +527,7 @@ class Registry:
             capped = 0 < max_crashes <= crashes
             ending: dict[str, Any] = (
                 {"state": FAILED, "stage": "failed", "error_code": "BUILD_FAILED"}
-                | {"error_message": CRASHED.format(n=crashes)}
+                | {"error_message": CRASHED.format(n="once" if crashes == 1 else f"{crashes} times")}
                 if capped
                 else {"state": RUNNING, "stage": "running", "attempts": JobRow.attempts + 1}
             )

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.registry import DONE, RUNNING, Registry
+from edgecut.server.fleet.registry import DONE, FAILED, RUNNING, Registry
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, stub
 from tests.support.postgres import PostgresServer
@@ -41,7 +41,7 @@ class Fleet:
         self.registry: Registry | None = None
 
     def start_replica(
-        self, name: str, delay: float, lease_s: float, extra: tuple[str, ...] = ()
+        self, name: str, delay: float, lease_s: float, extra: tuple[str, ...] = (), **more: Any
     ) -> ReplicaProcess:
         settings: dict[str, Any] = {
             "state_dir": str(self.tmp / name),
@@ -52,6 +52,7 @@ class Fleet:
             "replica_id": name,
             "lease_s": lease_s,
             "job_poll_s": 0.3,
+            **more,
         }
         self.replicas[name] = ReplicaProcess(settings, self.build_log, delay, CREDENTIALS, extra)
         return self.replicas[name]
@@ -182,3 +183,22 @@ def test_a_replica_stalled_mid_build_cannot_record_the_job_another_one_took_over
         assert rec is not None and rec["offered_artifact_id"] == answers[d.device_id].artifact_id
         want = tuple(sorted(NEEDS[int(d.device_id[4:]) % len(NEEDS)]))
         assert tuple(answers[d.device_id].tasks) == want
+
+
+def test_a_build_that_keeps_crashing_its_replicas_fails_and_the_device_is_told(fleet: Fleet) -> None:
+    lease_s = 2.0
+    a = fleet.start_replica("replica-a", delay=WAIT_S, lease_s=lease_s, job_max_crashes=1)
+    (device,) = fleet.ask(1)
+    reg = fleet.reg()
+    running = wait_until(lambda: [j for j in reg.jobs((RUNNING,)) if j.owner == "replica-a"])
+    a.kill()  # the build took its replica down (once is the cap here)
+    b = fleet.start_replica("replica-b", delay=0.5, lease_s=lease_s, job_max_crashes=1)
+    err = device.error(timeout=WAIT_S * 2)
+    assert err.code == pb.Error.BUILD_FAILED and "stopped its server once" in err.message
+    job = reg.job(running[0].build_key)
+    assert job is not None and job.state == FAILED and job.crashes == 1
+    assert [r for r, _ in fleet.builds()] == ["replica-a"]  # b did not build it again
+    # asking again is a new request: built, and answered
+    device.needs(NEEDS[0], seq=2, resources=pb.Resources(device_class="x86", cpu_count=4))
+    ready = device.model_ready(timeout=WAIT_S * 2)
+    assert ready.grpc_address == b.grpc_address and list(ready.tasks) == NEEDS[0]
