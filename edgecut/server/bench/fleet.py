@@ -7,7 +7,10 @@ state dir is a small tmpfs that is full when the run starts.
 
 Phase 1 (cold): every device asks for one of 5 distinct task sets. Faults meanwhile: the broker is
 stopped for 2 s, the server is SIGKILLed mid-build and started again, and the real agent cannot
-download (disk full) until its filler file is deleted. Phase 2 (warm): every device switches to
+download (disk full) until its filler file is deleted. With `replicas` > 1 (on a shared PostgreSQL
+registry and store), replica 0 is SIGKILLed once it holds a running job and started again, and
+replica 1 is SIGSTOPped once it holds one, for its lease and 3 s more, then SIGCONTed: its late
+results must be refused (fenced leases) and every device still served. Phase 2 (warm): every device switches to
 another of the same 5 sets (all cache hits): needs/s handled. "Nothing lost" = every device ends
 with a verified artifact made for exactly the tasks it asked for last.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,12 +62,23 @@ class Outcome:
     agent_recovered_s: float | None = None
     broker: str = ""
     broker_warning: str = ""  # what the server said about the embedded broker's load, if anything
+    replicas: int = 1
+    registry: str = "SQLite"
+    fenced: int = 0  # late results a stalled replica had refused
 
 
 class ServerProcess:
     def __init__(
-        self, state: Path, broker_url: str, port: int, key: Path, build_s: float, broker_kind: str = ""
+        self,
+        state: Path,
+        broker_url: str,
+        port: int,
+        key: Path,
+        build_s: float,
+        broker_kind: str = "",
+        extra: tuple[str, ...] = (),
     ) -> None:
+        self.name = state.name
         self.args = [
             sys.executable,
             "-m",
@@ -80,8 +95,12 @@ class ServerProcess:
             str(key),
             "--embedded-broker",
             broker_kind,
+            "--build-log",
+            str(state.parent / "builds.log"),
+            *extra,
         ]
-        self.log = (state.parent / "server.log").open("ab")
+        self.log_path = state.parent / f"{state.name}.log"
+        self.log = self.log_path.open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -95,8 +114,13 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(15)
@@ -181,8 +205,16 @@ def run(
     say: Say,
     timeout_s: float = 600.0,
     broker_kind: str = "auto",
+    replicas: int = 1,
+    registry_url: str = "",
+    lease_s: float = 5.0,
 ) -> Outcome:
-    out = Outcome(devices, processes, build_s)
+    if replicas > 1 and not registry_url.startswith(("postgresql", "postgres")):
+        raise EdgecutError(
+            "several replicas need a shared PostgreSQL registry: pass --registry-url postgresql://..."
+        )
+    out = Outcome(devices, processes, build_s, replicas=replicas)
+    out.registry = "PostgreSQL" if registry_url else "SQLite"
     with tempfile.TemporaryDirectory(prefix="edgecut-bench-fleet-") as tmp:
         work = Path(tmp)
         key_path = work / "fleet.key"
@@ -191,9 +223,20 @@ def run(
         broker = EmbeddedBroker(prefer=auto if broker_kind == "auto" else broker_kind).start()
         out.broker = broker.kind
         port = free_port()
-        (work / "server").mkdir()
-        server = ServerProcess(work / "server", broker.url, port, key_path, build_s, broker.kind)
-        server.start()
+        servers = []
+        for i in range(replicas):
+            name = "server" if replicas == 1 else f"replica-{i}"
+            (work / name).mkdir()
+            extra: tuple[str, ...] = ("--replica-id", name, "--lease-s", str(lease_s))
+            if registry_url:
+                extra += ("--registry-url", registry_url, "--store", str(work / "store"))
+            grpc_port = port if i == 0 else free_port()
+            servers.append(
+                ServerProcess(work / name, broker.url, grpc_port, key_path, build_s, broker.kind, extra)
+            )
+        for s in servers:
+            s.start()
+        server = servers[0]
         rss_stop = threading.Event()
         ended = threading.Event()  # the fault thread lives until then: see _faults
         sampler = threading.Thread(target=_sample_rss, args=(server, out.rss_mib, rss_stop), daemon=True)
@@ -223,7 +266,8 @@ def run(
             t0 = time.monotonic()
             done = threading.Event()
             if faults:
-                args = (broker, server, out, say, done, ended)
+                plan = _fault_schedule if replicas == 1 else _replica_faults
+                args = (plan, broker, servers, out, say, done, ended, registry_url, lease_s)
                 threading.Thread(target=_faults, args=args, daemon=True).start()
             records = _wait_phase(controls, results, 1, devices, t0 + timeout_s, say)
             done.set()
@@ -247,9 +291,11 @@ def run(
             for q in controls:
                 q.put("stop")
             _summarise(records, out)
-            out.builds = len((work / "server" / "builds.log").read_text().splitlines())
-            said = [ln for ln in (work / "server.log").read_text().splitlines() if "embedded iotcore" in ln]
+            out.builds = len((work / "builds.log").read_text().splitlines())
+            logs = [ln for s in servers for ln in s.log_path.read_text(errors="replace").splitlines()]
+            said = [ln for ln in logs if "embedded iotcore" in ln]
             out.broker_warning = said[0].split(": ", 1)[-1] if said else ""
+            out.fenced = sum("lost its lease before it finished" in ln for ln in logs)
         finally:
             rss_stop.set()
             ended.set()
@@ -261,7 +307,8 @@ def run(
                     p.kill()
             if agent is not None:
                 agent.stop()
-            server.stop()
+            for s in servers:
+                s.stop()
             broker.close()
     return out
 
@@ -300,31 +347,45 @@ def _wait_phase(
 
 
 def _faults(
+    plan: Callable[..., None],
     broker: EmbeddedBroker,
-    server: ServerProcess,
+    servers: list[ServerProcess],
     out: Outcome,
     say: Say,
     done: threading.Event,
     ended: threading.Event,
+    registry_url: str,
+    lease_s: float,
 ) -> None:
     try:
-        _fault_schedule(broker, server, out, say, done)
+        plan(broker, servers, out, say, done, registry_url, lease_s)
     finally:
         # the restarted broker and server get the parent-death signal when the *thread* that started
         # them exits (Linux PR_SET_PDEATHSIG): this one stays until the bench tears everything down
         ended.wait()
 
 
-def _fault_schedule(
-    broker: EmbeddedBroker, server: ServerProcess, out: Outcome, say: Say, done: threading.Event
-) -> None:
-    if done.wait(2.0):
-        return
+def _restart_broker(broker: EmbeddedBroker, out: Outcome, say: Say) -> None:
     say("fault: broker stopped for 2 s")
     broker.stop()
     time.sleep(2.0)
     broker.start()
     out.faults.append("broker stopped for 2 s at t=2 s, then restarted (same port, state lost)")
+
+
+def _fault_schedule(
+    broker: EmbeddedBroker,
+    servers: list[ServerProcess],
+    out: Outcome,
+    say: Say,
+    done: threading.Event,
+    _registry_url: str,
+    _lease_s: float,
+) -> None:
+    server = servers[0]
+    if done.wait(2.0):
+        return
+    _restart_broker(broker, out, say)
     if done.wait(3.0):
         return
     say("fault: fleet server SIGKILLed (mid-build), restarted 1 s later")
@@ -332,6 +393,54 @@ def _fault_schedule(
     time.sleep(1.0)
     server.start()
     out.faults.append("fleet server SIGKILLed at t~7 s, mid-build; restarted 1 s later on the same state")
+
+
+def _replica_faults(
+    broker: EmbeddedBroker,
+    servers: list[ServerProcess],
+    out: Outcome,
+    say: Say,
+    done: threading.Event,
+    registry_url: str,
+    lease_s: float,
+) -> None:
+    """Broker restart; replica 0 SIGKILLed and replica 1 SIGSTOPped, each while it holds a running job."""
+    from edgecut.server.fleet.registry import RUNNING, Registry
+
+    registry = Registry(registry_url)
+    try:
+        if done.wait(2.0):
+            return
+        _restart_broker(broker, out, say)
+
+        def building(name: str) -> bool:
+            deadline = time.monotonic() + 60
+            while not done.is_set() and time.monotonic() < deadline:
+                if any(j.owner == name for j in registry.jobs((RUNNING,))):
+                    return True
+                time.sleep(0.1)
+            return False
+
+        killed, stalled = servers[0], servers[1]
+        if building(killed.name):
+            say(f"fault: {killed.name} SIGKILLed mid-build, restarted 1 s later")
+            killed.kill()
+            time.sleep(1.0)
+            killed.start()
+            out.faults.append(
+                f"{killed.name} SIGKILLed mid-build (it held a running job); restarted 1 s later"
+            )
+        if building(stalled.name):
+            pause = lease_s + 3.0
+            say(f"fault: {stalled.name} SIGSTOPped mid-build for {pause:g} s")
+            stalled.signal(signal.SIGSTOP)
+            time.sleep(pause)
+            stalled.signal(signal.SIGCONT)
+            out.faults.append(
+                f"{stalled.name} SIGSTOPped mid-build for {pause:g} s (its {lease_s:g} s lease + 3 s), then SIGCONTed"
+            )
+    finally:
+        registry.close()
 
 
 def _sample_rss(server: ServerProcess, samples: list[float], stop: threading.Event) -> None:
@@ -359,6 +468,12 @@ def _summarise(records: dict[str, Any], out: Outcome) -> None:
         out.reasks += r["reasks"]
 
 
+def servers_text(o: Outcome) -> str:
+    if o.replicas == 1:
+        return "A real fleet server process"
+    return f"{o.replicas} fleet server replica processes on one {o.registry} registry and one store"
+
+
 def markdown(o: Outcome, command: str) -> str:
     rows = []
     for i, name in enumerate(
@@ -372,8 +487,8 @@ def markdown(o: Outcome, command: str) -> str:
     rss = o.rss_mib or [float("nan")]
     lines = [
         f"`{command}` on this machine ({platform.machine()}, {os.cpu_count()} cores, shared with other "
-        f"work). A real fleet server process (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
-        f"worker; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
+        f"work). {servers_text(o)} (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
+        f"worker each; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
         "with its own MQTT connection, verifying every signed manifest and the downloaded bytes' sha256 "
         "(`edgecut/server/bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
         "",
@@ -391,6 +506,10 @@ def markdown(o: Outcome, command: str) -> str:
     ]
     if o.faults:
         lines.append("- faults during phase 1: " + "; ".join(o.faults))
+    if o.replicas > 1:
+        lines.append(
+            f"- late results refused from a replica that lost its lease while stopped (fenced): {o.fenced}"
+        )
     if o.broker_warning:
         lines.append(f'- the server warned: "{o.broker_warning}"')
     if o.agent_recovered_s is not None:
