@@ -173,9 +173,16 @@ def test_a_replica_stalled_mid_build_cannot_record_the_job_another_one_took_over
 
     a.resume()  # a wakes up with a finished build and records it
     (fleet.tmp / "replica-a" / "go").touch()
-    wait_until(lambda: "lost its lease before it finished" in a.log_path.read_text())
+    refused = "lost its lease before it finished"
+
+    def settled() -> str:  # a's worker is done with the build: refused (now) or recorded (before)
+        text = a.log_path.read_text()
+        return text if refused in text or f"job {key} ready" in text else ""
+
+    log = wait_until(settled)
     job = reg.job(key)
     assert job is not None and (job.state, job.artifact_id, job.owner) == (DONE, b_artifact, "")
+    assert refused in log and f"job {key} ready" not in log  # dropped, and nobody answered from it
     assert [r for r, k in fleet.builds() if k == key] == ["replica-a", "replica-b"]
     # nothing lost: every device is on record with the answer it got, each for its own tasks
     for d in devices:
