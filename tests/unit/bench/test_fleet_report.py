@@ -18,7 +18,7 @@ def _outcome(**kw: object) -> fleet.Outcome:
 def test_a_replicated_run_says_how_many_replicas_and_late_results_were_refused() -> None:
     text = fleet.markdown(_outcome(replicas=2, registry="PostgreSQL", fenced=1), "edgecut bench fleet")
     assert "2 fleet server replica processes on one PostgreSQL registry" in text
-    assert "late results refused from a replica that lost its lease while stopped (fenced): 1" in text
+    assert "builds a stopped replica woke up to and had to drop (its lease was taken over; fenced): 1" in text
 
 
 def test_one_server_reads_as_before_and_a_broker_warning_is_quoted() -> None:
