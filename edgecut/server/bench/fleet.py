@@ -486,6 +486,7 @@ def markdown(o: Outcome, command: str) -> str:
             f"{_pct(lat, 0.99):.2f} | {max(lat):.2f} |"
         )
     rss = o.rss_mib or [float("nan")]
+    redone = " or taken over from the stopped replica" if o.replicas > 1 else ""
     lines = [
         f"`{command}` on this machine ({platform.machine()}, {os.cpu_count()} cores, shared with other "
         f"work). {servers_text(o)} (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
@@ -498,7 +499,7 @@ def markdown(o: Outcome, command: str) -> str:
         *rows,
         "",
         f"- builds: **{o.builds}** for 5 distinct needs ({o.builds / 5:.1f} per distinct need; a build "
-        "interrupted by the SIGKILL runs again and counts twice)",
+        f"interrupted by the SIGKILL{redone} runs again and counts twice)",
         f"- nothing lost: **{o.devices - o.lost if o.lost <= o.devices else 0} of {o.devices}** devices "
         f"(+ the real agent) ended with a verified model for exactly the tasks they asked last; lost: {o.lost}",
         f"- server RSS: {rss[0]:.0f} MiB at start, {max(rss):.0f} MiB peak, {rss[-1]:.0f} MiB at the end",
