@@ -17,9 +17,9 @@ from edgecut.server.fleet.observe import FleetEvent
 
 logger = logging.getLogger(__name__)
 
-# Devices the embedded iotcore broker answers in about the time mosquitto does (measured with
-# `edgecut bench fleet --broker iotcore`, docs/operations.md); above it, answers slow down.
-IOTCORE_DEVICES = 500
+# iotcore answers 60-75 cached needs a second at any fleet size (`edgecut bench fleet --broker iotcore`,
+# docs/operations.md): 250 devices are answered within ~4 s, 1,000 wait 13-37 s (mosquitto: 3 s).
+IOTCORE_DEVICES = 250
 DEVICE_EVENTS = ("needs", "state", "telemetry", "swap", "ack")  # messages a device sent over MQTT
 
 
