@@ -35,7 +35,7 @@ import psutil
 import yaml
 
 from edgecut import signing
-from edgecut.broker import EmbeddedBroker, free_port, mosquitto_path
+from edgecut.broker import EmbeddedBroker, die_with_parent, free_port, mosquitto_path
 from edgecut.errors import EdgecutError
 from edgecut.server.bench.fleet_devices import SimDevice, worker_main
 
@@ -105,7 +105,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log)
+        # dies with the bench, also when it is interrupted (the fault thread that restarts one lives
+        # until the bench ends: see _faults)
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=die_with_parent
+        )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != b"ready":
             raise EdgecutError("the bench's fleet server did not start; see server.log in the work dir")
