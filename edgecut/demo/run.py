@@ -192,7 +192,7 @@ class Demo:
             workers=1,
             http=_free_or_any(opts.http),
         )
-        self.server = FleetServer(settings, self.engine).start()
+        self.server = FleetServer(settings, self.engine, self.broker.kind).start()
         if not self.server.wait_ready(15):
             raise DemoStalled("the fleet server's MQTT bridge did not subscribe within 15 s")
         self.result.ports.append(self.server.grpc_port)

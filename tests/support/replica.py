@@ -2,8 +2,11 @@
 
 The replica tests start two of these on one broker, one PostgreSQL database and one S3 bucket, and
 SIGKILL one mid-build. Each build start is appended to `--build-log` (one line: replica, key, tasks),
-so the tests count builds across processes. The process prints `READY <grpc port>` once its MQTT
-bridge is subscribed, and stops on SIGTERM or when its stdin closes (the test process went away).
+so the tests count builds across processes. With `--hold-first`, the replica's first build stops
+after the engine returns, before its result is stored and recorded (like a long export), writes
+`<state_dir>/holding` and waits for `<state_dir>/go`: a test stalls it there (SIGSTOP). The process
+prints `READY <grpc port>` once its MQTT bridge is subscribed, and stops on SIGTERM or when its stdin
+closes (the test process went away).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,10 @@ def main() -> int:
     p.add_argument("--settings", required=True, help="ServerSettings as JSON")
     p.add_argument("--delay", type=float, default=0.0, help="seconds per build")
     p.add_argument("--build-log", type=Path, required=True)
+    p.add_argument("--hold-first", action="store_true", help="hold the first build before it finishes")
+    p.add_argument(
+        "--pad-bytes", type=int, default=0, help="padding that makes this replica's artifacts its own"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
@@ -50,9 +58,15 @@ def main() -> int:
                 os.write(fd, line.encode())  # one write per line: O_APPEND keeps lines whole
             finally:
                 os.close(fd)
-            return super().build(spec, progress)
+            built = super().build(spec, progress)
+            holding, go = settings.state_dir / "holding", settings.state_dir / "go"
+            if args.hold_first and not holding.exists():
+                holding.write_text(spec.build_key(self.base_model_id))
+                while not go.exists():  # no progress calls here: nothing tells it the lease is gone
+                    time.sleep(0.05)
+            return built
 
-    engine = LoggedEngine(settings.state_dir / "work", delay=args.delay)
+    engine = LoggedEngine(settings.state_dir / "work", delay=args.delay, pad_bytes=args.pad_bytes)
     server = FleetServer(settings, engine).start()
     if not server.wait_ready(WAIT_S):
         print("NOT READY", flush=True)
@@ -69,7 +83,14 @@ def main() -> int:
 class ReplicaProcess:
     """The test side: start a replica process and read its READY line."""
 
-    def __init__(self, settings: dict[str, Any], build_log: Path, delay: float, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        build_log: Path,
+        delay: float,
+        env: dict[str, str],
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.replica_id = str(settings["replica_id"])
         log = Path(settings["state_dir"]) / "replica.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +107,7 @@ class ReplicaProcess:
                 str(delay),
                 "--build-log",
                 str(build_log),
+                *extra,
             ],
             cwd=REPO,
             env={**os.environ, **env},
@@ -109,8 +131,16 @@ class ReplicaProcess:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stalls (a long GC pause, a frozen VM); its leases run out."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(WAIT_S)

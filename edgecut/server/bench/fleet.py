@@ -7,7 +7,10 @@ state dir is a small tmpfs that is full when the run starts.
 
 Phase 1 (cold): every device asks for one of 5 distinct task sets. Faults meanwhile: the broker is
 stopped for 2 s, the server is SIGKILLed mid-build and started again, and the real agent cannot
-download (disk full) until its filler file is deleted. Phase 2 (warm): every device switches to
+download (disk full) until its filler file is deleted. With `replicas` > 1 (on a shared PostgreSQL
+registry and store), replica 0 is SIGKILLed once it holds a running job and started again, and
+replica 1 is SIGSTOPped once it holds one, for its lease and 3 s more, then SIGCONTed: its late
+results must be refused (fenced leases) and every device still served. Phase 2 (warm): every device switches to
 another of the same 5 sets (all cache hits): needs/s handled. "Nothing lost" = every device ends
 with a verified artifact made for exactly the tasks it asked for last.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,13 +35,14 @@ import psutil
 
 from edgecut import signing
 from edgecut.agent.provision import write_agent_config
-from edgecut.broker import EmbeddedBroker, free_port, mosquitto_path
+from edgecut.broker import EmbeddedBroker, die_with_parent, free_port, mosquitto_path
 from edgecut.errors import EdgecutError
 from edgecut.server.bench.fleet_devices import SimDevice, worker_main
 
 SECTION = "Fleet under load and faults"
 NEEDS = [["seg"], ["seg", "depth"], ["depth", "normals"], ["edges"], ["count", "seg"]]
 Say = Callable[[str], None]
+FENCED = ("lost its lease before it finished", "another replica builds it now")  # server log lines
 
 
 @dataclass
@@ -57,10 +62,24 @@ class Outcome:
     rss_mib: list[float] = field(default_factory=list)  # server RSS samples
     agent_recovered_s: float | None = None
     broker: str = ""
+    broker_warning: str = ""  # what the server said about the embedded broker's load, if anything
+    replicas: int = 1
+    registry: str = "SQLite"
+    fenced: int = 0  # late results a stalled replica had refused
 
 
 class ServerProcess:
-    def __init__(self, state: Path, broker_url: str, port: int, key: Path, build_s: float) -> None:
+    def __init__(
+        self,
+        state: Path,
+        broker_url: str,
+        port: int,
+        key: Path,
+        build_s: float,
+        broker_kind: str = "",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.name = state.name
         self.args = [
             sys.executable,
             "-m",
@@ -75,12 +94,22 @@ class ServerProcess:
             str(build_s),
             "--signing-key",
             str(key),
+            "--embedded-broker",
+            broker_kind,
+            "--build-log",
+            str(state.parent / "builds.log"),
+            *extra,
         ]
-        self.log = (state.parent / "server.log").open("ab")
+        self.log_path = state.parent / f"{state.name}.log"
+        self.log = self.log_path.open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log)
+        # dies with the bench, also when it is interrupted (the fault thread that restarts one lives
+        # until the bench ends: see _faults)
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=die_with_parent
+        )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != b"ready":
             raise EdgecutError("the bench's fleet server did not start; see server.log in the work dir")
@@ -90,8 +119,13 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(15)
@@ -166,19 +200,45 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(
-    devices: int, processes: int, build_s: float, faults: bool, say: Say, timeout_s: float = 600.0
+    devices: int,
+    processes: int,
+    build_s: float,
+    faults: bool,
+    say: Say,
+    timeout_s: float = 600.0,
+    broker_kind: str = "auto",
+    replicas: int = 1,
+    registry_url: str = "",
+    lease_s: float = 5.0,
 ) -> Outcome:
-    out = Outcome(devices, processes, build_s)
+    if replicas > 1 and not registry_url.startswith(("postgresql", "postgres")):
+        raise EdgecutError(
+            "several replicas need a shared PostgreSQL registry: pass --registry-url postgresql://..."
+        )
+    out = Outcome(devices, processes, build_s, replicas=replicas)
+    out.registry = "PostgreSQL" if registry_url else "SQLite"
     with tempfile.TemporaryDirectory(prefix="edgecut-bench-fleet-") as tmp:
         work = Path(tmp)
         key_path = work / "fleet.key"
         key = signing.generate(key_path)
-        broker = EmbeddedBroker(prefer="mosquitto" if mosquitto_path() else "iotcore").start()
+        auto = "mosquitto" if mosquitto_path() else "iotcore"
+        broker = EmbeddedBroker(prefer=auto if broker_kind == "auto" else broker_kind).start()
         out.broker = broker.kind
         port = free_port()
-        (work / "server").mkdir()
-        server = ServerProcess(work / "server", broker.url, port, key_path, build_s)
-        server.start()
+        servers = []
+        for i in range(replicas):
+            name = "server" if replicas == 1 else f"replica-{i}"
+            (work / name).mkdir()
+            extra: tuple[str, ...] = ("--replica-id", name, "--lease-s", str(lease_s))
+            if registry_url:
+                extra += ("--registry-url", registry_url, "--store", str(work / "store"))
+            grpc_port = port if i == 0 else free_port()
+            servers.append(
+                ServerProcess(work / name, broker.url, grpc_port, key_path, build_s, broker.kind, extra)
+            )
+        for s in servers:
+            s.start()
+        server = servers[0]
         rss_stop = threading.Event()
         ended = threading.Event()  # the fault thread lives until then: see _faults
         sampler = threading.Thread(target=_sample_rss, args=(server, out.rss_mib, rss_stop), daemon=True)
@@ -208,7 +268,8 @@ def run(
             t0 = time.monotonic()
             done = threading.Event()
             if faults:
-                args = (broker, server, out, say, done, ended)
+                plan = _fault_schedule if replicas == 1 else _replica_faults
+                args = (plan, broker, servers, out, say, done, ended, registry_url, lease_s)
                 threading.Thread(target=_faults, args=args, daemon=True).start()
             records = _wait_phase(controls, results, 1, devices, t0 + timeout_s, say)
             done.set()
@@ -232,7 +293,12 @@ def run(
             for q in controls:
                 q.put("stop")
             _summarise(records, out)
-            out.builds = len((work / "server" / "builds.log").read_text().splitlines())
+            out.builds = len((work / "builds.log").read_text().splitlines())
+            logs = [ln for s in servers for ln in s.log_path.read_text(errors="replace").splitlines()]
+            said = [ln for ln in logs if "embedded iotcore" in ln]
+            out.broker_warning = said[0].split(": ", 1)[-1] if said else ""
+            # a woken replica's result or progress refused by the fencing, and the build dropped
+            out.fenced = sum(any(m in ln for m in FENCED) for ln in logs)
         finally:
             rss_stop.set()
             ended.set()
@@ -244,7 +310,8 @@ def run(
                     p.kill()
             if agent is not None:
                 agent.stop()
-            server.stop()
+            for s in servers:
+                s.stop()
             broker.close()
     return out
 
@@ -283,31 +350,45 @@ def _wait_phase(
 
 
 def _faults(
+    plan: Callable[..., None],
     broker: EmbeddedBroker,
-    server: ServerProcess,
+    servers: list[ServerProcess],
     out: Outcome,
     say: Say,
     done: threading.Event,
     ended: threading.Event,
+    registry_url: str,
+    lease_s: float,
 ) -> None:
     try:
-        _fault_schedule(broker, server, out, say, done)
+        plan(broker, servers, out, say, done, registry_url, lease_s)
     finally:
         # the restarted broker and server get the parent-death signal when the *thread* that started
         # them exits (Linux PR_SET_PDEATHSIG): this one stays until the bench tears everything down
         ended.wait()
 
 
-def _fault_schedule(
-    broker: EmbeddedBroker, server: ServerProcess, out: Outcome, say: Say, done: threading.Event
-) -> None:
-    if done.wait(2.0):
-        return
+def _restart_broker(broker: EmbeddedBroker, out: Outcome, say: Say, when: str) -> None:
     say("fault: broker stopped for 2 s")
     broker.stop()
     time.sleep(2.0)
     broker.start()
-    out.faults.append("broker stopped for 2 s at t=2 s, then restarted (same port, state lost)")
+    out.faults.append(f"broker stopped for 2 s {when}, then restarted (same port, state lost)")
+
+
+def _fault_schedule(
+    broker: EmbeddedBroker,
+    servers: list[ServerProcess],
+    out: Outcome,
+    say: Say,
+    done: threading.Event,
+    _registry_url: str,
+    _lease_s: float,
+) -> None:
+    server = servers[0]
+    if done.wait(2.0):
+        return
+    _restart_broker(broker, out, say, "at t=2 s")
     if done.wait(3.0):
         return
     say("fault: fleet server SIGKILLed (mid-build), restarted 1 s later")
@@ -315,6 +396,53 @@ def _fault_schedule(
     time.sleep(1.0)
     server.start()
     out.faults.append("fleet server SIGKILLed at t~7 s, mid-build; restarted 1 s later on the same state")
+
+
+def _replica_faults(
+    broker: EmbeddedBroker,
+    servers: list[ServerProcess],
+    out: Outcome,
+    say: Say,
+    done: threading.Event,
+    registry_url: str,
+    lease_s: float,
+) -> None:
+    """Replica 1 SIGSTOPped and replica 0 SIGKILLed, each while it holds a running job; a broker restart."""
+    from edgecut.server.fleet.registry import RUNNING, Registry
+
+    registry = Registry(registry_url)
+
+    def building(name: str) -> bool:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            if any(j.owner == name for j in registry.jobs((RUNNING,))):
+                return True
+            time.sleep(0.1)
+        return False
+
+    killed, stalled = servers[0], servers[1]
+    try:
+        if building(stalled.name):
+            pause = lease_s + 3.0
+            say(f"fault: {stalled.name} SIGSTOPped mid-build for {pause:g} s")
+            stalled.signal(signal.SIGSTOP)
+            timer = threading.Timer(pause, stalled.signal, args=(signal.SIGCONT,))
+            timer.start()
+            out.faults.append(
+                f"{stalled.name} SIGSTOPped mid-build for {pause:g} s (its {lease_s:g} s lease + 3 s), then SIGCONTed"
+            )
+        if building(killed.name):
+            say(f"fault: {killed.name} SIGKILLed mid-build, restarted 1 s later")
+            killed.kill()
+            time.sleep(1.0)
+            killed.start()
+            out.faults.append(
+                f"{killed.name} SIGKILLed mid-build (it held a running job); restarted 1 s later"
+            )
+        if not done.is_set():
+            _restart_broker(broker, out, say, "after those")
+    finally:
+        registry.close()
 
 
 def _sample_rss(server: ServerProcess, samples: list[float], stop: threading.Event) -> None:
@@ -342,6 +470,12 @@ def _summarise(records: dict[str, Any], out: Outcome) -> None:
         out.reasks += r["reasks"]
 
 
+def servers_text(o: Outcome) -> str:
+    if o.replicas == 1:
+        return "A real fleet server process"
+    return f"{o.replicas} fleet server replica processes on one {o.registry} registry and one store"
+
+
 def markdown(o: Outcome, command: str) -> str:
     rows = []
     for i, name in enumerate(
@@ -353,10 +487,11 @@ def markdown(o: Outcome, command: str) -> str:
             f"{_pct(lat, 0.99):.2f} | {max(lat):.2f} |"
         )
     rss = o.rss_mib or [float("nan")]
+    redone = " or taken over from the stopped replica" if o.replicas > 1 else ""
     lines = [
         f"`{command}` on this machine ({platform.machine()}, {os.cpu_count()} cores, shared with other "
-        f"work). A real fleet server process (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
-        f"worker; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
+        f"work). {servers_text(o)} (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
+        f"worker each; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
         "with its own MQTT connection, verifying every signed manifest and the downloaded bytes' sha256 "
         "(`edgecut/server/bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
         "",
@@ -365,7 +500,7 @@ def markdown(o: Outcome, command: str) -> str:
         *rows,
         "",
         f"- builds: **{o.builds}** for 5 distinct needs ({o.builds / 5:.1f} per distinct need; a build "
-        "interrupted by the SIGKILL runs again and counts twice)",
+        f"interrupted by the SIGKILL{redone} runs again and counts twice)",
         f"- nothing lost: **{o.devices - o.lost if o.lost <= o.devices else 0} of {o.devices}** devices "
         f"(+ the real agent) ended with a verified model for exactly the tasks they asked last; lost: {o.lost}",
         f"- server RSS: {rss[0]:.0f} MiB at start, {max(rss):.0f} MiB peak, {rss[-1]:.0f} MiB at the end",
@@ -374,6 +509,12 @@ def markdown(o: Outcome, command: str) -> str:
     ]
     if o.faults:
         lines.append("- faults during phase 1: " + "; ".join(o.faults))
+    if o.replicas > 1:
+        lines.append(
+            f"- builds a stopped replica woke up to and had to drop (its lease was taken over; fenced): {o.fenced}"
+        )
+    if o.broker_warning:
+        lines.append(f'- the server warned: "{o.broker_warning}"')
     if o.agent_recovered_s is not None:
         lines.append(
             f"- the disk-full agent reported the error, kept retrying, and served its model "

@@ -1,6 +1,7 @@
 """`python -m edgecut.server.bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
-process that `edgecut bench fleet` can SIGKILL and start again. Every build started is appended to
-`<state_dir>/builds.log`, so builds are counted across restarts (an interrupted build counts twice)."""
+process that `edgecut bench fleet` can SIGKILL, SIGSTOP and start again. Every build started is appended
+to `--build-log` (default `<state_dir>/builds.log`), so builds are counted across restarts and replicas
+(an interrupted build counts twice)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,16 @@ def main() -> None:
     p.add_argument("--grpc", required=True)
     p.add_argument("--build-s", type=float, default=2.0)
     p.add_argument("--signing-key", type=Path, required=True)
+    p.add_argument("--embedded-broker", default="", help="the kind of broker the bench started")
+    p.add_argument("--replica-id", default="", help="this replica's name on the job leases")
+    p.add_argument("--registry-url", default="", help="shared registry (PostgreSQL) for several replicas")
+    p.add_argument("--store", default="", help="shared artifact store directory")
+    p.add_argument("--lease-s", type=float, default=30.0)
+    p.add_argument("--build-log", type=Path, help="default STATE_DIR/builds.log")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = CountingEngine(
-        args.state_dir / "builds.log", workdir=args.state_dir / "engine", delay=args.build_s
+        args.build_log or args.state_dir / "builds.log", workdir=args.state_dir / "engine", delay=args.build_s
     )
     limits = {"needs_burst": 100, "build_burst": 10, "max_queued_jobs": 64, "scrub_interval_s": 0}
     settings = ServerSettings(
@@ -47,8 +54,13 @@ def main() -> None:
         signing_key=args.signing_key,
         workers=1,
         limits=limits,  # type: ignore[arg-type]
+        replica_id=args.replica_id,
+        registry_url=args.registry_url,
+        store_url=args.store,
+        lease_s=args.lease_s,
+        job_poll_s=0.5,
     )
-    server = FleetServer(settings, engine).start()
+    server = FleetServer(settings, engine, args.embedded_broker).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.wait_ready(30)

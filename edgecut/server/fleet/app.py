@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from edgecut import tls
+from edgecut.server.fleet.broker_load import BrokerLoad
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 
 class FleetServer:
-    def __init__(self, settings: ServerSettings, engine: Engine) -> None:
+    def __init__(self, settings: ServerSettings, engine: Engine, embedded_broker: str = "") -> None:
+        """`embedded_broker`: the kind of broker edgecut started for this server (the demo, the benches),
+        "" for an external one; on the embedded iotcore broker the server warns past what it serves well."""
         self.settings, self.engine = settings, engine
         self.registry: Registry | None = None
         self.store: Store | None = None
@@ -55,6 +58,8 @@ class FleetServer:
         self._stop_scrub = threading.Event()
         self._scrubber: threading.Thread | None = None
         self.observers = Observers()
+        if embedded_broker:
+            self.observers.add(BrokerLoad(embedded_broker))
         self.policy = BudgetPolicy(settings.budget.classes)
         self.policy.latency.tolerance = settings.latency_tolerance
         self.policy.latency.sustain_s = settings.latency_sustain_s
@@ -99,6 +104,7 @@ class FleetServer:
             lease_s=s.lease_s,
             poll_s=s.job_poll_s,
             refine_workers=s.refine_workers,
+            max_crashes=s.job_max_crashes,
         )
         servicer = FleetServicer(
             store,

@@ -103,6 +103,17 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
         "--build-s", type=float, default=2.0, help="seconds per build of the fast engine (default 2)"
     )
     f.add_argument("--no-faults", action="store_true", help="no broker restart, server kill or full disk")
+    f.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "iotcore"),
+        default="auto",
+        help="the broker the bench starts (default auto: mosquitto when installed, else iotcore)",
+    )
+    f.add_argument("--replicas", type=int, default=1, help="fleet server replicas (default 1)")
+    f.add_argument(
+        "--registry-url", default="", help="PostgreSQL registry the replicas share (needed for 2+)"
+    )
+    f.add_argument("--lease-s", type=float, default=5.0, help="job lease seconds of the replicas (default 5)")
     f.add_argument("--output", type=Path, default=Path("docs/reliability.md"), help="markdown file to update")
     f.add_argument("--no-write", action="store_true", help="print the results only")
     f.set_defaults(handler=run_bench_fleet)
@@ -250,16 +261,26 @@ def run_bench_fleet(args: argparse.Namespace) -> int:
     from edgecut.benchdoc import write_section
     from edgecut.server.bench import fleet as bench_fleet
 
-    if args.devices < 1 or args.processes < 1 or args.build_s < 0:
-        raise ConfigError("--devices and --processes must be at least 1, --build-s at least 0")
+    if args.devices < 1 or args.processes < 1 or args.build_s < 0 or args.replicas < 1 or args.lease_s < 2:
+        raise ConfigError(
+            "--devices, --processes and --replicas must be at least 1, --build-s 0, --lease-s 2"
+        )
     outcome = bench_fleet.run(
         args.devices,
         min(args.processes, args.devices),
         args.build_s,
         not args.no_faults,
         lambda line: print(line, file=sys.stderr, flush=True),
+        broker_kind=args.broker,
+        replicas=args.replicas,
+        registry_url=args.registry_url,
+        lease_s=args.lease_s,
     )
     command = f"edgecut bench fleet --devices {args.devices} --processes {args.processes} --build-s {args.build_s:g}"
+    if args.broker != "auto":
+        command += f" --broker {args.broker}"
+    if args.replicas > 1:
+        command += f" --replicas {args.replicas} --registry-url postgresql://... --lease-s {args.lease_s:g}"
     body = bench_fleet.markdown(outcome, command + (" --no-faults" if args.no_faults else ""))
     print(f"## {bench_fleet.SECTION}\n\n{body}")
     if not args.no_write:

@@ -14,6 +14,9 @@ The registry is the queue. Workers `claim_job` under a lease (see registry.py), 
 the same database may build any queued job, one replica per key; the lease is renewed while the build
 runs, and a replica that dies stops renewing it: when it expires another replica takes the job over.
 A job this replica waits for but another one builds is watched in the registry until it ends.
+Results are fenced (registry.py): a replica that stalled past its lease and wakes up finds its
+result refused, drops it and follows the new holder's job like any remote one; a job whose holders
+died or stalled `max_crashes` times ends failed, and its waiting devices are told.
 
 Events (`Progress`, then exactly one of `Ready` / `Failed`) fan out to every listener under one lock,
 so each listener sees them in order. Devices that asked over MQTT are `waiter`s persisted in the
@@ -138,9 +141,10 @@ class JobManager:
         lease_s: float = 30.0,
         poll_s: float = 1.0,
         refine_workers: int = 1,
+        max_crashes: int = 3,
     ) -> None:
-        if workers < 1 or refine_workers < 0:
-            raise ValueError("workers must be >= 1 and refine_workers >= 0")
+        if workers < 1 or refine_workers < 0 or max_crashes < 0:
+            raise ValueError("workers must be >= 1, refine_workers and max_crashes >= 0")
         if lease_s <= 0 or poll_s <= 0:
             raise ValueError("lease_s and poll_s must be positive")
         self.engine, self.store, self.registry = engine, store, registry
@@ -148,6 +152,7 @@ class JobManager:
         self.observers = observers or Observers()
         self.owner = owner or default_owner()  # this replica's name on the leases it holds
         self.lease_s, self.poll_s = lease_s, poll_s
+        self.max_crashes = max_crashes  # 0 = no cap
         self._workers_n, self._refine_workers_n = workers, refine_workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}  # jobs someone here listens to or waits for, or builds
@@ -223,6 +228,11 @@ class JobManager:
         with self._lock:
             self._building.discard(key)
             return key in self._lost
+
+    def lose(self, key: str) -> None:
+        """`key`'s lease is gone (another claim holds the job): stop building it."""
+        with self._lock:
+            self._lost.add(key)
 
     def should_stop(self, key: str) -> bool:
         return self._stopping.is_set() or key in self._lost
@@ -350,13 +360,17 @@ class JobManager:
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                rec = self.registry.claim_job(self.owner, self.lease_s)
+                rec = self.registry.claim_job(self.owner, self.lease_s, max_crashes=self.max_crashes)
             except Exception:  # a database outage must not end the worker; it tries again
                 logger.exception("claiming a job failed; retrying in %.1f s", self.poll_s)
                 rec = None
             if rec is None:
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
+                continue
+            if rec.state == FAILED:  # the crash cap: tell whoever waits here, and the hooks' devices
+                logger.error("job %s failed: %s", rec.build_key, rec.error_message)
+                self._finish(rec.build_key, Failed(rec.build_key, rec.error_code, rec.error_message))
                 continue
             if rec.attempts > 1:
                 logger.info("job %s: attempt %d (taken over or resumed)", rec.build_key, rec.attempts)
@@ -373,8 +387,8 @@ class JobManager:
                 lost = self.registry.renew_leases(self.owner, building, self.lease_s)
                 if lost:
                     logger.warning("lost the lease on %s (another replica took over): stopping", lost)
-                    with self._lock:
-                        self._lost |= lost
+                    for key in lost:
+                        self.lose(key)
                 for key in remote:
                     self._follow(key)
             except Exception:
@@ -412,7 +426,7 @@ class JobManager:
             self.engine.validate(spec)
         except Exception as exc:  # persisted by an older server or for another base model
             logger.warning("dropping job %s: %s", key, exc)
-            self._end(key, self._failed(key, exc))
+            self._end(key, rec.generation, self._failed(key, exc))
             return
         with self._lock:
             job = self._active.setdefault(key, Job(key, spec, Progress(key, "running", 0.0)))
@@ -425,7 +439,9 @@ class JobManager:
                 raise Interrupted
             if stage not in stage_seen:  # persist stage changes only, not every percent
                 stage_seen.add(stage)
-                self.registry.update_job(key, stage=stage, fraction=fraction)
+                if not self.registry.update_job(key, rec.generation, stage=stage, fraction=fraction):
+                    self.lose(key)  # taken over while we were not looking
+                    raise Interrupted
             self._emit(job, Progress(key, stage, min(max(fraction, 0.0), 1.0), detail))
 
         try:
@@ -446,14 +462,18 @@ class JobManager:
         except Exception as exc:
             if not isinstance(exc, ServerError):
                 logger.exception("job %s failed", key)
-            self._end(key, self._failed(key, exc))
+            self._end(key, rec.generation, self._failed(key, exc))
             return
-        logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
-        self._end(key, Ready(key, artifact, False, *lineage))
-        self.refiner.queue(key, spec, artifact.artifact_id, lineage[1] + 1)
+        if self._end(key, rec.generation, Ready(key, artifact, False, *lineage)):
+            logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
+            self.refiner.queue(key, spec, artifact.artifact_id, lineage[1] + 1)
 
-    def _end(self, key: str, outcome: Outcome) -> None:
-        """Persist the outcome, give up the lease, then tell listeners and hooks."""
+    def _end(self, key: str, generation: int, outcome: Outcome) -> bool:
+        """Persist the outcome, give up the lease, then tell listeners and hooks.
+
+        False when claim `generation` lost the job meanwhile: nothing is recorded or told, and the job
+        stays active here, followed in the registry like one another replica builds.
+        """
         if isinstance(outcome, Ready):
             fields: dict[str, Any] = {
                 "state": DONE,
@@ -472,9 +492,17 @@ class JobManager:
                 "error_code": outcome.code,
                 "error_message": outcome.message,
             }
-        self.registry.finish_job(key, self.owner, **fields)
+        recorded = self.registry.finish_job(key, self.owner, generation, **fields)
         self.let_go(key)
+        if not recorded:
+            logger.warning(
+                "job %s: this replica lost its lease before it finished (stalled?); its result is "
+                "dropped and the job's current holder decides",
+                key,
+            )
+            return False
         self._finish(key, outcome)
+        return True
 
     def _failed(self, key: str, exc: BaseException) -> Failed:
         if not isinstance(exc, ServerError):

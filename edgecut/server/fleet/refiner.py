@@ -102,17 +102,23 @@ class Refiner:
             rec = None
             if not jobs.quick_builds_here():
                 try:
-                    rec = jobs.registry.claim_job(jobs.owner, jobs.lease_s, kind=REFINE)
+                    rec = jobs.registry.claim_job(
+                        jobs.owner, jobs.lease_s, kind=REFINE, max_crashes=jobs.max_crashes
+                    )
                 except Exception:
                     logger.exception("claiming a refinement failed; retrying in %.1f s", jobs.poll_s)
             if rec is None:
                 self.wake.wait(jobs.poll_s)
                 self.wake.clear()
                 continue
+            if rec.state == FAILED:  # the crash cap: the quick model stays what the key serves
+                logger.error("refinement %s failed: %s", rec.build_key, rec.error_message)
+                self._observe(rec.build_key, "failed", 1.0, {"error": rec.error_message})
+                continue
             self.run(rec)
 
     def run(self, rec: JobRecord) -> None:
-        jobs, key = self.jobs, rec.build_key
+        jobs, key, gen = self.jobs, rec.build_key, rec.generation
         try:
             info = rec.spec["refine"]
             of, parent, number = str(info["of"]), str(info["parent"]), int(info["number"])
@@ -120,23 +126,25 @@ class Refiner:
             jobs.engine.validate(spec)
         except Exception as exc:  # persisted by an older server or for another base model
             logger.warning("dropping refinement %s: %s", key, exc)
-            self._finish(key, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500])
+            self._finish(
+                key, gen, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500]
+            )
             return
         lineage = {"parent_artifact_id": parent, "refinement": number}
         current = jobs.registry.job(of)
         if current is None or current.state != DONE or current.artifact_id != parent:
             logger.info("refinement %s: %s no longer serves %s; skipped", key, of, parent[:12])
-            self._finish(key, DONE, stage=STALE, **lineage)
+            self._finish(key, gen, DONE, stage=STALE, **lineage)
             return
         if not jobs.registry.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
             logger.info("refinement %s: no device wants %s any more; skipped until asked again", key, of)
-            self._finish(key, DONE, stage=UNWANTED, **lineage)
+            self._finish(key, gen, DONE, stage=UNWANTED, **lineage)
             return
         try:
             parent_meta = jobs.store.get(parent).meta
         except EdgecutError as exc:
             logger.warning("refinement %s: parent %s is gone from the store (%s)", key, parent[:12], exc)
-            self._finish(key, DONE, stage=STALE, **lineage)
+            self._finish(key, gen, DONE, stage=STALE, **lineage)
             return
         jobs.hold(key)
         self._observe(key, "running", 0.0, {**info, "tasks": list(spec.tasks)})
@@ -149,7 +157,9 @@ class Refiner:
                 raise _Yield
             if stage not in stages:
                 stages.add(stage)
-                jobs.registry.update_job(key, stage=stage, fraction=fraction)
+                if not jobs.registry.update_job(key, gen, stage=stage, fraction=fraction):
+                    jobs.lose(key)  # taken over while we were not looking
+                    raise Interrupted
             self._observe(key, stage, min(max(fraction, 0.0), 1.0), {**info, "detail": detail})
 
         try:
@@ -170,30 +180,47 @@ class Refiner:
             return
         except Exception as exc:
             logger.exception("refinement %s failed", key)
-            self._finish(key, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500])
+            self._finish(
+                key, gen, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500]
+            )
             return
         if artifact is None:
             logger.info("refinement %s is not better than %s; nothing shipped", key, parent[:12])
-            self._finish(key, DONE, stage=NOT_BETTER, **lineage)
-            self.queue(of, spec, parent, number + 1)
+            if self._finish(key, gen, DONE, stage=NOT_BETTER, **lineage):
+                self.queue(of, spec, parent, number + 1)
             return
-        adopted = jobs.registry.adopt_refinement(of, parent, artifact.artifact_id, number)
-        self._finish(
-            key, DONE, stage="ready" if adopted else STALE, artifact_id=artifact.artifact_id, **lineage
+        stage = jobs.registry.finish_refinement(
+            key, jobs.owner, gen, of, parent, artifact.artifact_id, number
         )
-        if not adopted:
+        jobs.let_go(key)
+        if stage is None:
+            _dropped(key)
+            return
+        self._observe(key, stage, 1.0, {"artifact_id": artifact.artifact_id})
+        if stage == STALE:
             logger.info("refinement %s: %s moved on from %s meanwhile; not served", key, of, parent[:12])
             return
         logger.info("refinement %d of %s ready: artifact %s", number, of, artifact.artifact_id[:12])
         jobs.refined(Ready(of, artifact, False, parent, number))
         self.queue(of, spec, artifact.artifact_id, number + 1)
 
-    def _finish(self, key: str, state: str, **fields: Any) -> None:
-        self.jobs.registry.finish_job(key, self.jobs.owner, state=state, **fields)
+    def _finish(self, key: str, generation: int, state: str, **fields: Any) -> bool:
+        """Record the refinement's end; False (nothing recorded) when claim `generation` lost it."""
+        recorded = self.jobs.registry.finish_job(key, self.jobs.owner, generation, state=state, **fields)
         self.jobs.let_go(key)
+        if not recorded:
+            _dropped(key)
+            return False
         self._observe(key, fields.get("stage", state), 1.0, {"artifact_id": fields.get("artifact_id", "")})
+        return True
 
     def _observe(self, key: str, stage: str, fraction: float, data: dict[str, Any]) -> None:
         self.jobs.observers.emit(
             FleetEvent("refinement", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
         )
+
+
+def _dropped(key: str) -> None:
+    logger.warning(
+        "refinement %s: this replica lost its lease before it finished (stalled?); result dropped", key
+    )

@@ -8,7 +8,14 @@ published after a restart, by whichever replica finishes the build.
 Single flight across replicas: a replica builds a key only while it holds that key's row in
 `job_leases` (owner, expiry). `claim_job` takes a queued job, or a running one whose lease expired
 (its replica died), with one atomic upsert whose condition is "no lease or an expired one", so two
-replicas never both win; the builder renews the lease while it works and deletes it when done. Rows
+replicas never both win; the builder renews the lease while it works and deletes it when done.
+
+Fencing: every claim adds one to the job's `lease_gen` and hands it to the claimant, and a job's
+result (`finish_job`, `finish_refinement`) and progress count only with the generation that holds the
+job now, checked in the same transaction that writes them. A replica that stalled (SIGSTOP, a long GC
+pause, a frozen VM) past its lease and then wakes up cannot record a job another replica took over.
+A job whose holders died or stalled `max_crashes` times ends failed instead of being claimed again
+(a build that crashes its replica is not retried forever); the devices waiting for it are told. Rows
 are added with insert-or-ignore/upsert statements, so replicas writing the same device at once do
 not collide. Times in lease decisions are the database's clock on PostgreSQL, so replicas on hosts
 whose clocks differ still agree on what has expired.
@@ -85,6 +92,8 @@ class JobRecord:
     owner: str = ""  # the replica holding the lease ('' = none)
     lease_expires: float = 0.0
     kind: str = BUILD
+    generation: int = 0  # the fencing token of the latest claim (finish_job needs it)
+    crashes: int = 0  # holders that died or stalled with it
 
 
 @dataclass(frozen=True)
@@ -109,12 +118,18 @@ def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
         lease.owner if lease is not None else "",
         lease.expires if lease is not None else 0.0,
         REFINE if row.kind == REFINE else BUILD,  # '' = a row from before refinements existed
+        row.lease_gen or 0,
+        row.crashes or 0,
     )
 
 
 # URL scheme -> the SQLAlchemy driver name; other databases lack the upserts the leases rely on.
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 _SCHEMA_LOCK = 0x6564676563757401  # pg advisory lock id: replicas starting together create tables once
+CRASHED = (
+    "building this model stopped its server {n} (the replica crashed or stalled); it is not tried "
+    "again until a device asks again"
+)
 
 
 def registry_url(url: str) -> URL:
@@ -442,6 +457,7 @@ class Registry:
             row.state, row.spec, row.stage, row.fraction = QUEUED, spec, "queued", 0.0
             row.artifact_id = row.error_code = row.error_message = ""
             row.parent_artifact_id, row.refinement, row.kind = "", 0, kind
+            row.crashes = 0
             row.updated = now()
 
     def adopt_refinement(
@@ -455,23 +471,7 @@ class Registry:
         """
         with self._tx() as s:
             s.execute(_lock_jobs([build_key]))
-            adopted = s.scalar(
-                update(JobRow)
-                .where(
-                    JobRow.build_key == build_key,
-                    JobRow.state == DONE,
-                    JobRow.artifact_id == parent_artifact_id,
-                )
-                .values(
-                    artifact_id=artifact_id,
-                    parent_artifact_id=parent_artifact_id,
-                    refinement=number,
-                    updated=now(),
-                )
-                .returning(JobRow.build_key)
-                .execution_options(synchronize_session=False)
-            )
-            return adopted is not None
+            return _adopt(s, build_key, parent_artifact_id, artifact_id, number)
 
     def ensure_job(self, build_key: str, spec: dict[str, Any]) -> JobRecord:
         """The key's job: created queued when missing, queued again when it failed, else as it is.
@@ -487,14 +487,21 @@ class Registry:
             )
             row = s.get(JobRow, build_key, with_for_update={"key_share": True})
             assert row is not None
-            if row.state == FAILED:
+            if row.state == FAILED:  # asked again: a new request, with a new allowance of crashes
                 row.state, row.spec, row.stage, row.fraction = QUEUED, spec, "queued", 0.0
                 row.error_code = row.error_message = ""
+                row.crashes = 0
                 row.updated = now()
             return _job(row, s.get(LeaseRow, build_key))
 
-    def claim_job(self, owner: str, lease_s: float, kind: str = BUILD) -> JobRecord | None:
+    def claim_job(
+        self, owner: str, lease_s: float, kind: str = BUILD, max_crashes: int = 0
+    ) -> JobRecord | None:
         """Take the oldest job of `kind` nobody builds (queued, or running under an expired lease).
+
+        The record carries the claim's fencing `generation`. Taking over a running job counts a crash
+        of its holder; with `max_crashes` > 0, a job that reaches it is returned failed (state failed,
+        message CRASHED) instead of claimed, for the caller to tell its waiters.
 
         Quick builds and refinements are claimed by separate workers, so a long refinement never
         holds a worker that a device's first model waits for.
@@ -506,7 +513,7 @@ class Registry:
         with self._tx() as s:
             db_now = self._db_now(s)
             q = (
-                select(JobRow.build_key)
+                select(JobRow.build_key, JobRow.state, JobRow.crashes)
                 .outerjoin(LeaseRow, LeaseRow.build_key == JobRow.build_key)
                 .where(
                     JobRow.state.in_((QUEUED, RUNNING)),
@@ -519,9 +526,11 @@ class Registry:
                 .limit(1)
                 .with_for_update(of=JobRow, skip_locked=True, key_share=True)
             )
-            key = s.scalar(q)
-            if key is None:
+            found = s.execute(q).first()
+            if found is None:
                 return None
+            key, state, crashes = found
+            crashes = (crashes or 0) + (state == RUNNING)  # its holder died or stalled with it
             lease = {"owner": owner, "expires": db_now + lease_s, "acquired": db_now}
             won = s.scalar(
                 self._insert(LeaseRow)
@@ -533,22 +542,34 @@ class Registry:
             )
             if won is None:  # renewed by its holder since the select
                 return None
+            capped = 0 < max_crashes <= crashes
+            ending: dict[str, Any] = (
+                {"state": FAILED, "stage": "failed", "error_code": "BUILD_FAILED"}
+                | {"error_message": CRASHED.format(n="once" if crashes == 1 else f"{crashes} times")}
+                if capped
+                else {"state": RUNNING, "stage": "running", "attempts": JobRow.attempts + 1}
+            )
             started = s.scalar(
                 update(JobRow)
                 .where(JobRow.build_key == key, JobRow.state.in_((QUEUED, RUNNING)))
                 .values(
-                    state=RUNNING, stage="running", fraction=0.0, attempts=JobRow.attempts + 1, updated=now()
+                    **ending,
+                    fraction=0.0,
+                    crashes=crashes,
+                    lease_gen=JobRow.lease_gen + 1,  # fences off every earlier holder
+                    updated=now(),
                 )
                 .returning(JobRow.build_key)
                 .execution_options(synchronize_session=False)
             )
-            if started is None:  # finished since the select (a second check; row locks make it rare)
+            if started is None or capped:  # finished since the select, or failed just now
                 s.execute(
                     delete(LeaseRow)
                     .where(LeaseRow.build_key == key)
                     .execution_options(synchronize_session=False)
                 )
-                return None
+                if started is None:  # a second check; row locks make it rare
+                    return None
             row = s.get(JobRow, key, populate_existing=True)
             assert row is not None
             return _job(row, s.get(LeaseRow, key, populate_existing=True))
@@ -575,12 +596,15 @@ class Registry:
         self._release(owner, [build_key])
 
     def release_leases(self, owner: str) -> list[str]:
-        """Queue again every job `owner` held: a replica restarting under the same id resumes at once."""
+        """Queue again every job `owner` held: a replica restarting under the same id resumes at once.
+
+        It held them when it died (a clean stop releases its jobs), so each counts a crash.
+        """
         with self._tx() as s:
             keys = list(s.scalars(select(LeaseRow.build_key).where(LeaseRow.owner == owner)))
-        return self._release(owner, keys)
+        return self._release(owner, keys, crashed=True)
 
-    def _release(self, owner: str, keys: list[str]) -> list[str]:
+    def _release(self, owner: str, keys: list[str], crashed: bool = False) -> list[str]:
         if not keys:
             return []
         with self._tx() as s:
@@ -597,28 +621,70 @@ class Registry:
                 s.execute(
                     update(JobRow)
                     .where(JobRow.build_key.in_(gone), JobRow.state == RUNNING)
-                    .values(state=QUEUED, stage="queued", fraction=0.0, updated=now())
+                    .values(
+                        state=QUEUED,
+                        stage="queued",
+                        fraction=0.0,
+                        crashes=JobRow.crashes + int(crashed),
+                        updated=now(),
+                    )
                     .execution_options(synchronize_session=False)
                 )
             return sorted(gone)
 
-    def finish_job(self, build_key: str, owner: str, **fields: Any) -> None:
-        """Record a job's end (state done or failed, with its fields) and drop `owner`'s lease."""
+    def finish_job(self, build_key: str, owner: str, generation: int, **fields: Any) -> bool:
+        """Record a job's end (state done or failed, with its fields) and drop `owner`'s lease.
+
+        Only while claim `generation` still holds the running job: False, and nothing written, when
+        another claim took it over since (the caller stalled past its lease) or it ended otherwise.
+        """
         if fields.get("state") not in (DONE, FAILED):
             raise ValueError(f"finish_job needs state done or failed, not {fields.get('state')!r}")
         with self._tx() as s:
             s.execute(_lock_jobs([build_key]))
+            if not _holds(s, build_key, generation):
+                return False
             _set_job(s, build_key, fields)
             s.flush()
-            s.execute(
-                delete(LeaseRow)
-                .where(LeaseRow.build_key == build_key, LeaseRow.owner == owner)
-                .execution_options(synchronize_session=False)
-            )
+            _drop_lease(s, build_key, owner)
+            return True
 
-    def update_job(self, build_key: str, **fields: Any) -> None:
+    def finish_refinement(
+        self,
+        build_key: str,
+        owner: str,
+        generation: int,
+        of: str,
+        parent_artifact_id: str,
+        artifact_id: str,
+        number: int,
+    ) -> str | None:
+        """Record refinement job `build_key`'s artifact and adopt it for key `of` in one transaction.
+
+        Adopted (`adopt_refinement`'s compare-and-set) -> stage "ready", else "stale"; returns that
+        stage, or None (nothing written, nothing adopted) when claim `generation` lost the job.
+        """
         with self._tx() as s:
+            s.execute(_lock_jobs([build_key, of]))
+            if not _holds(s, build_key, generation):
+                return None
+            adopted = _adopt(s, of, parent_artifact_id, artifact_id, number)
+            stage = "ready" if adopted else "stale"
+            fields = {"state": DONE, "stage": stage, "fraction": 1.0, "artifact_id": artifact_id}
+            _set_job(s, build_key, {**fields, "parent_artifact_id": parent_artifact_id, "refinement": number})
+            s.flush()
+            _drop_lease(s, build_key, owner)
+            return stage
+
+    def update_job(self, build_key: str, generation: int | None = None, **fields: Any) -> bool:
+        """Set a job's fields; with `generation`, only while that claim holds the running job."""
+        with self._tx() as s:
+            if generation is not None:
+                s.execute(_lock_jobs([build_key]))
+                if not _holds(s, build_key, generation):
+                    return False
             _set_job(s, build_key, fields)
+            return True
 
     def job(self, build_key: str) -> JobRecord | None:
         with self._tx() as s:
@@ -672,7 +738,42 @@ class Registry:
 
 
 def _lock_jobs(keys: list[str]) -> Any:
-    return select(JobRow.build_key).where(JobRow.build_key.in_(keys)).with_for_update(key_share=True)
+    # in key order: two writers locking overlapping sets of rows cannot deadlock
+    q = select(JobRow.build_key).where(JobRow.build_key.in_(keys)).order_by(JobRow.build_key)
+    return q.with_for_update(key_share=True)
+
+
+def _holds(s: Session, build_key: str, generation: int) -> bool:
+    """Whether claim `generation` still holds the running job (the caller locked its row)."""
+    q = select(JobRow.build_key).where(
+        JobRow.build_key == build_key, JobRow.state == RUNNING, JobRow.lease_gen == generation
+    )
+    return s.scalar(q) is not None
+
+
+def _drop_lease(s: Session, build_key: str, owner: str) -> None:
+    s.execute(
+        delete(LeaseRow)
+        .where(LeaseRow.build_key == build_key, LeaseRow.owner == owner)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _adopt(s: Session, build_key: str, parent_artifact_id: str, artifact_id: str, number: int) -> bool:
+    adopted = s.scalar(
+        update(JobRow)
+        .where(
+            JobRow.build_key == build_key,
+            JobRow.state == DONE,
+            JobRow.artifact_id == parent_artifact_id,
+        )
+        .values(
+            artifact_id=artifact_id, parent_artifact_id=parent_artifact_id, refinement=number, updated=now()
+        )
+        .returning(JobRow.build_key)
+        .execution_options(synchronize_session=False)
+    )
+    return adopted is not None
 
 
 def _set_job(s: Session, build_key: str, fields: dict[str, Any]) -> None:

@@ -96,6 +96,10 @@ class JobRow(Base):
     # build: the key's quick build (build_key = the key); refine: refinement n of a key's artifact
     # (build_key = refinement_key(key, n), spec = the build spec + "refine": {of, parent, number})
     kind: Mapped[str] = mapped_column(String(16), default=BUILD)
+    # the fencing token: +1 at every claim, so a holder that lost its lease cannot record the job
+    lease_gen: Mapped[int] = mapped_column(BigInteger, default=0)
+    # holders that died or stalled with the job (lease expired, or their replica restarted holding it)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LeaseRow(Base):

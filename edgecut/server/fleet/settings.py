@@ -142,6 +142,14 @@ class ServerSettings(BaseModel):
     job_poll_s: float = Field(
         default=1.0, gt=0.0, le=60.0, title="seconds between looks at the shared job queue and leases"
     )
+    job_max_crashes: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        title="replica crashes or stalls one job may cause before it fails",
+        description="a job whose lease holder died or stalled this often ends failed and its waiting "
+        "devices are told (0 = no cap: retried forever)",
+    )
     grpc_threads: int = Field(default=64, ge=4, le=1024, title="gRPC worker threads = max concurrent RPCs")
     chunk_size: int = Field(default=DEFAULT_CHUNK, ge=1024, le=MAX_CHUNK, title="DownloadModel chunk bytes")
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"

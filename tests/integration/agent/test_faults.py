@@ -23,6 +23,7 @@ from edgecut.v1 import agent_pb2, agent_pb2_grpc
 from tests.support.agent_helpers import serving, wait_serving, wait_until
 from tests.support.download_faults import DownloadServicer, start_download_server
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import WAIT_S
 
 pytestmark = pytest.mark.integration
 IMG = np.random.default_rng(5).random((1, 3, 64, 64), dtype=np.float32)
@@ -179,12 +180,12 @@ def test_local_api_bounds_and_garbage(make_agent, fleet) -> None:
         huge = agent_pb2.Tensor(shape=[800, 3, 64, 64], data=b"\0" * (800 * 3 * 64 * 64 * 4))  # 39 MB
         for tensor, why in ((big, "needs"), (wide, "infer_max_batch"), (huge, "infer_max_bytes")):
             with pytest.raises(grpc.RpcError) as info:
-                stub.Infer(agent_pb2.InferRequest(image=tensor), timeout=10)
+                stub.Infer(agent_pb2.InferRequest(image=tensor), timeout=WAIT_S)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in info.value.details()
         for method in ("Infer", "Status", "SetTasks", "Rollback", "Unpin"):
             call = channel.unary_unary(f"/edgecut.v1.AgentService/{method}")
             with pytest.raises(grpc.RpcError) as info:
-                call(b"\xff\xff\xff garbage", timeout=5)
+                call(b"\xff\xff\xff garbage", timeout=WAIT_S)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
     assert agent.status().inference_count == 0  # nothing ran
     with AgentClient(agent.api_address) as client:

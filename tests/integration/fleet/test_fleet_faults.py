@@ -19,7 +19,7 @@ from edgecut.server.fleet.app import FleetServer
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine
-from tests.support.waiting import wait_until
+from tests.support.waiting import WAIT_S, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,16 +81,16 @@ def test_out_of_range_numbers_are_refused_naming_the_field(server: FleetServer, 
             (pb.Budget(max_params=-5), "max_params"),
         ):
             with pytest.raises(grpc.RpcError) as info:
-                list(fleet.RequestModel(pb.ModelRequest(tasks=["seg"], budget=budget), timeout=5))
+                list(fleet.RequestModel(pb.ModelRequest(tasks=["seg"], budget=budget), timeout=WAIT_S))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and name in info.value.details()
         for method in ("RequestModel", "DownloadModel"):
             call = channel.unary_stream(f"/edgecut.v1.FleetService/{method}")
             with pytest.raises(grpc.RpcError) as info:
-                list(call(b"\xff\xfe garbage \x00", timeout=5))
+                list(call(b"\xff\xfe garbage \x00", timeout=WAIT_S))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
             assert "not a valid edgecut.v1." in info.value.details()
         # and it still serves
-        assert list(fleet.RequestModel(pb.ModelRequest(tasks=["seg"]), timeout=20))[-1].ready.artifact_id
+        assert list(fleet.RequestModel(pb.ModelRequest(tasks=["seg"]), timeout=WAIT_S))[-1].ready.artifact_id
     finally:
         channel.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.registry import DONE, RUNNING, Registry
+from edgecut.server.fleet.registry import DONE, FAILED, RUNNING, Registry
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, stub
 from tests.support.postgres import PostgresServer
@@ -40,7 +40,9 @@ class Fleet:
         self.devices: list[Device] = []
         self.registry: Registry | None = None
 
-    def start_replica(self, name: str, delay: float, lease_s: float) -> ReplicaProcess:
+    def start_replica(
+        self, name: str, delay: float, lease_s: float, extra: tuple[str, ...] = (), **more: Any
+    ) -> ReplicaProcess:
         settings: dict[str, Any] = {
             "state_dir": str(self.tmp / name),
             "broker": self.broker.url,
@@ -50,8 +52,9 @@ class Fleet:
             "replica_id": name,
             "lease_s": lease_s,
             "job_poll_s": 0.3,
+            **more,
         }
-        self.replicas[name] = ReplicaProcess(settings, self.build_log, delay, CREDENTIALS)
+        self.replicas[name] = ReplicaProcess(settings, self.build_log, delay, CREDENTIALS, extra)
         return self.replicas[name]
 
     def ask(self, n: int) -> list[Device]:
@@ -147,3 +150,62 @@ def test_a_replica_killed_mid_build_loses_its_job_to_the_other(fleet: Fleet) -> 
     assert waiting_for_victim  # the killed replica's devices were answered by the survivor
     survivor_address = fleet.replicas[survivor].grpc_address
     assert {answers[d].grpc_address for d in waiting_for_victim} == {survivor_address}
+
+
+def test_a_replica_stalled_mid_build_cannot_record_the_job_another_one_took_over(fleet: Fleet) -> None:
+    lease_s = 3.0
+    a = fleet.start_replica("replica-a", delay=0.5, lease_s=lease_s, extra=("--hold-first",))
+    devices = fleet.ask(4)  # four keys; replica a alone hears the needs and queues them
+    holding = fleet.tmp / "replica-a" / "holding"
+    key = wait_until(lambda: holding.exists() and holding.read_text())  # built, not yet recorded
+    a.pause()  # stalled before it stores and records its result; its lease runs out
+    stalled_at = time.monotonic()
+    # replica b builds its artifacts with other bytes: a late record by a would show
+    b = fleet.start_replica("replica-b", delay=0.5, lease_s=lease_s, extra=("--pad-bytes", "4096"))
+    answers = {d.device_id: d.model_ready(timeout=WAIT_S * 2) for d in devices}
+    assert {m.grpc_address for m in answers.values()} == {b.grpc_address}  # b answered everyone
+    assert time.monotonic() - stalled_at >= lease_s  # b took a's job only once its lease ran out
+    reg = fleet.reg()
+    job = reg.job(key)
+    assert job is not None and job.state == DONE and job.attempts == 2
+    b_artifact = job.artifact_id
+    assert b_artifact in {m.artifact_id for m in answers.values()}
+
+    a.resume()  # a wakes up with a finished build and records it
+    (fleet.tmp / "replica-a" / "go").touch()
+    refused = "lost its lease before it finished"
+
+    def settled() -> str:  # a's worker is done with the build: refused (now) or recorded (before)
+        text = a.log_path.read_text()
+        return text if refused in text or f"job {key} ready" in text else ""
+
+    log = wait_until(settled)
+    job = reg.job(key)
+    assert job is not None and (job.state, job.artifact_id, job.owner) == (DONE, b_artifact, "")
+    assert refused in log and f"job {key} ready" not in log  # dropped, and nobody answered from it
+    assert [r for r, k in fleet.builds() if k == key] == ["replica-a", "replica-b"]
+    # nothing lost: every device is on record with the answer it got, each for its own tasks
+    for d in devices:
+        rec = reg.device(d.device_id)
+        assert rec is not None and rec["offered_artifact_id"] == answers[d.device_id].artifact_id
+        want = tuple(sorted(NEEDS[int(d.device_id[4:]) % len(NEEDS)]))
+        assert tuple(answers[d.device_id].tasks) == want
+
+
+def test_a_build_that_keeps_crashing_its_replicas_fails_and_the_device_is_told(fleet: Fleet) -> None:
+    lease_s = 2.0
+    a = fleet.start_replica("replica-a", delay=WAIT_S, lease_s=lease_s, job_max_crashes=1)
+    (device,) = fleet.ask(1)
+    reg = fleet.reg()
+    running = wait_until(lambda: [j for j in reg.jobs((RUNNING,)) if j.owner == "replica-a"])
+    a.kill()  # the build took its replica down (once is the cap here)
+    b = fleet.start_replica("replica-b", delay=0.5, lease_s=lease_s, job_max_crashes=1)
+    err = device.error(timeout=WAIT_S * 2)
+    assert err.code == pb.Error.BUILD_FAILED and "stopped its server once" in err.message
+    job = reg.job(running[0].build_key)
+    assert job is not None and job.state == FAILED and job.crashes == 1
+    assert [r for r, _ in fleet.builds()] == ["replica-a"]  # b did not build it again
+    # asking again is a new request: built, and answered
+    device.needs(NEEDS[0], seq=2, resources=pb.Resources(device_class="x86", cpu_count=4))
+    ready = device.model_ready(timeout=WAIT_S * 2)
+    assert ready.grpc_address == b.grpc_address and list(ready.tasks) == NEEDS[0]

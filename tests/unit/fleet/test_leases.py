@@ -42,7 +42,9 @@ def test_a_held_lease_keeps_others_out_until_it_expires(pair: tuple[Registry, Re
     taken = b.claim_job("replica-b", lease_s=30)
     assert taken is not None and taken.owner == "replica-b" and taken.attempts == 2
     assert a.renew_leases("replica-a", ["k"], lease_s=30) == {"k"}  # a learns it lost the job
-    b.finish_job("k", "replica-b", state=DONE, stage="ready", fraction=1.0, artifact_id="ab" * 32)
+    b.finish_job(
+        "k", "replica-b", taken.generation, state=DONE, stage="ready", fraction=1.0, artifact_id="ab" * 32
+    )
     done = a.job("k")
     assert done is not None and done.state == DONE and done.owner == ""
     assert b.claim_job("replica-b", lease_s=30) is None
@@ -78,7 +80,7 @@ def test_concurrent_claims_build_each_job_once(pair: tuple[Registry, Registry]) 
         while (rec := reg.claim_job(name, 60)) is not None:
             with lock:
                 claims.append((rec.build_key, name))
-            reg.finish_job(rec.build_key, name, state=DONE, artifact_id="ab" * 32)
+            reg.finish_job(rec.build_key, name, rec.generation, state=DONE, artifact_id="ab" * 32)
 
     threads = [
         threading.Thread(target=worker, args=(r, f"{n}-{i}"))

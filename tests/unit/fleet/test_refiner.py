@@ -203,7 +203,7 @@ def test_a_cache_hit_revives_the_refinement_after_one_that_was_not_better(tmp_pa
         # refinement 1 was not better, so 2 was queued from the same parent and then skipped as unwanted
         for n, stage in ((1, NOT_BETTER), (2, UNWANTED)):
             st.registry.create_job(refinement_key(key, n), {"refine": {"of": key}}, kind=REFINE)
-            st.registry.finish_job(refinement_key(key, n), "x", state=DONE, stage=stage)
+            st.registry.update_job(refinement_key(key, n), state=DONE, stage=stage)
         st.jobs.refiner.revive(key, 0)  # the key still serves its quick model (refinement 0)
         again = st.registry.job(refinement_key(key, 2))
         assert again is not None and again.state == QUEUED

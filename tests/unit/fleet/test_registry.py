@@ -119,7 +119,7 @@ def test_refinement_jobs_have_their_own_workers_and_adopt_only_onto_their_parent
     assert reg.claim_job("w", 30) is None
     ref = reg.claim_job("r", 30, kind=REFINE)
     assert ref is not None and ref.build_key == rk and ref.kind == REFINE
-    reg.finish_job("k", "w", state=DONE, artifact_id="a" * 64)
+    reg.finish_job("k", "w", got.generation, state=DONE, artifact_id="a" * 64)
     assert not reg.adopt_refinement("k", "b" * 64, "c" * 64, 1)  # not the artifact the key serves
     assert reg.adopt_refinement("k", "a" * 64, "c" * 64, 1)
     rec = reg.job("k")

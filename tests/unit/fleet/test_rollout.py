@@ -224,7 +224,7 @@ def _refine(world: World, quick: Ready, base: str, retrained: bool = False) -> R
     assert built is not None
     stored = world.store.put_file(built.onnx_path, built.meta)
     world.registry.create_job(quick.build_key, {})
-    world.registry.finish_job(quick.build_key, "x", state=DONE, artifact_id=quick.artifact.artifact_id)
+    world.registry.update_job(quick.build_key, state=DONE, artifact_id=quick.artifact.artifact_id)
     assert world.registry.adopt_refinement(quick.build_key, quick.artifact.artifact_id, stored.artifact_id, 1)
     return Ready(quick.build_key, stored, False, quick.artifact.artifact_id, 1)
 

@@ -19,6 +19,7 @@ from edgecut.server.fleet import cli as service_cli
 from edgecut.server.fleet.settings import load_settings
 from edgecut.server.paths import PACKAGED_REFERENCE
 from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.waiting import WAIT_S
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,9 +135,9 @@ def test_server_command_runs_the_service_until_sigterm(
 
     def probe_then_stop() -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            grpc.channel_ready_future(ch).result(timeout=10)
+            grpc.channel_ready_future(ch).result(timeout=WAIT_S)
             seen["health"] = (
-                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=WAIT_S).status
             )
         os.kill(os.getpid(), signal.SIGTERM)
 
