@@ -37,7 +37,7 @@ DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 def device_of(topic: str) -> str | None:
     """The device id in a device topic, or None when the topic is not one or its id is not valid."""
     parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or not DEVICE_ID.match(parts[3]):
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or not DEVICE_ID.fullmatch(parts[3]):
         return None
     return parts[3]
 

@@ -240,6 +240,7 @@ class Agent:
 
     def _on_command(self, cmd: fleet_pb2.Command) -> None:
         action = cmd.WhichOneof("action") or ""
+        signed = cmd  # echoed in the ack of an obeyed command: the server checks who sent it
         try:
             cmd = self.trust.check_command(cmd)
         except Refused as exc:
@@ -253,34 +254,45 @@ class Agent:
                 self.tasks.set(cmd.set_tasks.tasks)
             except ConfigError as exc:
                 self._error(f"operator set_tasks refused: {exc}")
-                self._ack(cmd.command_id, action, False, str(exc))
+                self._ack(cmd.command_id, action, False, str(exc), signed)
                 return
-            self._ack(cmd.command_id, action, True)
+            self._ack(cmd.command_id, action, True, "", signed)
         elif action in ("rollback", "pin", "unpin"):
             do = {"rollback": self._do_rollback, "pin": self._do_pin, "unpin": self._do_unpin}[action]
             cid = cmd.command_id
 
             def job() -> None:
                 result = do()
-                self._ack(cid, action, result.ok, result.reason)
+                self._ack(cid, action, result.ok, result.reason, signed)
 
             self._jobs.put(job)
         else:
             self._ack(cmd.command_id, action, False, "no action in the command")
 
-    def _ack(self, command_id: str, action: str, ok: bool, reason: str = "") -> None:
-        self.link.publish_ack(
-            fleet_pb2.CommandAck(
-                device_id=self.device_id,
-                command_id=command_id[:128],
-                action=action,
-                ok=ok,
-                reason=reason[:MAX_REASON],
-                sent_unix_ms=now_ms(),
-            )
+    def _ack(
+        self,
+        command_id: str,
+        action: str,
+        ok: bool,
+        reason: str = "",
+        signed: fleet_pb2.Command | None = None,
+    ) -> None:
+        ack = fleet_pb2.CommandAck(
+            device_id=self.device_id,
+            command_id=command_id[:128],
+            action=action,
+            ok=ok,
+            reason=reason[:MAX_REASON],
+            sent_unix_ms=now_ms(),
         )
+        if signed is not None:
+            ack.command.CopyFrom(signed)
+        self.link.publish_ack(ack)
 
     def _on_error(self, err: fleet_pb2.Error) -> None:
+        if err.about:  # a refused telemetry sample: not an answer to the needs, nor a model refused
+            logger.warning("server refused this device's %s: %s", err.about[:32], err.message[:MAX_REASON])
+            return
         if err.code not in (
             fleet_pb2.Error.RATE_LIMITED,
             fleet_pb2.Error.QUEUE_FULL,

@@ -194,7 +194,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from .provision import agent_config, read_fleet_key
+    from .provision import agent_config, read_fleet_key, write_private
 
     text = args.fleet_key.strip()
     key = text if text.startswith("ed25519:") or not text else read_fleet_key(Path(text))
@@ -215,8 +215,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     text = yaml.safe_dump(agent_config(key, **settings), sort_keys=False)
     if args.out:
         try:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(text)
+            write_private(Path(args.out), text)
         except OSError as exc:
             raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from exc
         print(f"wrote {args.out} (fleet key pinned)", file=sys.stderr)

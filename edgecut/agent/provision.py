@@ -9,6 +9,7 @@ config with the agent's own settings model, so a bad one fails here, before any 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def agent_config(fleet_key: str, /, **settings: Any) -> dict[str, Any]:
         )
     parse_public_key(key, "the fleet key")
     doc: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
-    doc["fleet_keys"] = [key]
+    # keys given by --set (a rotation's old and new key) stay beside the one pinned here
+    doc["fleet_keys"] = [key] + [k for k in doc.get("fleet_keys") or [] if str(k).strip() != key]
     try:
         AgentSettings.model_validate(doc)
     except ValidationError as exc:
@@ -56,6 +58,14 @@ def agent_config(fleet_key: str, /, **settings: Any) -> dict[str, Any]:
 def write_agent_config(path: Path, fleet_key: str, /, **settings: Any) -> dict[str, Any]:
     """Write the validated config to `path` (YAML) and return it."""
     doc = agent_config(fleet_key, **settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_private(path, yaml.safe_dump(doc, sort_keys=False))
     return doc
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a config readable by its owner only: it may hold a broker password or key paths."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode on open

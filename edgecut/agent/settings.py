@@ -88,7 +88,7 @@ class AgentSettings(BaseModel):
     @field_validator("device_id")
     @classmethod
     def _device_id(cls, v: str) -> str:
-        if not topics.DEVICE_ID.match(v):
+        if not topics.DEVICE_ID.fullmatch(v):
             raise ValueError("use 1-64 letters, digits, '_', '-' or '.' (it becomes an MQTT topic level)")
         return v
 

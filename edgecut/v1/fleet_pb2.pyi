@@ -211,20 +211,22 @@ class Manifest(_message.Message):
     def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ...) -> None: ...
 
 class CommandAck(_message.Message):
-    __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms")
+    __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms", "command")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     command_id: str
     action: str
     ok: bool
     reason: str
     sent_unix_ms: int
-    def __init__(self, device_id: _Optional[str] = ..., command_id: _Optional[str] = ..., action: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
+    command: Command
+    def __init__(self, device_id: _Optional[str] = ..., command_id: _Optional[str] = ..., action: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., sent_unix_ms: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class SwapReport(_message.Message):
     __slots__ = ("device_id", "artifact_id", "ok", "reason", "previous_artifact_id", "load_ms", "sent_unix_ms", "verified_key_id")
@@ -287,7 +289,7 @@ class Unpin(_message.Message):
     def __init__(self) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "device_id", "needs_seq")
+    __slots__ = ("code", "message", "device_id", "needs_seq", "about")
     class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         CODE_UNSPECIFIED: _ClassVar[Error.Code]
@@ -320,11 +322,13 @@ class Error(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     NEEDS_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ABOUT_FIELD_NUMBER: _ClassVar[int]
     code: Error.Code
     message: str
     device_id: str
     needs_seq: int
-    def __init__(self, code: _Optional[_Union[Error.Code, str]] = ..., message: _Optional[str] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ...) -> None: ...
+    about: str
+    def __init__(self, code: _Optional[_Union[Error.Code, str]] = ..., message: _Optional[str] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., about: _Optional[str] = ...) -> None: ...
 
 class Budget(_message.Message):
     __slots__ = ("max_macs", "max_params", "macs_fraction", "params_fraction")

@@ -15,7 +15,7 @@ def test_device_topic_round_trip() -> None:
     assert topics.shared(topics.NEEDS) == "$share/edgecut-needs/edgecut/v1/devices/+/needs"
 
 
-@pytest.mark.parametrize("bad", ["%00", "x" * 65, "x" * 1000, "a b", "dév", "a\x00b", ""])
+@pytest.mark.parametrize("bad", ["%00", "x" * 65, "x" * 1000, "a b", "dév", "a\x00b", "", "dev-A\n"])
 def test_a_topic_naming_an_id_no_agent_may_have_names_no_device(bad: str) -> None:
     assert topics.device_of(f"edgecut/v1/devices/{bad}/telemetry") is None
     assert topics.device_of(topics.device_topic("x" * 64, topics.STATE)) == "x" * 64

@@ -31,15 +31,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
 from sqlalchemy import JSON, Float, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edgecut import signing, topics
-from edgecut.envelopes import sign_command
+from edgecut.envelopes import open_command, sign_command
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet import commands
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
+from edgecut.signing import Keyring, SignatureError
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -163,7 +165,7 @@ class CommandDesk:
     def _command(
         self, device_id: str, action: str, tasks: list[str] | None
     ) -> tuple[pb.Command, dict[str, Any]]:
-        if not _DEVICE_ID.match(device_id):
+        if not _DEVICE_ID.fullmatch(device_id):
             raise CommandError(
                 f"device id {device_id[:80]!r} is not valid: 1-64 letters, digits, '_', '-' or '.'"
             )
@@ -207,10 +209,10 @@ class CommandDesk:
         reason = str(e.data.get("reason", ""))[:2000]
         with self._lock, self.registry.transaction() as s:
             row = s.get(CommandRow, command_id) if command_id else None
-            if row is None and _COMMAND_ID.match(command_id):
-                # sent by `edgecut command` (its own MQTT connection) or anything else that reached the
-                # device's command topic: recorded from the device's ack (on its own topic), so the
-                # audit log and the metrics have it too
+            if row is None and self._signed_here(e.data.get("command"), command_id, e.device_id):
+                # sent by `edgecut command` (its own MQTT connection) with this fleet's operator key:
+                # recorded from the device's ack, which echoes the signed command, so the audit log and
+                # the metrics have it too; a made-up id without that signature is not recorded
                 row = CommandRow(
                     command_id=command_id,
                     device_id=e.device_id,
@@ -246,6 +248,16 @@ class CommandDesk:
             reason,
         )
         self._event(record)
+
+    def _signed_here(self, echoed: Any, command_id: str, device_id: str) -> bool:
+        """Whether an ack's echoed command is one this fleet's operator key signed for that device."""
+        if not isinstance(echoed, dict) or not _COMMAND_ID.fullmatch(command_id):
+            return False
+        try:
+            inner = open_command(Keyring([self.key.public]), json_format.ParseDict(echoed, pb.Command()))
+        except (SignatureError, json_format.ParseError, ValueError, TypeError):
+            return False
+        return inner.command_id == command_id and inner.device_id == device_id
 
     # -- reads ---------------------------------------------------------------------------------
 

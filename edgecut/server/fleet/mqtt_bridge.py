@@ -234,16 +234,18 @@ class MqttBridge:
                 )
             )
 
-    def _parse(self, cls: type[Message], device_id: str, payload: bytes, answer: bool = True) -> Any:
+    def _parse(
+        self, cls: type[Message], device_id: str, payload: bytes, answer: bool = True, about: str = ""
+    ) -> Any:
         try:
             return cls.FromString(payload)
         except DecodeError as exc:
             name = cls.DESCRIPTOR.name
             logger.warning("malformed %s from %s (%d bytes): %s", name, device_id, len(payload), exc)
             if answer:
-                self.publish_error(
-                    error_map.malformed(name, len(payload), str(exc) or "not protobuf", device_id)
-                )
+                err = error_map.malformed(name, len(payload), str(exc) or "not protobuf", device_id)
+                err.about = about
+                self.publish_error(err)
             return None
 
     def _on_needs(self, device_id: str, payload: bytes) -> None:
@@ -350,14 +352,16 @@ class MqttBridge:
         self.observers.emit(FleetEvent(kind, device, data))
 
     def _on_telemetry(self, device_id: str, payload: bytes) -> None:
-        t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload)
+        t: pb.Telemetry | None = self._parse(pb.Telemetry, device_id, payload, about="telemetry")
         if t is None:
             return
         try:
             requests.check_telemetry(t)
         except ServerError as exc:  # nothing of it is stored: one bad figure discredits the sample
             logger.warning("telemetry of %s refused: %s", device_id, exc)
-            self.publish_error(error_map.to_error(exc, device_id, 0))
+            err = error_map.to_error(exc, device_id, 0)
+            err.about = "telemetry"  # answers no needs: the device keeps asking for its model
+            self.publish_error(err)
             return
         t.device_id = device_id  # the topic names the device, whatever the payload claims
         telemetry = wire.to_dict(t)

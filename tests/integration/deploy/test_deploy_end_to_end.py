@@ -200,7 +200,11 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
     fleet.wait_serving("cam-b", ["depth"])
     operator_name = next(n for n, u in fleet.users.items() if u["role"] == "operator")
     _, sent = fleet.api("/api/v1/devices/cam-b/commands", operator_name, {"action": "pin"})
-    before = fleet.server.registry.device("cam-b") if fleet.server.registry else None
+    assert fleet.server.registry is not None
+    # the server's record of cam-b once its swap report and state have landed (they follow the swap)
+    before = wait_until(
+        lambda: (d := fleet.server.registry.device("cam-b")) and d["artifact_id"] and d["serving_tasks"] and d
+    )
 
     # cam-a's own certificate (a second connection, so the agent keeps its own)
     forger = fleet.client("cam-a-forger", "cam-a")

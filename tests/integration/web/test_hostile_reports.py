@@ -42,6 +42,7 @@ def test_out_of_range_telemetry_is_refused_with_invalid_field(
             ghost.publish(topics.TELEMETRY, pb.Telemetry(device_id="ghost", **values).SerializeToString())
             err = ghost.error()
             assert err.code == pb.Error.INVALID_FIELD and err.message.startswith(field), (field, err.message)
+            assert err.about == "telemetry"  # answers no needs: a device keeps asking for its model
         assert live.server.history is not None and live.server.history.telemetry("ghost") == []
         # a sample in range (at the limits) is stored as sent
         good = pb.Telemetry(device_id="ghost", inference_count=(1 << 63) - 1, latency_p50_ms=12.5)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.envelopes import open_command
-from edgecut.server.fleet import commands
+from edgecut.envelopes import open_command, sign_command
+from edgecut.server.fleet import commands, wire
 from edgecut.server.fleet.command_desk import FAILED, OK, SENT, CommandDesk, CommandError, open_operator_key
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
@@ -37,9 +37,20 @@ class Desk:
         keyring = Keyring([parse_public_key(self.key.public_text)])
         return open_command(keyring, pb.Command.FromString(payload))
 
-    def ack(self, device: str, command_id: str, ok: bool = True, reason: str = "", action: str = "") -> None:
-        data = {"command_id": command_id, "ok": ok, "reason": reason, "action": action}
-        self.desk(FleetEvent("ack", device, data))
+    def ack(
+        self,
+        device: str,
+        command_id: str,
+        ok: bool = True,
+        reason: str = "",
+        action: str = "",
+        echo: pb.Command | None = None,
+    ) -> None:
+        """An ack as the bridge hands it on; `echo` is the signed command the device obeyed."""
+        msg = pb.CommandAck(device_id=device, command_id=command_id, ok=ok, reason=reason, action=action)
+        if echo is not None:
+            msg.command.CopyFrom(echo)
+        self.desk(FleetEvent("ack", device, wire.to_dict(msg)))
 
 
 @pytest.fixture
@@ -127,9 +138,12 @@ def test_acks_land_once_and_only_from_the_device_commanded(d: Desk) -> None:
 def test_a_command_sent_by_edgecut_command_is_recorded_audited_and_counted_from_its_ack(d: Desk) -> None:
     metrics = FleetMetrics(dict, dict, frozenset({"rpi4"}))
     d.desk.observers.add(metrics)
-    cid = commands.build("pi-1", "rollback").command_id  # what `edgecut command pi-1 rollback` sends
-    d.ack("pi-1", cid, ok=True, action="rollback")
-    d.ack("pi-1", cid, ok=True, action="rollback")  # delivered twice: recorded once
+    sent = sign_command(
+        d.key, commands.build("pi-1", "rollback")
+    )  # what `edgecut command pi-1 rollback` sends
+    cid = sent.command_id
+    d.ack("pi-1", cid, ok=True, action="rollback", echo=sent)
+    d.ack("pi-1", cid, ok=True, action="rollback", echo=sent)  # delivered twice: recorded once
     got = d.desk.get(cid)
     assert got is not None and (got["device_id"], got["action"], got["state"], got["who"]) == (
         "pi-1",
@@ -147,3 +161,23 @@ def test_a_command_sent_by_edgecut_command_is_recorded_audited_and_counted_from_
     text = metrics.render().decode()
     assert 'edgecut_rollbacks_total{reason="operator"} 1.0' in text
     assert 'edgecut_operator_commands_total{action="rollback",result="ok"} 1.0' in text
+
+
+def test_a_device_cannot_write_operator_commands_into_the_audit_log_by_acking_made_up_ids(
+    d: Desk, tmp_path: Path
+) -> None:
+    """An ack of an id the desk never sent is recorded only with this fleet's signature for that device."""
+    metrics = FleetMetrics(dict, dict, frozenset({"rpi4"}))
+    d.desk.observers.add(metrics)
+    made_up = commands.build("pi-1", "rollback")
+    d.ack("pi-1", made_up.command_id, action="rollback")  # no echo at all
+    d.ack("pi-1", made_up.command_id, action="rollback", echo=made_up)  # echoed but unsigned
+    stranger = open_operator_key(None, tmp_path / "stranger")
+    forged = sign_command(stranger, commands.build("pi-1", "rollback"))  # another operator key
+    d.ack("pi-1", forged.command_id, action="rollback", echo=forged)
+    for_other = sign_command(d.key, commands.build("pi-2", "rollback"))  # genuine, but for pi-2
+    d.ack("pi-1", for_other.command_id, action="rollback", echo=for_other)
+    genuine = sign_command(d.key, commands.build("pi-1", "pin"))
+    d.ack("pi-1", "f" * 32, action="pin", echo=genuine)  # a genuine echo under another id
+    assert d.desk.recent() == [] and d.desk.audit() == []
+    assert 'edgecut_rollbacks_total{reason="operator"} 0.0' in metrics.render().decode()
