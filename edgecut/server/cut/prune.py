@@ -32,6 +32,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecut.server.cut.attention import head_dims, rescale_queries
 from edgecut.server.cut.cost import CostKind, Costs, layer_costs
 from edgecut.server.cut.fusion import fuse
 from edgecut.server.cut.groups import PRODUCERS, Layout, Rules, atom_counts, layout
@@ -222,7 +223,9 @@ class ChannelPruner:
             g = self._groups[gi]
             pg = self.graph.get_pruning_group(g[0].dep.target.module, g[0].dep.handler, roots)
             _drop_scores(pg, scores)
+            heads = head_dims([dep.target.module for dep, _ in pg])
             pg.prune()
+            rescale_queries(heads)
             removed += len(roots)
         return removed
 

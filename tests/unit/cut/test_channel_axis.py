@@ -1,0 +1,106 @@
+"""Issue 27: importance finds each layer's channel axis from the layer (a Linear on N x tokens x C
+scores its C channels, not the tokens), and multi-head attention loses channels head by head."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgecut.server.cut.attention import rescale_queries
+from edgecut.server.cut.groups import Rules, layout
+from edgecut.server.cut.importance import CRITERIA, ScoreInputs, out_channels, score
+from edgecut.server.cut.objective import Objective
+from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl.data import Batch
+from examples import GALLERY
+from tests.unit.cut.test_gallery import CASES, SIZE, gallery_model
+
+
+def _batch() -> list[Batch]:
+    return [{"image": torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))}]
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+@pytest.mark.parametrize("criterion", sorted(CRITERIA))
+def test_every_layer_gets_one_score_per_output_channel(arch: str, criterion: str) -> None:
+    model = gallery_model(arch)
+    scores = score(criterion, ScoreInputs(model, _batch(), Objective(model.task_specs, "distill")))
+    names = {m: n for n, m in model.named_modules()}
+    for task, per in scores.items():
+        for m, s in per.items():
+            assert s.shape == (out_channels(m),), f"{arch} {criterion} {task}: {names[m]} {tuple(s.shape)}"
+
+
+def test_a_token_linear_as_wide_as_the_token_count_is_scored_per_channel() -> None:
+    """64 tokens of width 64: per-token scores have the right length, so only their meaning can show it.
+    Permuting the Linear's output channels (and the next layer's inputs: the same function) must
+    permute its scores the same way."""
+    model = gallery_model("token-heads")
+    fc1, fc2 = model.trunk.layer.mlp[0], model.trunk.layer.mlp[2]
+    assert fc1.out_features == (SIZE // 4) ** 2  # the silent case: as many channels as tokens
+    perm = torch.randperm(fc1.out_features, generator=torch.Generator().manual_seed(0))
+    permuted = copy.deepcopy(model)
+    with torch.no_grad():
+        p1, p2 = permuted.trunk.layer.mlp[0], permuted.trunk.layer.mlp[2]
+        p1.weight.copy_(fc1.weight[perm])
+        p1.bias.copy_(fc1.bias[perm])
+        p2.weight.copy_(fc2.weight[:, perm])
+    x = _batch()[0]["image"]
+    torch.testing.assert_close(permuted(x)["edges"], model(x)["edges"], atol=1e-5, rtol=1e-4)
+    for criterion in ("taylor", "garg-taylor"):
+        before = score(criterion, ScoreInputs(model, _batch(), Objective(model.task_specs, "distill")))
+        after = score(criterion, ScoreInputs(permuted, _batch(), Objective(permuted.task_specs, "distill")))
+        torch.testing.assert_close(after["edges"][p1], before["edges"][fc1][perm], rtol=1e-3, atol=1e-9)
+
+
+def _attention_model() -> MultiTaskModel:
+    torch.manual_seed(0)
+    config, specs = CASES["mobilevit"]
+    return build_model(GALLERY["mobilevit"], tasks=specs, input_size=SIZE, **config).eval()
+
+
+def test_attention_heads_lose_the_same_positions() -> None:
+    model = _attention_model()
+    graph = tp.DependencyGraph().build_dependency(
+        model, torch.rand(1, 3, SIZE, SIZE), output_transform=lambda o: list(o.values())
+    )
+    attn = model.trunk.vit.layers[0].attn
+    head_dim = attn.head_dim
+    group = graph.get_pruning_group(attn, tp.prune_multihead_attention_out_channels, [0])
+    full = graph.get_pruning_group(
+        attn, tp.prune_multihead_attention_out_channels, list(range(attn.embed_dim))
+    )
+    lay = layout(full, graph, {}, Rules())
+    assert lay.units, "the embedding is prunable"
+    for unit in lay.units:
+        assert len(unit) == attn.num_heads
+        assert {r % head_dim for r in unit} == {unit[0] % head_dim}  # one position, in every head
+    assert len(group) > 1
+
+
+def test_pruning_dead_embedding_positions_leaves_attention_unchanged() -> None:
+    """Positions whose query / key / value / output weights are zero carry nothing: removing them (one
+    per head) must not change the attention's output, which needs the query rescale."""
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    dead = [3, 7]  # position 3 of each 4-wide head
+    with torch.no_grad():
+        for block in range(3):
+            attn.in_proj_weight[[block * 8 + d for d in dead]] = 0
+            attn.in_proj_bias[[block * 8 + d for d in dead]] = 0
+        attn.in_proj_weight[:, dead] = 0
+        attn.out_proj.weight[:, dead] = 0
+        attn.out_proj.weight[dead] = 0
+        attn.out_proj.bias[dead] = 0
+    x = torch.randn(2, 5, 8)
+    want = attn(x, x, x, need_weights=False)[0]
+    pruned = copy.deepcopy(attn)
+    tp.prune_multihead_attention_out_channels(pruned, dead)
+    rescale_queries({pruned: attn.head_dim})
+    keep = [i for i in range(8) if i not in dead]
+    got = pruned(x[..., keep], x[..., keep], x[..., keep], need_weights=False)[0]
+    torch.testing.assert_close(got, want[..., keep], atol=1e-6, rtol=1e-5)
