@@ -46,6 +46,9 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "mobilenet-fpn": ("examples.mobilenet_fpn:MobileNetFPN", {}),
     "unet": ("examples.unet:DepthwiseUNet", {}),
     "grouped": ("examples.grouped:GroupedHydra", {}),
+    "mobilevit": ("examples.mobilevit:MobileViT", {}),
+    "efficient-se": ("examples.efficient_se:EfficientSE", {}),
+    "token-heads": ("examples.token_heads:TokenHeads", {}),
 }
 PAIRS: tuple[tuple[str, str], ...] = (("seg", "depth"), ("count", "largest"), ("slant", "count"))
 REFERENCE_PAIRS: tuple[tuple[str, str], ...] = (("seg", "depth"), ("normals", "edges"), ("count", "seg"))

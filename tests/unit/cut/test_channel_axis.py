@@ -14,10 +14,13 @@ from edgecut.server.cut.attention import rescale_queries
 from edgecut.server.cut.groups import Rules, layout
 from edgecut.server.cut.importance import CRITERIA, ScoreInputs, out_channels, score
 from edgecut.server.cut.objective import Objective
+from edgecut.server.cut.tailor import TailorOptions, tailor
+from edgecut.server.errors import BuildError
 from edgecut.server.mtl.contract import MultiTaskModel, build_model
-from edgecut.server.mtl.data import Batch
+from edgecut.server.mtl.data import Batch, TensorSamples
+from edgecut.server.spec import Budget
 from examples import GALLERY
-from tests.unit.cut.test_gallery import CASES, SIZE, gallery_model
+from tests.unit.cut.test_gallery import CASES, LARGEST, MOOD, SIZE, gallery_model
 
 
 def _batch() -> list[Batch]:
@@ -104,3 +107,50 @@ def test_pruning_dead_embedding_positions_leaves_attention_unchanged() -> None:
     keep = [i for i in range(8) if i not in dead]
     got = pruned(x[..., keep], x[..., keep], x[..., keep], need_weights=False)[0]
     torch.testing.assert_close(got, want[..., keep], atol=1e-6, rtol=1e-5)
+
+
+class _FunctionalTrunk(nn.Module):
+    """A projection held as a bare parameter and applied with F.linear, which torch-pruning cannot follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.proj = nn.Parameter(torch.randn(48, 32) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        tokens = self.conv(x).flatten(2).transpose(1, 2)
+        return (nn.functional.linear(tokens, self.proj).mean(1),)
+
+
+class _PooledLinear(nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(48, 32)
+        self.fc2 = nn.Linear(32, classes)
+
+    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(feats[0])))
+
+
+class _Functional(MultiTaskModel):
+    def __init__(self) -> None:
+        super().__init__([MOOD, LARGEST], SIZE)
+        self.trunk = _FunctionalTrunk()
+        self.heads = nn.ModuleDict({t.name: _PooledLinear(t.channels) for t in (MOOD, LARGEST)})
+
+    def config(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_parameter_used_outside_a_layer_is_named_when_pruning_breaks_on_it() -> None:
+    torch.manual_seed(0)
+    model = _Functional().eval()
+    calib = TensorSamples({"image": torch.rand(8, 3, SIZE, SIZE)})
+    with pytest.raises(BuildError, match=r"cannot follow trunk\.proj .*F\.linear"):
+        tailor(
+            model,
+            ["mood", "largest"],
+            Budget(macs_fraction=0.5),
+            calib,
+            TailorOptions(calib_batches=1, batch_size=8),
+        )
