@@ -123,6 +123,7 @@ class ChannelPruner:
         self._layouts: list[Layout] = []
         self._unit_mass: dict[tuple[int, int], torch.Tensor] = {}  # per task, the importance a unit holds
         self._mass = torch.zeros(len(self.tasks))  # per task, the importance still in the model
+        self._spare: torch.Tensor | None = None  # per task, the importance a removal step may still take
 
     def groups(self) -> list[tp.dependency.Group]:
         return list(
@@ -176,14 +177,12 @@ class ChannelPruner:
         self._unit_mass, self._mass = {}, torch.zeros(len(self.tasks))
         for gi, (g, lay) in enumerate(zip(self._groups, self._layouts, strict=True)):
             keep = lay.removable()
-            if not keep and self.shares.floor <= 0:
-                continue
-            mat = self._group_scores(g, scores)
-            self._mass += mat.sum(1)
-            for ui, unit in enumerate(lay.units):
-                self._unit_mass[(gi, ui)] = mat[:, unit].sum(1)
             if not keep:
                 continue
+            mat = self._group_scores(g, scores)
+            self._mass += mat[:, keep].sum(1)  # the importance that could still leave
+            for ui, unit in enumerate(lay.units):
+                self._unit_mass[(gi, ui)] = mat[:, unit].sum(1)
             if self.costs is not None:
                 cost = self.costs.of_group(g, self.graph, self.cost_kind).float().clamp_min(1.0)
                 mat = mat / cost.pow(self.cost_power)
@@ -214,7 +213,7 @@ class ChannelPruner:
         for _, gi, ui in ranked:
             order.setdefault(gi, []).append(ui)
         kept = {gi: list(lay.atom_width) for gi, lay in enumerate(self._layouts)}
-        spare = self.shares.spare(self._mass)
+        self._spare = self.shares.spare(self._mass)
         chosen: dict[int, list[int]] = {}
         taken = 0
         for _, gi, ui in ranked:
@@ -222,13 +221,7 @@ class ChannelPruner:
                 break
             lay = self._layouts[gi]
             need = atom_counts(lay, lay.units[ui])
-            if spare is not None:
-                mass = self._unit_mass[(gi, ui)]
-                if bool((mass > spare).any()):
-                    continue  # a task would fall below its floor (shares.py)
-            if all(kept[gi][a] - c >= lay.atom_floor[a] for a, c in need.items()):
-                if spare is not None:
-                    spare = spare - self._unit_mass[(gi, ui)]
+            if all(kept[gi][a] - c >= lay.atom_floor[a] for a, c in need.items()) and self._take(gi, ui):
                 for a, c in need.items():
                     kept[gi][a] -= c
                 chosen.setdefault(gi, []).append(ui)
@@ -265,7 +258,7 @@ class ChannelPruner:
             if goal < keep:
                 for ui in inside:
                     size = len(lay.units[ui])
-                    if ui not in picked and keep - size >= goal:
+                    if ui not in picked and keep - size >= goal and self._take(gi, ui):
                         picked.append(ui)
                         keep -= size
             elif goal > keep:
@@ -273,8 +266,24 @@ class ChannelPruner:
                     size = len(lay.units[ui])
                     if ui in picked and keep + size <= goal:
                         picked.remove(ui)
+                        self._give_back(gi, ui)
                         keep += size
         return picked
+
+    def _take(self, gi: int, ui: int) -> bool:
+        """Whether unit `ui` of group `gi` may go without a task falling below its floor (shares.py);
+        if so, its importance is booked as gone."""
+        if self._spare is None:
+            return True
+        mass = self._unit_mass[(gi, ui)]
+        if bool((mass > self._spare).any()):
+            return False
+        self._spare = self._spare - mass
+        return True
+
+    def _give_back(self, gi: int, ui: int) -> None:
+        if self._spare is not None:
+            self._spare = self._spare + self._unit_mass[(gi, ui)]
 
     def prune_to(
         self,
