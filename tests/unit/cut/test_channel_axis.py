@@ -154,3 +154,15 @@ def test_a_parameter_used_outside_a_layer_is_named_when_pruning_breaks_on_it() -
             calib,
             TailorOptions(calib_batches=1, batch_size=8),
         )
+
+
+def test_an_attention_embedding_channel_costs_its_projections_and_attention_products() -> None:
+    """The per-MAC ranking counted no compute for attention (its output is a tuple, its projections
+    are not called as modules); one embedding channel costs 8 x tokens x embed + 2 x tokens^2 MACs."""
+    from edgecut.server.cut.cost import Costs
+
+    model = _attention_model()
+    attn = model.trunk.vit.layers[0].attn
+    tokens = (SIZE // 8) ** 2
+    e = attn.embed_dim
+    assert Costs(model, SIZE).channel(attn, True, "macs") == tokens * (8 * e + 2 * tokens)
