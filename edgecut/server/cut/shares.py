@@ -6,6 +6,12 @@ trunk channels only that task needs are cheap to vote away, because the fusion s
 the dense one and the cost division sees the dense decoder's compute. Measured on the issue-27 user's
 model at macs 0.3: dense pairs -0.35 %, image-level pairs -20 % / -29 %.
 
+Measured on the packaged reference at macs 0.3 (200 distillation steps, 300 held-out synthetic
+scenes; x86_64, 2 shared cores), the floor did not help: seg + count Δm -9.43 % without it,
+-11.05 % at 0.9, -9.27 % at 0.99; normals + count -15.61 %, -16.69 %, -18.04 % (count's accuracy moved
+within noise). So it is off by default (`TailorOptions.task_floor` = 0); docs/benchmarks.md,
+*Generality*, compares it on the gallery's image-level pairs.
+
 `TaskShares` tracks, per task, the importance (its own scores, summed over every channel still in
 the model) it had before pruning and has now; a removal step skips any unit that would take a task
 below `floor` times its start. When the guard alone stops the pruner short of the budget, the floor
