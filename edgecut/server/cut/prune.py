@@ -181,8 +181,9 @@ class ChannelPruner:
                 continue
             mat = self._group_scores(g, scores)
             self._mass += mat[:, keep].sum(1)  # the importance that could still leave
-            for ui, unit in enumerate(lay.units):
-                self._unit_mass[(gi, ui)] = mat[:, unit].sum(1)
+            if self.shares.floor > 0:
+                for ui, unit in enumerate(lay.units):
+                    self._unit_mass[(gi, ui)] = mat[:, unit].sum(1)
             if self.costs is not None:
                 cost = self.costs.of_group(g, self.graph, self.cost_kind).float().clamp_min(1.0)
                 mat = mat / cost.pow(self.cost_power)
