@@ -30,6 +30,7 @@ from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
+from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import synthetic_scenes
@@ -118,6 +119,7 @@ class GeneralityResult:
     rows: list[Row]
     ranking: list[RankingRow]
     floors: list[tuple[Row, Row]]  # (default floor, the other floor) at the tightest budget
+    impossible: list[str]  # the pairs whose budget their smallest model cannot meet, with the reason
     train_seconds: dict[str, float]
     seconds: float = 0.0
     trained: dict[str, str] = field(default_factory=dict)
@@ -180,6 +182,7 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     recovery = RecoveryOptions(steps=cfg.recovery_steps, seed=cfg.seed)
     rows: list[Row] = []
     floors: list[tuple[Row, Row]] = []
+    impossible: list[str] = []
     train_seconds: dict[str, float] = {}
     default_floor = TailorOptions().task_floor
     other_floor = cfg.floor if default_floor == 0 else 0.0
@@ -195,15 +198,24 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
             val = FolderDataset(val_dir, cfg.image_size, specs)
             for budget in cfg.budgets:
                 for pair in cfg.pairs + (cfg.tight_pairs if budget == tightest else ()):
-                    rows.append(_tailored(cfg, arch, base, pair, calib, val, recovery, budget, default_floor))
+                    try:
+                        rows.append(
+                            _tailored(cfg, arch, base, pair, calib, val, recovery, budget, default_floor)
+                        )
+                    except ImpossibleBudgetError as exc:
+                        impossible.append(f"{arch} {'+'.join(pair)}: {exc}")
                     advance(1, arch=arch, tasks="+".join(pair), macs=budget)
             for pair in _image_level_pairs(cfg):
-                row = next(r for r in rows if r.arch == arch and r.tasks == pair and r.budget == tightest)
+                row = next(
+                    (r for r in rows if r.arch == arch and r.tasks == pair and r.budget == tightest), None
+                )
+                if row is None:
+                    continue
                 other = _tailored(cfg, arch, base, pair, calib, val, recovery, tightest, other_floor)
                 floors.append((row, other))
                 advance(1, arch=arch, tasks="+".join(pair), floor=other_floor)
         ranking = _ranking(cfg, recovery, advance)
-    return GeneralityResult(cfg, rows, ranking, floors, train_seconds, time.perf_counter() - t0)
+    return GeneralityResult(cfg, rows, ranking, floors, impossible, train_seconds, time.perf_counter() - t0)
 
 
 IMAGE_LEVEL = {"count", "largest"}  # the bench folder's image-level tasks
@@ -324,6 +336,13 @@ def markdown(res: GeneralityResult, command: str) -> str:
             f"{r.ms_before:.2f} → {r.ms_after:.2f} | {r.ms_before / max(r.ms_after, 1e-9):.2f}x | {metrics} "
             f"| {r.delta_m:+.2f} |"
         )
+    if res.impossible:
+        lines += [
+            "",
+            "Budgets a model cannot meet (refused before any recovery, as a device would be told):",
+            "",
+        ]
+        lines += [f"- {line}" for line in res.impossible]
     lines += _floor_table(res)
     if not res.ranking:
         return "\n".join(lines)
