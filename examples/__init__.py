@@ -11,6 +11,9 @@ generality` trains and tailors them for the *Generality* table in docs/benchmark
 | `examples.mobilenet_fpn:MobileNetFPN` | MobileNetV2 inverted residuals (depthwise, residual adds), FPN decoder |
 | `examples.unet:DepthwiseUNet` | depthwise-separable U-Net, concatenated skips, a task-specific branch |
 | `examples.grouped:GroupedHydra` | ResNeXt-style grouped convs + GroupNorm, many image-level heads |
+| `examples.mobilevit:MobileViT` | MobileViT-style: inverted residuals, attention + token MLP on the map's positions |
+| `examples.efficient_se:EfficientSE` | MBConv + squeeze-excitation, SiLU / Hardswish, dilated concat decoder |
+| `examples.token_heads:TokenHeads` | patch trunk returning tokens; transformer-style heads per task |
 """
 
 GALLERY = {
@@ -18,4 +21,7 @@ GALLERY = {
     "mobilenet-fpn": "examples.mobilenet_fpn:MobileNetFPN",
     "unet": "examples.unet:DepthwiseUNet",
     "grouped": "examples.grouped:GroupedHydra",
+    "mobilevit": "examples.mobilevit:MobileViT",
+    "efficient-se": "examples.efficient_se:EfficientSE",
+    "token-heads": "examples.token_heads:TokenHeads",
 }

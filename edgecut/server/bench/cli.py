@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,13 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--retrain", action="store_true", help="train the gallery models again even if cached")
     g.add_argument("--quick", action="store_true", help="one architecture on tiny settings (smoke test)")
+    g.add_argument("--architectures", help="comma-separated subset of the gallery (default: all)")
+    g.add_argument(
+        "--ranking", action="store_true", help="also compare per-MAC and plain ranking on the reference model"
+    )
+    g.add_argument(
+        "--all-pairs", action="store_true", help="seg+depth, count+largest and slant+count at every budget"
+    )
     g.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
@@ -418,11 +426,30 @@ def run_generality(args: argparse.Namespace) -> int:
     )
     if args.quick:
         cfg = generality.quick(cfg)
+    if args.ranking:
+        cfg = replace(cfg, reference_pairs=generality.REFERENCE_PAIRS)
+    if args.all_pairs:
+        cfg = replace(cfg, pairs=generality.ALL_PAIRS, tight_pairs=())
+    if args.architectures:
+        names = tuple(a.strip() for a in args.architectures.split(",") if a.strip())
+        unknown = [a for a in names if a not in generality.ARCHITECTURES]
+        if unknown:
+            print(
+                f"unknown architecture {unknown[0]!r}: choose from {', '.join(generality.ARCHITECTURES)}",
+                file=sys.stderr,
+            )
+            return 2
+        cfg = replace(cfg, architectures=names)
     if args.retrain:
         for old in cfg.work_dir.glob("*.pt"):
             old.unlink()
     res = generality.run(cfg)
-    command = "edgecut bench generality" + (" --quick" if args.quick else "")
+    flags = [
+        f
+        for f, on in (("--quick", args.quick), ("--ranking", args.ranking), ("--all-pairs", args.all_pairs))
+        if on
+    ]
+    command = " ".join(["edgecut bench generality", *flags])
     text = generality.markdown(res, command)
     print(text)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown

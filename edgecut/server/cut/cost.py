@@ -19,15 +19,18 @@ from torch import nn
 
 CostKind = Literal["macs", "params"]
 _NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)
-_MEASURED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, *_NORMS)
+_MEASURED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.MultiheadAttention, *_NORMS)
 
 
 class Costs:
     def __init__(self, model: nn.Module, size: int) -> None:
         self.positions: dict[nn.Module, int] = {}
 
-        def hook(m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            channels = out.shape[-1] if isinstance(m, nn.Linear | nn.LayerNorm) else out.shape[1]
+        def hook(m: nn.Module, _i: object, out: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            if isinstance(out, tuple):  # attention: (output, weights); its positions are its tokens
+                out = out[0]
+            last = isinstance(m, nn.Linear | nn.LayerNorm | nn.MultiheadAttention)
+            channels = out.shape[-1] if last else out.shape[1]
             self.positions[m] = max(1, out.numel() // max(1, out.shape[0] * channels))
 
         hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MEASURED)]
@@ -56,6 +59,11 @@ class Costs:
                 return 0.0  # its output item already counts the channel
             per_input = (m.out_channels // m.groups) * k
             return float(pos * per_input if kind == "macs" else per_input)
+        if isinstance(m, nn.MultiheadAttention):
+            # one embedding channel: 3 in-projection rows and a column, an out-projection row and a
+            # column (pos x embed each), and its term in the logits and in the weighted values (pos x pos)
+            e = m.embed_dim
+            return float(pos * (8 * e + 2 * pos) if kind == "macs" else 8 * e + 4)
         if isinstance(m, nn.Linear):
             n = m.in_features if out_dim else m.out_features
             return float(pos * n if kind == "macs" else n + (out_dim and m.bias is not None))

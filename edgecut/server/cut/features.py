@@ -3,7 +3,8 @@ the kept heads read), not only its final outputs.
 
 The student is a pruned copy of the teacher, so each trunk output has the same spatial shape and
 fewer channels. Where the widths differ, a learned 1x1 adapter (a Conv2d for feature maps, a Linear
-for vectors) maps the student's channels to the teacher's; it is initialised by least squares on the
+for vectors and for token sequences, N x tokens x C, whose channels are the last axis) maps the
+student's channels to the teacher's; it is initialised by least squares on the
 first batch, so the loss starts at what the kept channels can already explain. The adapters live
 here, outside the student: they are trained beside it and dropped afterwards, never exported.
 
@@ -43,17 +44,22 @@ def trunk_outputs(model: nn.Module) -> Iterator[list[tuple[torch.Tensor, ...]]]:
         hook.remove()
 
 
+def _channels_axis(t: torch.Tensor) -> int:
+    return -1 if t.dim() == 3 else 1  # tokens carry their channels last
+
+
 def _comparable(s: torch.Tensor, t: torch.Tensor) -> bool:
-    return (
-        s.dim() in (2, 4) and s.dim() == t.dim() and s.shape[0] == t.shape[0] and s.shape[2:] == t.shape[2:]
-    )
+    if s.dim() not in (2, 3, 4) or s.dim() != t.dim():
+        return False
+    return s.movedim(_channels_axis(s), -1).shape[:-1] == t.movedim(_channels_axis(t), -1).shape[:-1]
 
 
 @torch.no_grad()
 def _least_squares(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """W (Ct x Cs), b (Ct) minimising ||W s + b - t|| over every position of the batch."""
-    xs = s.movedim(1, -1).reshape(-1, s.shape[1]).double()
-    xt = t.movedim(1, -1).reshape(-1, t.shape[1]).double()
+    xs = s.movedim(_channels_axis(s), -1)
+    xt = t.movedim(_channels_axis(t), -1)
+    xs, xt = xs.reshape(-1, xs.shape[-1]).double(), xt.reshape(-1, xt.shape[-1]).double()
     ones = torch.ones(xs.shape[0], 1, dtype=xs.dtype)
     sol = torch.linalg.lstsq(torch.cat([xs, ones], 1), xt, rcond=None).solution  # (Cs+1) x Ct
     return sol[:-1].T.float().contiguous(), sol[-1].float()
@@ -71,7 +77,7 @@ class FeatureAdapters(nn.Module):
             if not _comparable(s, t):
                 continue
             self.used.append(i)
-            if s.shape[1] == t.shape[1]:
+            if s.shape[_channels_axis(s)] == t.shape[_channels_axis(t)]:
                 continue
             w, b = _least_squares(s.detach(), t.detach())
             layer: nn.Conv2d | nn.Linear
@@ -79,7 +85,7 @@ class FeatureAdapters(nn.Module):
                 layer = nn.Conv2d(s.shape[1], t.shape[1], 1)
                 layer.weight.data.copy_(w[:, :, None, None])
             else:
-                layer = nn.Linear(s.shape[1], t.shape[1])
+                layer = nn.Linear(s.shape[-1], t.shape[-1])
                 layer.weight.data.copy_(w)
             assert layer.bias is not None
             layer.bias.data.copy_(b)

@@ -13,9 +13,11 @@ module derives a `Layout`:
 - units: channels that must leave together. A grouped conv (1 < groups, not depthwise) or a GroupNorm
   stays valid only if every group loses the same positions, so position p of each group is one unit;
   if the group does not hold all those siblings, they are pinned.
+  Multi-head attention is grouped the same way by heads (attention.py).
 - pinned channels, never removed: those no producer computes (e.g. a concatenated network input), and
   grouped-conv siblings outside the group. A group whose indices do not fit its own layers (torch-
-  pruning loses track of a concat that includes the network input) is pinned whole.
+  pruning loses track of a concat that includes the network input) is pinned whole, and so is one
+  holding an attention layer torch-pruning cannot shrink consistently.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 
 import torch_pruning as tp
 from torch import nn
+
+from edgecut.server.cut.attention import prunable
 
 PRODUCERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -75,6 +79,8 @@ def _grouping(m: object, out_dim: bool) -> tuple[int, int] | None:
     """(channels, groups) of a layer whose channels must leave group-symmetrically, else None."""
     if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
         return m.num_channels, m.num_groups
+    if isinstance(m, nn.MultiheadAttention) and m.num_heads > 1:
+        return m.embed_dim, m.num_heads  # heads are contiguous slices of the embedding (attention.py)
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.groups > 1:
         if m.groups == m.out_channels == m.in_channels:
             return None  # depthwise: torch-pruning shrinks its groups with its channels
@@ -105,7 +111,11 @@ def layout(
     producers: list[nn.Module] = []
     pinned: set[int] = set()
     union = _Union()
-    if not all(_fits(item, graph) for item in group):
+    if not all(_fits(item, graph) for item in group) or not all(
+        prunable(item.dep.target.module)
+        for item in group
+        if isinstance(item.dep.target.module, nn.MultiheadAttention)
+    ):
         return Layout(width, [], {}, [], [], [], [])
     for item in group:
         dep, idxs, roots = item.dep, item.idxs, item.root_idxs

@@ -1,5 +1,8 @@
 """Per-task importance of every output channel of every Conv2d / Linear / BatchNorm2d layer.
 
+A layer's channel axis comes from the layer, not from the tensor: a Linear's is its output's last axis
+(a token MLP runs on N x tokens x C), a convolution's and a BatchNorm's is dim 1 (`channel_axis`).
+
 A criterion maps (model, calibration batches, objective) to `TaskScores`: for each selected task, a
 non-negative score per output channel of each scored module. Criteria are chosen by name from
 `CRITERIA`. Scores are *per task* even for task-agnostic criteria (which repeat one score for every
@@ -109,8 +112,24 @@ def scored_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, SCORED_TYPES)]
 
 
-def _channel_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over everything but the batch (dim 0) and channel (dim 1) axes: N x C."""
+def channel_axis(m: nn.Module) -> int:
+    """The axis of `m`'s output that holds its channels: a Linear (or LayerNorm) acts on the last axis
+    whatever leads it (N x tokens x C), a convolution or BatchNorm on dim 1 (N x C x H x W)."""
+    return -1 if isinstance(m, nn.Linear | nn.LayerNorm) else 1
+
+
+def out_channels(m: nn.Module) -> int:
+    """How many output channels `m` has (the length of each of its score vectors)."""
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.BatchNorm2d):
+        return m.num_features
+    return int(m.out_channels)  # type: ignore[arg-type]
+
+
+def _channel_sum(t: torch.Tensor, m: nn.Module) -> torch.Tensor:
+    """Sum over everything but the batch (dim 0) and `m`'s channel axis: N x C."""
+    t = t.movedim(channel_axis(m), 1) if t.dim() > 2 else t
     return t.flatten(2).sum(2) if t.dim() > 2 else t
 
 
@@ -155,7 +174,7 @@ def taylor(inp: ScoreInputs) -> TaskScores:
             for m, g in zip(mods, grads, strict=True):
                 if g is not None:
                     scores[task][m] = scores[task].get(m, 0) + _reduce(
-                        _channel_sum(acts[m].detach() * g), obj
+                        _channel_sum(acts[m].detach() * g, m), obj
                     )
     return scores
 
@@ -181,7 +200,7 @@ def garg_taylor(inp: ScoreInputs) -> TaskScores:
             )
             for m, g in zip(mods, grads, strict=True):
                 if g is not None:  # dL/dg for a gate g = 1: the batch's sum of a * dL/da, then squared
-                    gate_grad = _channel_sum(acts[m].detach() * g).sum(0)
+                    gate_grad = _channel_sum(acts[m].detach() * g, m).sum(0)
                     total[m] = total.get(m, 0) + gate_grad.pow(2) / len(terms)
     n = max(1, len(inp.batches))
     return _repeat(model, {m: s / n for m, s in total.items()})

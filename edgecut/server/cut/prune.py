@@ -32,10 +32,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecut.server.cut.attention import head_dims, rescale_queries
 from edgecut.server.cut.cost import CostKind, Costs, layer_costs
 from edgecut.server.cut.fusion import fuse
 from edgecut.server.cut.groups import PRODUCERS, Layout, Rules, atom_counts, layout
 from edgecut.server.cut.importance import TaskScores, owners
+from edgecut.server.cut.shares import TaskShares
 from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.spec import Budget
@@ -93,14 +95,20 @@ class ChannelPruner:
         cost: CostKind | None = None,
         cost_power: float = 1.0,
         combine: Literal["sum", "mean"] = "sum",
+        task_floor: float = 0.0,
     ) -> None:
         self.model = model
+        self.shares = TaskShares(task_floor)
         self.combine = combine
         self.round_to = round_to
         self.size = model.input_size
         self.rules = Rules(min_channels, min_fraction, round_to)
         model.eval()
         self.graph = _dependency_graph(model)
+        # parameters used outside a layer (F.linear / einsum on an nn.Parameter): torch-pruning
+        # guesses one axis for them and cannot follow what they compute
+        unwrapped = [u.parameters for u in self.graph.unwrapped_parameters]
+        self.unwrapped = [n for n, p in model.named_parameters() if any(p is u for u in unwrapped)]
         self.protected = model.output_layers()
         self.owner = owners(model)
         self.tasks = model.task_names
@@ -113,6 +121,9 @@ class ChannelPruner:
         self.cost_power = cost_power
         self._groups: list[tp.dependency.Group] = []
         self._layouts: list[Layout] = []
+        self._unit_mass: dict[tuple[int, int], torch.Tensor] = {}  # per task, the importance a unit holds
+        self._mass = torch.zeros(len(self.tasks))  # per task, the importance still in the model
+        self._spare: torch.Tensor | None = None  # per task, the importance a removal step may still take
 
     def groups(self) -> list[tp.dependency.Group]:
         return list(
@@ -163,11 +174,16 @@ class ChannelPruner:
         self._groups = self.groups()
         self._layouts = [layout(g, self.graph, self._initial, self.rules) for g in self._groups]
         mats, owner_of, where = [], [], []
+        self._unit_mass, self._mass = {}, torch.zeros(len(self.tasks))
         for gi, (g, lay) in enumerate(zip(self._groups, self._layouts, strict=True)):
             keep = lay.removable()
             if not keep:
                 continue
             mat = self._group_scores(g, scores)
+            self._mass += mat[:, keep].sum(1)  # the importance that could still leave
+            if self.shares.floor > 0:
+                for ui, unit in enumerate(lay.units):
+                    self._unit_mass[(gi, ui)] = mat[:, unit].sum(1)
             if self.costs is not None:
                 cost = self.costs.of_group(g, self.graph, self.cost_kind).float().clamp_min(1.0)
                 mat = mat / cost.pow(self.cost_power)
@@ -198,6 +214,7 @@ class ChannelPruner:
         for _, gi, ui in ranked:
             order.setdefault(gi, []).append(ui)
         kept = {gi: list(lay.atom_width) for gi, lay in enumerate(self._layouts)}
+        self._spare = self.shares.spare(self._mass)
         chosen: dict[int, list[int]] = {}
         taken = 0
         for _, gi, ui in ranked:
@@ -205,7 +222,7 @@ class ChannelPruner:
                 break
             lay = self._layouts[gi]
             need = atom_counts(lay, lay.units[ui])
-            if all(kept[gi][a] - c >= lay.atom_floor[a] for a, c in need.items()):
+            if all(kept[gi][a] - c >= lay.atom_floor[a] for a, c in need.items()) and self._take(gi, ui):
                 for a, c in need.items():
                     kept[gi][a] -= c
                 chosen.setdefault(gi, []).append(ui)
@@ -222,7 +239,9 @@ class ChannelPruner:
             g = self._groups[gi]
             pg = self.graph.get_pruning_group(g[0].dep.target.module, g[0].dep.handler, roots)
             _drop_scores(pg, scores)
+            heads = head_dims([dep.target.module for dep, _ in pg])
             pg.prune()
+            rescale_queries(heads)
             removed += len(roots)
         return removed
 
@@ -240,7 +259,7 @@ class ChannelPruner:
             if goal < keep:
                 for ui in inside:
                     size = len(lay.units[ui])
-                    if ui not in picked and keep - size >= goal:
+                    if ui not in picked and keep - size >= goal and self._take(gi, ui):
                         picked.append(ui)
                         keep -= size
             elif goal > keep:
@@ -248,8 +267,24 @@ class ChannelPruner:
                     size = len(lay.units[ui])
                     if ui in picked and keep + size <= goal:
                         picked.remove(ui)
+                        self._give_back(gi, ui)
                         keep += size
         return picked
+
+    def _take(self, gi: int, ui: int) -> bool:
+        """Whether unit `ui` of group `gi` may go without a task falling below its floor (shares.py);
+        if so, its importance is booked as gone."""
+        if self._spare is None:
+            return True
+        mass = self._unit_mass[(gi, ui)]
+        if bool((mass > self._spare).any()):
+            return False
+        self._spare = self._spare - mass
+        return True
+
+    def _give_back(self, gi: int, ui: int) -> None:
+        if self._spare is not None:
+            self._spare = self._spare + self._unit_mass[(gi, ui)]
 
     def prune_to(
         self,
@@ -274,6 +309,8 @@ class ChannelPruner:
             shrink = 1 - 1 / math.sqrt(target.gap(current))
             n = max(1, int(total * shrink * 0.5))
             if self.remove(scores, rule, n, weights) == 0:
+                if self.shares.relax(self.tasks, self._mass):
+                    continue
                 break
             current = measure(self.model, self.size)
             if on_step:

@@ -52,6 +52,8 @@ class TailorOptions:
     # rank by importance per unit of cost: "auto" = per MAC when the budget limits MACs, else plain
     cost: Literal["auto", "macs", "params", "none"] = "auto"
     cost_power: float = 1.0  # importance / cost**power
+    # every kept task keeps at least this share of its own importance (shares.py; 0 = off)
+    task_floor: float = 0.0
     seed: int = 0
     # the recovery stops when tailoring has taken this long (None = only its own steps / seconds):
     # the quick build's time goal holds on a busy machine, where scoring and pruning take longer
@@ -121,6 +123,7 @@ def tailor(
     t1 = time.perf_counter()
     weights = torch.tensor([float((priorities or {}).get(t, 1.0)) for t in student.task_names])
     progress("pruning", 0.15, "removing channels")
+    pruner: ChannelPruner | None = None
     try:
         pruner = ChannelPruner(
             student,
@@ -130,6 +133,7 @@ def tailor(
             cost=options.cost_kind(target),
             cost_power=options.cost_power,
             combine=group_combine(options.criterion),
+            task_floor=options.task_floor,
         )
         pruned = pruner.prune_to(
             scores,
@@ -143,9 +147,15 @@ def tailor(
     # torch / torch-pruning on a model they cannot follow: one sentence, not a traceback
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:
         line = (str(exc).strip().splitlines() or [""])[0]
+        hint = (
+            f"; torch-pruning cannot follow {', '.join(pruner.unwrapped)} (a parameter used outside a "
+            "layer, e.g. by F.linear or einsum): hold it in an nn.Linear or nn.Conv2d"
+            if pruner is not None and pruner.unwrapped
+            else ""
+        )
         raise BuildError(
             f"pruning {type(base).__name__} for {', '.join(student.task_names)} failed: "
-            f"{type(exc).__name__}: {line[:300]}"
+            f"{type(exc).__name__}: {line[:300]}{hint}"
         ) from exc
     seconds["pruning"] = time.perf_counter() - t1
     if not target.met(pruned):

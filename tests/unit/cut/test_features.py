@@ -56,3 +56,16 @@ def test_feature_distillation_trains_the_student_only_and_exports_like_torch(
     # the feature term changes what the trunk learns (against outputs-only recovery)
     assert any(not torch.allclose(after[k], plain.state_dict()[k]) for k in trunk)
     assert export_onnx(rep.model, report_meta(rep), tmp_path / "m.onnx") < 1e-4
+
+
+def test_token_outputs_get_an_adapter_on_their_channel_axis() -> None:
+    """Issue 27: a trunk returning N x tokens x C is distilled too (it used to be left out), with a
+    Linear on the last axis fitted by least squares."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(4, 16, 12, generator=g)
+    student = teacher[..., :8] + 0.01 * torch.randn(4, 16, 8, generator=g)  # 8 of 12 channels kept
+    adapters = FeatureAdapters((student,), (teacher,))
+    assert adapters.used == [0] and isinstance(adapters.maps["0"], torch.nn.Linear)
+    assert adapters.maps["0"].in_features == 8 and adapters.maps["0"].out_features == 12
+    # the kept channels are reproduced; the 4 dropped ones (independent noise) are predicted by their mean
+    assert 0.2 < float(adapters.loss((student,), (teacher,)).detach()) < 0.5

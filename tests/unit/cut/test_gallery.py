@@ -43,6 +43,19 @@ CASES: dict[str, tuple[dict[str, Any], list[TaskSpec]]] = {
         {"widths": [16, 32, 32], "groups": 4, "head_width": 16},
         [SCENE["depth"], SCENE["edges"], LARGEST, MOOD],
     ),
+    "mobilevit": (
+        {"widths": [8, 16, 24, 32], "dim": 32, "heads": 4, "mlp": 48, "expand": 2, "head_width": 16},
+        [SCENE["seg"], SCENE["depth"], LARGEST],
+    ),
+    "efficient-se": (
+        {"widths": [8, 16, 24], "pyramid": 16, "expand": 2, "head_width": 16},
+        [SCENE["normals"], SCENE["count"], MOOD],
+    ),
+    # 32 / 4 = 8 x 8 = 64 tokens of width 64: a token axis as long as the channel axis
+    "token-heads": (
+        {"dim": 64, "heads": 4, "mlp": 64, "head_width": 16},
+        [SCENE["edges"], SLANT, SCENE["count"]],
+    ),
 }
 LEVELS = (0.3, 0.5, 0.7)
 PARAMS = [
