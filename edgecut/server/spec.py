@@ -26,6 +26,8 @@ PIPELINE_VERSION = "cut-4"
 # Δm (%) below which a build is refused, not shipped: a model that lost this much is broken (calibrated on
 # the wrong images, a budget far too tight), and a device is better off keeping what it runs
 MIN_DELTA_M = -30.0
+# benchmarks measure Δm and report it beside the baselines: a figure below the floor is a finding, not a refusal
+NO_FLOOR = -math.inf
 # stage name (queued, importance, pruning, recovery, exporting, ready, failed), fraction 0..1, detail
 ProgressFn = Callable[[str, float, str], None]
 

@@ -19,6 +19,7 @@ from edgecut.server.paths import (
     scenes_cache,
     trained_reference,
 )
+from edgecut.server.spec import NO_FLOOR
 
 if TYPE_CHECKING:
     from edgecut.server.bench.quality import QualityConfig
@@ -233,7 +234,9 @@ def run_arm64(args: argparse.Namespace) -> int:
     from edgecut.server.engine import load_engine
 
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    engine = load_engine(ckpt, args.data_dir, n_calib=256, n_val=64, recovery_steps=args.recovery_steps)
+    engine = load_engine(
+        ckpt, args.data_dir, n_calib=256, n_val=64, recovery_steps=args.recovery_steps, min_delta_m=NO_FLOOR
+    )
     arm64.run_agent(root, result, engine, args.timeout, args.stall_s)
     _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
     return 0
@@ -380,7 +383,7 @@ def run_tailor(args: argparse.Namespace) -> int:
     if not cases or any(not c for c in cases):
         raise ConfigError(f"--task-sets must be task lists separated by ';', got {args.task_sets!r}")
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
-    engine = load_engine(ckpt, args.data_dir)
+    engine = load_engine(ckpt, args.data_dir, min_delta_m=NO_FLOOR)
     engine.reference_metrics()  # computed once per server start, not per build
     rows = []
     for tasks in cases:

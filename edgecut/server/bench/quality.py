@@ -60,7 +60,7 @@ from edgecut.server.mtl.train import TrainConfig
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.progress import progress_bar
-from edgecut.server.spec import Budget, BuildSpec, BuiltArtifact, Refinement
+from edgecut.server.spec import NO_FLOOR, Budget, BuildSpec, BuiltArtifact, Refinement
 
 STAGES = (
     "full",
@@ -363,6 +363,7 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         n_val=cfg.n_val,
         recovery_steps=cfg.recovery_steps,
         refine_steps=cfg.refine_steps,
+        min_delta_m=NO_FLOOR,
     )
     cases, scales = [], {}
     total = len(cfg.task_sets) * len(cfg.budgets) * len(STAGES)

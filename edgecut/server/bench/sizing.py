@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from edgecut.errors import ConfigError
+from edgecut.server.spec import NO_FLOOR
 
 SECTION = "Fleet sizing"
 # (tasks, device class): distinct needs, so distinct build keys
@@ -71,7 +72,9 @@ def run(
         raise ConfigError(f"--builds must be between 1 and {len(NEEDS)}")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="edgecut-sizing-") as work, EmbeddedBroker() as broker:
-        engine = load_engine(checkpoint, data_dir, n_calib=256, n_val=64, recovery_steps=recovery_steps)
+        engine = load_engine(
+            checkpoint, data_dir, n_calib=256, n_val=64, recovery_steps=recovery_steps, min_delta_m=NO_FLOOR
+        )
         settings = ServerSettings(
             state_dir=Path(work), broker=broker.url, grpc="127.0.0.1:0", workers=1, registry_url=registry_url
         )
