@@ -15,6 +15,7 @@ parent's, so the fleet's staged rollout judges it on canaries before the whole c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import tempfile
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
-from edgecut.server.cut.decompose import decompose
+from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
@@ -110,6 +111,8 @@ class TorchEngine:
         # lock, so a request never waits for a running build (that blocked the MQTT bridge's network
         # loop for a whole build: no keepalive, no messages, no clean stop)
         self._probe = copy.deepcopy(self.base)
+        with contextlib.suppress(Exception):  # traced here, before any worker runs a forward pass
+            traced_trunk(self.base.trunk)
         self._probe_lock = threading.Lock()
 
     @property

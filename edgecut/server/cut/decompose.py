@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -68,7 +69,7 @@ def slim_trunk(model: MultiTaskModel) -> MultiTaskModel:
     if len(read) == len(shapes):
         return model
     try:
-        traced = fx.symbolic_trace(model.trunk)
+        traced = traced_trunk(model.trunk)
     except Exception as exc:  # fx raises many kinds on untraceable Python
         logger.info("trunk of %s is not traceable (%s): keeping it whole", type(model).__name__, exc)
         return model
@@ -100,6 +101,37 @@ def slim_trunk(model: MultiTaskModel) -> MultiTaskModel:
     logger.info("decomposition dropped %d trunk tensors no kept head reads", len(before - after))
     model.trunk = traced
     return model
+
+
+# torch.fx traces by patching nn.Module.__call__ for the whole process: a forward pass in another thread
+# (a refinement beside a quick build) during a trace fails with "module is not installed as a submodule".
+# So each trunk structure is traced once, under a lock (the engine does it at start, before any worker
+# runs), and every later decomposition works on a copy of that graph, which patches nothing.
+_TRACE_LOCK = threading.Lock()
+_GRAPHS: dict[tuple[object, ...], fx.Graph | Exception] = {}
+
+
+def _structure(m: nn.Module) -> tuple[object, ...]:
+    return (
+        tuple((n, type(c).__module__, type(c).__qualname__) for n, c in m.named_modules()),
+        tuple((n, tuple(t.shape)) for n, t in (*m.named_parameters(), *m.named_buffers())),
+    )
+
+
+def traced_trunk(trunk: nn.Module) -> fx.GraphModule:
+    """`trunk` as an fx GraphModule of its own (a fresh graph each call); raises what tracing raised."""
+    key = _structure(trunk)
+    with _TRACE_LOCK:
+        graph = _GRAPHS.get(key)
+        if graph is None:
+            try:
+                graph = fx.symbolic_trace(trunk).graph
+            except Exception as exc:  # remembered: an untraceable trunk is not traced again per build
+                graph = exc
+            _GRAPHS[key] = graph
+    if isinstance(graph, Exception):
+        raise graph
+    return fx.GraphModule(trunk, copy.deepcopy(graph))
 
 
 def _tensors(m: nn.Module) -> set[int]:

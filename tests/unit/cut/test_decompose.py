@@ -3,6 +3,9 @@ outputs unchanged; an untraceable trunk is kept whole and still prunes consisten
 
 from __future__ import annotations
 
+import copy
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,3 +105,33 @@ def test_an_untraceable_trunk_is_kept_whole_and_its_unread_branch_prunes_in_step
     )
     assert rep.pruned.macs <= 0.5 * rep.selected.macs
     assert rep.model(torch.rand(1, 3, SIZE, SIZE))["count"].shape == (1, 5)
+
+
+def test_decomposing_beside_a_forward_pass_in_another_thread_breaks_neither() -> None:
+    """A server runs a refinement beside a quick build: torch.fx tracing patches every module's call for
+    the whole process, so a trace per build once failed the other thread's forward pass."""
+    base = _unet()
+    other = copy.deepcopy(base)
+    x = torch.rand(1, 3, SIZE, SIZE)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def forward_passes() -> None:
+        try:
+            with torch.no_grad():
+                while not stop.is_set():
+                    other(x)
+        except BaseException as exc:  # what the other build would have died of
+            errors.append(exc)
+
+    decompose(base, ["count"])  # the first trace of this structure (the engine does it at start)
+    worker = threading.Thread(target=forward_passes)
+    worker.start()
+    try:
+        for _ in range(30):
+            slim = decompose(base, ["count"])
+            assert _same(base.select(["count"]), slim)
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
