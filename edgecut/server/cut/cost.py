@@ -31,7 +31,9 @@ class Costs:
                 out = out[0]
             last = isinstance(m, nn.Linear | nn.LayerNorm | nn.MultiheadAttention)
             channels = out.shape[-1] if last else out.shape[1]
-            self.positions[m] = max(1, out.numel() // max(1, out.shape[0] * channels))
+            # one image in: every other element is a position, whichever dim holds the batch (an
+            # attention layer is sequence-first, L x N x E, unless batch_first)
+            self.positions[m] = max(1, out.numel() // max(1, channels))
 
         hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MEASURED)]
         was_training = model.training

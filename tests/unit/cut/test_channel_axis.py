@@ -166,3 +166,24 @@ def test_an_attention_embedding_channel_costs_its_projections_and_attention_prod
     tokens = (SIZE // 8) ** 2
     e = attn.embed_dim
     assert Costs(model, SIZE).channel(attn, True, "macs") == tokens * (8 * e + 2 * tokens)
+
+
+def test_a_sequence_first_attention_costs_as_much_as_a_batch_first_one() -> None:
+    """nn.MultiheadAttention defaults to L x N x E: its positions are its tokens, not the batch of one."""
+    from edgecut.server.cut.cost import Costs
+
+    class Tokens(nn.Module):
+        def __init__(self, batch_first: bool) -> None:
+            super().__init__()
+            self.batch_first = batch_first
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=batch_first)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.mean(1, keepdim=True).flatten(2).transpose(1, 2).expand(-1, -1, 16)  # N x L x E
+            if not self.batch_first:
+                t = t.transpose(0, 1)
+            return self.attn(t, t, t)[0]
+
+    first, seq = Tokens(True), Tokens(False)
+    assert Costs(first, 8).positions[first.attn] == 64
+    assert Costs(seq, 8).positions[seq.attn] == 64
