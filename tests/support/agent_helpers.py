@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import paho.mqtt.client as mqtt
+
+from edgecut import topics
 from edgecut.agent.artifacts import ModelStore
 from edgecut.envelopes import now_ms, sign_manifest
 from edgecut.v1 import fleet_pb2
@@ -52,3 +55,8 @@ def wait_serving(agent: Agent, tasks: list[str], timeout: float = WAIT_S) -> str
     """Wait until the agent serves a model made for exactly `tasks`; returns its artifact id."""
     wait_until(lambda: sorted(agent.status().model_tasks) == sorted(tasks), timeout)
     return serving(agent)
+
+
+def publish_as(client: mqtt.Client, device_id: str, leaf: str, payload: bytes, retain: bool = False) -> None:
+    """Publish on a device's topic, waiting until the broker has it."""
+    client.publish(topics.device_topic(device_id, leaf), payload, qos=1, retain=retain).wait_for_publish(5)

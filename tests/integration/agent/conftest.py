@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from edgecut import topics
@@ -125,3 +126,14 @@ def make_agent(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Callable[...,
     yield make
     for a in agents:
         a.stop()
+
+
+@pytest.fixture
+def attacker(broker: EmbeddedBroker) -> Iterator[mqtt.Client]:
+    """A client on the broker that is no device of the fleet (no ACL in these tests)."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mallory")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    yield c
+    c.disconnect()
+    c.loop_stop()

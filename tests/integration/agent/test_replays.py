@@ -8,34 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edgecut import topics
 from edgecut.envelopes import now_ms, sign_command, sign_manifest
 from edgecut.v1 import fleet_pb2
-from tests.support.agent_helpers import serving, wait_serving, wait_until
+from tests.support.agent_helpers import publish_as, serving, wait_serving, wait_until
 from tests.support.fleet_server import stub
 from tests.support.keys import fleet_key, operator_key
 from tests.support.waiting import WAIT_S
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def attacker(broker) -> Iterator[mqtt.Client]:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mallory")
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    yield c
-    c.disconnect()
-    c.loop_stop()
-
-
-def _publish(client: mqtt.Client, device_id: str, leaf: str, payload: bytes, retain: bool = False) -> None:
-    client.publish(topics.device_topic(device_id, leaf), payload, qos=1, retain=retain).wait_for_publish(5)
 
 
 def _command(device_id: str, command_id: str, tasks: list[str]) -> bytes:
@@ -60,10 +44,10 @@ def test_commands_sent_while_the_device_was_offline_are_not_obeyed_on_reconnect(
     attacker.on_message = lambda c, u, m: acks.append(fleet_pb2.CommandAck.FromString(m.payload))
     attacker.subscribe(topics.device_topic(device, topics.ACK), 1)
     agent.stop()
-    _publish(
+    publish_as(
         attacker, device, topics.COMMAND, _command(device, "while-away-retained", ["count"]), retain=True
     )
-    _publish(attacker, device, topics.COMMAND, _command(device, "while-away-queued", ["depth"]))
+    publish_as(attacker, device, topics.COMMAND, _command(device, "while-away-queued", ["depth"]))
     try:
         again = make_agent(device_id=device, state_dir=state_dir, tasks=["seg"])
         assert again.link.wait_connected(30)
@@ -71,12 +55,12 @@ def test_commands_sent_while_the_device_was_offline_are_not_obeyed_on_reconnect(
         # obeyed what the broker had queued for the old session
         wait_until(lambda: any(a.reason == "retained command ignored" or a.ok for a in acks))
         # a probe sent after the reconnect: its answer comes after anything the broker had kept
-        _publish(attacker, device, topics.COMMAND, _command("someone-else", "probe", ["seg"]))
+        publish_as(attacker, device, topics.COMMAND, _command("someone-else", "probe", ["seg"]))
         wait_until(lambda: any(a.command_id == "probe" for a in acks))
         assert again.tasks.tasks == ["seg"]
         assert not any(a.ok for a in acks), [(a.command_id, a.reason) for a in acks]
     finally:
-        _publish(attacker, device, topics.COMMAND, b"", retain=True)  # clear it
+        publish_as(attacker, device, topics.COMMAND, b"", retain=True)  # clear it
 
 
 def _refinement(agent) -> int:
@@ -110,7 +94,7 @@ def test_a_replayed_genuine_quick_model_offer_does_not_move_a_refined_device_bac
             for r in caplog.records
         )
 
-    _publish(attacker, agent.device_id, topics.MODEL, quick.SerializeToString(), retain=True)
+    publish_as(attacker, agent.device_id, topics.MODEL, quick.SerializeToString(), retain=True)
     wait_until(lambda: refusals() >= 1 or serving(agent) == quick.artifact_id)  # refused, or downgraded
     assert serving(agent) == refined and _refinement(agent) == 1
     # the counter it took is kept on disk: the retained replay is refused after a restart too
@@ -146,7 +130,7 @@ def test_a_plaintext_grpc_caller_never_obtains_an_offer_another_device_would_tak
     assert not fleet.registry.was_offered(agent.device_id, ready.artifact_id)
     # published as the device's offer (current needs seq in its plain fields): refused and reported
     ready.device_id, ready.needs_seq = agent.device_id, agent.tasks.seq
-    _publish(attacker, agent.device_id, topics.MODEL, ready.SerializeToString(), retain=True)
+    publish_as(attacker, agent.device_id, topics.MODEL, ready.SerializeToString(), retain=True)
     wait_until(
         lambda: any(
             r["artifact_id"] == ready.artifact_id and not r["ok"] for r in fleet.swaps(agent.device_id)

@@ -16,7 +16,7 @@ from edgecut.agent.agent import Agent
 from edgecut.agent.trust import Stale
 from edgecut.envelopes import now_ms, sign_command, sign_manifest
 from edgecut.v1 import fleet_pb2
-from tests.support.agent_helpers import serving, signed_offer, wait_serving, wait_until
+from tests.support.agent_helpers import publish_as, serving, signed_offer, wait_serving, wait_until
 from tests.support.download_faults import DownloadServicer, start_download_server
 from tests.support.keys import operator_key, operator_key_path, other_key
 from tests.support.onnx_models import build_model
@@ -25,25 +25,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def attacker(broker) -> Iterator[mqtt.Client]:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mallory")
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    yield c
-    c.disconnect()
-    c.loop_stop()
-
-
-@pytest.fixture
 def evil_server() -> Iterator[tuple[DownloadServicer, str]]:
     servicer = DownloadServicer()
     server, address = start_download_server(servicer)
     yield servicer, address
     server.stop(0)
-
-
-def _publish(client: mqtt.Client, device_id: str, leaf: str, payload: bytes, retain: bool = False) -> None:
-    client.publish(topics.device_topic(device_id, leaf), payload, qos=1, retain=retain).wait_for_publish(5)
 
 
 def _refusals(fleet, agent: Agent, artifact_id: str) -> list[dict]:
@@ -70,7 +56,7 @@ def test_forged_model_offers_are_refused_and_the_agent_keeps_serving(
     }
     for name, msg in forged.items():
         before = len(_refusals(fleet, agent, evil_id))
-        _publish(attacker, agent.device_id, topics.MODEL, msg.SerializeToString(), retain=True)
+        publish_as(attacker, agent.device_id, topics.MODEL, msg.SerializeToString(), retain=True)
         wait_until(lambda before=before: len(_refusals(fleet, agent, evil_id)) > before)
         assert serving(agent) == seg_id, name
         assert "refused" in agent.status().last_error, name
@@ -85,7 +71,7 @@ def test_genuine_offers_for_another_device_or_older_needs_are_not_taken(make_age
     replay = fleet_pb2.ModelReady()
     replay.CopyFrom(other)
     replay.device_id = agent.device_id  # the plain field lies; the signed manifest names the twin
-    _publish(attacker, agent.device_id, topics.MODEL, replay.SerializeToString())
+    publish_as(attacker, agent.device_id, topics.MODEL, replay.SerializeToString())
     wait_until(lambda: _refusals(fleet, agent, other.artifact_id))
     assert "signed for device" in _refusals(fleet, agent, other.artifact_id)[0]["reason"]
     # a genuine offer for this device, but for needs it no longer has (seq 0 -> now 1): ignored
@@ -131,22 +117,22 @@ def test_forged_replayed_stale_and_retained_commands_are_refused(make_agent, fle
             ("d1", command("d1", device="someone-else"), False, "not us"),
         ]
         for cid, payload, retain, why in cases:
-            _publish(attacker, agent.device_id, topics.COMMAND, payload, retain=retain)
+            publish_as(attacker, agent.device_id, topics.COMMAND, payload, retain=retain)
             ack = wait_until(lambda cid=cid: next((a for a in acks if a.command_id == cid), None))
             assert not ack.ok and why in ack.reason, (cid, ack.reason)
         assert agent.tasks.tasks == ["seg"]
         # a genuine command is obeyed once; the same bytes replayed are refused
         good = command("g1")
-        _publish(attacker, agent.device_id, topics.COMMAND, good)
+        publish_as(attacker, agent.device_id, topics.COMMAND, good)
         wait_until(lambda: any(a.command_id == "g1" and a.ok for a in acks))
         assert agent.tasks.tasks == ["count"]
         agent.set_tasks(["seg"])
-        _publish(attacker, agent.device_id, topics.COMMAND, good)
+        publish_as(attacker, agent.device_id, topics.COMMAND, good)
         wait_until(lambda: sum(a.command_id == "g1" for a in acks) == 2)
         assert [a.ok for a in acks if a.command_id == "g1"] == [True, False]
         assert agent.tasks.tasks == ["seg"]
         # a retained command reaches the agent again at every (re)connect: refused unread there
-        _publish(attacker, agent.device_id, topics.COMMAND, command("r1"), retain=True)
+        publish_as(attacker, agent.device_id, topics.COMMAND, command("r1"), retain=True)
         wait_until(lambda: any(a.command_id == "r1" for a in acks))  # live delivery: a normal command
         agent.set_tasks(["seg"])
         agent.stop()
@@ -154,7 +140,7 @@ def test_forged_replayed_stale_and_retained_commands_are_refused(make_agent, fle
         # a clean session on both brokers: the retained command comes with the subscription, flagged
         wait_until(lambda: any(a.reason == "retained command ignored" for a in acks))
         assert again.link.wait_connected(10) and again.tasks.tasks == ["seg"]
-        _publish(attacker, agent.device_id, topics.COMMAND, b"", retain=True)  # clear it
+        publish_as(attacker, agent.device_id, topics.COMMAND, b"", retain=True)  # clear it
     finally:
         watcher.disconnect()
         watcher.loop_stop()

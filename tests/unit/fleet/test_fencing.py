@@ -6,7 +6,6 @@ it is taken: its holder stands for a replica that stalled (SIGSTOP, a frozen VM)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,21 +28,6 @@ from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
 
 RAN_OUT = -1.0  # seconds: a lease that has expired the moment it is taken
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    return str(request.getfixturevalue("postgres").create_database())
-
-
-@pytest.fixture
-def pair(url: str) -> Iterator[tuple[Registry, Registry]]:
-    a, b = Registry(url), Registry(url)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_a_stalled_holder_cannot_record_a_job_another_replica_took_over(

@@ -8,27 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from edgecut.server.fleet.registry import DONE, QUEUED, RUNNING, Registry
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'r.sqlite3'}"
-    return str(request.getfixturevalue("postgres").create_database())
-
-
-@pytest.fixture
-def pair(url: str) -> Iterator[tuple[Registry, Registry]]:
-    a, b = Registry(url), Registry(url)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_a_held_lease_keeps_others_out_until_it_expires(pair: tuple[Registry, Registry]) -> None:
