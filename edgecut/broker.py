@@ -15,6 +15,7 @@ import ctypes
 import getpass
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,6 +43,33 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def restartable_port(host: str = "127.0.0.1") -> int:
+    """A free port *below* the kernel's ephemeral range, for a listener that is stopped and started again
+    on the same port: a port from the ephemeral range can be taken, while the listener is down, as the
+    local port of some client's outgoing connection (seen with 10,000 simulated devices: the restarted
+    replica could not bind)."""
+    low = _ephemeral_low()
+    if low <= 2048:
+        return free_port(host)
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low // 2), low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return free_port(host)
 
 
 def mosquitto_path() -> str | None:
@@ -85,7 +113,7 @@ class EmbeddedBroker:
         if prefer not in CHOICES:
             raise BrokerError(f"unknown broker {prefer!r}: choose auto, mosquitto or iotcore")
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or restartable_port(host)
         self.kind = "mosquitto" if prefer != "iotcore" and mosquitto_path() else "iotcore"
         if prefer == "mosquitto" and self.kind != "mosquitto":
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")

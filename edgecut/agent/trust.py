@@ -68,6 +68,13 @@ class Trust:
         self._lock = threading.Lock()
         self._offers_path = Path(state_dir) / "offers.json"
         taken = read_json(self._offers_path)
+        if not isinstance(taken, dict) and self._offers_path.exists():
+            # written atomically, so only a damaged disk or a hand edit gets here
+            logger.warning(
+                "%s cannot be read: the offer counter starts again from 0, so an older genuine offer "
+                "could be taken once",
+                self._offers_path,
+            )
         taken = taken if isinstance(taken, dict) else {}
         seq = taken.get("offer_seq", 0)
         self._offer_seq = seq if isinstance(seq, int) else 0

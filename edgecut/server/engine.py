@@ -202,10 +202,14 @@ class TorchEngine:
         if dm is None or dm >= self.min_delta_m:
             return
         tasks = ", ".join(f"{t} {100 * c:+.1f} %" for t, c in sorted(changes.items()))
-        raise BuildError(
+        what = (
             f"the tailored model for {', '.join(spec.tasks)} at {spec.budget.bucket()} lost too much: Δm "
-            f"{dm:+.1f} % ({tasks}) is below the floor of {self.min_delta_m:+.0f} %; it was calibrated on "
-            f"{self.calibrated_on}: calibrate on images like the model's own, or give a larger budget"
+            f"{dm:+.1f} % ({tasks}) is below the floor of {self.min_delta_m:+.0f} %"
+        )
+        advice = "calibrate on images like the model's own, or give a larger budget"
+        raise BuildError(
+            f"{what}; it was calibrated on {self.calibrated_on}: {advice}",
+            public=f"{what}: {advice}",  # devices are not told where the server's images lie
         )
 
     def refinements(self, spec: BuildSpec) -> int:

@@ -24,6 +24,12 @@ from edgecut.errors import EdgecutError
 class ServerError(EdgecutError):
     code = "INTERNAL"
 
+    def __init__(self, *args: object, public: str = "") -> None:
+        """`public`: what devices and API callers are told when the message names server-side things
+        (a folder of the operator's); the full message is for the local command line."""
+        super().__init__(*args)
+        self.public = public
+
 
 class UnknownTaskError(ServerError):
     code = "UNKNOWN_TASK"

@@ -9,6 +9,7 @@ real gRPC servers on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -24,6 +25,7 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.serve import create_server as create_agent_api
 from edgecut.agent.settings import AgentSettings
+from edgecut.server.fleet import mqtt_bridge
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import JobManager
@@ -243,3 +245,19 @@ def test_strategies_reach_every_message_type() -> None:
     }
     assert wire_inputs <= fuzzed, wire_inputs - fuzzed
     assert Path(__file__).exists()
+
+
+def test_a_flood_of_invalid_device_ids_is_logged_once_with_a_count(bridge, caplog) -> None:
+    """Issue 26: each message on a topic with an invalid device id logged a WARNING: a flood of them
+    flooded the server's log."""
+    b, _ = bridge
+    b._bad_ids, b._bad_ids_said = 0, -mqtt_bridge.BAD_ID_LOG_S
+    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.mqtt_bridge"):
+        for i in range(500):
+            _deliver(b, topics.device_topic(f"bad%{i:03d}", topics.NEEDS), b"")
+    assert len(caplog.records) == 1 and "not a valid device id" in caplog.text
+    b._bad_ids_said -= mqtt_bridge.BAD_ID_LOG_S  # a minute later
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.mqtt_bridge"):
+        _deliver(b, topics.device_topic("bad%x", topics.NEEDS), b"")
+    assert len(caplog.records) == 1 and "499 more such messages since the last report" in caplog.text

@@ -11,7 +11,13 @@ import pytest
 
 from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.errors import DatasetError
-from edgecut.server.mtl.calibration import RECORD, calibration_source, folder_digest, training_record
+from edgecut.server.mtl.calibration import (
+    RECORD,
+    calibration_source,
+    folder_digest,
+    folder_listing,
+    training_record,
+)
 
 
 @pytest.fixture
@@ -23,7 +29,11 @@ def data(tmp_path: Path) -> Path:
 
 def test_the_record_names_the_folder_and_a_digest_of_every_file(data: Path) -> None:
     record = training_record(str(data))
-    assert record == {"data": str(data.resolve()), "digest": folder_digest(data)}
+    assert record == {
+        "data": str(data.resolve()),
+        "digest": folder_digest(data),
+        "listing": folder_listing(data),
+    }
     assert training_record("synthetic") == {"data": "synthetic"}
     before = folder_digest(data)
     (data / ".DS_Store").write_bytes(b"x")  # hidden files are not data
@@ -88,3 +98,26 @@ def test_without_a_record_only_the_scene_trained_reference_gets_synthetic_scenes
     # an older `edgecut train` on a folder: the path it was given is named, relative to where it ran
     with pytest.raises(DatasetError, match="it was trained on 'data', relative to where `edgecut train` ran"):
         calibration_source({"train_config": {"data": "data"}}, "old.pt", None, None)
+
+
+def test_an_unchanged_folder_is_not_read_again_and_an_unreadable_one_is_one_sentence(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = {RECORD: training_record(str(data))}
+
+    def unread(root: Path) -> str:
+        raise AssertionError("the files' bytes were hashed again although nothing changed")
+
+    monkeypatch.setattr("edgecut.server.mtl.calibration.folder_digest", unread)
+    assert calibration_source(doc, "tiny.pt", None, None).source == str(data.resolve())
+    monkeypatch.undo()
+    image = next((data / "images").iterdir())
+    image.write_bytes(image.read_bytes())  # touched: the listing differs, the bytes are hashed
+    monkeypatch.setattr(
+        "edgecut.server.mtl.calibration.folder_digest",
+        lambda root: (_ for _ in ()).throw(PermissionError(13, "Permission denied")),
+    )
+    with pytest.raises(
+        DatasetError, match=r"the folder tiny.pt was trained on, cannot be read \(Permission denied\)"
+    ):
+        calibration_source(doc, "tiny.pt", None, None)

@@ -108,3 +108,18 @@ def test_both_documented_folder_layouts_train_calibrate_and_validate(
     assert (len(calib), len(val or [])) == (10, 4)  # type: ignore[arg-type]
     assert not any(torch.equal(c, v) for c in _images(calib) for v in _images(val))
     assert "ignoring" not in caplog.text  # val/ is a split, not an unknown task folder
+
+
+def test_calibration_and_validation_never_read_the_same_images(tmp_path: Path) -> None:
+    """A folder with no val/ split given as both calibration and validation data (the fallback when a
+    model's training folder is gone): the build would be judged on the images it was calibrated on."""
+    flat = tmp_path / "flat"
+    write_scene_folder(flat, 9, 4, SIZE, ("seg", "slant"))
+    specs = [SCENE_TASKS[0], SLANT]
+    calib, val = engine_data(specs, SIZE, str(flat), str(flat), None, 8, 8, 7, 1000)
+    assert val is not None and len(calib) + len(val) == 9 and min(len(calib), len(val)) >= 4  # type: ignore[arg-type]
+    assert not any(torch.equal(c, v) for c in _images(calib) for v in _images(val))
+    one = tmp_path / "one"
+    write_scene_folder(one, 1, 5, SIZE, ("seg", "slant"))
+    with pytest.raises(DatasetError, match="at least 2 are needed"):
+        engine_data(specs, SIZE, str(one), str(one), None, 8, 8, 7, 1000)

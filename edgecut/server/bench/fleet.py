@@ -35,7 +35,7 @@ import psutil
 
 from edgecut import signing
 from edgecut.agent.provision import write_agent_config
-from edgecut.broker import EmbeddedBroker, die_with_parent, free_port, mosquitto_path
+from edgecut.broker import EmbeddedBroker, die_with_parent, mosquitto_path, restartable_port
 from edgecut.errors import EdgecutError
 from edgecut.server.bench.fleet_devices import SimDevice, worker_main
 
@@ -66,6 +66,7 @@ class Outcome:
     replicas: int = 1
     registry: str = "SQLite"
     fenced: int = 0  # late results a stalled replica had refused
+    fault_error: str = ""  # why a planned fault could not be injected
 
 
 class ServerProcess:
@@ -224,7 +225,7 @@ def run(
         auto = "mosquitto" if mosquitto_path() else "iotcore"
         broker = EmbeddedBroker(prefer=auto if broker_kind == "auto" else broker_kind).start()
         out.broker = broker.kind
-        port = free_port()
+        port = restartable_port()  # replicas restart on their port: see restartable_port
         servers = []
         for i in range(replicas):
             name = "server" if replicas == 1 else f"replica-{i}"
@@ -232,7 +233,7 @@ def run(
             extra: tuple[str, ...] = ("--replica-id", name, "--lease-s", str(lease_s))
             if registry_url:
                 extra += ("--registry-url", registry_url, "--store", str(work / "store"))
-            grpc_port = port if i == 0 else free_port()
+            grpc_port = port if i == 0 else restartable_port()
             servers.append(
                 ServerProcess(work / name, broker.url, grpc_port, key_path, build_s, broker.kind, extra)
             )
@@ -259,7 +260,7 @@ def run(
             for w in range(processes):
                 p = ctx.Process(
                     target=worker_main,
-                    args=(sims[w::processes], broker.port, key.public_text, controls[w], results),
+                    args=(sims[w::processes], broker.port, key.public_text, controls[w], results, w),
                     daemon=True,
                 )
                 p.start()
@@ -271,7 +272,7 @@ def run(
                 plan = _fault_schedule if replicas == 1 else _replica_faults
                 args = (plan, broker, servers, out, say, done, ended, registry_url, lease_s)
                 threading.Thread(target=_faults, args=args, daemon=True).start()
-            records = _wait_phase(controls, results, 1, devices, t0 + timeout_s, say)
+            records = _wait_phase(controls, results, 1, devices, t0 + timeout_s, say, out)
             done.set()
             out.phase_s.append(time.monotonic() - t0)
             if agent is not None:
@@ -288,7 +289,7 @@ def run(
             t1 = time.monotonic()
             for q in controls:
                 q.put("next")
-            records = _wait_phase(controls, results, 2, devices, t1 + timeout_s, say)
+            records = _wait_phase(controls, results, 2, devices, t1 + timeout_s, say, out)
             out.phase_s.append(time.monotonic() - t1)
             for q in controls:
                 q.put("stop")
@@ -328,10 +329,12 @@ def _wait(cond: Callable[[], bool], deadline: float, what: str) -> None:
 
 
 def _wait_phase(
-    controls: list[Any], results: Any, seq: int, n: int, deadline: float, say: Say
+    controls: list[Any], results: Any, seq: int, n: int, deadline: float, say: Say, out: Outcome
 ) -> dict[str, Any]:
     """Poll the workers until every device serves the answer to needs `seq`; returns their records."""
     while True:
+        if out.fault_error:
+            raise EdgecutError(f"a fault could not be injected, so the run proves nothing: {out.fault_error}")
         for q in controls:
             q.put("report")
         records: dict[str, Any] = {}
@@ -362,6 +365,8 @@ def _faults(
 ) -> None:
     try:
         plan(broker, servers, out, say, done, registry_url, lease_s)
+    except Exception as exc:  # the bench ends with this sentence (see _wait_phase), not a thread traceback
+        out.fault_error = str(exc) or repr(exc)
     finally:
         # the restarted broker and server get the parent-death signal when the *thread* that started
         # them exits (Linux PR_SET_PDEATHSIG): this one stays until the bench tears everything down

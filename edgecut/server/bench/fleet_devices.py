@@ -59,10 +59,16 @@ class Worker:
     """The devices of one process; `run()` returns their records when `stop` is set."""
 
     def __init__(
-        self, devices: list[SimDevice], broker_port: int, fleet_key: str, downloads: int = 8
+        self,
+        devices: list[SimDevice],
+        broker_port: int,
+        fleet_key: str,
+        downloads: int = 8,
+        source_address: str = "",
     ) -> None:
         self.devices = {d.device_id: d for d in devices}
         self.port = broker_port
+        self.source_address = source_address
         self.keyring = signing.Keyring([signing.parse_public_key(fleet_key)])
         self.pool = ThreadPoolExecutor(downloads, thread_name_prefix="sim-dl")
         self.clients: dict[str, mqtt.Client] = {}
@@ -72,12 +78,12 @@ class Worker:
 
     def _client(self, dev: SimDevice) -> mqtt.Client:
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{dev.device_id}", clean_session=False
-        )
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{dev.device_id}", clean_session=True
+        )  # clean, like the agent's (a queued message must not outlive a disconnect)
         c.reconnect_delay_set(1, 2)
         c.on_connect = lambda cl, u, f, rc, p: self._on_connect(cl, dev, rc)
         c.on_message = lambda cl, u, m: self._on_message(dev, m)
-        c.connect_async("127.0.0.1", self.port, keepalive=30)
+        c.connect_async("127.0.0.1", self.port, keepalive=30, bind_address=self.source_address)
         c.loop_start()
         return c
 
@@ -182,10 +188,17 @@ def _record(d: SimDevice) -> dict[str, Any]:
     }
 
 
-def worker_main(devices: list[SimDevice], port: int, key: str, control: Any, results: Any) -> None:
+def worker_main(
+    devices: list[SimDevice], port: int, key: str, control: Any, results: Any, index: int = 0
+) -> None:
     """Entry point of a device process (multiprocessing, spawn)."""
+    # paho binds every connection before connecting, and a bound port is exclusive on its address: on
+    # one loopback address, 10,000 devices plus their reconnections run out of the kernel's ~28,000
+    # ephemeral ports (EADDRINUSE). Each process has its own loopback source address (127.0.0.0/8 is
+    # all loopback on Linux), so each has the whole range.
+    source = f"127.0.{1 + index % 250}.1"
     try:
-        Worker(devices, port, key).run(control, results)
+        Worker(devices, port, key, source_address=source).run(control, results)
     except Exception as exc:  # the orchestrator must hear about it, not wait forever
         results.put({"error": repr(exc)})
 

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
-_warned: set[int] = set()
+# weak: an id() would be reused by a later module, which would then never be logged
+_warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def prunable(m: nn.MultiheadAttention) -> bool:
     """Whether torch-pruning shrinks this layer's embedding consistently; logs once when it does not."""
     if m._qkv_same_embed_dim:
         return True
-    if id(m) not in _warned:
-        _warned.add(id(m))
+    if m not in _warned:
+        _warned.add(m)
         logger.info(
             "keeping a MultiheadAttention whole (embed_dim %d, kdim %d, vdim %d): only layers whose key "
             "and value widths equal the embedding are pruned",

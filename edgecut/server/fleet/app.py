@@ -143,6 +143,7 @@ class FleetServer:
                 ),
                 needs_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
                 observers=observers,
+                lanes=s.mqtt_lanes,
             )
             if s.rollout.enabled:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)

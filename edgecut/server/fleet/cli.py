@@ -275,6 +275,7 @@ def run_bench_fleet(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         registry_url=args.registry_url,
         lease_s=args.lease_s,
+        timeout_s=max(600.0, 0.15 * args.devices),  # per phase: 10,000 devices need more than 10 min here
     )
     command = f"edgecut bench fleet --devices {args.devices} --processes {args.processes} --build-s {args.build_s:g}"
     if args.broker != "auto":

@@ -38,8 +38,8 @@ def error_code(exc: BaseException) -> str:
 
 
 def error_sentence(exc: BaseException) -> str:
-    if isinstance(exc, ServerError) and str(exc):
-        return str(exc)
+    if isinstance(exc, ServerError) and (exc.public or str(exc)):
+        return exc.public or str(exc)
     return f"internal server error ({type(exc).__name__}); the server log has the details, try again later"
 
 

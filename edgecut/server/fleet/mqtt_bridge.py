@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from edgecut.server.errors import ServerError, TooLargeError
 from edgecut.server.fleet import error_map, requests, wire
 from edgecut.server.fleet.budget_policy import BudgetPolicy
 from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
+from edgecut.server.fleet.lanes import Lanes
 from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry, Waiter
@@ -47,6 +49,7 @@ from edgecut.server.fleet.signer import FleetSigner
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
+BAD_ID_LOG_S = 60.0  # at most one log line per this many seconds about refused device ids
 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
@@ -114,7 +117,9 @@ class MqttBridge:
         auth: BrokerAuth | None = None,
         needs_limiter: RateLimiter | None = None,
         observers: Observers | None = None,
+        lanes: int = 0,
     ) -> None:
+        """`lanes` > 0 handles device messages on that many ordered threads (fleet/lanes.py); 0 on paho's."""
         if protocol not in PROTOCOLS:
             raise ConfigError(f"mqtt protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         self.host, self.port, use_tls, user, password = parse_broker_url(broker_url)
@@ -158,6 +163,9 @@ class MqttBridge:
         self._rechecks = ThreadPoolExecutor(1, thread_name_prefix="edgecut-recheck")
         self._rechecking: set[str] = set()
         self._macs: dict[str, int] = {}  # artifact id -> its MACs (latency observations)
+        self._lanes = Lanes(lanes, name="edgecut-msg") if lanes > 0 else None
+        self._guard = threading.Lock()  # _macs and _rechecking: lanes handle devices concurrently
+        self._bad_ids, self._bad_ids_said = 0, -BAD_ID_LOG_S  # refused device ids (see _bad_id)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -169,6 +177,8 @@ class MqttBridge:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        if self._lanes is not None:
+            self._lanes.stop()
         self.ready.clear()
         self._rechecks.shutdown(wait=False, cancel_futures=True)
 
@@ -204,9 +214,7 @@ class MqttBridge:
             logger.debug("ignoring message on %s", msg.topic)
             return
         if device_id is None:  # e.g. "%00" or 1,000 characters: never stored, never answered
-            logger.warning(
-                "message on %r refused: not a valid device id (1-64 of A-Z a-z 0-9 _ . -)", msg.topic[:120]
-            )
+            self._bad_id(msg.topic)
             return
         if len(msg.payload) > topics.MAX_PAYLOAD:
             logger.warning(
@@ -222,10 +230,33 @@ class MqttBridge:
                     ),
                 )
             return
+        if self._lanes is not None:
+            self._lanes.submit(device_id, self._handle, handler, msg.topic, device_id, bytes(msg.payload))
+        else:
+            self._handle(handler, msg.topic, device_id, bytes(msg.payload))
+
+    def _bad_id(self, topic: str) -> None:
+        """Said at most once a minute, with a count: a flood of such messages must not flood the log."""
+        now = time.monotonic()
+        with self._guard:
+            self._bad_ids += 1
+            due = now - self._bad_ids_said >= BAD_ID_LOG_S
+            if due:
+                count, self._bad_ids, self._bad_ids_said = self._bad_ids, 0, now
+        if due:
+            logger.warning(
+                "message on %r refused: not a valid device id (1-64 of A-Z a-z 0-9 _ . -)%s",
+                topic[:120],
+                f"; {count - 1} more such messages since the last report" if count > 1 else "",
+            )
+
+    def _handle(
+        self, handler: Callable[[str, bytes], None], topic: str, device_id: str, payload: bytes
+    ) -> None:
         try:
-            handler(device_id, bytes(msg.payload))
+            handler(device_id, payload)
         except Exception:  # one bad message must never stop the bridge
-            logger.exception("handling %s failed", msg.topic)
+            logger.exception("handling %s failed", topic)
             self.publish_error(
                 pb.Error(
                     code=pb.Error.INTERNAL,
@@ -405,14 +436,19 @@ class MqttBridge:
         self._reask({**dev, "latency_slowdown": slowdown}, "latency drift")
 
     def _macs_of(self, artifact_id: str) -> int:
-        if artifact_id not in self._macs:
-            try:
-                self._macs[artifact_id] = max(0, self.jobs.store.meta(artifact_id).macs)
-            except Exception:  # not one of ours (or gone): no figure to learn from
-                self._macs[artifact_id] = 0
+        with self._guard:
+            known = self._macs.get(artifact_id)
+        if known is not None:
+            return known
+        try:
+            macs = max(0, self.jobs.store.meta(artifact_id).macs)
+        except Exception:  # not one of ours (or gone): no figure to learn from
+            macs = 0
+        with self._guard:
+            self._macs[artifact_id] = macs
             while len(self._macs) > 4096:
                 self._macs.pop(next(iter(self._macs)))
-        return self._macs[artifact_id]
+        return macs
 
     def _on_swap(self, device_id: str, payload: bytes) -> None:
         s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)
@@ -426,9 +462,12 @@ class MqttBridge:
                 s.load_ms if math.isfinite(s.load_ms) else 0.0,
                 s.verified_key_id[:64],
             )
-            if not s.ok and s.artifact_id and s.artifact_id not in self._rechecking:
-                self._rechecking.add(s.artifact_id)
-                self._rechecks.submit(self._recheck, s.artifact_id)
+            if not s.ok and s.artifact_id:
+                with self._guard:
+                    fresh = s.artifact_id not in self._rechecking
+                    self._rechecking.add(s.artifact_id)
+                if fresh:
+                    self._rechecks.submit(self._recheck, s.artifact_id)
 
             self._emit(
                 "swap",
@@ -447,7 +486,8 @@ class MqttBridge:
         except Exception:
             logger.exception("recheck of %s failed", artifact_id)
         finally:
-            self._rechecking.discard(artifact_id)
+            with self._guard:
+                self._rechecking.discard(artifact_id)
 
     def _on_ack(self, device_id: str, payload: bytes) -> None:
         ack: pb.CommandAck | None = self._parse(pb.CommandAck, device_id, payload, answer=False)

@@ -119,6 +119,13 @@ class ServerSettings(BaseModel):
         description="a directory, file:///dir or s3://bucket/prefix (default: state_dir/artifacts)",
     )
     workers: int = Field(default=1, ge=1, le=64, title="concurrent builds (each is CPU-heavy)")
+    mqtt_lanes: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        title="threads handling device messages, each device's in order (0 = on the MQTT client's thread)",
+        description="overlaps the database round trips of many devices' messages: docs/reliability.md",
+    )
     refine_workers: int = Field(
         default=1,
         ge=0,

@@ -43,12 +43,31 @@ def folder_digest(root: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def folder_listing(root: Path) -> str:
+    """sha256 over every file's relative path, size and modification time: cheap to take at each start;
+    when it matches the training record the files' bytes are not read again."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        st = path.stat()
+        h.update(f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return "sha256:" + h.hexdigest()
+
+
 def training_record(data: str) -> dict[str, str]:
     """What a checkpoint records of its training data (see the module docstring)."""
     if is_synthetic(data):
         return {"data": SYNTHETIC}
     root = Path(data).resolve()
-    return {"data": str(root), "digest": folder_digest(root)}
+    return {"data": str(root), "digest": folder_digest(root), "listing": folder_listing(root)}
+
+
+def _unchanged(root: Path, record: dict[str, Any]) -> bool:
+    if record.get("listing") and folder_listing(root) == record["listing"]:
+        return True  # same names, sizes and times: the bytes are not hashed again (a large folder)
+    return folder_digest(root) == record.get("digest")
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,14 @@ def calibration_source(
             return Calibration(SYNTHETIC, f"the synthetic scenes {name} was trained on")
         root = Path(data)
         if root.is_dir():
-            if folder_digest(root) != record.get("digest"):
+            try:
+                unchanged = _unchanged(root, record)
+            except OSError as exc:
+                raise DatasetError(
+                    f"{root}, the folder {name} was trained on, cannot be read ({exc.strerror or exc}): "
+                    "fix its permissions or pass --calib-data FOLDER"
+                ) from exc
+            if not unchanged:
                 logger.warning(
                     "%s changed since %s was trained on it: calibrating on its images as they are now "
                     "(pass --calib-data FOLDER to choose others)",

@@ -144,7 +144,33 @@ def engine_data(
         )
     if val is not None and not labelled_tasks(val):
         raise DatasetError(f"the validation data has labels for none of the model's tasks ({names})")
+    if (
+        val is not None
+        and isinstance(calib, FolderDataset)
+        and isinstance(val, FolderDataset)
+        and _same_images(calib, val)
+    ):
+        calib, val = _halves(calib)
+        logger.info(
+            "calibration and validation would read the same images (%s): half of them calibrate, the "
+            "other half judge the result (give --val-data FOLDER with other images to use them all)",
+            val_data or calib_data,
+        )
     return calib, val
+
+
+def _same_images(a: FolderDataset, b: FolderDataset) -> bool:
+    # a model judged on the images it was calibrated (and recovered) on looks better than it is
+    return a.base.resolve() == b.base.resolve()
+
+
+def _halves(data: FolderDataset) -> tuple[Dataset[Batch], Dataset[Batch]]:
+    if len(data) < 2:
+        raise DatasetError(
+            f"{data.base} holds {len(data)} image(s): at least 2 are needed to calibrate and judge"
+        )
+    idx = list(range(len(data)))
+    return Subset(data, idx[0::2]), Subset(data, idx[1::2])
 
 
 class LabelledSource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,16 @@ def test_offers_of_an_older_server_count_only_until_a_counted_one_was_taken(tmp_
 def test_an_unreadable_counter_file_starts_from_nothing(tmp_path: Path) -> None:
     (tmp_path / "offers.json").write_text('{"offer_seq": "x"}')
     _take(_trust(tmp_path), b"a", 1)
+
+
+def test_a_damaged_counter_file_is_said_not_silently_reset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "offers.json").write_bytes(b"\0\0\0")  # a torn or damaged file
+    with caplog.at_level(logging.WARNING, logger="edgecut.agent.trust"):
+        _take(_trust(tmp_path), b"a", 1)
+    assert "offers.json cannot be read: the offer counter starts again from 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecut.agent.trust"):
+        _trust(tmp_path / "fresh")  # no file yet: a new device, nothing to say
+    assert caplog.text == ""
