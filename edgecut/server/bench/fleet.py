@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import subprocess
 import sys
@@ -339,7 +340,13 @@ def _wait_phase(
             q.put("report")
         records: dict[str, Any] = {}
         for _ in controls:
-            part = results.get(timeout=120)
+            try:
+                part = results.get(timeout=120)
+            except queue.Empty:
+                raise EdgecutError(
+                    "a device process did not report within 120 s: the machine is overloaded (fewer "
+                    "--devices or more --processes)"
+                ) from None
             if "error" in part:
                 raise EdgecutError(f"a device process failed: {part['error']}")
             records.update(part)
