@@ -87,7 +87,7 @@ def upgrade(engine: Engine, url: str) -> Migration:
             with conn.begin():
                 return _upgrade(conn, url)
         finally:
-            if postgres:
+            if postgres and not conn.invalidated:  # a lost connection has released the lock already
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_ID})
                 conn.commit()
 
