@@ -53,6 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.set_defaults(handler=run_server)
+    m = p.add_subparsers(title="maintenance", metavar="migrate").add_parser(
+        "migrate",
+        help="upgrade the registry database's schema to this edgecut's newest revision, then exit",
+        description="Upgrade the registry database (what `edgecut server` does at start, under a lock on "
+        "PostgreSQL) and say from which revision to which. Back the database up first.",
+    )
+    m.add_argument(
+        "--url", help="registry URL (default: registry_url from the settings, or STATE_DIR's SQLite)"
+    )
+    # SUPPRESS: given before `migrate` (edgecut server --config F migrate), the server's own options count
+    m.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="the server's state dir")
+    m.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="the server's YAML settings file")
+    m.set_defaults(handler=run_migrate)
     k = sub.add_parser(
         "keygen", help="make an Ed25519 key (fleet signing or operator) and print its public half"
     )
@@ -204,6 +217,21 @@ def run_server(args: argparse.Namespace) -> int:
     finally:
         systemd.stopping()
         server.stop()
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from edgecut.server.fleet.registry import Registry
+    from edgecut.server.fleet.settings import load_settings
+
+    settings = load_settings(args.config, {"registry_url": args.url, "state_dir": args.state_dir})
+    if not settings.registry_url:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(settings.registry)
+    try:
+        print(f"edgecut server migrate: registry {registry.url}: {registry.migration}")
+    finally:
+        registry.close()
     return 0
 
 

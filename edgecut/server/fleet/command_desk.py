@@ -33,7 +33,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from sqlalchemy import JSON, Float, Integer, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from edgecut import signing, topics
 from edgecut.envelopes import open_command, sign_command
@@ -41,6 +41,7 @@ from edgecut.errors import EdgecutError
 from edgecut.server.fleet import commands
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.schema import Base
 from edgecut.signing import Keyring, SignatureError
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -67,11 +68,7 @@ class CommandError(EdgecutError):
         self.status = status
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class CommandRow(_Base):
+class CommandRow(Base):
     __tablename__ = "operator_commands"
     command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(128), index=True)
@@ -85,7 +82,7 @@ class CommandRow(_Base):
     acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-class AuditRow(_Base):
+class AuditRow(Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)
@@ -118,7 +115,6 @@ class CommandDesk:
         self.known_tasks = known_tasks
         self.observers = observers or Observers()
         self._lock = threading.Lock()
-        _Base.metadata.create_all(registry.engine)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -320,5 +316,5 @@ def _describe(args: dict[str, Any]) -> str:
     return " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in args.items())
 
 
-def _row(row: _Base) -> dict[str, Any]:
+def _row(row: Base) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}

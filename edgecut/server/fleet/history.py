@@ -13,19 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.schema import OfferRow
+from edgecut.server.fleet.schema import Base, OfferRow
 
 DEFAULT_KEEP_SAMPLES = 500
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class TelemetrySample(_Base):
+class TelemetrySample(Base):
     __tablename__ = "telemetry_samples"
     __table_args__ = (Index("ix_telemetry_device_id", "device_id", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -40,7 +36,7 @@ class TelemetrySample(_Base):
     failed_count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class BuildRun(_Base):
+class BuildRun(Base):
     __tablename__ = "build_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     build_key: Mapped[str] = mapped_column(String(64), index=True)
@@ -54,7 +50,7 @@ class BuildRun(_Base):
     cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)  # later requests answered from the store
 
 
-class ArtifactLatency(_Base):
+class ArtifactLatency(Base):
     __tablename__ = "artifact_latency"
     artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     ort_latency_ms: Mapped[float] = mapped_column(Float)
@@ -87,7 +83,6 @@ class FleetHistory:
         if keep_samples < 1:
             raise ValueError("keep_samples must be >= 1")
         self.registry, self.keep_samples = registry, keep_samples
-        _Base.metadata.create_all(registry.engine)
 
     # -- telemetry -----------------------------------------------------------------------------
 
@@ -237,5 +232,5 @@ class FleetHistory:
             return {r.artifact_id: r.ort_latency_ms for r in s.scalars(q)}
 
 
-def _row(row: _Base, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+def _row(row: Base, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in exclude}

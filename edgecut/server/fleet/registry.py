@@ -37,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgecut.errors import ConfigError
+from edgecut.server.fleet import migrations
 from edgecut.server.fleet.schema import (
     BUILD,
     DONE,
@@ -52,7 +53,6 @@ from edgecut.server.fleet.schema import (
     OfferRow,
     SwapRow,
     WaiterRow,
-    migrate,
     now,
 )
 
@@ -125,7 +125,6 @@ def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
 
 # URL scheme -> the SQLAlchemy driver name; other databases lack the upserts the leases rely on.
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
-_SCHEMA_LOCK = 0x6564676563757401  # pg advisory lock id: replicas starting together create tables once
 CRASHED = (
     "building this model stopped its server {n} (the replica crashed or stalled); it is not tried "
     "again until a device asks again"
@@ -170,10 +169,7 @@ class Registry:
         self._lock: threading.Lock | None = threading.Lock() if lite else None
         self._insert = sqlite.insert if lite else postgresql.insert
         try:
-            with self._engine.begin() as conn:
-                if not lite:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
-                migrate(conn)
+            self.migration = migrations.upgrade(self._engine, self.url)  # under a lock on PostgreSQL
         except SQLAlchemyError as exc:
             raise ConfigError(f"registry {self.url!r} cannot be opened: {_first_line(exc)}") from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Float, String, Text, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.jobs import Ready
@@ -47,6 +47,7 @@ from edgecut.server.fleet.rollout_policy import (
     keeps_architecture,
     task_quality,
 )
+from edgecut.server.fleet.schema import Base
 from edgecut.server.fleet.store import Store
 from edgecut.server.spec import Budget
 
@@ -55,11 +56,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 1.0  # how often time-based verdicts (observe_s, timeout_s) are checked
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class RolloutRow(_Base):
+class RolloutRow(Base):
     __tablename__ = "rollouts"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     device_class: Mapped[str] = mapped_column(String(64), index=True)
@@ -108,7 +105,6 @@ class RolloutManager:
         self.registry, self.store, self.settings = registry, store, settings
         self.observers = observers or Observers()
         self.offerer: Offerer | None = None
-        _Base.metadata.create_all(registry.engine)
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {r["id"]: _Live(r) for r in self.rollouts(states=(CANARY,))}
         self._stop = threading.Event()

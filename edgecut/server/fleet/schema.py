@@ -1,7 +1,6 @@
-"""The fleet registry's tables (SQLAlchemy ORM) and the one migration step they need.
-
-`migrate()` adds columns that a newer edgecut defines to tables an older one created (SQLite and
-PostgreSQL both support `ALTER TABLE ... ADD COLUMN`); nothing is ever dropped or renamed.
+"""The fleet registry's tables (SQLAlchemy ORM) and `Base`, whose one metadata holds every table of the
+registry database (command_desk, history and rollout define theirs on it too). The schema changes only
+through Alembic revisions: edgecut/server/fleet/migrations/.
 """
 
 from __future__ import annotations
@@ -18,10 +17,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    inspect,
-    text,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -129,22 +125,3 @@ class OfferRow(Base):
     needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[float] = mapped_column(Float, default=now)
-
-
-def migrate(conn: Connection) -> None:
-    """Create missing tables, then add columns missing from tables an older version created
-    (in the caller's transaction, which on PostgreSQL holds the schema lock)."""
-    Base.metadata.create_all(conn)
-    insp = inspect(conn)
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            if col.name in have:
-                continue
-            arg = getattr(col.default, "arg", None)
-            default = None if callable(arg) else arg
-            literal = "''" if isinstance(default, str) else ("0" if default is not None else "NULL")
-            if isinstance(col.type, JSON):
-                literal = "'{}'"
-            ddl = col.type.compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {ddl} DEFAULT {literal}"))
