@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from edgecut_bench.paper_report import SECTIONS, SUMMARY_LEAD
 
-from edgecut.server.bench.paper_report import SECTIONS, SUMMARY_LEAD
 from edgecut.server.cut.methods import MASK_METHODS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from edgecut_bench.scene_folder import write_scene_folder
 
 from edgecut.agent.runtime import load_model
 from edgecut.broker import free_port
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import download, stub
 

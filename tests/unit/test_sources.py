@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from edgecut_bench.scene_folder import write_scene_folder
 
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl.sources import engine_data, labelled_tasks, training_data, training_source
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec

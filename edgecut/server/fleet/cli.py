@@ -235,8 +235,9 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def run_bench_download(args: argparse.Namespace) -> int:
-    from edgecut.benchdoc import write_section
-    from edgecut.server.bench import download as bench_download
+    from edgecut_bench import download as bench_download
+
+    from edgecut.doc_sections import write_section
 
     try:
         chunks = [int(float(c) * 1024) for c in args.chunks_kb.split(",") if c.strip()]
@@ -258,8 +259,9 @@ def run_bench_download(args: argparse.Namespace) -> int:
 
 
 def run_bench_fleet(args: argparse.Namespace) -> int:
-    from edgecut.benchdoc import write_section
-    from edgecut.server.bench import fleet as bench_fleet
+    from edgecut_bench import fleet as bench_fleet
+
+    from edgecut.doc_sections import write_section
 
     if args.devices < 1 or args.processes < 1 or args.build_s < 0 or args.replicas < 1 or args.lease_s < 2:
         raise ConfigError(

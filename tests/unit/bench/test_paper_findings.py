@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from edgecut.server.bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
-from edgecut.server.bench.paper_learned import default_lines as learned_lines
-from edgecut.server.bench.paper_rows import (
+from edgecut_bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
+from edgecut_bench.paper_learned import default_lines as learned_lines
+from edgecut_bench.paper_rows import (
     ChannelRow,
     Evaluated,
     GargRow,
@@ -19,7 +18,8 @@ from edgecut.server.bench.paper_rows import (
     PaperConfig,
     PaperResult,
 )
-from edgecut.server.bench.paper_stats import interpolate, matched_grid, stat, tally, versus
+from edgecut_bench.paper_stats import interpolate, matched_grid, stat, tally, versus
+
 from edgecut.server.cut.prune import Size
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from edgecut_bench.tp_baseline import tp_prune
 
-from edgecut.server.bench.tp_baseline import tp_prune
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.prune import Target, measure
 from edgecut.server.cut.scratch import build_narrow, narrow_to, scaled_config, train_scratch

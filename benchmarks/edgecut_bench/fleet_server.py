@@ -1,4 +1,4 @@
-"""`python -m edgecut.server.bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
+"""`python -m edgecut_bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
 process that `edgecut bench fleet` can SIGKILL, SIGSTOP and start again. Every build started is appended
 to `--build-log` (default `<state_dir>/builds.log`), so builds are counted across restarts and replicas
 (an interrupted build counts twice)."""
@@ -11,10 +11,10 @@ import signal
 import threading
 from pathlib import Path
 
-from edgecut.server.bench.onnx_engine import OnnxTestEngine
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.settings import ServerSettings
 from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+from tests.support.onnx_engine import OnnxTestEngine
 
 
 class CountingEngine(OnnxTestEngine):

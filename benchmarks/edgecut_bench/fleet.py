@@ -37,7 +37,7 @@ from edgecut import signing
 from edgecut.agent.provision import write_agent_config
 from edgecut.broker import EmbeddedBroker, die_with_parent, free_port, mosquitto_path
 from edgecut.errors import EdgecutError
-from edgecut.server.bench.fleet_devices import SimDevice, worker_main
+from edgecut_bench.fleet_devices import SimDevice, worker_main
 
 SECTION = "Fleet under load and faults"
 NEEDS = [["seg"], ["seg", "depth"], ["depth", "normals"], ["edges"], ["count", "seg"]]
@@ -83,7 +83,7 @@ class ServerProcess:
         self.args = [
             sys.executable,
             "-m",
-            "edgecut.server.bench.fleet_server",
+            "edgecut_bench.fleet_server",
             "--state-dir",
             str(state),
             "--broker",
