@@ -493,7 +493,7 @@ def markdown(o: Outcome, command: str) -> str:
         f"work). {servers_text(o)} (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
         f"worker each; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
         "with its own MQTT connection, verifying every signed manifest and the downloaded bytes' sha256 "
-        "(`edgecut/server/bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
+        "(`benchmarks/edgecut_bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
         "",
         "| phase | wall s | needs/s handled | needs -> serving p50 s | p99 s | max s |",
         "|---|---:|---:|---:|---:|---:|",

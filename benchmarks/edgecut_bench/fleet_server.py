@@ -10,11 +10,17 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.settings import ServerSettings
 from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
-from tests.support.onnx_engine import OnnxTestEngine
+from edgecut_bench.clone import support
+
+if TYPE_CHECKING:
+    from tests.support.onnx_engine import OnnxTestEngine
+else:  # the tests' fast engine, from the clone: fleet figures measure the service, not pruning
+    OnnxTestEngine = support("onnx_engine", "the bench fleet server").OnnxTestEngine
 
 
 class CountingEngine(OnnxTestEngine):

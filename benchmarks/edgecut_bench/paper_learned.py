@@ -387,7 +387,7 @@ def default_lines(res: PaperResult) -> list[str]:
 
 
 def summary(res: PaperResult) -> str:
-    """The Summary's bullet for this run (benchdoc.write_bullet puts it in place)."""
+    """The Summary's bullet for this run (edgecut_bench.doc.write_bullet puts it in place)."""
     vu, _ = compare(res, "cut", "snip-union")
     both, _ = compare(res, "cut-distill", "cut")
     counts, n = best_counts(res)

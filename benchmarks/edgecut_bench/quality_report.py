@@ -188,7 +188,7 @@ def markdown(res: QualityResult, command: str) -> str:
     for case in res.cases:
         parts += [*_case_table(case), ""]
     parts += [
-        "**Goals of issue 20** (judged from the rows above by edgecut/server/bench/quality_goals.py):",
+        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py):",
         "",
         *_verdict_table(verdicts(res.cases)),
         "",

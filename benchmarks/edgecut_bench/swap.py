@@ -47,12 +47,9 @@ class Sample:
 
 
 def _default_models() -> list[bytes]:
-    try:
-        from tests.support.onnx_models import build_model
-    except ImportError as exc:
-        raise ConfigError(
-            "no test model builder here: pass --models A.onnx B.onnx (two edgecut artifacts)"
-        ) from exc
+    from edgecut_bench.clone import support
+
+    build_model = support("onnx_models", "`edgecut bench swap` without --models A.onnx B.onnx").build_model
     return [build_model(["seg", "depth", "count"], width=16, seed=s) for s in (1, 2)]
 
 
@@ -317,7 +314,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     from edgecut.errors import EdgecutError
 
-    parser = argparse.ArgumentParser(prog="python -m edgecut.agent.bench_swap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgecut_bench.swap", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from edgecut_bench.scene_folder import write_scene_folder
 
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl.calibration import RECORD, calibration_source, folder_digest, training_record
+from edgecut_bench.scene_folder import write_scene_folder
 
 
 @pytest.fixture

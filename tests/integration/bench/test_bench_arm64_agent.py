@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from edgecut_bench import arm64
 
 from edgecut.agent.watch import AgentStalled
+from edgecut_bench import arm64
 from tests.support.keys import other_key
 from tests.support.onnx_engine import OnnxTestEngine
 

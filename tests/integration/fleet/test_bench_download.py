@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgecut_bench import download as bench_download
 
 from edgecut.doc_sections import write_section
+from edgecut_bench import download as bench_download
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgecut_bench.arm64 import _run_watched
 
 from edgecut.errors import ConfigError
+from edgecut_bench.arm64 import _run_watched
 
 
 def _script(tmp_path: Path, body: str) -> list[str]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from edgecut_bench import fleet
 
 from edgecut.errors import EdgecutError
+from edgecut_bench import fleet
 
 
 def _outcome(**kw: object) -> fleet.Outcome:

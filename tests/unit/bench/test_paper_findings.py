@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from edgecut.server.cut.prune import Size
 from edgecut_bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
 from edgecut_bench.paper_learned import default_lines as learned_lines
 from edgecut_bench.paper_rows import (
@@ -19,8 +21,6 @@ from edgecut_bench.paper_rows import (
     PaperResult,
 )
 from edgecut_bench.paper_stats import interpolate, matched_grid, stat, tally, versus
-
-from edgecut.server.cut.prune import Size
 
 
 def test_a_gap_within_the_seeds_spread_is_a_tie_not_a_win() -> None:

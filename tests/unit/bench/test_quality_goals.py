@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from edgecut_bench.quality import QualityConfig, QualityResult
 from edgecut_bench.quality_goals import baseline_wins, latency_fit, verdicts
 from edgecut_bench.quality_report import markdown, plot
@@ -181,9 +182,8 @@ def test_a_shipped_from_scratch_candidate_is_final_and_the_refined_time_goal_sta
 def test_a_saved_run_renders_again_without_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edgecut_bench import saved_rows
-
     from edgecut.cli import main
+    from edgecut_bench import saved_rows
 
     case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
     res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
