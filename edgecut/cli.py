@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if command == "bench" and not server_cli.bench_installed():
         Console(stderr=True).print(
-            "[bold red]error:[/] `edgecut bench` needs the benchmarks, a package of their own that is not "
-            f"installed here: {escape(server_cli.BENCH_HINT)}",
+            f"[bold red]error:[/] `edgecut bench` needs the benchmarks package ({server_cli.BENCH_PACKAGE}), "
+            f"which is not installed here: {escape(server_cli.BENCH_HINT)}",
             highlight=False,
             soft_wrap=True,
         )

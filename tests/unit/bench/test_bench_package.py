@@ -104,7 +104,7 @@ def test_bench_without_the_package_says_how_to_get_it(argv: tuple[str, ...]) -> 
     assert run.returncode == 2
     assert run.stdout == ""
     assert run.stderr.strip() == (
-        "error: `edgecut bench` needs the benchmarks, a package of their own that is not installed here: "
+        "error: `edgecut bench` needs the benchmarks package (edgecut_bench), which is not installed here: "
         "pip install -e ./benchmarks in an edgecut clone (`make venv` does)"
     )
 
