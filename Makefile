@@ -10,10 +10,10 @@ DATA_DIR ?= .edgecut
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml benchmarks/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev]' -e ./benchmarks  # the benches: their own package
 	@touch $(STAMP)
 
 # The reference model ships in the package (edgecut/server/mtl/pretrained); this trains it again into
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy edgecut
+	$(VENV)/bin/mypy edgecut benchmarks/edgecut_bench
 
 check: lint typecheck
 	$(PY) -m pytest -q

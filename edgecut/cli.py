@@ -61,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 2
+    if command == "bench" and not server_cli.bench_installed():
+        Console(stderr=True).print(
+            f"[bold red]error:[/] `edgecut bench` needs the benchmarks package ({server_cli.BENCH_PACKAGE}), "
+            f"which is not installed here: {escape(server_cli.BENCH_HINT)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
     return dispatch(build_parser(), args)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgecut.benchdoc import write_section
+from edgecut.doc_sections import write_section
 
 from .run import DemoOptions
 from .table import INTERRUPTED, DemoResult, render

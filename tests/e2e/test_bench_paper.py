@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.bench.paper_report import SECTIONS, SUMMARY_LEAD
 from edgecut.server.cut.methods import MASK_METHODS
+from edgecut_bench.paper_report import SECTIONS, SUMMARY_LEAD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

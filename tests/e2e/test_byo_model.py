@@ -27,8 +27,8 @@ import pytest
 
 from edgecut.agent.runtime import load_model
 from edgecut.broker import free_port
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.v1 import fleet_pb2 as pb
+from edgecut_bench.scene_folder import write_scene_folder
 from tests.support.fleet_server import download, stub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from edgecut.broker import free_port
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.v1 import fleet_pb2 as pb
+from edgecut_bench.scene_folder import write_scene_folder
 from tests.e2e.test_byo_model import STEP_TIMEOUT_S, TASKS, _edgecut, _env, _run, worked_example
 from tests.support.fleet_server import stub
 

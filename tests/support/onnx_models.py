@@ -99,7 +99,7 @@ def build_model(
     return model.SerializeToString()
 
 
-from edgecut.server.bench.onnx_engine import corrupted  # noqa: E402  (shared with the fast engine)
+from tests.support.onnx_engine import corrupted  # noqa: E402  (shared with the fast engine)
 
 __all__ = ["artifact_id", "build_model", "corrupted", "meta_of", "write"]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl.calibration import (
     RECORD,
@@ -18,6 +17,7 @@ from edgecut.server.mtl.calibration import (
     folder_listing,
     training_record,
 )
+from edgecut_bench.scene_folder import write_scene_folder
 
 
 @pytest.fixture

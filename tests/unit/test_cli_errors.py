@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from edgecut.cli import main
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.mtl import checkpoint, contract
 from edgecut.server.mtl.contract import build_model
 from edgecut.server.mtl.tasks import TaskSpec
+from edgecut_bench.scene_folder import write_scene_folder
 
 USER = """
 import torch

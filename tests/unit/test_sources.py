@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl.sources import engine_data, labelled_tasks, training_data, training_source
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
+from edgecut_bench.scene_folder import write_scene_folder
 
 SIZE = 16
 SLANT = TaskSpec("slant", "regression", 1)

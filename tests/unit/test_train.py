@@ -111,8 +111,8 @@ def test_a_partial_from_another_config_is_ignored(
 
 def test_the_checkpoint_records_the_data_it_was_trained_on(tmp_path: Path) -> None:
     """Issue 27: prune and the server calibrate on it by default (mtl/calibration.py)."""
-    from edgecut.server.bench.scene_folder import write_scene_folder
     from edgecut.server.mtl.calibration import folder_digest
+    from edgecut_bench.scene_folder import write_scene_folder
 
     write_scene_folder(tmp_path / "data", 8, 1, 32, ("seg", "count"))
     train(replace(TINY, epochs=1, data=str(tmp_path / "data")), out=tmp_path / "f.pt", show_progress=False)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from edgecut.agent.watch import AgentStalled
-from edgecut.server.bench import arm64
+from edgecut_bench import arm64
 from tests.support.keys import other_key
 from tests.support.onnx_engine import OnnxTestEngine
 

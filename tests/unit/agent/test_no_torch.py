@@ -24,7 +24,6 @@ def test_agent_modules_listed() -> None:
         "serve",
         "cli",
         "agent",
-        "bench_swap",
     ):
         assert f"edgecut.agent.{name}" in MODULES
 

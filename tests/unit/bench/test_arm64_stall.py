@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.server.bench.arm64 import _run_watched
+from edgecut_bench.arm64 import _run_watched
 
 
 def _script(tmp_path: Path, body: str) -> list[str]:

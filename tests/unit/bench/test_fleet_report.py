@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgecut.errors import EdgecutError
-from edgecut.server.bench import fleet
+from edgecut_bench import fleet
 
 
 def _outcome(**kw: object) -> fleet.Outcome:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
-from edgecut.server.bench.paper_learned import default_lines as learned_lines
-from edgecut.server.bench.paper_rows import (
+from edgecut.server.cut.prune import Size
+from edgecut_bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
+from edgecut_bench.paper_learned import default_lines as learned_lines
+from edgecut_bench.paper_rows import (
     ChannelRow,
     Evaluated,
     GargRow,
@@ -19,8 +20,7 @@ from edgecut.server.bench.paper_rows import (
     PaperConfig,
     PaperResult,
 )
-from edgecut.server.bench.paper_stats import interpolate, matched_grid, stat, tally, versus
-from edgecut.server.cut.prune import Size
+from edgecut_bench.paper_stats import interpolate, matched_grid, stat, tally, versus
 
 
 def test_a_gap_within_the_seeds_spread_is_a_tie_not_a_win() -> None:

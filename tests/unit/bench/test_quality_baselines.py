@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecut.server.bench.tp_baseline import tp_prune
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.prune import Target, measure
 from edgecut.server.cut.scratch import build_narrow, narrow_to, scaled_config, train_scratch
@@ -14,6 +13,7 @@ from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl.contract import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
 from edgecut.server.mtl.train import TrainConfig
+from edgecut_bench.tp_baseline import tp_prune
 
 TASKS = ("seg", "depth")
 

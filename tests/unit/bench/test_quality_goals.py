@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.bench.quality import QualityConfig, QualityResult
-from edgecut.server.bench.quality_goals import baseline_wins, latency_fit, verdicts
-from edgecut.server.bench.quality_report import markdown, plot
-from edgecut.server.bench.quality_rows import (
+from edgecut_bench.quality import QualityConfig, QualityResult
+from edgecut_bench.quality_goals import baseline_wins, latency_fit, verdicts
+from edgecut_bench.quality_report import markdown, plot
+from edgecut_bench.quality_rows import (
     FULL,
     QUICK,
     REFINED,
@@ -183,7 +183,7 @@ def test_a_saved_run_renders_again_without_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edgecut.cli import main
-    from edgecut.server.bench import saved_rows
+    from edgecut_bench import saved_rows
 
     case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
     res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})

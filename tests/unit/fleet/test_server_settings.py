@@ -157,17 +157,6 @@ def test_server_command_runs_the_service_until_sigterm(
     assert (tmp_path / "s" / "registry.sqlite3").exists()
 
 
-def test_bench_download_joins_an_existing_bench_command() -> None:
-    p = argparse.ArgumentParser(prog="edgecut")
-    sub = p.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench").add_subparsers(dest="bench_command", required=True)
-    bench.add_parser("pruning")
-    service_cli.register(sub)
-    args = p.parse_args(["bench", "download", "--size-mb", "1", "--no-write"])
-    assert args.handler is service_cli.run_bench_download and args.size_mb == 1.0
-    assert p.parse_args(["bench", "pruning"]).bench_command == "pruning"
-
-
 def test_the_delta_m_floor_defaults_to_minus_30_and_can_be_turned_off(tmp_path: Path) -> None:
     assert load_settings(None, {}, {}).min_delta_m == -30.0
     assert load_settings(None, {}, {"EDGECUT_MIN_DELTA_M": "-50"}).min_delta_m == -50.0

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.benchdoc import write_section
-from edgecut.server.bench import download as bench_download
+from edgecut.doc_sections import write_section
+from edgecut_bench import download as bench_download
 
 pytestmark = pytest.mark.integration
 

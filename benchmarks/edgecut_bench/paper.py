@@ -28,15 +28,6 @@ from typing import Any, Literal
 
 import torch
 
-from edgecut.server.bench import saved_rows
-from edgecut.server.bench.paper_parts import DEFAULT_ROW, Bench, garg, guard, structured, unstructured
-from edgecut.server.bench.paper_rows import (
-    MaskLatency,
-    PaperConfig,
-    PaperResult,
-    PartResult,
-    quick,
-)
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.masks import apply_masks, make_permanent, masks_at_sparsity
 from edgecut.server.cut.methods import MASK_METHODS
@@ -44,6 +35,15 @@ from edgecut.server.cut.tailor import decompose
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.progress import progress_bar
+from edgecut_bench import saved_rows
+from edgecut_bench.paper_parts import DEFAULT_ROW, Bench, garg, guard, structured, unstructured
+from edgecut_bench.paper_rows import (
+    MaskLatency,
+    PaperConfig,
+    PaperResult,
+    PartResult,
+    quick,
+)
 
 __all__ = [
     "DEFAULT_ROW",

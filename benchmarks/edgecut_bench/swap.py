@@ -26,16 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from edgecut import signing
-from edgecut.benchdoc import write_section
+from edgecut.agent.provision import write_agent_config
+from edgecut.agent.trust import Trust
+from edgecut.agent.watch import AgentWatch
+from edgecut.doc_sections import write_section
 from edgecut.envelopes import sign_manifest
 from edgecut.errors import ConfigError
 from edgecut.v1 import fleet_pb2
 
-from .provision import write_agent_config
-from .trust import Trust
-from .watch import AgentWatch
-
-SECTION = "Agent hot-swap"  # its `## ` section in docs/benchmarks.md (edgecut.benchdoc)
+SECTION = "Agent hot-swap"  # its `## ` section in docs/benchmarks.md (edgecut.doc_sections)
 DEVICE_ID = "bench"
 READY_S = 60.0  # for the agent to start and load its model
 
@@ -48,12 +47,9 @@ class Sample:
 
 
 def _default_models() -> list[bytes]:
-    try:
-        from tests.support.onnx_models import build_model
-    except ImportError as exc:
-        raise ConfigError(
-            "no test model builder here: pass --models A.onnx B.onnx (two edgecut artifacts)"
-        ) from exc
+    from edgecut_bench.clone import support
+
+    build_model = support("onnx_models", "`edgecut bench swap` without --models A.onnx B.onnx").build_model
     return [build_model(["seg", "depth", "count"], width=16, seed=s) for s in (1, 2)]
 
 
@@ -73,7 +69,7 @@ def import_time_s(runs: int = 3) -> float:
 
 
 def _load(address: str, image: np.ndarray, rate: float, stop: threading.Event, out: list[Sample]) -> None:
-    from .serve import AgentClient
+    from edgecut.agent.serve import AgentClient
 
     period = 1.0 / rate
     with AgentClient(address, timeout_s=10) as client:
@@ -93,10 +89,9 @@ def _load(address: str, image: np.ndarray, rate: float, stop: threading.Event, o
 def run(args: argparse.Namespace) -> dict[str, float]:
     import psutil
 
+    from edgecut.agent.artifacts import ModelStore
+    from edgecut.agent.serve import AgentClient
     from edgecut.broker import EmbeddedBroker
-
-    from .artifacts import ModelStore
-    from .serve import AgentClient
 
     blobs = [Path(p).read_bytes() for p in args.models] if args.models else _default_models()
     if len(blobs) != 2:
@@ -206,8 +201,8 @@ def _signed_offer(key: signing.SigningKey, aid: str, size: int) -> fleet_pb2.Mod
 
 def _wait_ready(watch: AgentWatch, state: Path, want: str) -> str:
     """The API address once the agent answers Status with `want` loaded; AgentStalled names why not."""
-    from .errors import AgentError
-    from .serve import AgentClient
+    from edgecut.agent.errors import AgentError
+    from edgecut.agent.serve import AgentClient
 
     addr_file = state / "api_address"
     deadline = time.monotonic() + watch.stall_s
@@ -319,7 +314,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     from edgecut.errors import EdgecutError
 
-    parser = argparse.ArgumentParser(prog="python -m edgecut.agent.bench_swap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgecut_bench.swap", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

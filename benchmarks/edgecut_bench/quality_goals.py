@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgecut.server.bench.quality_rows import (
+from edgecut_bench.quality_rows import (
     QUICK,
     REFINED,
     RETRAINED,

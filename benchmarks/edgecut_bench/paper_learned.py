@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgecut.server.bench.paper_parts import DEFAULT_ROW
-from edgecut.server.bench.paper_rows import GargRow, KeptShare, PaperResult
-from edgecut.server.bench.paper_stats import (
+from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
+from edgecut_bench.paper_parts import DEFAULT_ROW
+from edgecut_bench.paper_rows import GargRow, KeptShare, PaperResult
+from edgecut_bench.paper_stats import (
     Tally,
     grouped,
     interpolate,
@@ -19,7 +20,6 @@ from edgecut.server.bench.paper_stats import (
     verdict,
     versus,
 )
-from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
 
 Seeds = list[float]
 FINDING1_POINTS = 4  # matched parameter counts at which Garg's two criteria are compared
@@ -387,7 +387,7 @@ def default_lines(res: PaperResult) -> list[str]:
 
 
 def summary(res: PaperResult) -> str:
-    """The Summary's bullet for this run (benchdoc.write_bullet puts it in place)."""
+    """The Summary's bullet for this run (edgecut_bench.doc.write_bullet puts it in place)."""
     vu, _ = compare(res, "cut", "snip-union")
     both, _ = compare(res, "cut-distill", "cut")
     counts, n = best_counts(res)

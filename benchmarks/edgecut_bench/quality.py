@@ -31,19 +31,6 @@ from pathlib import Path
 
 import torch
 
-from edgecut.server.bench.quality_rows import (
-    FULL,
-    QUICK,
-    REFINED,
-    RETRAINED,
-    SCRATCH_CANDIDATE,
-    SCRATCH_TIME,
-    TP_MAGNITUDE,
-    TP_TAYLOR,
-    Case,
-    Row,
-)
-from edgecut.server.bench.tp_baseline import Criterion, tp_prune
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Target, measure, size_target
@@ -61,6 +48,19 @@ from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import NO_FLOOR, Budget, BuildSpec, BuiltArtifact, Refinement
+from edgecut_bench.quality_rows import (
+    FULL,
+    QUICK,
+    REFINED,
+    RETRAINED,
+    SCRATCH_CANDIDATE,
+    SCRATCH_TIME,
+    TP_MAGNITUDE,
+    TP_TAYLOR,
+    Case,
+    Row,
+)
+from edgecut_bench.tp_baseline import Criterion, tp_prune
 
 STAGES = (
     "full",

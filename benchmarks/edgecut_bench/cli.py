@@ -22,7 +22,7 @@ from edgecut.server.paths import (
 from edgecut.server.spec import NO_FLOOR
 
 if TYPE_CHECKING:
-    from edgecut.server.bench.quality import QualityConfig
+    from edgecut_bench.quality import QualityConfig
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
@@ -161,7 +161,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(handler=run_quality)
 
-    from edgecut.server.bench import paper_cli  # argparse only; torch loads in its handler
+    from edgecut_bench import paper_cli  # argparse only; torch loads in its handler
 
     paper_cli.register(bench_sub)
 
@@ -217,7 +217,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
 def run_arm64(args: argparse.Namespace) -> int:
     import os
 
-    from edgecut.server.bench import arm64
+    from edgecut_bench import arm64
 
     if os.geteuid() != 0:
         raise ConfigError("bench arm64 needs root (debootstrap, chroot and mounts in the aarch64 root)")
@@ -243,7 +243,7 @@ def run_arm64(args: argparse.Namespace) -> int:
 
 
 def run_sizing(args: argparse.Namespace) -> int:
-    from edgecut.server.bench import sizing
+    from edgecut_bench import sizing
 
     if args.devices < 1:
         raise ConfigError("--devices must be at least 1")
@@ -266,7 +266,7 @@ def _command(bench: str) -> str:
 
 
 def _publish(out: Path, section: str, body: str) -> None:
-    from edgecut.benchdoc import write_section
+    from edgecut.doc_sections import write_section
 
     print(f"## {section}\n\n{body}")
     if str(out):
@@ -276,12 +276,12 @@ def _publish(out: Path, section: str, body: str) -> None:
 def run_prune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgecut.benchdoc import write_section
-    from edgecut.server.bench import prune as bench
+    from edgecut.doc_sections import write_section
     from edgecut.server.cut.methods import METHODS
     from edgecut.server.mtl import checkpoint
     from edgecut.server.mtl.calibration import calibration_source
     from edgecut.server.mtl.sources import is_synthetic
+    from edgecut_bench import prune as bench
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
@@ -336,7 +336,7 @@ def run_model(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
 
-    from edgecut.benchdoc import write_section
+    from edgecut.doc_sections import write_section
     from edgecut.server.mtl.report import metrics_markdown
     from edgecut.server.mtl.train import TrainConfig, train
 
@@ -373,7 +373,7 @@ def run_tailor(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
 
-    from edgecut.benchdoc import write_section
+    from edgecut.doc_sections import write_section
     from edgecut.server.engine import load_engine
     from edgecut.server.spec import Budget, BuildSpec
 
@@ -419,8 +419,8 @@ def run_tailor(args: argparse.Namespace) -> int:
 
 
 def run_generality(args: argparse.Namespace) -> int:
-    from edgecut.benchdoc import write_section
-    from edgecut.server.bench import generality
+    from edgecut.doc_sections import write_section
+    from edgecut_bench import generality
 
     cfg = generality.GeneralityConfig(
         work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
@@ -461,7 +461,7 @@ def run_generality(args: argparse.Namespace) -> int:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from edgecut.server.bench import quality, quality_report, saved_rows
+    from edgecut_bench import quality, quality_report, saved_rows
 
     if args.render_from:
         res = saved_rows.load(args.render_from, quality.QualityResult, "bench quality rows")

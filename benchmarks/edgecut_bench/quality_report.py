@@ -8,9 +8,12 @@ import platform
 import re
 from pathlib import Path
 
-from edgecut.server.bench.quality import QualityConfig, QualityResult
-from edgecut.server.bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
-from edgecut.server.bench.quality_rows import (
+from edgecut.server.cut.scratch import ScratchOptions
+from edgecut.server.mtl.metric_names import PRIMARY
+from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
+from edgecut_bench.quality import QualityConfig, QualityResult
+from edgecut_bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
+from edgecut_bench.quality_rows import (
     FULL,
     SCRATCH,
     SCRATCH_TIME,
@@ -19,9 +22,6 @@ from edgecut.server.bench.quality_rows import (
     TP_TAYLOR,
     Case,
 )
-from edgecut.server.cut.scratch import ScratchOptions
-from edgecut.server.mtl.metric_names import PRIMARY
-from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
 
 SECTION = "Quality at budget"
 # a baseline this much slower than the shipped model is not at the same speed (the engine's tolerance)
@@ -188,7 +188,7 @@ def markdown(res: QualityResult, command: str) -> str:
     for case in res.cases:
         parts += [*_case_table(case), ""]
     parts += [
-        "**Goals of issue 20** (judged from the rows above by edgecut/server/bench/quality_goals.py):",
+        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py):",
         "",
         *_verdict_table(verdicts(res.cases)),
         "",

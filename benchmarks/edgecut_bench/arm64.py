@@ -31,12 +31,12 @@ import psutil
 
 from edgecut.agent.watch import AgentWatch
 from edgecut.errors import ConfigError
+from edgecut_bench.clone import REPO
 
 if TYPE_CHECKING:
     from edgecut.server.spec import Engine
 
 SECTION = "Agent on arm64"
-REPO = Path(__file__).resolve().parents[3]
 ARM64 = REPO / "deploy" / "arm64"
 DEVICE_ID = "pi4-emulated"
 _IMPORT = "import time; t = time.perf_counter(); import edgecut.agent.agent; print(time.perf_counter() - t)"

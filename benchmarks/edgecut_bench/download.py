@@ -24,7 +24,7 @@ from edgecut.server.fleet.store import LocalStore
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 
-SECTION = "Fleet service"  # its `## ` section in docs/benchmarks.md (edgecut.benchdoc)
+SECTION = "Fleet service"  # its `## ` section in docs/benchmarks.md (edgecut.doc_sections)
 
 
 @dataclass(frozen=True)

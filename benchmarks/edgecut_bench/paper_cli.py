@@ -50,8 +50,9 @@ def run_paper(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from edgecut.benchdoc import write_bullet, write_section
-    from edgecut.server.bench import paper, paper_report
+    from edgecut.doc_sections import write_section
+    from edgecut_bench import paper, paper_report
+    from edgecut_bench.doc import write_bullet
 
     if args.render_from:
         res = paper.load_rows(args.render_from)

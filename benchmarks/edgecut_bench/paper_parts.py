@@ -13,16 +13,6 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from edgecut.server.bench.paper_rows import (
-    ChannelRow,
-    Evaluated,
-    GargRow,
-    Guard,
-    KeptShare,
-    MaskRow,
-    PaperConfig,
-    PartResult,
-)
 from edgecut.server.cut.importance import ScoreInputs, TaskScores, detach_all, group_combine, score
 from edgecut.server.cut.iterative import iterative_prune, retrain
 from edgecut.server.cut.masks import (
@@ -49,6 +39,16 @@ from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, TensorSamples, batches, synthetic_scenes
 from edgecut.server.mtl.evaluate import evaluate
 from edgecut.server.mtl.metrics import delta_m
+from edgecut_bench.paper_rows import (
+    ChannelRow,
+    Evaluated,
+    GargRow,
+    Guard,
+    KeptShare,
+    MaskRow,
+    PaperConfig,
+    PartResult,
+)
 
 DEFAULT_ROW = "edgecut-default"
 Advance = Callable[..., None]

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import torch
 
-from edgecut.server.bench.scene_folder import write_scene_folder
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
@@ -41,6 +40,7 @@ from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.train import TrainConfig, train
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import Budget
+from edgecut_bench.scene_folder import write_scene_folder
 
 SECTION = "Generality"
 # architecture -> (module:Class, keyword arguments at the bench's size)

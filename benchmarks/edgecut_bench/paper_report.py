@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from edgecut.server.bench import paper_learned as learned
-from edgecut.server.bench.paper_learned import kept_table, label
-from edgecut.server.bench.paper_rows import GargRow, PaperResult
-from edgecut.server.bench.paper_stats import Stat, grouped, mean, stat
 from edgecut.server.cut.masks import PAPERS_KEEP_NYUV2
 from edgecut.server.cut.methods import DEFAULT_METHOD
 from edgecut.server.cut.recover import ESCM_TASK_WEIGHTS
 from edgecut.server.mtl.metric_names import DELTA_M_METRICS, PRIMARY
 from edgecut.server.mtl.tasks import TaskSpec
+from edgecut_bench import paper_learned as learned
+from edgecut_bench.paper_learned import kept_table, label
+from edgecut_bench.paper_rows import GargRow, PaperResult
+from edgecut_bench.paper_stats import Stat, grouped, mean, stat
 
 SECTIONS = (
     "Paper: CUT unstructured",

@@ -1,4 +1,4 @@
-"""`python -m edgecut.server.bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
+"""`python -m edgecut_bench.fleet_server ...`: a real FleetServer with the fast ONNX engine, as a
 process that `edgecut bench fleet` can SIGKILL, SIGSTOP and start again. Every build started is appended
 to `--build-log` (default `<state_dir>/builds.log`), so builds are counted across restarts and replicas
 (an interrupted build counts twice)."""
@@ -10,11 +10,17 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgecut.server.bench.onnx_engine import OnnxTestEngine
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.settings import ServerSettings
 from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+from edgecut_bench.clone import support
+
+if TYPE_CHECKING:
+    from tests.support.onnx_engine import OnnxTestEngine
+else:  # the tests' fast engine, from the clone: fleet figures measure the service, not pruning
+    OnnxTestEngine = support("onnx_engine", "the bench fleet server").OnnxTestEngine
 
 
 class CountingEngine(OnnxTestEngine):

@@ -38,7 +38,7 @@ from edgecut import signing
 from edgecut.agent.provision import write_agent_config
 from edgecut.broker import EmbeddedBroker, die_with_parent, mosquitto_path, restartable_port
 from edgecut.errors import EdgecutError
-from edgecut.server.bench.fleet_devices import SimDevice, worker_main
+from edgecut_bench.fleet_devices import SimDevice, worker_main
 
 SECTION = "Fleet under load and faults"
 NEEDS = [["seg"], ["seg", "depth"], ["depth", "normals"], ["edges"], ["count", "seg"]]
@@ -85,7 +85,7 @@ class ServerProcess:
         self.args = [
             sys.executable,
             "-m",
-            "edgecut.server.bench.fleet_server",
+            "edgecut_bench.fleet_server",
             "--state-dir",
             str(state),
             "--broker",
@@ -505,7 +505,7 @@ def markdown(o: Outcome, command: str) -> str:
         f"work). {servers_text(o)} (the fast ONNX engine: {o.build_s:g} s per build, 1 build "
         f"worker each; {o.broker} broker) and {o.devices} simulated devices in {o.processes} processes, each "
         "with its own MQTT connection, verifying every signed manifest and the downloaded bytes' sha256 "
-        "(`edgecut/server/bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
+        "(`benchmarks/edgecut_bench/fleet_devices.py`; serving = verified bytes held, no onnxruntime load).",
         "",
         "| phase | wall s | needs/s handled | needs -> serving p50 s | p99 s | max s |",
         "|---|---:|---:|---:|---:|---:|",

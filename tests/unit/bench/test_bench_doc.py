@@ -3,8 +3,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecut.agent.bench_swap import SECTION, render
-from edgecut.benchdoc import write_section
+from edgecut.doc_sections import write_section
+from edgecut_bench.swap import SECTION, render
 
 RESULT = {
     "requests": 2400,
@@ -51,7 +51,7 @@ def test_the_section_is_written_through_benchdoc_and_only_it_changes(tmp_path: P
 
 
 def test_write_bullet_replaces_one_summary_bullet_and_keeps_the_rest(tmp_path: Path) -> None:
-    from edgecut.benchdoc import write_bullet
+    from edgecut_bench.doc import write_bullet
 
     doc = tmp_path / "b.md"
     doc.write_text(

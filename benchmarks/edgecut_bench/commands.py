@@ -1,0 +1,16 @@
+"""Every `edgecut bench ...` subcommand; edgecut/server/cli.py adds them when this package is installed.
+
+Only argparse here: each handler imports what its bench needs (torch included) when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(bench_sub: argparse._SubParsersAction) -> None:
+    from edgecut_bench import cli, fleet_cli, swap
+
+    cli.register(bench_sub)
+    swap.register_bench(bench_sub)
+    fleet_cli.register(bench_sub)
