@@ -31,8 +31,8 @@ def missing_modules() -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.agent import bench_swap
     from edgecut.demo import cli as demo_cli
-    from edgecut.server.bench import cli as bench_cli
     from edgecut.server import prune_cli
+    from edgecut.server.bench import cli as bench_cli
     from edgecut.server.fleet import cli as service_cli
     from edgecut.server.mtl import train_cli
 
