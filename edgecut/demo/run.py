@@ -140,7 +140,7 @@ class Demo:
         from edgecut.server.mtl.sources import OFF
 
         opts = self.opts
-        checkpoint, source, train_s = reference_model(opts, self.console)
+        checkpoint, source, train_s = reference_model(opts.data_dir, opts.quick, self.console)
         self.result.model_source = source
         self.log.say("model", source)
         if train_s:
