@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecut.server.mtl.contract import MultiTaskModel, register_model
+from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
 
@@ -104,8 +104,9 @@ def make_heads(tasks: Sequence[TaskSpec], deep: int, skip: int, hidden: int, siz
     )
 
 
-@register_model("resnet-mtl")
 class ResNetMTL(MultiTaskModel):
+    arch = "resnet-mtl"  # its name in checkpoints and on the command line (plugins.BUILTIN)
+
     def __init__(
         self,
         tasks: Sequence[TaskSpec] = SCENE_TASKS,
@@ -158,8 +159,9 @@ class DenseCatTrunk(nn.Module):
         return skip, self.trans2(skip)
 
 
-@register_model("densecat-mtl")
 class DenseCatMTL(MultiTaskModel):
+    arch = "densecat-mtl"
+
     def __init__(
         self,
         tasks: Sequence[TaskSpec] = SCENE_TASKS,

@@ -62,7 +62,7 @@ def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) ->
     """Issue 16: folder calibration, then validation on synthetic scenes that lack the user's tasks
     (KeyError 'sum'); now validation is the folder's, for the tasks it labels."""
     from edgecut.server.bench.scene_folder import write_scene_folder
-    from edgecut.server.mtl.contract import build_model
+    from edgecut.server.mtl import build_model
     from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
     write_scene_folder(tmp_path / "data" / "train", 16, 1, 32, ("seg", "slant", "largest"))
