@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     if not missing:
+        from edgecut.demo import cli as demo_cli
+
         server_cli.register(sub)
+        demo_cli.register(sub)
     agent_cli.register(sub)
     broker_cli.register(sub)  # mosquitto needs no extra; iotcore comes with the server extra
     return parser

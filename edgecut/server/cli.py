@@ -1,4 +1,7 @@
-"""`edgecut train | prune | bench | server | demo` (torch is imported only inside the handlers).
+"""`edgecut train | prune | bench | server` (torch is imported only inside the handlers).
+
+`edgecut demo` needs the same extra and is registered beside these by edgecut/cli.py (the demo sits above
+the server's packages: they never import it).
 
 These commands need the `server` extra. On an agent-only install (`pip install 'edgecut[agent]'`) they
 are not offered, and naming one says which extra to install (edgecut/cli.py).
@@ -30,7 +33,6 @@ def missing_modules() -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.agent import bench_swap
-    from edgecut.demo import cli as demo_cli
     from edgecut.server import prune_cli
     from edgecut.server.bench import cli as bench_cli
     from edgecut.server.fleet import cli as service_cli
@@ -43,4 +45,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_cli.register(bench_sub)
     bench_swap.register_bench(bench_sub)
     service_cli.register(sub)  # adds `server`, and `download` to the bench group above
-    demo_cli.register(sub)
