@@ -75,3 +75,4 @@ __all__ = [
     "tailor",
 ]
 __getattr__, __dir__ = exports(__name__, _WHERE)
+del TYPE_CHECKING, exports  # not part of the API

@@ -34,6 +34,8 @@ class EmptyTasksError(ServerError):
 
 
 class ImpossibleBudgetError(ServerError):
+    """No model of the asked tasks fits the budget: the message names the smallest budget that does."""
+
     code = "IMPOSSIBLE_BUDGET"
 
 
@@ -46,6 +48,8 @@ class ArtifactNotFoundError(ServerError):
 
 
 class BuildError(ServerError):
+    """A build failed for a reason of the model or data (e.g. torch-pruning cannot follow an operator)."""
+
     code = "BUILD_FAILED"
 
 

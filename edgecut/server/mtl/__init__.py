@@ -68,3 +68,4 @@ __all__ = [
     "synthetic_scenes",
 ]
 __getattr__, __dir__ = exports(__name__, _WHERE)
+del TYPE_CHECKING, exports  # not part of the API

@@ -105,6 +105,8 @@ def make_heads(tasks: Sequence[TaskSpec], deep: int, skip: int, hidden: int, siz
 
 
 class ResNetMTL(MultiTaskModel):
+    """The reference model: a ResNet-style encoder (output stride 8) and one small decoder head per task."""
+
     arch = "resnet-mtl"  # its name in checkpoints and on the command line (plugins.BUILTIN)
 
     def __init__(
@@ -160,6 +162,8 @@ class DenseCatTrunk(nn.Module):
 
 
 class DenseCatMTL(MultiTaskModel):
+    """DenseNet-style concatenating blocks (no residual adds) with the reference's heads."""
+
     arch = "densecat-mtl"
 
     def __init__(
