@@ -32,7 +32,9 @@ def exports_are_exactly_all(package: str) -> ModuleType:
         if inspect.isclass(value) or inspect.isfunction(value):
             doc = value.__doc__ or ""
             # a dataclass without a docstring gets its signature as __doc__: not a docstring
-            assert doc.strip() and not doc.startswith(f"{value.__name__}("), f"{package}.{name} has no docstring"
+            assert doc.strip() and not doc.startswith(f"{value.__name__}("), (
+                f"{package}.{name} has no docstring"
+            )
     public = {
         n
         for n, v in vars(pkg).items()
