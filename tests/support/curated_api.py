@@ -66,3 +66,12 @@ def no_export_is_a_module_name(pkg: ModuleType) -> None:
     """Importing a submodule sets it on the package under its name, which would hide an export of that name."""
     modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
     assert not modules & set(pkg.__all__), sorted(modules & set(pkg.__all__))
+
+
+def check_api(package: str) -> ModuleType:
+    """All of the above for `package`: no torch on import, exports exactly `__all__`, typed, unshadowed."""
+    light_import(package)
+    pkg = exports_are_exactly_all(package)
+    typed_names_match_all(pkg)
+    no_export_is_a_module_name(pkg)
+    return pkg

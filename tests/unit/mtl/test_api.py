@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from tests.support.curated_api import (
-    exports_are_exactly_all,
-    light_import,
-    no_export_is_a_module_name,
-    typed_names_match_all,
-)
+from tests.support.curated_api import check_api
 
 
-def test_importing_the_api_loads_no_torch() -> None:
-    light_import("edgecut.server.mtl")
-
-
-def test_the_exports_are_exactly_all_each_documented_and_typed() -> None:
-    pkg = exports_are_exactly_all("edgecut.server.mtl")
-    typed_names_match_all(pkg)
-    no_export_is_a_module_name(pkg)
+def test_the_exports_are_exactly_all_documented_typed_and_light() -> None:
+    check_api("edgecut.server.mtl")
 
 
 def test_the_built_in_models_are_registered_without_importing_anything_else() -> None:
