@@ -24,9 +24,11 @@ model: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgecut demo --data-dir $(DATA_DIR)
 
+# The import contracts (.importlinter; docs/architecture.md): floors, no circles, the agent without torch.
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy edgecut benchmarks/edgecut_bench

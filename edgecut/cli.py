@@ -3,14 +3,12 @@
 The agent's commands must never import torch, so the server's subcommands import it only when run, and
 on an install without the server extra they are left out (naming one says what to install).
 
-Errors: an `EdgecutError` is a user's mistake and prints as one sentence with its exit code; anything
-else is unexpected and prints as one sentence too (exit 1), with the traceback only under -v.
+Errors print as one sentence (edgecut/dispatch.py, shared with `python -m edgecut.agent`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edgecut import __version__
-from edgecut.errors import EdgecutError
+from edgecut.dispatch import dispatch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     if not missing:
+        from edgecut.demo import cli as demo_cli
+
         server_cli.register(sub)
+        demo_cli.register(sub)
     agent_cli.register(sub)
     broker_cli.register(sub)  # mosquitto needs no extra; iotcore comes with the server extra
     return parser
@@ -70,35 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return dispatch(build_parser(), args)
-
-
-def dispatch(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, quiet_level: int = logging.WARNING
-) -> int:
-    """Parse, set up logging, run the handler; an EdgecutError becomes one message and its exit code."""
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else quiet_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.handler(args) or 0)
-    except EdgecutError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
-        return 130
-    except Exception as exc:  # a bug (ours or in a user's model code): one sentence, traceback with -v
-        logging.getLogger("edgecut").debug("unexpected error", exc_info=True)
-        lines = str(exc).strip().splitlines()
-        hint = "" if args.verbose else " (rerun with -v for the traceback)"
-        Console(stderr=True).print(
-            f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(lines[0] if lines else '')}{hint}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecut.server.mtl.tasks import TaskSpec
+from edgecut.server.mtl import TaskSpec
 
 
 class DenseOut(nn.Module):

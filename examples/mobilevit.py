@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecut.server.mtl.contract import MultiTaskModel
-from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
+from edgecut.server.mtl import SCENE_TASKS, MultiTaskModel, TaskSpec
 from examples.heads import DenseOut, PooledClass
 
 

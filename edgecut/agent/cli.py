@@ -295,7 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m edgecut.agent ...`: the agent's commands without loading the server's CLI."""
-    from edgecut.cli import dispatch
+    from edgecut.dispatch import dispatch
 
     parser = argparse.ArgumentParser(prog="edgecut")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -6,32 +6,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from edgecut.server.paths import PACKAGED_REFERENCE, reference_checkpoint, scenes_cache, trained_reference
 
-if TYPE_CHECKING:
-    from .run import DemoOptions
 
-
-def reference_model(opts: DemoOptions, console: Console) -> tuple[Path, str, float]:
+def reference_model(data_dir: Path, quick: bool, console: Console) -> tuple[Path, str, float]:
     """The checkpoint to tailor (trained once, then cached), where it came from, training seconds."""
     from edgecut.server.mtl.train import TrainConfig, train
 
-    if opts.quick:
-        path, cfg = opts.data_dir / "quick" / "reference.pt", TrainConfig.quick()
+    if quick:
+        path, cfg = data_dir / "quick" / "reference.pt", TrainConfig.quick()
     else:
-        path, cfg = reference_checkpoint(opts.data_dir), TrainConfig()
+        path, cfg = reference_checkpoint(data_dir), TrainConfig()
         if path == PACKAGED_REFERENCE and path.exists():
             return path, "the packaged reference model (provenance in reference.metrics.json beside it)", 0.0
-        path = trained_reference(opts.data_dir) if not path.exists() else path
+        path = trained_reference(data_dir) if not path.exists() else path
     if path.exists():
         return path, f"cached {path} (delete it to train again)", 0.0
-    kind = "tiny --quick" if opts.quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
+    kind = "tiny --quick" if quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
     console.print(
         f"[bold]reference model[/]: none at {path}; training one ({kind}), once — later runs reuse it"
     )
-    result = train(cfg, out=path, cache_dir=scenes_cache(opts.data_dir), show_progress=True)
+    result = train(cfg, out=path, cache_dir=scenes_cache(data_dir), show_progress=True)
     return path, f"trained just now in {result.seconds:.0f} s -> {path}", result.seconds

@@ -30,10 +30,10 @@ from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.jobs import spec_from_dict
 from edgecut.server.fleet.refiner import NOT_BETTER
 from edgecut.server.fleet.registry import DONE, FAILED, refinement_key
 from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.spec import spec_from_dict
 
 from .agents import AgentProcess, InferenceDriver
 from .events import EventLog, FleetMonitor, ReportingEngine, watch_jobs
@@ -140,7 +140,7 @@ class Demo:
         from edgecut.server.mtl.sources import OFF
 
         opts = self.opts
-        checkpoint, source, train_s = reference_model(opts, self.console)
+        checkpoint, source, train_s = reference_model(opts.data_dir, opts.quick, self.console)
         self.result.model_source = source
         self.log.say("model", source)
         if train_s:

@@ -1,4 +1,7 @@
-"""`edgecut train | prune | bench | server | demo` (torch is imported only inside the handlers).
+"""`edgecut train | prune | bench | server` (torch is imported only inside the handlers).
+
+`edgecut demo` needs the same extra and is registered beside these by edgecut/cli.py (the demo sits above
+the server's packages: they never import it).
 
 These commands need the `server` extra. On an agent-only install (`pip install 'edgecut[agent]'`) they
 are not offered, and naming one says which extra to install (edgecut/cli.py). `bench` also needs the
@@ -41,8 +44,7 @@ def bench_installed() -> bool:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgecut.demo import cli as demo_cli
-    from edgecut.server.cut import prune_cli
+    from edgecut.server import prune_cli
     from edgecut.server.fleet import cli as service_cli
     from edgecut.server.mtl import train_cli
 
@@ -55,4 +57,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     else:  # listed in --help; edgecut/cli.py answers `edgecut bench ...` with BENCH_HINT
         sub.add_parser("bench", help=f"benchmarks (not installed here: {BENCH_HINT})")
     service_cli.register(sub)
-    demo_cli.register(sub)

@@ -40,6 +40,8 @@ class EmptyTasksError(ServerError):
 
 
 class ImpossibleBudgetError(ServerError):
+    """No model of the asked tasks fits the budget: the message names the smallest budget that does."""
+
     code = "IMPOSSIBLE_BUDGET"
 
 
@@ -52,6 +54,8 @@ class ArtifactNotFoundError(ServerError):
 
 
 class BuildError(ServerError):
+    """A build failed for a reason of the model or data (e.g. torch-pruning cannot follow an operator)."""
+
     code = "BUILD_FAILED"
 
 

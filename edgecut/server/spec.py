@@ -11,9 +11,9 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
@@ -154,6 +154,26 @@ class BuildSpec:
             "pipeline": PIPELINE_VERSION,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def spec_to_dict(spec: BuildSpec) -> dict[str, Any]:
+    """`spec` as plain JSON values: how the registry stores a job's spec (read back by `spec_from_dict`)."""
+    return {
+        "tasks": list(spec.tasks),
+        "budget": asdict(spec.budget),
+        "priorities": [list(p) for p in spec.priorities],
+        "recover": spec.recover,
+    }
+
+
+def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
+    """The BuildSpec stored by `spec_to_dict` (a job recorded before `recover` existed recovers)."""
+    return BuildSpec.create(
+        d["tasks"],
+        Budget(**d["budget"]),
+        {t: float(w) for t, w in d.get("priorities", [])},
+        bool(d.get("recover", True)),
+    )
 
 
 @dataclass

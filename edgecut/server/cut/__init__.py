@@ -1,1 +1,1 @@
-"""The CUT engine: decompose -> score per task -> fuse -> prune channels -> recover -> export."""
+"""The CUT engine, one module per step; `edgecut.cut` names what a user needs (its public API)."""

@@ -31,6 +31,9 @@ FUSIONS: dict[str, FusionFn] = {}
 
 
 def fusion(name: str) -> Callable[[FusionFn], FusionFn]:
+    """Decorator: add a fusion rule, `fn(scores T x N, task weights T) -> one score per channel N`, to
+    `FUSIONS` under `name` (then `TailorOptions(fusion=name)` uses it)."""
+
     def deco(fn: FusionFn) -> FusionFn:
         FUSIONS[name] = fn
         return fn

@@ -59,6 +59,8 @@ BatchNormMode = Literal["eval", "train"]
 
 @dataclass(frozen=True)
 class ScoreInputs:
+    """What a criterion scores with: the model, calibration batches and the objective (per-task losses)."""
+
     model: MultiTaskModel
     batches: list[Batch]
     objective: Objective
@@ -95,6 +97,9 @@ def group_combine(criterion: str) -> Literal["sum", "mean"]:
 
 
 def criterion(name: str) -> Callable[[Criterion], Criterion]:
+    """Decorator: add an importance criterion, `fn(ScoreInputs) -> {task: {layer: score per channel}}`,
+    to `CRITERIA` under `name` (then `TailorOptions(criterion=name)` uses it)."""
+
     def deco(fn: Criterion) -> Criterion:
         CRITERIA[name] = fn
         return fn

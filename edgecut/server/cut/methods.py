@@ -16,6 +16,8 @@ Protocol = Literal["matched", "papers"]
 
 @dataclass(frozen=True)
 class Method:
+    """A named pruning method (`edgecut prune --method NAME`): how channels are scored and fused."""
+
     name: str
     criterion: str
     fusion: str

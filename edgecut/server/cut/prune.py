@@ -49,11 +49,14 @@ _OUT_FNS = {tp.prune_conv_out_channels, tp.prune_linear_out_channels, tp.prune_b
 
 @dataclass(frozen=True)
 class Size:
+    """A model's cost for one image: multiply-accumulates and parameters."""
+
     macs: int
     params: int
 
 
 def measure(model: nn.Module, size: int) -> Size:
+    """The MACs and parameters of `model` on one `size` x `size` image (torch-pruning's counter)."""
     was_training = model.training
     model.eval()
     macs, params = tp.utils.count_ops_and_params(model, torch.rand(1, 3, size, size))

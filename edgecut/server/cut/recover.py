@@ -30,6 +30,9 @@ ESCM_TASK_WEIGHTS: tuple[tuple[str, float], ...] = (("seg", 1.0), ("normals", 20
 
 @dataclass(frozen=True)
 class RecoveryOptions:
+    """How a pruned model recovers: `steps` of distillation from the original (or of its labelled losses,
+    `target="labels"`), stopping early after `seconds`; `features` weighs the trunk-feature term."""
+
     steps: int = 300
     seconds: float | None = None  # stop early when this much time has passed
     lr: float = 3e-3
@@ -60,6 +63,8 @@ class RecoveryOptions:
 
 @dataclass
 class RecoveryReport:
+    """What a recovery did: the steps it ran in how many seconds, and its loss at the first and last."""
+
     steps: int
     seconds: float
     first_loss: float

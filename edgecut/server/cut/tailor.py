@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TailorOptions:
+    """How `tailor` scores, fuses, prunes and recovers; the defaults are edgecut's CUT method without
+    recovery (pass `recovery=RecoveryOptions(...)` to distil the pruned model)."""
+
     criterion: str = "taylor"
     fusion: str = "vote"
     target: Target = "distill"
@@ -80,6 +83,8 @@ class TailorOptions:
 
 @dataclass
 class TailorReport:
+    """The tailored `model` (eval mode) for `tasks`, its size before and after, and where the time went."""
+
     model: MultiTaskModel
     teacher: MultiTaskModel  # the decomposed original, for comparison
     tasks: list[str]
@@ -103,6 +108,12 @@ def tailor(
     priorities: dict[str, float] | None = None,
     progress: ProgressFn = _noop,
 ) -> TailorReport:
+    """Tailor `base` to `tasks` within `budget`: decompose, score channels per task on `calib` images,
+    fuse (`priorities` weigh tasks), prune to the budget, re-estimate BatchNorm, recover.
+
+    `base` is left as it is. Raises ImpossibleBudgetError (naming the smallest budget that fits),
+    BuildError when torch-pruning cannot follow the model, DatasetError when labelled scoring lacks labels.
+    """
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     full = measure(base, base.input_size)

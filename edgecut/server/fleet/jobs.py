@@ -35,7 +35,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgecut.server.errors import BuildError, QueueFullError, ServerError
@@ -44,7 +44,7 @@ from edgecut.server.fleet.limits import RateLimiter
 from edgecut.server.fleet.observe import FleetEvent, Observers
 from edgecut.server.fleet.registry import DONE, FAILED, JobRecord, Registry, Waiter
 from edgecut.server.fleet.store import Store, StoredArtifact
-from edgecut.server.spec import Budget, BuildSpec, Engine
+from edgecut.server.spec import BuildSpec, Engine, spec_from_dict, spec_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -101,24 +101,6 @@ class Interrupted(BaseException):
     A BaseException (like KeyboardInterrupt) so an engine's `except Exception` cannot turn a
     shutdown into a failed build: the job must stay resumable.
     """
-
-
-def spec_to_dict(spec: BuildSpec) -> dict[str, Any]:
-    return {
-        "tasks": list(spec.tasks),
-        "budget": asdict(spec.budget),
-        "priorities": [list(p) for p in spec.priorities],
-        "recover": spec.recover,
-    }
-
-
-def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
-    return BuildSpec.create(
-        d["tasks"],
-        Budget(**d["budget"]),
-        {t: float(w) for t, w in d.get("priorities", [])},
-        bool(d.get("recover", True)),
-    )
 
 
 def default_owner() -> str:

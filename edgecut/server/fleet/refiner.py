@@ -32,10 +32,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet.jobs import Interrupted, Ready, spec_from_dict, spec_to_dict
+from edgecut.server.fleet.jobs import Interrupted, Ready
 from edgecut.server.fleet.observe import FleetEvent
 from edgecut.server.fleet.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
-from edgecut.server.spec import BuildSpec, Refinement
+from edgecut.server.spec import BuildSpec, Refinement, spec_from_dict, spec_to_dict
 
 if TYPE_CHECKING:
     from edgecut.server.fleet.jobs import JobManager

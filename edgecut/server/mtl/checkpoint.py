@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def save(path: Path, model: MultiTaskModel, extra: dict[str, Any] | None = None) -> None:
+    """Write `model` (its class, config, tasks and weights; `extra` keys beside them) atomically to `path`."""
     doc = {
         "format": "edgecut.checkpoint/1",
         "arch": model.arch,
@@ -83,6 +84,7 @@ def model_from(
 
 
 def load(path: Path, model: str | None = None) -> MultiTaskModel:
+    """The model saved at `path`, in eval mode; `model` names a class to build instead of the recorded one."""
     return model_from(read(path), model, source=str(path))
 
 

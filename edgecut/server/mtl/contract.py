@@ -1,4 +1,4 @@
-"""The multi-task model contract, and a registry so users can plug in their own model classes.
+"""The multi-task model contract: what every model the engine tailors is, and the checks that say why not.
 
 A multi-task model is a `MultiTaskModel`: a shared `trunk` turning the normalised image into a tuple
 of feature maps, and one head per task in `heads` (a ModuleDict) turning those features into the
@@ -7,14 +7,14 @@ normalisation lives inside the model, so an exported ONNX file takes plain [0, 1
 
 Every part the engine touches goes through this contract: decomposition keeps a subset of `heads`
 (and the trunk parts they read), importance hooks the trunk and heads, pruning keeps each head's
-output layer whole. docs/models.md explains the contract with a worked example; plugins.py finds a
-user's class by name, entry point or `module:Class`.
+output layer whole. docs/models.md explains the contract with a worked example; plugins.py names the
+classes (the built-in ones, a user's by entry point or `module:Class`) and builds them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,8 +22,6 @@ from torch import nn
 
 from edgecut.server.errors import ModelContractError, UnknownTaskError
 from edgecut.server.mtl.tasks import TaskSpec
-
-REGISTRY: dict[str, type[MultiTaskModel]] = {}
 
 
 class MultiTaskModel(nn.Module):
@@ -112,34 +110,6 @@ class MultiTaskModel(nn.Module):
         return clone
 
 
-def register_model(name: str) -> Callable[[type[MultiTaskModel]], type[MultiTaskModel]]:
-    """Class decorator: make a MultiTaskModel subclass buildable by name (checkpoints store the name)."""
-
-    def deco(cls: type[MultiTaskModel]) -> type[MultiTaskModel]:
-        if not issubclass(cls, MultiTaskModel):
-            raise TypeError(f"{cls.__name__} must subclass MultiTaskModel")
-        cls.arch = name
-        REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def registered_models() -> list[str]:
-    """Registered architectures and installed `edgecut.models` entry points (none of them imported)."""
-    from edgecut.server.mtl.plugins import entry_point_names
-
-    load_builtin()
-    return sorted({*REGISTRY, *entry_point_names()})
-
-
-def build_model(arch: str, **config: Any) -> MultiTaskModel:
-    """Build `arch` (a registered name, an entry point name or `module:Class`) with `config`."""
-    from edgecut.server.mtl.plugins import model_class
-
-    return instantiate(model_class(arch), arch, **config)
-
-
 def instantiate(cls: type[MultiTaskModel], name: str, **config: Any) -> MultiTaskModel:
     """`cls(**config)`; a failure in the user's constructor becomes one ModelContractError."""
     try:
@@ -211,8 +181,3 @@ def check_outputs(model: MultiTaskModel) -> MultiTaskModel:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
-
-
-def load_builtin() -> None:
-    # Importing the module registers the reference architectures.
-    from edgecut.server.mtl import models  # noqa: F401

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecut.server.mtl.contract import MultiTaskModel, register_model
+from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
 
@@ -104,8 +104,11 @@ def make_heads(tasks: Sequence[TaskSpec], deep: int, skip: int, hidden: int, siz
     )
 
 
-@register_model("resnet-mtl")
 class ResNetMTL(MultiTaskModel):
+    """The reference model: a ResNet-style encoder (output stride 8) and one small decoder head per task."""
+
+    arch = "resnet-mtl"  # its name in checkpoints and on the command line (plugins.BUILTIN)
+
     def __init__(
         self,
         tasks: Sequence[TaskSpec] = SCENE_TASKS,
@@ -158,8 +161,11 @@ class DenseCatTrunk(nn.Module):
         return skip, self.trans2(skip)
 
 
-@register_model("densecat-mtl")
 class DenseCatMTL(MultiTaskModel):
+    """DenseNet-style concatenating blocks (no residual adds) with the reference's heads."""
+
+    arch = "densecat-mtl"
+
     def __init__(
         self,
         tasks: Sequence[TaskSpec] = SCENE_TASKS,

@@ -1,10 +1,11 @@
-"""Find a user's model class: by registered name, by `edgecut.models` entry point, or by `module:Class`.
+"""Name model classes and build them: by registered name, by `edgecut.models` entry point, or by `module:Class`.
 
 Each way names the class once and imports it once; any failure becomes a `ModelContractError` that
 names the module and the reason, so the CLI prints one sentence instead of a traceback.
 
-- registered name: `@register_model("name")` in a module that is already imported (the built-in
-  reference models are);
+- registered name: the built-in reference models are listed in `BUILTIN` (explicitly, not by importing
+  a module for its side effects); `@register_model("name")` adds a class from a module that is already
+  imported;
 - entry point: a package that declares `[project.entry-points."edgecut.models"] name = "pkg.mod:Class"`
   is found by name once installed, with nothing to import by hand;
 - `module:Class`: the module is imported from the Python path, with the current directory first (as
@@ -21,15 +22,42 @@ import importlib.metadata
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from edgecut.server.errors import ModelContractError
-from edgecut.server.mtl import contract
-from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.contract import MultiTaskModel, instantiate
+from edgecut.server.mtl.models import DenseCatMTL, ResNetMTL
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "edgecut.models"
+BUILTIN: tuple[type[MultiTaskModel], ...] = (ResNetMTL, DenseCatMTL)
+# name -> class: the built-in models, then those registered by `register_model` or found by entry point
+REGISTRY: dict[str, type[MultiTaskModel]] = {cls.arch: cls for cls in BUILTIN}
+
+
+def register_model(name: str) -> Callable[[type[MultiTaskModel]], type[MultiTaskModel]]:
+    """Class decorator: make a MultiTaskModel subclass buildable by name (checkpoints store the name)."""
+
+    def deco(cls: type[MultiTaskModel]) -> type[MultiTaskModel]:
+        if not issubclass(cls, MultiTaskModel):
+            raise TypeError(f"{cls.__name__} must subclass MultiTaskModel")
+        cls.arch = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def registered_models() -> list[str]:
+    """Registered architectures and installed `edgecut.models` entry points (none of them imported)."""
+    return sorted({*REGISTRY, *entry_point_names()})
+
+
+def build_model(arch: str, **config: Any) -> MultiTaskModel:
+    """Build `arch` (a registered name, an entry point name or `module:Class`) with `config`."""
+    return instantiate(model_class(arch), arch, **config)
 
 
 def model_ref(cls: type) -> str:
@@ -43,16 +71,14 @@ def entry_point_names() -> list[str]:
 
 def known(name: str) -> bool:
     """Whether `name` is a registered architecture or an installed entry point (nothing is imported)."""
-    contract.load_builtin()
-    return name in contract.REGISTRY or name in entry_point_names()
+    return name in REGISTRY or name in entry_point_names()
 
 
 def model_class(spec: str) -> type[MultiTaskModel]:
     """The class named by `spec`: a registered name, an entry point name, or `module:Class`."""
     spec = spec.strip()
-    contract.load_builtin()
-    if spec in contract.REGISTRY:
-        return contract.REGISTRY[spec]
+    if spec in REGISTRY:
+        return REGISTRY[spec]
     if ":" in spec:
         return _checked(_import(spec), spec)
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -66,9 +92,9 @@ def model_class(spec: str) -> type[MultiTaskModel]:
                     f"cannot load model {spec!r} from entry point {ep.value!r}: {_reason(exc)}"
                 ) from exc
             cls.arch = cls.arch or spec
-            contract.REGISTRY.setdefault(spec, cls)
+            REGISTRY.setdefault(spec, cls)
             return cls
-    known_names = sorted({*contract.REGISTRY, *entry_point_names()})
+    known_names = registered_models()
     raise ModelContractError(
         f"unknown model architecture {spec!r}: known {', '.join(known_names)}; "
         "or name your class as module:Class, e.g. --model mymodels.unet:UNet"

@@ -20,10 +20,11 @@ from torch.utils.data import Dataset
 
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import RECORD, training_record
-from edgecut.server.mtl.contract import MultiTaskModel, build_model, check_outputs
+from edgecut.server.mtl.contract import MultiTaskModel, check_outputs
 from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline
 from edgecut.server.mtl.losses import total_loss
+from edgecut.server.mtl.plugins import build_model
 from edgecut.server.mtl.sources import SYNTHETIC, training_data
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.progress import progress_bar

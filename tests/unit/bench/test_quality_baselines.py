@@ -10,7 +10,7 @@ from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.prune import Target, measure
 from edgecut.server.cut.scratch import build_narrow, narrow_to, scaled_config, train_scratch
 from edgecut.server.errors import ImpossibleBudgetError
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
 from edgecut.server.mtl.train import TrainConfig
 from edgecut_bench.tp_baseline import tp_prune

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
 
 

@@ -16,7 +16,7 @@ from edgecut.server.cut.importance import CRITERIA, ScoreInputs, out_channels, s
 from edgecut.server.cut.objective import Objective
 from edgecut.server.cut.tailor import TailorOptions, tailor
 from edgecut.server.errors import BuildError
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import Batch, TensorSamples
 from edgecut.server.spec import Budget
 from examples import GALLERY

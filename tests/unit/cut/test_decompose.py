@@ -13,7 +13,7 @@ from torch import nn
 from edgecut.server.cut.decompose import decompose, read_outputs
 from edgecut.server.cut.prune import measure
 from edgecut.server.cut.tailor import TailorOptions, tailor
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.spec import Budget
 

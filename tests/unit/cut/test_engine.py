@@ -61,7 +61,7 @@ def test_build_scratch_is_removed_by_cleanup(engine) -> None:
 def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) -> None:
     """Issue 16: folder calibration, then validation on synthetic scenes that lack the user's tasks
     (KeyError 'sum'); now validation is the folder's, for the tasks it labels."""
-    from edgecut.server.mtl.contract import build_model
+    from edgecut.server.mtl import build_model
     from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
     from edgecut_bench.scene_folder import write_scene_folder
 

@@ -13,7 +13,7 @@ import torch
 from edgecut.agent.runtime import load_model
 from edgecut.server.cut.export import export_onnx
 from edgecut.server.cut.tailor import TailorOptions, tailor
-from edgecut.server.mtl.contract import MultiTaskModel, build_model
+from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.mtl.tasks import COUNT_CLASSES, SCENE_TASKS, TaskSpec, by_name
 from edgecut.server.spec import Budget

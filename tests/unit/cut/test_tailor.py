@@ -124,7 +124,7 @@ def test_label_free_objective_is_deterministic(small_resnet, scenes) -> None:
 
 
 def test_pruned_widths_stay_multiples_of_eight(scenes) -> None:
-    from edgecut.server.mtl.contract import build_model
+    from edgecut.server.mtl import build_model
 
     torch.manual_seed(0)
     base = build_model("resnet-mtl", input_size=32, widths=[16, 24, 32, 48], head_width=16).eval()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from edgecut.server.errors import DatasetError, ServerError
-from edgecut.server.mtl.contract import build_model
+from edgecut.server.mtl import build_model
 from edgecut.server.mtl.data import batches
 from edgecut.server.mtl.evaluate import evaluate, evaluate_fn
 from edgecut.server.mtl.folder import NYUV2_CLASSES, FolderDataset

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from edgecut.cli import main
-from edgecut.server.mtl import checkpoint, contract
-from edgecut.server.mtl.contract import build_model
+from edgecut.server.mtl import build_model, checkpoint
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut_bench.scene_folder import write_scene_folder
 
@@ -58,7 +57,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     write_scene_folder(tmp_path / "data", 12, 1, 16, ("seg", "slant", "count"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    contract.load_builtin()
     yield tmp_path
     sys.modules.pop("errmodels", None)
 

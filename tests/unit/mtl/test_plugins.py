@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from edgecut.server.errors import ModelContractError
-from edgecut.server.mtl import checkpoint, contract
-from edgecut.server.mtl.contract import build_model, check_outputs, registered_models
+from edgecut.server.mtl import build_model, check_outputs, checkpoint, plugins, registered_models
 from edgecut.server.mtl.plugins import ENTRY_POINT_GROUP, model_class
 from edgecut.server.mtl.tasks import SCENE_TASKS, TaskSpec
 
@@ -60,8 +59,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     (tmp_path / "broken_user_mod.py").write_text("raise ZeroDivisionError('at import')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    contract.load_builtin()  # registered into the real registry, not the copy
-    monkeypatch.setattr(contract, "REGISTRY", dict(contract.REGISTRY))
+    monkeypatch.setattr(plugins, "REGISTRY", dict(plugins.REGISTRY))  # keep the registry clean
     yield name
     for mod in (name, "broken_user_mod"):
         sys.modules.pop(mod, None)

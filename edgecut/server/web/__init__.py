@@ -1,0 +1,1 @@
+"""The fleet dashboard: JSON API, pages, server-sent events and /metrics over the registry (FastAPI)."""
