@@ -13,8 +13,11 @@ before the original model labels it, so student and teacher see the same image a
 the teacher's own output ("function matching"). Why: an image-level task (a classification head on
 pooled features) gets one target per image where a dense task gets one per pixel, and on a few hundred
 calibration images its distillation overfits (on the reference at macs 0.3 after 300 steps, count's
-loss 0.026 on the calibration images vs 0.24 held out; seg 0.023 vs 0.036). Measured in
-docs/benchmarks.md, *Generality*; not the default until the gallery has been rerun with it.
+loss 0.026 on the calibration images vs 0.24 held out; seg 0.023 vs 0.036). Measured (docs/benchmarks.md,
+*Generality*): it helps the packaged reference at macs 0.3 (seg + count Δm -12.2 -> -11.0 %, normals +
+count -23.6 -> -21.8 %, dense pairs within noise) but hurts the gallery's MobileViT (count + largest
+-1.8 -> -4.1 %, slant + count -0.6 -> -3.8 %; neither model was trained on mirrored scenes, so why they
+differ is open), so it stays off by default.
 """
 
 from __future__ import annotations
