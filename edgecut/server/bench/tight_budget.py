@@ -7,6 +7,7 @@ reference; one line per stage, so the stages can be compared across seeds and op
     python -m edgecut.server.bench.tight_budget --tasks seg,count --macs 0.3 --steps 100 --seed 0
     python -m edgecut.server.bench.tight_budget --tasks seg,count --augment flip
     python -m edgecut.server.bench.tight_budget --tasks seg,count --priority count=4 --floor 0.9
+    python -m edgecut.server.bench.tight_budget --tasks seg,count --weight count=5  # recovery loss weight
 """
 
 from __future__ import annotations
@@ -70,12 +71,13 @@ def run(args: argparse.Namespace) -> list[str]:
     rep = tailor(base, tasks, Budget(macs_fraction=args.macs), calib, options, priorities or None)
     lines = [
         f"{'+'.join(tasks)} macs={args.macs:g} seed={args.seed} augment={args.augment} floor={args.floor:g} "
-        f"priorities={priorities or '-'}: MACs kept {rep.pruned.macs / rep.selected.macs:.3f}, params kept "
-        f"{rep.pruned.params / rep.selected.params:.3f}",
+        f"priorities={priorities or '-'} weights={args.weight or '-'}: MACs kept "
+        f"{rep.pruned.macs / rep.selected.macs:.3f}, params kept {rep.pruned.params / rep.selected.params:.3f}",
         f"after pruning + BatchNorm: {changes(evaluate(rep.model, rep.model.task_specs, val), full, teacher)}",
     ]
     if args.steps > 0:
-        opts = RecoveryOptions(steps=args.steps, seed=args.seed, augment=args.augment)
+        weights = tuple((k, float(v)) for k, v in (w.split("=", 1) for w in args.weight))
+        opts = RecoveryOptions(steps=args.steps, seed=args.seed, augment=args.augment, task_weights=weights)
         recover(rep.model, rep.teacher, calib, opts)
         after = evaluate(rep.model, rep.model.task_specs, val)
         lines += [
@@ -96,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=("none", "flip"), default="none")
     p.add_argument("--floor", type=float, default=0.0, help="per-task importance floor (cut/shares.py)")
     p.add_argument("--priority", action="append", default=[], help="task=weight for the fusion (repeatable)")
+    p.add_argument(
+        "--weight", action="append", default=[], help="task=weight of its recovery loss (repeatable)"
+    )
     p.add_argument("--calib", type=int, default=512, help="calibration scenes (scoring, BatchNorm, recovery)")
     p.add_argument("--val", type=int, default=300, help="held-out scenes")
     p.add_argument("--cache-dir", type=Path, default=Path(".edgecut/scenes"))

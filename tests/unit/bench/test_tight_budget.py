@@ -13,11 +13,21 @@ def test_the_diagnosis_reports_every_task_after_pruning_and_after_recovery(tmp_p
         tight_budget.parser().parse_args(
             [
                 *("--tasks", "seg,count", "--calib", "32", "--val", "16", "--steps", "1"),
-                *("--augment", "flip", "--priority", "count=2", "--cache-dir", str(tmp_path)),
+                *(
+                    "--augment",
+                    "flip",
+                    "--priority",
+                    "count=2",
+                    "--weight",
+                    "count=3",
+                    "--cache-dir",
+                    str(tmp_path),
+                ),
             ]
         )
     )
     assert lines[0].startswith("seg+count macs=0.3 seed=0 augment=flip") and "{'count': 2.0}" in lines[0]
+    assert "weights=['count=3']" in lines[0]
     stages = [line.split(":")[0] for line in lines[1:]]
     assert stages == [
         "after pruning + BatchNorm",
