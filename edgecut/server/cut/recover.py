@@ -16,7 +16,7 @@ calibration images its distillation overfits (on the reference at macs 0.3 after
 loss 0.026 on the calibration images vs 0.24 held out; seg 0.023 vs 0.036). Measured (docs/benchmarks.md,
 *Generality*): it helps the packaged reference at macs 0.3 (seg + count Δm -12.2 -> -11.0 %, normals +
 count -23.6 -> -21.8 %, dense pairs within noise) but hurts the gallery's MobileViT (count + largest
--1.8 -> -4.1 %, slant + count -0.6 -> -3.8 %; neither model was trained on mirrored scenes, so why they
+-1.8 -> -4.1 %, slant + count -0.5 -> -3.8 %; neither model was trained on mirrored scenes, so why they
 differ is open), so it stays off by default.
 """
 
