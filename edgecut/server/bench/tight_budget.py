@@ -70,14 +70,21 @@ def run(args: argparse.Namespace) -> list[str]:
     options = TailorOptions(recovery=None, seed=args.seed, task_floor=args.floor)
     rep = tailor(base, tasks, Budget(macs_fraction=args.macs), calib, options, priorities or None)
     lines = [
-        f"{'+'.join(tasks)} macs={args.macs:g} seed={args.seed} augment={args.augment} floor={args.floor:g} "
+        f"{'+'.join(tasks)} macs={args.macs:g} seed={args.seed} augment={args.augment} "
+        f"features={args.features:g} floor={args.floor:g} "
         f"priorities={priorities or '-'} weights={args.weight or '-'}: MACs kept "
         f"{rep.pruned.macs / rep.selected.macs:.3f}, params kept {rep.pruned.params / rep.selected.params:.3f}",
         f"after pruning + BatchNorm: {changes(evaluate(rep.model, rep.model.task_specs, val), full, teacher)}",
     ]
     if args.steps > 0:
         weights = tuple((k, float(v)) for k, v in (w.split("=", 1) for w in args.weight))
-        opts = RecoveryOptions(steps=args.steps, seed=args.seed, augment=args.augment, task_weights=weights)
+        opts = RecoveryOptions(
+            steps=args.steps,
+            seed=args.seed,
+            augment=args.augment,
+            task_weights=weights,
+            features=args.features,
+        )
         recover(rep.model, rep.teacher, calib, opts)
         after = evaluate(rep.model, rep.model.task_specs, val)
         lines += [
@@ -96,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", choices=("none", "flip"), default="none")
+    p.add_argument(
+        "--features", type=float, default=0.0, help="weight of trunk-feature distillation (the engine uses 1)"
+    )
     p.add_argument("--floor", type=float, default=0.0, help="per-task importance floor (cut/shares.py)")
     p.add_argument("--priority", action="append", default=[], help="task=weight for the fusion (repeatable)")
     p.add_argument(
