@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgecut.errors import ConfigError
 from edgecut.server.cliopts import add_data, add_floor, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
-
-if TYPE_CHECKING:  # torch stays out of the CLI's start-up
-    from edgecut.server.cut.recover import RecoveryOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,27 +59,15 @@ def _priorities(items: list[str]) -> dict[str, float]:
     return out
 
 
-def recovery_options(args: argparse.Namespace) -> RecoveryOptions | None:
-    """The engine's recovery (outputs and trunk features distilled) for as long as asked; None for 0 steps.
-
-    Trunk features matter most to a task whose head reads pooled features: with outputs alone it gets
-    one target per image (docs/benchmarks.md, *Generality*: seg + count at macs 0.3 on the reference,
-    Δm -12.2 % with outputs only, -9.6 % with trunk features, 100 steps, 3 seeds).
-    """
-    from edgecut.server.cut.refine import QUICK_RECOVERY
-
-    if not args.recover_steps:
-        return None
-    return replace(QUICK_RECOVERY, steps=args.recover_steps, seconds=args.recover_seconds)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
     from rich.console import Console
 
     from edgecut.server.cut.export import quantize_int8, sha256_file
     from edgecut.server.cut.methods import METHODS
+    from edgecut.server.cut.recover import RecoveryOptions
     from edgecut.server.cut.tailor import TailorOptions
     from edgecut.server.engine import load_engine
     from edgecut.server.mtl.metrics import delta_m
@@ -105,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"calibrating on {engine.calibrated_on}", highlight=False)
     m = METHODS[args.method]
-    recovery = recovery_options(args)
+    recovery = (
+        RecoveryOptions(steps=args.recover_steps, seconds=args.recover_seconds)
+        if args.recover_steps
+        else None
+    )
     engine.options = replace(
         TailorOptions(),
         criterion=m.criterion,
