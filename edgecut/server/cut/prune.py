@@ -281,6 +281,7 @@ class ChannelPruner:
             return True
         mass = self._unit_mass[(gi, ui)]
         if bool((mass > self._spare).any()):
+            self.shares.refused += 1
             return False
         self._spare = self._spare - mass
         return True

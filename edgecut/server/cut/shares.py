@@ -14,8 +14,12 @@ within noise). So it is off by default (`TailorOptions.task_floor` = 0); docs/be
 
 `TaskShares` tracks, per task, the importance (its own scores, summed over every channel still in
 the model) it had before pruning and has now; a removal step skips any unit that would take a task
-below `floor` times its start. When the guard alone stops the pruner short of the budget, the floor
-is lowered step by step (logged), so a budget that could be met before still is.
+below `floor` times its start (`refused` counts the units it held back in the current step). When the
+guard is what stopped the pruner short of the budget (it refused units and nothing else could go), the
+floor is lowered step by step, with a WARNING naming what each task kept (the CLI shows warnings), so a
+budget that could be met before still is. When the layers' own minimum widths stop the pruner and the
+guard refused nothing, the floor stays as asked: lowering it could not help, and the build reports the
+budget as impossible instead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ RELAX_STEP = 0.1
 class TaskShares:
     floor: float  # 0 = off
     start: torch.Tensor | None = None  # T: each task's importance before any removal
+    refused: int = 0  # units the guard held back in the current removal step
 
     def spare(self, now: torch.Tensor) -> torch.Tensor | None:
         """T: how much importance each task may still lose (None when the guard is off)."""
@@ -41,15 +46,17 @@ class TaskShares:
             return None
         if self.start is None:
             self.start = now.clone()
+        self.refused = 0
         return now - self.floor * self.start
 
     def relax(self, tasks: list[str], now: torch.Tensor) -> bool:
-        """Lower the floor one step after it stopped the pruner; False when it is already off."""
-        if self.floor <= 0:
+        """Lower the floor one step after it stopped the pruner; False when it is off or was not what
+        stopped it (it refused nothing: the layers are at their minimum widths)."""
+        if self.floor <= 0 or self.refused == 0:
             return False
         kept = now / self.start.clamp_min(1e-30) if self.start is not None else now
         self.floor = max(0.0, round(self.floor - RELAX_STEP, 6))
-        logger.info(
+        logger.warning(
             "the budget needs more than the per-task importance floor allows (kept %s); floor lowered to %.2f",
             ", ".join(f"{t} {float(k):.0%}" for t, k in zip(tasks, kept, strict=True)),
             self.floor,
