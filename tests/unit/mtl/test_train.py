@@ -111,7 +111,7 @@ def test_a_partial_from_another_config_is_ignored(
 
 def test_the_checkpoint_records_the_data_it_was_trained_on(tmp_path: Path) -> None:
     """Issue 27: prune and the server calibrate on it by default (mtl/calibration.py)."""
-    from edgecut.server.mtl.calibration import folder_digest
+    from edgecut.server.mtl.calibration import folder_digest, folder_listing
     from edgecut_bench.scene_folder import write_scene_folder
 
     write_scene_folder(tmp_path / "data", 8, 1, 32, ("seg", "count"))
@@ -120,6 +120,7 @@ def test_the_checkpoint_records_the_data_it_was_trained_on(tmp_path: Path) -> No
     assert recorded == {
         "data": str((tmp_path / "data").resolve()),
         "digest": folder_digest(tmp_path / "data"),
+        "listing": folder_listing(tmp_path / "data"),
     }
     train(replace(TINY, epochs=1, n_train=16), out=tmp_path / "s.pt", cache_dir=tmp_path, show_progress=False)
     assert checkpoint.read(tmp_path / "s.pt")["trained_on"] == {"data": "synthetic"}
