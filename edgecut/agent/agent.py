@@ -549,6 +549,8 @@ class Agent:
 
     def _on_worker(self, do: Callable[[], SwapResult], wait_s: float, what: str) -> SwapResult:
         """Run `do` on the worker, after the swap in progress (one change at a time), and wait for it."""
+        if self._worker is None or not self._worker.is_alive():
+            return do()  # an API over an agent that was never started (tests): nothing else swaps
         done: Future[SwapResult] = Future()
 
         def job() -> None:
