@@ -135,3 +135,23 @@ def test_the_diagram_in_protocol_md_is_exactly_the_table() -> None:
     table = {(s.value, t.value) for s in State for t in TRANSITIONS[s]}
     assert edges - table == set(), "the diagram draws transitions the table refuses"
     assert table - edges == set(), "the diagram misses transitions of the table"
+
+
+def test_agent_status_prints_the_state_since_when_and_why(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgecut.agent.cli import _print_status
+    from edgecut.v1 import agent_pb2
+
+    st = agent_pb2.AgentStatus(
+        device_id="pi",
+        state="rolled_back",
+        state_since_unix_ms=1_800_000_000_000,
+        state_reason="abc refused: NaN",
+    )
+    _print_status(st)
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^state +rolled_back since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d: abc refused: NaN$", out, re.M
+    )
+    assert "BUG" not in out
+    _print_status(agent_pb2.AgentStatus(device_id="pi", state="serving", illegal_transitions=2))
+    assert "2 illegal life-cycle transitions" in capsys.readouterr().out
