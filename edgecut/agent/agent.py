@@ -14,6 +14,11 @@ stays, and the latest offer is tried again on a backoff up to `download_retry_ma
 up, and at once after every broker reconnect; a corrupt or vanished artifact also makes the agent ask
 for its model again so the server can rebuild it. An operator rollback pins the rolled-back model
 (persisted) until Unpin or a task change; `last_error` clears on the next successful swap.
+
+Life cycle (lifecycle.py): every change of what the agent does goes through `self.life`, which logs
+it and reports it in status and telemetry. The worker thread alone walks an update (offered ->
+downloading -> verifying -> loading) and runs the local API's rollback and unpin too; the MQTT and API
+threads only settle the agent among its rest states (needs, serving, offline, pinned).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import grpc
@@ -38,6 +45,7 @@ from . import resources
 from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
 from .fetch import Downloader
+from .lifecycle import UPDATE, Lifecycle, State
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
 from .reask import NeedsWatchdog, RetryTimer
 from .runtime import Runtime, SwapResult
@@ -49,6 +57,9 @@ from .trust import Refused, Stale, Trust, manifest_json
 
 MAX_REASON = 1000  # characters of a refusal reason on the wire (the broker payload limit is 16 KiB)
 FIRST_RETRY_S = 1.0
+# how long the local API waits for its rollback / unpin to run on the worker (the client waits 60 / 10 s)
+ROLLBACK_WAIT_S = 55.0
+UNPIN_WAIT_S = 8.0
 
 
 def _keyring(inline: list[str], file: Path | None, what: str) -> Keyring:
@@ -101,6 +112,7 @@ class Agent:
                 on_command=self._on_command,
                 on_error=self._on_error,
                 on_connected=self._on_connected,
+                on_disconnected=self._on_disconnected,
             ),
             username=settings.mqtt_username,
             password=settings.mqtt_password.get_secret_value(),
@@ -115,6 +127,7 @@ class Agent:
         self._watchdog = NeedsWatchdog(
             self.link.publish_needs, settings.needs_retry_s, 10 * settings.needs_retry_s
         )
+        self.life = Lifecycle(self._rest_state)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,6 +135,12 @@ class Agent:
         restored = self.runtime.restore()
         if restored is not None and not restored.ok:
             self.last_error = restored.reason
+        if self.life.state in UPDATE:  # a model on disk failed its checks or its load (logged)
+            self.life.move(State.ROLLED_BACK, "no model on disk passed its checks and its load")
+        self.life.settle(
+            f"restored {restored.artifact_id[:12]} from disk" if restored else "no model on disk to serve",
+            ending_update=True,
+        )
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
         self._worker.start()
         self._server, self.api_address = create_server(
@@ -158,8 +177,10 @@ class Agent:
         while (job := self._jobs.get()) is not None:
             try:
                 job()
-            except Exception:
+            except Exception as exc:
                 logger.exception("agent job failed")
+                if self.life.state in UPDATE:  # what served before serves on
+                    self.life.move(State.ROLLED_BACK, f"internal error: {exc}")
 
     # --- messages to publish ----------------------------------------------------------------
     def needs(self) -> fleet_pb2.TaskNeeds:
@@ -167,6 +188,7 @@ class Agent:
         if self.settings.device_class:  # declared in the config: the probe cannot tell every board apart
             res.device_class = self.settings.device_class
         self._watchdog.sent(self.tasks.seq)  # this is what gets published: expect an answer to it
+        self.life.settle(f"needs seq {self.tasks.seq} sent")
         return fleet_pb2.TaskNeeds(
             device_id=self.device_id,
             tasks=self.tasks.tasks,
@@ -191,6 +213,7 @@ class Agent:
     def telemetry(self) -> fleet_pb2.Telemetry:
         s = self.runtime.stats
         model = self.runtime.slot.current
+        life = self.life.snapshot()
         return fleet_pb2.Telemetry(
             device_id=self.device_id,
             inference_count=s.inference_count,
@@ -203,6 +226,9 @@ class Agent:
             swaps=s.swaps,
             failed_swaps=s.failed_swaps,
             sent_unix_ms=now_ms(),
+            state=life.state.to_proto(),
+            state_since_unix_ms=life.since_unix_ms,
+            state_reason=life.reason,
         )
 
     # --- incoming ---------------------------------------------------------------------------
@@ -220,6 +246,7 @@ class Agent:
             return
         self.trust.take_offer(manifest)
         self._watchdog.answered(manifest.needs_seq)
+        self.life.settle(f"offer of {manifest.artifact_id[:12]} answers needs seq {manifest.needs_seq}")
         self._latest_ready = (msg, manifest)
         self._jobs.put(lambda: self._handle_model_ready(msg, manifest))
 
@@ -301,10 +328,24 @@ class Agent:
             self._watchdog.answered(err.needs_seq)  # a final refusal; busy or broken: asked again later
         code = {v.number: v.name for v in fleet_pb2.Error.Code.DESCRIPTOR.values}.get(err.code, str(err.code))
         self._error(f"server: {code}: {err.message[:MAX_REASON]}")
+        self.life.settle(f"the server answered needs seq {err.needs_seq}: {code}")
 
     def _on_connected(self) -> None:
         """After a reconnect, a download waiting for its retry is tried at once."""
+        self.life.settle("broker connected")
         self._retry.fire()
+
+    def _on_disconnected(self) -> None:
+        self.life.settle("lost the broker")
+
+    def _rest_state(self) -> State:
+        """Where the agent rests between updates, from its facts (called under the life cycle's lock)."""
+        serving = self.runtime.slot.current is not None
+        if serving and self.store.pinned:
+            return State.PINNED
+        if not self.link.connected:
+            return State.OFFLINE_SERVING if serving else State.WAITING_FOR_BROKER
+        return State.NEEDS if self._watchdog.pending or not serving else State.SERVING
 
     def _on_tasks_changed(self, tasks: list[str], seq: int) -> None:
         if self.store.pinned:  # the user wants other tasks: the pinned model no longer fits
@@ -343,15 +384,24 @@ class Agent:
                 self.tasks.tasks,
             )
             return
+        if self.life.state is State.PINNED:  # lifted by a task change a moment ago
+            self.life.settle("the pin was lifted")
+        self.life.move(
+            State.OFFERED,
+            f"offer {manifest.offer_seq} of {aid[:12]} for needs seq {manifest.needs_seq} taken",
+        )
         try:
             self.trust.keep_offer(self.store.offer_path(aid), msg)
+            self.life.move(State.DOWNLOADING, f"fetching {aid[:12]} ({manifest.size_bytes} bytes)")
             self._fetch(manifest)
         except (AgentError, OSError) as exc:  # OSError: no room even for the small offer file
             reason = str(exc) if isinstance(exc, AgentError) else f"cannot write in {self.store.dir}: {exc}"
+            self.life.move(State.ROLLED_BACK, f"{aid[:12]} not fetched: {reason}")
             self._report(SwapResult(aid, self._serving_id(), False, reason))
             self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
         result = self.runtime.install(aid)
+        self._end_update(result, f"now serving {aid[:12]}")
         self._report(result)
         if result.untrusted:
             self._schedule_retry(False)
@@ -372,10 +422,22 @@ class Agent:
         dl.fetch(self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes)
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:
+        self.life.move(State.VERIFYING, f"checking {artifact_id[:12]}'s sha256 and its signed offer")
         digest = sha256_file(path)
         self._provenance[artifact_id] = self.trust.check_stored(
             self.store.offer_path(artifact_id), artifact_id, digest
         )
+        self.life.move(State.LOADING, f"{artifact_id[:12]} verified: loading it beside the serving model")
+
+    def _end_update(self, result: SwapResult, done: str) -> None:
+        """Settle after a swap that worked; `rolled_back` after one that failed past its first check."""
+        if result.ok:
+            self.life.settle(done, ending_update=True)
+        elif self.life.state in UPDATE:
+            was = result.previous_artifact_id[:12] or "nothing"
+            self.life.move(
+                State.ROLLED_BACK, f"{result.artifact_id[:12]} refused, {was} serves on: {result.reason}"
+            )
 
     # --- retries ------------------------------------------------------------------------------
     def _schedule_retry(self, ask_again: bool) -> None:
@@ -416,6 +478,7 @@ class Agent:
         result = self.runtime.rollback()
         if result.ok:
             self.store.set_pin(result.artifact_id)
+        self._end_update(result, f"operator rollback: {result.artifact_id[:12]} serves again, pinned")
         self._report(result)
         return result
 
@@ -424,11 +487,13 @@ class Agent:
         if not aid:
             return SwapResult("", "", False, "no model to pin")
         self.store.set_pin(aid)
+        self.life.settle(f"operator pin on {aid[:12]}")
         self.link.publish_state()
         return SwapResult(aid, aid, True)
 
     def _do_unpin(self) -> SwapResult:
         self.store.set_pin(None)
+        self.life.settle("pin lifted by an operator")
         self.link.publish_state()
         self._retry.reset()
         self._retry_now(ask_again=True)  # the fleet's current offer applies again
@@ -442,6 +507,7 @@ class Agent:
     def status(self) -> agent_pb2.AgentStatus:
         model = self.runtime.slot.current
         s = self.runtime.stats
+        life = self.life.snapshot()
         return agent_pb2.AgentStatus(
             device_id=self.device_id,
             tasks=self.tasks.tasks,
@@ -457,6 +523,10 @@ class Agent:
             model_meta_json=model.meta.model_dump_json() if model else "",
             provenance_json=self._provenance_json(model.artifact_id if model else ""),
             pinned_artifact_id=self.store.pinned or "",
+            state=life.state.value,
+            state_since_unix_ms=life.since_unix_ms,
+            state_reason=life.reason,
+            illegal_transitions=self.life.illegal,
         )
 
     def _provenance_json(self, artifact_id: str) -> str:
@@ -468,11 +538,33 @@ class Agent:
         return self.status()
 
     def rollback(self) -> agent_pb2.AgentStatus:
-        result = self._do_rollback()
+        result = self._on_worker(self._do_rollback, ROLLBACK_WAIT_S, "rollback")
         if not result.ok:
             raise ModelRejected(f"rollback failed: {result.reason}")
         return self.status()
 
     def unpin(self) -> agent_pb2.AgentStatus:
-        self._do_unpin()
+        self._on_worker(self._do_unpin, UNPIN_WAIT_S, "unpin")
         return self.status()
+
+    def _on_worker(self, do: Callable[[], SwapResult], wait_s: float, what: str) -> SwapResult:
+        """Run `do` on the worker, after the swap in progress (one change at a time), and wait for it."""
+        if self._worker is None or not self._worker.is_alive():
+            return do()  # an API over an agent that was never started (tests): nothing else swaps
+        done: Future[SwapResult] = Future()
+
+        def job() -> None:
+            try:
+                done.set_result(do())
+            except BaseException as exc:
+                done.set_exception(exc)
+                raise
+
+        self._jobs.put(job)
+        try:
+            return done.result(wait_s)
+        except FutureTimeout:
+            raise AgentError(
+                f"the {what} is queued behind a model swap still running after {wait_s:g} s; it runs "
+                "when that ends (`edgecut agent status` shows the state)"
+            ) from None

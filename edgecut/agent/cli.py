@@ -97,6 +97,13 @@ def _print_status(st: Any) -> None:
     print(f"swaps       {st.swaps} ok, {st.failed_swaps} refused")
     print(f"inferences  {st.inference_count} ({st.failed_count} failed)")
     print(f"broker      {'connected' if st.broker_connected else 'disconnected'}")
+    if st.state:
+        import datetime
+
+        since = datetime.datetime.fromtimestamp(st.state_since_unix_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"state       {st.state} since {since}: {st.state_reason}")
+    if st.illegal_transitions:
+        print(f"BUG         {st.illegal_transitions} illegal life-cycle transitions refused (see the log)")
     if st.pinned_artifact_id:
         print(f"pinned      {st.pinned_artifact_id[:16]} (fleet offers wait: `edgecut agent unpin`)")
     if st.provenance_json:

@@ -50,6 +50,7 @@ class LinkHandlers:
     on_command: Callable[[fleet_pb2.Command], None]
     on_error: Callable[[fleet_pb2.Error], None]
     on_connected: Callable[[], None] = lambda: None  # after each (re)connect, once subscribed
+    on_disconnected: Callable[[], None] = lambda: None  # after the broker is lost (not on stop)
 
 
 class MqttLink:
@@ -225,6 +226,10 @@ class MqttLink:
         self._connected.clear()
         if not self._stop.is_set():
             logger.warning("lost the broker (%s); paho reconnects with backoff", reason)
+            try:
+                self.handlers.on_disconnected()
+            except Exception:
+                logger.exception("on_disconnected handler failed")
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         leaf = msg.topic.rsplit("/", 1)[-1]

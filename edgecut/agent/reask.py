@@ -41,6 +41,12 @@ class NeedsWatchdog:
                 self._interval = self.first_s
             self._pending, self._due = seq, time.monotonic() + self._interval
 
+    @property
+    def pending(self) -> bool:
+        """Needs were sent and nothing answered them yet."""
+        with self._lock:
+            return self._pending is not None
+
     def answered(self, seq: int) -> None:
         with self._lock:
             if self._pending == seq:

@@ -7,6 +7,33 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AgentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_STATE_UNSPECIFIED: _ClassVar[AgentState]
+    AGENT_STATE_STARTING: _ClassVar[AgentState]
+    AGENT_STATE_WAITING_FOR_BROKER: _ClassVar[AgentState]
+    AGENT_STATE_NEEDS: _ClassVar[AgentState]
+    AGENT_STATE_OFFERED: _ClassVar[AgentState]
+    AGENT_STATE_DOWNLOADING: _ClassVar[AgentState]
+    AGENT_STATE_VERIFYING: _ClassVar[AgentState]
+    AGENT_STATE_LOADING: _ClassVar[AgentState]
+    AGENT_STATE_SERVING: _ClassVar[AgentState]
+    AGENT_STATE_OFFLINE_SERVING: _ClassVar[AgentState]
+    AGENT_STATE_ROLLED_BACK: _ClassVar[AgentState]
+    AGENT_STATE_PINNED: _ClassVar[AgentState]
+AGENT_STATE_UNSPECIFIED: AgentState
+AGENT_STATE_STARTING: AgentState
+AGENT_STATE_WAITING_FOR_BROKER: AgentState
+AGENT_STATE_NEEDS: AgentState
+AGENT_STATE_OFFERED: AgentState
+AGENT_STATE_DOWNLOADING: AgentState
+AGENT_STATE_VERIFYING: AgentState
+AGENT_STATE_LOADING: AgentState
+AGENT_STATE_SERVING: AgentState
+AGENT_STATE_OFFLINE_SERVING: AgentState
+AGENT_STATE_ROLLED_BACK: AgentState
+AGENT_STATE_PINNED: AgentState
+
 class Resources(_message.Message):
     __slots__ = ("cpu_count", "cpu_freq_mhz", "arch", "ram_total_bytes", "ram_available_bytes", "ort_providers", "disk_free_bytes", "device_class", "os")
     CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -83,7 +110,7 @@ class DeviceState(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[DeviceState.Status, str]] = ..., artifact_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., pinned_artifact_id: _Optional[str] = ...) -> None: ...
 
 class Telemetry(_message.Message):
-    __slots__ = ("device_id", "inference_count", "failed_count", "latency_p50_ms", "latency_p95_ms", "rss_bytes", "cpu_percent", "artifact_id", "swaps", "failed_swaps", "sent_unix_ms")
+    __slots__ = ("device_id", "inference_count", "failed_count", "latency_p50_ms", "latency_p95_ms", "rss_bytes", "cpu_percent", "artifact_id", "swaps", "failed_swaps", "sent_unix_ms", "state", "state_since_unix_ms", "state_reason")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     FAILED_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +122,9 @@ class Telemetry(_message.Message):
     SWAPS_FIELD_NUMBER: _ClassVar[int]
     FAILED_SWAPS_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     inference_count: int
     failed_count: int
@@ -106,7 +136,10 @@ class Telemetry(_message.Message):
     swaps: int
     failed_swaps: int
     sent_unix_ms: int
-    def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
+    state: AgentState
+    state_since_unix_ms: int
+    state_reason: str
+    def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ..., state: _Optional[_Union[AgentState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ...) -> None: ...
 
 class ModelReady(_message.Message):
     __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit", "manifest", "signature", "parent_artifact_id", "refinement")

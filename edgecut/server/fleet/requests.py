@@ -24,6 +24,7 @@ PRIORITY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0)
 MAX_PRIORITY = 1e6
 MAX_CPU_PERCENT = 100.0 * 4096  # psutil counts each busy core as 100 %
 MAX_ARTIFACT_ID = 64  # a sha256 in hex
+MAX_STATE_REASON = 300  # the agent keeps at most 300 (edgecut/agent/lifecycle.py)
 
 
 def priority_bucket(task: str, weight: float) -> float:
@@ -91,10 +92,16 @@ def check_telemetry(t: pb.Telemetry) -> None:
     """Refuse a Telemetry with any figure out of range (INVALID_FIELD naming it), so nothing stored from
     it can overflow a column (a uint64 counter at 2^64 - 1), poison an average (p50 = 1e300) or compare
     false against every rollout threshold (NaN)."""
-    for name in ("inference_count", "failed_count", "rss_bytes", "sent_unix_ms"):
+    for name in ("inference_count", "failed_count", "rss_bytes", "sent_unix_ms", "state_since_unix_ms"):
         bounded_int(name, getattr(t, name))
     for name in ("latency_p50_ms", "latency_p95_ms"):
         finite(name, getattr(t, name), 0.0, MAX_LATENCY_MS)
     finite("cpu_percent", t.cpu_percent, 0.0, MAX_CPU_PERCENT)
     if len(t.artifact_id) > MAX_ARTIFACT_ID:
         raise InvalidFieldError(f"artifact_id is {len(t.artifact_id)} characters: at most {MAX_ARTIFACT_ID}")
+    if t.state not in pb.AgentState.values():  # proto3 keeps an unknown enum number as it came
+        raise InvalidFieldError(f"state {t.state} is not an agent life-cycle state (fleet.proto AgentState)")
+    if len(t.state_reason) > MAX_STATE_REASON:
+        raise InvalidFieldError(
+            f"state_reason is {len(t.state_reason)} characters: at most {MAX_STATE_REASON}"
+        )

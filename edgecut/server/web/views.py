@@ -27,6 +27,17 @@ from edgecut.server.web.events import EventHub
 STATUSES = ("online", "offline", "unknown")
 
 
+def agent_state(t: dict[str, Any]) -> dict[str, Any]:
+    """The agent's life-cycle state from its latest telemetry ('' from an agent older than the field)."""
+    name = str(t.get("state", ""))  # the AgentState name, e.g. AGENT_STATE_SERVING (JSON of the proto)
+    since_ms = int(t.get("state_since_unix_ms", 0))  # an int64: a string in the proto's JSON
+    return {
+        "agent_state": name.removeprefix("AGENT_STATE_").lower() if name != "AGENT_STATE_UNSPECIFIED" else "",
+        "agent_state_since": since_ms / 1000 or None,
+        "agent_state_reason": str(t.get("state_reason", "")),
+    }
+
+
 @dataclass
 class Views:
     registry: Registry
@@ -128,6 +139,7 @@ class Views:
             "last_seen": d["last_seen"],
             "pinned_artifact_id": d.get("pinned_artifact_id", ""),
             "rollout": role,
+            **agent_state(t),
         }
 
     def model(self, artifact_id: str) -> dict[str, Any] | None:

@@ -30,6 +30,9 @@ HOSTILE = [
     ("cpu_percent", {"cpu_percent": -5.0}),
     ("sent_unix_ms", {"sent_unix_ms": -1}),
     ("artifact_id", {"artifact_id": "a" * 65}),
+    ("state", {"state": 99}),  # a number no AgentState has
+    ("state_since_unix_ms", {"state_since_unix_ms": -1}),
+    ("state_reason", {"state_reason": "r" * 301}),
 ]
 
 
