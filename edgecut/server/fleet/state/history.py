@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.schema import OfferRow
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import OfferRow
 
 DEFAULT_KEEP_SAMPLES = 500
 
