@@ -18,9 +18,9 @@ from pathlib import Path
 import grpc
 
 from edgecut.model_meta import InputSpec, ModelMeta
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.grpc_api import FleetServicer, create_server
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.link.grpc_api import FleetServicer, create_server
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 

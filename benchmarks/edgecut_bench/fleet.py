@@ -420,7 +420,7 @@ def _replica_faults(
     lease_s: float,
 ) -> None:
     """Replica 1 SIGSTOPped and replica 0 SIGKILLed, each while it holds a running job; a broker restart."""
-    from edgecut.server.fleet.registry import RUNNING, Registry
+    from edgecut.server.fleet.state.registry import RUNNING, Registry
 
     registry = Registry(registry_url)
 

@@ -30,9 +30,9 @@ from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.refiner import NOT_BETTER
-from edgecut.server.fleet.registry import DONE, FAILED, refinement_key
+from edgecut.server.fleet.jobs.refiner import NOT_BETTER
 from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.fleet.state.registry import DONE, FAILED, refinement_key
 from edgecut.server.spec import spec_from_dict
 
 from .agents import AgentProcess, InferenceDriver

@@ -1,5 +1,5 @@
 """Measured onnxruntime CPU latency of an ONNX file at batch 1 (what a device would see); no torch, so
-the fleet service can time artifacts too (fleet/latency_model.py)."""
+the fleet service can time artifacts too (fleet/policy/latency.py)."""
 
 from __future__ import annotations
 

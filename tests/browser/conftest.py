@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.rollout_policy import RolloutSettings
+from edgecut.server.fleet.jobs.rollout_policy import RolloutSettings
 from tests.support.live_fleet import LiveFleet, running_fleet
 from tests.support.waiting import WAIT_S
 

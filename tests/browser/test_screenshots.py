@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.engine import load_engine
-from edgecut.server.fleet.registry import DONE, FAILED, REFINE
+from edgecut.server.fleet.state.registry import DONE, FAILED, REFINE
 from edgecut.server.mtl.sources import OFF
 from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut.server.spec import NO_FLOOR

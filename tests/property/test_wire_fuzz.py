@@ -27,13 +27,13 @@ from edgecut.agent.serve import create_server as create_agent_api
 from edgecut.agent.settings import AgentSettings
 from edgecut.server.fleet import mqtt_bridge
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.jobs import JobManager
-from edgecut.server.fleet.limits import RateLimiter
-from edgecut.server.fleet.mqtt_bridge import MqttBridge
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.signer import FleetSigner
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.link.mqtt_bridge import MqttBridge
+from edgecut.server.fleet.link.signer import FleetSigner
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.limits import RateLimiter
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.v1 import agent_pb2, fleet_pb2
 from tests.support.agent_helpers import put
 from tests.support.fleet_server import start_server
@@ -95,7 +95,7 @@ def test_any_payload_on_any_server_topic(bridge, leaf: str, device_id: str, data
     else:
         payload = data.draw(payloads(IN_TOPICS[leaf].DESCRIPTOR))
     b.client.publish.reset_mock()
-    with mock.patch("edgecut.server.fleet.mqtt_bridge.logger") as log:
+    with mock.patch("edgecut.server.fleet.link.mqtt_bridge.logger") as log:
         _deliver(b, topics.device_topic(device_id, leaf), payload)
     assert not log.exception.called  # no handler raised
     for call in b.client.publish.call_args_list:

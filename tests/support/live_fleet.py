@@ -24,7 +24,7 @@ from edgecut.agent.agent import Agent
 from edgecut.agent.errors import AgentError
 from edgecut.agent.settings import AgentSettings
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.state.registry import Registry
 
 from .fleet_server import start_server
 from .keys import fleet_key, operator_key

@@ -17,22 +17,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from edgecut import tls
-from edgecut.server.fleet.broker_load import BrokerLoad
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
-from edgecut.server.fleet.grpc_api import SERVICE_NAME, FleetServicer, create_server
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.jobs import JobManager
-from edgecut.server.fleet.latency_model import measure_here
-from edgecut.server.fleet.limits import RateLimiter
-from edgecut.server.fleet.mqtt_bridge import BrokerAuth, MqttBridge
-from edgecut.server.fleet.observe import Observers
-from edgecut.server.fleet.recorder import HistoryRecorder
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.rollout import RolloutManager
+from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
+from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.link.grpc_api import SERVICE_NAME, FleetServicer, create_server
+from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth, MqttBridge
+from edgecut.server.fleet.link.signer import FleetSigner
+from edgecut.server.fleet.policy.broker_load import BrokerLoad
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.latency import measure_here
+from edgecut.server.fleet.policy.limits import RateLimiter
 from edgecut.server.fleet.settings import ServerSettings
-from edgecut.server.fleet.signer import FleetSigner
-from edgecut.server.fleet.store import Store, open_store
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.history_recorder import HistoryRecorder
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import Store, open_store
 from edgecut.server.spec import Engine
 
 if TYPE_CHECKING:

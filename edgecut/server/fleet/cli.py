@@ -216,7 +216,7 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from edgecut.server.fleet.commands import keygen
+    from edgecut.server.fleet.commands.client import keygen
 
     key = keygen(args.path)
     print(key.public_text)
@@ -225,8 +225,8 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from edgecut.server.fleet import commands
-    from edgecut.server.fleet.mqtt_bridge import BrokerAuth
+    from edgecut.server.fleet.commands import client as commands
+    from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
     from edgecut.signing import load_signing_key
 
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

@@ -30,12 +30,12 @@ from pydantic import (
 )
 
 from edgecut.errors import ConfigError
-from edgecut.server.fleet.budget_policy import DeviceClassBudget
-from edgecut.server.fleet.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
-from edgecut.server.fleet.history import DEFAULT_KEEP_SAMPLES
-from edgecut.server.fleet.limits import LimitSettings
-from edgecut.server.fleet.mqtt_bridge import parse_broker_url
-from edgecut.server.fleet.rollout_policy import RolloutSettings
+from edgecut.server.fleet.jobs.rollout_policy import RolloutSettings
+from edgecut.server.fleet.link.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
+from edgecut.server.fleet.link.mqtt_bridge import parse_broker_url
+from edgecut.server.fleet.policy.budget import DeviceClassBudget
+from edgecut.server.fleet.policy.limits import LimitSettings
+from edgecut.server.fleet.state.history import DEFAULT_KEEP_SAMPLES
 from edgecut.server.spec import MIN_DELTA_M
 
 ENV_PREFIX = "EDGECUT_"

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from edgecut.server.fleet.store import check_artifact_id
+from edgecut.server.fleet.state.store import check_artifact_id
 from edgecut.server.web.auth import reader
 from edgecut.server.web.context import WebContext
 from edgecut.server.web.metrics import CONTENT_TYPE

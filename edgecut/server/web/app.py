@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 
 from edgecut import __version__
-from edgecut.server.fleet.budget_policy import FALLBACK
+from edgecut.server.fleet.policy.budget import FALLBACK
 from edgecut.server.web import api, commands_api, pages
 from edgecut.server.web.auth import AllowedHosts
 from edgecut.server.web.context import User, WebContext

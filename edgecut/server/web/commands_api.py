@@ -12,7 +12,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgecut.server.fleet.command_desk import CommandDesk, CommandError
+from edgecut.server.fleet.commands.desk import CommandDesk, CommandError
 from edgecut.server.web.auth import OPERATOR, Operator, operator, reader
 from edgecut.server.web.context import WebContext
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgecut.server.fleet.command_desk import CommandDesk
+from edgecut.server.fleet.commands.desk import CommandDesk
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.metrics import FleetMetrics
 from edgecut.server.web.views import Views

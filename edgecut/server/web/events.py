@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.events import FleetEvent
 
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 TELEMETRY_EVERY_S = 1.0

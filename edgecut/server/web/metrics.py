@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.events import FleetEvent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # builds take seconds (test engine) to an hour (a big model with recovery on a small CPU)

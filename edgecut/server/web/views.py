@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.registry import QUEUED, RUNNING, Registry, SwapRow
-from edgecut.server.fleet.rollout import RolloutManager
-from edgecut.server.fleet.rollout_policy import CANARY
-from edgecut.server.fleet.store import Store
+from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.jobs.rollout_policy import CANARY
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.registry import QUEUED, RUNNING, Registry, SwapRow
+from edgecut.server.fleet.state.store import Store
 from edgecut.server.mtl.metric_names import DELTA_M_METRICS, LOWER_IS_BETTER, PRIMARY, task_change
 from edgecut.server.web.events import EventHub
 

@@ -16,8 +16,8 @@ from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.v1 import fleet_pb2
 from tests.support.fleet_server import Device, start_server
 from tests.support.keys import fleet_key, operator_key

@@ -28,9 +28,9 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import mosquitto_path
-from edgecut.server.fleet import commands
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.mqtt_bridge import BrokerAuth
+from edgecut.server.fleet.commands import client as commands
+from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
 from edgecut.server.fleet.settings import load_settings
 from tests.support.keys import fleet_key, fleet_key_path, operator_key, operator_key_path
 from tests.support.onnx_engine import OnnxTestEngine

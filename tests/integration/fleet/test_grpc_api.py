@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.registry import DONE
+from edgecut.server.fleet.state.registry import DONE
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import download, sha256, start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine

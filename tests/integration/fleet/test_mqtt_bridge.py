@@ -10,7 +10,7 @@ import pytest
 from edgecut import topics
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.registry import RUNNING
+from edgecut.server.fleet.state.registry import RUNNING
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import download, sha256, start_server, stub

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.registry import DONE, FAILED, RUNNING, Registry
+from edgecut.server.fleet.state.registry import DONE, FAILED, RUNNING, Registry
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, stub
 from tests.support.postgres import PostgresServer

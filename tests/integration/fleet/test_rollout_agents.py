@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.rollout_policy import PROMOTED, ROLLED_BACK, RolloutSettings
+from edgecut.server.fleet.jobs.rollout_policy import PROMOTED, ROLLED_BACK, RolloutSettings
 from tests.support.live_fleet import LiveFleet, running_fleet
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import WAIT_S, wait_until

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.rollout_policy import REJECTED, RolloutSettings
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.jobs.rollout_policy import REJECTED, RolloutSettings
+from edgecut.server.fleet.state.store import LocalStore
 from tests.support.live_fleet import LiveFleet, running_fleet
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import WAIT_S, wait_until

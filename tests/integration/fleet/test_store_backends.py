@@ -16,9 +16,9 @@ import pytest
 
 from edgecut.errors import ConfigError
 from edgecut.server.errors import ArtifactNotFoundError
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.grpc_api import FleetServicer, create_server
-from edgecut.server.fleet.store import Store, open_store
+from edgecut.server.fleet.link.grpc_api import FleetServicer, create_server
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.state.store import Store, open_store
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 from tests.support.onnx_models import tiny_meta
@@ -107,8 +107,8 @@ def test_download_from_s3_streams_without_holding_the_file(s3: S3Server, tmp_pat
 
 def _rot(store: Store, artifact_id: str) -> None:
     """Change an artifact's bytes in place, behind the store's back (bit rot, a bad disk or bucket)."""
-    from edgecut.server.fleet.store import LocalStore
-    from edgecut.server.fleet.store_s3 import S3Store
+    from edgecut.server.fleet.state.store import LocalStore
+    from edgecut.server.fleet.state.store_s3 import S3Store
 
     if isinstance(store, LocalStore):
         path = store.root / artifact_id[:2] / f"{artifact_id}.onnx"

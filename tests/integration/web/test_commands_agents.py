@@ -9,7 +9,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
-from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.events import FleetEvent
 from tests.support.live_fleet import LiveFleet
 from tests.support.waiting import WAIT_S, wait_until
 

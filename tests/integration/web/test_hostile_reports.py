@@ -61,7 +61,7 @@ def test_out_of_range_telemetry_is_refused_with_invalid_field(
 def test_device_ids_that_no_agent_may_have_are_refused_from_topics(
     live: LiveFleet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecut.server.fleet.mqtt_bridge")
+    caplog.set_level(logging.WARNING, logger="edgecut.server.fleet.link.mqtt_bridge")
     host, port = live.broker_url.removeprefix("mqtt://").rsplit(":", 1)
     spoofer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spoofer")
     spoofer.connect(host, int(port))

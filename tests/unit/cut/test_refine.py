@@ -15,7 +15,7 @@ from edgecut.model_meta import SCRATCH_METHOD
 from edgecut.server.cut.refine import student_path
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.engine import load_engine
-from edgecut.server.fleet.rollout_policy import keeps_architecture
+from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.sources import LabelledSource
 from edgecut.server.mtl.train import TrainConfig

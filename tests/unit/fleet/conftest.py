@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.state.registry import Registry
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

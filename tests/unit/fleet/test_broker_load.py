@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from edgecut.server.fleet.broker_load import IOTCORE_DEVICES, BrokerLoad
-from edgecut.server.fleet.observe import FleetEvent, Observers
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.policy.broker_load import IOTCORE_DEVICES, BrokerLoad
 
 WARNING = "the embedded iotcore broker now carries more than"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from edgecut.server.errors import ImpossibleBudgetError
-from edgecut.server.fleet.budget_policy import BudgetPolicy, DeviceClassBudget, budget_from_proto
+from edgecut.server.fleet.policy.budget import BudgetPolicy, DeviceClassBudget, budget_from_proto
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 

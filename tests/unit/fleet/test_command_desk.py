@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from edgecut.envelopes import open_command, sign_command
-from edgecut.server.fleet import commands, wire
-from edgecut.server.fleet.command_desk import FAILED, OK, SENT, CommandDesk, CommandError, open_operator_key
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.commands import client as commands
+from edgecut.server.fleet.commands.desk import FAILED, OK, SENT, CommandDesk, CommandError, open_operator_key
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.link import wire
+from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.web.metrics import FleetMetrics
 from edgecut.signing import Keyring, parse_public_key
 from edgecut.v1 import fleet_pb2 as pb

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, spec_to_dict
-from edgecut.server.fleet.registry import (
+from edgecut.server.fleet.jobs.manager import Failed, JobManager, Outcome, spec_to_dict
+from edgecut.server.fleet.state.registry import (
     DONE,
     FAILED,
     QUEUED,
@@ -21,8 +21,8 @@ from edgecut.server.fleet.registry import (
     Registry,
     refinement_key,
 )
-from edgecut.server.fleet.schema import LeaseRow
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.state.schema import LeaseRow
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until

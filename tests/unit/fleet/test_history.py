@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.registry import Registry
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.registry import Registry
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.fleet.jobs import Event, Failed, JobManager, Outcome, Progress, Ready
-from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Outcome, Progress, Ready
+from edgecut.server.fleet.state.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
@@ -142,7 +142,7 @@ def test_the_server_log_says_why_a_build_failed(tmp_path: Path, caplog: pytest.L
     s = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=0.1, fail_tasks={"normals"}))
     try:
         c = Collector()
-        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs"):
+        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs.manager"):
             s.jobs.submit(spec("normals"), c)
             assert c.done.wait(10)
             wait_until(lambda: "failed" in caplog.text, 10)

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from edgecut.server.errors import ImpossibleBudgetError
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.latency_model import (
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.latency import (
     MAX_RATIO,
     CostModel,
     LatencyModels,

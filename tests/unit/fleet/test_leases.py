@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 
-from edgecut.server.fleet.registry import DONE, QUEUED, RUNNING, Registry
+from edgecut.server.fleet.state.registry import DONE, QUEUED, RUNNING, Registry
 
 
 def test_a_held_lease_keeps_others_out_until_it_expires(pair: tuple[Registry, Registry]) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgecut.server.fleet.jobs import JobManager, Ready
-from edgecut.server.fleet.refiner import NOT_BETTER, STALE, UNWANTED
-from edgecut.server.fleet.registry import DONE, QUEUED, REFINE, Registry, refinement_key
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.jobs.manager import JobManager, Ready
+from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED
+from edgecut.server.fleet.state.registry import DONE, QUEUED, REFINE, Registry, refinement_key
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.server.fleet.registry import DONE, FAILED, QUEUED, RUNNING, Registry, registry_url
+from edgecut.server.fleet.state.registry import DONE, FAILED, QUEUED, RUNNING, Registry, registry_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -107,7 +107,7 @@ def test_postgresql_urls_use_psycopg_3() -> None:
 
 
 def test_refinement_jobs_have_their_own_workers_and_adopt_only_onto_their_parent(reg: Registry) -> None:
-    from edgecut.server.fleet.registry import REFINE, refinement_key
+    from edgecut.server.fleet.state.registry import REFINE, refinement_key
 
     reg.create_job("k", {"tasks": ["seg"]})
     rk = refinement_key("k", 1)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edgecut.server.fleet.jobs import Ready
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import DONE, Registry
-from edgecut.server.fleet.rollout import RolloutManager
-from edgecut.server.fleet.rollout_policy import CANARY, PROMOTED, REJECTED, ROLLED_BACK, RolloutSettings
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.jobs.rollout_policy import CANARY, PROMOTED, REJECTED, ROLLED_BACK, RolloutSettings
+from edgecut.server.fleet.state.registry import DONE, Registry
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from tests.support.onnx_engine import OnnxTestEngine
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgecut.model_meta import InputSpec, ModelMeta, OutputSpec
-from edgecut.server.fleet.rollout_policy import (
+from edgecut.server.fleet.jobs.rollout_policy import (
     CanaryWatch,
     RolloutSettings,
     baseline_p95,

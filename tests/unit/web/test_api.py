@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.observe import FleetEvent
-from edgecut.server.fleet.recorder import HistoryRecorder
-from edgecut.server.fleet.registry import REFINE, Registry
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
+from edgecut.server.fleet.events import FleetEvent
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.history_recorder import HistoryRecorder
+from edgecut.server.fleet.state.registry import REFINE, Registry
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from edgecut.server.web.app import STATIC, create_app
 from edgecut.server.web.context import User, WebContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.events import FleetEvent
 from edgecut.server.web.metrics import FleetMetrics
 
 

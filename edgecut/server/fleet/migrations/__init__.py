@@ -70,8 +70,10 @@ def head() -> str:
 
 def metadata() -> MetaData:
     """The one metadata of every registry table (its modules imported so each has registered)."""
-    from edgecut.server.fleet import command_desk, history, rollout  # noqa: F401
-    from edgecut.server.fleet.schema import Base
+    from edgecut.server.fleet.commands import desk  # noqa: F401
+    from edgecut.server.fleet.jobs import rollout  # noqa: F401
+    from edgecut.server.fleet.state import history  # noqa: F401
+    from edgecut.server.fleet.state.schema import Base
 
     return Base.metadata
 

@@ -1,6 +1,6 @@
 """The dashboard's operator commands: set tasks, pin, lift the pin, roll back; acks and the audit log.
 
-(`edgecut command` sends one from a shell through its own MQTT connection: commands.py. The desk sends
+(`edgecut command` sends one from a shell through its own MQTT connection: commands/client.py. The desk sends
 through the server's bridge, keeps every command and its outcome, and says who asked.)
 
 `CommandDesk.send` checks the request (a known device, a known action, tasks the base model has),
@@ -38,10 +38,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from edgecut import signing, topics
 from edgecut.envelopes import open_command, sign_command
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet import commands
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.schema import Base
+from edgecut.server.fleet.commands import client as commands
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import Base
 from edgecut.signing import Keyring, SignatureError
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -97,7 +97,7 @@ class AuditRow(Base):
 
 def open_operator_key(path: Path | None, state_dir: Path) -> signing.SigningKey:
     """The operator key, generated on first start (with its public line beside it)."""
-    from edgecut.server.fleet.signer import open_key  # the same key files as the fleet's signing key
+    from edgecut.server.fleet.link.signer import open_key  # the same key files as the fleet's signing key
 
     return open_key(path, state_dir, KEY_FILE, PUB_FILE, "operator command key")
 

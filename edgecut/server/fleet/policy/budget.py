@@ -5,7 +5,7 @@
 2. An unknown or empty class falls back to a score from the probe: cores x GHz (frequency 0 means
    unknown: 1.5 GHz is assumed on ARM, 2.5 GHz elsewhere), fraction = 0.08 x score clamped to
    [0.15, 0.8], then capped to 0.25 below 1 GiB of RAM and 0.5 below 2 GiB.
-3. `TaskNeeds.max_latency_ms` adds max_macs from the class's cost model (latency_model.py: ms = a x
+3. `TaskNeeds.max_latency_ms` adds max_macs from the class's cost model (policy/latency.py: ms = a x
    MMACs + b, measured with onnxruntime on the server, scaled by the class's `macs_per_ms` relative to
    x86 and corrected from the agents' telemetry; without a measurement, latency x `macs_per_ms`),
    divided by the device's own slowdown once it drifted past its budget; `max_model_bytes` adds
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecut.server.errors import ImpossibleBudgetError
-from edgecut.server.fleet.latency_model import LatencyModels
+from edgecut.server.fleet.policy.latency import LatencyModels
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 

@@ -32,14 +32,14 @@ from edgecut import rpc_guard, tls
 from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError
 from edgecut.server.errors import PermissionDeniedError, ServerError
-from edgecut.server.fleet import error_map, requests, wire
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.jobs import Event, Failed, JobManager, Ready
-from edgecut.server.fleet.limits import RateLimiter
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.signer import FleetSigner, plain_offer
-from edgecut.server.fleet.store import Store, check_artifact_id
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Ready
+from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.limits import RateLimiter
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import Store, check_artifact_id
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)

@@ -37,15 +37,15 @@ from edgecut import tls, topics
 from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.errors import ServerError, TooLargeError
-from edgecut.server.fleet import error_map, requests, wire
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.jobs import Failed, JobManager, Outcome, Ready
-from edgecut.server.fleet.lanes import Lanes
-from edgecut.server.fleet.limits import RateLimiter
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry, Waiter
-from edgecut.server.fleet.rollout_policy import keeps_architecture
-from edgecut.server.fleet.signer import FleetSigner
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.jobs.manager import Failed, JobManager, Outcome, Ready
+from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
+from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet.link.lanes import Lanes
+from edgecut.server.fleet.link.signer import FleetSigner
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.limits import RateLimiter
+from edgecut.server.fleet.state.registry import Registry, Waiter
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ BAD_ID_LOG_S = 60.0  # at most one log line per this many seconds about refused 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
 # (device id, needs seq, the build that answers it) -> the build to offer instead, or None to offer
-# nothing now. The staged rollout (fleet/rollout.py) is one: it holds a new variant back from all but
+# nothing now. The staged rollout (fleet/jobs/rollout.py) is one: it holds a new variant back from all but
 # the canaries of a device class.
 OfferGate = Callable[[str, int, Ready], "Ready | None"]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.observe import FleetEvent
-from edgecut.server.fleet.store import Store
+from edgecut.server.fleet.events import FleetEvent
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.store import Store
 
 logger = logging.getLogger(__name__)
 

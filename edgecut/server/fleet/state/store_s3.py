@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from edgecut.errors import ConfigError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import ArtifactNotFoundError, ServerError
-from edgecut.server.fleet.store import (
+from edgecut.server.fleet.state.store import (
     HASH_BLOCK,
     ID_PATTERN,
     VERIFY_TTL_S,

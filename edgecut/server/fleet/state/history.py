@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.schema import Base, OfferRow
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import Base, OfferRow
 
 DEFAULT_KEEP_SAMPLES = 500
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet import migrations
-from edgecut.server.fleet.schema import (
+from edgecut.server.fleet.state.schema import (
     BUILD,
     DONE,
     FAILED,
@@ -188,7 +188,7 @@ class Registry:
 
     @property
     def engine(self) -> SqlEngine:
-        """The database engine, for modules that keep their own tables here (fleet/history.py)."""
+        """The database engine, for modules that keep their own tables here (fleet/state/history.py)."""
         return self._engine
 
     @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from edgecut.server.fleet.observe import FleetEvent
+from edgecut.server.fleet.events import FleetEvent
 
 logger = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet.jobs import Interrupted, Ready
-from edgecut.server.fleet.observe import FleetEvent
-from edgecut.server.fleet.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
+from edgecut.server.fleet.events import FleetEvent
+from edgecut.server.fleet.jobs.manager import Interrupted, Ready
+from edgecut.server.fleet.state.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
 from edgecut.server.spec import BuildSpec, Refinement, spec_from_dict, spec_to_dict
 
 if TYPE_CHECKING:
-    from edgecut.server.fleet.jobs import JobManager
+    from edgecut.server.fleet.jobs.manager import JobManager
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,9 @@ from sqlalchemy import JSON, Float, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet.jobs import Ready
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.rollout_policy import (
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.rollout_policy import (
     CANARY,
     PROMOTED,
     REJECTED,
@@ -47,8 +46,9 @@ from edgecut.server.fleet.rollout_policy import (
     keeps_architecture,
     task_quality,
 )
-from edgecut.server.fleet.schema import Base
-from edgecut.server.fleet.store import Store
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import Base
+from edgecut.server.fleet.state.store import Store
 from edgecut.server.spec import Budget
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 from edgecut.server.errors import InvalidFieldError
-from edgecut.server.fleet.budget_policy import BudgetPolicy, Decision, budget_from_proto
-from edgecut.server.fleet.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES, bounded_int, finite
+from edgecut.server.fleet.policy.budget import BudgetPolicy, Decision, budget_from_proto
+from edgecut.server.fleet.policy.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES, bounded_int, finite
 
 __all__ = ["INT64_MAX", "MAX_TASKS", "MAX_TASK_NAME", "check_telemetry", "needs_decision", "request_spec"]
 from edgecut.server.spec import Budget, BuildSpec
@@ -62,7 +62,7 @@ def needs_decision(
     policy: BudgetPolicy, needs: pb.TaskNeeds, slowdown: float = 1.0
 ) -> tuple[Decision, BuildSpec]:
     """Check a TaskNeeds and turn it into the policy's decision and the spec to build
-    (`slowdown`: the device's measured latency drift, latency_model.py)."""
+    (`slowdown`: the device's measured latency drift, policy/latency.py)."""
     bounded_int("seq", needs.seq)
     check_resources(needs.resources)
     finite("max_latency_ms", needs.max_latency_ms, 0.0, MAX_LATENCY_MS)

@@ -214,7 +214,7 @@ def _local(url: str) -> Store:
 
 
 def _s3(url: str) -> Store:
-    from edgecut.server.fleet.store_s3 import S3Store  # boto3 loads only for s3:// URLs
+    from edgecut.server.fleet.state.store_s3 import S3Store  # boto3 loads only for s3:// URLs
 
     return S3Store.from_url(url)
 

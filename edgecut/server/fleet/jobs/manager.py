@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecut.server.errors import BuildError, QueueFullError, ServerError
-from edgecut.server.fleet import error_map
-from edgecut.server.fleet.limits import RateLimiter
-from edgecut.server.fleet.observe import FleetEvent, Observers
-from edgecut.server.fleet.registry import DONE, FAILED, JobRecord, Registry, Waiter
-from edgecut.server.fleet.store import Store, StoredArtifact
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.link import error_map
+from edgecut.server.fleet.policy.limits import RateLimiter
+from edgecut.server.fleet.state.registry import DONE, FAILED, JobRecord, Registry, Waiter
+from edgecut.server.fleet.state.store import Store, StoredArtifact
 from edgecut.server.spec import BuildSpec, Engine, spec_from_dict, spec_to_dict
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class JobManager:
         self._refined_hooks: list[RefinedHook] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()  # new local work: workers look at once instead of at the next poll
-        from edgecut.server.fleet.refiner import Refiner  # imports this module's names
+        from edgecut.server.fleet.jobs.refiner import Refiner  # imports this module's names
 
         self.refiner = Refiner(self)
 

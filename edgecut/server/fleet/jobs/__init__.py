@@ -1,0 +1,1 @@
+"""Builds, refinements and staged rollouts: the work the fleet does for its devices."""

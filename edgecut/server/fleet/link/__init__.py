@@ -1,0 +1,1 @@
+"""MQTT and gRPC adapters: what devices send is checked here, what they get is built and signed here."""

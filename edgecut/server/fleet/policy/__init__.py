@@ -1,0 +1,1 @@
+"""Budgets, the latency model, rate limits and broker load: the rules the fleet serves by."""
