@@ -28,7 +28,7 @@ def settings(state_dir: Path, broker_url: str = "", **kw: Any) -> ServerSettings
     operator_key()  # made once; the dashboard signs its commands with it and test agents trust it
     kw.setdefault("operator_key", operator_key_path())
     # the latency probe would move max_latency_ms budgets (and build keys) under a test a moment after
-    # start; tests/unit/fleet/test_latency_model.py measures it on its own
+    # start; tests/unit/fleet/policy/test_latency.py measures it on its own
     kw.setdefault("latency_probe", False)
     return ServerSettings(state_dir=state_dir, broker=broker_url, grpc="127.0.0.1:0", **kw)
 
