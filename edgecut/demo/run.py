@@ -29,6 +29,7 @@ from edgecut.agent.watch import AgentStalled
 from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
+from edgecut.server.app import build_server
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.jobs.manager import spec_from_dict
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER
@@ -192,12 +193,12 @@ class Demo:
             workers=1,
             http=_free_or_any(opts.http),
         )
-        self.server = FleetServer(settings, self.engine, self.broker.kind).start()
+        self.server = build_server(settings, self.engine, self.broker.kind).start()
         if not self.server.wait_ready(15):
             raise DemoStalled("the fleet server's MQTT bridge did not subscribe within 15 s")
         self.result.ports.append(self.server.grpc_port)
         if self.server.dashboard is not None:
-            self.result.ports.append(self.server.dashboard.http.port)
+            self.result.ports.append(self.server.dashboard.port)
             self.result.dashboard = self.server.http_url
             self.log.say("server", f"dashboard: {self.server.http_url}/fleet (open it in a browser)", "bold")
         self.log.say(

@@ -31,6 +31,7 @@ def missing_modules() -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     from edgecut.agent import bench_swap
     from edgecut.demo import cli as demo_cli
+    from edgecut.server import app
     from edgecut.server.bench import cli as bench_cli
     from edgecut.server.cut import prune_cli
     from edgecut.server.fleet import cli as service_cli
@@ -42,5 +43,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     bench_cli.register(bench_sub)
     bench_swap.register_bench(bench_sub)
-    service_cli.register(sub)  # adds `server`, and `download` to the bench group above
+    service_cli.register(sub, app.build_server)  # adds `server`, and `download` to the bench group above
     demo_cli.register(sub)

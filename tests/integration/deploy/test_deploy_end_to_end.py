@@ -28,7 +28,7 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import mosquitto_path
-from edgecut.server.fleet.app import FleetServer
+from edgecut.server.app import build_server
 from edgecut.server.fleet.commands import client as commands
 from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
 from edgecut.server.fleet.settings import load_settings
@@ -83,7 +83,7 @@ class DeployedFleet:
         operator_key()  # the key file the server signs with and the agents trust
         settings = load_settings(config, local, environ={"EDGECUT_HTTP_USERS": users_env})
         assert settings.http_allowed_hosts and settings.share_group == "edgecut"  # the ConfigMap's, kept
-        self.server = FleetServer(settings, OnnxTestEngine(root / "engine")).start()
+        self.server = build_server(settings, OnnxTestEngine(root / "engine")).start()
         assert self.server.wait_ready(WAIT_S), "the server did not subscribe through the shipped ACL"
         self.agents: dict[str, Agent] = {}
         self.clients: list[Client] = []
