@@ -103,8 +103,8 @@ def test_any_payload_on_any_server_topic(bridge, leaf: str, device_id: str, data
             assert err.code != fleet_pb2.Error.INTERNAL, err.message
         assert len(body) <= topics.MAX_PAYLOAD
     # the registry still reads back, whole and JSON-clean
-    json.dumps(registry.devices(), default=str)
-    assert registry.jobs() is not None
+    json.dumps(registry.devices.all(), default=str)
+    assert registry.jobs.all() is not None
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,12 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
     assert fleet.server.registry is not None
     # the server's record of cam-b once its swap report and state have landed (they follow the swap)
     before = wait_until(
-        lambda: (d := fleet.server.registry.device("cam-b")) and d["artifact_id"] and d["serving_tasks"] and d
+        lambda: (
+            (d := fleet.server.registry.devices.get("cam-b"))
+            and d["artifact_id"]
+            and d["serving_tasks"]
+            and d
+        )
     )
 
     # cam-a's own certificate (a second connection, so the agent keeps its own)
@@ -226,7 +231,7 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
         )
     )
     assert landed["state"] == "ok" and landed["device_id"] == "cam-b"
-    after = fleet.server.registry.device("cam-b") if fleet.server.registry else None
+    after = fleet.server.registry.devices.get("cam-b") if fleet.server.registry else None
     assert before is not None and after is not None
     kept = ("needs_tasks", "needs_seq", "device_class", "status", "artifact_id", "serving_tasks")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}

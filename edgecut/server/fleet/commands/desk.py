@@ -169,7 +169,7 @@ class CommandDesk:
             raise CommandError(
                 f"device id {device_id[:80]!r} is not valid: 1-64 letters, digits, '_', '-' or '.'"
             )
-        if self.registry.device(device_id) is None:
+        if self.registry.devices.get(device_id) is None:
             raise CommandError(f"no device {device_id!r} in the registry", status=404)
         if action not in ACTIONS:
             raise CommandError(f"unknown action {action[:32]!r}: use one of {', '.join(ACTIONS)}")

@@ -10,7 +10,7 @@
 4. otherwise, within the queue cap and the requester's build rate (limits.py), the job is persisted as
    queued (or joined, when another replica queued or runs it).
 
-The registry is the queue. Workers `claim_job` under a lease (see registry.py), so any replica on
+The registry is the queue. Workers `claim` a job under a lease (see state/jobs.py), so any replica on
 the same database may build any queued job, one replica per key; the lease is renewed while the build
 runs, and a replica that dies stops renewing it: when it expires another replica takes the job over.
 A job this replica waits for but another one builds is watched in the registry until it ends.
@@ -42,8 +42,11 @@ from edgecut.server.errors import BuildError, QueueFullError, ServerError
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.link import error_map
 from edgecut.server.fleet.policy.limits import RateLimiter
-from edgecut.server.fleet.state.registry import DONE, FAILED, JobRecord, Registry, Waiter
+from edgecut.server.fleet.state.jobs import JobRecord
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, FAILED
 from edgecut.server.fleet.state.store import Store, StoredArtifact
+from edgecut.server.fleet.state.waiters import Waiter
 from edgecut.server.spec import Budget, BuildSpec, Engine
 
 logger = logging.getLogger(__name__)
@@ -172,7 +175,7 @@ class JobManager:
     def start(self) -> None:
         """Queue again what this replica held before (same `owner`), start the workers and the watcher."""
         self._stopping.clear()
-        for key in self.registry.release_leases(self.owner):
+        for key in self.registry.jobs.release_leases(self.owner):
             logger.info("job %s was ours when we stopped; queued again", key)
         for i in range(self._workers_n):
             self._spawn(self._work, f"edgecut-job-{i}")
@@ -278,11 +281,11 @@ class JobManager:
                         )
                     if self.build_limiter is not None and requester:
                         self.build_limiter.check(requester, "new build requests")
-                    rec = self.registry.ensure_job(key, spec_to_dict(spec))
+                    rec = self.registry.jobs.ensure(key, spec_to_dict(spec))
                     if rec.state == DONE:  # done meanwhile by another replica, or its artifact is gone
                         hit = self._cached(key)
                         if hit is None:
-                            self.registry.create_job(key, spec_to_dict(spec))
+                            self.registry.jobs.create(key, spec_to_dict(spec))
                 if hit is not None:
                     source = "repeat" if self._offered(requester) == hit.artifact.artifact_id else "cache"
                     self._observe(key, "ready", 1.0, source=source, artifact_id=hit.artifact.artifact_id)
@@ -297,7 +300,7 @@ class JobManager:
             else:
                 self._observe(key, job.last.stage, job.last.fraction, source="joined")
             if waiter is not None:
-                self.registry.add_waiter(key, waiter.device_id, waiter.needs_seq)
+                self.registry.waiters.add(key, waiter.device_id, waiter.needs_seq)
             if listener is not None:
                 job.listeners.append(listener)
                 _call(listener, job.last)
@@ -316,11 +319,11 @@ class JobManager:
     def _offered(self, requester: str) -> str:
         """What `requester` (a device) was last offered: asking for it again (an unpin, a restart) is a
         repeat, not a cache hit (one saved build)."""
-        dev = self.registry.device(requester) if requester else None
+        dev = self.registry.devices.get(requester) if requester else None
         return str(dev.get("offered_artifact_id", "")) if dev else ""
 
     def _cached(self, key: str) -> Ready | None:
-        rec = self.registry.job(key)
+        rec = self.registry.jobs.get(key)
         if rec is None or rec.state != DONE or not self.store.verify(rec.artifact_id):
             return None
         self.refiner.revive(key, rec.refinement)
@@ -345,22 +348,22 @@ class JobManager:
 
     def _rebuild(self, aid: str) -> None:
         """Queue the builds that made `aid` again; the devices last offered it wait for the new one."""
-        for rec in self.registry.jobs_with_artifact(aid):
+        for rec in self.registry.jobs.with_artifact(aid):
             try:
                 spec = spec_from_dict(rec.spec)
                 sub = self.submit(spec)
             except ServerError as exc:
                 logger.warning("cannot rebuild %s after scrub: %s", rec.build_key, exc)
                 continue
-            for device_id, seq in self.registry.devices_offered(aid):
-                self.registry.add_waiter(sub.build_key, device_id, seq)
+            for device_id, seq in self.registry.offers.devices_offered(aid):
+                self.registry.waiters.add(sub.build_key, device_id, seq)
 
     # -- workers -------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                rec = self.registry.claim_job(self.owner, self.lease_s, max_crashes=self.max_crashes)
+                rec = self.registry.jobs.claim(self.owner, self.lease_s, max_crashes=self.max_crashes)
             except Exception:  # a database outage must not end the worker; it tries again
                 logger.exception("claiming a job failed; retrying in %.1f s", self.poll_s)
                 rec = None
@@ -384,7 +387,7 @@ class JobManager:
                 with self._lock:
                     building = sorted(self._building)
                     remote = [k for k in self._active if k not in self._building]
-                lost = self.registry.renew_leases(self.owner, building, self.lease_s)
+                lost = self.registry.jobs.renew_leases(self.owner, building, self.lease_s)
                 if lost:
                     logger.warning("lost the lease on %s (another replica took over): stopping", lost)
                     for key in lost:
@@ -396,7 +399,7 @@ class JobManager:
 
     def _follow(self, key: str) -> None:
         """Pass a remotely built job's state on to our listeners, and its end to our hooks."""
-        rec = self.registry.job(key)
+        rec = self.registry.jobs.get(key)
         if rec is None:
             return
         if rec.state == DONE:
@@ -407,7 +410,7 @@ class JobManager:
                 self._finish(key, ready)
             else:  # built, then lost from the store: build it again
                 logger.warning("job %s is done but its artifact %s is not in the store", key, rec.artifact_id)
-                self.registry.create_job(key, rec.spec)
+                self.registry.jobs.create(key, rec.spec)
                 self._wake.set()
             return
         if rec.state == FAILED:
@@ -439,7 +442,7 @@ class JobManager:
                 raise Interrupted
             if stage not in stage_seen:  # persist stage changes only, not every percent
                 stage_seen.add(stage)
-                if not self.registry.update_job(key, rec.generation, stage=stage, fraction=fraction):
+                if not self.registry.jobs.update(key, rec.generation, stage=stage, fraction=fraction):
                     self.lose(key)  # taken over while we were not looking
                     raise Interrupted
             self._emit(job, Progress(key, stage, min(max(fraction, 0.0), 1.0), detail))
@@ -456,7 +459,7 @@ class JobManager:
             if self.let_go(key):
                 logger.info("job %s: another replica builds it now; watching it", key)
             else:
-                self.registry.release_job(key, self.owner)
+                self.registry.jobs.release(key, self.owner)
                 logger.info("job %s interrupted by shutdown; queued again for any replica", key)
             return
         except Exception as exc:
@@ -492,7 +495,7 @@ class JobManager:
                 "error_code": outcome.code,
                 "error_message": outcome.message,
             }
-        recorded = self.registry.finish_job(key, self.owner, generation, **fields)
+        recorded = self.registry.jobs.finish(key, self.owner, generation, **fields)
         self.let_go(key)
         if not recorded:
             logger.warning(

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent
 from edgecut.server.fleet.jobs.manager import Interrupted, Ready, spec_from_dict, spec_to_dict
-from edgecut.server.fleet.state.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
+from edgecut.server.fleet.state.jobs import JobRecord, refinement_key
+from edgecut.server.fleet.state.schema import DONE, FAILED, REFINE
 from edgecut.server.spec import BuildSpec, Refinement
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class Refiner:
             "refine": {"of": build_key, "parent": parent_artifact_id, "number": number, "total": total},
         }
         key = refinement_key(build_key, number)
-        self.jobs.registry.create_job(key, doc, kind=REFINE)
+        self.jobs.registry.jobs.create(key, doc, kind=REFINE)
         logger.info(
             "queued refinement %d/%d of %s (from %s)", number, total, build_key, parent_artifact_id[:12]
         )
@@ -82,14 +83,14 @@ class Refiner:
         # reads first: this runs on every cache hit, and almost always there is nothing to revive;
         # the next refinement is past any that were not better (they queued theirs from the same parent)
         number = served + 1
-        rec = self.jobs.registry.job(refinement_key(build_key, number))
+        rec = self.jobs.registry.jobs.get(refinement_key(build_key, number))
         while rec is not None and rec.stage == NOT_BETTER:
             number += 1
-            rec = self.jobs.registry.job(refinement_key(build_key, number))
+            rec = self.jobs.registry.jobs.get(refinement_key(build_key, number))
         key = refinement_key(build_key, number)
         if rec is None or rec.stage != UNWANTED:
             return
-        if self.jobs.registry.revive_job(key, UNWANTED):
+        if self.jobs.registry.jobs.revive(key, UNWANTED):
             logger.info("refinement %s queued again: %s is wanted again", key, build_key)
             self._observe(key, "queued", 0.0, {"of": build_key})
             self.wake.set()
@@ -102,7 +103,7 @@ class Refiner:
             rec = None
             if not jobs.quick_builds_here():
                 try:
-                    rec = jobs.registry.claim_job(
+                    rec = jobs.registry.jobs.claim(
                         jobs.owner, jobs.lease_s, kind=REFINE, max_crashes=jobs.max_crashes
                     )
                 except Exception:
@@ -131,12 +132,12 @@ class Refiner:
             )
             return
         lineage = {"parent_artifact_id": parent, "refinement": number}
-        current = jobs.registry.job(of)
+        current = jobs.registry.jobs.get(of)
         if current is None or current.state != DONE or current.artifact_id != parent:
             logger.info("refinement %s: %s no longer serves %s; skipped", key, of, parent[:12])
             self._finish(key, gen, DONE, stage=STALE, **lineage)
             return
-        if not jobs.registry.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
+        if not jobs.registry.offers.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
             logger.info("refinement %s: no device wants %s any more; skipped until asked again", key, of)
             self._finish(key, gen, DONE, stage=UNWANTED, **lineage)
             return
@@ -157,7 +158,7 @@ class Refiner:
                 raise _Yield
             if stage not in stages:
                 stages.add(stage)
-                if not jobs.registry.update_job(key, gen, stage=stage, fraction=fraction):
+                if not jobs.registry.jobs.update(key, gen, stage=stage, fraction=fraction):
                     jobs.lose(key)  # taken over while we were not looking
                     raise Interrupted
             self._observe(key, stage, min(max(fraction, 0.0), 1.0), {**info, "detail": detail})
@@ -174,7 +175,7 @@ class Refiner:
         except Interrupted as exc:
             lost = jobs.let_go(key)
             if not lost:
-                jobs.registry.release_job(key, jobs.owner)
+                jobs.registry.jobs.release(key, jobs.owner)
             why = "a quick build came first" if isinstance(exc, _Yield) else "stopping or lost the lease"
             logger.info("refinement %s interrupted (%s); queued again", key, why)
             return
@@ -189,7 +190,7 @@ class Refiner:
             if self._finish(key, gen, DONE, stage=NOT_BETTER, **lineage):
                 self.queue(of, spec, parent, number + 1)
             return
-        stage = jobs.registry.finish_refinement(
+        stage = jobs.registry.jobs.finish_refinement(
             key, jobs.owner, gen, of, parent, artifact.artifact_id, number
         )
         jobs.let_go(key)
@@ -206,7 +207,7 @@ class Refiner:
 
     def _finish(self, key: str, generation: int, state: str, **fields: Any) -> bool:
         """Record the refinement's end; False (nothing recorded) when claim `generation` lost it."""
-        recorded = self.jobs.registry.finish_job(key, self.jobs.owner, generation, state=state, **fields)
+        recorded = self.jobs.registry.jobs.finish(key, self.jobs.owner, generation, state=state, **fields)
         self.jobs.let_go(key)
         if not recorded:
             _dropped(key)

@@ -178,7 +178,7 @@ class RolloutManager:
         """The build to offer `device_id` instead of `ready` (the same when no rollout applies)."""
         if not self.settings.enabled:
             return ready
-        dev = self.registry.device(device_id)
+        dev = self.registry.devices.get(device_id)
         if dev is None:
             return ready
         candidate = ready.artifact.artifact_id
@@ -218,7 +218,7 @@ class RolloutManager:
 
     def _best(self, build_key: str) -> Ready | None:
         """The refinement the key's cache serves now, when there is one."""
-        rec = self.registry.job(build_key)
+        rec = self.registry.jobs.get(build_key)
         if rec is None or rec.refinement < 1 or not self.store.exists(rec.artifact_id):
             return None
         return Ready(
@@ -240,7 +240,7 @@ class RolloutManager:
     def _same_budget(self, serving: str, build_key: str) -> bool:
         """False when the device's budget changed (e.g. re-tailored after latency drift): a smaller model
         for one device is not a new variant of its cohort's model, and is never held back."""
-        old, new = self.registry.job(self._build_key(serving)), self.registry.job(build_key)
+        old, new = self.registry.jobs.get(self._build_key(serving)), self.registry.jobs.get(build_key)
         if old is None or new is None:
             return True
         try:
@@ -384,7 +384,7 @@ class RolloutManager:
         device_class, budget, tasks = cohort
         return [
             d
-            for d in self.registry.devices()
+            for d in self.registry.devices.all()
             if d["device_class"] == device_class
             and d["budget"] == budget
             and tuple(sorted(d["needs_tasks"])) == tasks
@@ -393,7 +393,7 @@ class RolloutManager:
     def _offer(self, device_id: str, ready: Ready) -> None:
         if self.offerer is None:
             return
-        dev = self.registry.device(device_id) or {}
+        dev = self.registry.devices.get(device_id) or {}
         self.offerer.offer(device_id, int(dev.get("needs_seq", 0)), ready, held=True)
 
     # -- watching and deciding -----------------------------------------------------------------

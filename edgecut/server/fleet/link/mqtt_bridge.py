@@ -43,7 +43,8 @@ from edgecut.server.fleet.link import error_map, requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
-from edgecut.server.fleet.state.registry import Registry, Waiter
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.waiters import Waiter
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class MqttBridge:
     def _on_needs(self, device_id: str, payload: bytes) -> None:
         needs: pb.TaskNeeds | None = self._parse(pb.TaskNeeds, device_id, payload)
         if needs is None:
-            self.registry.record_device_error(device_id, "malformed needs message")
+            self.registry.devices.record_error(device_id, "malformed needs message")
             self._emit("needs", device_id, ok=False, error="malformed needs message")
             return
         if needs.device_id and needs.device_id != device_id:
@@ -293,7 +294,7 @@ class MqttBridge:
         every device having to reconnect. Needs whose key is the one last offered cost nothing.
         """
         asked = 0
-        for dev in self.registry.devices():
+        for dev in self.registry.devices.all():
             if dev["status"] != "online" or not dev["needs_json"]:
                 continue
             if self._reask(dev, "server upgraded"):
@@ -318,14 +319,14 @@ class MqttBridge:
         return True
 
     def _slowdown(self, device_id: str) -> float:
-        dev = self.registry.device(device_id)
+        dev = self.registry.devices.get(device_id)
         return _slowdown_of(dev) if dev is not None else 1.0
 
     def _record_needs(self, device_id: str, needs: pb.TaskNeeds, device_class: str, budget: str) -> bool:
         """Record the needs; False when they are older than the device's latest (then nothing is answered)."""
         if needs.seq > requests.INT64_MAX:  # cannot be stored; the refusal is answered with seq 0
             needs.seq = 0
-        fresh = self.registry.record_needs(
+        fresh = self.registry.devices.record_needs(
             device_id,
             [t[: requests.MAX_TASK_NAME] for t in needs.tasks[: requests.MAX_TASKS]],
             needs.seq,
@@ -343,7 +344,7 @@ class MqttBridge:
         err = error_map.to_error(exc, device_id, seq)
         if err.code == pb.Error.INTERNAL:
             logger.error("needs of %s failed: %r", device_id, exc)
-        self.registry.record_device_error(device_id, err.message)
+        self.registry.devices.record_error(device_id, err.message)
         self.publish_error(err)
         self._emit("needs", device_id, seq=seq, ok=False, error=err.message)
 
@@ -365,7 +366,7 @@ class MqttBridge:
             return
         t.device_id = device_id  # the topic names the device, whatever the payload claims
         telemetry = wire.to_dict(t)
-        self.registry.record_telemetry(device_id, telemetry)
+        self.registry.devices.record_telemetry(device_id, telemetry)
         self._emit("telemetry", device_id, **telemetry)
         self._watch_latency(device_id, t)
 
@@ -373,7 +374,7 @@ class MqttBridge:
         """Feed the class's cost model; re-tailor the device when it stays past its latency budget."""
         if not t.artifact_id or t.latency_p50_ms <= 0:
             return
-        dev = self.registry.device(device_id)
+        dev = self.registry.devices.get(device_id)
         macs = self._macs_of(t.artifact_id[:64])
         if dev is None or not macs:
             return
@@ -400,7 +401,7 @@ class MqttBridge:
             budget_ms,
             slowdown,
         )
-        self.registry.set_latency_slowdown(device_id, slowdown)
+        self.registry.devices.set_latency_slowdown(device_id, slowdown)
         self._emit("drift", device_id, p50_ms=t.latency_p50_ms, budget_ms=budget_ms, slowdown=slowdown)
         self._reask({**dev, "latency_slowdown": slowdown}, "latency drift")
 
@@ -417,7 +418,7 @@ class MqttBridge:
     def _on_swap(self, device_id: str, payload: bytes) -> None:
         s: pb.SwapReport | None = self._parse(pb.SwapReport, device_id, payload)
         if s is not None:
-            self.registry.record_swap(
+            self.registry.offers.record_swap(
                 device_id,
                 s.artifact_id[:64],
                 s.ok,
@@ -460,7 +461,7 @@ class MqttBridge:
                 ack.action[:32],
                 f": {ack.reason[:200]}" if ack.reason else "",
             )
-            self.registry.record_command_ack(device_id, wire.to_dict(ack))
+            self.registry.devices.record_command_ack(device_id, wire.to_dict(ack))
             self._emit("ack", device_id, **wire.to_dict(ack))
 
     def _on_state(self, device_id: str, payload: bytes) -> None:
@@ -472,7 +473,7 @@ class MqttBridge:
             # an enum number this version does not know (open enums) is "unknown", not a crash
             names = {v.number: v.name for v in pb.DeviceState.Status.DESCRIPTOR.values}
             status = names.get(st.status, "unknown").lower().replace("status_", "")
-            self.registry.record_state(
+            self.registry.devices.record_state(
                 device_id,
                 status[:16],
                 st.artifact_id[:64],
@@ -488,8 +489,8 @@ class MqttBridge:
 
     def _on_job_finished(self, outcome: Outcome) -> None:
         """Answer every device that asked for this build (persisted, so this also works after a restart)."""
-        for w in self.registry.take_waiters(outcome.build_key):
-            dev = self.registry.device(w.device_id)
+        for w in self.registry.waiters.take(outcome.build_key):
+            dev = self.registry.devices.get(w.device_id)
             if dev is not None and int(dev["needs_seq"]) > w.needs_seq:
                 logger.info(
                     "device %s moved on to needs seq %s; not answering seq %d",
@@ -501,7 +502,7 @@ class MqttBridge:
             if isinstance(outcome, Ready):
                 self._offer(w.device_id, w.needs_seq, outcome)
             elif isinstance(outcome, Failed):
-                self.registry.record_device_error(w.device_id, outcome.message)
+                self.registry.devices.record_error(w.device_id, outcome.message)
                 self.publish_error(wire.error(outcome, w.device_id, w.needs_seq))
 
     def _on_refined(self, ready: Ready) -> None:
@@ -523,7 +524,7 @@ class MqttBridge:
             same = keeps_architecture(ready.artifact.meta, self.jobs.store.meta(ready.parent_artifact_id))
         except EdgecutError:  # the parent is gone from the store: judge it as a new variant
             same = False
-        for device_id, seq in self.registry.devices_on(ready.parent_artifact_id):
+        for device_id, seq in self.registry.offers.devices_on(ready.parent_artifact_id):
             if same:
                 self.offer(device_id, seq, ready)
             else:
@@ -546,7 +547,7 @@ class MqttBridge:
 
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
         """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
-        offer_seq = self.registry.next_offer_seq(device_id, now_ms())
+        offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq, offer_seq)
         payload = msg.SerializeToString()
         if (
@@ -562,7 +563,7 @@ class MqttBridge:
                 error_map.to_error(TooLargeError("the model offer exceeds the broker limit"), device_id, seq)
             )
             return
-        self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
+        self.registry.offers.record(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
         self.client.publish(topics.device_topic(device_id, topics.MODEL), payload, qos=1, retain=True)
         logger.info(
             "offered %s to %s (cache hit: %s, refinement %d)",

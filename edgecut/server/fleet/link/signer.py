@@ -54,7 +54,7 @@ class FleetSigner:
     ) -> tuple[pb.ModelReady, pb.Manifest]:
         """The ModelReady for `device_id`, with its manifest signed; also returns the manifest.
 
-        `offer_seq`: the device's next offer counter from the registry (Registry.next_offer_seq).
+        `offer_seq`: the device's next offer counter from the registry (`registry.offers.next_seq`).
         """
         a = ready.artifact
         manifest = pb.Manifest(
