@@ -31,8 +31,8 @@ from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.app import build_server
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.jobs.manager import spec_from_dict
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER
+from edgecut.server.fleet.jobs.specs import spec_from_dict
 from edgecut.server.fleet.settings import ServerSettings
 from edgecut.server.fleet.state.jobs import refinement_key
 from edgecut.server.fleet.state.schema import DONE, FAILED

@@ -97,7 +97,7 @@ def run(
 
 def _time_builds(server: object, result: SizingResult, n: int) -> None:
     from edgecut.server.fleet.app import FleetServer
-    from edgecut.server.fleet.jobs.manager import Event, Failed, Ready
+    from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
     from edgecut.server.spec import BuildSpec
     from edgecut.v1 import fleet_pb2 as pb
 

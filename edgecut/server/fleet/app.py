@@ -236,7 +236,7 @@ class FleetServer:
             if jobs is None:
                 return
             try:
-                bad = jobs.scrub()
+                bad = jobs.scrubber.scrub()
             except Exception:
                 logger.exception("store scrub failed")
                 continue

@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.rollout_policy import (
     CANARY,
     PROMOTED,

@@ -33,7 +33,8 @@ from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError
 from edgecut.server.errors import PermissionDeniedError, ServerError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Ready
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
 from edgecut.server.fleet.link import error_map, requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
 from edgecut.server.fleet.policy.budget import BudgetPolicy

@@ -37,7 +37,8 @@ from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.errors import ServerError, TooLargeError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Failed, JobManager, Outcome, Ready
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Failed, Outcome, Ready
 from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
 from edgecut.server.fleet.link import error_map, requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner
@@ -443,7 +444,7 @@ class MqttBridge:
 
     def _recheck(self, artifact_id: str) -> None:
         try:
-            if self.jobs.store.exists(artifact_id) and self.jobs.recheck(artifact_id):
+            if self.jobs.store.exists(artifact_id) and self.jobs.scrubber.recheck(artifact_id):
                 logger.error("a device refused %s and its stored bytes were corrupt: rebuilding", artifact_id)
         except Exception:
             logger.exception("recheck of %s failed", artifact_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecut import signing
 from edgecut.envelopes import now_ms, sign_manifest
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import pytest
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Outcome, Progress, Ready
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Event, Failed, Outcome, Progress, Ready
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED, QUEUED, RUNNING
 from edgecut.server.fleet.state.store import LocalStore
@@ -144,7 +145,7 @@ def test_the_server_log_says_why_a_build_failed(tmp_path: Path, caplog: pytest.L
     s = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=0.1, fail_tasks={"normals"}))
     try:
         c = Collector()
-        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs.manager"):
+        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs.builder"):
             s.jobs.submit(spec("normals"), c)
             assert c.done.wait(10)
             wait_until(lambda: "failed" in caplog.text, 10)

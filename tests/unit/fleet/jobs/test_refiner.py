@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgecut.server.fleet.jobs.manager import JobManager, Ready
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED
 from edgecut.server.fleet.state.jobs import refinement_key
 from edgecut.server.fleet.state.registry import Registry

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.rollout import RolloutManager
 from edgecut.server.fleet.jobs.rollout_policy import CANARY, PROMOTED, REJECTED, ROLLED_BACK, RolloutSettings
 from edgecut.server.fleet.state.registry import Registry
