@@ -24,8 +24,9 @@ from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.events import Observers
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.link.broker import BrokerAuth
 from edgecut.server.fleet.link.grpc_api import SERVICE_NAME, FleetServicer, create_server
-from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth, MqttBridge
+from edgecut.server.fleet.link.mqtt_bridge import MqttBridge
 from edgecut.server.fleet.link.signer import FleetSigner
 from edgecut.server.fleet.policy.broker_load import BrokerLoad
 from edgecut.server.fleet.policy.budget import BudgetPolicy
@@ -176,8 +177,8 @@ class FleetServer:
             )
             if s.rollout.enabled:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)
-                self.bridge.offer_gate = self.rollouts.gate
-                self.bridge.refinement_hold = self.rollouts.refinements_held
+                self.bridge.delivery.offer_gate = self.rollouts.gate
+                self.bridge.delivery.refinement_hold = self.rollouts.refinements_held
                 observers.add(self.rollouts)
             engine = self.engine
             self.commands = CommandDesk(
@@ -198,7 +199,7 @@ class FleetServer:
             self._scrubber.start()
         if self.bridge is not None:
             if self.rollouts is not None:
-                self.rollouts.start(self.bridge)
+                self.rollouts.start(self.bridge.delivery)
             self.bridge.start()
         logger.info(
             "fleet server %s: gRPC %s%s (devices told %s), broker %s, registry %s, store %s, base model %s, "

@@ -314,7 +314,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from edgecut.server.fleet.commands import client as commands
-    from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
+    from edgecut.server.fleet.link.broker import BrokerAuth
     from edgecut.signing import load_signing_key
 
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

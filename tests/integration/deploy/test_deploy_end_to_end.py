@@ -30,7 +30,7 @@ from edgecut.agent.settings import AgentSettings
 from edgecut.broker import mosquitto_path
 from edgecut.server.app import build_server
 from edgecut.server.fleet.commands import client as commands
-from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
+from edgecut.server.fleet.link.broker import BrokerAuth
 from edgecut.server.fleet.settings import load_settings
 from tests.support.keys import fleet_key, fleet_key_path, operator_key, operator_key_path
 from tests.support.onnx_engine import OnnxTestEngine
