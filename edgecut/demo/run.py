@@ -34,7 +34,7 @@ from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER
 from edgecut.server.fleet.jobs.specs import spec_from_dict
 from edgecut.server.fleet.settings import ServerSettings
-from edgecut.server.fleet.state.jobs import refinement_key
+from edgecut.server.fleet.state.job_record import refinement_key
 from edgecut.server.fleet.state.schema import DONE, FAILED
 
 from .agents import AgentProcess, InferenceDriver

@@ -37,7 +37,7 @@ from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.outcomes import Interrupted, Ready, RefinedHook
 from edgecut.server.fleet.jobs.specs import spec_from_dict, spec_to_dict
-from edgecut.server.fleet.state.jobs import JobRecord, refinement_key
+from edgecut.server.fleet.state.job_record import JobRecord, refinement_key
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED, REFINE
 from edgecut.server.fleet.state.store import Store

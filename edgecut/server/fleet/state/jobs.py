@@ -17,13 +17,13 @@ Every writer locks a job row before its lease row, so replicas never deadlock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from edgecut.server.fleet.state.database import Database
+from edgecut.server.fleet.state.job_record import JobRecord, job_record
 from edgecut.server.fleet.state.schema import (
     BUILD,
     DONE,
@@ -41,58 +41,6 @@ CRASHED = (
     "building this model stopped its server {n} (the replica crashed or stalled); it is not tried "
     "again until a device asks again"
 )
-
-
-def refinement_key(build_key: str, number: int) -> str:
-    """The job key of refinement `number` of `build_key` (fits the 64-character key column)."""
-    return f"{build_key}~r{number}"
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    build_key: str
-    state: str
-    spec: dict[str, Any]
-    stage: str
-    fraction: float
-    artifact_id: str
-    error_code: str
-    error_message: str
-    attempts: int
-    parent_artifact_id: str = ""
-    refinement: int = 0
-    owner: str = ""  # the replica holding the lease ('' = none)
-    lease_expires: float = 0.0
-    kind: str = BUILD
-    generation: int = 0  # the fencing token of the latest claim (finish needs it)
-    crashes: int = 0  # holders that died or stalled with it
-
-
-@dataclass(frozen=True)
-class Waiter:
-    device_id: str
-    needs_seq: int
-
-
-def _job(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
-    return JobRecord(
-        row.build_key,
-        row.state,
-        dict(row.spec),
-        row.stage,
-        row.fraction,
-        row.artifact_id,
-        row.error_code,
-        row.error_message,
-        row.attempts,
-        row.parent_artifact_id or "",
-        row.refinement or 0,
-        lease.owner if lease is not None else "",
-        lease.expires if lease is not None else 0.0,
-        REFINE if row.kind == REFINE else BUILD,  # '' = a row from before refinements existed
-        row.lease_gen or 0,
-        row.crashes or 0,
-    )
 
 
 class Jobs:
@@ -167,7 +115,7 @@ class Jobs:
                 row.error_code = row.error_message = ""
                 row.crashes = 0
                 row.updated = now()
-            return _job(row, s.get(LeaseRow, build_key))
+            return job_record(row, s.get(LeaseRow, build_key))
 
     def claim(self, owner: str, lease_s: float, kind: str = BUILD, max_crashes: int = 0) -> JobRecord | None:
         """Take the oldest job of `kind` nobody builds (queued, or running under an expired lease).
@@ -245,7 +193,7 @@ class Jobs:
                     return None
             row = s.get(JobRow, key, populate_existing=True)
             assert row is not None
-            return _job(row, s.get(LeaseRow, key, populate_existing=True))
+            return job_record(row, s.get(LeaseRow, key, populate_existing=True))
 
     def renew_leases(self, owner: str, keys: list[str], lease_s: float) -> set[str]:
         """Extend `owner`'s leases on `keys`; returns the keys whose lease it no longer holds."""
@@ -317,7 +265,7 @@ class Jobs:
             s.execute(_lock_jobs([build_key]))
             if not _holds(s, build_key, generation):
                 return False
-            _set_job(s, build_key, fields)
+            _setjob_record(s, build_key, fields)
             s.flush()
             _drop_lease(s, build_key, owner)
             return True
@@ -344,7 +292,9 @@ class Jobs:
             adopted = _adopt(s, of, parent_artifact_id, artifact_id, number)
             stage = "ready" if adopted else "stale"
             fields = {"state": DONE, "stage": stage, "fraction": 1.0, "artifact_id": artifact_id}
-            _set_job(s, build_key, {**fields, "parent_artifact_id": parent_artifact_id, "refinement": number})
+            _setjob_record(
+                s, build_key, {**fields, "parent_artifact_id": parent_artifact_id, "refinement": number}
+            )
             s.flush()
             _drop_lease(s, build_key, owner)
             return stage
@@ -356,13 +306,13 @@ class Jobs:
                 s.execute(_lock_jobs([build_key]))
                 if not _holds(s, build_key, generation):
                     return False
-            _set_job(s, build_key, fields)
+            _setjob_record(s, build_key, fields)
             return True
 
     def get(self, build_key: str) -> JobRecord | None:
         with self.db.transaction() as s:
             row = s.get(JobRow, build_key)
-            return None if row is None else _job(row, s.get(LeaseRow, build_key))
+            return None if row is None else job_record(row, s.get(LeaseRow, build_key))
 
     def all(self, states: tuple[str, ...] = JOB_STATES) -> list[JobRecord]:
         with self.db.transaction() as s:
@@ -372,12 +322,12 @@ class Jobs:
                 .where(JobRow.state.in_(states))
                 .order_by(JobRow.created)
             )
-            return [_job(job, lease) for job, lease in s.execute(q).all()]
+            return [job_record(job, lease) for job, lease in s.execute(q).all()]
 
     def with_artifact(self, artifact_id: str) -> list[JobRecord]:
         with self.db.transaction() as s:
             q = select(JobRow).where(JobRow.artifact_id == artifact_id, JobRow.state == DONE)
-            return [_job(r) for r in s.scalars(q)]
+            return [job_record(r) for r in s.scalars(q)]
 
 
 def _lock_jobs(keys: list[str]) -> Any:
@@ -419,7 +369,7 @@ def _adopt(s: Session, build_key: str, parent_artifact_id: str, artifact_id: str
     return adopted is not None
 
 
-def _set_job(s: Session, build_key: str, fields: dict[str, Any]) -> None:
+def _setjob_record(s: Session, build_key: str, fields: dict[str, Any]) -> None:
     allowed = {"state", "stage", "fraction", "artifact_id", "error_code", "error_message"}
     unknown = set(fields) - allowed - {"parent_artifact_id", "refinement"}
     if unknown:

@@ -8,7 +8,7 @@ from pathlib import Path
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED
-from edgecut.server.fleet.state.jobs import refinement_key
+from edgecut.server.fleet.state.job_record import refinement_key
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, QUEUED, REFINE
 from edgecut.server.fleet.state.store import LocalStore

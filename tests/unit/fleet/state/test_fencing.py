@@ -14,7 +14,7 @@ from sqlalchemy import update
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Failed, Outcome
 from edgecut.server.fleet.jobs.specs import spec_to_dict
-from edgecut.server.fleet.state.jobs import refinement_key
+from edgecut.server.fleet.state.job_record import refinement_key
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED, QUEUED, REFINE, RUNNING, LeaseRow
 from edgecut.server.fleet.state.store import LocalStore

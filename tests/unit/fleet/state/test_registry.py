@@ -109,7 +109,7 @@ def test_postgresql_urls_use_psycopg_3() -> None:
 
 
 def test_refinement_jobs_have_their_own_workers_and_adopt_only_onto_their_parent(reg: Registry) -> None:
-    from edgecut.server.fleet.state.jobs import refinement_key
+    from edgecut.server.fleet.state.job_record import refinement_key
     from edgecut.server.fleet.state.schema import REFINE
 
     reg.jobs.create("k", {"tasks": ["seg"]})
