@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Ready
-from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED
+from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED, Refiner
+from edgecut.server.fleet.jobs.specs import spec_to_dict
 from edgecut.server.fleet.state.job_record import refinement_key
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, QUEUED, REFINE
@@ -224,3 +227,40 @@ def test_a_cache_hit_revives_the_refinement_after_one_that_was_not_better(tmp_pa
         assert first is not None and first.stage == NOT_BETTER  # a not-better step is not re-run
     finally:
         st.close()
+
+
+def test_the_refiner_is_a_peer_built_from_the_engine_store_registry_and_leases(tmp_path: Path) -> None:
+    """No job manager: the refiner refines a done build of the registry once nothing quick waits."""
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1)
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    store = LocalStore(tmp_path / "artifacts")
+    s = spec("seg")
+    key = s.build_key(engine.base_model_id)
+    built = engine.build(s, lambda *_: None)
+    try:
+        parent = store.put_file(built.onnx_path, built.meta.model_copy(update={"build_key": key}))
+    finally:
+        built.cleanup()
+    registry.jobs.create(key, spec_to_dict(s))
+    registry.jobs.update(key, state=DONE, stage="ready", fraction=1.0, artifact_id=parent.artifact_id)
+    quick_waiting, refined = threading.Event(), list[Ready]()
+    quick_waiting.set()
+    leases = Leases("replica-a", poll_s=0.05)
+    refiner = Refiner(engine, store, registry, leases, Observers(), quick_waiting.is_set, refined.append)
+    worker = threading.Thread(target=refiner.work, daemon=True)
+    try:
+        assert refiner.queue(key, s, parent.artifact_id, 1)
+        worker.start()
+        queued = registry.jobs.get(refinement_key(key, 1))
+        assert queued is not None and queued.state == QUEUED and engine.refines == []
+        quick_waiting.clear()  # the quick build is answered: refinements may run
+        wait_until(lambda: len(refined) == 1)
+        (r1,) = refined
+        assert (r1.build_key, r1.refinement, r1.parent_artifact_id) == (key, 1, parent.artifact_id)
+        served = registry.jobs.get(key)
+        assert served is not None and served.artifact_id == r1.artifact.artifact_id
+    finally:
+        leases.stop_event.set()
+        refiner.wake.set()
+        worker.join(10)
+        registry.close()
