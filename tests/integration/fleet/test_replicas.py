@@ -99,7 +99,7 @@ def test_two_hundred_devices_with_four_needs_cause_four_builds_across_two_replic
 
     builds = fleet.builds()
     assert len(builds) == 4 and len({k for _, k in builds}) == 4, builds  # single flight across replicas
-    jobs = fleet.reg().jobs()
+    jobs = fleet.reg().jobs.all()
     assert len(jobs) == 4 and {j.state for j in jobs} == {DONE} and {j.attempts for j in jobs} == {1}
     by_tasks: dict[tuple[str, ...], set[str]] = {}
     for d in devices:
