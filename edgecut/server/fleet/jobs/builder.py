@@ -13,11 +13,11 @@ import threading
 from typing import Any, Protocol
 
 from edgecut.server.errors import BuildError, ServerError
+from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import Observers
 from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.outcomes import Failed, Interrupted, Outcome, Progress, Ready, job_event
 from edgecut.server.fleet.jobs.specs import spec_from_dict
-from edgecut.server.fleet.link import error_map
 from edgecut.server.fleet.state.job_record import JobRecord
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED

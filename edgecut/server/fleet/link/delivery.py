@@ -16,9 +16,10 @@ from edgecut import topics
 from edgecut.envelopes import now_ms
 from edgecut.errors import EdgecutError
 from edgecut.server.errors import TooLargeError
+from edgecut.server.fleet import error_map
 from edgecut.server.fleet.jobs.outcomes import Failed, Outcome, Ready
 from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
-from edgecut.server.fleet.link import error_map, wire
+from edgecut.server.fleet.link import wire
 from edgecut.server.fleet.link.signer import FleetSigner
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.store import Store

@@ -32,10 +32,11 @@ from edgecut import rpc_guard, tls
 from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError
 from edgecut.server.errors import PermissionDeniedError, ServerError
+from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
-from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter

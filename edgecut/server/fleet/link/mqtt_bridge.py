@@ -30,9 +30,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgecut import tls, topics
 from edgecut.errors import ConfigError
 from edgecut.server.errors import TooLargeError
+from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.jobs.manager import JobManager
-from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.broker import PROTOCOLS, BrokerAuth, parse_broker_url, server_subscriptions
 from edgecut.server.fleet.link.delivery import Delivery
 from edgecut.server.fleet.link.reports import DeviceReports, slowdown_of

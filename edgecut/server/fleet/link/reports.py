@@ -18,7 +18,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from edgecut.server.errors import ServerError
-from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet import error_map
+from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.store import Store
