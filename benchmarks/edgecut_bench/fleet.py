@@ -420,14 +420,15 @@ def _replica_faults(
     lease_s: float,
 ) -> None:
     """Replica 1 SIGSTOPped and replica 0 SIGKILLed, each while it holds a running job; a broker restart."""
-    from edgecut.server.fleet.state.registry import RUNNING, Registry
+    from edgecut.server.fleet.state.registry import Registry
+    from edgecut.server.fleet.state.schema import RUNNING
 
     registry = Registry(registry_url)
 
     def building(name: str) -> bool:
         deadline = time.monotonic() + 60
         while not done.is_set() and time.monotonic() < deadline:
-            if any(j.owner == name for j in registry.jobs((RUNNING,))):
+            if any(j.owner == name for j in registry.jobs.all((RUNNING,))):
                 return True
             time.sleep(0.1)
         return False

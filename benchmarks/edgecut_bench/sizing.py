@@ -97,7 +97,7 @@ def run(
 
 def _time_builds(server: object, result: SizingResult, n: int) -> None:
     from edgecut.server.fleet.app import FleetServer
-    from edgecut.server.fleet.jobs.manager import Event, Failed, Ready
+    from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
     from edgecut.server.spec import BuildSpec
     from edgecut.v1 import fleet_pb2 as pb
 
@@ -157,7 +157,8 @@ def _time_messages(server: object, host: str, port: int, result: SizingResult, k
                 topics.device_topic(dev, topics.NEEDS), msg.SerializeToString(), qos=1
             )
         _wait(
-            lambda: sum(1 for d in registry.devices() if d["offered_artifact_id"]) >= result.devices, "needs"
+            lambda: sum(1 for d in registry.devices.all() if d["offered_artifact_id"]) >= result.devices,
+            "needs",
         )
         result.needs_s = result.devices / (time.monotonic() - t)
         _say(f"{result.devices} devices send telemetry")
@@ -169,7 +170,7 @@ def _time_messages(server: object, host: str, port: int, result: SizingResult, k
             )
         _wait(
             lambda: (
-                sum(1 for d in registry.devices() if d["telemetry"].get("inference_count") in (7, "7"))
+                sum(1 for d in registry.devices.all() if d["telemetry"].get("inference_count") in (7, "7"))
                 >= result.devices
             ),
             "telemetry",

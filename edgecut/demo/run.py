@@ -29,10 +29,12 @@ from edgecut.agent.watch import AgentStalled
 from edgecut.broker import BROKER_ENV, EmbeddedBroker, mosquitto_path, port_open
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
+from edgecut.server.app import build_server
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.jobs.refiner import NOT_BETTER
 from edgecut.server.fleet.settings import ServerSettings
-from edgecut.server.fleet.state.registry import DONE, FAILED, refinement_key
+from edgecut.server.fleet.state.job_record import refinement_key
+from edgecut.server.fleet.state.schema import DONE, FAILED
 from edgecut.server.spec import spec_from_dict
 
 from .agents import AgentProcess, InferenceDriver
@@ -192,12 +194,12 @@ class Demo:
             workers=1,
             http=_free_or_any(opts.http),
         )
-        self.server = FleetServer(settings, self.engine, self.broker.kind).start()
+        self.server = build_server(settings, self.engine, self.broker.kind).start()
         if not self.server.wait_ready(15):
             raise DemoStalled("the fleet server's MQTT bridge did not subscribe within 15 s")
         self.result.ports.append(self.server.grpc_port)
         if self.server.dashboard is not None:
-            self.result.ports.append(self.server.dashboard.http.port)
+            self.result.ports.append(self.server.dashboard.port)
             self.result.dashboard = self.server.http_url
             self.log.say("server", f"dashboard: {self.server.http_url}/fleet (open it in a browser)", "bold")
         self.log.say(
@@ -219,7 +221,7 @@ class Demo:
         self._watcher.start()
 
     def _describe_job(self, key: str) -> str:
-        rec = self.server.registry.job(key) if self.server and self.server.registry else None
+        rec = self.server.registry.jobs.get(key) if self.server and self.server.registry else None
         if rec is None:
             return "?"
         spec = spec_from_dict(rec.spec)
@@ -423,14 +425,14 @@ class Demo:
             return f"refinement {n}"
         if not key or registry is None or self.engine is None:
             return None
-        job = registry.job(key)
+        job = registry.jobs.get(key)
         if job is None:
             return None
         if job.refinement >= 1:  # the server serves a refinement the device has not swapped in yet
             return None
         if self.engine.refinements(spec_from_dict(job.spec)) < 1:
             return "quick"
-        rec = registry.job(refinement_key(key, 1))
+        rec = registry.jobs.get(refinement_key(key, 1))
         if rec is None or rec.state not in (DONE, FAILED):
             return None
         if rec.state == DONE and rec.stage == NOT_BETTER:
@@ -455,16 +457,16 @@ class Demo:
         registry = self.server.registry if self.server else None
         if registry is None:
             return True
-        rec = registry.device(d.device_id) or {}
+        rec = registry.devices.get(d.device_id) or {}
         d.server_telemetry = bool(rec.get("telemetry"))
-        d.server_swaps = sum(1 for s in registry.swaps(d.device_id, limit=1000) if s["ok"])
+        d.server_swaps = sum(1 for s in registry.offers.swaps(d.device_id, limit=1000) if s["ok"])
         return d.server_telemetry and d.server_swaps >= d.swaps
 
     def _device_result(self, agent: AgentProcess) -> DeviceResult:
         samples = self.drivers[agent.device_id].samples if agent.device_id in self.drivers else []
         reg: dict[str, Any] = {}
         if self.server is not None and self.server.registry is not None:
-            reg = self.server.registry.device(agent.device_id) or {}
+            reg = self.server.registry.devices.get(agent.device_id) or {}
         trace = self.monitor.trace(agent.device_id) if self.monitor else None
         try:
             st = agent.status()

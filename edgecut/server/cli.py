@@ -44,7 +44,7 @@ def bench_installed() -> bool:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgecut.server import prune_cli
+    from edgecut.server import app, prune_cli
     from edgecut.server.fleet import cli as service_cli
     from edgecut.server.mtl import train_cli
 
@@ -56,4 +56,4 @@ def register(sub: argparse._SubParsersAction) -> None:
         importlib.import_module(f"{BENCH_PACKAGE}.commands").register(bench_sub)
     else:  # listed in --help; edgecut/cli.py answers `edgecut bench ...` with BENCH_HINT
         sub.add_parser("bench", help=f"benchmarks (not installed here: {BENCH_HINT})")
-    service_cli.register(sub)
+    service_cli.register(sub, app.build_server)

@@ -17,7 +17,7 @@ def test_a_failed_canary_is_rolled_back_and_the_rest_never_receive_it(live: Live
     baseline = {live.wait_serving(d, ["seg"]) for d in DEVICES}
     assert len(baseline) == 1
     (old,) = baseline
-    wait_until(lambda: all(live.registry.device(d)["telemetry"].get("inference_count") for d in DEVICES))
+    wait_until(lambda: all(live.registry.devices.get(d)["telemetry"].get("inference_count") for d in DEVICES))
     page.goto(live.url + "/builds")
     expect(page.locator("#rollouts")).to_contain_text("no rollout yet")
 

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.engine import load_engine
-from edgecut.server.fleet.state.registry import DONE, FAILED, REFINE
+from edgecut.server.fleet.state.schema import DONE, FAILED, REFINE
 from edgecut.server.mtl.sources import OFF
 from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut.server.spec import NO_FLOOR
@@ -70,7 +70,7 @@ def test_screenshots_of_the_three_pages(real: LiveFleet, page: Page, tmp_path: P
     registry = live.registry
     wait_until(
         lambda: (
-            (jobs := [j for j in registry.jobs() if j.kind == REFINE])
+            (jobs := [j for j in registry.jobs.all() if j.kind == REFINE])
             and len(jobs) >= 4
             and all(j.state in (DONE, FAILED) for j in jobs)
         ),

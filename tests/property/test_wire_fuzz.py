@@ -25,9 +25,9 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.serve import create_server as create_agent_api
 from edgecut.agent.settings import AgentSettings
-from edgecut.server.fleet import mqtt_bridge
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.link import mqtt_bridge
 from edgecut.server.fleet.link.mqtt_bridge import MqttBridge
 from edgecut.server.fleet.link.signer import FleetSigner
 from edgecut.server.fleet.policy.budget import BudgetPolicy
@@ -105,8 +105,8 @@ def test_any_payload_on_any_server_topic(bridge, leaf: str, device_id: str, data
             assert err.code != fleet_pb2.Error.INTERNAL, err.message
         assert len(body) <= topics.MAX_PAYLOAD
     # the registry still reads back, whole and JSON-clean
-    json.dumps(registry.devices(), default=str)
-    assert registry.jobs() is not None
+    json.dumps(registry.devices.all(), default=str)
+    assert registry.jobs.all() is not None
 
 
 @pytest.fixture(scope="module")
@@ -252,12 +252,12 @@ def test_a_flood_of_invalid_device_ids_is_logged_once_with_a_count(bridge, caplo
     flooded the server's log."""
     b, _ = bridge
     b._bad_ids, b._bad_ids_said = 0, -mqtt_bridge.BAD_ID_LOG_S
-    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.mqtt_bridge"):
+    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.link.mqtt_bridge"):
         for i in range(500):
             _deliver(b, topics.device_topic(f"bad%{i:03d}", topics.NEEDS), b"")
     assert len(caplog.records) == 1 and "not a valid device id" in caplog.text
     b._bad_ids_said -= mqtt_bridge.BAD_ID_LOG_S  # a minute later
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.mqtt_bridge"):
+    with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.link.mqtt_bridge"):
         _deliver(b, topics.device_topic("bad%x", topics.NEEDS), b"")
     assert len(caplog.records) == 1 and "499 more such messages since the last report" in caplog.text

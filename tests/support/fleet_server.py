@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
+from edgecut.server.app import build_server
 from edgecut.server.fleet.app import FleetServer
 from edgecut.server.fleet.settings import ServerSettings
 from edgecut.v1 import fleet_pb2 as pb
@@ -34,7 +35,7 @@ def settings(state_dir: Path, broker_url: str = "", **kw: Any) -> ServerSettings
 
 
 def start_server(state_dir: Path, engine: OnnxTestEngine, broker_url: str = "", **kw: Any) -> FleetServer:
-    server = FleetServer(settings(state_dir, broker_url, **kw), engine).start()
+    server = build_server(settings(state_dir, broker_url, **kw), engine).start()
     if not server.wait_ready(WAIT_S):
         server.stop()
         raise TimeoutError(f"fleet server's MQTT bridge did not subscribe within {WAIT_S:g} s")

@@ -121,7 +121,7 @@ class LiveFleet:
 
     def swapped_to(self, device_id: str) -> list[str]:
         """Every artifact the server recorded this device swapping to (ok swaps), oldest first."""
-        return [s["artifact_id"] for s in self.registry.swaps(device_id, limit=1000)[::-1] if s["ok"]]
+        return [s["artifact_id"] for s in self.registry.offers.swaps(device_id, limit=1000)[::-1] if s["ok"]]
 
     # -- the dashboard's API, as a browser on this machine uses it ---------------------------------
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecut.broker import die_with_parent
+from edgecut.server.app import build_server
 
 from .waiting import WAIT_S
 
@@ -42,7 +43,6 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
-    from edgecut.server.fleet.app import FleetServer
     from edgecut.server.fleet.settings import ServerSettings
     from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
 
@@ -67,7 +67,7 @@ def main() -> int:
             return built
 
     engine = LoggedEngine(settings.state_dir / "work", delay=args.delay, pad_bytes=args.pad_bytes)
-    server = FleetServer(settings, engine).start()
+    server = build_server(settings, engine).start()
     if not server.wait_ready(WAIT_S):
         print("NOT READY", flush=True)
         return 1

@@ -42,7 +42,7 @@ def test_budget_parse_and_errors() -> None:
 
 def test_each_work_topic_has_its_own_shared_group() -> None:
     """iotcore keeps one filter per shared group and client: one group for all would lose messages."""
-    from edgecut.server.fleet.link.mqtt_bridge import server_subscriptions
+    from edgecut.server.fleet.link.broker import server_subscriptions
 
     subs = dict(server_subscriptions("fleet-a"))
     groups = [f.split("/")[1] for f in subs if f.startswith("$share/")]

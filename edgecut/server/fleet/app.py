@@ -1,7 +1,8 @@
 """One fleet server in-process: registry + store + jobs + gRPC + MQTT bridge, with start() / stop().
 
 Beside them: the fleet's events (`observers`), the history they are recorded into, staged rollouts
-(the bridge's offer gate) and, with `http` set, the dashboard (edgecut.server.web, imported only then).
+(the bridge's offer gate) and, with `http` set, a front end started by the `dashboard` hook it is given:
+edgecut.server.app (the composition root) passes the web dashboard; this package never imports web/.
 Used by `edgecut server`, the demo and the tests (which bind gRPC to 127.0.0.1:0).
 """
 
@@ -10,19 +11,22 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
 from edgecut import tls
+from edgecut.errors import ConfigError
 from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.events import Observers
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.link.broker import BrokerAuth
 from edgecut.server.fleet.link.grpc_api import SERVICE_NAME, FleetServicer, create_server
-from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth, MqttBridge
+from edgecut.server.fleet.link.mqtt_bridge import MqttBridge
 from edgecut.server.fleet.link.signer import FleetSigner
 from edgecut.server.fleet.policy.broker_load import BrokerLoad
 from edgecut.server.fleet.policy.budget import BudgetPolicy
@@ -32,20 +36,47 @@ from edgecut.server.fleet.settings import ServerSettings
 from edgecut.server.fleet.state.history import FleetHistory
 from edgecut.server.fleet.state.history_recorder import HistoryRecorder
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.store import Store, open_store
+from edgecut.server.fleet.state.store import Store
+from edgecut.server.fleet.state.store_backends import open_store
 from edgecut.server.spec import Engine
-
-if TYPE_CHECKING:
-    from edgecut.server.web.app import Dashboard
 
 logger = logging.getLogger(__name__)
 
 
+class Frontend(Protocol):
+    """What the server needs of a front end it starts (the web dashboard): its URL and port, and a stop."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+
+# Starts a front end for a server whose registry, store and history are open (called from start()).
+FrontendFactory = Callable[["FleetServer"], Frontend]
+
+
 class FleetServer:
-    def __init__(self, settings: ServerSettings, engine: Engine, embedded_broker: str = "") -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        engine: Engine,
+        embedded_broker: str = "",
+        dashboard: FrontendFactory | None = None,
+    ) -> None:
         """`embedded_broker`: the kind of broker edgecut started for this server (the demo, the benches),
-        "" for an external one; on the embedded iotcore broker the server warns past what it serves well."""
+        "" for an external one; on the embedded iotcore broker the server warns past what it serves well.
+        `dashboard`: starts the front end that `settings.http` asks for (edgecut.server.app passes it)."""
+        if settings.http and dashboard is None:
+            raise ConfigError(
+                f"http is set ({settings.http}) but this server has no dashboard to serve: "
+                "start it through edgecut.server.app.build_server"
+            )
         self.settings, self.engine = settings, engine
+        self._start_dashboard = dashboard
         self.registry: Registry | None = None
         self.store: Store | None = None
         self.jobs: JobManager | None = None
@@ -67,7 +98,7 @@ class FleetServer:
         self.recorder: HistoryRecorder | None = None
         self.rollouts: RolloutManager | None = None
         self.commands: CommandDesk | None = None
-        self.dashboard: Dashboard | None = None
+        self.dashboard: Frontend | None = None
 
     def start(self) -> FleetServer:
         try:
@@ -147,8 +178,8 @@ class FleetServer:
             )
             if s.rollout.enabled:
                 self.rollouts = RolloutManager(registry, store, s.rollout, observers)
-                self.bridge.offer_gate = self.rollouts.gate
-                self.bridge.refinement_hold = self.rollouts.refinements_held
+                self.bridge.delivery.offer_gate = self.rollouts.gate
+                self.bridge.delivery.refinement_hold = self.rollouts.refinements_held
                 observers.add(self.rollouts)
             engine = self.engine
             self.commands = CommandDesk(
@@ -159,10 +190,8 @@ class FleetServer:
                 observers,
             )
             observers.add(self.commands)
-        if s.http:
-            from edgecut.server.web.app import start_dashboard  # FastAPI, uvicorn: only when asked for
-
-            self.dashboard = start_dashboard(self, s.http)
+        if s.http and self._start_dashboard is not None:
+            self.dashboard = self._start_dashboard(self)
         self.grpc_server.start()
         jobs.start()
         if lim.scrub_interval_s > 0:
@@ -171,7 +200,7 @@ class FleetServer:
             self._scrubber.start()
         if self.bridge is not None:
             if self.rollouts is not None:
-                self.rollouts.start(self.bridge)
+                self.rollouts.start(self.bridge.delivery)
             self.bridge.start()
         logger.info(
             "fleet server %s: gRPC %s%s (devices told %s), broker %s, registry %s, store %s, base model %s, "
@@ -209,7 +238,7 @@ class FleetServer:
             if jobs is None:
                 return
             try:
-                bad = jobs.scrub()
+                bad = jobs.scrubber.scrub()
             except Exception:
                 logger.exception("store scrub failed")
                 continue

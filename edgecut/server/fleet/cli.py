@@ -10,19 +10,30 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecut.errors import ConfigError, EdgecutError
 from edgecut.server.cliopts import add_data, add_floor, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
 
+if TYPE_CHECKING:
+    from edgecut.server.fleet.app import FleetServer
+    from edgecut.server.fleet.settings import ServerSettings
+    from edgecut.server.spec import Engine
+
+    ServerBuilder = Callable[[ServerSettings, Engine], FleetServer]
+
 logger = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `edgecut server`, `keygen`, `command` and `health`."""
+def register(sub: argparse._SubParsersAction, build_server: ServerBuilder | None = None) -> None:
+    """Add `edgecut server`, `keygen`, `command` and `health`.
+
+    `build_server` makes the server `edgecut server` runs: edgecut.server.app's, which wires the
+    dashboard (this package never imports web/); without it, a server with `http` set is refused."""
     p = sub.add_parser(
         "server",
         help="run the fleet service: gRPC (RequestModel, DownloadModel) + MQTT bridge",
@@ -52,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dashboard, JSON API and /metrics on host:port, e.g. 127.0.0.1:8080 (default off; 'off' disables)",
     )
     p.add_argument("--config", type=Path, help="YAML settings file")
-    p.set_defaults(handler=run_server)
+    p.set_defaults(handler=run_server, build_server=build_server)
     m = p.add_subparsers(title="maintenance", metavar="migrate").add_parser(
         "migrate",
         help="upgrade the registry database's schema to this edgecut's newest revision, then exit",
@@ -154,7 +165,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
-    server = FleetServer(settings, engine).start()
+    build: ServerBuilder = getattr(args, "build_server", None) or FleetServer
+    server = build(settings, engine).start()
     dashboard = f"dashboard {server.http_url}/fleet, " if server.http_url else ""
     print(
         f"edgecut server: gRPC {settings.grpc} (devices told {server.grpc_address}), "
@@ -174,8 +186,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    from edgecut.server.fleet.registry import Registry
     from edgecut.server.fleet.settings import load_settings
+    from edgecut.server.fleet.state.registry import Registry
 
     settings = load_settings(args.config, {"registry_url": args.url, "state_dir": args.state_dir})
     if not settings.registry_url:
@@ -226,7 +238,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from edgecut.server.fleet.commands import client as commands
-    from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
+    from edgecut.server.fleet.link.broker import BrokerAuth
     from edgecut.signing import load_signing_key
 
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

@@ -31,8 +31,8 @@ from pydantic import (
 
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.jobs.rollout_policy import RolloutSettings
+from edgecut.server.fleet.link.broker import parse_broker_url
 from edgecut.server.fleet.link.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
-from edgecut.server.fleet.link.mqtt_bridge import parse_broker_url
 from edgecut.server.fleet.policy.budget import DeviceClassBudget
 from edgecut.server.fleet.policy.limits import LimitSettings
 from edgecut.server.fleet.state.history import DEFAULT_KEEP_SAMPLES

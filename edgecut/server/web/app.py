@@ -1,4 +1,4 @@
-"""The dashboard's ASGI app: pages, the JSON API, SSE and /metrics; `Dashboard` wires it to a fleet server.
+"""The dashboard's ASGI app: pages, the JSON API, SSE and /metrics; `Dashboard` wires it to a fleet's parts.
 
 `Dashboard` subscribes the hub (SSE) and the metrics to the fleet's events and serves the app with
 uvicorn on its own thread (server.py). FastAPI's interactive docs are off: they load their scripts
@@ -8,14 +8,21 @@ from a CDN, and the dashboard must work offline; the OpenAPI schema is at /api/v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 
 from edgecut import __version__
-from edgecut.server.fleet.policy.budget import FALLBACK
+from edgecut.server.fleet.commands.desk import CommandDesk
+from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.policy.budget import FALLBACK, BudgetPolicy
+from edgecut.server.fleet.settings import ServerSettings
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import Store
 from edgecut.server.web import api, commands_api, pages
 from edgecut.server.web.auth import AllowedHosts
 from edgecut.server.web.context import User, WebContext
@@ -24,10 +31,28 @@ from edgecut.server.web.metrics import FleetMetrics
 from edgecut.server.web.server import HttpServer, HttpTls
 from edgecut.server.web.views import Views
 
-if TYPE_CHECKING:
-    from edgecut.server.fleet.app import FleetServer
-
 STATIC = Path(__file__).parent / "static"
+
+
+class Fleet(Protocol):
+    """The parts of a running fleet server the dashboard reads and watches (edgecut.server.app hands it one)."""
+
+    @property
+    def settings(self) -> ServerSettings: ...
+    @property
+    def registry(self) -> Registry | None: ...
+    @property
+    def store(self) -> Store | None: ...
+    @property
+    def history(self) -> FleetHistory | None: ...
+    @property
+    def rollouts(self) -> RolloutManager | None: ...
+    @property
+    def commands(self) -> CommandDesk | None: ...
+    @property
+    def policy(self) -> BudgetPolicy: ...
+    @property
+    def observers(self) -> Observers: ...
 
 
 def create_app(ctx: WebContext) -> FastAPI:
@@ -59,6 +84,10 @@ class Dashboard:
     def url(self) -> str:
         return self.http.url
 
+    @property
+    def port(self) -> int:
+        return self.http.port
+
     def start(self) -> Dashboard:
         self.http.start()
         return self
@@ -68,7 +97,7 @@ class Dashboard:
         self.http.stop()
 
 
-def start_dashboard(fleet: FleetServer, address: str) -> Dashboard:
+def start_dashboard(fleet: Fleet, address: str) -> Dashboard:
     """Subscribe the SSE hub and the metrics to `fleet`'s events and serve the dashboard on `address`."""
     assert fleet.registry is not None and fleet.store is not None and fleet.history is not None
     hub = EventHub()

@@ -19,7 +19,8 @@ from edgecut.model_meta import ModelMeta
 from edgecut.server.fleet.jobs.rollout import RolloutManager
 from edgecut.server.fleet.jobs.rollout_policy import CANARY
 from edgecut.server.fleet.state.history import FleetHistory
-from edgecut.server.fleet.state.registry import QUEUED, RUNNING, Registry, SwapRow
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import QUEUED, RUNNING, SwapRow
 from edgecut.server.fleet.state.store import Store
 from edgecut.server.mtl.metric_names import DELTA_M_METRICS, LOWER_IS_BETTER, PRIMARY, task_change
 from edgecut.server.web.events import EventHub
@@ -64,7 +65,7 @@ class Views:
     # -- fleet ---------------------------------------------------------------------------------
 
     def fleet(self, status: str = "", device_class: str = "", task: str = "") -> dict[str, Any]:
-        devices = self.registry.devices()
+        devices = self.registry.devices.all()
         swapped = self._last_swaps()
         roles = self._rollout_roles()
         rows = [self._summary(d, swapped.get(d["device_id"]), roles.get(d["device_id"])) for d in devices]
@@ -102,7 +103,7 @@ class Views:
     def class_counts(self) -> dict[str, tuple[int, int]]:
         """device class -> (online, known), for the metrics."""
         out: dict[str, tuple[int, int]] = {}
-        for d in self.registry.devices():
+        for d in self.registry.devices.all():
             online, known = out.get(d["device_class"] or "unknown", (0, 0))
             out[d["device_class"] or "unknown"] = (online + (d["status"] == "online"), known + 1)
         return out
@@ -185,10 +186,10 @@ class Views:
     # -- one device ----------------------------------------------------------------------------
 
     def device(self, device_id: str) -> dict[str, Any] | None:
-        d = self.registry.device(device_id)
+        d = self.registry.devices.get(device_id)
         if d is None:
             return None
-        swaps = self.registry.swaps(device_id, limit=50)
+        swaps = self.registry.offers.swaps(device_id, limit=50)
         last_ok = next((s["at"] for s in swaps if s["ok"]), None)
         out = self._summary(d, last_ok, self._rollout_roles().get(device_id))
         meta = self.meta(d["artifact_id"])
@@ -209,8 +210,8 @@ class Views:
     def builds(self, limit: int = 50) -> dict[str, Any]:
         now = time.time()
         active = []
-        queued_keys = [j.build_key for j in self.registry.jobs((QUEUED,))]
-        for j in self.registry.jobs((QUEUED, RUNNING)):
+        queued_keys = [j.build_key for j in self.registry.jobs.all((QUEUED,))]
+        for j in self.registry.jobs.all((QUEUED, RUNNING)):
             live = self.hub.job_progress(j.build_key) or {}
             active.append(
                 {

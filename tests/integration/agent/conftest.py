@@ -61,10 +61,10 @@ class Fleet:
 
     def swaps(self, device_id: str) -> list[dict[str, Any]]:
         """The swap reports the server recorded for the device, oldest first."""
-        return self.registry.swaps(device_id)[::-1]
+        return self.registry.offers.swaps(device_id)[::-1]
 
     def device(self, device_id: str) -> dict[str, Any]:
-        return self.registry.device(device_id) or {}
+        return self.registry.devices.get(device_id) or {}
 
     def prebuild(self, agent: Agent, tasks: list[str]) -> fleet_pb2.ModelReady:
         """Have the server build and store the model it would offer `agent` for `tasks`.

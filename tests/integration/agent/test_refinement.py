@@ -69,7 +69,7 @@ def test_quick_model_then_refinements_hot_swap_with_no_failed_request(make_agent
     assert prov["build_key"] and prov["refinement"] == 2
     # the server's records: the key serves refinement 2; each refinement was a signed offer to the device
     key = prov["build_key"]
-    rec = fleet.registry.job(key)
+    rec = fleet.registry.jobs.get(key)
     assert rec is not None and (rec.artifact_id, rec.refinement) == (final, 2)
     assert wait_until(lambda: fleet.device(agent.device_id)["artifact_id"] == final)
     assert all(r["ok"] for r in fleet.swaps(agent.device_id))

@@ -127,7 +127,7 @@ def test_a_plaintext_grpc_caller_never_obtains_an_offer_another_device_would_tak
         ready = list(stub_.RequestModel(request, timeout=WAIT_S))[-1].ready
     assert ready.artifact_id and ready.artifact_id != serving_before  # the caller gets its answer ...
     assert not ready.manifest and not ready.signature.signature  # ... but no fleet signature
-    assert not fleet.registry.was_offered(agent.device_id, ready.artifact_id)
+    assert not fleet.registry.offers.was_offered(agent.device_id, ready.artifact_id)
     # published as the device's offer (current needs seq in its plain fields): refused and reported
     ready.device_id, ready.needs_seq = agent.device_id, agent.tasks.seq
     publish_as(attacker, agent.device_id, topics.MODEL, ready.SerializeToString(), retain=True)

@@ -28,9 +28,9 @@ from edgecut import topics
 from edgecut.agent.agent import Agent
 from edgecut.agent.settings import AgentSettings
 from edgecut.broker import mosquitto_path
-from edgecut.server.fleet.app import FleetServer
+from edgecut.server.app import build_server
 from edgecut.server.fleet.commands import client as commands
-from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth
+from edgecut.server.fleet.link.broker import BrokerAuth
 from edgecut.server.fleet.settings import load_settings
 from tests.support.keys import fleet_key, fleet_key_path, operator_key, operator_key_path
 from tests.support.onnx_engine import OnnxTestEngine
@@ -83,7 +83,7 @@ class DeployedFleet:
         operator_key()  # the key file the server signs with and the agents trust
         settings = load_settings(config, local, environ={"EDGECUT_HTTP_USERS": users_env})
         assert settings.http_allowed_hosts and settings.share_group == "edgecut"  # the ConfigMap's, kept
-        self.server = FleetServer(settings, OnnxTestEngine(root / "engine")).start()
+        self.server = build_server(settings, OnnxTestEngine(root / "engine")).start()
         assert self.server.wait_ready(WAIT_S), "the server did not subscribe through the shipped ACL"
         self.agents: dict[str, Agent] = {}
         self.clients: list[Client] = []
@@ -203,7 +203,12 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
     assert fleet.server.registry is not None
     # the server's record of cam-b once its swap report and state have landed (they follow the swap)
     before = wait_until(
-        lambda: (d := fleet.server.registry.device("cam-b")) and d["artifact_id"] and d["serving_tasks"] and d
+        lambda: (
+            (d := fleet.server.registry.devices.get("cam-b"))
+            and d["artifact_id"]
+            and d["serving_tasks"]
+            and d
+        )
     )
 
     # cam-a's own certificate (a second connection, so the agent keeps its own)
@@ -226,7 +231,7 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
         )
     )
     assert landed["state"] == "ok" and landed["device_id"] == "cam-b"
-    after = fleet.server.registry.device("cam-b") if fleet.server.registry else None
+    after = fleet.server.registry.devices.get("cam-b") if fleet.server.registry else None
     assert before is not None and after is not None
     kept = ("needs_tasks", "needs_seq", "device_class", "status", "artifact_id", "serving_tasks")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}

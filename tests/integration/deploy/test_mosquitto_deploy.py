@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
 from edgecut.broker import mosquitto_path
-from edgecut.server.fleet.link.mqtt_bridge import server_subscriptions
+from edgecut.server.fleet.link.broker import server_subscriptions
 from tests.support.secure_broker import Client, Pki, SecureBroker
 
 pytestmark = [

@@ -50,7 +50,7 @@ def test_needs_older_than_the_latest_are_ignored(server: FleetServer, devices) -
     answer = dev.model_ready()
     assert answer.needs_seq == 6 and list(answer.tasks) == ["edges"]  # never an answer to seq 3
     assert server.registry is not None
-    rec = server.registry.device("pi-1")
+    rec = server.registry.devices.get("pi-1")
     assert rec is not None and rec["needs_seq"] == 6 and rec["needs_tasks"] == ["edges"]
     # a device whose state was wiped starts again at seq 1, but sends it later: that counts
     dev.needs(["count"], seq=1, sent_unix_ms=4000)
@@ -73,7 +73,7 @@ def test_out_of_range_numbers_are_refused_naming_the_field(server: FleetServer, 
         dev.needs(["seg"], **kw)
         err = dev.error()
         assert err.code == pb.Error.INVALID_FIELD and name in err.message, (fields, err)
-    assert server.registry is not None and server.registry.device("pi-2") is not None
+    assert server.registry is not None and server.registry.devices.get("pi-2") is not None
     channel, fleet = stub(server.grpc_address)
     try:
         for budget, name in (
@@ -111,7 +111,9 @@ def test_build_flooding_is_bounded(server: FleetServer, engine: OnnxTestEngine, 
     # 20 messages with priorities 1.01 ... 1.20 made 20 builds; they are all one bucket now
     for i in range(20):
         dev.needs(["seg", "depth"], seq=i + 1, priorities={"seg": 1.0 + (i + 1) / 100})
-    wait_until(lambda: ((server.registry and server.registry.device("pi-4")) or {}).get("needs_seq") == 20)
+    wait_until(
+        lambda: ((server.registry and server.registry.devices.get("pi-4")) or {}).get("needs_seq") == 20
+    )
     assert dev.model_ready().needs_seq in range(1, 21)
     wait_until(lambda: not server.jobs.active())  # type: ignore[union-attr]
     assert len(engine.builds) == 1

@@ -53,9 +53,9 @@ def test_sustained_latency_drift_retailors_only_that_device(
         assert smaller.build_key != first.build_key
         reg = server.registry
         assert reg is not None
-        assert reg.device("hot-pi")["latency_slowdown"] > 1.5
-        assert reg.device("cool-pi")["latency_slowdown"] == 0.0  # nobody else's budget changed
-        assert reg.device("cool-pi")["offered_artifact_id"] == first.artifact_id
+        assert reg.devices.get("hot-pi")["latency_slowdown"] > 1.5
+        assert reg.devices.get("cool-pi")["latency_slowdown"] == 0.0  # nobody else's budget changed
+        assert reg.devices.get("cool-pi")["offered_artifact_id"] == first.artifact_id
         # its needs sent again (a reconnect) keep the tighter budget (the class model may have learnt
         # a little meanwhile, so the exact build can differ, never the slowdown)
         hot.needs(["seg"], seq=2, max_latency_ms=0.2)

@@ -8,7 +8,7 @@ import sys
 import psycopg
 import pytest
 
-from edgecut.server.fleet import migrations
+from edgecut.server.fleet.state import migrations
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import WAIT_S, wait_until
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from edgecut.broker import EmbeddedBroker
-from edgecut.server.fleet.state.registry import DONE, FAILED, RUNNING, Registry
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, FAILED, RUNNING
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import Device, download, sha256, stub
 from tests.support.postgres import PostgresServer
@@ -98,7 +99,7 @@ def test_two_hundred_devices_with_four_needs_cause_four_builds_across_two_replic
 
     builds = fleet.builds()
     assert len(builds) == 4 and len({k for _, k in builds}) == 4, builds  # single flight across replicas
-    jobs = fleet.reg().jobs()
+    jobs = fleet.reg().jobs.all()
     assert len(jobs) == 4 and {j.state for j in jobs} == {DONE} and {j.attempts for j in jobs} == {1}
     by_tasks: dict[tuple[str, ...], set[str]] = {}
     for d in devices:
@@ -125,21 +126,21 @@ def test_a_replica_killed_mid_build_loses_its_job_to_the_other(fleet: Fleet) -> 
     reg = fleet.reg()
 
     def on_record() -> bool:  # waiting, or answered already
-        answered = {d["device_id"] for d in reg.devices() if d["build_key"]}
-        return len(set(reg.waiting()) | answered) == 40
+        answered = {d["device_id"] for d in reg.devices.all() if d["build_key"]}
+        return len(set(reg.waiters.waiting()) | answered) == 40
 
     wait_until(on_record)  # every device's needs are on record before anything is killed
     mid_build = wait_until(
-        lambda: [j for j in reg.jobs((RUNNING,)) if j.owner and j.stage in ("pruning", "recovery")]
+        lambda: [j for j in reg.jobs.all((RUNNING,)) if j.owner and j.stage in ("pruning", "recovery")]
     )
     victim_key, victim = mid_build[0].build_key, mid_build[0].owner
-    waiting_for_victim = {d for d, k in reg.waiting().items() if k == victim_key}
+    waiting_for_victim = {d for d, k in reg.waiters.waiting().items() if k == victim_key}
     fleet.replicas[victim].kill()
     killed_at = time.monotonic()
 
     answers = {d.device_id: d.model_ready(timeout=WAIT_S * 3) for d in devices}
     assert len(answers) == 40
-    job = reg.job(victim_key)
+    job = reg.jobs.get(victim_key)
     assert job is not None and job.state == DONE and job.attempts == 2  # taken over once
     survivor = next(n for n in fleet.replicas if n != victim)
     builders = [r for r, k in fleet.builds() if k == victim_key]
@@ -166,7 +167,7 @@ def test_a_replica_stalled_mid_build_cannot_record_the_job_another_one_took_over
     assert {m.grpc_address for m in answers.values()} == {b.grpc_address}  # b answered everyone
     assert time.monotonic() - stalled_at >= lease_s  # b took a's job only once its lease ran out
     reg = fleet.reg()
-    job = reg.job(key)
+    job = reg.jobs.get(key)
     assert job is not None and job.state == DONE and job.attempts == 2
     b_artifact = job.artifact_id
     assert b_artifact in {m.artifact_id for m in answers.values()}
@@ -180,13 +181,13 @@ def test_a_replica_stalled_mid_build_cannot_record_the_job_another_one_took_over
         return text if refused in text or f"job {key} ready" in text else ""
 
     log = wait_until(settled)
-    job = reg.job(key)
+    job = reg.jobs.get(key)
     assert job is not None and (job.state, job.artifact_id, job.owner) == (DONE, b_artifact, "")
     assert refused in log and f"job {key} ready" not in log  # dropped, and nobody answered from it
     assert [r for r, k in fleet.builds() if k == key] == ["replica-a", "replica-b"]
     # nothing lost: every device is on record with the answer it got, each for its own tasks
     for d in devices:
-        rec = reg.device(d.device_id)
+        rec = reg.devices.get(d.device_id)
         assert rec is not None and rec["offered_artifact_id"] == answers[d.device_id].artifact_id
         want = tuple(sorted(NEEDS[int(d.device_id[4:]) % len(NEEDS)]))
         assert tuple(answers[d.device_id].tasks) == want
@@ -197,12 +198,12 @@ def test_a_build_that_keeps_crashing_its_replicas_fails_and_the_device_is_told(f
     a = fleet.start_replica("replica-a", delay=WAIT_S, lease_s=lease_s, job_max_crashes=1)
     (device,) = fleet.ask(1)
     reg = fleet.reg()
-    running = wait_until(lambda: [j for j in reg.jobs((RUNNING,)) if j.owner == "replica-a"])
+    running = wait_until(lambda: [j for j in reg.jobs.all((RUNNING,)) if j.owner == "replica-a"])
     a.kill()  # the build took its replica down (once is the cap here)
     b = fleet.start_replica("replica-b", delay=0.5, lease_s=lease_s, job_max_crashes=1)
     err = device.error(timeout=WAIT_S * 2)
     assert err.code == pb.Error.BUILD_FAILED and "stopped its server once" in err.message
-    job = reg.job(running[0].build_key)
+    job = reg.jobs.get(running[0].build_key)
     assert job is not None and job.state == FAILED and job.crashes == 1
     assert [r for r, _ in fleet.builds()] == ["replica-a"]  # b did not build it again
     # asking again is a new request: built, and answered

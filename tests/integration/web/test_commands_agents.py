@@ -27,7 +27,7 @@ def test_set_tasks_pin_rollback_and_unpin_land_on_the_device(live: LiveFleet) ->
 
     assert live.command("dev-a", "pin")["state"] == "ok"
     assert agent.status().pinned_artifact_id == seg_depth
-    wait_until(lambda: live.registry.device("dev-a")["pinned_artifact_id"] == seg_depth)
+    wait_until(lambda: live.registry.devices.get("dev-a")["pinned_artifact_id"] == seg_depth)
 
     c = live.command("dev-a", "rollback")  # the previous model, pinned
     assert c["state"] == "ok", c

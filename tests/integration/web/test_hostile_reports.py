@@ -81,7 +81,7 @@ def test_device_ids_that_no_agent_may_have_are_refused_from_topics(
             pb.Telemetry(inference_count=1).SerializeToString(),
             qos=1,
         )
-        wait_until(lambda: live.registry.device(ok))
+        wait_until(lambda: live.registry.devices.get(ok))
         wait_until(
             lambda: sum("not a valid device id" in r.getMessage() for r in caplog.records) >= 3 * len(bad_ids)
         )

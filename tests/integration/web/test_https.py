@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.server.fleet.app import FleetServer
+from edgecut.server.app import build_server
 from tests.support.certs import TestCA
 from tests.support.fleet_server import settings
 from tests.support.onnx_engine import OnnxTestEngine
@@ -35,7 +35,7 @@ def test_https_and_mutual_tls(tmp_path: Path) -> None:
         http_tls_key=server_pair.key,
         http_client_ca=ca.path,
     )
-    with FleetServer(s, OnnxTestEngine(tmp_path / "engine")) as server:
+    with build_server(s, OnnxTestEngine(tmp_path / "engine")) as server:
         url = server.http_url + "/api/v1/devices"
         assert url.startswith("https://127.0.0.1:")
         anonymous = ssl.create_default_context(cafile=str(ca.path))
@@ -59,4 +59,4 @@ def test_a_missing_certificate_file_is_a_clear_error(tmp_path: Path) -> None:
         http_tls_key=tmp_path / "k",
     )
     with pytest.raises(ConfigError, match=r"nope\.pem does not exist"):
-        FleetServer(s, OnnxTestEngine(tmp_path / "engine")).start()
+        build_server(s, OnnxTestEngine(tmp_path / "engine")).start()

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from edgecut.server.fleet.lanes import Lanes
+from edgecut.server.fleet.link.lanes import Lanes
 
 
 def _wait(cond, what: str, timeout: float = 30.0) -> None:

@@ -26,13 +26,13 @@ from sqlalchemy import (
 )
 
 from edgecut.cli import main as edgecut_main
-from edgecut.server.fleet import migrations
-from edgecut.server.fleet.command_desk import CommandDesk, open_operator_key
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.rollout import RolloutManager
-from edgecut.server.fleet.rollout_policy import RolloutSettings
-from edgecut.server.fleet.store import LocalStore
+from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
+from edgecut.server.fleet.jobs.rollout import RolloutManager
+from edgecut.server.fleet.jobs.rollout_policy import RolloutSettings
+from edgecut.server.fleet.state import migrations
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import LocalStore
 from tests.support.postgres import PostgresServer
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "release_0_1"
@@ -182,7 +182,7 @@ def diff(reg: Registry, metadata: MetaData) -> list[Any]:
 
 
 def test_the_models_match_the_newest_revision(fresh: Registry) -> None:
-    """Fails when a model changes without a revision in edgecut/server/fleet/migrations/versions."""
+    """Fails when a model changes without a revision in edgecut/server/fleet/state/migrations/versions."""
     assert diff(fresh, migrations.metadata()) == []
     fresh.close()
 

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from edgecut.server.errors import ImpossibleBudgetError, InvalidFieldError
-from edgecut.server.fleet.budget_policy import BudgetPolicy
-from edgecut.server.fleet.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES
-from edgecut.server.fleet.requests import (
+from edgecut.server.fleet.link.requests import (
     MAX_TASK_NAME,
     MAX_TASKS,
     check_telemetry,
     needs_decision,
     request_spec,
 )
+from edgecut.server.fleet.policy.budget import BudgetPolicy
+from edgecut.server.fleet.policy.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES
 from edgecut.server.spec import Budget, BuildSpec
 from edgecut.v1 import fleet_pb2 as pb
 

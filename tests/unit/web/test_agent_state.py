@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgecut.server.fleet.history import FleetHistory
-from edgecut.server.fleet.registry import Registry
-from edgecut.server.fleet.store import LocalStore
-from edgecut.server.fleet.wire import to_dict
+from edgecut.server.fleet.link.wire import to_dict
+from edgecut.server.fleet.state.history import FleetHistory
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.web.events import EventHub
 from edgecut.server.web.views import Views
 from edgecut.v1 import fleet_pb2 as pb

@@ -14,7 +14,8 @@ from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.events import FleetEvent
 from edgecut.server.fleet.state.history import FleetHistory
 from edgecut.server.fleet.state.history_recorder import HistoryRecorder
-from edgecut.server.fleet.state.registry import REFINE, Registry
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import REFINE
 from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from edgecut.server.web.app import STATIC, create_app
@@ -63,14 +64,16 @@ class Web:
     def device(
         self, device_id: str, cls: str, tasks: list[str], status: str = "online", serving: bool = True
     ) -> None:
-        self.registry.record_needs(
+        self.registry.devices.record_needs(
             device_id, tasks, 1, {}, {"cpu_count": 4, "arch": "aarch64"}, cls, "macs=0.3"
         )
         aid = self.artifact if serving else ""
-        self.registry.record_state(device_id, status, aid, ["depth", "seg"] if serving else [], "0.1.0")
+        self.registry.devices.record_state(
+            device_id, status, aid, ["depth", "seg"] if serving else [], "0.1.0"
+        )
         if serving:
-            self.registry.record_swap(device_id, aid, True, "", "", 12.0)
-            self.registry.record_telemetry(
+            self.registry.offers.record_swap(device_id, aid, True, "", "", 12.0)
+            self.registry.devices.record_telemetry(
                 device_id, {"artifact_id": aid, "latency_p50_ms": 3.0, "latency_p95_ms": 5.0}
             )
 
@@ -141,8 +144,8 @@ def test_a_trade_off_on_the_served_model_is_said_on_the_device_page(web: Web, tm
     said = "depth -7.2 % against the full model while seg stays within 5 % at this budget"
     built.meta.trade_off = said
     aid = web.store.put_file(built.onnx_path, built.meta).artifact_id
-    web.registry.record_needs("pi-t", ["seg", "depth"], 1, {}, {"cpu_count": 4}, "rpi4", "macs=0.5")
-    web.registry.record_state("pi-t", "online", aid, ["depth", "seg"], "0.1.0")
+    web.registry.devices.record_needs("pi-t", ["seg", "depth"], 1, {}, {"cpu_count": 4}, "rpi4", "macs=0.5")
+    web.registry.devices.record_state("pi-t", "online", aid, ["depth", "seg"], "0.1.0")
     assert web.client.get("/api/v1/devices/pi-t").json()["trade_off"] == said
     page = web.client.get("/devices/pi-t").text
     assert "trade-off:" in page and said in page
@@ -158,7 +161,7 @@ def test_the_model_says_which_version_of_its_build_it_is(web: Web, tmp_path: Pat
         built = engine.refine(spec, Refinement(web.artifact, quick.meta, n), lambda *_: None)
         assert built is not None
         aid = web.store.put_file(built.onnx_path, built.meta).artifact_id
-        web.registry.record_state("pi-a", "online", aid, ["depth", "seg"], "0.1.0")
+        web.registry.devices.record_state("pi-a", "online", aid, ["depth", "seg"], "0.1.0")
         assert web.client.get("/api/v1/devices/pi-a").json()["model"]["version"] == said
         assert said in web.client.get("/devices/pi-a").text
 
@@ -349,7 +352,7 @@ def test_refinements_show_their_live_progress_a_label_and_their_artifacts(web: W
     web.hub.jobs.clear()
     total = {"tasks": ["depth", "seg"], "budget": {"macs_fraction": 0.3}}
     refine = {"of": "k1", "parent": web.artifact, "number": 1, "total": 2}
-    web.registry.create_job("k1~r1", {**total, "refine": refine}, kind=REFINE)
+    web.registry.jobs.create("k1~r1", {**total, "refine": refine}, kind=REFINE)
 
     def emit(stage: str, fraction: float, **data: object) -> None:
         e = FleetEvent(
@@ -361,7 +364,7 @@ def test_refinements_show_their_live_progress_a_label_and_their_artifacts(web: W
     emit("queued", 0.0, tasks=["depth", "seg"], **refine)
     emit("running", 0.0, tasks=["depth", "seg"], **refine)
     emit("recovery", 0.05, **refine)  # the registry keeps the stage's first fraction ...
-    web.registry.update_job("k1~r1", stage="recovery", fraction=0.05)
+    web.registry.jobs.update("k1~r1", stage="recovery", fraction=0.05)
     emit("recovery", 0.54, **refine)  # ... the event stream goes on
     (job,) = web.client.get("/api/v1/builds").json()["active"]
     assert (job["stage"], job["fraction"], job["label"], job["refines"]) == (

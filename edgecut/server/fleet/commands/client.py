@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgecut import signing, tls, topics
 from edgecut.envelopes import sign_command
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet.link.mqtt_bridge import BrokerAuth, parse_broker_url
+from edgecut.server.fleet.link.broker import BrokerAuth, parse_broker_url
 from edgecut.v1 import fleet_pb2 as pb
 
 ACTIONS = ("set-tasks", "rollback", "pin", "unpin")

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import JSON, Float, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from edgecut import signing, topics
 from edgecut.envelopes import open_command, sign_command
@@ -41,7 +40,7 @@ from edgecut.errors import EdgecutError
 from edgecut.server.fleet.commands import client as commands
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.schema import Base
+from edgecut.server.fleet.state.schema import AuditRow, Base, CommandRow
 from edgecut.signing import Keyring, SignatureError
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -66,33 +65,6 @@ class CommandError(EdgecutError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-class CommandRow(Base):
-    __tablename__ = "operator_commands"
-    command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    action: Mapped[str] = mapped_column(String(16))
-    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    who: Mapped[str] = mapped_column(String(128))
-    origin: Mapped[str] = mapped_column(String(128), default="")
-    created: Mapped[float] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(8))
-    message: Mapped[str] = mapped_column(Text, default="")
-    acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class AuditRow(Base):
-    __tablename__ = "audit_log"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
-    who: Mapped[str] = mapped_column(String(128))
-    origin: Mapped[str] = mapped_column(String(128), default="")
-    event: Mapped[str] = mapped_column(String(16))  # sent, ok, failed, refused
-    action: Mapped[str] = mapped_column(String(16))
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    command_id: Mapped[str] = mapped_column(String(32), default="")
-    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 def open_operator_key(path: Path | None, state_dir: Path) -> signing.SigningKey:
@@ -165,7 +137,7 @@ class CommandDesk:
             raise CommandError(
                 f"device id {device_id[:80]!r} is not valid: 1-64 letters, digits, '_', '-' or '.'"
             )
-        if self.registry.device(device_id) is None:
+        if self.registry.devices.get(device_id) is None:
             raise CommandError(f"no device {device_id!r} in the registry", status=404)
         if action not in ACTIONS:
             raise CommandError(f"unknown action {action[:32]!r}: use one of {', '.join(ACTIONS)}")

@@ -10,11 +10,11 @@
 4. otherwise, within the queue cap and the requester's build rate (limits.py), the job is persisted as
    queued (or joined, when another replica queued or runs it).
 
-The registry is the queue. Workers `claim_job` under a lease (see registry.py), so any replica on
+The registry is the queue. Workers `claim` a job under a lease (see state/jobs.py), so any replica on
 the same database may build any queued job, one replica per key; the lease is renewed while the build
 runs, and a replica that dies stops renewing it: when it expires another replica takes the job over.
 A job this replica waits for but another one builds is watched in the registry until it ends.
-Results are fenced (registry.py): a replica that stalled past its lease and wakes up finds its
+Results are fenced (state/jobs.py): a replica that stalled past its lease and wakes up finds its
 result refused, drops it and follows the new holder's job like any remote one; a job whose holders
 died or stalled `max_crashes` times ends failed, and its waiting devices are told.
 
@@ -24,60 +24,44 @@ registry; the finish hooks (the MQTT bridge) answer them on whichever replica se
 after a restart. `stop()` interrupts a running build at its next progress callback and queues it
 again for any replica (or the next start) to take.
 
-Progressive delivery (refiner.py): once a key's quick build is done, its refinements are queued as
+Build workers (builder.py) and refine workers (refiner.py) are peers sharing this replica's leases.
+Progressive delivery: once a key's quick build is done, its refinements are queued as
 jobs of their own kind, claimed by separate workers, so they never hold up a device's first model.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecut.server.errors import BuildError, QueueFullError, ServerError
-from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.link import error_map
+from edgecut.server.errors import QueueFullError, ServerError
+from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.builder import Builder
+from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.outcomes import (
+    Event,
+    Failed,
+    FinishHook,
+    Listener,
+    Outcome,
+    Progress,
+    Ready,
+    RefinedHook,
+    job_event,
+)
+from edgecut.server.fleet.jobs.refiner import Refiner
+from edgecut.server.fleet.jobs.scrub import Scrubber
 from edgecut.server.fleet.policy.limits import RateLimiter
-from edgecut.server.fleet.state.registry import DONE, FAILED, JobRecord, Registry, Waiter
-from edgecut.server.fleet.state.store import Store, StoredArtifact
-from edgecut.server.spec import BuildSpec, Engine, spec_from_dict, spec_to_dict
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, FAILED
+from edgecut.server.fleet.state.store import Store
+from edgecut.server.fleet.state.waiters import Waiter
+from edgecut.server.spec import BuildSpec, Engine, spec_to_dict
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Progress:
-    build_key: str
-    stage: str  # queued, importance, pruning, recovery, exporting
-    fraction: float
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Ready:
-    build_key: str
-    artifact: StoredArtifact
-    cache_hit: bool = False
-    parent_artifact_id: str = ""  # set by progressive refinement: the artifact this one refines
-    refinement: int = 0
-
-
-@dataclass(frozen=True)
-class Failed:
-    build_key: str
-    code: str  # an edgecut.v1.Error.Code name
-    message: str
-
-
-Event = Progress | Ready | Failed
-Outcome = Ready | Failed
-Listener = Callable[[Event], None]
-FinishHook = Callable[[Outcome], None]
-RefinedHook = Callable[[Ready], None]  # a refinement the key's cache now serves (refinement >= 1)
 
 
 @dataclass
@@ -93,19 +77,6 @@ class Submission:
     build_key: str
     job: Job | None = None  # set when the caller attached to a queued/running job
     ready: Ready | None = None  # set on a cache hit
-
-
-class Interrupted(BaseException):
-    """Raised inside a build's progress callback when the server stops or lost the job's lease.
-
-    A BaseException (like KeyboardInterrupt) so an engine's `except Exception` cannot turn a
-    shutdown into a failed build: the job must stay resumable.
-    """
-
-
-def default_owner() -> str:
-    """A replica id unique per process: host name + random suffix."""
-    return f"{socket.gethostname()[:80]}-{uuid.uuid4().hex[:8]}"
 
 
 class JobManager:
@@ -127,37 +98,41 @@ class JobManager:
     ) -> None:
         if workers < 1 or refine_workers < 0 or max_crashes < 0:
             raise ValueError("workers must be >= 1, refine_workers and max_crashes >= 0")
-        if lease_s <= 0 or poll_s <= 0:
-            raise ValueError("lease_s and poll_s must be positive")
         self.engine, self.store, self.registry = engine, store, registry
         self.max_queued, self.build_limiter = max_queued, build_limiter
         self.observers = observers or Observers()
-        self.owner = owner or default_owner()  # this replica's name on the leases it holds
-        self.lease_s, self.poll_s = lease_s, poll_s
-        self.max_crashes = max_crashes  # 0 = no cap
+        self.leases = Leases(owner, lease_s, poll_s, max_crashes)
+        self.owner = self.leases.owner  # this replica's name on the leases it holds
         self._workers_n, self._refine_workers_n = workers, refine_workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}  # jobs someone here listens to or waits for, or builds
-        self._building: set[str] = set()  # keys whose lease this replica holds
-        self._lost: set[str] = set()  # keys whose lease expired under us: stop building them
         self._threads: list[threading.Thread] = []
         self._hooks: list[FinishHook] = []
         self._refined_hooks: list[RefinedHook] = []
-        self._stopping = threading.Event()
+        self._stopping = self.leases.stop_event
         self._wake = threading.Event()  # new local work: workers look at once instead of at the next poll
-        from edgecut.server.fleet.jobs.refiner import Refiner  # imports this module's names
-
-        self.refiner = Refiner(self)
+        # a peer, not a part: it shares the leases and the store, and asks whether quick builds wait here
+        self.builder = Builder(engine, store, registry, self.leases, self.observers, self, self._wake)
+        self.scrubber = Scrubber(store, registry, lambda spec: self.submit(spec).build_key)
+        self.refiner = Refiner(
+            engine,
+            store,
+            registry,
+            self.leases,
+            self.observers,
+            busy=self.quick_builds_here,
+            refined=self.refined,
+        )
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Queue again what this replica held before (same `owner`), start the workers and the watcher."""
         self._stopping.clear()
-        for key in self.registry.release_leases(self.owner):
+        for key in self.registry.jobs.release_leases(self.owner):
             logger.info("job %s was ours when we stopped; queued again", key)
         for i in range(self._workers_n):
-            self._spawn(self._work, f"edgecut-job-{i}")
+            self._spawn(self.builder.work, f"edgecut-job-{i}")
         for i in range(self._refine_workers_n):
             self._spawn(self.refiner.work, f"edgecut-refine-{i}")
         self._spawn(self._watch, "edgecut-job-watch")
@@ -197,32 +172,6 @@ class JobManager:
             except Exception:
                 logger.exception("refined hook %r failed for %s", hook, ready.build_key)
 
-    # -- leases shared with the refiner ----------------------------------------------------------
-
-    def hold(self, key: str) -> None:
-        """This replica builds `key` now: its lease is renewed until `let_go(key)`."""
-        with self._lock:
-            self._building.add(key)
-            self._lost.discard(key)
-
-    def let_go(self, key: str) -> bool:
-        """Stop renewing `key`'s lease; True when it was lost to another replica meanwhile."""
-        with self._lock:
-            self._building.discard(key)
-            return key in self._lost
-
-    def lose(self, key: str) -> None:
-        """`key`'s lease is gone (another claim holds the job): stop building it."""
-        with self._lock:
-            self._lost.add(key)
-
-    def should_stop(self, key: str) -> bool:
-        return self._stopping.is_set() or key in self._lost
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     def quick_builds_here(self) -> bool:
         """A quick build runs here, or a device asked this replica for one (refinements make way)."""
         with self._lock:
@@ -260,11 +209,11 @@ class JobManager:
                         )
                     if self.build_limiter is not None and requester:
                         self.build_limiter.check(requester, "new build requests")
-                    rec = self.registry.ensure_job(key, spec_to_dict(spec))
+                    rec = self.registry.jobs.ensure(key, spec_to_dict(spec))
                     if rec.state == DONE:  # done meanwhile by another replica, or its artifact is gone
                         hit = self._cached(key)
                         if hit is None:
-                            self.registry.create_job(key, spec_to_dict(spec))
+                            self.registry.jobs.create(key, spec_to_dict(spec))
                 if hit is not None:
                     source = "repeat" if self._offered(requester) == hit.artifact.artifact_id else "cache"
                     self._observe(key, "ready", 1.0, source=source, artifact_id=hit.artifact.artifact_id)
@@ -279,7 +228,7 @@ class JobManager:
             else:
                 self._observe(key, job.last.stage, job.last.fraction, source="joined")
             if waiter is not None:
-                self.registry.add_waiter(key, waiter.device_id, waiter.needs_seq)
+                self.registry.waiters.add(key, waiter.device_id, waiter.needs_seq)
             if listener is not None:
                 job.listeners.append(listener)
                 _call(listener, job.last)
@@ -298,79 +247,32 @@ class JobManager:
     def _offered(self, requester: str) -> str:
         """What `requester` (a device) was last offered: asking for it again (an unpin, a restart) is a
         repeat, not a cache hit (one saved build)."""
-        dev = self.registry.device(requester) if requester else None
+        dev = self.registry.devices.get(requester) if requester else None
         return str(dev.get("offered_artifact_id", "")) if dev else ""
 
     def _cached(self, key: str) -> Ready | None:
-        rec = self.registry.job(key)
+        rec = self.registry.jobs.get(key)
         if rec is None or rec.state != DONE or not self.store.verify(rec.artifact_id):
             return None
         self.refiner.revive(key, rec.refinement)
         return Ready(key, self.store.get(rec.artifact_id), True, rec.parent_artifact_id, rec.refinement)
 
-    def scrub(self) -> list[str]:
-        """Hash every stored artifact; build again each done job whose artifact was corrupt.
-
-        Returns the quarantined artifact ids.
-        """
-        bad = [aid for aid in self.store.ids() if not self.store.verify(aid, force=True)]
-        for aid in bad:
-            self._rebuild(aid)
-        return bad
-
-    def recheck(self, artifact_id: str) -> bool:
-        """Hash one artifact now (a device reported bad bytes); True when it was corrupt and is rebuilt."""
-        if self.store.verify(artifact_id, force=True):
-            return False
-        self._rebuild(artifact_id)
-        return True
-
-    def _rebuild(self, aid: str) -> None:
-        """Queue the builds that made `aid` again; the devices last offered it wait for the new one."""
-        for rec in self.registry.jobs_with_artifact(aid):
-            try:
-                spec = spec_from_dict(rec.spec)
-                sub = self.submit(spec)
-            except ServerError as exc:
-                logger.warning("cannot rebuild %s after scrub: %s", rec.build_key, exc)
-                continue
-            for device_id, seq in self.registry.devices_offered(aid):
-                self.registry.add_waiter(sub.build_key, device_id, seq)
-
     # -- workers -------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                rec = self.registry.claim_job(self.owner, self.lease_s, max_crashes=self.max_crashes)
-            except Exception:  # a database outage must not end the worker; it tries again
-                logger.exception("claiming a job failed; retrying in %.1f s", self.poll_s)
-                rec = None
-            if rec is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                continue
-            if rec.state == FAILED:  # the crash cap: tell whoever waits here, and the hooks' devices
-                logger.error("job %s failed: %s", rec.build_key, rec.error_message)
-                self._finish(rec.build_key, Failed(rec.build_key, rec.error_code, rec.error_message))
-                continue
-            if rec.attempts > 1:
-                logger.info("job %s: attempt %d (taken over or resumed)", rec.build_key, rec.attempts)
-            self._run(rec)
 
     def _watch(self) -> None:
         """Renew our leases; follow the jobs we wait for that another replica builds."""
-        interval = min(self.poll_s, self.lease_s / 3)
+        leases = self.leases
+        interval = min(leases.poll_s, leases.lease_s / 3)
         while not self._stopping.wait(interval):
             try:
+                building = leases.held()
                 with self._lock:
-                    building = sorted(self._building)
-                    remote = [k for k in self._active if k not in self._building]
-                lost = self.registry.renew_leases(self.owner, building, self.lease_s)
+                    remote = [k for k in self._active if k not in building]
+                lost = self.registry.jobs.renew_leases(self.owner, building, leases.lease_s)
                 if lost:
                     logger.warning("lost the lease on %s (another replica took over): stopping", lost)
                     for key in lost:
-                        self.lose(key)
+                        leases.lose(key)
                 for key in remote:
                     self._follow(key)
             except Exception:
@@ -378,7 +280,7 @@ class JobManager:
 
     def _follow(self, key: str) -> None:
         """Pass a remotely built job's state on to our listeners, and its end to our hooks."""
-        rec = self.registry.job(key)
+        rec = self.registry.jobs.get(key)
         if rec is None:
             return
         if rec.state == DONE:
@@ -386,14 +288,14 @@ class JobManager:
                 ready = Ready(
                     key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
                 )
-                self._finish(key, ready)
+                self.finish(key, ready)
             else:  # built, then lost from the store: build it again
                 logger.warning("job %s is done but its artifact %s is not in the store", key, rec.artifact_id)
-                self.registry.create_job(key, rec.spec)
+                self.registry.jobs.create(key, rec.spec)
                 self._wake.set()
             return
         if rec.state == FAILED:
-            self._finish(key, Failed(key, rec.error_code or "BUILD_FAILED", rec.error_message))
+            self.finish(key, Failed(key, rec.error_code or "BUILD_FAILED", rec.error_message))
             return
         with self._lock:
             job = self._active.get(key)
@@ -401,95 +303,20 @@ class JobManager:
             if job is not None and (job.last.stage, job.last.fraction) != (rec.stage, rec.fraction):
                 self._emit(job, Progress(key, rec.stage, rec.fraction, where))
 
-    def _run(self, rec: JobRecord) -> None:
-        key = rec.build_key
-        try:
-            spec = spec_from_dict(rec.spec)
-            self.engine.validate(spec)
-        except Exception as exc:  # persisted by an older server or for another base model
-            logger.warning("dropping job %s: %s", key, exc)
-            self._end(key, rec.generation, self._failed(key, exc))
-            return
+    # -- the builder's desk ----------------------------------------------------------------------
+
+    def track(self, key: str, spec: BuildSpec) -> None:
         with self._lock:
-            job = self._active.setdefault(key, Job(key, spec, Progress(key, "running", 0.0)))
-        self.hold(key)
-        self._observe(key, "running", 0.0, tasks=list(spec.tasks))
-        stage_seen = {"running"}
+            self._active.setdefault(key, Job(key, spec, Progress(key, "running", 0.0)))
 
-        def progress(stage: str, fraction: float, detail: str = "") -> None:
-            if self._stopping.is_set() or key in self._lost:
-                raise Interrupted
-            if stage not in stage_seen:  # persist stage changes only, not every percent
-                stage_seen.add(stage)
-                if not self.registry.update_job(key, rec.generation, stage=stage, fraction=fraction):
-                    self.lose(key)  # taken over while we were not looking
-                    raise Interrupted
-            self._emit(job, Progress(key, stage, min(max(fraction, 0.0), 1.0), detail))
+    def progress(self, event: Progress) -> None:
+        with self._lock:
+            job = self._active.get(event.build_key)
+        if job is not None:
+            self._emit(job, event)
 
-        try:
-            built = self.engine.build(job.spec, progress)
-            try:
-                meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
-                artifact = self.store.put_file(built.onnx_path, meta)
-                lineage = built.parent_artifact_id, built.refinement
-            finally:
-                built.cleanup()
-        except Interrupted:
-            if self.let_go(key):
-                logger.info("job %s: another replica builds it now; watching it", key)
-            else:
-                self.registry.release_job(key, self.owner)
-                logger.info("job %s interrupted by shutdown; queued again for any replica", key)
-            return
-        except Exception as exc:
-            if not isinstance(exc, ServerError):
-                logger.exception("job %s failed", key)
-            self._end(key, rec.generation, self._failed(key, exc))
-            return
-        if self._end(key, rec.generation, Ready(key, artifact, False, *lineage)):
-            logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
-            self.refiner.queue(key, spec, artifact.artifact_id, lineage[1] + 1)
-
-    def _end(self, key: str, generation: int, outcome: Outcome) -> bool:
-        """Persist the outcome, give up the lease, then tell listeners and hooks.
-
-        False when claim `generation` lost the job meanwhile: nothing is recorded or told, and the job
-        stays active here, followed in the registry like one another replica builds.
-        """
-        if isinstance(outcome, Ready):
-            fields: dict[str, Any] = {
-                "state": DONE,
-                "stage": "ready",
-                "fraction": 1.0,
-                "artifact_id": outcome.artifact.artifact_id,
-                "parent_artifact_id": outcome.parent_artifact_id,
-                "refinement": outcome.refinement,
-            }
-        else:
-            # the device and the API see the reason; so does whoever reads the server's log
-            logger.warning("build %s failed (%s): %s", key[:12], outcome.code, outcome.message)
-            fields = {
-                "state": FAILED,
-                "stage": "failed",
-                "error_code": outcome.code,
-                "error_message": outcome.message,
-            }
-        recorded = self.registry.finish_job(key, self.owner, generation, **fields)
-        self.let_go(key)
-        if not recorded:
-            logger.warning(
-                "job %s: this replica lost its lease before it finished (stalled?); its result is "
-                "dropped and the job's current holder decides",
-                key,
-            )
-            return False
-        self._finish(key, outcome)
-        return True
-
-    def _failed(self, key: str, exc: BaseException) -> Failed:
-        if not isinstance(exc, ServerError):
-            exc = BuildError(f"building the model failed on the server ({type(exc).__name__}: {exc})")
-        return Failed(key, error_map.error_code(exc), error_map.error_sentence(exc))
+    def built(self, key: str, spec: BuildSpec, artifact_id: str, next_refinement: int) -> None:
+        self.refiner.queue(key, spec, artifact_id, next_refinement)
 
     def _emit(self, job: Job, event: Progress) -> None:
         with self._lock:
@@ -498,15 +325,13 @@ class JobManager:
         self._observe(event.build_key, event.stage, event.fraction, detail=event.detail)
 
     def _observe(self, key: str, stage: str, fraction: float, **data: Any) -> None:
-        self.observers.emit(
-            FleetEvent("job", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
-        )
+        self.observers.emit(job_event(key, stage, fraction, **data))
 
     def _notify(self, job: Job, event: Event) -> None:
         for listener in list(job.listeners):
             _call(listener, event)
 
-    def _finish(self, key: str, outcome: Outcome) -> None:
+    def finish(self, key: str, outcome: Outcome) -> None:
         with self._lock:
             job = self._active.pop(key, None)
             if job is not None:

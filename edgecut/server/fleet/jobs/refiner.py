@@ -29,16 +29,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from edgecut.errors import EdgecutError
-from edgecut.server.fleet.events import FleetEvent
-from edgecut.server.fleet.jobs.manager import Interrupted, Ready
-from edgecut.server.fleet.state.registry import DONE, FAILED, REFINE, JobRecord, refinement_key
-from edgecut.server.spec import BuildSpec, Refinement, spec_from_dict, spec_to_dict
-
-if TYPE_CHECKING:
-    from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.outcomes import Interrupted, Ready, RefinedHook
+from edgecut.server.fleet.state.job_record import JobRecord, refinement_key
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, FAILED, REFINE
+from edgecut.server.fleet.state.store import Store
+from edgecut.server.spec import BuildSpec, Engine, Refinement, spec_from_dict, spec_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,31 @@ class _Yield(Interrupted):
 
 
 class Refiner:
-    def __init__(self, jobs: JobManager) -> None:
-        self.jobs = jobs
+    """The refine workers: a peer of the job manager, sharing its leases, the registry and the store.
+
+    `busy()` says whether a quick build runs or waits on this replica (refinements make way);
+    `refined(ready)` runs after a refinement became what its key serves (the job manager's hooks).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        registry: Registry,
+        leases: Leases,
+        observers: Observers,
+        busy: Callable[[], bool],
+        refined: RefinedHook,
+    ) -> None:
+        self.engine, self.store, self.registry, self.leases = engine, store, registry, leases
+        self.observers, self.busy, self.refined = observers, busy, refined
         # its own wake-up: waiting on the build workers' event would clear it under them
         self.wake = threading.Event()
 
     def queue(self, build_key: str, spec: BuildSpec, parent_artifact_id: str, number: int) -> bool:
         """Queue refinement `number` of `build_key` from `parent_artifact_id`, if the engine makes one."""
         try:
-            total = self.jobs.engine.refinements(spec)
+            total = self.engine.refinements(spec)
         except Exception:  # an engine bug must not fail the quick build that was just delivered
             logger.exception("engine.refinements failed for %s; no refinement", build_key)
             return False
@@ -69,7 +87,7 @@ class Refiner:
             "refine": {"of": build_key, "parent": parent_artifact_id, "number": number, "total": total},
         }
         key = refinement_key(build_key, number)
-        self.jobs.registry.create_job(key, doc, kind=REFINE)
+        self.registry.jobs.create(key, doc, kind=REFINE)
         logger.info(
             "queued refinement %d/%d of %s (from %s)", number, total, build_key, parent_artifact_id[:12]
         )
@@ -82,14 +100,14 @@ class Refiner:
         # reads first: this runs on every cache hit, and almost always there is nothing to revive;
         # the next refinement is past any that were not better (they queued theirs from the same parent)
         number = served + 1
-        rec = self.jobs.registry.job(refinement_key(build_key, number))
+        rec = self.registry.jobs.get(refinement_key(build_key, number))
         while rec is not None and rec.stage == NOT_BETTER:
             number += 1
-            rec = self.jobs.registry.job(refinement_key(build_key, number))
+            rec = self.registry.jobs.get(refinement_key(build_key, number))
         key = refinement_key(build_key, number)
         if rec is None or rec.stage != UNWANTED:
             return
-        if self.jobs.registry.revive_job(key, UNWANTED):
+        if self.registry.jobs.revive(key, UNWANTED):
             logger.info("refinement %s queued again: %s is wanted again", key, build_key)
             self._observe(key, "queued", 0.0, {"of": build_key})
             self.wake.set()
@@ -97,18 +115,18 @@ class Refiner:
     # -- the refine workers ---------------------------------------------------------------------
 
     def work(self) -> None:
-        jobs = self.jobs
-        while not jobs.stopping:
+        leases = self.leases
+        while not leases.stopping:
             rec = None
-            if not jobs.quick_builds_here():
+            if not self.busy():
                 try:
-                    rec = jobs.registry.claim_job(
-                        jobs.owner, jobs.lease_s, kind=REFINE, max_crashes=jobs.max_crashes
+                    rec = self.registry.jobs.claim(
+                        leases.owner, leases.lease_s, kind=REFINE, max_crashes=leases.max_crashes
                     )
                 except Exception:
-                    logger.exception("claiming a refinement failed; retrying in %.1f s", jobs.poll_s)
+                    logger.exception("claiming a refinement failed; retrying in %.1f s", leases.poll_s)
             if rec is None:
-                self.wake.wait(jobs.poll_s)
+                self.wake.wait(leases.poll_s)
                 self.wake.clear()
                 continue
             if rec.state == FAILED:  # the crash cap: the quick model stays what the key serves
@@ -118,12 +136,12 @@ class Refiner:
             self.run(rec)
 
     def run(self, rec: JobRecord) -> None:
-        jobs, key, gen = self.jobs, rec.build_key, rec.generation
+        leases, key, gen = self.leases, rec.build_key, rec.generation
         try:
             info = rec.spec["refine"]
             of, parent, number = str(info["of"]), str(info["parent"]), int(info["number"])
             spec = spec_from_dict(rec.spec)
-            jobs.engine.validate(spec)
+            self.engine.validate(spec)
         except Exception as exc:  # persisted by an older server or for another base model
             logger.warning("dropping refinement %s: %s", key, exc)
             self._finish(
@@ -131,50 +149,50 @@ class Refiner:
             )
             return
         lineage = {"parent_artifact_id": parent, "refinement": number}
-        current = jobs.registry.job(of)
+        current = self.registry.jobs.get(of)
         if current is None or current.state != DONE or current.artifact_id != parent:
             logger.info("refinement %s: %s no longer serves %s; skipped", key, of, parent[:12])
             self._finish(key, gen, DONE, stage=STALE, **lineage)
             return
-        if not jobs.registry.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
+        if not self.registry.offers.wanted(of, list(spec.tasks), spec.budget.bucket(), parent):
             logger.info("refinement %s: no device wants %s any more; skipped until asked again", key, of)
             self._finish(key, gen, DONE, stage=UNWANTED, **lineage)
             return
         try:
-            parent_meta = jobs.store.get(parent).meta
+            parent_meta = self.store.get(parent).meta
         except EdgecutError as exc:
             logger.warning("refinement %s: parent %s is gone from the store (%s)", key, parent[:12], exc)
             self._finish(key, gen, DONE, stage=STALE, **lineage)
             return
-        jobs.hold(key)
+        leases.hold(key)
         self._observe(key, "running", 0.0, {**info, "tasks": list(spec.tasks)})
         stages = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
-            if jobs.should_stop(key):
+            if leases.should_stop(key):
                 raise Interrupted
-            if jobs.quick_builds_here():
+            if self.busy():
                 raise _Yield
             if stage not in stages:
                 stages.add(stage)
-                if not jobs.registry.update_job(key, gen, stage=stage, fraction=fraction):
-                    jobs.lose(key)  # taken over while we were not looking
+                if not self.registry.jobs.update(key, gen, stage=stage, fraction=fraction):
+                    leases.lose(key)  # taken over while we were not looking
                     raise Interrupted
             self._observe(key, stage, min(max(fraction, 0.0), 1.0), {**info, "detail": detail})
 
         try:
-            built = jobs.engine.refine(spec, Refinement(parent, parent_meta, number), progress)
+            built = self.engine.refine(spec, Refinement(parent, parent_meta, number), progress)
             artifact = None
             if built is not None:
                 try:
                     meta = built.meta.model_copy(update={"build_key": of})
-                    artifact = jobs.store.put_file(built.onnx_path, meta)
+                    artifact = self.store.put_file(built.onnx_path, meta)
                 finally:
                     built.cleanup()
         except Interrupted as exc:
-            lost = jobs.let_go(key)
+            lost = leases.let_go(key)
             if not lost:
-                jobs.registry.release_job(key, jobs.owner)
+                self.registry.jobs.release(key, leases.owner)
             why = "a quick build came first" if isinstance(exc, _Yield) else "stopping or lost the lease"
             logger.info("refinement %s interrupted (%s); queued again", key, why)
             return
@@ -189,10 +207,10 @@ class Refiner:
             if self._finish(key, gen, DONE, stage=NOT_BETTER, **lineage):
                 self.queue(of, spec, parent, number + 1)
             return
-        stage = jobs.registry.finish_refinement(
-            key, jobs.owner, gen, of, parent, artifact.artifact_id, number
+        stage = self.registry.jobs.finish_refinement(
+            key, leases.owner, gen, of, parent, artifact.artifact_id, number
         )
-        jobs.let_go(key)
+        leases.let_go(key)
         if stage is None:
             _dropped(key)
             return
@@ -201,13 +219,13 @@ class Refiner:
             logger.info("refinement %s: %s moved on from %s meanwhile; not served", key, of, parent[:12])
             return
         logger.info("refinement %d of %s ready: artifact %s", number, of, artifact.artifact_id[:12])
-        jobs.refined(Ready(of, artifact, False, parent, number))
+        self.refined(Ready(of, artifact, False, parent, number))
         self.queue(of, spec, artifact.artifact_id, number + 1)
 
     def _finish(self, key: str, generation: int, state: str, **fields: Any) -> bool:
         """Record the refinement's end; False (nothing recorded) when claim `generation` lost it."""
-        recorded = self.jobs.registry.finish_job(key, self.jobs.owner, generation, state=state, **fields)
-        self.jobs.let_go(key)
+        recorded = self.registry.jobs.finish(key, self.leases.owner, generation, state=state, **fields)
+        self.leases.let_go(key)
         if not recorded:
             _dropped(key)
             return False
@@ -215,7 +233,7 @@ class Refiner:
         return True
 
     def _observe(self, key: str, stage: str, fraction: float, data: dict[str, Any]) -> None:
-        self.jobs.observers.emit(
+        self.observers.emit(
             FleetEvent("refinement", data={"build_key": key, "stage": stage, "fraction": fraction, **data})
         )
 

@@ -25,12 +25,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Float, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.lineage import Lineage
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.rollout_policy import (
     CANARY,
     PROMOTED,
@@ -40,40 +40,19 @@ from edgecut.server.fleet.jobs.rollout_policy import (
     CanaryWatch,
     RolloutSettings,
     baseline_p95,
-    canary_count,
+    cohort_p95,
     judge_canaries,
     judge_quality,
-    keeps_architecture,
+    pick_canaries,
     task_quality,
 )
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.schema import Base
+from edgecut.server.fleet.state.schema import RolloutRow
 from edgecut.server.fleet.state.store import Store
-from edgecut.server.spec import Budget
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 1.0  # how often time-based verdicts (observe_s, timeout_s) are checked
-
-
-class RolloutRow(Base):
-    __tablename__ = "rollouts"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    device_class: Mapped[str] = mapped_column(String(64), index=True)
-    budget: Mapped[str] = mapped_column(String(128))
-    tasks: Mapped[list[str]] = mapped_column(JSON)
-    baseline_artifact: Mapped[str] = mapped_column(String(64))
-    baseline_build_key: Mapped[str] = mapped_column(String(64))
-    candidate_artifact: Mapped[str] = mapped_column(String(64))
-    candidate_build_key: Mapped[str] = mapped_column(String(64))
-    canaries: Mapped[list[str]] = mapped_column(JSON)
-    cohort: Mapped[list[str]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    baseline_p95_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    created: Mapped[float] = mapped_column(Float)
-    decided: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 Cohort = tuple[str, str, tuple[str, ...]]  # device class, budget bucket, sorted tasks
@@ -105,11 +84,11 @@ class RolloutManager:
         self.registry, self.store, self.settings = registry, store, settings
         self.observers = observers or Observers()
         self.offerer: Offerer | None = None
+        self.lineage = Lineage(registry, store)
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {r["id"]: _Live(r) for r in self.rollouts(states=(CANARY,))}
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._gone: set[str] = set()  # rollouts whose missing baseline was logged
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -174,7 +153,7 @@ class RolloutManager:
         """The build to offer `device_id` instead of `ready` (the same when no rollout applies)."""
         if not self.settings.enabled:
             return ready
-        dev = self.registry.device(device_id)
+        dev = self.registry.devices.get(device_id)
         if dev is None:
             return ready
         candidate = ready.artifact.artifact_id
@@ -182,28 +161,30 @@ class RolloutManager:
         with self._lock:
             serving = str(dev["artifact_id"] or "")
             # a device serving a model of these tasks keeps it rather than take a variant nobody vouched for
-            keeps = bool(serving) and serving != candidate and self._same_tasks(serving, cohort[2])
+            keeps = bool(serving) and serving != candidate and self.lineage.same_tasks(serving, cohort[2])
             live = self._current(cohort)
             if live is not None and live.row["candidate_artifact"] == candidate:
                 return self._route(live, device_id, ready, keeps)
-            if ready.refinement and serving and self._refines(serving, ready):
+            if ready.refinement and serving and self.lineage.refines(serving, ready):
                 return ready  # the served model's weights trained further: not a new variant (operations.md)
-            replaces = keeps and self._same_budget(serving, ready.build_key)
+            replaces = keeps and self.lineage.same_budget(serving, ready.build_key)
             if not replaces:
                 # a first model or new tasks: never held back, but a cohort that decided against this
                 # artifact (or is still canarying another) gets the model it trusts
                 decided = self._decided(cohort, candidate)
                 if decided is not None and decided["state"] in (ROLLED_BACK, REJECTED):
-                    return self._baseline_ready(decided) or (None if keeps else ready)
+                    return self.lineage.baseline_ready(decided) or (None if keeps else ready)
                 if live is not None:
                     return self._route(live, device_id, ready, False)
                 return ready
             decided = self._decided(cohort, candidate)
             if decided is not None and decided["state"] in (ROLLED_BACK, REJECTED):
-                return self._baseline_ready(decided)  # None when it is gone: the device keeps its model
+                return self.lineage.baseline_ready(
+                    decided
+                )  # None when it is gone: the device keeps its model
             if decided is not None and decided["state"] == PROMOTED:
                 return ready
-            live = self._begin(cohort, self._baseline(serving, ready), ready, device_id)
+            live = self._begin(cohort, self.lineage.baseline(serving, ready), ready, device_id)
             return self._route(live, device_id, ready, True)
 
     def refinements_held(self, ready: Ready) -> bool:
@@ -211,66 +192,6 @@ class RolloutManager:
         (a canary must serve the candidate it is judged on); promotion offers the key's best version."""
         with self._lock:
             return any(lv.row["candidate_build_key"] == ready.build_key for lv in self._live.values())
-
-    def _best(self, build_key: str) -> Ready | None:
-        """The refinement the key's cache serves now, when there is one."""
-        rec = self.registry.job(build_key)
-        if rec is None or rec.refinement < 1 or not self.store.exists(rec.artifact_id):
-            return None
-        return Ready(
-            build_key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
-        )
-
-    def _like(self, best: Ready, candidate: Ready) -> Ready:
-        """The newest version of the key, from `best` back along its parents, with the architecture of
-        the `candidate` the canaries measured (the candidate itself when none is)."""
-        like, aid = candidate.artifact.meta, best.artifact.artifact_id
-        while aid and aid != candidate.artifact.artifact_id and self.store.exists(aid):
-            art = self.store.get(aid)
-            if keeps_architecture(art.meta, like):
-                meta = art.meta
-                return Ready(best.build_key, art, False, meta.parent_artifact_id, meta.refinement)
-            aid = art.meta.parent_artifact_id
-        return candidate
-
-    def _same_budget(self, serving: str, build_key: str) -> bool:
-        """False when the device's budget changed (e.g. re-tailored after latency drift): a smaller model
-        for one device is not a new variant of its cohort's model, and is never held back."""
-        old, new = self.registry.job(self._build_key(serving)), self.registry.job(build_key)
-        if old is None or new is None:
-            return True
-        try:
-            return Budget(**old.spec["budget"]).bucket() == Budget(**new.spec["budget"]).bucket()
-        except (KeyError, TypeError, EdgecutError):  # a spec an older server wrote: compare as same
-            return True
-
-    def _baseline(self, serving: str, ready: Ready) -> str:
-        """What the cohort keeps while `ready` is judged: the device's model, or, for a refinement of the
-        key it serves, the refinement's parent (what its latest offer was, though its swap to it may
-        not be recorded yet)."""
-        parent = ready.parent_artifact_id
-        same_key = ready.refinement and parent and self._build_key(serving) == ready.build_key
-        return parent if same_key and self.store.exists(parent) else serving
-
-    def _refines(self, serving: str, ready: Ready) -> bool:
-        """`ready` refines the key the device serves and keeps the served model's architecture."""
-        try:
-            meta = self.store.meta(serving)
-        except EdgecutError:
-            return False
-        return meta.build_key == ready.build_key and keeps_architecture(ready.artifact.meta, meta)
-
-    def _build_key(self, artifact_id: str) -> str:
-        try:
-            return self.store.meta(artifact_id).build_key
-        except EdgecutError:
-            return ""
-
-    def _same_tasks(self, artifact_id: str, tasks: tuple[str, ...]) -> bool:
-        try:
-            return tuple(sorted(self.store.meta(artifact_id).tasks)) == tasks
-        except EdgecutError:
-            return False
 
     def _current(self, cohort: Cohort) -> _Live | None:
         return next((lv for lv in self._live.values() if lv.cohort == cohort), None)
@@ -290,44 +211,18 @@ class RolloutManager:
         state = live.row["state"]
         if state == PROMOTED or (state == CANARY and device_id in live.row["canaries"]):
             return ready
-        return self._baseline_ready(live.row) or (None if keeps else ready)
-
-    def _baseline_ready(self, row: dict[str, Any]) -> Ready | None:
-        try:
-            # as refinement 0 even when the baseline is a refinement (a from-scratch candidate's parent):
-            # an agent takes no lower refinement number of the key it serves, and a rolled-back canary
-            # serves the candidate, a higher one
-            return Ready(row["baseline_build_key"], self.store.get(row["baseline_artifact"]))
-        except EdgecutError:
-            if row["id"] not in self._gone:  # once per rollout: devices ask again every few seconds
-                self._gone.add(row["id"])
-                logger.warning(
-                    "baseline %s of rollout %s is gone from the store: devices serving it keep it, "
-                    "the candidate is not offered in its place",
-                    row["baseline_artifact"][:12],
-                    row["id"],
-                )
-            return None
+        return self.lineage.baseline_ready(live.row) or (None if keeps else ready)
 
     def _begin(self, cohort: Cohort, baseline: str, ready: Ready, asking: str) -> _Live:
         device_class, budget, tasks = cohort
         members = self._members(cohort)
-        ids = [d["device_id"] for d in members] or [asking]
-        n = canary_count(len(ids), self.settings)
-        online = [d["device_id"] for d in members if d["status"] == "online"]
-        canaries = (online + [d for d in ids if d not in online])[:n]
+        ids, canaries = pick_canaries(members, asking, self.settings)
         try:
             base_meta = self.store.meta(baseline)
             base_key = base_meta.build_key
         except EdgecutError:
             base_meta, base_key = None, ""
         quality = judge_quality(ready.artifact.meta, base_meta, self.settings)
-        p95s = [
-            float(d["telemetry"].get("latency_p95_ms", 0.0))
-            for d in members
-            if d["telemetry"].get("artifact_id") == baseline
-        ]
-        p95s = sorted(v for v in p95s if v > 0)
         for old in [lv for lv in self._live.values() if lv.cohort == cohort]:
             self._decide(old, SUPERSEDED, f"superseded by {ready.artifact.artifact_id[:12]}", offer=False)
         row: dict[str, Any] = {
@@ -347,7 +242,7 @@ class RolloutManager:
                 "candidate": task_quality(ready.artifact.meta),
                 "baseline": task_quality(base_meta) if base_meta else {},
             },
-            "baseline_p95_ms": p95s[len(p95s) // 2] if p95s else 0.0,
+            "baseline_p95_ms": cohort_p95(members, baseline),
             "created": time.time(),
             "decided": None if quality.ok else time.time(),
         }
@@ -380,7 +275,7 @@ class RolloutManager:
         device_class, budget, tasks = cohort
         return [
             d
-            for d in self.registry.devices()
+            for d in self.registry.devices.all()
             if d["device_class"] == device_class
             and d["budget"] == budget
             and tuple(sorted(d["needs_tasks"])) == tasks
@@ -389,7 +284,7 @@ class RolloutManager:
     def _offer(self, device_id: str, ready: Ready) -> None:
         if self.offerer is None:
             return
-        dev = self.registry.device(device_id) or {}
+        dev = self.registry.devices.get(device_id) or {}
         self.offerer.offer(device_id, int(dev.get("needs_seq", 0)), ready, held=True)
 
     # -- watching and deciding -----------------------------------------------------------------
@@ -451,8 +346,8 @@ class RolloutManager:
             key = row["candidate_build_key"]
             try:
                 candidate = Ready(key, self.store.get(row["candidate_artifact"]))
-                best = self._best(key)
-                ready = self._like(best, candidate) if best else candidate
+                best = self.lineage.best(key)
+                ready = self.lineage.like(best, candidate) if best else candidate
             except EdgecutError:
                 logger.error("rollout %s: the promoted artifact is gone from the store", row["id"])
                 return
@@ -466,7 +361,7 @@ class RolloutManager:
                 # what the canaries measured says nothing about it, so it gets its own rollout
                 self._begin(live.cohort, ready.artifact.artifact_id, best, "")
         elif state == ROLLED_BACK:
-            baseline = self._baseline_ready(row)
+            baseline = self.lineage.baseline_ready(row)
             if baseline is None:
                 return
             for d in row["canaries"]:

@@ -28,6 +28,7 @@ import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -199,3 +200,23 @@ def judge_canaries(
 
 def canary_count(cohort_size: int, s: RolloutSettings) -> int:
     return min(cohort_size, max(s.min_canaries, math.ceil(s.canary_fraction * cohort_size)))
+
+
+def pick_canaries(
+    members: list[dict[str, Any]], asking: str, s: RolloutSettings
+) -> tuple[list[str], list[str]]:
+    """The cohort's device ids (the asking device when none is recorded yet) and its canaries, online first."""
+    ids = [d["device_id"] for d in members] or [asking]
+    online = [d["device_id"] for d in members if d["status"] == "online"]
+    return ids, (online + [d for d in ids if d not in online])[: canary_count(len(ids), s)]
+
+
+def cohort_p95(members: list[dict[str, Any]], baseline: str) -> float:
+    """The median p95 latency the cohort's devices report on `baseline` (0 when none does yet)."""
+    p95s = sorted(
+        v
+        for d in members
+        if d["telemetry"].get("artifact_id") == baseline
+        and (v := float(d["telemetry"].get("latency_p95_ms", 0.0))) > 0
+    )
+    return p95s[len(p95s) // 2] if p95s else 0.0

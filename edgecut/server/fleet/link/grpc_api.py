@@ -32,9 +32,11 @@ from edgecut import rpc_guard, tls
 from edgecut.envelopes import now_ms
 from edgecut.errors import ConfigError
 from edgecut.server.errors import PermissionDeniedError, ServerError
+from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Ready
-from edgecut.server.fleet.link import error_map, requests, wire
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
+from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
@@ -138,9 +140,9 @@ class FleetServicer:
         if not (self.mutual_tls and device_id):
             return wire.ready_progress(ready, plain_offer(ready, self.grpc_address, device_id))
         assert self.signer is not None and self.registry is not None  # checked in __init__
-        offer_seq = self.registry.next_offer_seq(device_id, now_ms())
+        offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq)
-        self.registry.record_offer(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
+        self.registry.offers.record(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
         return wire.ready_progress(ready, msg)
 
     def DownloadModel(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
@@ -148,7 +150,7 @@ class FleetServicer:
         device_id = self._caller(request.device_id, context)
         try:
             aid = check_artifact_id(request.artifact_id)
-            if self.mutual_tls and not (self.registry and self.registry.was_offered(device_id, aid)):
+            if self.mutual_tls and not (self.registry and self.registry.offers.was_offered(device_id, aid)):
                 raise PermissionDeniedError(f"artifact {aid[:12]} was never offered to device {device_id!r}")
             size = self.store.size(aid)
         except ServerError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecut import signing
 from edgecut.envelopes import now_ms, sign_manifest
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class FleetSigner:
     ) -> tuple[pb.ModelReady, pb.Manifest]:
         """The ModelReady for `device_id`, with its manifest signed; also returns the manifest.
 
-        `offer_seq`: the device's next offer counter from the registry (Registry.next_offer_seq).
+        `offer_seq`: the device's next offer counter from the registry (`registry.offers.next_seq`).
         """
         a = ready.artifact
         manifest = pb.Manifest(

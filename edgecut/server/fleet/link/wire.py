@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from edgecut.server.fleet.jobs.manager import Failed, Progress, Ready
+from edgecut.server.fleet.jobs.outcomes import Failed, Progress, Ready
 from edgecut.v1 import fleet_pb2 as pb
 
 _STAGES = {

@@ -1,9 +1,9 @@
 """Fleet history kept beside the registry: telemetry over time, build runs, measured artifact latency.
 
-The registry holds each device's *latest* state; the dashboard also needs the way there. These tables
-live in the registry's database (same engine, same writer lock) but in their own module, so the
-registry's own schema stays as it is. Telemetry is bounded: each device keeps its last `keep_samples`
-samples (a device reporting every 30 s keeps about 4 hours at the default 500).
+The registry holds each device's *latest* state; the dashboard also needs the way there. Their tables
+are in state/schema.py with every other (one metadata, one set of revisions). Telemetry is bounded:
+each device keeps its last `keep_samples` samples (a device reporting every 30 s keeps about 4 hours
+at the default 500).
 """
 
 from __future__ import annotations
@@ -12,50 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Index, Integer, String, Text, delete, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import delete, select
 
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.schema import Base, OfferRow
+from edgecut.server.fleet.state.schema import ArtifactLatency, Base, BuildRun, OfferRow, TelemetrySample
 
 DEFAULT_KEEP_SAMPLES = 500
-
-
-class TelemetrySample(Base):
-    __tablename__ = "telemetry_samples"
-    __table_args__ = (Index("ix_telemetry_device_id", "device_id", "id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(String(128))
-    at: Mapped[float] = mapped_column(Float)
-    artifact_id: Mapped[str] = mapped_column(String(64), default="")
-    latency_p50_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    latency_p95_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    rss_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)
-    inference_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    failed_count: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class BuildRun(Base):
-    __tablename__ = "build_runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    build_key: Mapped[str] = mapped_column(String(64), index=True)
-    tasks: Mapped[str] = mapped_column(String(256), default="")
-    queued_at: Mapped[float] = mapped_column(Float)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    result: Mapped[str] = mapped_column(String(16), default="")  # "", done, failed (+ refinement endings)
-    artifact_id: Mapped[str] = mapped_column(String(64), default="")
-    error: Mapped[str] = mapped_column(Text, default="")
-    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)  # later requests answered from the store
-
-
-class ArtifactLatency(Base):
-    __tablename__ = "artifact_latency"
-    artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ort_latency_ms: Mapped[float] = mapped_column(Float)
-    runs: Mapped[int] = mapped_column(Integer)
-    measured_at: Mapped[float] = mapped_column(Float)
 
 
 @dataclass(frozen=True)

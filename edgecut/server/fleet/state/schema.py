@@ -1,6 +1,6 @@
 """The fleet registry's tables (SQLAlchemy ORM) and `Base`, whose one metadata holds every table of the
 registry database (command_desk, history and rollout define theirs on it too). The schema changes only
-through Alembic revisions: edgecut/server/fleet/migrations/.
+through Alembic revisions: edgecut/server/fleet/state/migrations/.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -125,3 +126,90 @@ class OfferRow(Base):
     needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     at: Mapped[float] = mapped_column(Float, default=now)
+
+
+# Operator commands and their audit trail (fleet/commands/desk.py).
+class CommandRow(Base):
+    __tablename__ = "operator_commands"
+    command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    who: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(128), default="")
+    created: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text, default="")
+    acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    who: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(128), default="")
+    event: Mapped[str] = mapped_column(String(16))  # sent, ok, failed, refused
+    action: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    command_id: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# Staged rollouts (fleet/jobs/rollout.py).
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_class: Mapped[str] = mapped_column(String(64), index=True)
+    budget: Mapped[str] = mapped_column(String(128))
+    tasks: Mapped[list[str]] = mapped_column(JSON)
+    baseline_artifact: Mapped[str] = mapped_column(String(64))
+    baseline_build_key: Mapped[str] = mapped_column(String(64))
+    candidate_artifact: Mapped[str] = mapped_column(String(64))
+    candidate_build_key: Mapped[str] = mapped_column(String(64))
+    canaries: Mapped[list[str]] = mapped_column(JSON)
+    cohort: Mapped[list[str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    baseline_p95_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created: Mapped[float] = mapped_column(Float)
+    decided: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# The fleet's history: telemetry, build runs, per-artifact latency (fleet/state/history.py).
+class TelemetrySample(Base):
+    __tablename__ = "telemetry_samples"
+    __table_args__ = (Index("ix_telemetry_device_id", "device_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[float] = mapped_column(Float)
+    artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    latency_p50_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_p95_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    rss_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    inference_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BuildRun(Base):
+    __tablename__ = "build_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_key: Mapped[str] = mapped_column(String(64), index=True)
+    tasks: Mapped[str] = mapped_column(String(256), default="")
+    queued_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[str] = mapped_column(String(16), default="")  # "", done, failed (+ refinement endings)
+    artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)  # later requests answered from the store
+
+
+class ArtifactLatency(Base):
+    __tablename__ = "artifact_latency"
+    artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ort_latency_ms: Mapped[float] = mapped_column(Float)
+    runs: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[float] = mapped_column(Float)

@@ -2,7 +2,7 @@
 
 `Store` is the interface the service uses (jobs write, DownloadModel reads); `LocalStore` keeps
 files under a directory, `store_s3.S3Store` in an S3 bucket (ranged GETs behind `open(artifact_id,
-offset)`). A backend is chosen by the scheme of a URL through `STORE_BACKENDS`.
+offset)`). A backend is chosen by the scheme of a URL in store_backends.py.
 
 Layout of a `LocalStore`::
 
@@ -25,13 +25,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import urlparse
 
-from edgecut.errors import ConfigError
 from edgecut.model_meta import ModelMeta
 from edgecut.server.errors import ArtifactNotFoundError
 
@@ -206,28 +203,3 @@ def _atomic_write(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _local(url: str) -> Store:
-    parsed = urlparse(url)
-    return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
-
-
-def _s3(url: str) -> Store:
-    from edgecut.server.fleet.state.store_s3 import S3Store  # boto3 loads only for s3:// URLs
-
-    return S3Store.from_url(url)
-
-
-# scheme -> factory
-STORE_BACKENDS: dict[str, Callable[[str], Store]] = {"file": _local, "": _local, "s3": _s3}
-
-
-def open_store(url: str) -> Store:
-    """A store from `file:///dir`, a plain directory path, or a URL whose scheme a backend registered."""
-    scheme = urlparse(url).scheme
-    factory = STORE_BACKENDS.get(scheme)
-    if factory is None:
-        known = ", ".join(sorted(s for s in STORE_BACKENDS if s)) or "file"
-        raise ConfigError(f"store URL {url!r}: no backend for scheme {scheme!r} (available: {known})")
-    return factory(url)

@@ -46,7 +46,7 @@ def test_a_slow_variant_is_rolled_back_on_its_canary_and_a_sound_one_promoted(li
     v1 = {d: live.wait_serving(d, ["seg"]) for d in DEVICES}
     assert len(set(v1.values())) == 1
     baseline = v1[DEVICES[0]]
-    wait_until(lambda: all(live.registry.device(d)["telemetry"].get("inference_count") for d in DEVICES))
+    wait_until(lambda: all(live.registry.devices.get(d)["telemetry"].get("inference_count") for d in DEVICES))
 
     # the upgrade: a new base model whose seg build is far slower on the devices
     slow_engine = OnnxTestEngine(
@@ -107,7 +107,7 @@ def test_a_from_scratch_refinement_reaches_the_cohort_through_a_canary(live: Liv
     store = live.server.jobs.store
     scratch, refined = store.meta(candidate), store.meta(baseline)
     assert scratch.method == "scratch" and scratch.params < refined.params
-    rec = live.registry.job(str(r["candidate_build_key"]))  # the key serves refinement 2, made from 1
+    rec = live.registry.jobs.get(str(r["candidate_build_key"]))  # the key serves refinement 2, made from 1
     assert rec is not None and (rec.artifact_id, rec.refinement, rec.parent_artifact_id) == (
         candidate,
         2,

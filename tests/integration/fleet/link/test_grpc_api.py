@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.state.registry import DONE
+from edgecut.server.fleet.state.schema import DONE
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import download, sha256, start_server, stub
 from tests.support.onnx_engine import OnnxTestEngine
@@ -85,7 +85,7 @@ def test_fifty_concurrent_requests_for_three_needs_run_exactly_three_jobs(
     assert all(f.stage == pb.JobProgress.READY for f in finals)
     assert len(engine.builds) == 3
     assert server.registry is not None
-    assert [j.state for j in server.registry.jobs()] == [DONE] * 3
+    assert [j.state for j in server.registry.jobs.all()] == [DONE] * 3
     by_needs: dict[tuple[str, ...], set[str]] = {tuple(sorted(r.tasks)): set() for r in reqs}
     for r, f in zip(reqs, finals, strict=True):
         by_needs[tuple(sorted(r.tasks))].add(f.ready.artifact_id)
@@ -147,7 +147,7 @@ def test_bad_requests_fail_fast_and_the_server_keeps_serving(server: FleetServer
     # a request larger than the deliberate 64 KiB limit is refused by gRPC itself
     err = _fail(lambda: fleet.RequestModel(request(["x" * 70_000]), timeout=5))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert server.registry is not None and server.registry.jobs() == []
+    assert server.registry is not None and server.registry.jobs.all() == []
     assert list(fleet.RequestModel(request(["count"]), timeout=20))[-1].stage == pb.JobProgress.READY
 
 

@@ -10,7 +10,7 @@ import pytest
 from edgecut import topics
 from edgecut.broker import EmbeddedBroker
 from edgecut.server.fleet.app import FleetServer
-from edgecut.server.fleet.state.registry import RUNNING
+from edgecut.server.fleet.state.schema import RUNNING
 from edgecut.server.spec import Budget
 from edgecut.v1 import fleet_pb2 as pb
 from tests.support.fleet_server import download, sha256, start_server, stub
@@ -43,7 +43,7 @@ def test_needs_lead_to_a_retained_model_ready(server: FleetServer, devices, brok
     payload, retained = late.next(topics.MODEL)
     assert retained and pb.ModelReady.FromString(payload) == ready
     assert server.registry is not None
-    rec = server.registry.device("rpi-1")
+    rec = server.registry.devices.get("rpi-1")
     assert rec is not None and rec["needs_tasks"] == ["seg", "depth"] and rec["device_class"] == "rpi4"
     assert (
         rec["budget"] == Budget(macs_fraction=0.3).bucket()
@@ -80,12 +80,12 @@ def test_bad_payloads_get_clear_errors_and_the_server_keeps_serving(server: Flee
     assert dev.error().code == pb.Error.MALFORMED
 
     assert server.registry is not None
-    rec = server.registry.device("cam-9")
+    rec = server.registry.devices.get("cam-9")
     assert rec is not None and "at least one task" in rec["last_error"]
     dev.needs(["edges"], seq=5)
     ready = dev.model_ready()
     assert ready.needs_seq == 5 and ready.tasks == ["edges"]
-    assert server.registry.device("cam-9")["last_error"] == ""  # type: ignore[index]
+    assert server.registry.devices.get("cam-9")["last_error"] == ""  # type: ignore[index]
 
 
 def test_state_telemetry_and_swaps_reach_the_registry(server: FleetServer, devices) -> None:
@@ -122,14 +122,17 @@ def test_state_telemetry_and_swaps_reach_the_registry(server: FleetServer, devic
     assert reg is not None
     wait_until(
         lambda: (
-            (d := reg.device("jet-1")) and d["telemetry"] and d["status"] == "online" and reg.swaps("jet-1")
+            (d := reg.devices.get("jet-1"))
+            and d["telemetry"]
+            and d["status"] == "online"
+            and reg.offers.swaps("jet-1")
         )
     )
-    rec = reg.device("jet-1")
+    rec = reg.devices.get("jet-1")
     assert rec is not None
     assert rec["agent_version"] == "0.1.0" and rec["telemetry"]["latency_p50_ms"] == 7.5
     assert rec["artifact_id"] == aid  # the refused swap left the serving model as it was
-    assert reg.swaps("jet-1")[0]["reason"] == "outputs not finite"
+    assert reg.offers.swaps("jet-1")[0]["reason"] == "outputs not finite"
 
 
 def test_the_bridge_reconnects_and_resubscribes_after_the_broker_restarts(
@@ -155,7 +158,7 @@ def test_restart_with_a_queued_job_finishes_it(tmp_path: Path, broker: EmbeddedB
         b.needs(["depth", "normals"], seq=1)  # queued behind dev-a's build (one worker)
         assert first.registry is not None
         reg = first.registry
-        wait_until(lambda: len(reg.jobs()) == 2 and any(j.state == RUNNING for j in reg.jobs()))
+        wait_until(lambda: len(reg.jobs.all()) == 2 and any(j.state == RUNNING for j in reg.jobs.all()))
     finally:
         first.stop()
     assert len(slow.builds) == 1  # dev-b's job never started
@@ -183,7 +186,7 @@ def test_replicas_split_needs_through_the_shared_subscription(
             d.needs(["edges"])
         for d in devs:
             d.model_ready()
-        counts = [len(r.registry.devices()) for r in (r1, r2)]  # type: ignore[union-attr]
+        counts = [len(r.registry.devices.all()) for r in (r1, r2)]  # type: ignore[union-attr]
         assert sum(counts) == 8 and min(counts) >= 1  # each message handled once, by one of them
     finally:
         r1.stop()

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut import topics
 from edgecut.broker import EmbeddedBroker, mosquitto_path
-from edgecut.server.fleet.link.mqtt_bridge import server_subscriptions
+from edgecut.server.fleet.link.broker import server_subscriptions
 from edgecut.v1 import fleet_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]

@@ -144,7 +144,7 @@ def test_agent_over_mqtt_client_certs_and_grpc_mutual_tls(
     try:
         aid = wait_serving(agent, ["seg"])  # offered over mqtts, downloaded over mutual TLS
         assert mtls_fleet.registry is not None
-        assert mtls_fleet.registry.was_offered("pi-2", aid)
+        assert mtls_fleet.registry.offers.was_offered("pi-2", aid)
     finally:
         agent.stop()
 

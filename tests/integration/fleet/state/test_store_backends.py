@@ -18,7 +18,8 @@ from edgecut.errors import ConfigError
 from edgecut.server.errors import ArtifactNotFoundError
 from edgecut.server.fleet.link.grpc_api import FleetServicer, create_server
 from edgecut.server.fleet.policy.budget import BudgetPolicy
-from edgecut.server.fleet.state.store import Store, open_store
+from edgecut.server.fleet.state.store import Store
+from edgecut.server.fleet.state.store_backends import open_store
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut.v1 import fleet_pb2_grpc as pb_grpc
 from tests.support.onnx_models import tiny_meta

@@ -31,8 +31,8 @@ class Desk:
         self.desk = CommandDesk(
             self.registry, self.key, lambda d, p: self.sent.append((d, p)), lambda: TASKS, observers
         )
-        self.registry.record_needs("pi-1", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
-        self.registry.record_needs("pi-2", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
+        self.registry.devices.record_needs("pi-1", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
+        self.registry.devices.record_needs("pi-2", ["seg"], 1, {}, {}, "rpi4", "macs=0.3")
 
     def opened(self, payload: bytes) -> pb.Command:
         keyring = Keyring([parse_public_key(self.key.public_text)])

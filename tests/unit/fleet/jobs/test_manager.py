@@ -12,9 +12,12 @@ import pytest
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.fleet.jobs.manager import Event, Failed, JobManager, Outcome, Progress, Ready
-from edgecut.server.fleet.state.registry import DONE, FAILED, QUEUED, RUNNING, Registry, Waiter
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Event, Failed, Outcome, Progress, Ready
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, FAILED, QUEUED, RUNNING
 from edgecut.server.fleet.state.store import LocalStore
+from edgecut.server.fleet.state.waiters import Waiter
 from edgecut.server.spec import Budget, BuildSpec
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
@@ -91,7 +94,7 @@ def test_progress_is_ordered_and_artifact_is_a_loadable_model(stack: Stack) -> N
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outs = sess.run(None, {"image": np.zeros((2, 3, 64, 64), np.float32)})
     assert [o.shape for o in outs] == [(2, 10), (2, 5, 64, 64)]
-    job = stack.registry.job(ready.build_key)
+    job = stack.registry.jobs.get(ready.build_key)
     assert job is not None and job.state == DONE and job.artifact_id == ready.artifact.artifact_id
     assert stack.finished == [ready]
 
@@ -112,7 +115,7 @@ def test_bad_requests_fail_before_queueing(stack: Stack) -> None:
         stack.jobs.submit(spec("seg", "sky"))
     with pytest.raises(ImpossibleBudgetError, match="below the smallest model"):
         stack.jobs.submit(BuildSpec.create(["seg"], Budget(max_macs=10)))
-    assert stack.registry.jobs() == [] and stack.engine.builds == []
+    assert stack.registry.jobs.all() == [] and stack.engine.builds == []
 
 
 def test_a_failed_build_reaches_every_waiter_and_can_be_retried(tmp_path: Path) -> None:
@@ -126,7 +129,7 @@ def test_a_failed_build_reaches_every_waiter_and_can_be_retried(tmp_path: Path) 
             last = c.events[-1]
             assert isinstance(last, Failed) and last.code == "BUILD_FAILED"
             assert "recovery diverged for normals" in last.message
-        job = s.registry.job(s.jobs.build_key(spec("normals")))
+        job = s.registry.jobs.get(s.jobs.build_key(spec("normals")))
         assert job is not None and job.state == FAILED and job.error_code == "BUILD_FAILED"
         s.engine.fail_tasks.clear()
         again = Collector()
@@ -142,7 +145,7 @@ def test_the_server_log_says_why_a_build_failed(tmp_path: Path, caplog: pytest.L
     s = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=0.1, fail_tasks={"normals"}))
     try:
         c = Collector()
-        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs.manager"):
+        with caplog.at_level(logging.WARNING, logger="edgecut.server.fleet.jobs.builder"):
             s.jobs.submit(spec("normals"), c)
             assert c.done.wait(10)
             wait_until(lambda: "failed" in caplog.text, 10)
@@ -158,9 +161,9 @@ def test_queued_and_interrupted_jobs_resume_after_restart(tmp_path: Path) -> Non
     first = Stack(tmp_path, OnnxTestEngine(tmp_path / "w", delay=2.0))
     running = first.jobs.submit(spec("seg"), waiter=Waiter("dev-a", 5))
     queued = first.jobs.submit(spec("depth"), waiter=Waiter("dev-b", 9))
-    wait_until(lambda: (j := first.registry.job(running.build_key)) and j.state == RUNNING)
+    wait_until(lambda: (j := first.registry.jobs.get(running.build_key)) and j.state == RUNNING)
     first.close()  # interrupts the running build at its next progress call
-    states = {j.build_key: j.state for j in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").jobs()}
+    states = {j.build_key: j.state for j in Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}").jobs.all()}
     assert states == {running.build_key: QUEUED, queued.build_key: QUEUED}  # handed back to any replica
     assert not first.finished
 
@@ -169,9 +172,9 @@ def test_queued_and_interrupted_jobs_resume_after_restart(tmp_path: Path) -> Non
         wait_until(lambda: len(second.finished) == 2)
         assert {o.build_key for o in second.finished} == {running.build_key, queued.build_key}
         assert all(isinstance(o, Ready) for o in second.finished)
-        assert {j.state for j in second.registry.jobs()} == {DONE}
+        assert {j.state for j in second.registry.jobs.all()} == {DONE}
         # the devices that asked before the restart are still on record, to be answered
-        assert [(w.device_id, w.needs_seq) for w in second.registry.take_waiters(running.build_key)] == [
+        assert [(w.device_id, w.needs_seq) for w in second.registry.waiters.take(running.build_key)] == [
             ("dev-a", 5)
         ]
     finally:
@@ -188,6 +191,6 @@ def test_asking_again_for_the_model_offered_is_a_repeat_not_a_cache_hit(stack: S
         lambda e: sources.append(str(e.data.get("source", ""))) if e.kind == "job" else None
     )
     stack.jobs.submit(spec("edges"), requester="pi-2")  # another device: one build saved
-    stack.registry.record_offer("pi-1", ready.build_key, ready.artifact.artifact_id)
+    stack.registry.offers.record("pi-1", ready.build_key, ready.artifact.artifact_id)
     stack.jobs.submit(spec("edges"), requester="pi-1")  # pi-1 again (an unpin, a restart)
     assert sources == ["cache", "repeat"]

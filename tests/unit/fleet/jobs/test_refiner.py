@@ -5,11 +5,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgecut.server.fleet.jobs.manager import JobManager, Ready
-from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED
-from edgecut.server.fleet.state.registry import DONE, QUEUED, REFINE, Registry, refinement_key
+from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.manager import JobManager
+from edgecut.server.fleet.jobs.outcomes import Ready
+from edgecut.server.fleet.jobs.refiner import NOT_BETTER, STALE, UNWANTED, Refiner
+from edgecut.server.fleet.state.job_record import refinement_key
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, QUEUED, REFINE
 from edgecut.server.fleet.state.store import LocalStore
-from edgecut.server.spec import Budget, BuildSpec
+from edgecut.server.spec import Budget, BuildSpec, spec_to_dict
 from tests.support.onnx_engine import OnnxTestEngine
 from tests.support.waiting import wait_until
 
@@ -66,7 +71,7 @@ def test_refinements_follow_the_quick_build_and_the_cache_serves_the_best(tmp_pa
         mious = [r.artifact.meta.metrics["seg"]["miou"] for r in (first, r1, r2)]
         assert mious == sorted(mious) and len(set(mious)) == 3
         key = st.jobs.build_key(s)
-        rec = st.registry.job(key)
+        rec = st.registry.jobs.get(key)
         assert rec is not None and (rec.artifact_id, rec.refinement) == (r2.artifact.artifact_id, 2)
         assert rec.parent_artifact_id == r1.artifact.artifact_id
         hit = st.jobs.submit(s).ready  # a device asking now gets the best version at once
@@ -85,15 +90,19 @@ def test_a_refinement_that_is_not_better_is_recorded_and_the_next_starts_from_th
         s = spec("seg")
         first = quick(st, s)
         key = st.jobs.build_key(s)
-        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        rec = wait_until(
+            lambda: (r := st.registry.jobs.get(refinement_key(key, 1))) and r.state == DONE and r
+        )
         assert rec.stage == NOT_BETTER and rec.artifact_id == ""
         # refinement 2 (a longer schedule, or the from-scratch candidate) still gets its chance
         wait_until(lambda: len(st.refined) == 1)
         (r2,) = st.refined
         assert (r2.refinement, r2.parent_artifact_id) == (2, first.artifact.artifact_id)
-        last = wait_until(lambda: (r := st.registry.job(refinement_key(key, 3))) and r.state == DONE and r)
+        last = wait_until(
+            lambda: (r := st.registry.jobs.get(refinement_key(key, 3))) and r.state == DONE and r
+        )
         assert last.stage == NOT_BETTER
-        served = st.registry.job(key)
+        served = st.registry.jobs.get(key)
         assert served is not None and served.artifact_id == r2.artifact.artifact_id
         assert len(st.engine.refines) == 3 and len(st.refined) == 1  # nothing after the last one
     finally:
@@ -111,7 +120,7 @@ def test_quick_builds_go_first_and_a_running_refinement_yields(tmp_path: Path) -
             second = quick(st, spec("depth"))  # a device's first model: delivered although seg refines
             assert second.refinement == 0
         wait_until(lambda: len(st.refined) == 2)
-        rec = st.registry.job(seg_key)
+        rec = st.registry.jobs.get(seg_key)
         assert rec is not None and rec.attempts >= 2  # it yielded to the depth build and ran again
         assert {r.build_key for r in st.refined} == {
             st.jobs.build_key(spec("seg")),
@@ -131,7 +140,7 @@ def test_a_restart_resumes_a_queued_refinement(tmp_path: Path) -> None:
         st.close()  # interrupts it: queued again in the registry
     key = st.jobs.build_key(s)
     reg = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    rec = reg.job(refinement_key(key, 1))
+    rec = reg.jobs.get(refinement_key(key, 1))
     assert rec is not None and rec.state == QUEUED and rec.kind == REFINE
     reg.close()
     st2 = Stack(tmp_path, engine)
@@ -153,10 +162,12 @@ def test_a_refinement_of_a_replaced_artifact_is_not_served(tmp_path: Path) -> No
             quick(st, s)
             wait_until(lambda: engine.refines)
             # meanwhile the key's job moved to another artifact (e.g. rebuilt after a scrub)
-            st.registry.update_job(key, artifact_id="f" * 64)
-        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+            st.registry.jobs.update(key, artifact_id="f" * 64)
+        rec = wait_until(
+            lambda: (r := st.registry.jobs.get(refinement_key(key, 1))) and r.state == DONE and r
+        )
         assert rec.stage == STALE
-        served = st.registry.job(key)
+        served = st.registry.jobs.get(key)
         assert served is not None and served.artifact_id == "f" * 64 and served.refinement == 0
         assert st.refined == []
     finally:
@@ -173,22 +184,26 @@ def test_a_refinement_nobody_wants_any_more_is_skipped_until_a_device_asks_again
         s, other = spec("seg", "depth"), spec("normals")
         key = st.jobs.build_key(s)
         first = quick(st, s)
-        st.registry.record_needs("pi", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
-        st.registry.record_offer("pi", key, first.artifact.artifact_id, 1)
+        st.registry.devices.record_needs("pi", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
+        st.registry.offers.record("pi", key, first.artifact.artifact_id, 1)
         # the user switches to normals; its own build is offered
-        st.registry.record_needs("pi", ["normals"], 2, {}, {}, "rpi4", other.budget.bucket())
-        st.registry.record_offer("pi", st.jobs.build_key(other), "a" * 64, 2)
+        st.registry.devices.record_needs("pi", ["normals"], 2, {}, {}, "rpi4", other.budget.bucket())
+        st.registry.offers.record("pi", st.jobs.build_key(other), "a" * 64, 2)
         refiner = JobManager(engine, st.store, st.registry, owner="replica-b", poll_s=0.05)
         refiner.start()
-        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        rec = wait_until(
+            lambda: (r := st.registry.jobs.get(refinement_key(key, 1))) and r.state == DONE and r
+        )
         assert rec.stage == UNWANTED and engine.refines == [] and st.refined == []
 
         # another device asks for seg + depth (needs recorded, then the cache answers, as the bridge does)
-        st.registry.record_needs("pi-2", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
+        st.registry.devices.record_needs("pi-2", ["seg", "depth"], 1, {}, {}, "rpi4", s.budget.bucket())
         hit = st.jobs.submit(s).ready
         assert hit is not None and hit.cache_hit and hit.refinement == 0
         wait_until(lambda: len(engine.refines) == 1)  # ... and the refinement runs after all
-        rec = wait_until(lambda: (r := st.registry.job(refinement_key(key, 1))) and r.state == DONE and r)
+        rec = wait_until(
+            lambda: (r := st.registry.jobs.get(refinement_key(key, 1))) and r.state == DONE and r
+        )
         assert rec.stage == "ready" and rec.artifact_id != ""
     finally:
         if refiner is not None:
@@ -202,12 +217,49 @@ def test_a_cache_hit_revives_the_refinement_after_one_that_was_not_better(tmp_pa
         key = "k" * 32
         # refinement 1 was not better, so 2 was queued from the same parent and then skipped as unwanted
         for n, stage in ((1, NOT_BETTER), (2, UNWANTED)):
-            st.registry.create_job(refinement_key(key, n), {"refine": {"of": key}}, kind=REFINE)
-            st.registry.update_job(refinement_key(key, n), state=DONE, stage=stage)
+            st.registry.jobs.create(refinement_key(key, n), {"refine": {"of": key}}, kind=REFINE)
+            st.registry.jobs.update(refinement_key(key, n), state=DONE, stage=stage)
         st.jobs.refiner.revive(key, 0)  # the key still serves its quick model (refinement 0)
-        again = st.registry.job(refinement_key(key, 2))
+        again = st.registry.jobs.get(refinement_key(key, 2))
         assert again is not None and again.state == QUEUED
-        first = st.registry.job(refinement_key(key, 1))
+        first = st.registry.jobs.get(refinement_key(key, 1))
         assert first is not None and first.stage == NOT_BETTER  # a not-better step is not re-run
     finally:
         st.close()
+
+
+def test_the_refiner_is_a_peer_built_from_the_engine_store_registry_and_leases(tmp_path: Path) -> None:
+    """No job manager: the refiner refines a done build of the registry once nothing quick waits."""
+    engine = OnnxTestEngine(tmp_path / "work", refinements=1)
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    store = LocalStore(tmp_path / "artifacts")
+    s = spec("seg")
+    key = s.build_key(engine.base_model_id)
+    built = engine.build(s, lambda *_: None)
+    try:
+        parent = store.put_file(built.onnx_path, built.meta.model_copy(update={"build_key": key}))
+    finally:
+        built.cleanup()
+    registry.jobs.create(key, spec_to_dict(s))
+    registry.jobs.update(key, state=DONE, stage="ready", fraction=1.0, artifact_id=parent.artifact_id)
+    quick_waiting, refined = threading.Event(), list[Ready]()
+    quick_waiting.set()
+    leases = Leases("replica-a", poll_s=0.05)
+    refiner = Refiner(engine, store, registry, leases, Observers(), quick_waiting.is_set, refined.append)
+    worker = threading.Thread(target=refiner.work, daemon=True)
+    try:
+        assert refiner.queue(key, s, parent.artifact_id, 1)
+        worker.start()
+        queued = registry.jobs.get(refinement_key(key, 1))
+        assert queued is not None and queued.state == QUEUED and engine.refines == []
+        quick_waiting.clear()  # the quick build is answered: refinements may run
+        wait_until(lambda: len(refined) == 1)
+        (r1,) = refined
+        assert (r1.build_key, r1.refinement, r1.parent_artifact_id) == (key, 1, parent.artifact_id)
+        served = registry.jobs.get(key)
+        assert served is not None and served.artifact_id == r1.artifact.artifact_id
+    finally:
+        leases.stop_event.set()
+        refiner.wake.set()
+        worker.join(10)
+        registry.close()

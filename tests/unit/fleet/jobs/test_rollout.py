@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.manager import Ready
+from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.jobs.rollout import RolloutManager
 from edgecut.server.fleet.jobs.rollout_policy import CANARY, PROMOTED, REJECTED, ROLLED_BACK, RolloutSettings
-from edgecut.server.fleet.state.registry import DONE, Registry
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE
 from edgecut.server.fleet.state.store import LocalStore
 from edgecut.server.spec import Budget, BuildSpec, Refinement
 from tests.support.onnx_engine import OnnxTestEngine
@@ -61,11 +62,11 @@ class World:
         self, device_id: str, serving: Ready | None, tasks: list[str] | None = None, p95: float = 1.0
     ) -> None:
         tasks = tasks or ["seg"]
-        self.registry.record_needs(device_id, tasks, 1, {}, {}, "x86", BUDGET)
+        self.registry.devices.record_needs(device_id, tasks, 1, {}, {}, "x86", BUDGET)
         aid = serving.artifact.artifact_id if serving else ""
-        self.registry.record_state(device_id, "online", aid, tasks if serving else [], "t")
+        self.registry.devices.record_state(device_id, "online", aid, tasks if serving else [], "t")
         if serving:
-            self.registry.record_telemetry(device_id, {"artifact_id": aid, "latency_p95_ms": p95})
+            self.registry.devices.record_telemetry(device_id, {"artifact_id": aid, "latency_p95_ms": p95})
 
     def telemetry(self, device: str, ready: Ready, count: int, failed: int, p95: float) -> None:
         data = {"artifact_id": ready.artifact.artifact_id, "inference_count": count, "failed_count": failed}
@@ -223,9 +224,11 @@ def _refine(world: World, quick: Ready, base: str, retrained: bool = False) -> R
     built = engine.refine(spec, parent, lambda *_: None)
     assert built is not None
     stored = world.store.put_file(built.onnx_path, built.meta)
-    world.registry.create_job(quick.build_key, {})
-    world.registry.update_job(quick.build_key, state=DONE, artifact_id=quick.artifact.artifact_id)
-    assert world.registry.adopt_refinement(quick.build_key, quick.artifact.artifact_id, stored.artifact_id, 1)
+    world.registry.jobs.create(quick.build_key, {})
+    world.registry.jobs.update(quick.build_key, state=DONE, artifact_id=quick.artifact.artifact_id)
+    assert world.registry.jobs.adopt_refinement(
+        quick.build_key, quick.artifact.artifact_id, stored.artifact_id, 1
+    )
     return Ready(quick.build_key, stored, False, quick.artifact.artifact_id, 1)
 
 

@@ -9,43 +9,44 @@ import threading
 import time
 from collections import Counter
 
-from edgecut.server.fleet.state.registry import DONE, QUEUED, RUNNING, Registry
+from edgecut.server.fleet.state.registry import Registry
+from edgecut.server.fleet.state.schema import DONE, QUEUED, RUNNING
 
 
 def test_a_held_lease_keeps_others_out_until_it_expires(pair: tuple[Registry, Registry]) -> None:
     a, b = pair
-    a.ensure_job("k", {"tasks": ["seg"]})
-    got = a.claim_job("replica-a", lease_s=0.5)
+    a.jobs.ensure("k", {"tasks": ["seg"]})
+    got = a.jobs.claim("replica-a", lease_s=0.5)
     assert got is not None and got.state == RUNNING and got.owner == "replica-a" and got.attempts == 1
-    assert b.claim_job("replica-b", lease_s=30) is None  # single flight
-    assert a.renew_leases("replica-a", ["k"], lease_s=0.5) == set()
+    assert b.jobs.claim("replica-b", lease_s=30) is None  # single flight
+    assert a.jobs.renew_leases("replica-a", ["k"], lease_s=0.5) == set()
     time.sleep(0.7)  # replica a "died": no renewal
-    taken = b.claim_job("replica-b", lease_s=30)
+    taken = b.jobs.claim("replica-b", lease_s=30)
     assert taken is not None and taken.owner == "replica-b" and taken.attempts == 2
-    assert a.renew_leases("replica-a", ["k"], lease_s=30) == {"k"}  # a learns it lost the job
-    b.finish_job(
+    assert a.jobs.renew_leases("replica-a", ["k"], lease_s=30) == {"k"}  # a learns it lost the job
+    b.jobs.finish(
         "k", "replica-b", taken.generation, state=DONE, stage="ready", fraction=1.0, artifact_id="ab" * 32
     )
-    done = a.job("k")
+    done = a.jobs.get("k")
     assert done is not None and done.state == DONE and done.owner == ""
-    assert b.claim_job("replica-b", lease_s=30) is None
+    assert b.jobs.claim("replica-b", lease_s=30) is None
 
 
 def test_a_released_job_is_free_at_once(pair: tuple[Registry, Registry]) -> None:
     a, b = pair
-    a.ensure_job("k1", {})
-    a.ensure_job("k2", {})
-    assert a.claim_job("replica-a", 30) is not None
-    a.release_job("k1", "replica-a")  # graceful stop
-    j = b.job("k1")
+    a.jobs.ensure("k1", {})
+    a.jobs.ensure("k2", {})
+    assert a.jobs.claim("replica-a", 30) is not None
+    a.jobs.release("k1", "replica-a")  # graceful stop
+    j = b.jobs.get("k1")
     assert j is not None and j.state == QUEUED and j.owner == ""
-    got = b.claim_job("replica-b", 30)
+    got = b.jobs.claim("replica-b", 30)
     assert got is not None and got.build_key == "k1"
     # a replica restarting under its old id takes back what it held before it died
-    got2 = a.claim_job("replica-a", 30)
+    got2 = a.jobs.claim("replica-a", 30)
     assert got2 is not None and got2.build_key == "k2"
-    assert a.release_leases("replica-a") == ["k2"]
-    j2 = a.job("k2")
+    assert a.jobs.release_leases("replica-a") == ["k2"]
+    j2 = a.jobs.get("k2")
     assert j2 is not None and j2.state == QUEUED
 
 
@@ -53,15 +54,15 @@ def test_concurrent_claims_build_each_job_once(pair: tuple[Registry, Registry]) 
     a, b = pair
     keys = [f"k{i:02d}" for i in range(24)]
     for k in keys:
-        a.ensure_job(k, {})
+        a.jobs.ensure(k, {})
     claims: list[tuple[str, str]] = []
     lock = threading.Lock()
 
     def worker(reg: Registry, name: str) -> None:
-        while (rec := reg.claim_job(name, 60)) is not None:
+        while (rec := reg.jobs.claim(name, 60)) is not None:
             with lock:
                 claims.append((rec.build_key, name))
-            reg.finish_job(rec.build_key, name, rec.generation, state=DONE, artifact_id="ab" * 32)
+            reg.jobs.finish(rec.build_key, name, rec.generation, state=DONE, artifact_id="ab" * 32)
 
     threads = [
         threading.Thread(target=worker, args=(r, f"{n}-{i}"))
@@ -84,9 +85,9 @@ def test_replicas_joining_one_key_share_one_job_and_its_waiters(pair: tuple[Regi
     def ask(reg: Registry, i: int) -> None:
         try:
             barrier.wait()
-            reg.ensure_job("k", {"tasks": ["seg"]})
-            reg.add_waiter("k", f"dev-{i}", i)
-            reg.record_state(f"new-{i % 2}", "online", "", [], "0.1")  # every replica sees each state
+            reg.jobs.ensure("k", {"tasks": ["seg"]})
+            reg.waiters.add("k", f"dev-{i}", i)
+            reg.devices.record_state(f"new-{i % 2}", "online", "", [], "0.1")  # every replica sees each state
         except BaseException as exc:
             errors.append(exc)
 
@@ -96,11 +97,11 @@ def test_replicas_joining_one_key_share_one_job_and_its_waiters(pair: tuple[Regi
     for t in threads:
         t.join(30)
     assert not errors, errors
-    assert [j.build_key for j in a.jobs()] == ["k"]
+    assert [j.build_key for j in a.jobs.all()] == ["k"]
     taken: list[list[str]] = [[], []]
 
     def take(reg: Registry, slot: int) -> None:
-        taken[slot] = [w.device_id for w in reg.take_waiters("k")]
+        taken[slot] = [w.device_id for w in reg.waiters.take("k")]
 
     ts = [threading.Thread(target=take, args=(r, i)) for i, r in enumerate((a, b))]
     for t in ts:
@@ -108,4 +109,4 @@ def test_replicas_joining_one_key_share_one_job_and_its_waiters(pair: tuple[Regi
     for t in ts:
         t.join(30)
     assert sorted(taken[0] + taken[1]) == sorted(f"dev-{i}" for i in range(8))  # each answered once
-    assert {d["device_id"] for d in a.devices()} == {"new-0", "new-1"}
+    assert {d["device_id"] for d in a.devices.all()} == {"new-0", "new-1"}

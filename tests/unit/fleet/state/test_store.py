@@ -7,7 +7,8 @@ import pytest
 
 from edgecut.errors import ConfigError
 from edgecut.server.errors import ArtifactNotFoundError
-from edgecut.server.fleet.state.store import LocalStore, open_store
+from edgecut.server.fleet.state.store import LocalStore
+from edgecut.server.fleet.state.store_backends import open_store
 from tests.support.onnx_models import tiny_meta
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-from edgecut.server.fleet.migrations import metadata
+from edgecut.server.fleet.state.migrations import metadata
 
 conn = context.config.attributes.get("connection")
 if conn is None:
-    raise RuntimeError("edgecut's migrations run through edgecut.server.fleet.migrations.upgrade()")
+    raise RuntimeError("edgecut's migrations run through edgecut.server.fleet.state.migrations.upgrade()")
 context.configure(connection=conn, target_metadata=metadata(), render_as_batch=conn.dialect.name == "sqlite")
 with context.begin_transaction():
     context.run_migrations()

@@ -8,7 +8,7 @@ the baseline revision, which completes its tables in place. A database whose rev
 does not know was written by a newer release and is refused.
 
 A new column: add it to the model, then a revision in versions/ (`python -m
-edgecut.server.fleet.migrations revision "what changed"` drafts one from the difference);
+edgecut.server.fleet.state.migrations revision "what changed"` drafts one from the difference);
 tests/unit/fleet/test_migrations.py fails while the models and the newest revision differ.
 """
 
@@ -70,9 +70,6 @@ def head() -> str:
 
 def metadata() -> MetaData:
     """The one metadata of every registry table (its modules imported so each has registered)."""
-    from edgecut.server.fleet.commands import desk  # noqa: F401
-    from edgecut.server.fleet.jobs import rollout  # noqa: F401
-    from edgecut.server.fleet.state import history  # noqa: F401
     from edgecut.server.fleet.state.schema import Base
 
     return Base.metadata

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from edgecut.server import errors as server_errors
-from edgecut.server.fleet.link import error_map
+from edgecut.server.fleet import error_map
 from edgecut.v1 import fleet_pb2 as pb
 
 ERRORS = [

@@ -1,4 +1,4 @@
-"""`python -m edgecut.server.fleet.migrations revision "what changed"`: draft the next revision file
+"""`python -m edgecut.server.fleet.state.migrations revision "what changed"`: draft the next revision file
 from the difference between the models and a database at the newest revision (review it before use)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine
 
-from edgecut.server.fleet.migrations import config, head, upgrade
+from edgecut.server.fleet.state.migrations import config, head, upgrade
 
 
 def main(argv: list[str]) -> int:
