@@ -18,13 +18,13 @@ def test_the_device_view_says_the_agents_state_since_when_and_why(tmp_path: Path
     registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite3'}")
     try:
         views = Views(registry, LocalStore(tmp_path / "store"), FleetHistory(registry), EventHub())
-        registry.record_state("pi", "online", "", [], "0.1.0")
+        registry.devices.record_state("pi", "online", "", [], "0.1.0")
         assert views.device("pi")["agent_state"] == ""  # no telemetry yet, or an agent older than the field
         since = int(time.time() * 1000) - 5000
         sample = pb.Telemetry(
             state=pb.AGENT_STATE_ROLLED_BACK, state_since_unix_ms=since, state_reason="abc refused: NaN"
         )
-        registry.record_telemetry("pi", to_dict(sample))  # as the MQTT bridge stores it
+        registry.devices.record_telemetry("pi", to_dict(sample))  # as the MQTT bridge stores it
         d = views.device("pi")
         assert d["agent_state"] == "rolled_back" and d["agent_state_reason"] == "abc refused: NaN"
         assert d["agent_state_since"] == since / 1000

@@ -35,7 +35,7 @@ from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.store import LocalStore
 from tests.support.postgres import PostgresServer
 
-FIXTURES = Path(__file__).parents[2] / "fixtures" / "release_0_1"
+FIXTURES = Path(__file__).parents[3] / "fixtures" / "release_0_1"
 TABLES = [
     "devices", "swaps", "jobs", "job_leases", "job_waiters", "offers", "operator_commands", "audit_log",
     "telemetry_samples", "build_runs", "artifact_latency", "rollouts",
@@ -86,10 +86,10 @@ def test_a_release_0_1_database_upgrades_in_place_with_nothing_lost(
     assert dump(url) == before  # nothing lost, nothing changed
 
     # the app reads what 0.1 wrote ...
-    assert [d["device_id"] for d in reg.devices()] == ["cam-0", "cam-1", "cam-2"]
-    assert reg.device("cam-1")["offer_seq"] == 8  # type: ignore[index]
-    assert {j.build_key[0] for j in reg.jobs()} == {"b", "c", "d"}
-    assert reg.waiting() == {"cam-1": "c" * 64}
+    assert [d["device_id"] for d in reg.devices.all()] == ["cam-0", "cam-1", "cam-2"]
+    assert reg.devices.get("cam-1")["offer_seq"] == 8  # type: ignore[index]
+    assert {j.build_key[0] for j in reg.jobs.all()} == {"b", "c", "d"}
+    assert reg.waiters.waiting() == {"cam-1": "c" * 64}
     history = FleetHistory(reg)
     assert [t["latency_p95_ms"] for t in history.telemetry("cam-2")] == [14.5]
     assert history.latency(["a" + "0" * 63]) == {"a" + "0" * 63: 11.0}
@@ -99,9 +99,9 @@ def test_a_release_0_1_database_upgrades_in_place_with_nothing_lost(
     assert desk.get("c0")["state"] == "ok"  # type: ignore[index]
     assert [a["who"] for a in desk.audit()] == ["alice"]
     # ... and writes after it (autoincrement ids continue past the old rows on PostgreSQL too)
-    reg.record_swap("cam-0", "e" * 64, True, "", "a" + "0" * 63, 30.0)
+    reg.offers.record_swap("cam-0", "e" * 64, True, "", "a" + "0" * 63, 30.0)
     history.add_telemetry("cam-0", 1_780_000_100.0, {"latency_p95_ms": 9.0})
-    assert len(reg.swaps("cam-0")) == 2 and len(history.telemetry("cam-0")) == 2
+    assert len(reg.offers.swaps("cam-0")) == 2 and len(history.telemetry("cam-0")) == 2
     reg.close()
 
     # a second start finds the schema current
@@ -134,7 +134,7 @@ def test_an_older_layout_gains_the_columns_and_indexes_it_lacked(
 
     reg = Registry(url)
     assert reg.migration.before == migrations.PRE_ALEMBIC
-    device = reg.device("old-1")
+    device = reg.devices.get("old-1")
     assert device is not None and device["status"] == "online" and device["needs_seq"] == 3
     assert device["serving_tasks"] == [] and device["provenance"] == {} and device["offer_seq"] == 0
     assert FleetHistory(reg).telemetry("old-1")[0]["latency_p95_ms"] == 0.0
