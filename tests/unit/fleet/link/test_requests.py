@@ -12,6 +12,7 @@ import pytest
 
 from edgecut.server.errors import ImpossibleBudgetError, InvalidFieldError
 from edgecut.server.fleet.link.requests import (
+    MAX_STATE_REASON,
     MAX_TASK_NAME,
     MAX_TASKS,
     check_telemetry,
@@ -210,3 +211,15 @@ def test_a_valid_needs_message_becomes_the_policy_budget_and_a_sorted_spec() -> 
     decision, spec = needs_decision(POLICY, needs(tasks=["depth", "seg", "depth"], seq=7, max_latency_ms=0.0))
     assert spec == BuildSpec.create(["depth", "seg"], decision.budget)
     assert isinstance(decision.budget, Budget)
+
+
+def test_the_agents_life_cycle_fields_are_bounded() -> None:
+    """The state an agent reports (agent/lifecycle.py): a known enum number, a time, a bounded reason."""
+    check_telemetry(
+        telemetry(state=pb.AgentState.Value("AGENT_STATE_SERVING"), state_since_unix_ms=INT64_MAX)
+    )
+    check_telemetry(telemetry(state=0))  # an agent older than the field
+    refused("state", check_telemetry, telemetry(state=max(pb.AgentState.values()) + 1))
+    refused("state_since_unix_ms", check_telemetry, telemetry(state_since_unix_ms=-1))
+    check_telemetry(telemetry(state_reason="r" * MAX_STATE_REASON))
+    refused("state_reason", check_telemetry, telemetry(state_reason="r" * (MAX_STATE_REASON + 1)))
