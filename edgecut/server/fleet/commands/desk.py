@@ -32,22 +32,21 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import select
 
 from edgecut import signing, topics
 from edgecut.envelopes import open_command, sign_command
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.commands import client as commands
 from edgecut.server.fleet.events import FleetEvent, Observers
+from edgecut.server.fleet.state.commands import SENT
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.schema import AuditRow, Base, CommandRow
 from edgecut.signing import Keyring, SignatureError
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("set_tasks", "pin", "unpin", "rollback")
-SENT, OK, FAILED = "sent", "ok", "failed"
+OK, FAILED = "ok", "failed"
 KEY_FILE, PUB_FILE = "operator.key", "operator.pub"
 MAX_TASKS = 32
 _DEVICE_ID = topics.DEVICE_ID  # as the agent's settings allow: one MQTT topic level
@@ -118,8 +117,7 @@ class CommandDesk:
             "message": "",
             "acked_at": None,
         }
-        with self.registry.transaction() as s:
-            s.add(CommandRow(**row))
+        self.registry.commands.add(row)
         self._audit(who, origin, SENT, action, device_id, cmd.command_id, _describe(args))
         self.publish(device_id, payload)  # QoS 1, never retained (MqttBridge.publish_command)
         logger.info("operator %s sent %s to %s (%s)", who, action, device_id, cmd.command_id)
@@ -175,37 +173,37 @@ class CommandDesk:
         command_id = str(e.data.get("command_id", ""))
         ok = bool(e.data.get("ok"))
         reason = str(e.data.get("reason", ""))[:2000]
-        with self._lock, self.registry.transaction() as s:
-            row = s.get(CommandRow, command_id) if command_id else None
-            if row is None and self._signed_here(e.data.get("command"), command_id, e.device_id):
-                # sent by `edgecut command` (its own MQTT connection) with this fleet's operator key:
-                # recorded from the device's ack, which echoes the signed command, so the audit log and
-                # the metrics have it too; a made-up id without that signature is not recorded
-                row = CommandRow(
-                    command_id=command_id,
-                    device_id=e.device_id,
-                    action=_action(str(e.data.get("action", ""))),
-                    args={},
-                    who=OUTSIDE,
-                    origin="mqtt",
-                    created=e.at,
-                    state=SENT,
-                    message="",
-                    acked_at=None,
-                )
-                s.add(row)
-                logger.info(
-                    "device %s acked command %s sent by %s: recorded", e.device_id, command_id, OUTSIDE
-                )
-            elif row is None or row.device_id != e.device_id:
-                logger.warning(
-                    "device %s acked command %r it was not sent: ignored", e.device_id, command_id[:64]
-                )
-                return
-            if row.state != SENT:  # a duplicate ack (QoS 1 delivers at least once)
-                return
-            row.state, row.message, row.acked_at = (OK if ok else FAILED), reason, e.at
-            record = _row(row)
+        # sent by `edgecut command` (its own MQTT connection) with this fleet's operator key: recorded
+        # from the device's ack, which echoes the signed command, so the audit log and the metrics have
+        # it too; a made-up id without that signature is not recorded
+        outside = None
+        known = bool(command_id) and self.registry.commands.get(command_id) is not None
+        if command_id and not known and self._signed_here(e.data.get("command"), command_id, e.device_id):
+            outside = {
+                "command_id": command_id,
+                "device_id": e.device_id,
+                "action": _action(str(e.data.get("action", ""))),
+                "args": {},
+                "who": OUTSIDE,
+                "origin": "mqtt",
+                "created": e.at,
+                "state": SENT,
+                "message": "",
+                "acked_at": None,
+            }
+        with self._lock:
+            result, record = self.registry.commands.ack(
+                command_id, e.device_id, OK if ok else FAILED, reason, e.at, outside
+            )
+        if result == "unknown":
+            logger.warning(
+                "device %s acked command %r it was not sent: ignored", e.device_id, command_id[:64]
+            )
+            return
+        if record is None:  # a duplicate ack
+            return
+        if outside is not None:
+            logger.info("device %s acked command %s sent by %s: recorded", e.device_id, command_id, OUTSIDE)
         self._audit(
             record["who"],
             record["origin"],
@@ -231,41 +229,19 @@ class CommandDesk:
 
     def recent(self, device_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Commands, newest first."""
-        with self.registry.transaction() as s:
-            q = select(CommandRow).order_by(CommandRow.created.desc()).limit(limit)
-            if device_id is not None:
-                q = q.where(CommandRow.device_id == device_id)
-            return [_row(r) for r in s.scalars(q)]
+        return self.registry.commands.recent(device_id, limit)
 
     def get(self, command_id: str) -> dict[str, Any] | None:
-        with self.registry.transaction() as s:
-            row = s.get(CommandRow, command_id)
-            return None if row is None else _row(row)
+        return self.registry.commands.get(command_id)
 
     def audit(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
         """The audit log, newest first."""
-        with self.registry.transaction() as s:
-            q = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
-            if device_id is not None:
-                q = q.where(AuditRow.device_id == device_id)
-            return [_row(r) for r in s.scalars(q)]
+        return self.registry.commands.audit_log(limit, device_id)
 
     def _audit(
         self, who: str, origin: str, event: str, action: str, device_id: str, command_id: str, detail: str
     ) -> None:
-        with self.registry.transaction() as s:
-            s.add(
-                AuditRow(
-                    at=time.time(),
-                    who=who[:128],
-                    origin=origin[:128],
-                    event=event,
-                    action=action[:16],
-                    device_id=device_id[:128],
-                    command_id=command_id,
-                    detail=detail[:2000],
-                )
-            )
+        self.registry.commands.audit(who, origin, event, action, device_id, command_id, detail)
 
     def _event(self, row: dict[str, Any]) -> None:
         data = {
@@ -286,7 +262,3 @@ def _action(acked: str) -> str:
 
 def _describe(args: dict[str, Any]) -> str:
     return " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in args.items())
-
-
-def _row(row: Base) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

@@ -25,8 +25,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select
-
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.jobs.lineage import Lineage
@@ -47,7 +45,6 @@ from edgecut.server.fleet.jobs.rollout_policy import (
     task_quality,
 )
 from edgecut.server.fleet.state.registry import Registry
-from edgecut.server.fleet.state.schema import RolloutRow
 from edgecut.server.fleet.state.store import Store
 
 logger = logging.getLogger(__name__)
@@ -115,11 +112,7 @@ class RolloutManager:
 
     def rollouts(self, states: tuple[str, ...] | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first."""
-        with self.registry.transaction() as s:
-            q = select(RolloutRow).order_by(RolloutRow.created.desc()).limit(limit)
-            if states is not None:
-                q = q.where(RolloutRow.state.in_(states))
-            return [{c.key: getattr(r, c.key) for c in r.__table__.columns} for r in s.scalars(q)]
+        return self.registry.rollouts.all(states, limit)
 
     def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -246,8 +239,7 @@ class RolloutManager:
             "created": time.time(),
             "decided": None if quality.ok else time.time(),
         }
-        with self.registry.transaction() as s:
-            s.add(RolloutRow(**row))
+        self.registry.rollouts.add(row)
         live = _Live(row, {d: CanaryWatch() for d in canaries})
         self._event(row, announce=True)
         if not quality.ok:
@@ -333,10 +325,7 @@ class RolloutManager:
         row = live.row
         self._live.pop(row["id"], None)
         row.update(state=state, reason=reason, decided=time.time())
-        with self.registry.transaction() as s:
-            db = s.get(RolloutRow, row["id"])
-            if db is not None:
-                db.state, db.reason, db.decided = state, reason, row["decided"]
+        self.registry.rollouts.decide(row["id"], state, reason, row["decided"])
         log = logger.info if state == PROMOTED else logger.warning
         log("rollout %s %s: %s", row["id"], state, reason)
         self._event(row)

@@ -9,9 +9,11 @@ and holds one small repository per aggregate, each a few short transactions over
 | `offers` | offers.py | signed offers, the offer counter, swaps reported back |
 | `jobs` | jobs.py | the build queue, leases and fencing (single flight across replicas) |
 | `waiters` | waiters.py | which device waits for which build (answered after a restart too) |
+| `rollouts` | rollouts.py | staged rollouts and their verdicts (jobs/rollout.py judges) |
+| `commands` | commands.py | operator commands, devices' acks, the audit log (commands/desk.py sends) |
 
-Rollouts (jobs/rollout.py), operator commands (commands/desk.py) and history (state/history.py) keep
-their own tables in the same database, through `engine` and `transaction()`.
+Every table is in schema.py under one metadata (migrations/ upgrades it); the history
+(state/history.py) reads and writes its tables through `engine` and `transaction()`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session
 
+from edgecut.server.fleet.state.commands import Commands
 from edgecut.server.fleet.state.database import Database
 from edgecut.server.fleet.state.devices import Devices
 from edgecut.server.fleet.state.jobs import Jobs
 from edgecut.server.fleet.state.offers import Offers
+from edgecut.server.fleet.state.rollouts import Rollouts
 from edgecut.server.fleet.state.waiters import Waiters
 
 
@@ -40,6 +44,8 @@ class Registry:
         self.offers = Offers(self.db, self.devices)
         self.jobs = Jobs(self.db)
         self.waiters = Waiters(self.db)
+        self.rollouts = Rollouts(self.db)
+        self.commands = Commands(self.db)
 
     @property
     def engine(self) -> SqlEngine:
