@@ -7,8 +7,9 @@
   rollouts). `error_map.py`: domain errors to wire codes, gRPC statuses and sentences.
 - `link/`: the device-facing adapters: the MQTT bridge (needs in; reports; offers and errors out),
   the gRPC API, wire checks, offer signing.
-- `state/`: the fleet database, one repository per aggregate (devices, offers, jobs + leases,
-  waiters); history; the artifact store (local or S3).
+- `state/`: the fleet database (every table in schema.py, its revisions in migrations/), one
+  repository per aggregate (devices, offers, jobs + leases, waiters, rollouts, commands); history;
+  the artifact store (local or S3).
 - `jobs/`: builds (manager, build workers), refinements, store scrubbing, staged rollouts.
 - `policy/`: budgets, the latency model, rate limits, broker load.
 - `commands/`: operator commands, from the dashboard (desk) or a shell (client).
