@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgecut.broker import die_with_parent, free_port
 
-from .processes import stop
+from .processes import child_log, log_tail, stop
 from .waiting import WAIT_S
 
 SUPERUSER = "edgecut"
@@ -69,6 +69,7 @@ class PostgresServer:
         if self._user is not None:
             os.chown(self.data, self._user.pw_uid, self._user.pw_gid)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log = child_log("postgres")
 
     def _as_owner(self) -> dict[str, object]:
         return {} if self._user is None else {"user": self._user.pw_uid, "group": self._user.pw_gid}
@@ -108,7 +109,7 @@ class PostgresServer:
                 "max_connections=200",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             cwd=self._tmp,
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -119,8 +120,7 @@ class PostgresServer:
         deadline = time.monotonic() + WAIT_S
         while True:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"postgres exited at start: {err.strip()[-2000:]}")
+                raise RuntimeError(f"postgres exited at start: {log_tail(self._log)}")
             try:
                 psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
                 return self

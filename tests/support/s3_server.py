@@ -14,7 +14,7 @@ import uuid
 
 from edgecut.broker import die_with_parent, free_port
 
-from .processes import stop, wait_listening
+from .processes import child_log, stop, wait_listening
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "edgecut-test",
@@ -27,6 +27,7 @@ class S3Server:
     def __init__(self) -> None:
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log = child_log("moto")
 
     @property
     def endpoint(self) -> str:
@@ -36,21 +37,21 @@ class S3Server:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        wait_listening(self._proc, self.port, "moto's S3 server")
+        wait_listening(self._proc, self.port, "moto's S3 server", self._log)
         return self
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self, config=None):  # type: ignore[no-untyped-def]
         import boto3
 
         return boto3.session.Session(
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-        ).client("s3", endpoint_url=self.endpoint)
+        ).client("s3", endpoint_url=self.endpoint, config=config)
 
     def create_bucket(self) -> str:
         """A new bucket; returns a store URL for it (under the prefix `artifacts`)."""

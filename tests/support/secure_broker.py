@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecut.broker import die_with_parent, free_port, mosquitto_path
 
-from .processes import stop, wait_listening
+from .processes import child_log, stop, wait_listening
 from .waiting import WAIT_S
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +84,7 @@ class SecureBroker:
             text = text.replace(deployed, str(here))
         self.conf.write_text(text + f"\nuser {getpass.getuser()}\nlog_dest stderr\n")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log = child_log("mosquitto")
 
     def start(self) -> SecureBroker:
         exe = mosquitto_path()
@@ -91,11 +92,11 @@ class SecureBroker:
         self._proc = subprocess.Popen(
             [exe, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        wait_listening(self._proc, self.port, "mosquitto with the deploy config")
+        wait_listening(self._proc, self.port, "mosquitto with the deploy config", self._log)
         return self
 
     @property

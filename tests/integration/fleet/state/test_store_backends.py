@@ -133,3 +133,14 @@ def test_verify_quarantines_rotten_bytes_and_ids_lists_what_is_held(store: Store
     assert not store.verify(bad, force=True)  # a device reported bad bytes: hashed again, quarantined
     assert not store.exists(bad) and store.ids() == [good]
     assert store.verify(good, force=True) and store.exists(good)
+
+
+def test_the_s3_test_server_keeps_answering_after_thousands_of_requests(s3: S3Server) -> None:
+    """Its stderr was a pipe nobody read: after a few hundred requests moto blocked writing its request
+    log, and every later S3 call in the session timed out (seen as ReadTimeoutError under load)."""
+    from botocore.config import Config
+
+    client = s3.client(Config(read_timeout=20, retries={"max_attempts": 1}))
+    bucket = s3.create_bucket().split("/")[2]
+    for _ in range(1500):  # each logs one line of ~100 bytes: about twice a pipe's 64 KiB
+        client.head_bucket(Bucket=bucket)
