@@ -95,6 +95,8 @@ def test_a_restart_of_server_and_agent_replays_no_command(live: LiveFleet) -> No
     # acks come back in order: by the time this fresh command's ack lands, a replay would have too
     fresh = live.command("dev-r", "pin")
     assert fresh["state"] == "ok"
+    # the desk records the ack before this test's observer (added later) hears of it
+    wait_until(lambda: any(e.data["command_id"] == fresh["command_id"] for e in acks))
     assert [e.data["command_id"] for e in acks] == [fresh["command_id"]]
     assert agent.tasks.tasks == ["depth"]  # set_tasks seg,depth was not done again
     assert [live.api(f"/api/v1/commands/{c['command_id']}")["state"] for c in sent] == ["ok", "ok", "ok"]
