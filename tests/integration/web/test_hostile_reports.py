@@ -82,9 +82,10 @@ def test_device_ids_that_no_agent_may_have_are_refused_from_topics(
             qos=1,
         )
         wait_until(lambda: live.registry.devices.get(ok))
-        wait_until(
-            lambda: sum("not a valid device id" in r.getMessage() for r in caplog.records) >= 3 * len(bad_ids)
-        )
+        # refused on the network thread, before the valid one above went on to be stored; said once a
+        # minute with a count, so a flood does not flood the log
+        assert live.server.bridge is not None and live.server.bridge.refused_device_ids >= 3 * len(bad_ids)
+        assert sum("not a valid device id" in r.getMessage() for r in caplog.records) <= 1
     finally:
         spoofer.disconnect()
         spoofer.loop_stop()

@@ -111,6 +111,7 @@ class MqttBridge:
         self._lanes = Lanes(lanes, name="edgecut-msg") if lanes > 0 else None
         self._guard = threading.Lock()  # the counters below: lanes handle devices concurrently
         self._bad_ids, self._bad_ids_said = 0, -BAD_ID_LOG_S  # refused device ids (see _bad_id)
+        self.refused_device_ids = 0  # messages refused for their topic's device id, since start
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -185,6 +186,7 @@ class MqttBridge:
         now = time.monotonic()
         with self._guard:
             self._bad_ids += 1
+            self.refused_device_ids += 1
             due = now - self._bad_ids_said >= BAD_ID_LOG_S
             if due:
                 count, self._bad_ids, self._bad_ids_said = self._bad_ids, 0, now
