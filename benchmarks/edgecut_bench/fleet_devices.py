@@ -110,13 +110,9 @@ class Worker:
 
     def _connect(self, dev: SimDevice) -> None:
         c = self.clients.get(dev.device_id)
-        if c is None:
-            c = self.clients[dev.device_id] = self._client(dev)
-            first = True
-        else:
-            first = False
         try:
-            if first:
+            if c is None:
+                c = self.clients[dev.device_id] = self._client(dev)
                 c.connect("127.0.0.1", self.port, keepalive=30, bind_address=self.source_address)
             else:
                 c.reconnect()
