@@ -20,7 +20,10 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -56,6 +59,34 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert done.returncode == 0, f"edgecut {args[0]} failed:\n{done.stdout}\n{done.stderr}"
     assert "Traceback" not in done.stderr
     return done
+
+
+@contextmanager
+def serving(cwd: Path, *args: str) -> Iterator[tuple[Any, list[str]]]:
+    """`edgecut server ARGS` (no broker) in `cwd`: yields its gRPC stub and a list that holds the
+    server's stderr once it stopped; the server must exit cleanly on SIGTERM."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*_edgecut(), "server", *args, "--broker", "", "--grpc", f"127.0.0.1:{port}"],
+        cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    logs: list[str] = []
+    try:
+        channel, fleet = stub(f"127.0.0.1:{port}")
+        with channel:
+            grpc.channel_ready_future(channel).result(timeout=STEP_TIMEOUT_S)
+            yield fleet, logs
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=60)
+        logs.append(err)
+    assert server.returncode == 0, err
+
+
+def request_model(fleet: Any, tasks: list[str]) -> list[pb.JobProgress]:
+    """The whole RequestModel stream for device cam-1 (an x86 device) asking for `tasks`."""
+    request = pb.ModelRequest(device_id="cam-1", tasks=tasks, resources=pb.Resources(device_class="x86"))
+    return list(fleet.RequestModel(request, timeout=STEP_TIMEOUT_S))
 
 
 def worked_example() -> str:
@@ -103,29 +134,15 @@ def test_the_server_tailors_the_user_model_for_a_device(user_dir: Path) -> None:
     if not (user_dir / "tiny.pt").exists():
         _run(user_dir, "train", "--model", MODEL, "--data", "data", "--image-size", "32", "--epochs", "1",
              "--out", "tiny.pt")  # fmt: skip
-    port = free_port()
-    server = subprocess.Popen(
-        [*_edgecut(), "server", "--model", MODEL, "--checkpoint", "tiny.pt", "--val-data", "data",
-         "--broker", "", "--grpc", f"127.0.0.1:{port}", "--state-dir", "server"],
-        cwd=user_dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        channel, fleet = stub(f"127.0.0.1:{port}")
-        with channel:
-            grpc.channel_ready_future(channel).result(timeout=STEP_TIMEOUT_S)
-            request = pb.ModelRequest(
-                device_id="cam-1", tasks=["largest", "slant"], resources=pb.Resources(device_class="x86")
-            )
-            stream = list(fleet.RequestModel(request, timeout=STEP_TIMEOUT_S))
-            assert stream[-1].stage == pb.JobProgress.READY, stream[-1]
-            ready = stream[-1].ready
-            path = user_dir / "device.onnx"
-            path.write_bytes(download(fleet, ready.artifact_id))
-        model = load_model(path, ready.artifact_id)  # the device's own checks: warm-up, shapes, finite
-        assert model.meta.tasks == ["largest", "slant"] and model.meta.outputs["slant"].kind == "regression"
-        assert set(model.meta.metrics) == {"largest", "slant"}
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _out, err = server.communicate(timeout=60)
-    assert server.returncode == 0, err
+    with serving(user_dir, "--model", MODEL, "--checkpoint", "tiny.pt", "--val-data", "data",
+                 "--state-dir", "server") as (fleet, logs):  # fmt: skip
+        stream = request_model(fleet, ["largest", "slant"])
+        assert stream[-1].stage == pb.JobProgress.READY, stream[-1]
+        ready = stream[-1].ready
+        path = user_dir / "device.onnx"
+        path.write_bytes(download(fleet, ready.artifact_id))
+    model = load_model(path, ready.artifact_id)  # the device's own checks: warm-up, shapes, finite
+    assert model.meta.tasks == ["largest", "slant"] and model.meta.outputs["slant"].kind == "regression"
+    assert set(model.meta.metrics) == {"largest", "slant"}
+    [err] = logs
     assert "Traceback" not in err

@@ -9,19 +9,24 @@ device's request to the server.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 
-import grpc
 import pytest
 import torch
 
-from edgecut.broker import free_port
 from edgecut.v1 import fleet_pb2 as pb
 from edgecut_bench.scene_folder import write_scene_folder
-from tests.e2e.test_byo_model import STEP_TIMEOUT_S, TASKS, _edgecut, _env, _run, worked_example
-from tests.support.fleet_server import stub
+from tests.e2e.test_byo_model import (
+    STEP_TIMEOUT_S,
+    TASKS,
+    _edgecut,
+    _env,
+    _run,
+    request_model,
+    serving,
+    worked_example,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -95,27 +100,13 @@ def test_a_build_below_the_delta_m_floor_fails_with_its_figures(user_dir: Path) 
 
 
 def test_the_server_tells_the_device_and_logs_a_build_below_the_floor(user_dir: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [*_edgecut(), "server", "--checkpoint", "tiny.pt", "--broker", "", "--grpc", f"127.0.0.1:{port}",
-         "--state-dir", "floor-server", "--min-delta-m", "1e6"],
-        cwd=user_dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        channel, fleet = stub(f"127.0.0.1:{port}")
-        with channel:
-            grpc.channel_ready_future(channel).result(timeout=STEP_TIMEOUT_S)
-            request = pb.ModelRequest(
-                device_id="cam-1", tasks=["count", "seg"], resources=pb.Resources(device_class="x86")
-            )
-            last = list(fleet.RequestModel(request, timeout=STEP_TIMEOUT_S))[-1]
+    with serving(user_dir, "--checkpoint", "tiny.pt", "--state-dir", "floor-server",
+                 "--min-delta-m", "1e6") as (fleet, logs):  # fmt: skip
+        last = request_model(fleet, ["count", "seg"])[-1]
         assert last.stage == pb.JobProgress.FAILED and last.error.code == pb.Error.BUILD_FAILED
         assert "lost too much" in last.error.message and "below the floor of +1000000 %" in last.error.message
         assert str(user_dir) not in last.error.message  # the server's folders are not the device's business
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _out, err = server.communicate(timeout=60)
-    assert server.returncode == 0, err
+    [err] = logs
     data = (user_dir / "data").resolve()
     assert f"calibrating on {data}, the folder tiny.pt was trained on" in err
     [logged] = [line for line in err.splitlines() if "failed (BUILD_FAILED)" in line]
