@@ -7,7 +7,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
+from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, batches
+from edgecut.server.mtl.losses import total_loss
 from edgecut.server.mtl.metrics import TaskMeter
 from edgecut.server.mtl.tasks import TaskSpec
 
@@ -84,3 +86,19 @@ def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dat
         return out
 
     return evaluate_fn(predict, specs, val)
+
+
+@torch.no_grad()
+def validation_loss(model: MultiTaskModel, data: Dataset[Batch], batch_size: int = 64) -> float:
+    """The training loss (labels, every task of the model) on held-out data, per sample."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for batch in batches(data, batch_size):
+            loss, _ = total_loss(model.task_specs, model(batch["image"]), batch)
+            total += float(loss) * len(batch["image"])
+            count += len(batch["image"])
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)

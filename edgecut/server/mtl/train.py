@@ -1,6 +1,11 @@
 """Train a multi-task model on labelled data (synthetic scenes or a folder); checkpoints every epoch so
 an interrupted run resumes.
 
+By default training runs until the validation loss stops improving (`patience`): a warm-up epoch, then
+AdamW at a constant rate cut by `lr_drop` whenever an epoch brings no improvement, stopping after
+`patience` epochs without one (or at `epochs`) and keeping the best epoch's weights; the curve is
+recorded. `patience=0` trains exactly `epochs` with a one-cycle rate (the quick config, fixed budgets).
+
 The model is any architecture `build_model` finds (a registered name, an `edgecut.models` entry point or
 `module:Class`), built for the tasks of the data: a folder declares its tasks and their kinds.
 """
@@ -22,7 +27,7 @@ from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import RECORD, training_record
 from edgecut.server.mtl.contract import MultiTaskModel, check_outputs
 from edgecut.server.mtl.data import Batch, batches
-from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline
+from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline, validation_loss
 from edgecut.server.mtl.losses import total_loss
 from edgecut.server.mtl.plugins import build_model
 from edgecut.server.mtl.sources import SYNTHETIC, training_data
@@ -52,11 +57,13 @@ class TrainConfig:
     n_train: int = 6000
     n_val: int = 600
     image_size: int = 64
-    epochs: int = 8
+    epochs: int = 80  # the cap; with patience > 0 training usually stops well before it
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    patience: int = 4  # epochs without a better validation loss before stopping; 0: all epochs
+    lr_drop: float = 0.3  # the rate's factor after an epoch without improvement (patience > 0)
 
     @classmethod
     def quick(cls) -> TrainConfig:
@@ -68,6 +75,7 @@ class TrainConfig:
             epochs=2,
             batch_size=32,
             image_size=32,
+            patience=0,
         )
 
 
@@ -80,6 +88,8 @@ class TrainResult:
     loss_first_epoch: float
     loss_last_epoch: float
     checkpoint: Path | None
+    best_epoch: int = 0  # the epoch whose weights were kept (the last one without patience)
+    stopped: str = ""  # why training ended (patience, the epoch cap)
 
 
 def recipe(
@@ -124,44 +134,129 @@ def datasets(
     )
 
 
+class _Rate:
+    """LambdaLR's factor for the converging schedule: a linear warm-up over the first epoch, times the
+    drops so far (an object, not a function, so the scheduler's state_dict keeps the drops on resume)."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = max(1, warmup_steps)
+        self.factor = 1.0
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.warmup_steps) * self.factor
+
+
+def converging_recipe(
+    model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, _Rate]:
+    """AdamW, warm-up over the first epoch, then constant until a drop (`_Rate.factor`)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rate = _Rate(steps_per_epoch)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, rate), rate
+
+
+@dataclass
+class _Progress:
+    """What an interrupted run resumes from, besides the weights and the optimiser."""
+
+    epoch: int = 0
+    seconds: float = 0.0
+    history: list[float] = field(default_factory=list)  # training loss per epoch
+    curve: list[dict[str, float]] = field(default_factory=list)  # per epoch: losses, lr, seconds
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one
+    best_state: dict[str, torch.Tensor] | None = None
+    stopped: str = ""
+
+    def record(self, cfg: TrainConfig, model: torch.nn.Module, rate: _Rate | None) -> None:
+        """After an epoch: keep the best weights; with patience, drop the rate or stop."""
+        val = self.curve[-1]["val_loss"]
+        if not cfg.patience:  # a fixed budget keeps its last epoch
+            self.best_loss, self.best_epoch = val, self.epoch
+            self.stopped = "" if self.epoch < cfg.epochs else f"trained the {cfg.epochs} epochs"
+            return
+        if val < self.best_loss * (1 - 1e-3):  # a relative improvement, not noise in the last digit
+            self.best_loss, self.best_epoch, self.bad_epochs = val, self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+            if rate is not None:
+                rate.factor *= cfg.lr_drop
+        if self.bad_epochs >= cfg.patience:
+            self.stopped = (
+                f"validation loss not better for {cfg.patience} epochs: stopped at epoch {self.epoch}, "
+                f"kept epoch {self.best_epoch}"
+            )
+        elif self.epoch >= cfg.epochs:
+            self.stopped = f"reached the {cfg.epochs}-epoch cap; kept epoch {self.best_epoch}"
+
+
 def train(
     cfg: TrainConfig,
     out: Path | None = None,
     cache_dir: Path | None = None,
     show_progress: bool = True,
 ) -> TrainResult:
-    """Train `cfg`; with `out`, save `out` (final) and resume from `out`.partial if one matches `cfg`."""
+    """Train `cfg`; with `out`, save `out` (final) and resume from `out`.partial if one matches `cfg`.
+
+    With `cfg.patience`, the model returned (and saved) is the epoch with the lowest validation loss."""
     torch.manual_seed(cfg.seed)
     train_ds, val_ds, specs = datasets(cfg, cache_dir, show_progress)
     trained_on = training_record(cfg.data)  # prune and the server calibrate on it by default
     model = check_outputs(build_model(cfg.arch, tasks=specs, input_size=cfg.image_size, **cfg.model))
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)  # type: ignore[arg-type]  # all sized
-    opt, sched = recipe(model, cfg, cfg.epochs * steps_per_epoch)
+    rate: _Rate | None = None
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if cfg.patience:
+        opt, sched, rate = converging_recipe(model, cfg, steps_per_epoch)
+    else:
+        opt, sched = recipe(model, cfg, cfg.epochs * steps_per_epoch)
     partial = out.with_name(out.name + ".partial") if out else None
-    start_epoch, elapsed, history = 0, 0.0, []
+    state = _Progress()
     if partial is not None and partial.exists():
         doc = checkpoint.read(partial)
         if doc.get("train_config") == asdict(cfg):
             model.load_state_dict(doc["state_dict"])
             opt.load_state_dict(doc["optimizer"])
             sched.load_state_dict(doc["scheduler"])
-            start_epoch, elapsed, history = doc["epoch"], doc["seconds"], doc["history"]
+            state = _Progress(**doc["progress"])
             torch.set_rng_state(doc["rng"])
-            logger.info("resuming %s at epoch %d", partial, start_epoch)
+            logger.info("resuming %s at epoch %d", partial, state.epoch)
         else:
             logger.warning("ignoring %s: it was trained with another config", partial)
 
-    t0 = time.perf_counter() - elapsed
+    t0 = time.perf_counter() - state.seconds
     model.train()
     with progress_bar("training", total=cfg.epochs * steps_per_epoch, enabled=show_progress) as advance:
-        advance(start_epoch * steps_per_epoch)
-        for epoch in range(start_epoch, cfg.epochs):
+        advance(state.epoch * steps_per_epoch)
+        while not state.stopped and state.epoch < cfg.epochs:
             running, count = 0.0, 0
-            for batch in batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch):
+            for batch in batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + state.epoch):
                 running += train_step(model, opt, sched, batch) * len(batch["image"])
                 count += len(batch["image"])
-                advance(1, epoch=epoch + 1, loss=f"{running / count:.3f}")
-            history.append(running / max(count, 1))
+                advance(1, epoch=state.epoch + 1, loss=f"{running / count:.3f}")
+            state.epoch += 1
+            state.history.append(running / max(count, 1))
+            state.curve.append(
+                {
+                    "epoch": state.epoch,
+                    "train_loss": state.history[-1],
+                    "val_loss": validation_loss(model, val_ds),
+                    "lr": float(opt.param_groups[0]["lr"]),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            state.record(cfg, model, rate)
+            if cfg.patience:  # say where it stands: a converging run has no fixed end
+                logger.info(
+                    "epoch %d: validation loss %.4f (best %.4f at epoch %d)",
+                    state.epoch,
+                    state.curve[-1]["val_loss"],
+                    state.best_loss,
+                    state.best_epoch,
+                )
+            state.seconds = time.perf_counter() - t0
             if partial is not None:
                 checkpoint.save(
                     partial,
@@ -170,28 +265,36 @@ def train(
                         "train_config": asdict(cfg),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
-                        "epoch": epoch + 1,
-                        "seconds": time.perf_counter() - t0,
-                        "history": history,
+                        "progress": asdict(state),
                         "rng": torch.get_rng_state(),
                     },
                 )
     seconds = time.perf_counter() - t0
+    if cfg.patience and state.best_state is not None:
+        model.load_state_dict(state.best_state)
     model.eval()
     metrics = evaluate(model, model.task_specs, val_ds)
     baseline = trivial_baseline(model.task_specs, train_ds, val_ds)
+    curve = {"curve": state.curve, "best_epoch": state.best_epoch, "stopped": state.stopped}
     if out is not None:
         checkpoint.save(
             out,
             model,
-            {"train_config": asdict(cfg), "metrics": metrics, "seconds": seconds, RECORD: trained_on},
+            {
+                "train_config": asdict(cfg),
+                "metrics": metrics,
+                "seconds": seconds,
+                RECORD: trained_on,
+                **curve,
+            },
         )
         out.with_suffix(".metrics.json").write_text(
             json.dumps(
                 {
                     "config": asdict(cfg),
                     "seconds": seconds,
-                    "loss_per_epoch": history,
+                    "loss_per_epoch": state.history,
+                    **curve,
                     "metrics": metrics,
                     "trivial_baseline": baseline,
                 },
@@ -205,7 +308,9 @@ def train(
         metrics,
         baseline,
         seconds,
-        history[0] if history else math.nan,
-        history[-1] if history else math.nan,
+        state.history[0] if state.history else math.nan,
+        state.history[-1] if state.history else math.nan,
         out,
+        state.best_epoch,
+        state.stopped,
     )

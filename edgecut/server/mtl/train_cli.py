@@ -44,7 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, help="checkpoint path (default DATA_DIR/models/reference.pt, or <Class>.pt)"
     )
-    p.add_argument("--epochs", type=positive_int, help="training epochs (default 8)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        help="most epochs (default 80); training stops earlier when validation stops improving",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="epochs without a better validation loss before stopping (default 4); 0 trains exactly "
+        "--epochs with a one-cycle rate",
+    )
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 32)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
     p.add_argument("--n-train", type=int, help="training scenes, synthetic data only (default 6000)")
@@ -72,7 +82,9 @@ def config(args: argparse.Namespace) -> TrainConfig:
         )
     elif args.val_data:
         raise ConfigError("--val-data needs --data: synthetic scenes bring their own validation scenes")
-    for name in ("epochs", "batch_size", "lr"):
+    if args.patience is not None and args.patience < 0:
+        raise ConfigError("--patience must be 0 (train every epoch) or a positive number of epochs")
+    for name in ("epochs", "batch_size", "lr", "patience"):
         if getattr(args, name) is not None:
             cfg = replace(cfg, **{name: getattr(args, name)})
     if args.image_size is not None:
@@ -105,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg, out=out, cache_dir=scenes_cache(args.data_dir))
     console.print(metrics_table(result.metrics, result.baseline, result.model.task_specs))
-    console.print(f"trained in {result.seconds:.0f} s -> {out}")
+    console.print(
+        f"trained in {result.seconds:.0f} s -> {out}" + (f" ({result.stopped})" if result.stopped else "")
+    )
     console.print(json.dumps({"checkpoint": str(out), "seconds": round(result.seconds, 1)}))
     return 0

@@ -50,7 +50,7 @@ def _interrupt_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
 
     def save_then_crash(path: Path, model: Any, extra: dict[str, Any] | None = None) -> None:
         real(path, model, extra)
-        if path.name.endswith(".partial") and extra is not None and extra["epoch"] == epoch:
+        if path.name.endswith(".partial") and extra is not None and extra["progress"]["epoch"] == epoch:
             raise Interrupted
 
     monkeypatch.setattr(train_mod.checkpoint, "save", save_then_crash)
@@ -83,7 +83,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(
         with pytest.raises(Interrupted):
             train(TINY, out=out, cache_dir=cache, show_progress=False)
     assert partial.exists() and not out.exists()
-    assert checkpoint.read(partial)["epoch"] == 1
+    assert checkpoint.read(partial)["progress"]["epoch"] == 1
 
     step_counter.clear()
     resumed = train(TINY, out=out, cache_dir=cache, show_progress=False)
@@ -124,3 +124,44 @@ def test_the_checkpoint_records_the_data_it_was_trained_on(tmp_path: Path) -> No
     }
     train(replace(TINY, epochs=1, n_train=16), out=tmp_path / "s.pt", cache_dir=tmp_path, show_progress=False)
     assert checkpoint.read(tmp_path / "s.pt")["trained_on"] == {"data": "synthetic"}
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converging schedule: the rate drops after each epoch without a better validation loss,
+    training stops after `patience` such epochs, and the saved weights are the best epoch's."""
+    scripted = iter([1.0, 0.8, 0.9, 0.85, 0.7999, 0.5])  # best at epoch 2; 0.7999 is no real gain
+    weights: dict[int, torch.Tensor] = {}
+    real_record = train_mod._Progress.record
+
+    def record(self: Any, cfg: TrainConfig, model: Any, rate: Any) -> None:
+        weights[self.epoch] = _flat(model)
+        real_record(self, cfg, model, rate)
+
+    monkeypatch.setattr(train_mod, "validation_loss", lambda *_a, **_k: next(scripted))
+    monkeypatch.setattr(train_mod._Progress, "record", record)
+    cfg = replace(TINY, epochs=20, patience=3, lr_drop=0.5)
+    out = tmp_path / "m.pt"
+    result = train(cfg, out=out, cache_dir=tmp_path / "cache", show_progress=False)
+
+    assert result.best_epoch == 2 and len(weights) == 5  # epochs 3, 4, 5 brought nothing
+    assert "stopped at epoch 5" in result.stopped
+    doc = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert [p["val_loss"] for p in doc["curve"]] == [1.0, 0.8, 0.9, 0.85, 0.7999]
+    lrs = [p["lr"] for p in doc["curve"]]
+    # the rate an epoch ran at: halved after each epoch without a gain (epochs 3 and 4)
+    assert (
+        lrs[2] == lrs[1] and lrs[3] == pytest.approx(lrs[1] * 0.5) and lrs[4] == pytest.approx(lrs[1] * 0.25)
+    )
+    saved = _flat(checkpoint.load(out))
+    assert torch.equal(saved, weights[2]) and not torch.equal(saved, weights[5])
+
+
+def test_without_patience_every_epoch_runs_and_the_last_is_kept(tmp_path: Path) -> None:
+    result = train(replace(TINY, epochs=2), out=tmp_path / "m.pt", cache_dir=tmp_path, show_progress=False)
+    assert result.best_epoch == 2 and result.stopped == "trained the 2 epochs"
