@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import RECORD, training_record
 from edgecut.server.mtl.contract import MultiTaskModel, check_outputs
@@ -62,8 +63,12 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    tasks: tuple[str, ...] = ()  # train only these of the data's tasks (default: all)
     patience: int = 4  # epochs without a better validation loss before stopping; 0: all epochs
     lr_drop: float = 0.3  # the rate's factor after an epoch without improvement (patience > 0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON record gives a list
 
     @classmethod
     def quick(cls) -> TrainConfig:
@@ -90,6 +95,15 @@ class TrainResult:
     checkpoint: Path | None
     best_epoch: int = 0  # the epoch whose weights were kept (the last one without patience)
     stopped: str = ""  # why training ended (patience, the epoch cap)
+
+
+def selected(specs: list[TaskSpec], tasks: tuple[str, ...]) -> list[TaskSpec]:
+    """The data's tasks named in `tasks` (all when empty), in the data's order."""
+    unknown = sorted(set(tasks) - {s.name for s in specs})
+    if unknown:
+        have = ", ".join(s.name for s in specs)
+        raise DatasetError(f"the training data has no task {', '.join(unknown)} (it has: {have})")
+    return [s for s in specs if not tasks or s.name in tasks]
 
 
 def recipe(
@@ -204,6 +218,7 @@ def train(
     torch.manual_seed(cfg.seed)
     train_ds, val_ds, specs = datasets(cfg, cache_dir, show_progress)
     trained_on = training_record(cfg.data)  # prune and the server calibrate on it by default
+    specs = selected(specs, cfg.tasks)
     model = check_outputs(build_model(cfg.arch, tasks=specs, input_size=cfg.image_size, **cfg.model))
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)  # type: ignore[arg-type]  # all sized
     rate: _Rate | None = None

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         calib=False,
         val_help="labelled validation folder (default: the --data folder's val/, else 10 %% of it)",
     )
+    p.add_argument(
+        "--tasks",
+        metavar="T1,T2",
+        help="train only these of the data's tasks (default: all), e.g. seg,depth",
+    )
     p.add_argument("--image-size", type=positive_int, help="model input size in pixels (default 64)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where scenes and models live")
     p.add_argument(
@@ -89,6 +94,11 @@ def config(args: argparse.Namespace) -> TrainConfig:
             cfg = replace(cfg, **{name: getattr(args, name)})
     if args.image_size is not None:
         cfg = replace(cfg, image_size=args.image_size)
+    if args.tasks:
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        if not tasks:
+            raise ConfigError("--tasks names no task: give a comma-separated list such as seg,depth")
+        cfg = replace(cfg, tasks=tasks)
     if args.n_train is not None:
         if args.n_train < cfg.batch_size:
             raise ConfigError(f"--n-train must be at least the batch size ({cfg.batch_size})")

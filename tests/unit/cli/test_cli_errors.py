@@ -176,3 +176,12 @@ def test_bench_quality_options_are_checked_before_any_work(
 ) -> None:
     line = fails(capsys, "bench", "quality", "--out", "", "--plot", "", *argv)
     assert says in line
+
+
+def test_train_with_a_task_the_data_lacks_or_a_negative_patience(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = fails(capsys, "train", "--model", "errmodels:Net", "--data", "data", "--tasks", "seg,sky")
+    assert "the training data has no task sky (it has: seg, slant, count)" in line
+    line = fails(capsys, "train", "--model", "errmodels:Net", "--data", "data", "--patience", "-1")
+    assert "--patience must be 0" in line

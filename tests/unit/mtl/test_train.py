@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl import train as train_mod
 from edgecut.server.mtl.data import Batch
@@ -165,3 +166,14 @@ def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch
 def test_without_patience_every_epoch_runs_and_the_last_is_kept(tmp_path: Path) -> None:
     result = train(replace(TINY, epochs=2), out=tmp_path / "m.pt", cache_dir=tmp_path, show_progress=False)
     assert result.best_epoch == 2 and result.stopped == "trained the 2 epochs"
+
+
+def test_a_model_for_some_tasks_only(tmp_path: Path) -> None:
+    result = train(replace(TINY, epochs=1, tasks=("seg", "depth")), cache_dir=tmp_path, show_progress=False)
+    assert set(result.model.task_specs) == {"seg", "depth"} and set(result.metrics) == {"seg", "depth"}
+    assert TrainConfig(tasks=["seg"]) == TrainConfig(tasks=("seg",))  # type: ignore[arg-type]  # JSON
+
+
+def test_an_unknown_task_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"no task sky .*it has: seg, depth"):
+        train(replace(TINY, tasks=("seg", "sky")), cache_dir=tmp_path, show_progress=False)
