@@ -71,6 +71,15 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     m.add_argument("--retrain", action="store_true", help="train again (timed) even if the model exists")
     m.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="CKPT",
+        help="other checkpoints (e.g. from scratch: edgecut train --tasks seg,depth) scored against the "
+        "reference on the same validation scenes",
+    )
+    m.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     m.set_defaults(handler=run_model)
@@ -330,32 +339,24 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    import json
-    import platform
-
     import torch
     from rich.console import Console
 
     from edgecut.doc_sections import write_section
-    from edgecut.server.mtl.report import metrics_markdown
     from edgecut.server.mtl.train import TrainConfig, train
+    from edgecut_bench.reference_model import compare, load_record, section
 
     ckpt = reference_checkpoint(args.data_dir)
     if args.retrain:
         ckpt = trained_reference(args.data_dir)
         ckpt.unlink(missing_ok=True)
         train(TrainConfig(), out=ckpt, cache_dir=scenes_cache(args.data_dir))
-    doc = json.loads(ckpt.with_suffix(".metrics.json").read_text())
-    cfg = doc["config"]
-    body = (
-        f"`{cfg['arch']}` {cfg['model']} on {cfg['n_train']} synthetic {cfg['image_size']}x{cfg['image_size']} "
-        f"scenes, {cfg['epochs']} epochs, batch {cfg['batch_size']}, AdamW one-cycle lr {cfg['lr']}; metrics on "
-        f"{cfg['n_val']} held-out scenes (another seed). Trivial baseline = the training set's majority class "
-        f"(segmentation, count) or mean (depth, normals), no edges. Training took **{doc['seconds'] / 60:.1f} min** "
-        f"on this machine ({platform.machine()}, 2 cores, torch {torch.__version__}; other jobs may have shared "
-        "the cores). Rerun: `edgecut bench model --retrain`.\n\n"
-        + metrics_markdown(doc["metrics"], doc["trivial_baseline"])
-    )
+    missing = [str(p) for p in args.compare if not p.is_file()]
+    if missing:
+        raise ConfigError(f"--compare: no checkpoint at {', '.join(missing)}")
+    doc = load_record(ckpt)
+    ref, compared = compare(ckpt, list(args.compare), doc["config"], scenes_cache(args.data_dir))
+    body = section(doc, torch.__version__, compared, ref)
     Console().print(body)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, "Reference model", body)

@@ -1,0 +1,53 @@
+"""`edgecut bench model`'s section: how the reference was trained (curve, kept epoch, why it stopped) and
+other checkpoints scored against it on the same validation scenes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecut.server.mtl.train import TrainConfig, train
+from edgecut_bench.reference_model import Compared, compare, load_record, section
+
+TINY = replace(TrainConfig.quick(), n_train=64, n_val=32, batch_size=16, epochs=3, patience=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_the_section_shows_the_curve_and_scores_a_model_for_some_tasks(tmp_path: Path) -> None:
+    ref = tmp_path / "reference.pt"
+    train(TINY, out=ref, cache_dir=tmp_path, show_progress=False)
+    narrow = tmp_path / "scratch-seg.pt"
+    train(replace(TINY, tasks=("seg",)), out=narrow, cache_dir=tmp_path, show_progress=False)
+    doc = load_record(ref)
+
+    metrics, rows = compare(ref, [ref, narrow], doc["config"], tmp_path)
+    for task, values in doc["metrics"].items():  # the same validation scenes as its own record
+        assert metrics[task] == pytest.approx(values), task
+    itself, seg_only = rows
+    assert itself.delta_m == pytest.approx(0.0) and seg_only.tasks == ("seg",)
+
+    body = section(doc, "2.x", rows, metrics)
+    assert f"| {doc['best_epoch']} (kept) |" in body and "Training curve" in body
+    assert doc["stopped"] in body
+    assert "| scratch-seg.pt | seg; " in body and f"{seg_only.delta_m:+.2f} %" in body
+    verdict = "none beats the reference" if seg_only.delta_m <= 0 else "beaten by scratch-seg.pt"
+    assert verdict in body
+
+
+def test_a_model_that_beats_the_reference_is_named() -> None:
+    doc = {
+        "config": asdict(TrainConfig()),
+        "seconds": 60.0,
+        "metrics": {"seg": {"miou": 0.8}},
+        "trivial_baseline": {"seg": {"miou": 0.1}},
+    }
+    better = Compared("s.pt", "seg", ("seg",), {"seg": {"miou": 0.84}}, 5.0)
+    body = section(doc, "2.x", [better], {"seg": {"miou": 0.8}})
+    assert "**beaten by s.pt (+5.00 %)**" in body
