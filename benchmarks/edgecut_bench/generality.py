@@ -17,6 +17,7 @@ One run does all of it:
 from __future__ import annotations
 
 import copy
+import json
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -79,7 +80,8 @@ class GeneralityConfig:
     image_size: int = 64
     n_train: int = 1500
     n_val: int = 300
-    epochs: int = 6
+    epochs: int = 60  # the cap: each model trains until its validation loss stops improving
+    patience: int = 4  # epochs without a better validation loss before training stops
     recovery_steps: int = 200
     n_calib: int = 512
     latency_runs: int = 60
@@ -122,7 +124,7 @@ class GeneralityResult:
     impossible: list[str]  # the pairs whose budget their smallest model cannot meet, with the reason
     train_seconds: dict[str, float]
     seconds: float = 0.0
-    trained: dict[str, str] = field(default_factory=dict)
+    trained: dict[str, str] = field(default_factory=dict)  # arch -> epochs and main metrics vs trivial
 
 
 def quick(cfg: GeneralityConfig) -> GeneralityConfig:
@@ -156,23 +158,39 @@ def _folders(cfg: GeneralityConfig) -> tuple[Path, Path]:
 
 def _trained(
     cfg: GeneralityConfig, arch: str, train_dir: Path, val_dir: Path
-) -> tuple[MultiTaskModel, float]:
+) -> tuple[MultiTaskModel, float, str]:
+    """The gallery model trained until its validation loss stops improving (cached), its training
+    seconds, and how it ended: epochs and each task's main metric against the trivial baseline."""
     spec, model_config = ARCHITECTURES[arch]
-    out = cfg.work_dir / f"{arch}-{cfg.image_size}-{cfg.n_train}-{cfg.epochs}.pt"
-    if out.exists():
-        return checkpoint.load(out), float(checkpoint.read(out).get("seconds", 0.0))
-    tcfg = replace(
-        TrainConfig(),
-        arch=spec,
-        model=model_config,
-        data=str(train_dir),
-        val_data=str(val_dir),
-        image_size=cfg.image_size,
-        epochs=cfg.epochs,
-        seed=cfg.seed,
-    )
-    result = train(tcfg, out=out, show_progress=False)
-    return result.model.eval(), result.seconds
+    out = cfg.work_dir / f"{arch}-{cfg.image_size}-{cfg.n_train}-{cfg.epochs}-p{cfg.patience}.pt"
+    if not out.exists():
+        tcfg = replace(
+            TrainConfig(),
+            arch=spec,
+            model=model_config,
+            data=str(train_dir),
+            val_data=str(val_dir),
+            image_size=cfg.image_size,
+            epochs=cfg.epochs,
+            patience=cfg.patience,
+            seed=cfg.seed,
+        )
+        train(tcfg, out=out, show_progress=False)
+    doc = checkpoint.read(out)
+    return checkpoint.load(out).eval(), float(doc.get("seconds", 0.0)), _training_summary(out)
+
+
+def _training_summary(out: Path) -> str:
+    record = json.loads(out.with_suffix(".metrics.json").read_text())
+    runs = len(record.get("curve") or record.get("loss_per_epoch") or [])
+    parts = []
+    for task, values in record["metrics"].items():
+        key = next((k for k in values if k in set(PRIMARY.values())), next(iter(values)))
+        trivial = record["trivial_baseline"].get(task, {}).get(key)
+        parts.append(
+            f"{task} {key} {values[key]:.3f}" + ("" if trivial is None else f" (trivial {trivial:.3f})")
+        )
+    return f"kept epoch {record.get('best_epoch', runs)} of {runs}: " + ", ".join(parts)
 
 
 def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
@@ -184,6 +202,7 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     floors: list[tuple[Row, Row]] = []
     impossible: list[str] = []
     train_seconds: dict[str, float] = {}
+    trained: dict[str, str] = {}
     default_floor = TailorOptions().task_floor
     other_floor = cfg.floor if default_floor == 0 else 0.0
     tightest = min(cfg.budgets)
@@ -191,7 +210,7 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     total = len(cfg.architectures) * (1 + per_arch) + 2 * len(cfg.reference_pairs)
     with progress_bar("bench generality", total=total, enabled=show_progress) as advance:
         for arch in cfg.architectures:
-            base, train_seconds[arch] = _trained(cfg, arch, train_dir, val_dir)
+            base, train_seconds[arch], trained[arch] = _trained(cfg, arch, train_dir, val_dir)
             advance(1, arch=arch, step="trained")
             specs = list(base.task_specs.values())
             calib = FolderDataset(train_dir, cfg.image_size, specs)
@@ -215,7 +234,9 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
                 floors.append((row, other))
                 advance(1, arch=arch, tasks="+".join(pair), floor=other_floor)
         ranking = _ranking(cfg, recovery, advance)
-    return GeneralityResult(cfg, rows, ranking, floors, impossible, train_seconds, time.perf_counter() - t0)
+    return GeneralityResult(
+        cfg, rows, ranking, floors, impossible, train_seconds, time.perf_counter() - t0, trained
+    )
 
 
 IMAGE_LEVEL = {"count", "largest"}  # the bench folder's image-level tasks
@@ -299,8 +320,8 @@ def markdown(res: GeneralityResult, command: str) -> str:
         f"Each gallery architecture (examples/, `--model module:Class`) trained from scratch on a labelled "
         f"folder this command writes ({c.n_train} rendered {c.image_size}x{c.image_size} scenes with six tasks: "
         "seg (segmentation), depth, slant (a dense regression where 0 is a value, declared in tasks.json), "
-        "edges, count and largest (image-level classes)) for "
-        f"{c.epochs} epochs, briefly on purpose (training: {trained}), through the same code as "
+        "edges, count and largest (image-level classes)) until its validation loss stopped improving "
+        f"({c.patience} epochs without a gain, at most {c.epochs}; training: {trained}), through the same code as "
         "`edgecut train --model ... --data FOLDER`; then tailored with the default method (CUT vote, label-free "
         f"Taylor scores, per-MAC ranking) at **macs={budgets}** of the selected-task model, with "
         f"{c.recovery_steps} steps of distillation on the training folder. Pairs: "
@@ -320,6 +341,13 @@ def markdown(res: GeneralityResult, command: str) -> str:
         f"{c.latency_runs}. Machine: {platform.machine()}, 2 cores shared with other jobs, torch "
         f"{torch.__version__}. Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
+        *(
+            ["How each model's training ended (main metric per task, the trivial baseline in brackets):", ""]
+            + [f"- {arch}: {summary}" for arch, summary in res.trained.items()]
+            + [""]
+            if res.trained
+            else []
+        ),
         "| architecture | tasks | budget | params | MMACs | ORT ms | speed-up | task metrics (before → after) "
         "| Δm % |",
         "|---|---|---|---:|---:|---:|---:|---|---:|",

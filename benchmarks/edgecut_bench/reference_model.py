@@ -17,8 +17,8 @@ from typing import Any
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
-from edgecut.server.mtl.metric_names import LOWER_IS_BETTER
-from edgecut.server.mtl.metrics import DELTA_M_METRICS, delta_m
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.report import metrics_markdown
 
 
@@ -76,8 +76,7 @@ def _curve_table(curve: list[dict[str, float]], best: int) -> str:
 
 
 def _main_metric(task_metrics: dict[str, float]) -> str:
-    name = next((k for k in task_metrics if k in {m for ms in DELTA_M_METRICS.values() for m in ms}), None)
-    name = name or next(iter(task_metrics))
+    name = next((k for k in task_metrics if k in set(PRIMARY.values())), next(iter(task_metrics)))
     return f"{name} {task_metrics[name]:.4f} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)"
 
 
