@@ -38,6 +38,7 @@ from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, r
 from edgecut.server.cut.scratch import ScratchOptions, narrow_to, steps_in, train_scratch
 from edgecut.server.engine import TorchEngine, load_engine
 from edgecut.server.errors import DatasetError
+from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
@@ -102,7 +103,7 @@ class QualityResult:
     image_size: int
     seconds: float
     scratch_scales: dict[str, float] = field(default_factory=dict)  # case name -> width factor
-    reference_epochs: int = TrainConfig().epochs
+    reference_epochs: int = 0  # how many epochs the reference trained (its checkpoint's record)
     scratch_number: int = 3  # the refinement that is the engine's from-scratch candidate
     command: str = ""  # the command line that ran it (the section's "Rerun:")
     recovery: str = ""  # the engine's quick recovery, as the section states it
@@ -390,4 +391,11 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         recovery=said,
         load=(load0, os.getloadavg()[0]),
         scratch_number=len(engine.refine_schedules) + 1,
+        reference_epochs=epochs_trained(cfg.checkpoint),
     )
+
+
+def epochs_trained(path: Path) -> int:
+    """How many epochs the reference trained (a converged run records its curve)."""
+    doc = checkpoint.read(path)
+    return len(doc.get("curve") or []) or int(doc.get("train_config", {}).get("epochs", 0))

@@ -25,7 +25,11 @@ def reference_model(data_dir: Path, quick: bool, console: Console) -> tuple[Path
         path = trained_reference(data_dir) if not path.exists() else path
     if path.exists():
         return path, f"cached {path} (delete it to train again)", 0.0
-    kind = "tiny --quick" if quick else f"{cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
+    kind = (
+        "tiny --quick"
+        if quick
+        else f"{cfg.image_size}x{cfg.image_size}, until validation stops improving (at most {cfg.epochs} epochs)"
+    )
     console.print(
         f"[bold]reference model[/]: none at {path}; training one ({kind}), once — later runs reuse it"
     )

@@ -118,7 +118,7 @@ def test_a_baseline_that_beats_the_shipped_model_is_found() -> None:
 def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: Path) -> None:
     case = _case(0.5, quick_s=20.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
     short = QualityConfig(Path("reference.pt"), tmp_path, scratch_epochs=2.0)
-    res = QualityResult(short, [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps")
+    res = QualityResult(short, [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps", reference_epochs=8)
     text = markdown(res, "edgecut bench quality")
     assert "**missed**" in text and "over by 5.0 s" in text
     assert (
@@ -128,7 +128,12 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
     # 6.0 ms against the refined model's 5.5: a better Δm bought with speed is said to be one
     assert "but it runs 1.09x the shipped model's time (6.00 vs 5.50 ms): at the same MACs, not" in text
     assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
-    whole = markdown(QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}), "x")
+    whole = markdown(
+        QualityResult(
+            QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+        ),
+        "x",
+    )
     assert "the reference's whole 8-epoch schedule" in whole and "scaled down" not in whole
     plot(res, tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 1000
@@ -137,12 +142,16 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
 def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
     case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
     cfg = QualityConfig(Path("reference.pt"), tmp_path, task_sets=(("seg", "depth"),), budgets=(0.5,))
-    text = markdown(QualityResult(cfg, [case], 64, 90.0, {case.name: 0.7}), "edgecut bench quality")
+    text = markdown(
+        QualityResult(cfg, [case], 64, 90.0, {case.name: 0.7}, reference_epochs=8), "edgecut bench quality"
+    )
     assert (
         "**Partial run**: not measured here: seg + depth @ macs 0.3; seg + depth + normals @ macs 0.3; "
         "seg + depth + normals @ macs 0.5" in text
     )
-    whole = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    whole = QualityResult(
+        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+    )
     assert "Partial run" not in markdown(whole, "edgecut bench quality")
 
 
@@ -186,7 +195,9 @@ def test_a_saved_run_renders_again_without_running(
     from edgecut_bench import saved_rows
 
     case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
-    res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    res = QualityResult(
+        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+    )
     res.command = "edgecut bench quality --budgets 0.5"
     rows, out = tmp_path / "rows.pkl", tmp_path / "bench.md"
     saved_rows.save(res, rows)
@@ -216,7 +227,9 @@ def test_the_same_time_baseline_says_how_many_epochs_it_got(tmp_path: Path) -> N
     case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
     (same,) = case.of(SCRATCH_TIME)
     same.note = "1500 steps"  # 1500 x 32 / 6000 scenes = 8.0 epochs, the reference's own schedule
-    res = QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {})
+    res = QualityResult(
+        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+    )
     text = markdown(res, "x")
     assert "8.0-8.0 epochs of the 6000 scenes here, about the reference's whole 8-epoch schedule" in text
     same.note = "300 steps"
