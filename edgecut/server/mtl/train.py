@@ -2,8 +2,8 @@
 an interrupted run resumes.
 
 By default training runs until the validation loss stops improving (`patience`): a warm-up epoch, then
-AdamW at a constant rate cut by `lr_drop` whenever an epoch brings no improvement, stopping after
-`patience` epochs without one (or at `epochs`) and keeping the best epoch's weights; the curve is
+AdamW at a constant rate cut by `lr_drop` after every `lr_patience` epochs without improvement, stopping
+after `patience` epochs without one (or at `epochs`) and keeping the best epoch's weights; the curve is
 recorded. `patience=0` trains exactly `epochs` with a one-cycle rate (the quick config, fixed budgets).
 
 The model is any architecture `build_model` finds (a registered name, an `edgecut.models` entry point or
@@ -64,8 +64,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     tasks: tuple[str, ...] = ()  # train only these of the data's tasks (default: all)
-    patience: int = 4  # epochs without a better validation loss before stopping; 0: all epochs
-    lr_drop: float = 0.3  # the rate's factor after an epoch without improvement (patience > 0)
+    patience: int = 6  # epochs without a better validation loss before stopping; 0: all epochs
+    lr_patience: int = 2  # ... before each drop of the rate (one noisy epoch does not cut it)
+    lr_drop: float = 0.3  # the rate's factor at each drop (patience > 0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON record gives a list
@@ -195,7 +196,7 @@ class _Progress:
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self.bad_epochs += 1
-            if rate is not None:
+            if rate is not None and self.bad_epochs % max(1, cfg.lr_patience) == 0:
                 rate.factor *= cfg.lr_drop
         if self.bad_epochs >= cfg.patience:
             self.stopped = (

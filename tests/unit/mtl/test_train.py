@@ -146,7 +146,7 @@ def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch
 
     monkeypatch.setattr(train_mod, "validation_loss", lambda *_a, **_k: next(scripted))
     monkeypatch.setattr(train_mod._Progress, "record", record)
-    cfg = replace(TINY, epochs=20, patience=3, lr_drop=0.5)
+    cfg = replace(TINY, epochs=20, patience=3, lr_patience=1, lr_drop=0.5)
     out = tmp_path / "m.pt"
     result = train(cfg, out=out, cache_dir=tmp_path / "cache", show_progress=False)
 
@@ -161,6 +161,19 @@ def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch
     )
     saved = _flat(checkpoint.load(out))
     assert torch.equal(saved, weights[2]) and not torch.equal(saved, weights[5])
+
+
+def test_the_rate_drops_only_after_lr_patience_epochs_without_a_gain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = iter([1.0, 1.1, 1.2, 0.9, 1.0, 1.0, 1.0])  # one bad epoch, then two, then three more
+    monkeypatch.setattr(train_mod, "validation_loss", lambda *_a, **_k: next(scripted))
+    cfg = replace(TINY, epochs=7, patience=3, lr_patience=2, lr_drop=0.5)
+    train(cfg, out=tmp_path / "m.pt", cache_dir=tmp_path / "cache", show_progress=False)
+    doc = json.loads((tmp_path / "m.metrics.json").read_text())
+    lrs = [p["lr"] / cfg.lr for p in doc["curve"]]
+    assert lrs == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25])  # the drop after epoch 3, then after 6
+    assert doc["best_epoch"] == 4 and "stopped at epoch 7" in doc["stopped"]
 
 
 def test_without_patience_every_epoch_runs_and_the_last_is_kept(tmp_path: Path) -> None:
