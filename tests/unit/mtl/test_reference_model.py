@@ -16,6 +16,7 @@ import pytest
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import evaluate
+from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.train import TrainConfig
 from edgecut.server.paths import PACKAGED_REFERENCE
 
@@ -33,7 +34,9 @@ def test_edgecut_train_defaults_are_the_recorded_training_config() -> None:
     synthetic scenes, no validation folder, no image scale)."""
     assert TrainConfig(**RECORD["config"]) == TrainConfig()
     assert set(RECORD["config"]) <= set(asdict(TrainConfig()))
-    assert checkpoint.read(PACKAGED_REFERENCE)["train_config"] == RECORD["config"]
+    assert TrainConfig(**checkpoint.read(PACKAGED_REFERENCE)["train_config"]) == TrainConfig(
+        **RECORD["config"]
+    )
 
 
 @pytest.mark.slow
@@ -49,3 +52,13 @@ def test_it_scores_its_recorded_metrics_on_the_validation_scenes() -> None:
     # far above the trivial baseline on every task's main metric
     assert got["seg"]["miou"] > 0.8 > RECORD["trivial_baseline"]["seg"]["miou"]
     assert got["depth"]["abs_err"] < 0.7 < RECORD["trivial_baseline"]["depth"]["abs_err"]
+
+
+def test_it_was_trained_until_validation_stopped_improving_and_beats_the_model_it_replaced() -> None:
+    """Issue 29: the model packaged before trained 8 fixed epochs and was not converged."""
+    assert "validation loss not better" in RECORD["stopped"] and RECORD["best_epoch"] < len(RECORD["curve"])
+    best = min(p["val_loss"] for p in RECORD["curve"])
+    kept = RECORD["curve"][RECORD["best_epoch"] - 1]["val_loss"]
+    assert kept <= best * 1.001  # gains under 0.1 % count as noise
+    specs = {name: spec for name, spec in checkpoint.load(PACKAGED_REFERENCE).task_specs.items()}
+    assert delta_m(RECORD["metrics"], RECORD["previous"]["metrics"], specs) > 0
