@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from edgecut.errors import ConfigError
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.masks import apply_masks, make_permanent, masks_at_sparsity
 from edgecut.server.cut.methods import MASK_METHODS
@@ -235,4 +236,9 @@ def save_rows(res: PaperResult, path: Path) -> None:
 
 
 def load_rows(path: Path) -> PaperResult:
-    return saved_rows.load(path, PaperResult, "bench paper rows")
+    res = saved_rows.load(path, PaperResult, "bench paper rows")
+    if not hasattr(res, "single_rows") or not all(hasattr(r, "steps_retrained") for r in res.garg_rows):
+        raise ConfigError(
+            f"{path} holds bench paper rows from before Garg's arms were trained alike: rerun `edgecut bench paper`"
+        )
+    return res

@@ -196,3 +196,18 @@ def test_the_garg_findings_state_the_budget_and_the_single_task_models() -> None
     assert "seg -4.0 ± 1.0 vs -28.7 ± 1.5 % (multi-task ahead)" in text
     assert "depth -5.0 ± 1.0 vs -5.0 ± 1.0 % (no difference)" in text
     assert "within the seeds' spread" not in text  # the decision rule is paper_stats', stated once elsewhere
+
+
+def test_rows_saved_before_equal_training_are_refused_in_one_sentence(tmp_path: Path) -> None:
+    from edgecut.errors import ConfigError
+    from edgecut_bench import paper, saved_rows
+    from edgecut_bench.paper_rows import Guard, MaskLatency, PaperResult
+
+    res = PaperResult(
+        PaperConfig(Path("m.pt")), 64, {}, {}, [], MaskLatency(("seg",), 0.9, 1.0, 1.0), Guard("seg", 0.9, 0.1, 0.0),
+        1.0, [], [], [], 0, {"total": 1.0}, 2,
+    )  # fmt: skip
+    del res.single_rows  # as an older run's pickle comes back: without the field
+    saved_rows.save(res, tmp_path / "old.pkl")
+    with pytest.raises(ConfigError, match=r"from before Garg's arms were trained alike: rerun"):
+        paper.load_rows(tmp_path / "old.pkl")
