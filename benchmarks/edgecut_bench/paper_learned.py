@@ -294,13 +294,13 @@ def _ahead(outcome: int, a: str, b: str) -> str:
 
 def _budget(rows: Sequence[GargRow]) -> str:
     """Both arms' training, as the rows record it (one figure when every row agrees)."""
-    it = sorted({r.steps_iterative for r in rows})
-    re = sorted({r.steps_retrained for r in rows})
+    iterative = sorted({r.steps_iterative for r in rows})
+    retrained = sorted({r.steps_retrained for r in rows})
     scenes = sorted({r.scenes for r in rows})
     fmt = "/".join
-    if it == re:
-        return f"both arms {fmt(map(str, it))} steps on {fmt(map(str, scenes))} scenes"
-    return f"iterative {fmt(map(str, it))} vs retrained {fmt(map(str, re))} steps"
+    if iterative == retrained:
+        return f"both arms {fmt(map(str, iterative))} steps on {fmt(map(str, scenes))} scenes"
+    return f"iterative {fmt(map(str, iterative))} vs retrained {fmt(map(str, retrained))} steps"
 
 
 def single_task_outcomes(singles: Sequence[SingleTaskRow]) -> dict[tuple[str, str], int]:
