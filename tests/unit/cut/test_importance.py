@@ -137,7 +137,9 @@ def test_scoring_with_batchnorm_in_train_mode_uses_batch_statistics_and_leaves_t
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_disparse_pt_per_channel_is_its_per_weight_score_summed_over_each_filter(trained_small, scenes) -> None:
+def test_disparse_pt_per_channel_is_its_per_weight_score_summed_over_each_filter(
+    trained_small, scenes
+) -> None:
     """`edgecut prune --method disparse-pt` ranks channels by DiSparse's own pre-trained score, the one
     `bench paper` uses per weight (|dL_t/dw| summed over batches, times w^2)."""
     from edgecut.server.cut.masks import score_elements
