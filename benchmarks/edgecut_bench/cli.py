@@ -37,7 +37,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     add_model(p)
     add_data(p)
     p.add_argument("--levels", default="0.3,0.5,0.7,0.9", help="shares of params removed")
-    p.add_argument("--methods", default="random,l1,garg-taylor,disparse,cut-vote,cut-mean")
+    p.add_argument("--methods", default="random,l1,garg-taylor,snip-union,disparse-pt,cut-vote,cut-mean")
     p.add_argument("--recovery-steps", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="2 methods x 2 levels, tiny data (smoke test)")
     p.add_argument(

@@ -5,8 +5,9 @@
    methods; the ORT latency of a masked model vs. the dense one, and the 1-task guard of the vote.
 2. The same methods' scores summed per output channel and applied as whole channels removed
    (params, MACs, ORT latency), plus edgecut's default channel method.
-3. Garg et al.: iterative Taylor and CosPrune pruning during training, and the same architectures
-   re-initialised and retrained from scratch for a matched number of steps.
+3. Garg et al.: iterative Taylor and CosPrune pruning during training from a dense model trained here
+   from scratch, the same architectures re-initialised and retrained from scratch, and each task alone
+   on the most pruned architecture; every model trained with the same steps on the same scenes.
 
 Every part runs once per seed (the seed picks the calibration batches, the fine-tune's order, random
 scores, initialisations and projections; the base model and the validation scenes stay fixed). Parts
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from edgecut.errors import ConfigError
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.masks import apply_masks, make_permanent, masks_at_sparsity
 from edgecut.server.cut.methods import MASK_METHODS
@@ -74,7 +76,8 @@ class Part:
         if self.kind == "structured":
             matched = [n for n in cfg.mask_methods if MASK_METHODS[n].protocol == "matched"]
             return (len(matched) + 1) * len(cfg.levels)
-        return -(-cfg.iterative.rounds // cfg.iterative.record_every)
+        # the dense model, each recorded architecture, each task alone on the last one
+        return 1 + -(-cfg.iterative.rounds // cfg.iterative.record_every) + len(cfg.garg_tasks)
 
 
 def parts(cfg: PaperConfig) -> list[Part]:
@@ -178,6 +181,8 @@ def run(cfg: PaperConfig, show_progress: bool = True) -> PaperResult:
         cfg.iterative.steps,
         merged.seconds,
         max(1, cfg.workers),
+        merged.garg_dense,
+        merged.single_rows,
     )
 
 
@@ -189,6 +194,8 @@ def _merge(results: list[PartResult]) -> PartResult:
         out.mask_rows += r.mask_rows
         out.channel_rows += r.channel_rows
         out.garg_rows += r.garg_rows
+        out.garg_dense += r.garg_dense
+        out.single_rows += r.single_rows
         out.kept += r.kept
         out.guard = out.guard or r.guard
         out.masked_model = out.masked_model or r.masked_model
@@ -229,4 +236,9 @@ def save_rows(res: PaperResult, path: Path) -> None:
 
 
 def load_rows(path: Path) -> PaperResult:
-    return saved_rows.load(path, PaperResult, "bench paper rows")
+    res = saved_rows.load(path, PaperResult, "bench paper rows")
+    if not hasattr(res, "single_rows") or not all(hasattr(r, "steps_retrained") for r in res.garg_rows):
+        raise ConfigError(
+            f"{path} holds bench paper rows from before Garg's arms were trained alike: rerun `edgecut bench paper`"
+        )
+    return res

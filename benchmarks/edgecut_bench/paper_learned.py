@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
 from edgecut_bench.paper_parts import DEFAULT_ROW
-from edgecut_bench.paper_rows import GargRow, KeptShare, PaperResult
+from edgecut_bench.paper_rows import GargRow, KeptShare, PaperResult, SingleTaskRow
 from edgecut_bench.paper_stats import (
     Tally,
     grouped,
@@ -220,8 +220,11 @@ def kept_findings(res: PaperResult) -> list[str]:
     return lines
 
 
-def garg_findings(rows: list[GargRow], criteria: Sequence[str]) -> list[str]:
-    """Garg's two findings, each stated as holding or not on these rows (mean over seeds, ties by spread)."""
+def garg_findings(
+    rows: list[GargRow], criteria: Sequence[str], singles: Sequence[SingleTaskRow] = ()
+) -> list[str]:
+    """Garg's two findings, each stated as holding or not on these rows (seeds compared by
+    paper_stats.versus), and the single-task models beside finding 1."""
     crits = [c for c in criteria if any(r.criterion == c for r in rows)]
     out: list[str] = []
     if len(crits) >= 2:
@@ -239,18 +242,17 @@ def garg_findings(rows: list[GargRow], criteria: Sequence[str]) -> list[str]:
             vb = [interpolate(curves[(b, s)], x) for s in seeds if (b, s) in curves]
             o = versus(va, vb)
             outcomes.append(o)
-            word = f"{a} ahead" if o > 0 else f"{b} ahead" if o < 0 else "tie"
-            table.append(f"| {x / 1e3:.1f}k | {stat(va).pm()} | {stat(vb).pm()} | {word} |")
+            table.append(f"| {x / 1e3:.1f}k | {stat(va).pm()} | {stat(vb).pm()} | {_ahead(o, a, b)} |")
         if grid:
-            ties = outcomes.count(0)
-            v = "holds" if ties == len(outcomes) else "does not hold" if ties == 0 else "partly holds"
+            same = outcomes.count(0)
+            v = "holds" if same == len(outcomes) else "does not hold" if same == 0 else "partly holds"
             out += [
                 f"Finding 1 (the two criteria give similar quality at equal size) **{v}** here: compared at "
                 f"{len(grid)} matched parameter counts (each seed's Δm curve interpolated linearly in params "
                 f"between its recorded rounds; the counts span the range every curve covers), the two criteria "
-                f"tie within the seeds' spread at {ties} of {len(grid)}.",
+                f"show no difference at {same} of {len(grid)} ({COMPARED}).",
                 "",
-                f"| params | Δm % iterative {a} | Δm % iterative {b} | within spread? |",
+                f"| params | Δm % iterative {a} | Δm % iterative {b} | difference |",
                 "|---:|---:|---:|---|",
                 *table,
                 "",
@@ -259,6 +261,7 @@ def garg_findings(rows: list[GargRow], criteria: Sequence[str]) -> list[str]:
             out.append(
                 f"Finding 1 could not be tested: the {a} and {b} curves cover no common parameter count."
             )
+    out += _single_task_lines(singles)
     last = grouped(
         [r for r in rows if r.round == max((q.round for q in rows), default=0)], lambda r: r.criterion
     )
@@ -269,18 +272,69 @@ def garg_findings(rows: list[GargRow], criteria: Sequence[str]) -> list[str]:
         wins = sum(o > 0 for o in arms.values())
         v = "holds" if wins == len(arms) else "partly holds" if wins else "does not hold"
         detail = "; ".join(
-            f"{c}: {mean(r.size.params for r in rs) / 1e3:.0f}k params, iterative Δm "
+            f"{c}: {mean(r.size.params for r in rs) / 1e3:.0f}k params, {_budget(rs)}, iterative Δm "
             f"{stat([r.dm_iterative for r in rs]).pm(1)} %, re-initialised and retrained "
-            f"{stat([r.dm_retrained for r in rs]).pm(1)} % "
-            f"({'retrained ahead' if arms[c] > 0 else 'iterative ahead' if arms[c] < 0 else 'a tie'})"
+            f"{stat([r.dm_retrained for r in rs]).pm(1)} % ({_ahead(arms[c], 'retrained', 'iterative')})"
             for c, rs in last.items()
         )
         out.append(
             f"Finding 2 (at extreme pruning the same architecture retrained from scratch beats iterative "
-            f"pruning) **{v}** here at the most pruned configuration, each arm on the same architecture "
-            f"({detail})."
+            f"pruning) **{v}** here at the most pruned configuration, both arms on the same architecture "
+            f"with the same training ({detail}; {COMPARED})."
         )
     return out
+
+
+COMPARED = "seeds compared by the rule under *Paper: what we learned*"
+
+
+def _ahead(outcome: int, a: str, b: str) -> str:
+    return f"{a} ahead" if outcome > 0 else f"{b} ahead" if outcome < 0 else "no difference"
+
+
+def _budget(rows: Sequence[GargRow]) -> str:
+    """Both arms' training, as the rows record it (one figure when every row agrees)."""
+    iterative = sorted({r.steps_iterative for r in rows})
+    retrained = sorted({r.steps_retrained for r in rows})
+    scenes = sorted({r.scenes for r in rows})
+    fmt = "/".join
+    if iterative == retrained:
+        return f"both arms {fmt(map(str, iterative))} steps on {fmt(map(str, scenes))} scenes"
+    return f"iterative {fmt(map(str, iterative))} vs retrained {fmt(map(str, retrained))} steps"
+
+
+def single_task_outcomes(singles: Sequence[SingleTaskRow]) -> dict[tuple[str, str], int]:
+    """(criterion, task) -> the multi-task model retrained alike against the task alone (+1 = multi ahead)."""
+    return {
+        k: versus([r.dm_multi_retrained for r in rs], [r.dm for r in rs])
+        for k, rs in grouped(singles, lambda r: (r.criterion, r.task)).items()
+    }
+
+
+def _single_task_lines(singles: Sequence[SingleTaskRow]) -> list[str]:
+    """Each task alone on the most pruned architecture against the multi-task model retrained alike."""
+    if not singles:
+        return []
+    outcomes = single_task_outcomes(singles)
+    parts = []
+    for crit, rs in grouped(singles, lambda r: r.criterion).items():
+        per_task = "; ".join(
+            f"{task} {stat([r.dm_multi_retrained for r in ts]).pm(1)} vs {stat([r.dm for r in ts]).pm(1)} % "
+            f"({_ahead(outcomes[(crit, task)], 'multi-task', 'single-task')})"
+            for task, ts in grouped(rs, lambda r: r.task).items()
+        )
+        parts.append(
+            f"{crit} (trunk {mean(r.trunk_params for r in rs) / 1e3:.1f}k params, multi-task model "
+            f"{mean(r.multi_size.params for r in rs) / 1e3:.1f}k with every head): {per_task}"
+        )
+    r0 = singles[0]
+    return [
+        "Single-task models of the same size beside finding 1: each task alone on the most pruned "
+        "architecture (the same trunk, that task's head only), re-initialised and trained "
+        f"{r0.steps} steps on {r0.scenes} scenes like the retrained multi-task model. That task's Δm, multi-task "
+        "vs single-task: " + " — ".join(parts) + f" ({COMPARED}).",
+        "",
+    ]
 
 
 def learned_md(res: PaperResult, machine: str) -> str:
@@ -313,8 +367,8 @@ def learned_md(res: PaperResult, machine: str) -> str:
         *default_lines(res),
         *(
             f"- {x.splitlines()[0]}"
-            for x in garg_findings(res.garg_rows, res.cfg.garg_criteria)
-            if x.startswith("Finding")
+            for x in garg_findings(res.garg_rows, res.cfg.garg_criteria, res.single_rows)
+            if x.startswith(("Finding", "Single-task"))
         ),
         "",
         machine,
@@ -389,6 +443,7 @@ def default_lines(res: PaperResult) -> list[str]:
 def summary(res: PaperResult) -> str:
     """The Summary's bullet for this run (edgecut_bench.doc.write_bullet puts it in place)."""
     vu, _ = compare(res, "cut", "snip-union")
+    vd, _ = compare(res, "cut", "disparse-pt")
     both, _ = compare(res, "cut-distill", "cut")
     counts, n = best_counts(res)
     top = sorted(counts, key=lambda m: -len(counts[m]))[:3]
@@ -396,18 +451,39 @@ def summary(res: PaperResult) -> str:
     lat = res.mask_latency
     garg = [
         x.split(" here")[0].replace("**", "")
-        for x in garg_findings(res.garg_rows, res.cfg.garg_criteria)
+        for x in garg_findings(res.garg_rows, res.cfg.garg_criteria, res.single_rows)
         if x.startswith("Finding")
     ]
     return (
         f"(`edgecut bench paper`, {len(res.cfg.seeds)} seeds, {res.seconds['total'] / 60:.1f} min on 2 cores; "
         f"scaled settings beside each table): on the unstructured path CUT's vote against SNIP + union "
-        f"{vu} (wins / ties / losses within the seeds' spread, mean {vu.gap:+.2f} pp), label-free "
+        f"{vu} (wins / ties / losses within the seeds' spread, mean {vu.gap:+.2f} pp), against DiSparse's own "
+        f"pre-trained recipe (disparse-pt) {vd} ({vd.gap:+.2f} pp), label-free "
         f"distillation scores against labelled ones {both} ({both.gap:+.2f} pp). Best or tied with the best "
         f"in the {n} settings: "
         + ", ".join(f"{m} {len(counts.get(m, []))}" for m in shown)
         + f". A {lat.sparsity:.0%}-sparse masked model runs no faster than the dense one ({lat.masked_ms:.2f} vs "
-        f"{lat.dense_ms:.2f} ms), which is why the product removes channels. Garg et al.: "
-        + "; ".join(garg)
-        + "."
+        f"{lat.dense_ms:.2f} ms), which is why the product removes channels."
+        + _garg_summary(res, [*garg, *_single_task_summary(res.single_rows)])
     )
+
+
+def _garg_summary(res: PaperResult, lines: list[str]) -> str:
+    return f" Garg et al.{_garg_budget(res)}: " + "; ".join(lines) + "." if lines else ""
+
+
+def _garg_budget(res: PaperResult) -> str:
+    if not res.garg_rows:
+        return ""
+    steps = max(r.steps_retrained for r in res.garg_rows)
+    return f" (both arms trained alike, up to {steps} steps on {res.garg_rows[0].scenes} scenes)"
+
+
+def _single_task_summary(singles: Sequence[SingleTaskRow]) -> list[str]:
+    o = list(single_task_outcomes(singles).values())
+    if not o:
+        return []
+    return [
+        f"single-task models of the same size against the multi-task one: multi-task ahead in {o.count(1)}, "
+        f"no difference in {o.count(0)}, single-task ahead in {o.count(-1)} of {len(o)} (criterion x task)"
+    ]

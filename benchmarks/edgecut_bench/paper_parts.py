@@ -1,6 +1,7 @@
 """The experiments of `edgecut bench paper`, one seed and one part at a time (paper.py runs the parts,
 in worker processes when asked): CUT's unstructured table (and the per-layer kept shares), the
-structured channel table, and one Garg criterion's iterative run with its retrained architectures."""
+structured channel table, and one Garg criterion's iterative run with its retrained architectures and
+single-task models, all on one training budget."""
 
 from __future__ import annotations
 
@@ -37,17 +38,19 @@ from edgecut.server.cut.tailor import decompose
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, TensorSamples, batches, synthetic_scenes
-from edgecut.server.mtl.evaluate import evaluate
+from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metrics import delta_m
 from edgecut_bench.paper_rows import (
     ChannelRow,
     Evaluated,
+    GargDense,
     GargRow,
     Guard,
     KeptShare,
     MaskRow,
     PaperConfig,
     PartResult,
+    SingleTaskRow,
 )
 
 DEFAULT_ROW = "edgecut-default"
@@ -195,17 +198,25 @@ def structured(bench: Bench, advance: Advance) -> None:
 
 
 def garg(bench: Bench, criterion: str, advance: Advance) -> None:
-    """One criterion's iterative run, and each recorded architecture re-initialised and retrained."""
+    """One criterion's iterative run and its comparisons, every model on the same training budget.
+
+    The dense model is the packaged model's architecture for the Garg tasks, trained from scratch here
+    (its packaged weights would give the iterative arm training no other arm gets). The iterative arm
+    prunes it while training on; each recorded architecture is re-initialised and trained from scratch
+    for as many steps as the iterative arm had when it was recorded (the dense model's steps included),
+    on the same scenes; so is each task alone on the most pruned architecture.
+    """
     cfg, out = bench.cfg, bench.result
-    tasks = cfg.garg_tasks
-    teacher = bench.teacher(tasks)
-    full, specs = out.full[tasks], teacher.task_specs
+    tasks, scenes, pre = cfg.garg_tasks, len(bench.train), cfg.garg_pretrain_steps
+    dense, dense_metrics = _from_scratch(bench, decompose(bench.base, tasks), pre)
+    out.garg_dense.append(GargDense(bench.seed, pre, scenes, measure(dense, dense.input_size), dense_metrics))
+    specs = dense.task_specs
+    advance(1, seed=bench.seed, table="garg", criterion=criterion, round="dense")
     opts = replace(cfg.iterative, criterion=criterion, batch_size=cfg.batch_size, seed=bench.seed)
-    res = iterative_prune(copy.deepcopy(teacher), bench.train, bench.val, opts)
+    res = iterative_prune(dense, bench.train, bench.val, opts)
     for p in res.points[1:]:
-        _, metrics = retrain(
-            p.architecture, bench.train, bench.val, opts.steps, cfg.retrain_lr, cfg.batch_size, bench.seed
-        )
+        steps = pre + p.steps
+        _, metrics = _from_scratch(bench, p.architecture, steps)
         out.garg_rows.append(
             GargRow(
                 bench.seed,
@@ -215,9 +226,49 @@ def garg(bench: Bench, criterion: str, advance: Advance) -> None:
                 p.filters_removed,
                 p.size,
                 p.metrics,
-                delta_m(p.metrics, full, specs),
+                delta_m(p.metrics, dense_metrics, specs),
                 metrics,
-                delta_m(metrics, full, specs),
+                delta_m(metrics, dense_metrics, specs),
+                steps,
+                steps,
+                scenes,
             )
         )
         advance(1, seed=bench.seed, table="garg", criterion=criterion, round=p.round)
+    last, row = res.points[-1], out.garg_rows[-1]
+    for task in tasks:
+        single = last.architecture.select([task])
+        _, metrics = _from_scratch(bench, single, row.steps_retrained)
+
+        def dm(m: Metrics, t: str = task) -> float:
+            return delta_m({t: m[t]}, dense_metrics, specs)
+
+        out.single_rows.append(
+            SingleTaskRow(
+                bench.seed,
+                criterion,
+                last.round,
+                task,
+                row.steps_retrained,
+                scenes,
+                measure(single, single.input_size),
+                trunk_params(single),
+                last.size,
+                trunk_params(last.architecture),
+                metrics,
+                dm(metrics),
+                dm(row.retrained),
+                dm(row.iterative),
+            )
+        )
+        advance(1, seed=bench.seed, table="garg", criterion=criterion, single=task)
+
+
+def _from_scratch(bench: Bench, architecture: MultiTaskModel, steps: int) -> tuple[MultiTaskModel, Metrics]:
+    """`architecture` re-initialised and trained for `steps` on the bench's training scenes, evaluated."""
+    cfg = bench.cfg
+    return retrain(architecture, bench.train, bench.val, steps, cfg.retrain_lr, cfg.batch_size, bench.seed)
+
+
+def trunk_params(model: MultiTaskModel) -> int:
+    return sum(p.numel() for p in model.trunk.parameters())

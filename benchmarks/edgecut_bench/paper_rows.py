@@ -15,9 +15,10 @@ from edgecut.server.mtl.evaluate import Metrics
 
 
 def _default_iterative() -> IterativeOptions:
-    # Published: AdamW 5e-5, 100 filters every 500 iterations on VGG-16's 4224; scaled to this trunk.
+    # Published: AdamW 5e-5, 100 filters every 500 iterations on VGG-16's 4224; scaled to this trunk and
+    # to a run in which every arm trains from scratch (see PaperConfig.garg_pretrain_steps): 255 steps.
     return IterativeOptions(
-        rounds=16, remove_per_round=24, every=25, record_every=4, score_batches=4, lr=5e-4
+        rounds=16, remove_per_round=24, every=15, record_every=4, score_batches=4, lr=5e-4
     )
 
 
@@ -42,6 +43,11 @@ class PaperConfig:
     ft_lr: float = 1e-4
     iterative: IterativeOptions = field(default_factory=_default_iterative)
     retrain_lr: float = 2e-3  # the reference model's own training rate
+    # Garg with equal training: the dense model the iterative arm prunes is trained from scratch here for
+    # this many steps on the n_train scenes, and every retrained (and single-task) model gets these steps
+    # plus the iterative steps before its architecture was recorded, on the same scenes. The packaged
+    # model's own training is far longer; retraining every arm for it would take hours per seed.
+    garg_pretrain_steps: int = 255
     n_train: int = 1024
     n_val: int = 200
     guard_task: str = "seg"
@@ -74,6 +80,7 @@ def quick(cfg: PaperConfig) -> PaperConfig:
         iterative=IterativeOptions(
             rounds=2, remove_per_round=4, every=2, record_every=1, score_batches=1, lr=5e-4
         ),
+        garg_pretrain_steps=4,
         n_train=48,
         n_val=32,
         latency_runs=5,
@@ -114,6 +121,10 @@ class ChannelRow:
 
 @dataclass
 class GargRow:
+    """One recorded architecture of one criterion's iterative run and its re-initialised, retrained copy;
+    Δm against the seed's dense model (GargDense). Both arms' training budget is explicit: optimiser steps
+    (the iterative arm's count includes the dense pre-training it started from) on `scenes` scenes."""
+
     seed: int
     criterion: str
     round: int
@@ -124,6 +135,42 @@ class GargRow:
     dm_iterative: float
     retrained: Metrics
     dm_retrained: float
+    steps_iterative: int
+    steps_retrained: int
+    scenes: int
+
+
+@dataclass
+class GargDense:
+    """The dense model both Garg arms' budgets start from: trained from scratch for `steps` on `scenes`."""
+
+    seed: int
+    steps: int
+    scenes: int
+    size: Size
+    metrics: Metrics
+
+
+@dataclass
+class SingleTaskRow:
+    """One task alone on a criterion's most pruned architecture (the same trunk, that task's head only),
+    re-initialised and trained with the same budget as the multi-task arms; Δm of that task only, against
+    the seed's dense model, beside the multi-task model's on the same task."""
+
+    seed: int
+    criterion: str
+    round: int
+    task: str
+    steps: int
+    scenes: int
+    size: Size  # the single-task model (trunk + one head)
+    trunk_params: int
+    multi_size: Size  # the multi-task architecture it was cut from (trunk + every head)
+    multi_trunk_params: int
+    metrics: Metrics
+    dm: float
+    dm_multi_retrained: float
+    dm_multi_iterative: float
 
 
 @dataclass
@@ -163,6 +210,8 @@ class PartResult:
     mask_rows: list[MaskRow] = field(default_factory=list)
     channel_rows: list[ChannelRow] = field(default_factory=list)
     garg_rows: list[GargRow] = field(default_factory=list)
+    garg_dense: list[GargDense] = field(default_factory=list)
+    single_rows: list[SingleTaskRow] = field(default_factory=list)
     kept: list[KeptShare] = field(default_factory=list)
     guard: Guard | None = None
     masked_model: tuple[tuple[str, ...], float, MultiTaskModel] | None = None
@@ -185,3 +234,5 @@ class PaperResult:
     garg_steps: int
     seconds: dict[str, float]  # "total" = wall clock; the parts = summed worker time
     workers: int
+    garg_dense: list[GargDense] = field(default_factory=list)  # one per seed and criterion (the same model)
+    single_rows: list[SingleTaskRow] = field(default_factory=list)

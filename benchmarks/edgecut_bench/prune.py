@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from edgecut.server.cut.latency import model_latency_ms
-from edgecut.server.cut.methods import METHODS
+from edgecut.server.cut.methods import DEFAULT_METHOD, METHODS
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
@@ -36,7 +36,15 @@ class PruneBenchConfig:
     checkpoint: Path
     tasks: tuple[str, ...] = ("seg", "depth")
     levels: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # share of params removed
-    methods: tuple[str, ...] = ("random", "l1", "garg-taylor", "disparse", "cut-vote", "cut-mean")
+    methods: tuple[str, ...] = (
+        "random",
+        "l1",
+        "garg-taylor",
+        "snip-union",
+        "disparse-pt",
+        "cut-vote",
+        "cut-mean",
+    )
     recovery_steps: int = 100
     n_calib: int = 512
     n_val: int = 300
@@ -178,6 +186,7 @@ def markdown(res: PruneBenchResult, kinds: Mapping[str, str], command: str) -> s
         f"Machine: {platform.machine()}, 2 cores shared, Python {platform.python_version()}, torch "
         f"{torch.__version__}. Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
+        *_disparse_lines(res),
     ]
     metric_hdr = " | ".join(f"{t} {k}" for t, k in cols)
     metric_hdr_rec = " | ".join(f"{t} {k} (rec.)" for t, k in cols)
@@ -206,6 +215,34 @@ def markdown(res: PruneBenchResult, kinds: Mapping[str, str], command: str) -> s
             f"{r.delta_m:+.2f} | {vals_rec} | {r.delta_m_rec:+.2f} | {r.tailor_s:.1f} |"
         )
     return "\n".join(head + lines)
+
+
+DISPARSE_NAMES = (
+    "*snip-union* is SNIP's |w·dL_t/dw| with DiSparse's union (prune a channel only where every task "
+    "prunes it): DiSparse's fusion, not DiSparse. *disparse-pt* is DiSparse's own recipe for a pre-trained "
+    "model: per task the summed |dL_t/dw| times w², union of the keeps."
+)
+
+
+def _disparse_lines(res: PruneBenchResult) -> list[str]:
+    """What the union rows are, and the default's Δm beside theirs at every level (one run: no verdict)."""
+    ran = [m for m in (DEFAULT_METHOD, "disparse-pt", "snip-union") if any(r.method == m for r in res.rows)]
+    if not {"disparse-pt", "snip-union"} & set(ran):
+        return []
+    rec = res.cfg.recovery_steps > 0
+
+    def dms(method: str) -> str:
+        rows = [r for r in res.rows if r.method == method]
+        return " / ".join(f"{r.delta_m_rec if rec else r.delta_m:+.2f}" for r in rows)
+
+    levels = " / ".join(f"{lv:.0%}" for lv in res.cfg.levels)
+    return [
+        DISPARSE_NAMES
+        + f" Δm % {'after recovery' if rec else 'without recovery'} at {levels} removed: "
+        + "; ".join(f"{m} {dms(m)}" for m in ran)
+        + f" (one run of seed {res.cfg.seed}: no spread is measured, so these gaps are not a ranking).",
+        "",
+    ]
 
 
 def plot(res: PruneBenchResult, path: Path) -> None:
@@ -239,7 +276,7 @@ def quick(cfg: PruneBenchConfig) -> PruneBenchConfig:
     return replace(
         cfg,
         levels=(0.5, 0.7),
-        methods=("random", "cut-vote"),
+        methods=("random", "disparse-pt", "cut-vote"),
         recovery_steps=5,
         n_calib=64,
         n_val=64,

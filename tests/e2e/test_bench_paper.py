@@ -75,10 +75,23 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
 
     garg = _section(doc, "Paper: Garg reproduction")
     assert "Finding 1" in garg and "Finding 2" in garg and f"]({plot.name})" in garg
-    assert len(re.findall(r"^\| (garg-taylor|cosprune) \| \d", garg, re.M)) == 4  # 2 criteria x 2 rounds
+    assert (
+        len(re.findall(r"^\| (garg-taylor|cosprune) \| \d+ \| \d", garg, re.M)) == 4
+    )  # 2 criteria x 2 rounds
+    # Equal training: per row, the iterative arm's steps (its dense start's included) = the retrained arm's.
+    budgets = re.findall(
+        r"^\| (?:garg-taylor|cosprune) \| \d+ \| \d+ \| \d+ \| [\d.]+k \| (\d+) / (\d+) \|", garg, re.M
+    )
+    assert len(budgets) == 4 and all(a == b for a, b in budgets)
+    assert re.search(r"^\| dense, from scratch \|", garg, re.M)
+    # Each task alone on each criterion's most pruned architecture (quick: tasks seg, depth).
+    assert len(re.findall(r"^\| (garg-taylor|cosprune) \| 2 \| (seg|depth) \|", garg, re.M)) == 4
+    assert "Single-task models of the same size" in garg
     learned = _section(doc, "Paper: what we learned")
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
     assert "W / T / L" in learned and "magnitude" in learned
+    assert "Single-task models of the same size" in learned
+    assert "DiSparse's own pre-trained recipe (disparse-pt)" in flat
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The saved rows re-render the same sections without a run; a file that is not rows is one clear error.

@@ -15,6 +15,9 @@ task), so that every criterion goes through the same normalisation and fusion.
   random projections of the output. BatchNorm outputs are scored where a
   conv is followed by BN (the channel that really disappears is the post-BN one).
 - snip (CUT / DiSparse sensitivity): sum over batches of |w * dL_t/dw|, summed per output channel.
+- disparse-pt (DiSparse's own recipe for a pre-trained model, `disparse_prune_pretrained`): per task,
+  the sum over batches of |dL_t/dw|, times w^2, summed per output channel (masks.py's disparse-pt
+  per weight, at channel granularity).
 - garg-taylor (Garg et al.'s config, method 22 "Taylor_gate"): (g * dL/dg)^2 for a per-channel gate
   g = 1 on the output, with L = the unweighted sum of the selected tasks' losses and dL/dg the
   mini-batch gradient (summed over the batch's examples before squaring); averaged over batches.
@@ -237,8 +240,26 @@ def snip(inp: ScoreInputs) -> TaskScores:
                 for m, g in per_mod.items():
                     s = _weight(m).detach() * g
                     s = s.pow(2) / len(per_term) if inp.objective.squared else s.abs()
-                    scores[task][m] = scores[task].get(m, 0) + (s.flatten(1).sum(1) if s.dim() > 1 else s)
+                    scores[task][m] = scores[task].get(m, 0) + _per_channel(s)
     return scores
+
+
+@criterion("disparse-pt")
+def disparse_pretrained(inp: ScoreInputs) -> TaskScores:
+    grads: TaskScores = {t: {} for t in inp.model.task_names}
+    for bi, batch in enumerate(inp.batches):
+        for task, per_term in _weight_grads(inp.model, inp, batch, bi).items():
+            for per_mod in per_term:
+                for m, g in per_mod.items():
+                    grads[task][m] = grads[task].get(m, 0) + g.abs()
+    return {
+        t: {m: _per_channel(g * _weight(m).detach().pow(2)) for m, g in per.items()}
+        for t, per in grads.items()
+    }
+
+
+def _per_channel(s: torch.Tensor) -> torch.Tensor:
+    return s.flatten(1).sum(1) if s.dim() > 1 else s
 
 
 def _rows(g: torch.Tensor) -> torch.Tensor:

@@ -49,12 +49,19 @@ METHODS: dict[str, Method] = {
             min_channels=5,
         ),
         Method(
-            "disparse",
+            "snip-union",
             "snip",
             "union",
             "labels",
-            "SNIP at the trained weights (DiSparse's static score) with DiSparse's union: prune only what "
-            "every task prunes (DiSparse's own pre-trained recipe scores |dL_t/dw| w^2: `edgecut bench paper`)",
+            "SNIP at the trained weights with DiSparse's union: prune only what every task prunes (not "
+            "DiSparse itself, whose pre-trained recipe scores |dL_t/dw| w^2: disparse-pt)",
+        ),
+        Method(
+            "disparse-pt",
+            "disparse-pt",
+            "union",
+            "labels",
+            "DiSparse's own pre-trained recipe: per task, the summed |dL_t/dw| times w^2, union of the keeps",
         ),
         Method(
             "cut-vote",

@@ -34,7 +34,10 @@ def test_a_gap_within_the_seeds_spread_is_a_tie_not_a_win() -> None:
 
 
 def _garg(criterion: str, seed: int, rnd: int, params: float, dm: float) -> GargRow:
-    return GargRow(seed, criterion, rnd, rnd * 10, rnd * 20, Size(0, int(params)), {}, dm, {}, dm - 5)
+    steps = 100 + 25 * rnd
+    return GargRow(
+        seed, criterion, rnd, rnd * 10, rnd * 20, Size(0, int(params)), {}, dm, {}, dm - 5, steps, steps, 1024
+    )
 
 
 def test_finding_one_compares_the_criteria_at_matched_parameter_counts_not_rounds() -> None:
@@ -46,7 +49,7 @@ def test_finding_one_compares_the_criteria_at_matched_parameter_counts_not_round
         rows += [_garg("b", seed, 4, 300e3, -20 - noise), _garg("b", seed, 8, 100e3, -40 - noise)]
     text = "\n".join(garg_findings(rows, ("a", "b")))
     assert "Finding 1 (the two criteria give similar quality at equal size) **holds**" in text
-    assert "| 200.0k | -30.00 ± 0.40 | -30.00 ± 0.40 | tie |" in text
+    assert "| 200.0k | -30.00 ± 0.40 | -30.00 ± 0.40 | no difference |" in text
     assert "| 300.0k |" in text and "| 400.0k |" not in text  # only where both curves reach
     assert interpolate([(400e3, -10), (200e3, -30)], 250e3) == pytest.approx(-25)
     assert matched_grid([[(400.0, 0.0), (200.0, 0.0)], [(300.0, 0.0), (100.0, 0.0)]], 3) == [200, 250, 300]

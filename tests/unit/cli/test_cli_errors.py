@@ -149,7 +149,7 @@ def test_labels_a_method_needs_and_a_bug_in_the_users_code(
         "--budget",
         "macs=0.5",
         "--method",
-        "disparse",
+        "snip-union",
         "--recover-steps",
         "0",
         "--calib-data",

@@ -135,3 +135,21 @@ def test_scoring_with_batchnorm_in_train_mode_uses_batch_statistics_and_leaves_t
     assert not model.training
     score("snip", ScoreInputs(model, data, obj, batchnorm="train"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_disparse_pt_per_channel_is_its_per_weight_score_summed_over_each_filter(
+    trained_small, scenes
+) -> None:
+    """`edgecut prune --method disparse-pt` ranks channels by DiSparse's own pre-trained score, the one
+    `bench paper` uses per weight (|dL_t/dw| summed over batches, times w^2)."""
+    from edgecut.server.cut.masks import score_elements
+
+    model = trained_small.select(["seg", "depth"])
+    data = list(itertools.islice(batches(scenes, 16), 2))
+    inp = ScoreInputs(model, data, Objective(model.task_specs, "labels"))
+    per_channel, per_weight = score("disparse-pt", inp), score_elements("disparse-pt", inp)
+    for task, name in (("depth", "trunk.layer2.0.conv1"), ("seg", "heads.seg.reduce.0")):
+        conv = dict(model.named_modules())[name]
+        summed = per_weight[task][name].flatten(1).sum(1)
+        got = per_channel[task][conv]
+        assert torch.allclose(got / got.sum(), summed / summed.sum(), atol=1e-6)
