@@ -49,7 +49,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     summary = _section(doc, "Summary")
     assert summary.startswith("## Summary\n\n- **Agent**: fast.\n") and f"- **{SUMMARY_LEAD}** (" in summary
     flat = " ".join(summary.split())
-    assert "2 seeds" in flat and "wins / ties / losses" in flat
+    assert "2 seeds" in flat and "wins / no difference / losses" in flat and "median" in flat
 
     unstructured = _section(doc, "Paper: CUT unstructured")
     structured = _section(doc, "Paper: structured")
