@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from collections.abc import Callable
@@ -110,6 +111,12 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--budgets", default="0.5,0.3", help="MACs fractions (default %(default)s)")
     q.add_argument(
+        "--cases",
+        help="run only these cases instead of every task set at every budget, e.g. "
+        "'seg,depth@0.5;seg,depth,normals@0.3' (a full run split over CI jobs: see --render-from)",
+    )
+    add_seeds(q)
+    q.add_argument(
         "--scratch-epochs",
         type=float,
         default=8.0,
@@ -156,8 +163,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--render-from",
         type=Path,
+        nargs="+",
         metavar="ROWS",
-        help="no run: rewrite the section and plot from rows an earlier run saved",
+        help="no run: rewrite the section and plot from rows earlier runs saved (several files: one "
+        "section from runs of other seeds or cases, e.g. a full run split over CI jobs)",
     )
     q.set_defaults(handler=run_quality)
 
@@ -464,7 +473,9 @@ def run_quality(args: argparse.Namespace) -> int:
     from edgecut_bench import quality, quality_report, saved_rows
 
     if args.render_from:
-        res = saved_rows.load(args.render_from, quality.QualityResult, "bench quality rows")
+        res = quality.merged(
+            [saved_rows.load(p, quality.QualityResult, "bench quality rows") for p in args.render_from]
+        )
     else:
         res = quality.run(_quality_config(args, quality.QualityConfig))
         res.command = _command("quality")
@@ -477,6 +488,45 @@ def run_quality(args: argparse.Namespace) -> int:
         body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
     _publish(args.out, quality_report.SECTION, body)
     return 0
+
+
+def add_seeds(parser: argparse.ArgumentParser, default: str = "0,1,2") -> None:
+    parser.add_argument(
+        "--seeds",
+        default=default,
+        help="seeds, ',' between: the whole run once per seed, compared by a paired test over them "
+        "(default %(default)s; one seed gives figures but no tested comparison)",
+    )
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds must be integers >= 0 separated by ',', got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct integers >= 0 separated by ',', got {text!r}")
+    return seeds
+
+
+def _cases(text: str) -> tuple[tuple[tuple[str, ...], float], ...]:
+    """'seg,depth@0.5;seg,depth,normals@0.3' -> ((('seg', 'depth'), 0.5), ...)."""
+    out = []
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        tasks, _, budget = part.partition("@")
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip())
+        try:
+            value = float(budget)
+        except ValueError:
+            value = math.nan
+        if not names or not 0 < value <= 1:
+            raise ConfigError(
+                f"--cases must be TASKS@BUDGET separated by ';' (e.g. 'seg,depth@0.5'), got {part!r}"
+            )
+        out.append((names, value))
+    if not out:
+        raise ConfigError(f"--cases names no case: {text!r}")
+    return tuple(out)
 
 
 def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfig]) -> QualityConfig:
@@ -518,6 +568,8 @@ def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfi
         args.data_dir,
         task_sets,
         budgets,
+        seeds=parse_seeds(args.seeds),
+        cases=_cases(args.cases) if args.cases else (),
         n_calib=args.calib_scenes,
         n_val=args.val_scenes,
         train_scenes=args.train_scenes,

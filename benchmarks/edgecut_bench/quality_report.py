@@ -11,16 +11,23 @@ from pathlib import Path
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
+from edgecut_bench.paper_stats import ALPHA, mean, stat
 from edgecut_bench.quality import QualityConfig, QualityResult
-from edgecut_bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
+from edgecut_bench.quality_goals import Against, Verdict, against_shipped, delta_m_goal, verdicts
 from edgecut_bench.quality_rows import (
     FULL,
+    QUICK,
+    REFINED,
+    RETRAINED,
     SCRATCH,
+    SCRATCH_CANDIDATE,
     SCRATCH_TIME,
     SHIPPED,
     TP_MAGNITUDE,
     TP_TAYLOR,
     Case,
+    Row,
+    by_setting,
 )
 
 SECTION = "Quality at budget"
@@ -28,28 +35,120 @@ SECTION = "Quality at budget"
 SLOWER = ScratchOptions.max_slowdown
 
 
-def _case_table(case: Case) -> list[str]:
-    cols = [(t, PRIMARY[k]) for t, k in case.kinds.items()]
+CANDIDATE = "from-scratch candidate"  # one table row whether or not a seed shipped it
+# table order by kind; the baselines follow in first-seen order
+_ORDER = {FULL: 0, QUICK: 1, REFINED: 2, RETRAINED: 3, SCRATCH_CANDIDATE: 3}
+
+
+def _key(r: Row) -> str:
+    return CANDIDATE if r.kind in (RETRAINED, SCRATCH_CANDIDATE) else r.label
+
+
+def _pm(values: list[float], digits: int = 2) -> str:
+    """The mean, with ± the sample sd over seeds when there are several."""
+    st = stat(values)
+    return f"{st.mean:+.{digits}f}" + (f" ± {st.sd:.{digits}f}" if st.n > 1 else "")
+
+
+def _notes(by_seed: list[tuple[int | None, str]]) -> str:
+    said = {n for _, n in by_seed if n}
+    if len(said) <= 1:
+        return next(iter(said), "")
+    return "; ".join(f"seed {seed}: {n}" for seed, n in by_seed if n)
+
+
+def _table_row(group: list[Case], rows: list[tuple[Case, Row]], label: str, note: str) -> str:
+    """One model of a setting: each figure the mean over the seeds that have it (Δm mean ± sd)."""
+    cols = [(t, PRIMARY[k]) for t, k in group[0].kinds.items()]
+    vals = " | ".join(f"{mean(r.metrics.get(t, {}).get(m, math.nan) for _, r in rows):.4f}" for t, m in cols)
+    cut = mean(c.mac_cut(r) for c, r in rows)
+    speed = mean(c.speedup(r) for c, r in rows)
+    ratio = mean(c.speedup(r) / c.mac_cut(r) for c, r in rows)
+    full = rows[0][1].kind == FULL
+    build = "-" if full else f"{mean(r.seconds for _, r in rows):.1f}"
+    shipped = [r.elapsed for _, r in rows if r.shipped]
+    since = f"{mean(shipped):.1f}" if shipped else "-"
+    return (
+        f"| {label} | {mean(r.macs for _, r in rows) / 1e6:.2f} | {cut:.2f} | "
+        f"{mean(r.latency_ms for _, r in rows):.2f} | {speed:.2f} | {ratio:.2f} | {vals} | "
+        f"{_pm([r.delta_m for _, r in rows])} | {build} | {since} | {note} |"
+    )
+
+
+def _case_table(group: list[Case]) -> list[str]:
+    """A setting's table: one row per model over its seeds (`group`, one Case per seed), then with
+    several seeds the model each seed ends on (what the device serves)."""
+    n = len(group)
+    cols = [(t, PRIMARY[k]) for t, k in group[0].kinds.items()]
     head = " | ".join(f"{t} {m}" for t, m in cols)
+    seeds = ", ".join(str(c.seed) for c in group if c.seed is not None)
     lines = [
-        f"**{case.name}**",
+        f"**{group[0].setting}**" + (f" (seeds {seeds}; mean over seeds, Δm mean ± sd)" if n > 1 else ""),
         "",
         f"| model | MMACs | MAC cut | ORT ms | speed-up | speed-up / MAC cut | {head} | Δm % | build s | "
         "from request s | note |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols) + "---:|---:|---:|---|",
     ]
-    for r in case.rows:
-        vals = " | ".join(f"{r.metrics.get(t, {}).get(m, float('nan')):.4f}" for t, m in cols)
-        cut, speed = case.mac_cut(r), case.speedup(r)
-        build = "-" if r.kind == FULL else f"{r.seconds:.1f}"
-        since = f"{r.elapsed:.1f}" if r.shipped else "-"
-        label = f"**{r.label}**" if r.shipped else r.label
-        lines.append(
-            f"| {label} | {r.macs / 1e6:.2f} | {cut:.2f} | {r.latency_ms:.2f} | {speed:.2f} | {speed / cut:.2f} | "
-            f"{vals} | {r.delta_m:+.2f} | {build} | {since} | {r.note} |"
-        )
-    lines += [f"- {n}" for n in case.notes]
+    models: dict[str, list[tuple[Case, Row]]] = {}
+    for case in group:
+        for r in case.rows:
+            models.setdefault(_key(r), []).append((case, r))
+    ranked = sorted(
+        models,
+        key=lambda k: (
+            _ORDER.get(models[k][0][1].kind, len(_ORDER)),
+            min(r.refinement for _, r in models[k]),
+        ),
+    )
+    for key in ranked:
+        rows = models[key]
+        shipped = sum(r.shipped for _, r in rows)
+        label = rows[0][1].label
+        if key == CANDIDATE:
+            shipped_rows = [r for _, r in rows if r.shipped]
+            label = shipped_rows[0].label if shipped_rows else label
+        label = f"**{label}**" if shipped == n else label
+        note = _notes([(c.seed, r.note) for c, r in rows])
+        if n > 1 and 0 < shipped < n:
+            note = f"shipped in {shipped} of {n} seeds" + (f"; {note}" if note else "")
+        elif n > 1 and len(rows) < n:
+            note = f"{len(rows)} of {n} seeds" + (f"; {note}" if note else "")
+        lines.append(_table_row(group, rows, label, note))
+    finals = [(c, f) for c in group if (f := c.final()) is not None]
+    if n > 1 and finals:
+        which = _notes([(c.seed, f.label) for c, f in finals])
+        lines.append(_table_row(group, finals, "*what the device serves (the last shipped)*", which))
+    for case in group:
+        lines += [f"- {f'seed {case.seed}: ' if n > 1 else ''}{note}" for note in case.notes]
     return lines
+
+
+def _setting(case: str) -> str:
+    return re.sub(r", seed \d+$", "", case)
+
+
+def _collapsed(found: list[Verdict]) -> list[Verdict]:
+    """One verdict per goal and setting over its seeds: the values side by side, met when every seed
+    met it, else missed in k of n seeds with the missed seeds' details."""
+    groups: dict[tuple[str, str], list[Verdict]] = {}
+    for v in found:
+        groups.setdefault((v.goal, _setting(v.case)), []).append(v)
+    out = []
+    for (goal, setting), vs in groups.items():
+        if len(vs) == 1:
+            out.append(vs[0])
+            continue
+        judged = [v for v in vs if v.met is not None]
+        missed = [v for v in judged if not v.met]
+        met = None if not judged else not missed
+        detail = "; ".join(f"{v.case[len(setting) + 2 :]}: {v.detail}" for v in missed if v.detail)
+        if missed:
+            detail = f"missed in {len(missed)} of {len(vs)} seeds" + (f" ({detail})" if detail else "")
+        else:
+            detail = vs[0].detail if len({v.detail for v in vs}) == 1 else ""
+        value = " / ".join(v.value for v in vs)
+        out.append(Verdict(goal, f"{setting} ({len(vs)} seeds)", value, vs[0].target, met, detail))
+    return out
 
 
 def _verdict_table(found: list[Verdict]) -> list[str]:
@@ -58,28 +157,44 @@ def _verdict_table(found: list[Verdict]) -> list[str]:
     return lines
 
 
+def _comparison_table(found: list[Against]) -> list[str]:
+    lines = [
+        "| case | baseline | Δm % baseline | against | Δm % edgecut | baseline minus edgecut (paired test) |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    lines += [
+        f"| {a.case} | {a.baseline} | {a.baseline_delta_m.pm()} | {a.shipped} | {a.shipped_delta_m.pm()} | "
+        f"{'**' if a.wins else ''}{a.test.said()}{'**' if a.wins else ''} |"
+        for a in found
+    ]
+    return lines
+
+
 def _findings(res: QualityResult) -> list[str]:
     """Scratch rows against the final shipped model; Torch-Pruning's against the model whose recovery it
-    got (the quick one, or the final one with --tp-refine)."""
+    got (the quick one, or the final one with --tp-refine). A win only by the paired test over seeds."""
     tp_against = "final" if res.cfg.tp_refine else "quick"
-    out = []
+    out: list[str] = []
+    table: list[Against] = []
     for kinds, what, against in (
         (SCRATCH, "from scratch", "final"),
         ((TP_MAGNITUDE, TP_TAYLOR), "Torch-Pruning", tp_against),
     ):
-        wins = baseline_wins(res.cases, kinds, against)
+        found = against_shipped(res.cases, kinds, against)
+        table += found
+        wins = [a for a in found if a.wins]
         if not wins:
             out.append(f"- No {what} baseline beats the {against} model edgecut ships, in any case.")
             continue
         for w in wins:
             out.append(
-                f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m:+.2f} % against "
-                f"{w.shipped} {w.shipped_delta_m:+.2f} % (by {w.margin:.2f} points){_speed_note(w)}."
+                f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m.pm()} % against "
+                f"{against} {w.shipped_delta_m.pm()} % (by {w.test.said()}){_speed_note(w)}."
             )
-    return out
+    return [*_comparison_table(table), "", *out]
 
 
-def _speed_note(w: Finding) -> str:
+def _speed_note(w: Against) -> str:
     """A win bought with speed is not a win on a device whose budget is its speed: say so."""
     if not math.isfinite(w.slowdown):
         return ""
@@ -114,16 +229,22 @@ def _same_time_epochs(res: QualityResult) -> str:
     return said
 
 
-def _partial(c: QualityConfig) -> list[str]:
-    """A line saying which cases of the issue's matrix this run left out (empty when none)."""
+def _partial(res: QualityResult) -> list[str]:
+    """A line saying which cases and seeds of the issue's matrix this run left out (empty when none)."""
+    c = res.cfg
     full = QualityConfig(c.checkpoint, c.data_dir)
-    asked = {(ts, b) for ts in full.task_sets for b in full.budgets}
-    missing = sorted(asked - {(ts, b) for ts in c.task_sets for b in c.budgets})
-    if not missing:
+    missing = sorted(set(full.matrix()) - {(case.tasks, case.budget) for case in res.cases})
+    seeds = len(_seeds(res)) or 1
+    said = []
+    if missing:
+        left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
+        said.append(f"not measured here: {left}")
+    if seeds < len(full.seeds):
+        said.append(f"{seeds} seed{'s' if seeds > 1 else ''} of the default {len(full.seeds)}")
+    if not said:
         return []
-    left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
     return [
-        f"**Partial run**: not measured here: {left} (the defaults of `edgecut bench quality` run them).",
+        f"**Partial run**: {'; '.join(said)} (the defaults of `edgecut bench quality` run them).",
         "",
     ]
 
@@ -175,28 +296,62 @@ def markdown(res: QualityResult, command: str) -> str:
             else " (not the refinements'; `--tp-refine` adds them)."
         ),
         "",
-        "Scratch width factors: "
-        + ", ".join(f"{name}: {scale:.3f}" for name, scale in res.scratch_scales.items())
-        + ".",
+        "Scratch width factors: " + _scales(res) + ".",
+        "",
+        _seeds_said(res),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (load average {res.load[0]:.1f} at the start, "
         f"{res.load[1]:.1f} at the end), Python {platform.python_version()}. "
         f"Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
-        *_partial(res.cfg),
+        *_partial(res),
     ]
-    for case in res.cases:
-        parts += [*_case_table(case), ""]
+    for group in by_setting(res.cases).values():
+        parts += [*_case_table(group), ""]
     parts += [
-        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py):",
+        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py"
+        + (", on each seed" if len(_seeds(res)) > 1 else "")
+        + "):",
         "",
-        *_verdict_table(verdicts(res.cases)),
+        *_verdict_table(_collapsed(verdicts(res.cases))),
         "",
-        "**Baselines that beat the shipped model** (Δm of the last shipped model vs. each baseline):",
+        "**Baselines against the shipped model** (Δm of each baseline against the model edgecut ships, "
+        "paired by seed; a baseline wins only where the paired test says so):",
         "",
         *_findings(res),
     ]
     return "\n".join(parts)
+
+
+def _seeds(res: QualityResult) -> list[int]:
+    return sorted({c.seed for c in res.cases if c.seed is not None})
+
+
+def _scales(res: QualityResult) -> str:
+    """Each setting's from-scratch width factor (one per seed when they differ)."""
+    by: dict[str, list[str]] = {}
+    for case in res.cases:
+        if case.name in res.scratch_scales:
+            by.setdefault(case.setting, []).append(f"{res.scratch_scales[case.name]:.3f}")
+    return ", ".join(f"{k}: {' / '.join(dict.fromkeys(v))}" for k, v in by.items())
+
+
+def _seeds_said(res: QualityResult) -> str:
+    seeds = _seeds(res)
+    if len(seeds) < 2:
+        return (
+            "**One seed**: every figure below is a single run, and no comparison is tested (a paired test "
+            "needs two seeds or more; the default run has three)."
+        )
+    return (
+        f"**Seeds**: every case ran on {len(seeds)} seeds ({', '.join(map(str, seeds))}). A seed draws the "
+        "calibration scenes (seed 0: the engine's own) and everything random in every build and training "
+        "(scoring batches, recovery and training order, the from-scratch models' initialisation); the "
+        "validation and training scenes are the same for all. Figures are means over the seeds, Δm mean ± "
+        "sd; a baseline is compared with the model edgecut ships by a paired t-test over the seeds "
+        f"(two-sided, {ALPHA:.0%}): a win or a loss only where the 95 % interval of the mean per-seed gap "
+        "excludes 0, else *no difference*."
+    )
 
 
 def plot(res: QualityResult, path: Path) -> None:
@@ -205,37 +360,51 @@ def plot(res: QualityResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(res.cases)
+    groups = list(by_setting(res.cases).values())
+    n = len(groups)
     cols = min(2, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    for ax, case in zip(axes.flat, res.cases, strict=False):
-        shipped = case.of(*SHIPPED)
-        ax.plot(
-            [r.elapsed for r in shipped],
-            [r.delta_m for r in shipped],
-            marker="o",
-            color="C0",
-            label="edgecut ships (quick → refined → from scratch where better)",
-        )
-        scratch = case.of(*SCRATCH)
-        ax.plot(
-            [r.seconds for r in scratch],
-            [r.delta_m for r in scratch],
-            marker="s",
-            ls="--",
-            color="C1",
-            label="from scratch",
-        )
-        for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):
-            for r in case.of(kind):
-                ax.scatter([r.seconds], [r.delta_m], marker="^", color=color, label=r.label, zorder=3)
+    for ax, group in zip(axes.flat, groups, strict=False):
+        for i, case in enumerate(group):  # one line per seed, labelled once
+            first = i == 0
+            shipped = case.of(*SHIPPED)
+            ax.plot(
+                [r.elapsed for r in shipped],
+                [r.delta_m for r in shipped],
+                marker="o",
+                color="C0",
+                alpha=0.8 if first else 0.45,
+                label="edgecut ships (quick → refined → from scratch where better)" if first else None,
+            )
+            scratch = case.of(*SCRATCH)
+            ax.plot(
+                [r.seconds for r in scratch],
+                [r.delta_m for r in scratch],
+                marker="s",
+                ls="--",
+                color="C1",
+                alpha=0.8 if first else 0.45,
+                label="from scratch" if first else None,
+            )
+            for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):
+                for r in case.of(kind):
+                    ax.scatter(
+                        [r.seconds],
+                        [r.delta_m],
+                        marker="^",
+                        color=color,
+                        label=r.label if first else None,
+                        zorder=3,
+                    )
+        case = group[0]
         goal = delta_m_goal(case.budget)
         if goal is not None:
             ax.axhline(goal, color="grey", ls=":", lw=1, label=f"goal {goal:g} %")
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_xscale("log")
-        ax.set_title(case.name, fontsize=10)
+        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        ax.set_title(case.setting + seeds, fontsize=10)
         ax.set_xlabel("wall clock from request / of training (s)")
         ax.set_ylabel("Δm vs. full model (%)")
         ax.grid(alpha=0.3)
