@@ -93,6 +93,18 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--all-pairs", action="store_true", help="seg+depth, count+largest and slant+count at every budget"
     )
+    add_seeds(g, None, "0,1,2; --quick: 0")
+    g.add_argument(
+        "--rows",
+        type=Path,
+        help="where the run's rows are saved for --render-from (default: DATA_DIR/bench/generality-rows.pkl)",
+    )
+    g.add_argument(
+        "--render-from",
+        type=Path,
+        metavar="ROWS",
+        help="no run: rewrite the section from rows an earlier run saved",
+    )
     g.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
@@ -429,8 +441,16 @@ def run_tailor(args: argparse.Namespace) -> int:
 
 def run_generality(args: argparse.Namespace) -> int:
     from edgecut.doc_sections import write_section
-    from edgecut_bench import generality
+    from edgecut_bench import generality, generality_report, saved_rows
 
+    if args.render_from:
+        res = saved_rows.load(args.render_from, generality.GeneralityResult, "bench generality rows")
+        text = generality_report.markdown(res, res.command)
+        print(text)
+        if str(args.out) not in ("", "."):
+            write_section(args.out, generality_report.SECTION, text)
+        return 0
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     cfg = generality.GeneralityConfig(
         work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
         reference=args.checkpoint or reference_checkpoint(args.data_dir),
@@ -452,6 +472,8 @@ def run_generality(args: argparse.Namespace) -> int:
             )
             return 2
         cfg = replace(cfg, architectures=names)
+    if seeds is not None:
+        cfg = replace(cfg, seeds=seeds)
     if args.retrain:
         for old in cfg.work_dir.glob("*.pt"):
             old.unlink()
@@ -461,11 +483,16 @@ def run_generality(args: argparse.Namespace) -> int:
         for f, on in (("--quick", args.quick), ("--ranking", args.ranking), ("--all-pairs", args.all_pairs))
         if on
     ]
-    command = " ".join(["edgecut bench generality", *flags])
-    text = generality.markdown(res, command)
+    flags += ["--architectures", args.architectures] if args.architectures else []
+    flags += ["--seeds", args.seeds] if args.seeds is not None else []
+    res.command = " ".join(["edgecut bench generality", *flags])
+    rows = args.rows or args.data_dir / "bench" / "generality-rows.pkl"
+    saved_rows.save(res, rows)
+    print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+    text = generality_report.markdown(res, res.command)
     print(text)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, generality.SECTION, text)
+        write_section(args.out, generality_report.SECTION, text)
     return 0
 
 
@@ -490,12 +517,12 @@ def run_quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_seeds(parser: argparse.ArgumentParser, default: str = "0,1,2") -> None:
+def add_seeds(parser: argparse.ArgumentParser, default: str | None = "0,1,2", said: str = "") -> None:
     parser.add_argument(
         "--seeds",
         default=default,
-        help="seeds, ',' between: the whole run once per seed, compared by a paired test over them "
-        "(default %(default)s; one seed gives figures but no tested comparison)",
+        help="seeds, ',' between: the run once per seed, compared by a paired test over them "
+        f"(default {said or default}; one seed gives figures but no tested comparison)",
     )
 
 

@@ -104,6 +104,13 @@ class Comparison:
             f"{_p(self.p)}, n = {self.n})"
         )
 
+    def cell(self, unit: str = " pp", digits: int = 2) -> str:
+        """For a table: the mean gap always shown, then the test ("+0.24 pp, no difference (p = 0.31,
+        n = 3)"); a win or a loss already starts with it."""
+        if self.sign:
+            return self.said(unit, digits)
+        return f"{self.mean_gap:+.{digits}f}{unit}, {self.said(unit, digits)}"
+
 
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
@@ -185,15 +192,23 @@ def tally(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Tally:
 
 
 def verdict(name_a: str, name_b: str, t: Tally) -> str:
+    """What the settings say together: a side "beats" the other only on every setting, "mostly" only
+    with more wins than the other outcomes together."""
     if t.n == 0:
         return f"{name_a} and {name_b} were not both measured"
     if t.untested == t.n:
         return f"{name_a} against {name_b} is not tested (1 seed)"
-    if t.wins > t.losses and t.wins >= t.ties:
-        return f"{name_a} beats {name_b}"
-    if t.losses > t.wins and t.losses >= t.ties:
-        return f"{name_b} beats {name_a}"
-    if t.ties > max(t.wins, t.losses):
+    if t.wins == t.n:
+        return f"{name_a} beats {name_b} on every setting"
+    if t.losses == t.n:
+        return f"{name_b} beats {name_a} on every setting"
+    if t.ties == t.n:
+        return f"{name_a} and {name_b} show no difference on any setting"
+    if t.wins > t.losses + t.ties + t.untested:
+        return f"{name_a} mostly beats {name_b}"
+    if t.losses > t.wins + t.ties + t.untested:
+        return f"{name_b} mostly beats {name_a}"
+    if t.ties > t.wins + t.losses + t.untested:
         return f"{name_a} and {name_b} mostly show no difference"
     return f"neither {name_a} nor {name_b} wins consistently"
 

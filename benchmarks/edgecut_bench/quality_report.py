@@ -164,7 +164,7 @@ def _comparison_table(found: list[Against]) -> list[str]:
     ]
     lines += [
         f"| {a.case} | {a.baseline} | {a.baseline_delta_m.pm()} | {a.shipped} | {a.shipped_delta_m.pm()} | "
-        f"{'**' if a.wins else ''}{a.test.said()}{'**' if a.wins else ''} |"
+        f"{'**' if a.wins else ''}{a.test.cell()}{'**' if a.wins else ''} |"
         for a in found
     ]
     return lines
@@ -349,7 +349,7 @@ def _seeds_said(res: QualityResult) -> str:
         "(scoring batches, recovery and training order, the from-scratch models' initialisation); the "
         "validation and training scenes are the same for all. Figures are means over the seeds, Δm mean ± "
         "sd; a baseline is compared with the model edgecut ships by a paired t-test over the seeds "
-        f"(two-sided, {ALPHA:.0%}): a win or a loss only where the 95 % interval of the mean per-seed gap "
+        f"(two-sided, {ALPHA * 100:g} %): a win or a loss only where the 95 % interval of the mean per-seed gap "
         "excludes 0, else *no difference*."
     )
 

@@ -88,3 +88,13 @@ def test_a_tally_gives_the_median_gap_beside_a_mean_that_two_collapses_dominate(
     assert t.gaps() == "mean +10.11 pp, median +0.13 pp"
     mixed = tally([([1.0, 1.2, 0.8], [1.1, 0.9, 1.0])] * 3 + small[:1])  # no difference x 3, a win
     assert str(mixed) == "1 / 3 / 0" and verdict("a", "b", mixed) == "a and b mostly show no difference"
+
+
+def test_a_side_beats_the_other_only_on_every_setting_and_mostly_only_with_a_majority() -> None:
+    win = ([1.13, 1.23, 1.03], [1.0, 1.1, 0.9])
+    tie = ([1.0, 1.2, 0.8], [1.1, 0.9, 1.0])
+    assert verdict("a", "b", tally([win, win])) == "a beats b on every setting"
+    assert verdict("a", "b", tally([win[::-1]] * 2)) == "b beats a on every setting"
+    assert verdict("a", "b", tally([win, win, tie])) == "a mostly beats b"
+    assert verdict("a", "b", tally([win, tie])) == "neither a nor b wins consistently"  # 1 / 1 / 0
+    assert verdict("a", "b", tally([tie, tie])) == "a and b show no difference on any setting"
