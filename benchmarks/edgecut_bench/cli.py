@@ -290,7 +290,7 @@ def _publish(out: Path, section: str, body: str) -> None:
     from edgecut.doc_sections import write_section
 
     print(f"## {section}\n\n{body}")
-    if str(out):
+    if str(out) not in ("", "."):  # --out "" writes no markdown (argparse makes it Path("."))
         write_section(out, section, body)
 
 

@@ -323,6 +323,7 @@ def test_runs_of_other_seeds_render_as_one_section_and_a_case_twice_is_refused(
     assert "(seeds 0, 1, 2; mean over seeds" in text and "Whole run: 30.0 min" in text
     assert "**from scratch wins** at seg + depth @ macs 0.5" in text  # the paired test over the 3 files
     assert "Rerun: `edgecut bench quality --seeds 0; edgecut bench quality --seeds 1; edgecut" in text
+    assert main(["bench", "quality", "--render-from", str(files[0]), "--out", "", "--plot", ""]) == 0
     capsys.readouterr()
     assert main(["bench", "quality", "--render-from", str(files[0]), str(files[0]), "--out", ""]) != 0
     err = capsys.readouterr().err
