@@ -23,6 +23,7 @@ from edgecut.server.paths import (
 from edgecut.server.spec import NO_FLOOR
 
 if TYPE_CHECKING:
+    from edgecut_bench.generality import GeneralityResult
     from edgecut_bench.quality import QualityConfig
 
 
@@ -440,15 +441,12 @@ def run_tailor(args: argparse.Namespace) -> int:
 
 
 def run_generality(args: argparse.Namespace) -> int:
-    from edgecut.doc_sections import write_section
-    from edgecut_bench import generality, generality_report, saved_rows
+    from edgecut_bench import generality, saved_rows
 
     if args.render_from:
-        res = saved_rows.load(args.render_from, generality.GeneralityResult, "bench generality rows")
-        text = generality_report.markdown(res, res.command)
-        print(text)
-        if str(args.out) not in ("", "."):
-            write_section(args.out, generality_report.SECTION, text)
+        _generality_doc(
+            args.out, saved_rows.load(args.render_from, generality.GeneralityResult, "bench generality rows")
+        )
         return 0
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     cfg = generality.GeneralityConfig(
@@ -489,11 +487,18 @@ def run_generality(args: argparse.Namespace) -> int:
     rows = args.rows or args.data_dir / "bench" / "generality-rows.pkl"
     saved_rows.save(res, rows)
     print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
-    text = generality_report.markdown(res, res.command)
-    print(text)
-    if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, generality_report.SECTION, text)
+    _generality_doc(args.out, res)
     return 0
+
+
+def _generality_doc(out: Path, res: GeneralityResult) -> None:
+    """The Generality section, and the Summary's ranking bullet when the run compared the rankings."""
+    from edgecut_bench import generality_report
+    from edgecut_bench.doc import write_bullet
+
+    _publish(out, generality_report.SECTION, generality_report.markdown(res, res.command))
+    if res.ranking and str(out) not in ("", "."):
+        write_bullet(out, "Summary", generality_report.RANKING_LEAD, generality_report.ranking_summary(res))
 
 
 def run_quality(args: argparse.Namespace) -> int:
@@ -514,6 +519,11 @@ def run_quality(args: argparse.Namespace) -> int:
         quality_report.plot(res, args.plot)
         body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
     _publish(args.out, quality_report.SECTION, body)
+    if str(args.out) not in ("", ".") and res.cases:
+        from edgecut_bench import quality_tables
+        from edgecut_bench.doc import write_bullet
+
+        write_bullet(args.out, "Summary", quality_tables.LEAD, quality_tables.summary(res))
     return 0
 
 

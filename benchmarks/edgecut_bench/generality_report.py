@@ -158,14 +158,15 @@ def ranking_conclusion(rows: Sequence[RankingRow]) -> str:
     by_pair = grouped(rows, lambda g: g.tasks)
     n_seeds = max((len(gs) for gs in by_pair.values()), default=0)
     t = ranking_tally(rows)
+    pairs = f"{t.n} task pair{'s' if t.n != 1 else ''}"
     if t.untested == t.n:
         return (
-            f"Per MAC minus plain over the {t.n} task pairs: {t.gaps()} — one seed, so not tested: run "
+            f"Per MAC minus plain over the {pairs}: {t.gaps()} — one seed, so not tested: run "
             "`--seeds 0,1,2` (the default) to tell a difference from noise."
         )
+    said = verdict("the per-MAC ranking", "the plain one", t)
     return (
-        f"{verdict('the per-MAC ranking', 'the plain one', t)[:1].upper()}"
-        f"{verdict('the per-MAC ranking', 'the plain one', t)[1:]}: over the {t.n} task pairs, {t} "
+        f"{said[:1].upper()}{said[1:]}: over the {pairs}, {t} "
         f"(better / no difference / worse by a paired t-test over {n_seeds} seeds, two-sided, {ALPHA * 100:g} %); "
         f"per MAC minus plain {t.gaps()}."
     )
@@ -200,3 +201,19 @@ def _ranking(res: GeneralityResult) -> list[str]:
         )
     lines += ["", ranking_conclusion(res.ranking)]
     return lines
+
+
+RANKING_LEAD = "Compute-aware ranking"
+
+
+def ranking_summary(res: GeneralityResult) -> str:
+    """The Summary's bullet for the ranking comparison (after RANKING_LEAD), its verdict from the test."""
+    g = res.ranking
+    kept = [x.per_mac.params / x.selected.params for x in g]
+    plain = [x.plain.params / x.selected.params for x in g]
+    return (
+        f"(`{res.command or 'edgecut bench generality --ranking'}`, {len(_seeds(res))} seed(s)): ranking "
+        "channels by importance per MAC when the budget limits MACs keeps "
+        f"{min(kept):.0%}–{max(kept):.0%} of the reference model's parameters at macs={res.cfg.budget:g} "
+        f"instead of {min(plain):.0%}–{max(plain):.0%}. Δm after recovery: {ranking_conclusion(g)}"
+    )

@@ -80,6 +80,13 @@ def test_a_saved_run_renders_again_without_running(
     text = out.read_text()
     assert "## Generality" in text and "Rerun: `edgecut bench generality --ranking`" in text
     assert "over 2 seeds" in text
+    flat = " ".join(text.split())  # the Summary's ranking bullet, its verdict from the paired test
+    assert (
+        "- **Compute-aware ranking** (`edgecut bench generality --ranking`, 2 seed(s)): ranking channels by "
+        "importance per MAC when the budget limits MACs keeps 31%–31% of the reference model's parameters "
+        "at macs=0.5 instead of 23%–23%. Δm after recovery: The per-MAC ranking beats the plain one on every "
+        "setting: over the 1 task pair, 1 / 0 / 0" in flat
+    )
     capsys.readouterr()
     assert main(["bench", "generality", "--data-dir", str(tmp_path), "--seeds", "a", "--out", ""]) != 0
     assert "--seeds must be integers" in capsys.readouterr().err

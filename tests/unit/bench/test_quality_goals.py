@@ -357,3 +357,21 @@ def test_cases_select_the_task_set_and_budget_pairs_to_run(tmp_path: Path) -> No
     cfg = QualityConfig(Path("reference.pt"), tmp_path, cases=cases)
     assert cfg.matrix() == list(cases)
     assert len(QualityConfig(Path("reference.pt"), tmp_path).matrix()) == 4  # every task set x budget
+
+
+def test_the_summary_bullet_counts_baselines_by_the_paired_test_and_gives_the_final_model_per_case(
+    tmp_path: Path,
+) -> None:
+    from edgecut_bench.quality_tables import summary
+
+    cases = _seeded(_case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5))
+    cfg = QualityConfig(Path("reference.pt"), tmp_path)
+    res = QualityResult(cfg, cases, 64, 7200.0, {}, command="edgecut bench quality")
+    said = summary(res)
+    assert said.startswith("(`edgecut bench quality`, 3 seeds, 120.0 min): what the device serves in the end")
+    assert "seg + depth @ macs 0.5 -3.0 ± 0.6 %" in said and "after 9–9 s of build time" in said
+    # scratch same time loses, the candidate wins (+1.0 on every seed); Torch-Pruning loses to the quick one
+    assert "from scratch 1 / 0 / 1, Torch-Pruning (against the quick model) 0 / 0 / 1" in said
+    assert "missed: Δm after refinement" in said
+    one = summary(QualityResult(cfg, [_case(0.5, 9.0, -3.0, 1.0, 5.5)], 64, 60.0, {}))
+    assert "from scratch not tested (1 seed) in 2 comparisons" in one and "mean ± sd" not in one
