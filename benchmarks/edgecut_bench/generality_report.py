@@ -12,14 +12,9 @@ import torch
 from edgecut.server.cut.tailor import TailorOptions
 from edgecut.server.mtl.metric_names import LOWER_IS_BETTER
 from edgecut_bench.generality import GeneralityResult, RankingRow, Row
-from edgecut_bench.paper_stats import ALPHA, Tally, grouped, mean, paired, stat, tally, verdict
+from edgecut_bench.paper_stats import ALPHA, ONE_SEED, Tally, grouped, mean, mean_sd, paired, tally, verdict
 
 SECTION = "Generality"
-
-
-def _pm(values: Sequence[float]) -> str:
-    st = stat(values)
-    return f"{st.mean:+.2f}" + (f" ± {st.sd:.2f}" if st.n > 1 else "")
 
 
 def _seeds(res: GeneralityResult) -> list[int]:
@@ -44,17 +39,14 @@ def _row(rs: list[Row]) -> str:
         f"{r.before.params / 1e3:.1f}k → {mean(x.after.params for x in rs) / 1e3:.1f}k | "
         f"{r.whole.macs / 1e6:.2f} → {r.before.macs / 1e6:.2f} → {mean(x.after.macs for x in rs) / 1e6:.2f} | "
         f"{ms_before:.2f} → {ms_after:.2f} | {ms_before / max(ms_after, 1e-9):.2f}x | {metrics} "
-        f"| {_pm([x.delta_m for x in rs])} |"
+        f"| {mean_sd([x.delta_m for x in rs])} |"
     )
 
 
 def _seeds_said(res: GeneralityResult) -> str:
     seeds = _seeds(res)
     if len(seeds) < 2:
-        return (
-            "**One seed**: every figure is a single run and no comparison is tested (a paired test needs "
-            "two seeds or more; the default run has three)."
-        )
+        return ONE_SEED
     return (
         f"**Seeds**: every tailoring ran on {len(seeds)} seeds ({', '.join(map(str, seeds))}): a seed draws "
         "the calibration images (seed 0: the folder in its order; another seed: another order, whose first "
@@ -136,7 +128,7 @@ def _floor_table(res: GeneralityResult) -> list[str]:
             after = "; ".join(
                 f"{t} {k} {mean(r.metrics_after[t][k] for r in rs):.3f}" for t, k in rs[0].primary.items()
             )
-            cells.append(f"{rs[0].floor:g} | {after} | {_pm([r.delta_m for r in rs])}")
+            cells.append(f"{rs[0].floor:g} | {after} | {mean_sd([r.delta_m for r in rs])}")
         test = paired([p[1].delta_m for p in pairs], [p[0].delta_m for p in pairs])
         a = pairs[0][0]
         lines.append(f"| {a.arch} | {', '.join(a.tasks)} | {cells[0]} | {cells[1]} | {test.cell()} |")
@@ -196,7 +188,7 @@ def _ranking(res: GeneralityResult) -> list[str]:
             f"| {', '.join(gs[0].tasks)} | {mean(g.plain.params for g in gs) / sel.params:.0%} → "
             f"{mean(g.per_mac.params for g in gs) / sel.params:.0%} | "
             f"{mean(g.plain.macs for g in gs) / sel.macs:.0%} → {mean(g.per_mac.macs for g in gs) / sel.macs:.0%} "
-            f"| {_pm([g.dm_plain for g in gs])} | {_pm([g.dm_per_mac for g in gs])} | "
+            f"| {mean_sd([g.dm_plain for g in gs])} | {mean_sd([g.dm_per_mac for g in gs])} | "
             f"{test.cell()} |"
         )
     lines += ["", ranking_conclusion(res.ranking)]

@@ -61,6 +61,18 @@ def stat(values: Sequence[float]) -> Stat:
     return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
 
+def mean_sd(values: Sequence[float], digits: int = 2) -> str:
+    """ "+1.20 ± 0.30" over several seeds, "+1.20" for one (no spread to show)."""
+    st = stat(values)
+    return f"{st.mean:+.{digits}f}" + (f" ± {st.sd:.{digits}f}" if st.n > 1 else "")
+
+
+ONE_SEED = (
+    "**One seed**: every figure is a single run, and no comparison is tested (a paired test needs two "
+    "seeds or more; the default run has three)."
+)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """a against b over paired seeds: the gaps a[i] - b[i], their 95 % interval and the test's verdict."""

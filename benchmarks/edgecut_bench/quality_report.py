@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
-from edgecut_bench.paper_stats import ALPHA
+from edgecut_bench.paper_stats import ALPHA, ONE_SEED
 from edgecut_bench.quality import QualityConfig, QualityResult
 from edgecut_bench.quality_goals import Against, against_shipped, delta_m_goal, verdicts
 from edgecut_bench.quality_rows import (
@@ -197,10 +197,7 @@ def _scales(res: QualityResult) -> str:
 def _seeds_said(res: QualityResult) -> str:
     seeds = _seeds(res)
     if len(seeds) < 2:
-        return (
-            "**One seed**: every figure below is a single run, and no comparison is tested (a paired test "
-            "needs two seeds or more; the default run has three)."
-        )
+        return ONE_SEED
     return (
         f"**Seeds**: every case ran on {len(seeds)} seeds ({', '.join(map(str, seeds))}). A seed draws the "
         "calibration scenes (seed 0: the engine's own) and everything random in every build and training "
@@ -226,13 +223,14 @@ def plot(res: QualityResult, path: Path) -> None:
     for ax, group in zip(axes.flat, groups, strict=False):
         for i, case in enumerate(group):  # one line per seed, labelled once
             first = i == 0
+            alpha = 0.8 if first else 0.45
             shipped = case.of(*SHIPPED)
             ax.plot(
                 [r.elapsed for r in shipped],
                 [r.delta_m for r in shipped],
                 marker="o",
                 color="C0",
-                alpha=0.8 if first else 0.45,
+                alpha=alpha,
                 label="edgecut ships (quick → refined → from scratch where better)" if first else None,
             )
             scratch = case.of(*SCRATCH)
@@ -242,7 +240,7 @@ def plot(res: QualityResult, path: Path) -> None:
                 marker="s",
                 ls="--",
                 color="C1",
-                alpha=0.8 if first else 0.45,
+                alpha=alpha,
                 label="from scratch" if first else None,
             )
             for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):

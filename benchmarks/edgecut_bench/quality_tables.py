@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 from edgecut.server.mtl.metric_names import PRIMARY
-from edgecut_bench.paper_stats import mean, stat
+from edgecut_bench.paper_stats import mean, mean_sd
 from edgecut_bench.quality_goals import Against, Verdict, against_shipped, verdicts
 from edgecut_bench.quality_rows import (
     FULL,
@@ -37,12 +37,6 @@ def _key(r: Row) -> str:
     return CANDIDATE if r.kind in (RETRAINED, SCRATCH_CANDIDATE) else r.label
 
 
-def _pm(values: list[float], digits: int = 2) -> str:
-    """The mean, with ± the sample sd over seeds when there are several."""
-    st = stat(values)
-    return f"{st.mean:+.{digits}f}" + (f" ± {st.sd:.{digits}f}" if st.n > 1 else "")
-
-
 def _notes(by_seed: list[tuple[int | None, str]]) -> str:
     said = {n for _, n in by_seed if n}
     if len(said) <= 1:
@@ -64,7 +58,7 @@ def _table_row(group: list[Case], rows: list[tuple[Case, Row]], label: str, note
     return (
         f"| {label} | {mean(r.macs for _, r in rows) / 1e6:.2f} | {cut:.2f} | "
         f"{mean(r.latency_ms for _, r in rows):.2f} | {speed:.2f} | {ratio:.2f} | {vals} | "
-        f"{_pm([r.delta_m for _, r in rows])} | {build} | {since} | {note} |"
+        f"{mean_sd([r.delta_m for _, r in rows])} | {build} | {since} | {note} |"
     )
 
 
@@ -177,7 +171,7 @@ def summary(res: QualityResult) -> str:
     groups = by_setting(res.cases)
     seeds = {c.seed for c in res.cases}
     finals = "; ".join(
-        f"{setting} {_pm([f.delta_m for c in group if (f := c.final()) is not None], 1)} %"
+        f"{setting} {mean_sd([f.delta_m for c in group if (f := c.final()) is not None], 1)} %"
         for setting, group in groups.items()
     )
     quick = [r for c in res.cases for r in c.of(QUICK)]
