@@ -103,8 +103,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--render-from",
         type=Path,
+        nargs="+",
         metavar="ROWS",
-        help="no run: rewrite the section from rows an earlier run saved",
+        help="no run: rewrite the section from rows earlier runs saved (several files: one section from "
+        "runs of other seeds or architectures, e.g. a full run split over CI jobs)",
     )
     g.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
@@ -444,9 +446,10 @@ def run_generality(args: argparse.Namespace) -> int:
     from edgecut_bench import generality, saved_rows
 
     if args.render_from:
-        _generality_doc(
-            args.out, saved_rows.load(args.render_from, generality.GeneralityResult, "bench generality rows")
-        )
+        runs = [
+            saved_rows.load(p, generality.GeneralityResult, "bench generality rows") for p in args.render_from
+        ]
+        _generality_doc(args.out, generality.merged(runs))
         return 0
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     cfg = generality.GeneralityConfig(

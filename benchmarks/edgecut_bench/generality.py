@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, Subset
 
+from edgecut.errors import ConfigError
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
@@ -324,3 +325,47 @@ def _ranking(cfg: GeneralityConfig, advance: Any) -> list[RankingRow]:
                 )
             )
     return out
+
+
+def merged(results: list[GeneralityResult]) -> GeneralityResult:
+    """Several runs' rows as one result (a full run split over CI jobs by --seeds or --architectures);
+    the runs must share every other setting and measure nothing twice."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+
+    def settings(r: GeneralityResult) -> GeneralityConfig:
+        return replace(r.cfg, seeds=(), architectures=(), reference_pairs=(), work_dir=Path())
+
+    seen: set[tuple[object, ...]] = set()
+    for r in results:
+        if settings(r) != settings(first):
+            raise ConfigError(
+                "rows from runs with different settings cannot be merged: only --seeds, --architectures "
+                "and --ranking may differ"
+            )
+        keys: list[tuple[object, ...]] = [
+            ("tailored", x.arch, x.tasks, x.budget, x.floor, x.seed) for x in r.rows
+        ]
+        keys += [("ranking", g.tasks, g.seed) for g in r.ranking]
+        for key in keys:
+            if key in seen:
+                raise ConfigError(f"two of the row files measured {' '.join(map(str, key))}: give each once")
+            seen.add(key)
+    seeds = sorted({x.seed for r in results for x in r.rows} | {g.seed for r in results for g in r.ranking})
+    return GeneralityResult(
+        replace(
+            first.cfg,
+            seeds=tuple(seeds),
+            architectures=tuple(dict.fromkeys(a for r in results for a in r.cfg.architectures)),
+            reference_pairs=tuple(dict.fromkeys(p for r in results for p in r.cfg.reference_pairs)),
+        ),
+        [x for r in results for x in r.rows],
+        [g for r in results for g in r.ranking],
+        [f for r in results for f in r.floors],
+        list(dict.fromkeys(i for r in results for i in r.impossible)),
+        {a: t for r in results for a, t in r.train_seconds.items()},
+        sum(r.seconds for r in results),
+        {k: v for r in results for k, v in r.trained.items()},
+        "; ".join(dict.fromkeys(r.command for r in results)),
+    )

@@ -88,5 +88,21 @@ def test_a_saved_run_renders_again_without_running(
         "setting: over the 1 task pair, 1 / 0 / 0" in flat
     )
     capsys.readouterr()
+    two = ["--render-from", str(tmp_path / "rows.pkl"), str(tmp_path / "rows.pkl"), "--out", ""]
+    assert main(["bench", "generality", *two]) != 0
+    assert "two of the row files measured tailored unet" in capsys.readouterr().err
     assert main(["bench", "generality", "--data-dir", str(tmp_path), "--seeds", "a", "--out", ""]) != 0
     assert "--seeds must be integers" in capsys.readouterr().err
+
+
+def test_runs_of_other_seeds_merge_into_one_result() -> None:
+    from edgecut_bench.generality import merged
+
+    a = _result([_row(0, -2.0)], _ranking(("seg", "depth"), [-3.0], [-2.7]))
+    b = _result([_row(1, -3.0)], [])
+    b.ranking = [RankingRow(("seg", "depth"), Size(470, 23), Size(480, 31), SEL, -3.2, -2.85, 1)]
+    both = merged([a, b])
+    assert both.cfg.seeds == (0, 1) and len(both.rows) == 2 and both.seconds == 1200.0
+    assert "| unet | slant, count | macs=0.5 |" in markdown(both, "x") and "-2.50 ± 0.71" in markdown(
+        both, "x"
+    )
