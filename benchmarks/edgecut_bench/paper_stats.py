@@ -38,11 +38,6 @@ def mean(values: Iterable[float]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def median(values: Iterable[float]) -> float:
-    vals = list(values)
-    return statistics.median(vals) if vals else math.nan
-
-
 @dataclass(frozen=True)
 class Stat:
     mean: float

@@ -78,7 +78,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     assert len(re.findall(r"^\| (garg-taylor|cosprune) \| \d", garg, re.M)) == 4  # 2 criteria x 2 rounds
     learned = _section(doc, "Paper: what we learned")
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
-    assert "W / T / L" in learned and "magnitude" in learned
+    assert "W / N / L" in learned and "paired t-test" in learned and "magnitude" in learned
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The saved rows re-render the same sections without a run; a file that is not rows is one clear error.
