@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from edgecut.server.paths import (
 from edgecut.server.spec import NO_FLOOR
 
 if TYPE_CHECKING:
+    from edgecut_bench.generality import GeneralityResult
     from edgecut_bench.quality import QualityConfig
 
 
@@ -101,6 +103,20 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--all-pairs", action="store_true", help="seg+depth, count+largest and slant+count at every budget"
     )
+    add_seeds(g, None, "0,1,2; --quick: 0")
+    g.add_argument(
+        "--rows",
+        type=Path,
+        help="where the run's rows are saved for --render-from (default: DATA_DIR/bench/generality-rows.pkl)",
+    )
+    g.add_argument(
+        "--render-from",
+        type=Path,
+        nargs="+",
+        metavar="ROWS",
+        help="no run: rewrite the section from rows earlier runs saved (several files: one section from "
+        "runs of other seeds or architectures, e.g. a full run split over CI jobs)",
+    )
     g.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
@@ -118,6 +134,12 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         help="task sets, ';' between sets (default %(default)s)",
     )
     q.add_argument("--budgets", default="0.5,0.3", help="MACs fractions (default %(default)s)")
+    q.add_argument(
+        "--cases",
+        help="run only these cases instead of every task set at every budget, e.g. "
+        "'seg,depth@0.5;seg,depth,normals@0.3' (a full run split over CI jobs: see --render-from)",
+    )
+    add_seeds(q)
     q.add_argument(
         "--scratch-epochs",
         type=float,
@@ -165,8 +187,10 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--render-from",
         type=Path,
+        nargs="+",
         metavar="ROWS",
-        help="no run: rewrite the section and plot from rows an earlier run saved",
+        help="no run: rewrite the section and plot from rows earlier runs saved (several files: one "
+        "section from runs of other seeds or cases, e.g. a full run split over CI jobs)",
     )
     q.set_defaults(handler=run_quality)
 
@@ -278,7 +302,7 @@ def _publish(out: Path, section: str, body: str) -> None:
     from edgecut.doc_sections import write_section
 
     print(f"## {section}\n\n{body}")
-    if str(out):
+    if str(out) not in ("", "."):  # --out "" writes no markdown (argparse makes it Path("."))
         write_section(out, section, body)
 
 
@@ -420,9 +444,15 @@ def run_tailor(args: argparse.Namespace) -> int:
 
 
 def run_generality(args: argparse.Namespace) -> int:
-    from edgecut.doc_sections import write_section
-    from edgecut_bench import generality
+    from edgecut_bench import generality, saved_rows
 
+    if args.render_from:
+        runs = [
+            saved_rows.load(p, generality.GeneralityResult, "bench generality rows") for p in args.render_from
+        ]
+        _generality_doc(args.out, generality.merged(runs))
+        return 0
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     cfg = generality.GeneralityConfig(
         work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
         reference=args.checkpoint or reference_checkpoint(args.data_dir),
@@ -444,6 +474,8 @@ def run_generality(args: argparse.Namespace) -> int:
             )
             return 2
         cfg = replace(cfg, architectures=names)
+    if seeds is not None:
+        cfg = replace(cfg, seeds=seeds)
     if args.retrain:
         for old in cfg.work_dir.glob("*.pt"):
             old.unlink()
@@ -453,19 +485,33 @@ def run_generality(args: argparse.Namespace) -> int:
         for f, on in (("--quick", args.quick), ("--ranking", args.ranking), ("--all-pairs", args.all_pairs))
         if on
     ]
-    command = " ".join(["edgecut bench generality", *flags])
-    text = generality.markdown(res, command)
-    print(text)
-    if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, generality.SECTION, text)
+    flags += ["--architectures", args.architectures] if args.architectures else []
+    flags += ["--seeds", args.seeds] if args.seeds is not None else []
+    res.command = " ".join(["edgecut bench generality", *flags])
+    rows = args.rows or args.data_dir / "bench" / "generality-rows.pkl"
+    saved_rows.save(res, rows)
+    print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+    _generality_doc(args.out, res)
     return 0
+
+
+def _generality_doc(out: Path, res: GeneralityResult) -> None:
+    """The Generality section, and the Summary's ranking bullet when the run compared the rankings."""
+    from edgecut_bench import generality_report
+    from edgecut_bench.doc import write_bullet
+
+    _publish(out, generality_report.SECTION, generality_report.markdown(res, res.command))
+    if res.ranking and str(out) not in ("", "."):
+        write_bullet(out, "Summary", generality_report.RANKING_LEAD, generality_report.ranking_summary(res))
 
 
 def run_quality(args: argparse.Namespace) -> int:
     from edgecut_bench import quality, quality_report, saved_rows
 
     if args.render_from:
-        res = saved_rows.load(args.render_from, quality.QualityResult, "bench quality rows")
+        res = quality.merged(
+            [saved_rows.load(p, quality.QualityResult, "bench quality rows") for p in args.render_from]
+        )
     else:
         res = quality.run(_quality_config(args, quality.QualityConfig))
         res.command = _command("quality")
@@ -477,7 +523,51 @@ def run_quality(args: argparse.Namespace) -> int:
         quality_report.plot(res, args.plot)
         body += f"\n\n![Δm vs. wall clock per task set and budget]({args.plot.name})\n"
     _publish(args.out, quality_report.SECTION, body)
+    if str(args.out) not in ("", ".") and res.cases:
+        from edgecut_bench import quality_tables
+        from edgecut_bench.doc import write_bullet
+
+        write_bullet(args.out, "Summary", quality_tables.LEAD, quality_tables.summary(res))
     return 0
+
+
+def add_seeds(parser: argparse.ArgumentParser, default: str | None = "0,1,2", said: str = "") -> None:
+    parser.add_argument(
+        "--seeds",
+        default=default,
+        help="seeds, ',' between: the run once per seed, compared by a paired test over them "
+        f"(default {said or default}; one seed gives figures but no tested comparison)",
+    )
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds must be integers >= 0 separated by ',', got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct integers >= 0 separated by ',', got {text!r}")
+    return seeds
+
+
+def _cases(text: str) -> tuple[tuple[tuple[str, ...], float], ...]:
+    """'seg,depth@0.5;seg,depth,normals@0.3' -> ((('seg', 'depth'), 0.5), ...)."""
+    out = []
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        tasks, _, budget = part.partition("@")
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip())
+        try:
+            value = float(budget)
+        except ValueError:
+            value = math.nan
+        if not names or not 0 < value <= 1:
+            raise ConfigError(
+                f"--cases must be TASKS@BUDGET separated by ';' (e.g. 'seg,depth@0.5'), got {part!r}"
+            )
+        out.append((names, value))
+    if not out:
+        raise ConfigError(f"--cases names no case: {text!r}")
+    return tuple(out)
 
 
 def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfig]) -> QualityConfig:
@@ -519,6 +609,8 @@ def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfi
         args.data_dir,
         task_sets,
         budgets,
+        seeds=parse_seeds(args.seeds),
+        cases=_cases(args.cases) if args.cases else (),
         n_calib=args.calib_scenes,
         n_val=args.val_scenes,
         train_scenes=args.train_scenes,

@@ -12,20 +12,27 @@ One run does all of it:
    importance floor (cut/shares.py) switched the other way, to show what it changes;
 3. tailors the packaged reference model for three task pairs at the same budget with the ranking by
    importance per MAC and with the plain importance ranking, and compares Δm after recovery.
+
+Steps 2 and 3 run once per seed (`seeds`): a seed draws the calibration images (seed 0: the folder in
+its order, or the engine's calibration scenes; seed s: another order of the folder, another draw of
+scenes) and every random choice of the tailoring and the recovery. The gallery models are trained once
+(`train_seed`): they are the models being tailored, not the thing measured. Two rows of one seed are
+paired, so the two rankings are compared by a paired test over seeds (paper_stats).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import platform
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch.utils.data import Dataset, Subset
 
+from edgecut.errors import ConfigError
 from edgecut.server.cut.latency import model_latency_ms
 from edgecut.server.cut.prune import Size, measure
 from edgecut.server.cut.recover import RecoveryOptions, recover
@@ -33,17 +40,16 @@ from edgecut.server.cut.tailor import TailorOptions, decompose, tailor
 from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.contract import MultiTaskModel
-from edgecut.server.mtl.data import synthetic_scenes
+from edgecut.server.mtl.data import Batch, synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.folder import FolderDataset
-from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.train import TrainConfig, train
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import Budget
 from edgecut_bench.scene_folder import write_scene_folder
 
-SECTION = "Generality"
 # architecture -> (module:Class, keyword arguments at the bench's size)
 ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet": ("edgecut.server.mtl.models:ResNetMTL", {"widths": [24, 24, 48, 96], "head_width": 32}),
@@ -85,7 +91,8 @@ class GeneralityConfig:
     recovery_steps: int = 200
     n_calib: int = 512
     latency_runs: int = 60
-    seed: int = 0
+    train_seed: int = 0  # the gallery models are trained once, on this seed
+    seeds: tuple[int, ...] = (0, 1, 2)  # every tailoring and the ranking comparison, once per seed
 
 
 @dataclass
@@ -103,6 +110,7 @@ class Row:
     metrics_after: Metrics
     delta_m: float
     primary: dict[str, str]  # task -> the metric shown
+    seed: int = 0
 
 
 @dataclass
@@ -113,6 +121,7 @@ class RankingRow:
     selected: Size
     dm_plain: float
     dm_per_mac: float
+    seed: int = 0
 
 
 @dataclass
@@ -125,6 +134,7 @@ class GeneralityResult:
     train_seconds: dict[str, float]
     seconds: float = 0.0
     trained: dict[str, str] = field(default_factory=dict)  # arch -> epochs and main metrics vs trivial
+    command: str = ""  # the command line that ran it (the section's "Rerun:")
 
 
 def quick(cfg: GeneralityConfig) -> GeneralityConfig:
@@ -143,6 +153,7 @@ def quick(cfg: GeneralityConfig) -> GeneralityConfig:
         recovery_steps=2,
         n_calib=32,
         latency_runs=3,
+        seeds=(0,),
     )
 
 
@@ -173,7 +184,7 @@ def _trained(
             image_size=cfg.image_size,
             epochs=cfg.epochs,
             patience=cfg.patience,
-            seed=cfg.seed,
+            seed=cfg.train_seed,
         )
         train(tcfg, out=out, show_progress=False)
     doc = checkpoint.read(out)
@@ -193,11 +204,19 @@ def _training_summary(out: Path) -> str:
     return f"kept epoch {record.get('best_epoch', runs)} of {runs}: " + ", ".join(parts)
 
 
+def _drawn(data: Dataset[Batch], seed: int) -> Dataset[Batch]:
+    """Seed 0: `data` as it is; another seed: the same samples in that seed's order (tailoring scores
+    channels on the first calibration batches, so the order is the draw)."""
+    if seed == 0:
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return Subset(data, order.tolist())
+
+
 def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train_seed)
     train_dir, val_dir = _folders(cfg)
-    recovery = RecoveryOptions(steps=cfg.recovery_steps, seed=cfg.seed)
     rows: list[Row] = []
     floors: list[tuple[Row, Row]] = []
     impossible: list[str] = []
@@ -207,35 +226,46 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     other_floor = cfg.floor if default_floor == 0 else 0.0
     tightest = min(cfg.budgets)
     per_arch = len(cfg.budgets) * len(cfg.pairs) + len(cfg.tight_pairs) + len(_image_level_pairs(cfg))
-    total = len(cfg.architectures) * (1 + per_arch) + 2 * len(cfg.reference_pairs)
+    total = len(cfg.architectures) * (1 + per_arch * len(cfg.seeds)) + 2 * len(cfg.reference_pairs) * len(
+        cfg.seeds
+    )
     with progress_bar("bench generality", total=total, enabled=show_progress) as advance:
         for arch in cfg.architectures:
             base, train_seconds[arch], trained[arch] = _trained(cfg, arch, train_dir, val_dir)
             advance(1, arch=arch, step="trained")
             specs = list(base.task_specs.values())
-            calib = FolderDataset(train_dir, cfg.image_size, specs)
+            folder = FolderDataset(train_dir, cfg.image_size, specs)
             val = FolderDataset(val_dir, cfg.image_size, specs)
-            for budget in cfg.budgets:
-                for pair in cfg.pairs + (cfg.tight_pairs if budget == tightest else ()):
-                    try:
-                        rows.append(
-                            _tailored(cfg, arch, base, pair, calib, val, recovery, budget, default_floor)
-                        )
-                    except ImpossibleBudgetError as exc:
-                        impossible.append(f"{arch} {'+'.join(pair)}: {exc}")
-                    advance(1, arch=arch, tasks="+".join(pair), macs=budget)
-            for pair in _image_level_pairs(cfg):
-                row = next(
-                    (r for r in rows if r.arch == arch and r.tasks == pair and r.budget == tightest), None
-                )
-                if row is None:
-                    continue
-                other = _tailored(cfg, arch, base, pair, calib, val, recovery, tightest, other_floor)
-                floors.append((row, other))
-                advance(1, arch=arch, tasks="+".join(pair), floor=other_floor)
-        ranking = _ranking(cfg, recovery, advance)
+            for seed in cfg.seeds:
+                torch.manual_seed(seed)
+                calib = _drawn(folder, seed)
+                for budget in cfg.budgets:
+                    for pair in cfg.pairs + (cfg.tight_pairs if budget == tightest else ()):
+                        try:
+                            rows.append(
+                                _tailored(cfg, arch, base, pair, calib, val, budget, default_floor, seed)
+                            )
+                        except ImpossibleBudgetError as exc:
+                            refused = f"{arch} {'+'.join(pair)}: {exc}"  # the same on every seed
+                            impossible += [refused] if refused not in impossible else []
+                        advance(1, arch=arch, tasks="+".join(pair), macs=budget, seed=seed)
+                for pair in _image_level_pairs(cfg):
+                    row = next(
+                        (
+                            r
+                            for r in rows
+                            if r.arch == arch and r.tasks == pair and r.budget == tightest and r.seed == seed
+                        ),
+                        None,
+                    )
+                    if row is None:
+                        continue
+                    other = _tailored(cfg, arch, base, pair, calib, val, tightest, other_floor, seed)
+                    floors.append((row, other))
+                    advance(1, arch=arch, tasks="+".join(pair), floor=other_floor, seed=seed)
+        ranking = _ranking(cfg, advance)
     return GeneralityResult(
-        cfg, rows, ranking, floors, impossible, train_seconds, time.perf_counter() - t0, trained
+        cfg, rows, ranking, floors, impossible, train_seconds, time.perf_counter() - t0, trained=trained
     )
 
 
@@ -254,17 +284,17 @@ def _tailored(
     arch: str,
     base: MultiTaskModel,
     pair: tuple[str, str],
-    calib: FolderDataset,
+    calib: Dataset[Batch],
     val: FolderDataset,
-    recovery: RecoveryOptions,
     budget: float,
     floor: float,
+    seed: int,
 ) -> Row:
     teacher = decompose(base, pair)
     before = evaluate(teacher, teacher.task_specs, val)
-    options = TailorOptions(recovery=None, seed=cfg.seed, task_floor=floor)
+    options = TailorOptions(recovery=None, seed=seed, task_floor=floor)
     rep = tailor(base, pair, Budget(macs_fraction=budget), calib, options)
-    recover(rep.model, rep.teacher, calib, recovery)
+    recover(rep.model, rep.teacher, calib, RecoveryOptions(steps=cfg.recovery_steps, seed=seed))
     after = evaluate(rep.model, rep.model.task_specs, val)
     return Row(
         arch,
@@ -280,144 +310,83 @@ def _tailored(
         after,
         delta_m(after, before, teacher.task_specs),
         {t: PRIMARY[s.kind] for t, s in teacher.task_specs.items()},
+        seed,
     )
 
 
-def _ranking(cfg: GeneralityConfig, recovery: RecoveryOptions, advance: Any) -> list[RankingRow]:
+def _ranking(cfg: GeneralityConfig, advance: Any) -> list[RankingRow]:
+    """Per seed and pair, the same calibration draw tailored with each ranking (a paired comparison)."""
+    if not cfg.reference_pairs:
+        return []
     base = checkpoint.load(cfg.reference)
     size = base.input_size
-    calib = synthetic_scenes(cfg.n_calib, 7, size, cfg.cache_dir, show_progress=False)
     val = synthetic_scenes(cfg.n_val, 1000, size, cfg.cache_dir, show_progress=False)
     out = []
-    for pair in cfg.reference_pairs:
-        teacher = decompose(base, pair)
-        full = evaluate(teacher, teacher.task_specs, val)
-        got: dict[str, tuple[Size, float]] = {}
-        costs: tuple[Literal["none", "macs"], ...] = ("none", "macs")
-        for cost in costs:
-            opts = TailorOptions(recovery=None, cost=cost, seed=cfg.seed)
-            rep = tailor(base, pair, Budget(macs_fraction=cfg.budget), calib, opts)
-            student = copy.deepcopy(rep.model)
-            recover(student, rep.teacher, calib, recovery)
-            metrics = evaluate(student, student.task_specs, val)
-            got[cost] = (rep.pruned, delta_m(metrics, full, teacher.task_specs))
-            advance(1, reference="+".join(pair), ranking=cost)
-        out.append(
-            RankingRow(pair, got["none"][0], got["macs"][0], rep.selected, got["none"][1], got["macs"][1])
-        )
+    for seed in cfg.seeds:
+        # the engine's calibration seed (7) on seed 0; never the validation scenes' (1000)
+        calib = synthetic_scenes(cfg.n_calib, 7 + 1000 * seed, size, cfg.cache_dir, show_progress=False)
+        recovery = RecoveryOptions(steps=cfg.recovery_steps, seed=seed)
+        for pair in cfg.reference_pairs:
+            teacher = decompose(base, pair)
+            full = evaluate(teacher, teacher.task_specs, val)
+            got: dict[str, tuple[Size, float]] = {}
+            costs: tuple[Literal["none", "macs"], ...] = ("none", "macs")
+            for cost in costs:
+                torch.manual_seed(seed)
+                opts = TailorOptions(recovery=None, cost=cost, seed=seed)
+                rep = tailor(base, pair, Budget(macs_fraction=cfg.budget), calib, opts)
+                student = copy.deepcopy(rep.model)
+                recover(student, rep.teacher, calib, recovery)
+                metrics = evaluate(student, student.task_specs, val)
+                got[cost] = (rep.pruned, delta_m(metrics, full, teacher.task_specs))
+                advance(1, reference="+".join(pair), ranking=cost, seed=seed)
+            out.append(
+                RankingRow(
+                    pair, got["none"][0], got["macs"][0], rep.selected, got["none"][1], got["macs"][1], seed
+                )
+            )
     return out
 
 
-def _arrow(before: float, after: float, key: str) -> str:
-    return f"{before:.3f} → {after:.3f}{'↓' if key in LOWER_IS_BETTER else '↑'}"
+def merged(results: list[GeneralityResult]) -> GeneralityResult:
+    """Several runs' rows as one result (a full run split over CI jobs by --seeds or --architectures);
+    the runs must share every other setting and measure nothing twice."""
+    first = results[0]
+    if len(results) == 1:
+        return first
 
+    def settings(r: GeneralityResult) -> GeneralityConfig:
+        return replace(r.cfg, seeds=(), architectures=(), reference_pairs=(), work_dir=Path())
 
-def markdown(res: GeneralityResult, command: str) -> str:
-    c = res.cfg
-    trained = ", ".join(f"{a} {s / 60:.1f} min" for a, s in res.train_seconds.items())
-    budgets = " and ".join(f"{b:g}" for b in c.budgets)
-    lines = [
-        f"Each gallery architecture (examples/, `--model module:Class`) trained from scratch on a labelled "
-        f"folder this command writes ({c.n_train} rendered {c.image_size}x{c.image_size} scenes with six tasks: "
-        "seg (segmentation), depth, slant (a dense regression where 0 is a value, declared in tasks.json), "
-        "edges, count and largest (image-level classes)) until its validation loss stopped improving "
-        f"({c.patience} epochs without a gain, at most {c.epochs}; training: {trained}), through the same code as "
-        "`edgecut train --model ... --data FOLDER`; then tailored with the default method (CUT vote, label-free "
-        f"Taylor scores, per-MAC ranking) at **macs={budgets}** of the selected-task model, with "
-        f"{c.recovery_steps} steps of distillation on the training folder. Pairs: "
-        f"{', '.join('+'.join(p) for p in c.pairs)} at every budget"
-        + (
-            f", {', '.join('+'.join(p) for p in c.tight_pairs)} at macs={min(c.budgets):g}"
-            if c.tight_pairs
-            else ""
-        )
-        + ". Params and MACs are given as "
-        "whole → decomposed → tailored: the pair's heads on the whole trunk, then without the trunk parts "
-        "the pair does not read (decomposition), then pruned to the budget (a share of the decomposed "
-        "model). Before = the decomposed model (ONNX export drops unread branches anyway, so its latency is "
-        f"the one a device would see untailored), after = tailored; metrics on {c.n_val} held-out folder "
-        "scenes, Δm of after vs. before; speed-up = ORT ms before / after. ORT: onnxruntime CPU, 1 thread, "
-        "batch 1, median of "
-        f"{c.latency_runs}. Machine: {platform.machine()}, 2 cores shared with other jobs, torch "
-        f"{torch.__version__}. Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
-        "",
-        *(
-            ["How each model's training ended (main metric per task, the trivial baseline in brackets):", ""]
-            + [f"- {arch}: {summary}" for arch, summary in res.trained.items()]
-            + [""]
-            if res.trained
-            else []
-        ),
-        "| architecture | tasks | budget | params | MMACs | ORT ms | speed-up | task metrics (before → after) "
-        "| Δm % |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in res.rows:
-        metrics = "; ".join(
-            f"{t} {k} {_arrow(r.metrics_before[t][k], r.metrics_after[t][k], k)}"
-            for t, k in r.primary.items()
-        )
-        lines.append(
-            f"| {r.arch} | {', '.join(r.tasks)} | macs={r.budget:g} | {r.whole.params / 1e3:.1f}k → "
-            f"{r.before.params / 1e3:.1f}k → {r.after.params / 1e3:.1f}k | {r.whole.macs / 1e6:.2f} → "
-            f"{r.before.macs / 1e6:.2f} → {r.after.macs / 1e6:.2f} | "
-            f"{r.ms_before:.2f} → {r.ms_after:.2f} | {r.ms_before / max(r.ms_after, 1e-9):.2f}x | {metrics} "
-            f"| {r.delta_m:+.2f} |"
-        )
-    if res.impossible:
-        lines += [
-            "",
-            "Budgets a model cannot meet (refused before any recovery, as a device would be told):",
-            "",
+    seen: set[tuple[object, ...]] = set()
+    for r in results:
+        if settings(r) != settings(first):
+            raise ConfigError(
+                "rows from runs with different settings cannot be merged: only --seeds, --architectures "
+                "and --ranking may differ"
+            )
+        keys: list[tuple[object, ...]] = [
+            ("tailored", x.arch, x.tasks, x.budget, x.floor, x.seed) for x in r.rows
         ]
-        lines += [f"- {line}" for line in res.impossible]
-    lines += _floor_table(res)
-    if not res.ranking:
-        return "\n".join(lines)
-    lines += [
-        "",
-        f"**Compute-aware ranking** on the packaged reference model, same budget (macs={c.budget:g}), method "
-        f"and {c.recovery_steps}-step recovery; Δm after recovery vs. the full model on {c.n_val} held-out "
-        "synthetic scenes (higher is better). *per MAC* ranks channels by importance divided by the MACs they cost "
-        "(the default whenever the budget limits MACs); *plain* is the importance ranking used before.",
-        "",
-        "| tasks | params kept (plain → per MAC) | MACs kept (plain → per MAC) | Δm % plain | Δm % per MAC "
-        "| better by |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for g in res.ranking:
-        lines.append(
-            f"| {', '.join(g.tasks)} | {g.plain.params / g.selected.params:.0%} → "
-            f"{g.per_mac.params / g.selected.params:.0%} | {g.plain.macs / g.selected.macs:.0%} → "
-            f"{g.per_mac.macs / g.selected.macs:.0%} | {g.dm_plain:+.2f} | {g.dm_per_mac:+.2f} | "
-            f"{g.dm_per_mac - g.dm_plain:+.2f} pp |"
-        )
-    if res.ranking:
-        mean = sum(g.dm_per_mac - g.dm_plain for g in res.ranking) / len(res.ranking)
-        lines += ["", f"Mean difference in Δm after recovery: **{mean:+.2f} pp** (per MAC minus plain)."]
-    return "\n".join(lines)
-
-
-def _floor_table(res: GeneralityResult) -> list[str]:
-    if not res.floors:
-        return []
-    c = res.cfg
-    lines = [
-        "",
-        f"**Image-level tasks at macs={min(c.budgets):g}** (issue 27: a classification head on pooled features "
-        "costs almost nothing, so the per-MAC vote could take the trunk channels only it needs). The same pairs "
-        "tailored with the per-task importance floor (cut/shares.py: no kept task keeps less than this share of "
-        "its own importance; lowered step by step, with a log line, when the budget needs it) at each value; "
-        "same recovery and held-out scenes. The main table uses the default "
-        f"(`TailorOptions.task_floor` = {TailorOptions().task_floor:g}).",
-        "",
-        "| architecture | tasks | floor | task metrics after | Δm % | floor | task metrics after | Δm % |",
-        "|---|---|---:|---|---:|---:|---|---:|",
-    ]
-    for a, b in res.floors:
-        cells = []
-        for r in (a, b):
-            after = "; ".join(f"{t} {k} {r.metrics_after[t][k]:.3f}" for t, k in r.primary.items())
-            cells.append(f"{r.floor:g} | {after} | {r.delta_m:+.2f}")
-        lines.append(f"| {a.arch} | {', '.join(a.tasks)} | {cells[0]} | {cells[1]} |")
-    return lines
+        keys += [("ranking", g.tasks, g.seed) for g in r.ranking]
+        for key in keys:
+            if key in seen:
+                raise ConfigError(f"two of the row files measured {' '.join(map(str, key))}: give each once")
+            seen.add(key)
+    seeds = sorted({x.seed for r in results for x in r.rows} | {g.seed for r in results for g in r.ranking})
+    return GeneralityResult(
+        replace(
+            first.cfg,
+            seeds=tuple(seeds),
+            architectures=tuple(dict.fromkeys(a for r in results for a in r.cfg.architectures)),
+            reference_pairs=tuple(dict.fromkeys(p for r in results for p in r.cfg.reference_pairs)),
+        ),
+        [x for r in results for x in r.rows],
+        [g for r in results for g in r.ranking],
+        [f for r in results for f in r.floors],
+        list(dict.fromkeys(i for r in results for i in r.impossible)),
+        {a: t for r in results for a, t in r.train_seconds.items()},
+        sum(r.seconds for r in results),
+        {k: v for r in results for k, v in r.trained.items()},
+        "; ".join(dict.fromkeys(r.command for r in results)),
+    )

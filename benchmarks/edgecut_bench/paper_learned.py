@@ -1,5 +1,5 @@
-"""The findings of `edgecut bench paper`, each computed from the run's rows: wins / ties / losses over
-seeds (paper_stats), the best methods per setting, what the kept shares per layer show, Garg's two
+"""The findings of `edgecut bench paper`, each computed from the run's rows: wins / no difference / losses
+by a paired test over seeds (paper_stats), the best methods per setting, what the kept shares per layer show, Garg's two
 findings at matched sizes, the "what we learned" paragraph and the Summary bullet."""
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from edgecut.server.cut.methods import DEFAULT_METHOD, MASK_METHODS, METHODS
 from edgecut_bench.paper_parts import DEFAULT_ROW
 from edgecut_bench.paper_rows import GargRow, KeptShare, PaperResult, SingleTaskRow
 from edgecut_bench.paper_stats import (
+    Comparison,
     Tally,
+    aligned,
     grouped,
     interpolate,
     matched_grid,
     mean,
+    paired,
     stat,
     tally,
     verdict,
-    versus,
 )
 
-Seeds = list[float]
+Seeds = dict[int, float]  # seed -> value: two methods are compared on the seeds both ran (paired)
 FINDING1_POINTS = 4  # matched parameter counts at which Garg's two criteria are compared
 CLEARLY = 0.8  # one kept share (a mean over seeds) is "clearly less" than another below 0.8x of it
 
@@ -38,22 +40,23 @@ def label(name: str) -> str:
 
 
 def mask_seeds(res: PaperResult) -> dict[tuple[tuple[str, ...], float], dict[str, Seeds]]:
-    """Setting (tasks, nominal sparsity) -> method -> Δm after the fine-tune, one per seed."""
+    """Setting (tasks, nominal sparsity) -> method -> seed -> Δm after the fine-tune."""
     out: dict[tuple[tuple[str, ...], float], dict[str, Seeds]] = {}
     for r in res.mask_rows:
-        out.setdefault((r.tasks, r.target), {}).setdefault(r.method, []).append(r.result.dm_after)
+        out.setdefault((r.tasks, r.target), {}).setdefault(r.method, {})[r.seed] = r.result.dm_after
     return out
 
 
 def channel_seeds(res: PaperResult) -> dict[float, dict[str, Seeds]]:
     out: dict[float, dict[str, Seeds]] = {}
     for r in res.channel_rows:
-        out.setdefault(r.level, {}).setdefault(r.method, []).append(r.result.dm_after)
+        out.setdefault(r.level, {}).setdefault(r.method, {})[r.seed] = r.result.dm_after
     return out
 
 
-def _pairs(settings: Sequence[dict[str, Seeds]], a: str, b: str) -> list[tuple[Seeds, Seeds]]:
-    return [(s[a], s[b]) for s in settings if a in s and b in s]
+def _pairs(settings: Sequence[dict[str, Seeds]], a: str, b: str) -> list[tuple[list[float], list[float]]]:
+    """Per setting, a's and b's values on the seeds both ran, in seed order (paired)."""
+    return [aligned(s[a], s[b]) for s in settings if a in s and b in s and s[a].keys() & s[b].keys()]
 
 
 def compare(res: PaperResult, a: str, b: str) -> tuple[Tally, Tally]:
@@ -65,15 +68,20 @@ def compare(res: PaperResult, a: str, b: str) -> tuple[Tally, Tally]:
 
 
 def best(methods: dict[str, Seeds]) -> list[str]:
-    """The method with the highest mean Δm and every method tied with it within the seeds' spread;
-    the papers' keep row is left out (its sparsity is not the setting's)."""
+    """The method with the highest mean Δm and every method the paired test over seeds cannot separate
+    from it (with one seed there is no test: then the top alone); the papers' keep row is left out (its
+    sparsity is not the setting's)."""
     pool = {
         m: v for m, v in methods.items() if m not in MASK_METHODS or MASK_METHODS[m].protocol == "matched"
     }
     if not pool:
         return []
-    top = max(pool, key=lambda m: stat(pool[m]).mean)
-    return [m for m in pool if m == top or versus(pool[top], pool[m]) == 0]
+    top = max(pool, key=lambda m: stat(list(pool[m].values())).mean)
+    return [m for m in pool if m == top or _tied(pool[top], pool[m])]
+
+
+def _tied(a: Seeds, b: Seeds) -> bool:
+    return paired(*aligned(a, b)).verdict == "no difference" if a.keys() & b.keys() else False
 
 
 def best_line(res: PaperResult, tasks: tuple[str, ...]) -> str:
@@ -83,7 +91,7 @@ def best_line(res: PaperResult, tasks: tuple[str, ...]) -> str:
         if t == tasks
     ]
     return (
-        "Best Δm after fine-tune, with the methods tied with it within the seeds' spread: "
+        "Best Δm after fine-tune, with the methods a paired t-test over seeds (5 %) cannot separate from it: "
         + "; ".join(parts)
         + "."
     )
@@ -100,7 +108,7 @@ def best_counts(res: PaperResult) -> tuple[dict[str, list[str]], int]:
 
 
 def _t(t: Tally) -> str:
-    return f"{t} (W / T / L, mean {t.gap:+.2f} pp)"
+    return f"{t} (W / N / L, {t.gaps()})"
 
 
 def _region(name: str) -> str:
@@ -152,7 +160,7 @@ def kept_findings(res: PaperResult) -> list[str]:
         col = cols.get(f"{method} {s:.0%}")
         if col is None:
             return ""
-        d = f", Δm {stat(dm[method]).pm(1)} %" if method in dm else ""
+        d = f", Δm {stat(list(dm[method].values())).pm(1)} %" if method in dm else ""
         return f"{method}{d}: " + ", ".join(f"{r} {col[r]:.0%}" for r in regions if r in col)
 
     lines = [
@@ -223,8 +231,8 @@ def kept_findings(res: PaperResult) -> list[str]:
 def garg_findings(
     rows: list[GargRow], criteria: Sequence[str], singles: Sequence[SingleTaskRow] = ()
 ) -> list[str]:
-    """Garg's two findings, each stated as holding or not on these rows (seeds compared by
-    paper_stats.versus), and the single-task models beside finding 1."""
+    """Garg's two findings, each stated as holding or not on these rows (mean over seeds; a difference is
+    one the paired t-test over seeds finds, see paper_stats), and the single-task models beside finding 1."""
     crits = [c for c in criteria if any(r.criterion == c for r in rows)]
     out: list[str] = []
     if len(crits) >= 2:
@@ -237,22 +245,28 @@ def garg_findings(
         grid = matched_grid(list(curves.values()), FINDING1_POINTS)
         seeds = sorted({seed for _, seed in curves})
         table, outcomes = [], []
+        both = [s for s in seeds if (a, s) in curves and (b, s) in curves]  # paired by seed
         for x in grid:
-            va = [interpolate(curves[(a, s)], x) for s in seeds if (a, s) in curves]
-            vb = [interpolate(curves[(b, s)], x) for s in seeds if (b, s) in curves]
-            o = versus(va, vb)
-            outcomes.append(o)
-            table.append(f"| {x / 1e3:.1f}k | {stat(va).pm()} | {stat(vb).pm()} | {_ahead(o, a, b)} |")
-        if grid:
-            same = outcomes.count(0)
-            v = "holds" if same == len(outcomes) else "does not hold" if same == 0 else "partly holds"
+            va = [interpolate(curves[(a, s)], x) for s in both]
+            vb = [interpolate(curves[(b, s)], x) for s in both]
+            o = paired(va, vb)
+            outcomes.append(o.verdict)
+            word = _ahead(o, a, b)
+            table.append(f"| {x / 1e3:.1f}k | {stat(va).pm()} | {stat(vb).pm()} | {word} |")
+        if grid and len(both) < 2:
+            out.append(
+                f"Finding 1 could not be tested: {len(both)} seed (the paired test needs two or more)."
+            )
+        elif grid:
+            ties = outcomes.count("no difference")
+            v = "holds" if ties == len(outcomes) else "does not hold" if ties == 0 else "partly holds"
             out += [
                 f"Finding 1 (the two criteria give similar quality at equal size) **{v}** here: compared at "
                 f"{len(grid)} matched parameter counts (each seed's Δm curve interpolated linearly in params "
-                f"between its recorded rounds; the counts span the range every curve covers), the two criteria "
-                f"show no difference at {same} of {len(grid)} ({COMPARED}).",
+                f"between its recorded rounds; the counts span the range every curve covers), a paired t-test "
+                f"over {len(both)} seeds (5 %) finds no difference at {ties} of {len(grid)}.",
                 "",
-                f"| params | Δm % iterative {a} | Δm % iterative {b} | difference |",
+                f"| params | Δm % iterative {a} | Δm % iterative {b} | paired test |",
                 "|---:|---:|---:|---|",
                 *table,
                 "",
@@ -267,14 +281,24 @@ def garg_findings(
     )
     if last:
         arms = {
-            c: versus([r.dm_retrained for r in rs], [r.dm_iterative for r in rs]) for c, rs in last.items()
+            c: paired([r.dm_retrained for r in rs], [r.dm_iterative for r in rs]) for c, rs in last.items()
         }
-        wins = sum(o > 0 for o in arms.values())
-        v = "holds" if wins == len(arms) else "partly holds" if wins else "does not hold"
+        wins = sum(o.sign > 0 for o in arms.values())
+        untested = all(o.verdict == "not tested" for o in arms.values())
+        v = (
+            "cannot be tested (1 seed)"
+            if untested
+            else "holds"
+            if wins == len(arms)
+            else "partly holds"
+            if wins
+            else "does not hold"
+        )
         detail = "; ".join(
             f"{c}: {mean(r.size.params for r in rs) / 1e3:.0f}k params, {_budget(rs)}, iterative Δm "
             f"{stat([r.dm_iterative for r in rs]).pm(1)} %, re-initialised and retrained "
-            f"{stat([r.dm_retrained for r in rs]).pm(1)} % ({_ahead(arms[c], 'retrained', 'iterative')})"
+            f"{stat([r.dm_retrained for r in rs]).pm(1)} % "
+            f"({_ahead(arms[c], 'retrained', 'iterative')})"
             for c, rs in last.items()
         )
         out.append(
@@ -285,11 +309,7 @@ def garg_findings(
     return out
 
 
-COMPARED = "seeds compared by the rule under *Paper: what we learned*"
-
-
-def _ahead(outcome: int, a: str, b: str) -> str:
-    return f"{a} ahead" if outcome > 0 else f"{b} ahead" if outcome < 0 else "no difference"
+COMPARED = "seeds compared by a paired t-test, see *Paper: what we learned*"
 
 
 def _budget(rows: Sequence[GargRow]) -> str:
@@ -303,10 +323,10 @@ def _budget(rows: Sequence[GargRow]) -> str:
     return f"iterative {fmt(map(str, iterative))} vs retrained {fmt(map(str, retrained))} steps"
 
 
-def single_task_outcomes(singles: Sequence[SingleTaskRow]) -> dict[tuple[str, str], int]:
-    """(criterion, task) -> the multi-task model retrained alike against the task alone (+1 = multi ahead)."""
+def single_task_outcomes(singles: Sequence[SingleTaskRow]) -> dict[tuple[str, str], Comparison]:
+    """(criterion, task) -> the multi-task model retrained alike against the task alone (paired by seed)."""
     return {
-        k: versus([r.dm_multi_retrained for r in rs], [r.dm for r in rs])
+        k: paired([r.dm_multi_retrained for r in rs], [r.dm for r in rs])
         for k, rs in grouped(singles, lambda r: (r.criterion, r.task)).items()
     }
 
@@ -337,6 +357,13 @@ def _single_task_lines(singles: Sequence[SingleTaskRow]) -> list[str]:
     ]
 
 
+def _ahead(c: Comparison, a: str, b: str) -> str:
+    """ "retrained ahead by +3.10 pp (95 % CI …)", "no difference (p = 0.31, n = 3)", "1 seed: not tested"."""
+    if c.sign == 0:
+        return c.said()
+    return f"{a} ahead by {c.said()}" if c.sign > 0 else f"{b} ahead by {c.flipped().said()}"
+
+
 def learned_md(res: PaperResult, machine: str) -> str:
     vu = compare(res, "cut", "snip-union")
     vd = compare(res, "cut", "disparse-pt")
@@ -346,9 +373,11 @@ def learned_md(res: PaperResult, machine: str) -> str:
     counts, n_settings = best_counts(res)
     ranked = sorted(counts, key=lambda m: -len(counts[m]))
     lines = [
-        f"Outcomes are wins / ties / losses over settings (task set x sparsity; structured: level), each a "
-        f"mean over {len(res.cfg.seeds)} seeds, a tie when the gap is within the larger of the two methods' "
-        "standard deviations over seeds.",
+        f"Outcomes are wins / no difference / losses (W / N / L) over settings (task set x sparsity; "
+        f"structured: level), each setting judged by a paired t-test over its {len(res.cfg.seeds)} seeds "
+        "(two-sided, 5 %; a seed is the same calibration and data draw for both methods): a win or a loss "
+        "only where the 95 % interval of the mean per-seed gap excludes 0, else no difference. The mean "
+        "gap over the settings is given with its median, which one collapsed setting cannot move.",
         "",
         f"- *Does the vote beat the union?* {_cap(verdict('the vote', 'the union', vu[0]))} on the unstructured path: "
         f"CUT (vote) against SNIP + union {_t(vu[0])}; structured {_t(vu[1])}. Against DiSparse's own "
@@ -358,7 +387,8 @@ def learned_md(res: PaperResult, machine: str) -> str:
         f"target alone (first-order label-free against CUT's labelled scores) {_t(target[0])}, structured "
         f"{_t(target[1])}; the order alone (second against first order, both label-free) {_t(order[0])}, "
         f"structured {_t(order[1])}.",
-        f"- *Which method is best?* Over the {n_settings} unstructured settings, best or tied with the best: "
+        f"- *Which method is best?* Over the {n_settings} unstructured settings, best or not separable from "
+        "the best by the paired test: "
         + "; ".join(f"{label(m)} {len(counts[m])} ({', '.join(counts[m])})" for m in ranked)
         + ". "
         + _magnitude_note(counts, n_settings),
@@ -412,7 +442,7 @@ def _papers_keep_line(res: PaperResult) -> list[str]:
 def default_lines(res: PaperResult) -> list[str]:
     seeds = channel_seeds(res)
     methods = dict.fromkeys(m for per in seeds.values() for m in per)
-    means = {m: mean(x for per in seeds.values() for x in per.get(m, [])) for m in methods}
+    means = {m: mean(x for per in seeds.values() for x in per.get(m, {}).values()) for m in methods}
     if not means:
         return []
     top = max(means, key=lambda m: means[m])
@@ -425,7 +455,7 @@ def default_lines(res: PaperResult) -> list[str]:
         behind = t.losses > t.wins and t.losses >= t.ties  # the best method beats the default across levels
         tail = (
             f"the current default `{DEFAULT_METHOD}` scores {current:+.2f} % (against it, per level: {t} "
-            "W / T / L); "
+            "W / N / L by the paired test); "
             + (
                 f"so these numbers say the default should become {label(top)}."
                 if behind
@@ -457,10 +487,10 @@ def summary(res: PaperResult) -> str:
     return (
         f"(`edgecut bench paper`, {len(res.cfg.seeds)} seeds, {res.seconds['total'] / 60:.1f} min on 2 cores; "
         f"scaled settings beside each table): on the unstructured path CUT's vote against SNIP + union "
-        f"{vu} (wins / ties / losses within the seeds' spread, mean {vu.gap:+.2f} pp), against DiSparse's own "
-        f"pre-trained recipe (disparse-pt) {vd} ({vd.gap:+.2f} pp), label-free "
-        f"distillation scores against labelled ones {both} ({both.gap:+.2f} pp). Best or tied with the best "
-        f"in the {n} settings: "
+        f"{vu} (wins / no difference / losses, a paired t-test over seeds per setting; {vu.gaps()}), against "
+        f"DiSparse's own pre-trained recipe (disparse-pt) {vd} ({vd.gaps()}), label-free "
+        f"distillation scores against labelled ones {both} ({both.gaps()}). Best or not "
+        f"separable from the best in the {n} settings: "
         + ", ".join(f"{m} {len(counts.get(m, []))}" for m in shown)
         + f". A {lat.sparsity:.0%}-sparse masked model runs no faster than the dense one ({lat.masked_ms:.2f} vs "
         f"{lat.dense_ms:.2f} ms), which is why the product removes channels."
@@ -480,10 +510,11 @@ def _garg_budget(res: PaperResult) -> str:
 
 
 def _single_task_summary(singles: Sequence[SingleTaskRow]) -> list[str]:
-    o = list(single_task_outcomes(singles).values())
+    o = [c.sign for c in single_task_outcomes(singles).values()]
     if not o:
         return []
     return [
         f"single-task models of the same size against the multi-task one: multi-task ahead in {o.count(1)}, "
-        f"no difference in {o.count(0)}, single-task ahead in {o.count(-1)} of {len(o)} (criterion x task)"
+        f"no difference in {o.count(0)}, single-task ahead in {o.count(-1)} of {len(o)} (criterion x task; "
+        "paired t-test over seeds)"
     ]

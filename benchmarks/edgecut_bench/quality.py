@@ -15,6 +15,12 @@ validation scenes), rows for:
   and the engine's recovery.
 Every row is evaluated on the same validation scenes, its MACs counted by prune.measure and its
 latency measured with onnxruntime (1 thread, batch 1).
+
+The whole matrix runs once per seed (`seeds`). A seed is one draw of everything random that every row
+of a case shares: the calibration scenes (seed 0: the engine's own; seed s: another draw of as many),
+the order and augmentation of every recovery and training, the scoring batches and the from-scratch
+models' initialisation. The validation scenes and the labelled training scenes stay the same, so two
+rows of one seed are paired (quality_report compares them with a paired test over seeds).
 """
 
 from __future__ import annotations
@@ -26,24 +32,27 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
+from edgecut.errors import ConfigError
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Target, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
 from edgecut.server.cut.scratch import ScratchOptions, narrow_to, steps_in, train_scratch
-from edgecut.server.engine import TorchEngine, load_engine
+from edgecut.server.engine import CALIB_SEED, TRAIN_SEED, TorchEngine, load_engine
 from edgecut.server.errors import DatasetError
-from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl import checkpoint as checkpoints
+from edgecut.server.mtl.calibration import calibration_source
 from edgecut.server.mtl.contract import MultiTaskModel
-from edgecut.server.mtl.data import synthetic_scenes
+from edgecut.server.mtl.data import Batch, synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metrics import delta_m
-from edgecut.server.mtl.sources import LabelledSource, labelled_tasks
+from edgecut.server.mtl.sources import LabelledSource, is_synthetic, labelled_tasks
 from edgecut.server.mtl.train import TrainConfig
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
@@ -86,14 +95,20 @@ class QualityConfig:
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
     refine_steps: tuple[int, ...] | None = None  # the refinements' steps (None = the engine's own)
     tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)  # the whole matrix once per seed (see the module doc)
+    cases: tuple[tuple[tuple[str, ...], float], ...] = ()  # (task set, budget) to run; () = the matrix
 
-    def recipe(self) -> TrainConfig:
-        """The reference's training recipe (lr, weight decay, batch, one-cycle), seed 0 scenes."""
-        return TrainConfig(n_train=self.train_scenes, seed=self.seed)
+    def matrix(self) -> list[tuple[tuple[str, ...], float]]:
+        """The (task set, budget) cases this run measures: `cases`, else every task set at every budget."""
+        return list(self.cases) or [(ts, b) for ts in self.task_sets for b in self.budgets]
 
-    def scratch(self) -> ScratchOptions:
-        return ScratchOptions(self.scratch_epochs, self.scratch_seconds, self.recipe())
+    def recipe(self, seed: int = 0) -> TrainConfig:
+        """The reference's training recipe (lr, weight decay, batch, one-cycle); `seed` initialises and
+        orders (the scenes are the reference's own, TRAIN_SEED)."""
+        return TrainConfig(n_train=self.train_scenes, seed=seed)
+
+    def scratch(self, seed: int = 0) -> ScratchOptions:
+        return ScratchOptions(self.scratch_epochs, self.scratch_seconds, self.recipe(seed))
 
 
 @dataclass
@@ -118,23 +133,24 @@ def _quiet(stage: str, fraction: float, detail: str) -> None:
 
 
 class _Bench:
-    def __init__(self, cfg: QualityConfig, engine: TorchEngine, advance: Advance) -> None:
+    def __init__(self, cfg: QualityConfig, engine: TorchEngine, advance: Advance, seed: int) -> None:
         self.cfg = cfg
         self.engine = engine
         self.advance = advance
+        self.seed = seed
         if engine.val is None:
             raise DatasetError("bench quality compares per-task metrics: the engine has no validation data")
         self.val = engine.val
         self.calib = engine.calib
         self.size = engine.base.input_size
         self._train = synthetic_scenes(
-            cfg.train_scenes, cfg.seed, self.size, scenes_cache(cfg.data_dir), show_progress=False
+            cfg.train_scenes, TRAIN_SEED, self.size, scenes_cache(cfg.data_dir), show_progress=False
         )
         # the engine's from-scratch candidate learns from the same scenes as the baseline
         engine.train = LabelledSource(
             labelled_tasks(self._train), lambda: self._train, f"{cfg.train_scenes} synthetic scenes"
         )
-        engine.scratch = cfg.scratch()
+        engine.scratch = cfg.scratch(seed)
         self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
         self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
         self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -214,7 +230,7 @@ class _Bench:
     def case(self, tasks: tuple[str, ...], budget: float) -> tuple[Case, float]:
         teacher = decompose(self.engine.base, tasks)
         kinds: dict[str, str] = {t: s.kind for t, s in teacher.task_specs.items()}
-        case = Case(tasks, budget, kinds)
+        case = Case(tasks, budget, kinds, seed=self.seed)
         case.rows.append(self.row(case, teacher, FULL, "full model", teacher, 0.0, 0.0))
         self.advance(1, case=case.name, stage="full")
         elapsed, distilled = self.tailored(case, teacher)
@@ -308,8 +324,8 @@ class _Bench:
 
     def scratch(self, case: Case, teacher: MultiTaskModel, max_macs: int, same_time: float) -> float:
         """The same-time baseline, narrowed like the engine's candidate (to the refined model's MACs)."""
-        recipe = self.cfg.recipe()
-        narrow = narrow_to(self.engine.base, case.tasks, Target(max_macs=max_macs), seed=self.cfg.seed)
+        recipe = self.cfg.recipe(self.seed)
+        narrow = narrow_to(self.engine.base, case.tasks, Target(max_macs=max_macs), seed=self.seed)
         steps = steps_in(narrow.model, self._train, recipe, same_time)
         run = train_scratch(narrow.model, self._train, recipe, steps, seconds=same_time)
         note = f"{run.steps} steps"
@@ -353,10 +369,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _reseed(engine: TorchEngine, cfg: QualityConfig, seed: int, own_calib: Dataset[Batch]) -> None:
+    """Point the engine at seed `seed`: its calibration draw and every random choice of a build
+    (scoring batches, recovery order and augmentation); seed 0 is the engine exactly as loaded."""
+    torch.manual_seed(seed)
+    engine.calib = (
+        own_calib
+        if seed == 0
+        else synthetic_scenes(
+            cfg.n_calib,
+            CALIB_SEED + 1000 * seed,  # never the validation (1000) or training (0) scenes' seed
+            engine.base.input_size,
+            scenes_cache(cfg.data_dir),
+            show_progress=False,
+        )
+    )
+    rec = engine.options.recovery
+    engine.options = replace(engine.options, seed=seed, recovery=replace(rec, seed=seed) if rec else None)
+    engine.refine_schedules = tuple(replace(r, seed=seed) for r in engine.refine_schedules)
+
+
+def _check_seeds(cfg: QualityConfig) -> None:
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
+        raise ConfigError(f"seeds must be distinct integers >= 0, got {cfg.seeds}")
+    if cfg.seeds == (0,):
+        return
+    source = calibration_source(checkpoints.read(cfg.checkpoint), cfg.checkpoint.name, None, None).source
+    if not is_synthetic(source):
+        raise ConfigError(
+            f"seeds other than 0 draw their calibration from synthetic scenes, but {cfg.checkpoint.name} "
+            f"calibrates on {source}: run --seeds 0"
+        )
+
+
 def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
-    torch.manual_seed(cfg.seed)
+    _check_seeds(cfg)
     engine = load_engine(
         cfg.checkpoint,
         cfg.data_dir,
@@ -367,17 +416,21 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         min_delta_m=NO_FLOOR,
     )
     cases, scales = [], {}
-    total = len(cfg.task_sets) * len(cfg.budgets) * len(STAGES)
-    with progress_bar("bench quality", total=total, enabled=show_progress) as advance:
-        bench = _Bench(cfg, engine, advance)
-        try:
-            for tasks in cfg.task_sets:
-                for budget in cfg.budgets:
+    own_calib = engine.calib
+    total = len(cfg.seeds) * len(cfg.matrix()) * len(STAGES)
+    label = f"bench quality ({len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''})"
+    with progress_bar(label, total=total, enabled=show_progress) as advance:
+        for seed in cfg.seeds:
+            _reseed(engine, cfg, seed, own_calib)
+            bench = _Bench(cfg, engine, advance, seed)
+            try:
+                for tasks, budget in cfg.matrix():
                     case, scale = bench.case(tasks, budget)
                     cases.append(case)
                     scales[case.name] = scale
-        finally:
-            bench.close()
+            finally:
+                bench.close()
+    engine.calib = own_calib
     rec = engine.options.recovery
     said = _schedule(rec) if rec else "none"
     if engine.refine_schedules:
@@ -397,5 +450,40 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
 
 def epochs_trained(path: Path) -> int:
     """How many epochs the reference trained (a converged run records its curve)."""
-    doc = checkpoint.read(path)
+    doc = checkpoints.read(path)
     return len(doc.get("curve") or []) or int(doc.get("train_config", {}).get("epochs", 0))
+
+
+def merged(results: list[QualityResult]) -> QualityResult:
+    """Several runs' rows as one result (e.g. the seeds or cases of a full run split over CI jobs); the
+    runs must share every setting but their seeds and cases, and measure no case twice on one seed."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+
+    def settings(r: QualityResult) -> QualityConfig:
+        return replace(r.cfg, seeds=(), cases=(), task_sets=(), budgets=())
+
+    seen: set[str] = set()
+    for r in results:
+        if settings(r) != settings(first) or r.image_size != first.image_size:
+            raise ConfigError(
+                "rows from runs with different settings cannot be merged: only --seeds, --cases, "
+                "--task-sets and --budgets may differ"
+            )
+        for case in r.cases:
+            if case.name in seen:
+                raise ConfigError(f"two of the row files measured {case.name}: give each case and seed once")
+            seen.add(case.name)
+    cases = [c for r in results for c in r.cases]
+    seeds = tuple(sorted({c.seed for c in cases if c.seed is not None}))
+    matrix = tuple(dict.fromkeys((c.tasks, c.budget) for c in cases))
+    return replace(
+        first,
+        cfg=replace(first.cfg, seeds=seeds, cases=matrix),
+        cases=cases,
+        seconds=sum(r.seconds for r in results),
+        scratch_scales={k: v for r in results for k, v in r.scratch_scales.items()},
+        command="; ".join(dict.fromkeys(r.command for r in results)),
+        load=(first.load[0], results[-1].load[1]),
+    )

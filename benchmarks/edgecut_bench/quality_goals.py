@@ -6,8 +6,9 @@
 - the quick model within 15 s of build time, the refined one (the last distillation refinement; a
   from-scratch candidate may follow it) within 5 minutes of the request;
 - speed-up / MAC cut >= 0.8 for every shipped model (onnxruntime, 1 thread, batch 1).
-Each verdict says by how much a goal is missed and the measured facts behind it. Findings beside the
-goals: where a baseline (from scratch, Torch-Pruning) ends better than what edgecut ships.
+Each verdict says by how much a goal is missed and the measured facts behind it (one verdict per seed).
+Beside the goals: each baseline (from scratch, Torch-Pruning) against what edgecut ships, paired by
+seed; a baseline "wins" only when the paired t-test over seeds says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgecut_bench.paper_stats import Comparison, Stat, mean, paired, stat
 from edgecut_bench.quality_rows import (
     QUICK,
     REFINED,
@@ -26,6 +28,7 @@ from edgecut_bench.quality_rows import (
     TP_TAYLOR,
     Case,
     Row,
+    by_setting,
 )
 
 QUICK_S = 15.0
@@ -215,18 +218,23 @@ def verdicts(cases: Sequence[Case]) -> list[Verdict]:
 
 
 @dataclass(frozen=True)
-class Finding:
-    case: str
+class Against:
+    """A baseline against the model edgecut ships in one setting (task set at a budget), its Δm paired
+    by seed with the shipped model's over the seeds both have (paper_stats.paired)."""
+
+    case: str  # the setting
     baseline: str
-    baseline_delta_m: float
-    shipped: str
-    shipped_delta_m: float
-    baseline_ms: float = math.nan
+    shipped: str  # "final" (the last shipped model of each seed) or "quick"
+    baseline_delta_m: Stat
+    shipped_delta_m: Stat
+    test: Comparison  # baseline minus shipped
+    baseline_ms: float = math.nan  # mean over those seeds
     shipped_ms: float = math.nan
 
     @property
-    def margin(self) -> float:
-        return self.baseline_delta_m - self.shipped_delta_m
+    def wins(self) -> bool:
+        """The baseline is better by the paired test (never with one seed)."""
+        return self.test.verdict == "win"
 
     @property
     def slowdown(self) -> float:
@@ -234,27 +242,40 @@ class Finding:
         return self.baseline_ms / self.shipped_ms
 
 
-def baseline_wins(
+def against_shipped(
     cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, TP_MAGNITUDE, TP_TAYLOR), against: str = "final"
-) -> list[Finding]:
-    """Every baseline row whose Δm beats the shipped model of its case: the final one, or with
-    `against="quick"` the quick one (for baselines given only the quick build's recovery)."""
-    found = []
-    for case in cases:
-        shipped = case.final() if against == "final" else next(iter(case.of(QUICK)), None)
-        if shipped is None:
-            continue
-        for row in case.of(*kinds):
-            if row.delta_m > shipped.delta_m:
-                found.append(
-                    Finding(
-                        case.name,
-                        row.label,
-                        row.delta_m,
-                        shipped.label,
-                        shipped.delta_m,
-                        row.latency_ms,
-                        shipped.latency_ms,
-                    )
+) -> list[Against]:
+    """Every baseline row (by label) against the shipped model of its setting, paired by seed: the
+    final one, or with `against="quick"` the quick one (for baselines given only the quick build's
+    recovery). A seed where a row is missing (e.g. the from-scratch candidate shipped) is left out."""
+    out = []
+    for setting, group in by_setting(list(cases)).items():
+        shipped: dict[int, Row] = {}
+        baselines: dict[str, dict[int, Row]] = {}
+        for case in group:
+            seed = case.seed or 0
+            row = case.final() if against == "final" else next(iter(case.of(QUICK)), None)
+            if row is None:
+                continue
+            shipped[seed] = row
+            for r in case.of(*kinds):
+                baselines.setdefault(r.label, {})[seed] = r
+        for label, rows in baselines.items():
+            seeds = sorted(rows.keys() & shipped.keys())
+            if not seeds:
+                continue
+            b = [rows[s].delta_m for s in seeds]
+            a = [shipped[s].delta_m for s in seeds]
+            out.append(
+                Against(
+                    setting,
+                    label,
+                    against,
+                    stat(b),
+                    stat(a),
+                    paired(b, a),
+                    mean(rows[s].latency_ms for s in seeds),
+                    mean(shipped[s].latency_ms for s in seeds),
                 )
-    return found
+            )
+    return out

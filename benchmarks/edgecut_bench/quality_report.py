@@ -9,77 +9,50 @@ import re
 from pathlib import Path
 
 from edgecut.server.cut.scratch import ScratchOptions
-from edgecut.server.mtl.metric_names import PRIMARY
 from edgecut.server.ort_latency import ROUNDS, RUNS_PER_ROUND
+from edgecut_bench.paper_stats import ALPHA, ONE_SEED
 from edgecut_bench.quality import QualityConfig, QualityResult
-from edgecut_bench.quality_goals import Finding, Verdict, baseline_wins, delta_m_goal, verdicts
+from edgecut_bench.quality_goals import Against, against_shipped, delta_m_goal, verdicts
 from edgecut_bench.quality_rows import (
-    FULL,
     SCRATCH,
     SCRATCH_TIME,
     SHIPPED,
     TP_MAGNITUDE,
     TP_TAYLOR,
-    Case,
+    by_setting,
 )
+from edgecut_bench.quality_tables import case_table, collapsed, comparison_table, verdict_table
 
 SECTION = "Quality at budget"
 # a baseline this much slower than the shipped model is not at the same speed (the engine's tolerance)
 SLOWER = ScratchOptions.max_slowdown
 
 
-def _case_table(case: Case) -> list[str]:
-    cols = [(t, PRIMARY[k]) for t, k in case.kinds.items()]
-    head = " | ".join(f"{t} {m}" for t, m in cols)
-    lines = [
-        f"**{case.name}**",
-        "",
-        f"| model | MMACs | MAC cut | ORT ms | speed-up | speed-up / MAC cut | {head} | Δm % | build s | "
-        "from request s | note |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cols) + "---:|---:|---:|---|",
-    ]
-    for r in case.rows:
-        vals = " | ".join(f"{r.metrics.get(t, {}).get(m, float('nan')):.4f}" for t, m in cols)
-        cut, speed = case.mac_cut(r), case.speedup(r)
-        build = "-" if r.kind == FULL else f"{r.seconds:.1f}"
-        since = f"{r.elapsed:.1f}" if r.shipped else "-"
-        label = f"**{r.label}**" if r.shipped else r.label
-        lines.append(
-            f"| {label} | {r.macs / 1e6:.2f} | {cut:.2f} | {r.latency_ms:.2f} | {speed:.2f} | {speed / cut:.2f} | "
-            f"{vals} | {r.delta_m:+.2f} | {build} | {since} | {r.note} |"
-        )
-    lines += [f"- {n}" for n in case.notes]
-    return lines
-
-
-def _verdict_table(found: list[Verdict]) -> list[str]:
-    lines = ["| goal | case | measured | goal | verdict | why / detail |", "|---|---|---:|---:|---|---|"]
-    lines += [f"| {v.goal} | {v.case} | {v.value} | {v.target} | {v.word} | {v.detail} |" for v in found]
-    return lines
-
-
 def _findings(res: QualityResult) -> list[str]:
     """Scratch rows against the final shipped model; Torch-Pruning's against the model whose recovery it
-    got (the quick one, or the final one with --tp-refine)."""
+    got (the quick one, or the final one with --tp-refine). A win only by the paired test over seeds."""
     tp_against = "final" if res.cfg.tp_refine else "quick"
-    out = []
+    out: list[str] = []
+    table: list[Against] = []
     for kinds, what, against in (
         (SCRATCH, "from scratch", "final"),
         ((TP_MAGNITUDE, TP_TAYLOR), "Torch-Pruning", tp_against),
     ):
-        wins = baseline_wins(res.cases, kinds, against)
+        found = against_shipped(res.cases, kinds, against)
+        table += found
+        wins = [a for a in found if a.wins]
         if not wins:
             out.append(f"- No {what} baseline beats the {against} model edgecut ships, in any case.")
             continue
         for w in wins:
             out.append(
-                f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m:+.2f} % against "
-                f"{w.shipped} {w.shipped_delta_m:+.2f} % (by {w.margin:.2f} points){_speed_note(w)}."
+                f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m.pm()} % against "
+                f"{against} {w.shipped_delta_m.pm()} % (by {w.test.said()}){_speed_note(w)}."
             )
-    return out
+    return [*comparison_table(table), "", *out]
 
 
-def _speed_note(w: Finding) -> str:
+def _speed_note(w: Against) -> str:
     """A win bought with speed is not a win on a device whose budget is its speed: say so."""
     if not math.isfinite(w.slowdown):
         return ""
@@ -114,16 +87,22 @@ def _same_time_epochs(res: QualityResult) -> str:
     return said
 
 
-def _partial(c: QualityConfig) -> list[str]:
-    """A line saying which cases of the issue's matrix this run left out (empty when none)."""
+def _partial(res: QualityResult) -> list[str]:
+    """A line saying which cases and seeds of the issue's matrix this run left out (empty when none)."""
+    c = res.cfg
     full = QualityConfig(c.checkpoint, c.data_dir)
-    asked = {(ts, b) for ts in full.task_sets for b in full.budgets}
-    missing = sorted(asked - {(ts, b) for ts in c.task_sets for b in c.budgets})
-    if not missing:
+    missing = sorted(set(full.matrix()) - {(case.tasks, case.budget) for case in res.cases})
+    seeds = len(_seeds(res)) or 1
+    said = []
+    if missing:
+        left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
+        said.append(f"not measured here: {left}")
+    if seeds < len(full.seeds):
+        said.append(f"{seeds} seed{'s' if seeds > 1 else ''} of the default {len(full.seeds)}")
+    if not said:
         return []
-    left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
     return [
-        f"**Partial run**: not measured here: {left} (the defaults of `edgecut bench quality` run them).",
+        f"**Partial run**: {'; '.join(said)} (the defaults of `edgecut bench quality` run them).",
         "",
     ]
 
@@ -175,28 +154,59 @@ def markdown(res: QualityResult, command: str) -> str:
             else " (not the refinements'; `--tp-refine` adds them)."
         ),
         "",
-        "Scratch width factors: "
-        + ", ".join(f"{name}: {scale:.3f}" for name, scale in res.scratch_scales.items())
-        + ".",
+        "Scratch width factors: " + _scales(res) + ".",
+        "",
+        _seeds_said(res),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (load average {res.load[0]:.1f} at the start, "
         f"{res.load[1]:.1f} at the end), Python {platform.python_version()}. "
         f"Whole run: {res.seconds / 60:.1f} min. Rerun: `{command}`.",
         "",
-        *_partial(res.cfg),
+        *_partial(res),
     ]
-    for case in res.cases:
-        parts += [*_case_table(case), ""]
+    for group in by_setting(res.cases).values():
+        parts += [*case_table(group), ""]
     parts += [
-        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py):",
+        "**Goals of issue 20** (judged from the rows above by benchmarks/edgecut_bench/quality_goals.py"
+        + (", on each seed" if len(_seeds(res)) > 1 else "")
+        + "):",
         "",
-        *_verdict_table(verdicts(res.cases)),
+        *verdict_table(collapsed(verdicts(res.cases))),
         "",
-        "**Baselines that beat the shipped model** (Δm of the last shipped model vs. each baseline):",
+        "**Baselines against the shipped model** (Δm of each baseline against the model edgecut ships, "
+        "paired by seed; a baseline wins only where the paired test says so):",
         "",
         *_findings(res),
     ]
     return "\n".join(parts)
+
+
+def _seeds(res: QualityResult) -> list[int]:
+    return sorted({c.seed for c in res.cases if c.seed is not None})
+
+
+def _scales(res: QualityResult) -> str:
+    """Each setting's from-scratch width factor (one per seed when they differ)."""
+    by: dict[str, list[str]] = {}
+    for case in res.cases:
+        if case.name in res.scratch_scales:
+            by.setdefault(case.setting, []).append(f"{res.scratch_scales[case.name]:.3f}")
+    return ", ".join(f"{k}: {' / '.join(dict.fromkeys(v))}" for k, v in by.items())
+
+
+def _seeds_said(res: QualityResult) -> str:
+    seeds = _seeds(res)
+    if len(seeds) < 2:
+        return ONE_SEED
+    return (
+        f"**Seeds**: every case ran on {len(seeds)} seeds ({', '.join(map(str, seeds))}). A seed draws the "
+        "calibration scenes (seed 0: the engine's own) and everything random in every build and training "
+        "(scoring batches, recovery and training order, the from-scratch models' initialisation); the "
+        "validation and training scenes are the same for all. Figures are means over the seeds, Δm mean ± "
+        "sd; a baseline is compared with the model edgecut ships by a paired t-test over the seeds "
+        f"(two-sided, {ALPHA * 100:g} %): a win or a loss only where the 95 % interval of the mean per-seed gap "
+        "excludes 0, else *no difference*."
+    )
 
 
 def plot(res: QualityResult, path: Path) -> None:
@@ -205,37 +215,52 @@ def plot(res: QualityResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(res.cases)
+    groups = list(by_setting(res.cases).values())
+    n = len(groups)
     cols = min(2, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    for ax, case in zip(axes.flat, res.cases, strict=False):
-        shipped = case.of(*SHIPPED)
-        ax.plot(
-            [r.elapsed for r in shipped],
-            [r.delta_m for r in shipped],
-            marker="o",
-            color="C0",
-            label="edgecut ships (quick → refined → from scratch where better)",
-        )
-        scratch = case.of(*SCRATCH)
-        ax.plot(
-            [r.seconds for r in scratch],
-            [r.delta_m for r in scratch],
-            marker="s",
-            ls="--",
-            color="C1",
-            label="from scratch",
-        )
-        for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):
-            for r in case.of(kind):
-                ax.scatter([r.seconds], [r.delta_m], marker="^", color=color, label=r.label, zorder=3)
+    for ax, group in zip(axes.flat, groups, strict=False):
+        for i, case in enumerate(group):  # one line per seed, labelled once
+            first = i == 0
+            alpha = 0.8 if first else 0.45
+            shipped = case.of(*SHIPPED)
+            ax.plot(
+                [r.elapsed for r in shipped],
+                [r.delta_m for r in shipped],
+                marker="o",
+                color="C0",
+                alpha=alpha,
+                label="edgecut ships (quick → refined → from scratch where better)" if first else None,
+            )
+            scratch = case.of(*SCRATCH)
+            ax.plot(
+                [r.seconds for r in scratch],
+                [r.delta_m for r in scratch],
+                marker="s",
+                ls="--",
+                color="C1",
+                alpha=alpha,
+                label="from scratch" if first else None,
+            )
+            for kind, color in ((TP_MAGNITUDE, "C2"), (TP_TAYLOR, "C3")):
+                for r in case.of(kind):
+                    ax.scatter(
+                        [r.seconds],
+                        [r.delta_m],
+                        marker="^",
+                        color=color,
+                        label=r.label if first else None,
+                        zorder=3,
+                    )
+        case = group[0]
         goal = delta_m_goal(case.budget)
         if goal is not None:
             ax.axhline(goal, color="grey", ls=":", lw=1, label=f"goal {goal:g} %")
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_xscale("log")
-        ax.set_title(case.name, fontsize=10)
+        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        ax.set_title(case.setting + seeds, fontsize=10)
         ax.set_xlabel("wall clock from request / of training (s)")
         ax.set_ylabel("Δm vs. full model (%)")
         ax.grid(alpha=0.3)

@@ -40,13 +40,14 @@ class Row:
 
 @dataclass
 class Case:
-    """One task set at one budget (a fraction of the decomposed full model's MACs)."""
+    """One task set at one budget (a fraction of the decomposed full model's MACs), on one seed."""
 
     tasks: tuple[str, ...]
     budget: float
     kinds: dict[str, str]  # task -> kind
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seed: int | None = None  # None: a run without seeds (one run, named without one)
 
     @property
     def full(self) -> Row:
@@ -76,5 +77,18 @@ class Case:
         return out
 
     @property
-    def name(self) -> str:
+    def setting(self) -> str:
+        """The task set and budget, the same for every seed."""
         return f"{' + '.join(self.tasks)} @ macs {self.budget:g}"
+
+    @property
+    def name(self) -> str:
+        return self.setting if self.seed is None else f"{self.setting}, seed {self.seed}"
+
+
+def by_setting(cases: list[Case]) -> dict[str, list[Case]]:
+    """Cases grouped by task set and budget, in first-seen order, each group in seed order."""
+    out: dict[str, list[Case]] = {}
+    for c in cases:
+        out.setdefault(c.setting, []).append(c)
+    return {k: sorted(v, key=lambda c: c.seed or 0) for k, v in out.items()}

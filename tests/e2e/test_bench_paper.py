@@ -49,7 +49,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     summary = _section(doc, "Summary")
     assert summary.startswith("## Summary\n\n- **Agent**: fast.\n") and f"- **{SUMMARY_LEAD}** (" in summary
     flat = " ".join(summary.split())
-    assert "2 seeds" in flat and "wins / ties / losses" in flat
+    assert "2 seeds" in flat and "wins / no difference / losses" in flat and "median" in flat
 
     unstructured = _section(doc, "Paper: CUT unstructured")
     structured = _section(doc, "Paper: structured")
@@ -89,7 +89,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     assert "Single-task models of the same size" in garg
     learned = _section(doc, "Paper: what we learned")
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
-    assert "W / T / L" in learned and "magnitude" in learned
+    assert "W / N / L" in learned and "paired t-test" in learned and "magnitude" in learned
     assert "Single-task models of the same size" in learned
     assert "DiSparse's own pre-trained recipe (disparse-pt)" in flat
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -40,7 +40,7 @@ SMOKES = [
         "quality",
         "Quality at budget",
         "--data-dir {data} --task-sets seg,depth --budgets 0.5 --scratch-epochs 0.05 --scratch-seconds 5 "
-        "--train-scenes 32 --calib-scenes 32 --val-scenes 16 --recovery-steps 2 --refine-steps 2 "
+        "--train-scenes 32 --calib-scenes 32 --val-scenes 16 --recovery-steps 2 --refine-steps 2 --seeds 0 "
         "--rows {tmp}/rows.pkl --plot {tmp}/quality.png",
         timeout_s=420.0,
     ),

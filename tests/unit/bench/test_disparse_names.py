@@ -71,5 +71,8 @@ def test_the_paper_summary_states_the_faithful_disparse_where_it_compares_the_vo
     )  # fmt: skip
     text = summary(res)
     assert "CUT's vote against SNIP + union 1 / 0 / 0" in text
-    assert "against DiSparse's own pre-trained recipe (disparse-pt) 0 / 0 / 1 (-2.00 pp)" in text
+    assert (
+        "against DiSparse's own pre-trained recipe (disparse-pt) 0 / 0 / 1 (mean -2.00 pp, median -2.00 pp)"
+        in text
+    )
     assert "DiSparse" not in text.split("against DiSparse's own")[0]  # snip-union is never called DiSparse

@@ -1,13 +1,15 @@
-"""bench quality: the goal verdicts and the findings come from the rows, and the section renders them."""
+"""bench quality: the goal verdicts and the findings come from the rows, and the section renders them
+(one case per seed; baselines against the shipped model by the paired test over seeds)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 
 from edgecut_bench.quality import QualityConfig, QualityResult
-from edgecut_bench.quality_goals import baseline_wins, latency_fit, verdicts
+from edgecut_bench.quality_goals import against_shipped, latency_fit, verdicts
 from edgecut_bench.quality_report import markdown, plot
 from edgecut_bench.quality_rows import (
     FULL,
@@ -49,6 +51,24 @@ def _case(budget: float, quick_s: float, refined_dm: float, refined_depth: float
         _row(TP_TAYLOR, "Torch-Pruning taylor", 50, 6.0, 20.0, 20.0, -5.0, 5.0, -5.0),
     ]
     return case
+
+
+SEED_SHIFT = (0.0, 0.6, -0.5)  # what a seed does to every row of its case (a shared draw)
+ROW_NOISE = (0.0, 0.1, -0.1)  # ... and to one row alone
+
+
+def _seeded(case: Case, seeds: int = 3) -> list[Case]:
+    """`case` on `seeds` seeds: every Δm moved by the seed's shared shift, the non-shipped rows by a
+    little noise of their own, so that each baseline's gap to the shipped model varies by ±0.1."""
+    out = []
+    for s in range(seeds):
+        c = copy.deepcopy(case)
+        c.seed = s
+        for r in c.rows:
+            if r.kind != FULL:
+                r.delta_m += SEED_SHIFT[s] + (0.0 if r.shipped else ROW_NOISE[s])
+        out.append(c)
+    return out
 
 
 def _by_goal(found: list, goal: str) -> list:
@@ -105,28 +125,68 @@ def test_without_a_refinement_the_quick_model_is_judged_and_the_time_goal_is_ope
     assert refined.met is None and refined.word == "n/a"
 
 
-def test_a_baseline_that_beats_the_shipped_model_is_found() -> None:
+def test_a_baseline_beats_the_shipped_model_only_by_the_paired_test_over_seeds() -> None:
     case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
-    wins = baseline_wins([case])
-    assert [(w.baseline, round(w.margin, 2)) for w in wins] == [("from-scratch candidate (not shipped)", 1.0)]
-    # against the quick model (-4 %), Torch-Pruning's -5 % still loses, scratch's schedule still wins
-    assert [w.baseline for w in baseline_wins([case], against="quick")] == [
-        "from-scratch candidate (not shipped)"
-    ]
+    found = {a.baseline: a for a in against_shipped(_seeded(case))}
+    # the candidate (-2 %) against the refined model (-3 %): gaps 1.0, 1.1, 0.9 over three seeds
+    won = found["from-scratch candidate (not shipped)"]
+    assert won.wins and won.test.mean_gap == pytest.approx(1.0) and won.test.n == 3
+    assert won.case == "seg + depth @ macs 0.5" and won.test.p < 0.01
+    assert found["scratch, same time"].test.verdict == "loss"  # -10 % against -3 %
+    # against the quick model (-4 %), Torch-Pruning's -5 % loses
+    tp = {a.baseline: a for a in against_shipped(_seeded(case), against="quick")}["Torch-Pruning taylor"]
+    assert tp.test.verdict == "loss" and tp.shipped == "quick"
+    # one seed: the same 1-point gap is not tested, and never a win
+    (one,) = [a for a in against_shipped([case]) if a.baseline.startswith("from-scratch")]
+    assert not one.wins and one.test.said() == "1 seed: not tested"
+
+
+def test_a_gap_the_seeds_cannot_separate_is_no_difference() -> None:
+    case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    cases = _seeded(case)
+    for c, dm in zip(cases, (-1.0, -4.5, -3.2), strict=True):  # the candidate: +2.0, -2.1, -0.3 vs refined
+        (cand,) = c.of(SCRATCH_CANDIDATE)
+        refined = c.final()
+        assert refined is not None
+        cand.delta_m = refined.delta_m + {-1.0: 2.0, -4.5: -2.1, -3.2: -0.3}[dm]
+    (a,) = [a for a in against_shipped(cases) if a.baseline.startswith("from-scratch")]
+    assert a.test.verdict == "no difference" and a.test.said().startswith("no difference (p = ")
 
 
 def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: Path) -> None:
     case = _case(0.5, quick_s=20.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    cases = _seeded(case)
     short = QualityConfig(Path("reference.pt"), tmp_path, scratch_epochs=2.0)
-    res = QualityResult(short, [case], 64, 90.0, {case.name: 0.7}, recovery="60 steps", reference_epochs=8)
+    res = QualityResult(
+        short, cases, 64, 90.0, {c.name: 0.7 for c in cases}, recovery="60 steps", reference_epochs=8
+    )
     text = markdown(res, "edgecut bench quality")
     assert "**missed**" in text and "over by 5.0 s" in text
+    assert "missed in 3 of 3 seeds" in text and "| 20.0 s / 20.0 s / 20.0 s |" in text  # quick build time
     assert (
-        "**from scratch wins** at seg + depth @ macs 0.5: from-scratch candidate (not shipped) Δm -2.00 %"
-        in text
+        "**from scratch wins** at seg + depth @ macs 0.5: from-scratch candidate (not shipped) Δm -1.97 ± 0.65 % "
+        "against final -2.97 ± 0.55 % (by +1.00 pp (95 % CI +0.75 … +1.25, p = 0.003, n = 3))" in text
     )
     # 6.0 ms against the refined model's 5.5: a better Δm bought with speed is said to be one
     assert "but it runs 1.09x the shipped model's time (6.00 vs 5.50 ms): at the same MACs, not" in text
+    # one table per setting, Δm mean ± sd over the seeds, and where each seed ends
+    assert text.count("**seg + depth @ macs 0.5**") == 1 and "(seeds 0, 1, 2; mean over seeds" in text
+    assert "| **refinement 1** | 0.00 | 2.00 | 5.50 |" in text
+    order = [ln.split(" | ")[0] for ln in text.splitlines() if ln.startswith("| ") and " | 2.00 | " in ln]
+    assert (
+        order[:3] == ["| **quick**", "| **refinement 1**", "| from-scratch candidate (not shipped)"]
+        and "| -2.97 ± 0.55 |" in text
+    )
+    assert "| *what the device serves (the last shipped)* |" in text
+    assert "| scratch, same time | seg + depth @ macs 0.5 |" not in text
+    assert (
+        "| seg + depth @ macs 0.5 | scratch, same time | -9.97 ± 0.65 | final | -2.97 ± 0.55 | -7.00 pp"
+        in text
+    )
+    assert "Scratch width factors: seg + depth @ macs 0.5: 0.700." in text
+    one = markdown(QualityResult(short, [case], 64, 90.0, {case.name: 0.7}), "x")
+    assert "1 seed: not tested" in one and "No from scratch baseline beats the final model" in one
+    assert "**One seed**" in one and "± " not in one.split("**Goals")[0].split("**seg + depth")[1]
     assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
     whole = markdown(
         QualityResult(
@@ -149,8 +209,15 @@ def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
         "**Partial run**: not measured here: seg + depth @ macs 0.3; seg + depth + normals @ macs 0.3; "
         "seg + depth + normals @ macs 0.5" in text
     )
+    assert "; 1 seed of the default 3 (the defaults" in text
+    every: list[Case] = []  # the default matrix on the default three seeds
+    for tasks in (("seg", "depth"), ("seg", "depth", "normals")):
+        for budget in (0.5, 0.3):
+            one = _case(budget, 9.0, -1.0, 1.0, 5.5)
+            one.tasks = tasks
+            every += _seeded(one)
     whole = QualityResult(
-        QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+        QualityConfig(Path("reference.pt"), tmp_path), every, 64, 90.0, {}, reference_epochs=8
     )
     assert "Partial run" not in markdown(whole, "edgecut bench quality")
 
@@ -185,7 +252,8 @@ def test_a_shipped_from_scratch_candidate_is_final_and_the_refined_time_goal_sta
     assert refined.met and refined.value == "69 s"  # the distillation refinement, not the 310 s candidate
     (speed,) = [v for v in found if v.goal == "speed-up / MAC cut (refinement 2 (from scratch))"]
     assert "its MAC cut outgrows its speed-up by design" in speed.detail
-    assert baseline_wins([case]) == []  # nothing beats what is shipped now
+    # nothing beats what is shipped now, on any seed
+    assert [a.baseline for a in against_shipped(_seeded(case)) if a.test.verdict != "loss"] == []
 
 
 def test_a_saved_run_renders_again_without_running(
@@ -235,3 +303,81 @@ def test_the_same_time_baseline_says_how_many_epochs_it_got(tmp_path: Path) -> N
     same.note = "300 steps"
     text = markdown(res, "x")
     assert "1.6-1.6 epochs of the 6000 scenes here" in text and "whole 8-epoch schedule, so" not in text
+
+
+def test_runs_of_other_seeds_render_as_one_section_and_a_case_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full run split over CI jobs (one seed each) renders one section from their saved rows."""
+    from edgecut.cli import main
+    from edgecut_bench import saved_rows
+
+    cases = _seeded(_case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5))
+    files = []
+    for c in cases:
+        cfg = QualityConfig(
+            Path("reference.pt"), tmp_path, seeds=(c.seed or 0,), cases=((c.tasks, c.budget),)
+        )
+        res = QualityResult(
+            cfg, [c], 64, 600.0, {c.name: 0.7}, command=f"edgecut bench quality --seeds {c.seed}"
+        )
+        files.append(tmp_path / f"rows-{c.seed}.pkl")
+        saved_rows.save(res, files[-1])
+    out = tmp_path / "bench.md"
+    assert main(["bench", "quality", "--render-from", *map(str, files), "--out", str(out), "--plot", ""]) == 0
+    text = out.read_text()
+    assert "(seeds 0, 1, 2; mean over seeds" in text and "Whole run: 30.0 min" in text
+    assert "**from scratch wins** at seg + depth @ macs 0.5" in text  # the paired test over the 3 files
+    assert "Rerun: `edgecut bench quality --seeds 0; edgecut bench quality --seeds 1; edgecut" in text
+    assert main(["bench", "quality", "--render-from", str(files[0]), "--out", "", "--plot", ""]) == 0
+    capsys.readouterr()
+    assert main(["bench", "quality", "--render-from", str(files[0]), str(files[0]), "--out", ""]) != 0
+    err = capsys.readouterr().err
+    assert "two of the row files measured seg + depth @ macs 0.5, seed 0" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--seeds", "0,x", "--seeds must be integers >= 0 separated by ','"),
+        ("--seeds", "1,1", "--seeds must be distinct integers >= 0"),
+        ("--cases", "seg,depth@big", "--cases must be TASKS@BUDGET separated by ';'"),
+        ("--cases", "seg,depth", "--cases must be TASKS@BUDGET separated by ';'"),
+    ],
+)
+def test_bad_seeds_or_cases_are_refused_in_one_sentence(
+    flag: str, value: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgecut.cli import main
+
+    assert main(["bench", "quality", "--data-dir", str(tmp_path), flag, value, "--out", ""]) != 0
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_cases_select_the_task_set_and_budget_pairs_to_run(tmp_path: Path) -> None:
+    from edgecut_bench.cli import _cases
+
+    cases = _cases("seg,depth@0.5; seg,depth,normals@0.3")
+    assert cases == ((("seg", "depth"), 0.5), (("seg", "depth", "normals"), 0.3))
+    cfg = QualityConfig(Path("reference.pt"), tmp_path, cases=cases)
+    assert cfg.matrix() == list(cases)
+    assert len(QualityConfig(Path("reference.pt"), tmp_path).matrix()) == 4  # every task set x budget
+
+
+def test_the_summary_bullet_counts_baselines_by_the_paired_test_and_gives_the_final_model_per_case(
+    tmp_path: Path,
+) -> None:
+    from edgecut_bench.quality_tables import summary
+
+    cases = _seeded(_case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5))
+    cfg = QualityConfig(Path("reference.pt"), tmp_path)
+    res = QualityResult(cfg, cases, 64, 7200.0, {}, command="edgecut bench quality")
+    said = summary(res)
+    assert said.startswith("(`edgecut bench quality`, 3 seeds, 120.0 min): what the device serves in the end")
+    assert "seg + depth @ macs 0.5 -3.0 ± 0.6 %" in said and "after 9–9 s of build time" in said
+    # scratch same time loses, the candidate wins (+1.0 on every seed); Torch-Pruning loses to the quick one
+    assert "from scratch 1 / 0 / 1, Torch-Pruning (against the quick model) 0 / 0 / 1" in said
+    assert "missed: Δm after refinement" in said
+    one = summary(QualityResult(cfg, [_case(0.5, 9.0, -3.0, 1.0, 5.5)], 64, 60.0, {}))
+    assert "from scratch not tested (1 seed) in 2 comparisons" in one and "mean ± sd" not in one
