@@ -7,7 +7,8 @@
   from-scratch candidate may follow it) within 5 minutes of the request;
 - speed-up / MAC cut >= 0.8 for every shipped model (onnxruntime, 1 thread, batch 1).
 Each verdict says by how much a goal is missed and the measured facts behind it. Findings beside the
-goals: where a baseline (from scratch, Torch-Pruning) ends better than what edgecut ships.
+goals: where a baseline (from scratch, Torch-Pruning) ends better than what edgecut ships, or no
+different from it (paper_stats.versus over the seeds measured).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+from edgecut_bench.paper_stats import versus
 from edgecut_bench.quality_rows import (
     QUICK,
     REFINED,
     RETRAINED,
     SCRATCH,
     SHIPPED,
-    TP_MAGNITUDE,
-    TP_TAYLOR,
+    TP_FINAL,
     Case,
     Row,
 )
@@ -223,6 +225,7 @@ class Finding:
     shipped_delta_m: float
     baseline_ms: float = math.nan
     shipped_ms: float = math.nan
+    outcome: int = 1  # paper_stats.versus: 1 the baseline is ahead, 0 no difference
 
     @property
     def margin(self) -> float:
@@ -234,18 +237,31 @@ class Finding:
         return self.baseline_ms / self.shipped_ms
 
 
+# What a baseline is compared with: edgecut's final shipped model, its quick model (a baseline given the
+# quick build's training), or the last model of its distillation lineage (a baseline given the same
+# training as the whole lineage: the from-scratch candidate that may follow is trained another way)
+Against = Literal["final", "quick", "distilled"]
+
+
+def _shipped(case: Case, against: Against) -> Row | None:
+    if against == "quick":
+        return next(iter(case.of(QUICK)), None)
+    return case.distilled() if against == "distilled" else case.final()
+
+
 def baseline_wins(
-    cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, TP_MAGNITUDE, TP_TAYLOR), against: str = "final"
+    cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, *TP_FINAL), against: Against = "final"
 ) -> list[Finding]:
-    """Every baseline row whose Δm beats the shipped model of its case: the final one, or with
-    `against="quick"` the quick one (for baselines given only the quick build's recovery)."""
+    """Every baseline row not behind edgecut's model of its case (`against`): ahead of it, or no different
+    by paper_stats.versus (with one seed, every gap counts: only an exact tie is no difference)."""
     found = []
     for case in cases:
-        shipped = case.final() if against == "final" else next(iter(case.of(QUICK)), None)
+        shipped = _shipped(case, against)
         if shipped is None:
             continue
         for row in case.of(*kinds):
-            if row.delta_m > shipped.delta_m:
+            outcome = versus([row.delta_m], [shipped.delta_m])
+            if outcome >= 0:
                 found.append(
                     Finding(
                         case.name,
@@ -255,6 +271,7 @@ def baseline_wins(
                         shipped.delta_m,
                         row.latency_ms,
                         shipped.latency_ms,
+                        outcome,
                     )
                 )
     return found

@@ -16,6 +16,9 @@ from edgecut_bench.quality_rows import (
     RETRAINED,
     SCRATCH_CANDIDATE,
     SCRATCH_TIME,
+    TP_FINAL,
+    TP_MAGNITUDE,
+    TP_QUICK,
     TP_TAYLOR,
     Case,
     Row,
@@ -222,3 +225,38 @@ def test_the_same_time_baseline_says_how_many_epochs_it_got(tmp_path: Path) -> N
     same.note = "300 steps"
     text = markdown(res, "x")
     assert "1.6-1.6 epochs of the 6000 scenes here" in text and "whole 8-epoch schedule, so" not in text
+
+
+def test_torch_pruning_is_compared_like_with_like_and_an_equal_result_is_no_difference(
+    tmp_path: Path,
+) -> None:
+    """Torch-Pruning's quick rows against edgecut's quick model, its final rows against the last model of
+    edgecut's distillation lineage (the same training), not against a from-scratch model shipped after it."""
+    case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    case.rows.insert(3, _row(RETRAINED, "refinement 2 (from scratch)", 48, 5.0, 240.0, 310.0, 1.0, -1.0, 1.0))
+    case.rows += [
+        _row(TP_MAGNITUDE, "Torch-Pruning magnitude, quick", 50, 6.0, 9.0, 9.0, -3.0, 4.0, -3.5),
+        _row(TP_FINAL[0], "Torch-Pruning magnitude, final", 50, 5.5, 60.0, 69.0, -1.0, 1.0, -3.0),
+        _row(TP_FINAL[1], "Torch-Pruning taylor, final", 50, 5.5, 60.0, 69.0, -2.0, 2.0, -3.5),
+    ]
+    assert case.distilled() is case.of(REFINED)[0] and case.final() is case.of(RETRAINED)[0]
+    quick = baseline_wins([case], TP_QUICK, "quick")
+    assert [(w.baseline, w.shipped, w.outcome) for w in quick] == [
+        ("Torch-Pruning magnitude, quick", "quick", 1)
+    ]
+    final = baseline_wins([case], TP_FINAL, "distilled")
+    assert [(w.baseline, w.shipped, w.outcome) for w in final] == [
+        ("Torch-Pruning magnitude, final", "refinement 1", 0)
+    ]
+    assert baseline_wins([case], TP_FINAL) == []  # the shipped from-scratch model (+1 %) is ahead of all
+    text = markdown(QualityResult(QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}), "x")
+    assert (
+        "**Torch-Pruning (quick) wins** at seg + depth @ macs 0.5: Torch-Pruning magnitude, quick Δm -3.50 % "
+        "against quick -4.00 % (by 0.50 points)" in text
+    )
+    assert (
+        "**Torch-Pruning (final): no difference** at seg + depth @ macs 0.5: Torch-Pruning magnitude, final "
+        "Δm -3.00 % against refinement 1 -3.00 % (by 0.00 points)" in text
+    )
+    assert "Torch-Pruning taylor, final Δm" not in text.split("**Baselines")[1]
+    assert "round_to=8" in text
