@@ -51,6 +51,7 @@ class Lineage:
     final: Stage  # the last shipped model (the quick one when no refinement shipped)
     shipped: list[int] = field(default_factory=list)  # refinement numbers that shipped
     dropped: list[tuple[int, float]] = field(default_factory=list)  # (refinement, its Δm) not shipped
+    seconds: float = 0.0  # the whole lineage's wall clock, refinements not shipped included
 
     def note(self) -> str:
         """The final row's note: which refinements shipped and which did not, with their Δm."""
@@ -92,4 +93,5 @@ def follow(
             lineage.shipped.append(number)
         else:
             lineage.dropped.append((number, dm))
+    lineage.seconds = time.perf_counter() - t0
     return lineage

@@ -135,7 +135,6 @@ class _Bench:
             labelled_tasks(self._train), lambda: self._train, f"{cfg.train_scenes} synthetic scenes"
         )
         engine.scratch = cfg.scratch()
-        self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
         self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
         self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
 
@@ -371,31 +370,36 @@ class _Bench:
         lineage = follow(model, teacher, self.calib, schedule, score)
         quick_steps = schedule.quick.steps if schedule.quick else 0
         final_steps = quick_steps + sum(schedule.refinements[n - 1].steps for n in lineage.shipped)
-        quick_s = pruning + lineage.quick.seconds
-        for kind, stage, what, seconds, steps, note in (
-            (kinds[0], lineage.quick, "quick", quick_s, quick_steps, f"{quick_steps} recovery steps"),
-            (
-                kinds[1],
-                lineage.final,
-                "final",
-                pruning + lineage.final.seconds - quick_s,
-                final_steps,
-                lineage.note(),
-            ),
-        ):
-            row = self.row(
+        quick_s, whole = pruning + lineage.quick.seconds, pruning + lineage.seconds
+        name = f"Torch-Pruning {variant}"
+        quick, final = lineage.quick.model, lineage.final.model
+        rows = [
+            self.row(
                 case,
                 teacher,
-                kind,
-                f"Torch-Pruning {variant}, {what}",
-                stage.model,
-                seconds,
-                pruning + stage.seconds,
-                note,
-                scored[id(stage.model)],
-            )
-            row.recovery_steps = steps
-            case.rows.append(row)
+                kinds[0],
+                f"{name}, quick",
+                quick,
+                quick_s,
+                quick_s,
+                f"{quick_steps} recovery steps",
+                scored[id(quick)],
+            ),
+            # its own seconds: the refinements' (shipped or not); from the start: the whole lineage's
+            self.row(
+                case,
+                teacher,
+                kinds[1],
+                f"{name}, final",
+                final,
+                whole - quick_s,
+                whole,
+                lineage.note(),
+                scored[id(final)],
+            ),
+        ]
+        rows[0].recovery_steps, rows[1].recovery_steps = quick_steps, final_steps
+        case.rows += rows
 
 
 def _schedule(r: RecoveryOptions) -> str:
