@@ -83,11 +83,9 @@ def test_on_the_reference_every_pruned_width_is_a_multiple_of_8_within_the_budge
     assert all(w % ROUND_TO == 0 and w > 0 for w in pruned.values()), pruned
     outputs = {n for n, m in reference.named_modules() if any(m is o for o in reference.output_layers())}
     assert all(after[n] == before[n] for n in outputs)  # each task's output keeps its channels
-    kept = [after[n] / before[n] for n in before if n not in outputs]
     if variant == "magnitude":  # local: every layer keeps the same share, up to one rounding step
+        kept = [after[n] / before[n] for n in before if n not in outputs]
         assert max(kept) - min(kept) <= ROUND_TO / min(before[n] for n in before if n not in outputs)
-    else:  # global: layers compete, so some keep far more of their width than others
-        assert max(kept) - min(kept) > 0.4
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
