@@ -173,9 +173,6 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         help="steps of each refinement, ',' between (default %(default)s: the engine's own schedules)",
     )
     q.add_argument(
-        "--tp-refine", action="store_true", help="give Torch-Pruning's models the refinements' schedules too"
-    )
-    q.add_argument(
         "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
     )
     q.add_argument("--plot", type=Path, default=Path("docs/quality_delta_m.png"))
@@ -618,5 +615,4 @@ def _quality_config(args: argparse.Namespace, config: Callable[..., QualityConfi
         scratch_seconds=args.scratch_seconds,
         recovery_steps=args.recovery_steps,
         refine_steps=refine_steps,
-        tp_refine=args.tp_refine,
     )

@@ -11,8 +11,10 @@ validation scenes), rows for:
   engine did not ship it;
 - from scratch for the same time: the same narrowed architecture trained for the distillation
   lineage's wall clock;
-- Torch-Pruning as its README shows it (magnitude and Taylor, global), then BatchNorm re-estimation
-  and the engine's recovery.
+- Torch-Pruning as its README shows it (tp_baseline.py: local magnitude, local Taylor, global isomorphic),
+  then the training edgecut's own lineage gets (lineage.py): the same BatchNorm re-estimation, the quick
+  build's recovery for as many steps as the quick build reached (a row "quick"), then the engine's
+  refinement schedules, each shipped only when better on validation (a row "final").
 Every row is evaluated on the same validation scenes, its MACs counted by prune.measure and its
 latency measured with onnxruntime (1 thread, batch 1).
 
@@ -42,7 +44,7 @@ from edgecut.errors import ConfigError
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Target, measure, size_target
-from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
+from edgecut.server.cut.recover import RecoveryOptions
 from edgecut.server.cut.scratch import ScratchOptions, narrow_to, steps_in, train_scratch
 from edgecut.server.engine import CALIB_SEED, TRAIN_SEED, TorchEngine, load_engine
 from edgecut.server.errors import DatasetError
@@ -58,6 +60,7 @@ from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import NO_FLOOR, Budget, BuildSpec, BuiltArtifact, Refinement
+from edgecut_bench.lineage import Schedule, follow
 from edgecut_bench.quality_rows import (
     FULL,
     QUICK,
@@ -65,19 +68,18 @@ from edgecut_bench.quality_rows import (
     RETRAINED,
     SCRATCH_CANDIDATE,
     SCRATCH_TIME,
-    TP_MAGNITUDE,
-    TP_TAYLOR,
+    TP_FINAL,
+    TP_QUICK,
     Case,
     Row,
 )
-from edgecut_bench.tp_baseline import Criterion, tp_prune
+from edgecut_bench.tp_baseline import VARIANTS, tp_prune
 
 STAGES = (
     "full",
     "quick + refinements",
     "scratch (same time)",
-    "tp magnitude",
-    "tp taylor",
+    *(f"tp {v}" for v in VARIANTS),
 )
 
 
@@ -94,7 +96,6 @@ class QualityConfig:
     scratch_seconds: float = ScratchOptions.seconds  # ... and the time its steps are fitted to
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
     refine_steps: tuple[int, ...] | None = None  # the refinements' steps (None = the engine's own)
-    tp_refine: bool = False  # Torch-Pruning's models also get the refinements' schedules
     seeds: tuple[int, ...] = (0, 1, 2)  # the whole matrix once per seed (see the module doc)
     cases: tuple[tuple[tuple[str, ...], float], ...] = ()  # (task set, budget) to run; () = the matrix
 
@@ -151,7 +152,6 @@ class _Bench:
             labelled_tasks(self._train), lambda: self._train, f"{cfg.train_scenes} synthetic scenes"
         )
         engine.scratch = cfg.scratch(seed)
-        self.recovery = engine.options.recovery or RecoveryOptions(steps=0)
         self._timing: list[tuple[Row, Path]] = []  # this case's rows and their ONNX files, timed together
         self._timing_dir = Path(tempfile.mkdtemp(prefix="bench-quality-"))
 
@@ -184,8 +184,10 @@ class _Bench:
         seconds: float,
         elapsed: float,
         note: str = "",
+        metrics: Metrics | None = None,
     ) -> Row:
-        metrics = evaluate(model, teacher.task_specs, self.val)
+        """A row for `model` (`metrics`: its validation metrics when already measured)."""
+        metrics = metrics if metrics is not None else evaluate(model, teacher.task_specs, self.val)
         s = measure(model, self.size)
         row = Row(
             kind,
@@ -224,6 +226,7 @@ class _Bench:
             metrics,
             delta_m(metrics, case.full.metrics, teacher.task_specs),
             refinement=number,
+            recovery_steps=art.meta.recovery_steps,
         )
         return self._to_time(row, lambda onnx: shutil.copyfile(art.onnx_path, onnx))
 
@@ -238,9 +241,10 @@ class _Bench:
         max_macs = size_target(Budget(macs_fraction=budget), measure(teacher, self.size)).max_macs
         assert max_macs is not None  # a MACs fraction always gives a MACs limit
         scale = self.scratch(case, teacher, distilled.macs, elapsed)
-        for crit, kind in (("magnitude", TP_MAGNITUDE), ("taylor", TP_TAYLOR)):
-            self.torch_pruning(case, teacher, crit, kind, max_macs)  # type: ignore[arg-type]
-            self.advance(1, case=case.name, stage=kind, dm=f"{case.rows[-1].delta_m:+.1f}")
+        schedule = self.tp_schedule(case)
+        for variant, quick, final in zip(VARIANTS, TP_QUICK, TP_FINAL, strict=True):
+            self.torch_pruning(case, teacher, variant, (quick, final), max_macs, schedule)
+            self.advance(1, case=case.name, stage=f"tp {variant}", dm=f"{case.rows[-1].delta_m:+.1f}")
         self.time_case()
         return case, scale
 
@@ -344,19 +348,75 @@ class _Bench:
         self.advance(1, case=case.name, stage="scratch same time", dm=f"{case.rows[-1].delta_m:+.1f}")
         return narrow.scale
 
+    def tp_schedule(self, case: Case) -> Schedule:
+        """The training the case's edgecut lineage got: the engine's BatchNorm re-estimation, its quick
+        recovery for the steps the quick build reached (a deadline may have cut them), its refinements."""
+        opts = self.engine.options
+        quick = case.of(QUICK)[0]
+        steps = quick.recovery_steps
+        recovery = replace(opts.recovery, steps=steps, seconds=None) if opts.recovery and steps else None
+        spec = BuildSpec.create(list(case.tasks), Budget(macs_fraction=case.budget))
+        number = min(self.engine.refinements(spec), len(self.engine.refine_schedules))
+        return Schedule(
+            opts.bn_batches,
+            opts.batch_size,
+            recovery,
+            self.engine.refine_schedules[:number],
+            self.engine.refine_margin,
+        )
+
     def torch_pruning(
-        self, case: Case, teacher: MultiTaskModel, crit: Criterion, kind: str, max_macs: int
+        self,
+        case: Case,
+        teacher: MultiTaskModel,
+        variant: str,
+        kinds: tuple[str, str],
+        max_macs: int,
+        schedule: Schedule,
     ) -> None:
+        """Two rows: Torch-Pruning's model after the quick build's training, and after the refinements'."""
         t0 = time.perf_counter()
-        model, _ = tp_prune(teacher, crit, max_macs, self.calib)
-        recalibrate_batchnorm(model, self.calib)
-        if self.recovery.steps > 0:
-            recover(model, teacher, self.calib, self.recovery)
-        for schedule in self.engine.refine_schedules if self.cfg.tp_refine else ():
-            recover(model, teacher, self.calib, schedule)
-        seconds = time.perf_counter() - t0
-        label = f"Torch-Pruning {crit}"
-        case.rows.append(self.row(case, teacher, kind, label, model, seconds, seconds))
+        model, _ = tp_prune(teacher, variant, max_macs, self.calib)
+        pruning = time.perf_counter() - t0
+        scored: dict[int, Metrics] = {}
+
+        def score(m: MultiTaskModel) -> float:
+            scored[id(m)] = evaluate(m, teacher.task_specs, self.val)
+            return delta_m(scored[id(m)], case.full.metrics, teacher.task_specs)
+
+        lineage = follow(model, teacher, self.calib, schedule, score)
+        quick_steps = schedule.quick.steps if schedule.quick else 0
+        final_steps = quick_steps + sum(schedule.refinements[n - 1].steps for n in lineage.shipped)
+        quick_s, whole = pruning + lineage.quick.seconds, pruning + lineage.seconds
+        name = f"Torch-Pruning {variant}"
+        quick, final = lineage.quick.model, lineage.final.model
+        rows = [
+            self.row(
+                case,
+                teacher,
+                kinds[0],
+                f"{name}, quick",
+                quick,
+                quick_s,
+                quick_s,
+                f"{quick_steps} recovery steps",
+                scored[id(quick)],
+            ),
+            # its own seconds: the refinements' (shipped or not); from the start: the whole lineage's
+            self.row(
+                case,
+                teacher,
+                kinds[1],
+                f"{name}, final",
+                final,
+                whole - quick_s,
+                whole,
+                lineage.note(),
+                scored[id(final)],
+            ),
+        ]
+        rows[0].recovery_steps, rows[1].recovery_steps = quick_steps, final_steps
+        case.rows += rows
 
 
 def _schedule(r: RecoveryOptions) -> str:

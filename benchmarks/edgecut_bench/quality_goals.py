@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from edgecut_bench.paper_stats import Comparison, Stat, mean, paired, stat
 from edgecut_bench.quality_rows import (
@@ -24,8 +25,7 @@ from edgecut_bench.quality_rows import (
     RETRAINED,
     SCRATCH,
     SHIPPED,
-    TP_MAGNITUDE,
-    TP_TAYLOR,
+    TP_FINAL,
     Case,
     Row,
     by_setting,
@@ -224,12 +224,13 @@ class Against:
 
     case: str  # the setting
     baseline: str
-    shipped: str  # "final" (the last shipped model of each seed) or "quick"
+    shipped: str  # "final" (the last shipped model of each seed), "quick" or "distilled" (the lineage's last)
     baseline_delta_m: Stat
     shipped_delta_m: Stat
     test: Comparison  # baseline minus shipped
     baseline_ms: float = math.nan  # mean over those seeds
     shipped_ms: float = math.nan
+    outcome: int = 1  # paper_stats.versus: 1 the baseline is ahead, 0 no difference
 
     @property
     def wins(self) -> bool:
@@ -242,19 +243,30 @@ class Against:
         return self.baseline_ms / self.shipped_ms
 
 
+# What a baseline is compared with: edgecut's final shipped model, its quick model (a baseline given the
+# quick build's training), or the last model of its distillation lineage (a baseline given the same
+# training as the whole lineage: the from-scratch candidate that may follow is trained another way)
+Shipped = Literal["final", "quick", "distilled"]
+
+
+def _shipped(case: Case, against: Shipped) -> Row | None:
+    if against == "quick":
+        return next(iter(case.of(QUICK)), None)
+    return case.distilled() if against == "distilled" else case.final()
+
+
 def against_shipped(
-    cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, TP_MAGNITUDE, TP_TAYLOR), against: str = "final"
+    cases: Sequence[Case], kinds: Sequence[str] = (*SCRATCH, *TP_FINAL), against: Shipped = "final"
 ) -> list[Against]:
-    """Every baseline row (by label) against the shipped model of its setting, paired by seed: the
-    final one, or with `against="quick"` the quick one (for baselines given only the quick build's
-    recovery). A seed where a row is missing (e.g. the from-scratch candidate shipped) is left out."""
+    """Every baseline row (by label) against edgecut's model of its setting (`against`), paired by seed.
+    A seed where a row is missing (e.g. the from-scratch candidate shipped) is left out."""
     out = []
     for setting, group in by_setting(list(cases)).items():
         shipped: dict[int, Row] = {}
         baselines: dict[str, dict[int, Row]] = {}
         for case in group:
             seed = case.seed or 0
-            row = case.final() if against == "final" else next(iter(case.of(QUICK)), None)
+            row = _shipped(case, against)
             if row is None:
                 continue
             shipped[seed] = row

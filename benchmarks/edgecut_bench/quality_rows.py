@@ -14,7 +14,11 @@ Metrics = dict[str, dict[str, float]]
 # ("scratch-candidate": that candidate when it did not beat it, so it was not shipped).
 FULL, QUICK, REFINED, RETRAINED = "full", "quick", "refined", "retrained"
 SCRATCH_TIME, SCRATCH_CANDIDATE = "scratch-same-time", "scratch-candidate"
-TP_MAGNITUDE, TP_TAYLOR = "tp-magnitude", "tp-taylor"
+# Torch-Pruning (tp_baseline.VARIANTS, in order): each after the quick build's training ("quick") and after
+# the refinements' ("final"), the same training edgecut's lineage gets (lineage.py)
+TP_QUICK = ("tp-magnitude", "tp-taylor", "tp-isomorphic")
+TP_FINAL = tuple(f"{k}-final" for k in TP_QUICK)
+TP_MAGNITUDE, TP_TAYLOR, TP_ISOMORPHIC = TP_QUICK
 SHIPPED = (QUICK, REFINED, RETRAINED)
 SCRATCH = (SCRATCH_TIME, SCRATCH_CANDIDATE)
 
@@ -32,6 +36,7 @@ class Row:
     delta_m: float  # % vs. the full model
     refinement: int = 0
     note: str = ""
+    recovery_steps: int = 0  # distillation steps behind this model's weights (all stages together)
 
     @property
     def shipped(self) -> bool:
@@ -55,6 +60,12 @@ class Case:
 
     def of(self, *kinds: str) -> list[Row]:
         return [r for r in self.rows if r.kind in kinds]
+
+    def distilled(self) -> Row | None:
+        """The last shipped model of the distillation lineage (quick, refinements), before any
+        from-scratch candidate: what a baseline given the same training is compared with."""
+        shipped = self.of(QUICK, REFINED)
+        return shipped[-1] if shipped else None
 
     def final(self) -> Row | None:
         """What the device serves at the end: the last shipped model (a refinement ships only when better)."""

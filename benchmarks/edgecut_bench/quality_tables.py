@@ -18,6 +18,8 @@ from edgecut_bench.quality_rows import (
     RETRAINED,
     SCRATCH,
     SCRATCH_CANDIDATE,
+    TP_FINAL,
+    TP_QUICK,
     Case,
     Row,
     by_setting,
@@ -175,8 +177,6 @@ def summary(res: QualityResult) -> str:
         for setting, group in groups.items()
     )
     quick = [r for c in res.cases for r in c.of(QUICK)]
-    tp_kinds = tuple(dict.fromkeys(r.kind for c in res.cases for r in c.rows if r.kind.startswith("tp-")))
-    tp_against = "final" if res.cfg.tp_refine else "quick"
     goals = collapsed(verdicts(res.cases))
     missed = [v for v in goals if v.met is False]
     return (
@@ -185,8 +185,10 @@ def summary(res: QualityResult) -> str:
         f"{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}: {finals}; the quick model ships after "
         f"{min(r.seconds for r in quick):.0f}–{max(r.seconds for r in quick):.0f} s of build time. "
         "Baselines against it (better / no difference / worse by a paired t-test over the seeds): from "
-        f"scratch {_outcomes(against_shipped(res.cases, SCRATCH, 'final'))}, Torch-Pruning (against the "
-        f"{tp_against} model) {_outcomes(against_shipped(res.cases, tp_kinds, tp_against))}. Goals of issue "
+        f"scratch {_outcomes(against_shipped(res.cases, SCRATCH, 'final'))}, Torch-Pruning given the same "
+        f"training (quick vs. quick) {_outcomes(against_shipped(res.cases, TP_QUICK, 'quick'))} and (final vs. "
+        f"the last distilled model) {_outcomes(against_shipped(res.cases, TP_FINAL, 'distilled'))}. Goals "
+        "of issue "
         f"20: {len(goals) - len(missed)} of {len(goals)} met"
         + (f" on every seed; missed: {', '.join(sorted({v.goal for v in missed}))}" if missed else "")
         + "; details in *Quality at budget*."

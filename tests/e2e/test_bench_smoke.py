@@ -30,6 +30,7 @@ class Smoke:
     args: str  # {data} = a data dir shared by the runs, {tmp} = this run's directory
     timeout_s: float = 240.0
     out_flag: str = "--out"
+    expect: tuple[str, ...] = ()  # text its section must hold besides a figure
 
 
 SMOKES = [
@@ -43,6 +44,11 @@ SMOKES = [
         "--train-scenes 32 --calib-scenes 32 --val-scenes 16 --recovery-steps 2 --refine-steps 2 --seeds 0 "
         "--rows {tmp}/rows.pkl --plot {tmp}/quality.png",
         timeout_s=420.0,
+        expect=tuple(
+            f"Torch-Pruning {v}, {s}"
+            for v in ("magnitude", "taylor", "isomorphic")
+            for s in ("quick", "final")
+        ),
     ),
     Smoke("generality", "Generality", "--data-dir {data} --quick", timeout_s=420.0),
     Smoke("sizing", "Fleet sizing", "--data-dir {data} --devices 8 --builds 1 --recovery-steps 0"),
@@ -95,3 +101,5 @@ def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     assert OTHER in doc  # only its own section is rewritten
     body = section(doc, smoke.section)
     assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
+    missing = [text for text in smoke.expect if text not in body]
+    assert not missing, f"its section lacks {missing}:\n{body[:2000]}"

@@ -1,5 +1,5 @@
-"""bench quality's baselines: a narrower architecture matched to the MACs budget, trained from scratch, and
-Torch-Pruning (MetaPruner, global) pruning a decomposed model to the same budget."""
+"""bench quality's from-scratch baselines: a narrower architecture matched to the MACs budget, trained
+from scratch (Torch-Pruning's baseline: test_tp_baseline.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl import MultiTaskModel, build_model
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
 from edgecut.server.mtl.train import TrainConfig
-from edgecut_bench.tp_baseline import tp_prune
 
 TASKS = ("seg", "depth")
 
@@ -102,26 +101,6 @@ def test_training_from_scratch_lowers_the_loss_and_stops_at_its_time_limit(scene
     assert not model.training
     capped = train_scratch(build_narrow(_resnet(), TASKS, 0.5), scenes, cfg, steps=50, seconds=0.0)
     assert capped.steps == 1
-
-
-@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
-@pytest.mark.parametrize("fraction", [0.5, 0.3])
-def test_torch_pruning_reaches_the_budget_on_the_decomposed_model(
-    scenes: TensorSamples, criterion: str, fraction: float
-) -> None:
-    teacher = decompose(_resnet(), TASKS)
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    selected = measure(teacher, 32)
-    budget = int(fraction * selected.macs)
-    model, size = tp_prune(teacher, criterion, budget, scenes)  # type: ignore[arg-type]
-    assert size.macs <= budget
-    assert size.macs >= 0.85 * budget  # small iterative steps stop close to the budget
-    assert size == measure(model, 32)
-    out = model(torch.rand(2, 3, 32, 32))
-    assert {t: tuple(y.shape) for t, y in out.items()} == {"seg": (2, 6, 32, 32), "depth": (2, 1, 32, 32)}
-    # the original is left as it was (it is the teacher of the recovery that follows)
-    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
-    assert all(p.grad is None for p in model.parameters())
 
 
 def test_widths_stay_multiples_of_the_configs_groups() -> None:

@@ -18,6 +18,9 @@ from edgecut_bench.quality_rows import (
     RETRAINED,
     SCRATCH_CANDIDATE,
     SCRATCH_TIME,
+    TP_FINAL,
+    TP_MAGNITUDE,
+    TP_QUICK,
     TP_TAYLOR,
     Case,
     Row,
@@ -134,7 +137,7 @@ def test_a_baseline_beats_the_shipped_model_only_by_the_paired_test_over_seeds()
     assert won.case == "seg + depth @ macs 0.5" and won.test.p < 0.01
     assert found["scratch, same time"].test.verdict == "loss"  # -10 % against -3 %
     # against the quick model (-4 %), Torch-Pruning's -5 % loses
-    tp = {a.baseline: a for a in against_shipped(_seeded(case), against="quick")}["Torch-Pruning taylor"]
+    tp = {a.baseline: a for a in against_shipped(_seeded(case), TP_QUICK, "quick")}["Torch-Pruning taylor"]
     assert tp.test.verdict == "loss" and tp.shipped == "quick"
     # one seed: the same 1-point gap is not tested, and never a win
     (one,) = [a for a in against_shipped([case]) if a.baseline.startswith("from-scratch")]
@@ -165,7 +168,8 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
     assert "missed in 3 of 3 seeds" in text and "| 20.0 s / 20.0 s / 20.0 s |" in text  # quick build time
     assert (
         "**from scratch wins** at seg + depth @ macs 0.5: from-scratch candidate (not shipped) Δm -1.97 ± 0.65 % "
-        "against final -2.97 ± 0.55 % (by +1.00 pp (95 % CI +0.75 … +1.25, p = 0.003, n = 3))" in text
+        "against the final model edgecut ships -2.97 ± 0.55 % (by +1.00 pp (95 % CI +0.75 … +1.25, p = 0.003, n = 3))"
+        in text
     )
     # 6.0 ms against the refined model's 5.5: a better Δm bought with speed is said to be one
     assert "but it runs 1.09x the shipped model's time (6.00 vs 5.50 ms): at the same MACs, not" in text
@@ -377,7 +381,39 @@ def test_the_summary_bullet_counts_baselines_by_the_paired_test_and_gives_the_fi
     assert said.startswith("(`edgecut bench quality`, 3 seeds, 120.0 min): what the device serves in the end")
     assert "seg + depth @ macs 0.5 -3.0 ± 0.6 %" in said and "after 9–9 s of build time" in said
     # scratch same time loses, the candidate wins (+1.0 on every seed); Torch-Pruning loses to the quick one
-    assert "from scratch 1 / 0 / 1, Torch-Pruning (against the quick model) 0 / 0 / 1" in said
+    assert "from scratch 1 / 0 / 1, Torch-Pruning given the same training (quick vs. quick) 0 / 0 / 1" in said
     assert "missed: Δm after refinement" in said
     one = summary(QualityResult(cfg, [_case(0.5, 9.0, -3.0, 1.0, 5.5)], 64, 60.0, {}))
     assert "from scratch not tested (1 seed) in 2 comparisons" in one and "mean ± sd" not in one
+
+
+def test_torch_pruning_is_compared_like_with_like_and_an_equal_result_is_no_difference(
+    tmp_path: Path,
+) -> None:
+    """Torch-Pruning's quick rows against edgecut's quick model, its final rows against the last model of
+    edgecut's distillation lineage (the same training), not against a from-scratch model shipped after it."""
+    case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=1.0, refined_ms=5.5)
+    case.rows.insert(3, _row(RETRAINED, "refinement 2 (from scratch)", 48, 5.0, 240.0, 310.0, 1.0, -1.0, 1.0))
+    case.rows += [
+        _row(TP_MAGNITUDE, "Torch-Pruning magnitude, quick", 50, 6.0, 9.0, 9.0, -3.0, 4.0, -2.5),
+        _row(TP_FINAL[0], "Torch-Pruning magnitude, final", 50, 5.5, 60.0, 69.0, -1.0, 1.0, -3.0),
+        _row(TP_FINAL[1], "Torch-Pruning taylor, final", 50, 5.5, 60.0, 69.0, -2.0, 2.0, -3.5),
+    ]
+    assert case.distilled() is case.of(REFINED)[0] and case.final() is case.of(RETRAINED)[0]
+    cases = _seeded(case)
+    quick = {a.baseline: a for a in against_shipped(cases, TP_QUICK, "quick")}
+    assert quick["Torch-Pruning magnitude, quick"].shipped == "quick"
+    assert quick["Torch-Pruning magnitude, quick"].test.verdict == "win"  # +1.5 points on every seed
+    final = {a.baseline: a for a in against_shipped(cases, TP_FINAL, "distilled")}
+    assert final["Torch-Pruning magnitude, final"].test.verdict == "no difference"  # 0 ± 0.1 points
+    assert final["Torch-Pruning taylor, final"].test.verdict == "loss"
+    assert all(a.test.verdict == "loss" for a in against_shipped(cases, TP_FINAL))  # vs the shipped +1 %
+    text = markdown(
+        QualityResult(QualityConfig(Path("reference.pt"), tmp_path), cases, 64, 90.0, {}, reference_epochs=8),
+        "x",
+    )
+    assert (
+        "**Torch-Pruning (quick) wins** at seg + depth @ macs 0.5: Torch-Pruning magnitude, quick Δm" in text
+    )
+    assert "No Torch-Pruning (final) baseline beats the last model of edgecut's distillation lineage" in text
+    assert "round_to=8" in text

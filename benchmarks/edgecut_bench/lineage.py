@@ -1,0 +1,97 @@
+"""The training edgecut's shipped lineage gets, applied to a model pruned some other way (Torch-Pruning),
+so that a baseline row and edgecut's row differ only in how channels were chosen.
+
+The engine's lineage (engine.py, cut/refine.py): BatchNorm statistics re-estimated on calibration images,
+the quick build's recovery (distillation), shipped; then each refinement schedule continues from the
+weights of the last *shipped* model and ships only when its Δm on the validation set beats that model's
+by the refinement margin (a refinement that does not is dropped, and the next one starts from the last
+shipped weights again). `follow` runs exactly that on any pruned model and says which model is the quick
+one and which the final one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch.utils.data import Dataset
+
+from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import Batch
+
+# recover(student, teacher, calib, options): trains `student` in place
+Train = Callable[[MultiTaskModel, MultiTaskModel, Dataset[Batch], RecoveryOptions], object]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The engine's training after pruning: what `TorchEngine.build` and `TorchEngine.refine` run."""
+
+    bn_batches: int  # TailorOptions.bn_batches
+    batch_size: int  # TailorOptions.batch_size
+    quick: RecoveryOptions | None  # the quick build's recovery (None or 0 steps: BatchNorm only)
+    refinements: tuple[RecoveryOptions, ...]  # the engine's distillation refinements, in order
+    margin: float  # Δm points a refinement must gain over the last shipped model to ship
+
+
+@dataclass
+class Stage:
+    model: MultiTaskModel
+    delta_m: float  # on the validation set, as the engine judges it
+    seconds: float  # wall clock from the start of `follow` to this model
+    refinement: int  # 0: the quick model
+
+
+@dataclass
+class Lineage:
+    quick: Stage
+    final: Stage  # the last shipped model (the quick one when no refinement shipped)
+    shipped: list[int] = field(default_factory=list)  # refinement numbers that shipped
+    dropped: list[tuple[int, float]] = field(default_factory=list)  # (refinement, its Δm) not shipped
+    seconds: float = 0.0  # the whole lineage's wall clock, refinements not shipped included
+
+    def note(self) -> str:
+        """The final row's note: which refinements shipped and which did not, with their Δm."""
+        said = (
+            "refinements " + ", ".join(map(str, self.shipped)) + " shipped"
+            if self.shipped
+            else "no refinement shipped: the quick model"
+        )
+        said += "".join(f"; refinement {n} not shipped (Δm {dm:+.2f} %)" for n, dm in self.dropped)
+        return said
+
+
+def follow(
+    model: MultiTaskModel,
+    teacher: MultiTaskModel,
+    calib: Dataset[Batch],
+    schedule: Schedule,
+    score: Callable[[MultiTaskModel], float],
+    train: Train | None = None,
+) -> Lineage:
+    """Train the pruned `model` (in place, it becomes the quick model) the way the engine trains its own
+    pruned model; `score` gives a model's Δm on the validation set, `train` defaults to the engine's
+    recover."""
+    train = train or recover
+    t0 = time.perf_counter()
+    recalibrate_batchnorm(model, calib, schedule.bn_batches, schedule.batch_size)
+    if schedule.quick is not None and schedule.quick.steps > 0:
+        train(model, teacher, calib, schedule.quick)
+    model.eval()
+    quick = Stage(model, score(model), time.perf_counter() - t0, 0)
+    lineage = Lineage(quick, quick)
+    for number, options in enumerate(schedule.refinements, start=1):
+        student = copy.deepcopy(lineage.final.model)
+        train(student, teacher, calib, options)
+        student.eval()
+        dm = score(student)
+        if dm >= lineage.final.delta_m + schedule.margin:
+            lineage.final = Stage(student, dm, time.perf_counter() - t0, number)
+            lineage.shipped.append(number)
+        else:
+            lineage.dropped.append((number, dm))
+    lineage.seconds = time.perf_counter() - t0
+    return lineage
