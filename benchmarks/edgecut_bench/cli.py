@@ -331,14 +331,13 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def run_model(args: argparse.Namespace) -> int:
     import json
-    import platform
 
-    import torch
     from rich.console import Console
 
     from edgecut.doc_sections import write_section
-    from edgecut.server.mtl.report import metrics_markdown
     from edgecut.server.mtl.train import TrainConfig, train
+    from edgecut_bench import reference_doc
+    from edgecut_bench.doc import write_bullet
 
     ckpt = reference_checkpoint(args.data_dir)
     if args.retrain:
@@ -346,19 +345,11 @@ def run_model(args: argparse.Namespace) -> int:
         ckpt.unlink(missing_ok=True)
         train(TrainConfig(), out=ckpt, cache_dir=scenes_cache(args.data_dir))
     doc = json.loads(ckpt.with_suffix(".metrics.json").read_text())
-    cfg = doc["config"]
-    body = (
-        f"`{cfg['arch']}` {cfg['model']} on {cfg['n_train']} synthetic {cfg['image_size']}x{cfg['image_size']} "
-        f"scenes, {cfg['epochs']} epochs, batch {cfg['batch_size']}, AdamW one-cycle lr {cfg['lr']}; metrics on "
-        f"{cfg['n_val']} held-out scenes (another seed). Trivial baseline = the training set's majority class "
-        f"(segmentation, count) or mean (depth, normals), no edges. Training took **{doc['seconds'] / 60:.1f} min** "
-        f"on this machine ({platform.machine()}, 2 cores, torch {torch.__version__}; other jobs may have shared "
-        "the cores). Rerun: `edgecut bench model --retrain`.\n\n"
-        + metrics_markdown(doc["metrics"], doc["trivial_baseline"])
-    )
+    body = reference_doc.section(doc, ckpt)
     Console().print(body)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, "Reference model", body)
+        write_section(args.out, reference_doc.SECTION, body)
+        write_bullet(args.out, "Summary", reference_doc.SUMMARY_LEAD, reference_doc.bullet(doc, ckpt))
     return 0
 
 
