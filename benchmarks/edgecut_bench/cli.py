@@ -282,6 +282,8 @@ def run_prune(args: argparse.Namespace) -> int:
     from edgecut.server.mtl.calibration import calibration_source
     from edgecut.server.mtl.sources import is_synthetic
     from edgecut_bench import prune as bench
+    from edgecut_bench import prune_summary
+    from edgecut_bench.doc import write_bullet
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
@@ -326,6 +328,9 @@ def run_prune(args: argparse.Namespace) -> int:
         text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, args.section, text)
+        if args.section == prune_summary.SECTION:  # another section is another question: no Summary bullet
+            for lead, bullet in prune_summary.bullets(text).items():
+                write_bullet(args.out, "Summary", lead, bullet)
     return 0
 
 
@@ -411,7 +416,8 @@ def run_tailor(args: argparse.Namespace) -> int:
 
 def run_generality(args: argparse.Namespace) -> int:
     from edgecut.doc_sections import write_section
-    from edgecut_bench import generality
+    from edgecut_bench import generality, generality_summary
+    from edgecut_bench.doc import write_bullet
 
     cfg = generality.GeneralityConfig(
         work_dir=args.data_dir / "bench" / ("generality-quick" if args.quick else "generality"),
@@ -448,6 +454,8 @@ def run_generality(args: argparse.Namespace) -> int:
     print(text)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, generality.SECTION, text)
+        for lead, bullet in generality_summary.bullets(text).items():
+            write_bullet(args.out, "Summary", lead, bullet)
     return 0
 
 
