@@ -63,6 +63,12 @@ SMOKES = [
     ),
 ]
 ELSEWHERE = {"paper", "arm64"}  # their smoke runs: see the module docstring
+# The Summary bullets a bench renders from its section's rows (edgecut_bench.doc.write_bullet).
+SUMMARY_BULLETS = {
+    "model": ("Reference model",),
+    "prune": ("CUT vs. baselines", "Real speed"),
+    "generality": ("Generality",),
+}
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -95,3 +101,5 @@ def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     assert OTHER in doc  # only its own section is rewritten
     body = section(doc, smoke.section)
     assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
+    for lead in SUMMARY_BULLETS.get(smoke.bench, ()):
+        assert re.search(rf"^- \*\*{re.escape(lead)}\*\* .*\d", section(doc, "Summary"), re.M), lead
