@@ -1,4 +1,4 @@
-"""The engine's schedules as the docs state them are the engine's (issue 29: docs/benchmarks.md said the
+"""The engine's schedules and limits as the docs state them are the engine's (issue 29: docs/benchmarks.md said the
 refinements run "400 and then 800 steps" long after the second became 640).
 
 Each fact is a sentence template and the code that fills it; a changed constant fails here until the
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from edgecut.server.cut.balance import DEFAULT_SHARE, MAX_BOOST
 from edgecut.server.cut.refine import REFINEMENTS
 from edgecut.server.cut.scratch import ScratchOptions
+from edgecut.server.spec import MIN_DELTA_M
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
@@ -29,6 +31,17 @@ FACTS: list[tuple[str, str, Callable[[], tuple[object, ...]]]] = [
         "models.md",
         "cut to the steps that fit in `scratch_seconds` ({:g} s)",
         lambda: (ScratchOptions().seconds,),
+    ),
+    (
+        "models.md",
+        "runs at most {:g} % slower than that model's architecture",
+        lambda: (round((ScratchOptions().max_slowdown - 1) * 100, 1),),
+    ),
+    ("models.md", "falls below {:g} % fails instead of shipping", lambda: (MIN_DELTA_M,)),
+    (
+        "models.md",
+        "by one plus its shortfall in shares of {:g} %, at most {:g}x",
+        lambda: (DEFAULT_SHARE * 100, MAX_BOOST),
     ),
 ]
 
