@@ -34,10 +34,11 @@ def _schedule(doc: dict[str, Any]) -> str:
     cfg = doc["config"]
     curve = doc.get("curve") or []
     if cfg.get("patience") and curve:
+        stopped = doc.get("stopped") or f"{len(curve)} epochs, kept epoch {doc.get('best_epoch', len(curve))}"
         return (
-            f"AdamW lr {cfg['lr']} with a warm-up epoch and drops on plateau, trained until validation stopped "
-            f"improving: {len(curve)} epochs (cap {cfg['epochs']}, patience {cfg['patience']}), "
-            f"kept epoch {doc.get('best_epoch', len(curve))}"
+            f"AdamW lr {cfg['lr']} after a warm-up epoch, times {cfg.get('lr_drop', '?')} after each epoch "
+            f"without a better validation loss, until {cfg['patience']} such epochs or {cfg['epochs']} in all "
+            f"({stopped})"
         )
     return f"{cfg['epochs']} epochs, AdamW one-cycle lr {cfg['lr']}"
 

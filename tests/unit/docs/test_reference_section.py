@@ -53,3 +53,12 @@ def test_a_task_that_does_not_beat_its_trivial_baseline_is_named() -> None:
     assert "not above its trivial baseline on held-out scenes: depth" in text
     assert "depth abs. error 3 m (mean depth 2.7 m)" in text and "Training: 1.5 min." in text
     assert "trained in this data dir; the packaged reference is another model" in text
+
+
+def test_a_model_trained_until_validation_stopped_improving_says_when_it_stopped() -> None:
+    doc = _packaged()
+    doc["config"].update(epochs=80, patience=4, lr_drop=0.3)
+    doc.update(curve=[{}] * 23, best_epoch=19, stopped="stopped at epoch 23, kept epoch 19")
+    text = reference_doc.section(doc, PACKAGED_REFERENCE)
+    assert "until 4 such epochs or 80 in all (stopped at epoch 23, kept epoch 19)" in text
+    assert "one-cycle" not in text
