@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.server.cut.balance import DEFAULT_SHARE, MAX_BOOST
+from edgecut.server.cut.export import OPSET
 from edgecut.server.cut.refine import REFINEMENTS
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.spec import MIN_DELTA_M
@@ -38,6 +39,7 @@ FACTS: list[tuple[str, str, Callable[[], tuple[object, ...]]]] = [
         lambda: (round((ScratchOptions().max_slowdown - 1) * 100, 1),),
     ),
     ("models.md", "falls below {:g} % fails instead of shipping", lambda: (MIN_DELTA_M,)),
+    ("models.md", "Operators ONNX opset {} exports", lambda: (OPSET,)),
     (
         "models.md",
         "by one plus its shortfall in shares of {:g} %, at most {:g}x",
