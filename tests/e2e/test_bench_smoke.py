@@ -101,5 +101,7 @@ def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     assert OTHER in doc  # only its own section is rewritten
     body = section(doc, smoke.section)
     assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
+    summary = section(doc, "Summary") if SUMMARY_BULLETS.get(smoke.bench) else ""
     for lead in SUMMARY_BULLETS.get(smoke.bench, ()):
-        assert re.search(rf"^- \*\*{re.escape(lead)}\*\* .*\d", section(doc, "Summary"), re.M), lead
+        bullet = re.search(rf"^- \*\*{re.escape(lead)}\*\* (.*(?:\n  .*)*)", summary, re.M)
+        assert bullet and re.search(r"\d", bullet.group(1)), f"no {lead!r} bullet with a figure:\n{summary}"
