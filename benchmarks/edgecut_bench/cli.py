@@ -312,6 +312,8 @@ def run_prune(args: argparse.Namespace) -> int:
     from edgecut.server.mtl.calibration import calibration_source
     from edgecut.server.mtl.sources import is_synthetic
     from edgecut_bench import prune as bench
+    from edgecut_bench import prune_summary
+    from edgecut_bench.doc import write_bullet
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
@@ -356,16 +358,22 @@ def run_prune(args: argparse.Namespace) -> int:
         text += f"\n\n![Δm vs. params removed]({args.plot.name})\n"
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
         write_section(args.out, args.section, text)
+        if args.section == prune_summary.SECTION:  # another section is another question: no Summary bullet
+            for lead, bullet in prune_summary.bullets(text).items():
+                write_bullet(args.out, "Summary", lead, bullet)
     return 0
 
 
 def run_model(args: argparse.Namespace) -> int:
-    import torch
+    import json
+
     from rich.console import Console
 
     from edgecut.doc_sections import write_section
     from edgecut.server.mtl.train import TrainConfig, train
-    from edgecut_bench.reference_model import compare, load_record, section
+    from edgecut_bench import reference_doc
+    from edgecut_bench.doc import write_bullet
+    from edgecut_bench.reference_model import compare, extras
 
     ckpt = reference_checkpoint(args.data_dir)
     if args.retrain:
@@ -375,12 +383,13 @@ def run_model(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.compare if not p.is_file()]
     if missing:
         raise ConfigError(f"--compare: no checkpoint at {', '.join(missing)}")
-    doc = load_record(ckpt)
+    doc = json.loads(ckpt.with_suffix(".metrics.json").read_text())
     ref, compared = compare(ckpt, list(args.compare), doc["config"], scenes_cache(args.data_dir))
-    body = section(doc, torch.__version__, compared, ref)
+    body = reference_doc.section(doc, ckpt) + extras(doc, compared, ref)
     Console().print(body)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, "Reference model", body)
+        write_section(args.out, reference_doc.SECTION, body)
+        write_bullet(args.out, "Summary", reference_doc.SUMMARY_LEAD, reference_doc.bullet(doc, ckpt))
     return 0
 
 
@@ -494,10 +503,14 @@ def run_generality(args: argparse.Namespace) -> int:
 
 def _generality_doc(out: Path, res: GeneralityResult) -> None:
     """The Generality section, and the Summary's ranking bullet when the run compared the rankings."""
-    from edgecut_bench import generality_report
+    from edgecut_bench import generality_report, generality_summary
     from edgecut_bench.doc import write_bullet
 
-    _publish(out, generality_report.SECTION, generality_report.markdown(res, res.command))
+    text = generality_report.markdown(res, res.command)
+    _publish(out, generality_report.SECTION, text)
+    if str(out) not in ("", "."):
+        for lead, bullet in generality_summary.bullets(text).items():
+            write_bullet(out, "Summary", lead, bullet)
     if res.ranking and str(out) not in ("", "."):
         write_bullet(out, "Summary", generality_report.RANKING_LEAD, generality_report.ranking_summary(res))
 

@@ -36,3 +36,22 @@ def write_bullet(path: Path, title: str, lead: str, text: str, width: int = 104)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(doc)
     os.replace(tmp, path)
+
+
+def tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every pipe table of `markdown` as rows of {column header: cell}, in order: a Summary bullet is
+    rendered from the table its section shows, so the test can render it again from the doc alone."""
+    found: list[list[dict[str, str]]] = []
+    lines = markdown.split("\n")
+    for i in range(len(lines) - 1):
+        if lines[i].startswith("|") and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+            rows = []
+            for line in lines[i + 2 :]:
+                if not line.startswith("|"):
+                    break
+                rows.append(
+                    dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|")), strict=False))
+                )
+            found.append(rows)
+    return found

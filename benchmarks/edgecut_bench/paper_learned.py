@@ -31,7 +31,7 @@ CLEARLY = 0.8  # one kept share (a mean over seeds) is "clearly less" than anoth
 def label(name: str) -> str:
     if name == DEFAULT_ROW:
         m = METHODS[DEFAULT_METHOD]
-        return f"edgecut default ({m.criterion}/{m.fusion}/{m.target})"
+        return f"edgecut default {DEFAULT_METHOD} ({m.criterion}/{m.fusion}/{m.target})"
     m = MASK_METHODS[name]
     extra = (", 1st order" if m.order == "first" else "") + (
         ", papers' keep" if m.protocol == "papers" else ""
@@ -449,7 +449,7 @@ def default_lines(res: PaperResult) -> list[str]:
     levels = "/".join(f"{lv:.0%}" for lv in res.cfg.levels)
     current = means.get(DEFAULT_ROW)
     if top == DEFAULT_ROW:
-        tail = "that is the current default, so it stays."
+        tail = "the default itself, so it stays."
     elif current is not None:
         t = tally(_pairs(list(seeds.values()), DEFAULT_ROW, top))
         behind = t.losses > t.wins and t.losses >= t.ties  # the best method beats the default across levels
@@ -459,14 +459,14 @@ def default_lines(res: PaperResult) -> list[str]:
             + (
                 f"so these numbers say the default should become {label(top)}."
                 if behind
-                else "no consistent gap across the levels, so the default stays."
+                else f"no consistent gap across the levels, so the default stays `{DEFAULT_METHOD}`."
             )
         )
     else:
         tail = "the current default was not measured."
     return [
-        f"- *edgecut's default* is the method with the best mean Δm after fine-tuning on the structured "
-        f"(shipping) path over {levels} params removed: **{label(top)}** at {means[top]:+.2f} %; " + tail
+        f"- *edgecut's default* is `{DEFAULT_METHOD}`. The best mean Δm after fine-tuning on the structured "
+        f"(shipping) path over {levels} params removed is **{label(top)}**'s, {means[top]:+.2f} %; " + tail
     ]
 
 

@@ -61,6 +61,16 @@ class Verdict:
         return "n/a" if self.met is None else ("met" if self.met else "**missed**")
 
 
+def digits(value: float, goal: float, least: int = 2) -> int:
+    """Decimals (at least `least`, at most 6) that show a missed `goal` as missed: the measured value
+    printed apart from the goal and the shortfall not 0 (a ratio of 0.7955 against 0.8 is 0.796, short
+    by 0.004, never "0.80, short by 0.00")."""
+    d = least
+    while d < 6 and (round(value, d) == round(goal, d) or round(abs(goal - value), d) == 0):
+        d += 1
+    return d
+
+
 def _worst(case: Case, row: Row) -> str:
     changes = case.task_changes(row)
     return ", ".join(f"{t} {v:+.1f} %" for t, v in sorted(changes.items(), key=lambda kv: kv[1]))
@@ -79,10 +89,11 @@ def _delta_m(case: Case) -> list[Verdict]:
         RETRAINED: "; the from-scratch candidate beat the refined model and was shipped",
     }.get(final.kind, "; no refinement shipped (the quick model is final)")
     detail = f"per task: {_worst(case, final)}{gain}{refined}"
+    d = 2 if met else digits(final.delta_m, floor)
     if not met:
-        detail = f"short by {floor - final.delta_m:.2f} points; " + detail
+        detail = f"short by {floor - final.delta_m:.{d}f} points; " + detail
     return [
-        Verdict("Δm after refinement", case.name, f"{final.delta_m:+.2f} %", f">= {floor:g} %", met, detail)
+        Verdict("Δm after refinement", case.name, f"{final.delta_m:+.{d}f} %", f">= {floor:g} %", met, detail)
     ]
 
 
@@ -96,13 +107,14 @@ def _tasks(case: Case) -> list[Verdict]:
     task, worst = min(changes.items(), key=lambda kv: kv[1])
     met = worst >= -TASK_DROP
     detail = f"per task: {_worst(case, final)}"
+    shown = 1 if met else digits(worst, -TASK_DROP, least=1)
     if not met:
-        detail = f"{task} short by {-TASK_DROP - worst:.2f} points; " + detail
+        detail = f"{task} short by {-TASK_DROP - worst:.{max(shown, 2)}f} points; " + detail
     return [
         Verdict(
             f"no task > {TASK_DROP:g} % below full",
             case.name,
-            f"{task} {worst:+.1f} %",
+            f"{task} {worst:+.{shown}f} %",
             f">= -{TASK_DROP:g} %",
             met,
             detail,
@@ -190,8 +202,9 @@ def _speed(case: Case) -> list[Verdict]:
             f"{case.speedup(row):.2f}x faster ({row.latency_ms:.2f} vs {case.full.latency_ms:.2f} ms) for a "
             f"{case.mac_cut(row):.2f}x MAC cut"
         )
+        d = 2 if met else digits(ratio, SPEEDUP_PER_CUT)
         if not met:
-            detail = f"short by {SPEEDUP_PER_CUT - ratio:.2f}; " + detail + _fixed_cost_cap(case, row, fit)
+            detail = f"short by {SPEEDUP_PER_CUT - ratio:.{d}f}; " + detail + _fixed_cost_cap(case, row, fit)
         if row.kind == RETRAINED:
             detail += (
                 "; narrowed until it ran as fast as the refined model, so it has fewer MACs for the same "
@@ -201,7 +214,7 @@ def _speed(case: Case) -> list[Verdict]:
             Verdict(
                 f"speed-up / MAC cut ({row.label})",
                 case.name,
-                f"{ratio:.2f}",
+                f"{ratio:.{d}f}",
                 f">= {SPEEDUP_PER_CUT:g}",
                 met,
                 detail,

@@ -1,15 +1,12 @@
-"""`edgecut bench model`: the reference model's section of docs/benchmarks.md, from its metrics file.
-
-How it was trained (the converging schedule, where it stopped and why, the validation curve), its
-metrics against trivial baselines, and, for each `--compare` checkpoint (a model trained from scratch
-for some of the tasks, an earlier reference), both evaluated on the same validation scenes with Δm of
-that model against the reference over its own tasks: a positive Δm means it beats the reference.
+"""`edgecut bench model`'s additions to the *Reference model* section (reference_doc writes the rest):
+the validation curve of a converging run, and, for each `--compare` checkpoint (a model trained from
+scratch for some of the tasks, an earlier reference), both evaluated on the same validation scenes with
+Δm of that model against the reference over its own tasks: a positive Δm means it beats the reference.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,6 @@ from edgecut.server.mtl.data import synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate
 from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
 from edgecut.server.mtl.metrics import delta_m
-from edgecut.server.mtl.report import metrics_markdown
 
 
 @dataclass(frozen=True)
@@ -94,27 +90,10 @@ def _compare_table(rows: list[Compared], ref: Metrics) -> str:
     return "\n".join(lines)
 
 
-def section(doc: dict[str, Any], torch_version: str, compared: list[Compared], ref: Metrics) -> str:
-    """The section's body from the reference's metrics file (`edgecut train`'s output)."""
-    cfg = doc["config"]
+def extras(doc: dict[str, Any], compared: list[Compared], ref: Metrics) -> str:
+    """What follows reference_doc's section: the training curve, and the `--compare` models."""
+    body = ""
     curve = doc.get("curve") or []
-    if cfg.get("patience"):
-        schedule = (
-            f"AdamW lr {cfg['lr']} (one warm-up epoch, then constant, times {cfg['lr_drop']} after each epoch "
-            f"without a better validation loss), stopped after {cfg['patience']} epochs without one "
-            f"(cap {cfg['epochs']}): {doc.get('stopped', '')}"
-        )
-    else:
-        schedule = f"{cfg['epochs']} epochs, AdamW one-cycle lr {cfg['lr']}"
-    body = (
-        f"`{cfg['arch']}` {cfg['model']} on {cfg['n_train']} synthetic {cfg['image_size']}x{cfg['image_size']} "
-        f"scenes, batch {cfg['batch_size']}, {schedule}; metrics on {cfg['n_val']} held-out scenes (another "
-        "seed; the same scenes chose the kept epoch). Trivial baseline = the training set's majority class "
-        f"(segmentation, count) or mean (depth, normals), no edges. Training took **{doc['seconds'] / 60:.1f} "
-        f"min** on this machine ({platform.machine()}, 2 cores, torch {torch_version}; other jobs may have "
-        "shared the cores). Rerun: `edgecut bench model --retrain`.\n\n"
-        + metrics_markdown(doc["metrics"], doc["trivial_baseline"])
-    )
     if curve:
         body += "\n\n**Training curve** (the validation loss decides when to stop):\n\n" + _curve_table(
             curve, int(doc.get("best_epoch", 0))

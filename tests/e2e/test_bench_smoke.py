@@ -69,6 +69,12 @@ SMOKES = [
     ),
 ]
 ELSEWHERE = {"paper", "arm64"}  # their smoke runs: see the module docstring
+# The Summary bullets a bench renders from its section's rows (edgecut_bench.doc.write_bullet).
+SUMMARY_BULLETS = {
+    "model": ("Reference model",),
+    "prune": ("CUT vs. baselines", "Real speed"),
+    "generality": ("Generality",),
+}
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -103,3 +109,7 @@ def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     assert re.search(r"^\|.*\d.*\|$", body, re.M), f"no figure in its section:\n{body[:2000]}"
     missing = [text for text in smoke.expect if text not in body]
     assert not missing, f"its section lacks {missing}:\n{body[:2000]}"
+    summary = section(doc, "Summary") if SUMMARY_BULLETS.get(smoke.bench) else ""
+    for lead in SUMMARY_BULLETS.get(smoke.bench, ()):
+        bullet = re.search(rf"^- \*\*{re.escape(lead)}\*\* (.*(?:\n  .*)*)", summary, re.M)
+        assert bullet and re.search(r"\d", bullet.group(1)), f"no {lead!r} bullet with a figure:\n{summary}"

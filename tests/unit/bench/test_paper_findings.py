@@ -120,5 +120,7 @@ def test_the_default_stays_unless_the_best_method_beats_it_across_levels() -> No
     assert (
         "1 / 1 / 1 W / N / L" in text and "no consistent gap across the levels, so the default stays" in text
     )
+    # it names the default first, so the best method is never read as the default (issue 29)
+    assert "*edgecut's default* is `cut-vote`. The best mean Δm" in text
     behind = rows(DEFAULT_ROW, [-3.0, -4.0, -9.0]) + rows("cut-distill", [-2.0, -2.0, -5.0])
     assert "the default should become cut-distill" in " ".join(learned_lines(_result([], behind)))

@@ -110,6 +110,20 @@ def test_a_missed_goal_says_missed_and_by_how_much() -> None:
     assert speed["speed-up / MAC cut (quick)"].met  # 10/6 = 1.67x for a 2x cut: 0.83
 
 
+def test_a_goal_missed_by_less_than_the_shown_digits_is_shown_apart_from_it() -> None:
+    # refined: Δm -2.004 against >= -2; 10 / 6.28 ms = 1.592x for a 2x MAC cut: ratio 0.7962 against 0.8
+    case = _case(0.5, quick_s=9.0, refined_dm=-2.004, refined_depth=5.04, refined_ms=6.28)
+    found = verdicts([case])
+    (dm,) = _by_goal(found, "Δm")
+    assert not dm.met and dm.value == "-2.004 %" and "short by 0.004 points" in dm.detail
+    (task,) = _by_goal(found, "no task")
+    assert not task.met and task.value.startswith("depth -5.04") and "short by 0.04 points" in task.detail
+    speed = {v.goal: v for v in _by_goal(found, "speed-up")}["speed-up / MAC cut (refinement 1)"]
+    assert not speed.met and speed.value == "0.796" and "short by 0.004;" in speed.detail
+    for verdict in found:
+        assert "short by 0.00;" not in verdict.detail and "short by 0.00 " not in verdict.detail
+
+
 def test_goal_thresholds_follow_the_budget() -> None:
     # -3.5 misses -2 at macs 0.5 but meets -5 at macs 0.3, where the per-task rule does not apply
     found = verdicts([_case(0.3, quick_s=9.0, refined_dm=-3.5, refined_depth=7.0, refined_ms=5.5)])
