@@ -33,7 +33,7 @@ from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
-from edgecut.server.cut.recover import RecoveryOptions, recover
+from edgecut.server.cut.recover import RecoveryOptions, recover, recovery_extras
 from edgecut.server.cut.refine import (
     MARGIN,
     QUICK_DEADLINE_S,
@@ -189,9 +189,18 @@ class TorchEngine:
             meta.task_changes = {t: round(100 * c, 2) for t, c in balanced.changes.items()}
             meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
             meta.trade_off = balanced.trade_off
-            return self._export(
-                report.model, meta, {f"{k}_s": v for k, v in report.seconds.items()}, t0, balanced.rebuilt
-            )
+            extras = {f"{k}_s": v for k, v in report.seconds.items()}
+            notes = []
+            if report.recovery is not None:
+                extras.update(recovery_extras(report.recovery))
+                notes.append(
+                    report.recovery.describe("quick recovery" if self.refinements(spec) else "recovery")
+                )
+                if report.recovery.cut_short:
+                    logger.warning("build %s: %s", key[:12], notes[-1])
+            built = self._export(report.model, meta, extras, t0, balanced.rebuilt)
+            built.notes = notes
+            return built
 
     def _check_floor(
         self, spec: BuildSpec, metrics: Metrics, reference: Metrics, changes: dict[str, float]
@@ -268,7 +277,9 @@ class TorchEngine:
         save_student(student_path(self.work_dir, key, n), student)
         prior = parent.parent_meta.recovery_steps if resumed else 0
         meta.recovery_steps = prior + done.steps
-        return self._export(student, meta, {"recovery_s": done.seconds}, t0, False)
+        built = self._export(student, meta, {"recovery_s": done.seconds, **recovery_extras(done)}, t0, False)
+        built.notes = [done.describe(f"refinement {n} recovery")]
+        return built
 
     def _judge(
         self,
@@ -346,7 +357,9 @@ class TorchEngine:
             return None
         progress("recovery", 0.03, f"refinement {n}: loading {self.train.describe}")
         data = self.train.data()
-        steps = self.scratch.steps(narrow.model, data)
+        # the fleet's time budget for a refined model: the schedule's steps, cut to what fits in
+        # `scratch.seconds` on this machine (reported below when that cut it)
+        schedule, steps = self.scratch.schedule(data), self.scratch.steps(narrow.model, data)
         run = train_scratch(
             narrow.model,
             data,
@@ -364,18 +377,27 @@ class TorchEngine:
             ),
         )
         logger.info(
-            "refinement %d of %s: from scratch, widths x%.3f, %d steps in %.0f s",
+            "refinement %d of %s: from scratch, widths x%.3f, %d of %d steps in %.0f s",
             n,
             key[:12],
             narrow.scale,
             run.steps,
+            schedule,
             run.seconds,
         )
         meta = self._judge(spec, parent, before, narrow.model, SCRATCH_METHOD, {}, progress)
         if meta is None:
             return None
-        extras = {"train_s": run.seconds, "train_steps": float(run.steps), "width_scale": narrow.scale}
-        return self._export(narrow.model, meta, extras, t0, False)
+        extras = {
+            "train_s": run.seconds,
+            "train_steps": float(run.steps),
+            "train_steps_asked": float(schedule),
+            "width_scale": narrow.scale,
+        }
+        built = self._export(narrow.model, meta, extras, t0, False)
+        fitted = f" (fitted to {self.scratch.seconds:g} s on this machine)" if run.steps < schedule else ""
+        built.notes = [f"refinement {n} from scratch: {run.steps} of {schedule} steps{fitted}"]
+        return built
 
     def _as_fast(
         self, spec: BuildSpec, parent: Refinement, limit: Target, progress: ProgressFn

@@ -182,11 +182,12 @@ class Refiner:
 
         try:
             built = self.engine.refine(spec, Refinement(parent, parent_meta, number), progress)
-            artifact = None
+            artifact, notes = None, ""
             if built is not None:
                 try:
                     meta = built.meta.model_copy(update={"build_key": of})
                     artifact = self.store.put_file(built.onnx_path, meta)
+                    notes = "".join(f"; {n}" for n in built.notes)
                 finally:
                     built.cleanup()
         except Interrupted as exc:
@@ -218,7 +219,7 @@ class Refiner:
         if stage == STALE:
             logger.info("refinement %s: %s moved on from %s meanwhile; not served", key, of, parent[:12])
             return
-        logger.info("refinement %d of %s ready: artifact %s", number, of, artifact.artifact_id[:12])
+        logger.info("refinement %d of %s ready: artifact %s%s", number, of, artifact.artifact_id[:12], notes)
         self.refined(Ready(of, artifact, False, parent, number))
         self.queue(of, spec, artifact.artifact_id, number + 1)
 
