@@ -265,16 +265,16 @@ class _Bench:
     def candidate(
         self, case: Case, teacher: MultiTaskModel, spec: BuildSpec, ref: Refinement, elapsed: float
     ) -> None:
-        """The engine's from-scratch candidate, asked for whatever it scores (margin -inf) so that a
-        candidate the engine would not ship still shows its figures; shipped by the engine's own rule."""
-        margin = self.engine.refine_margin
-        self.engine.refine_margin = -math.inf
+        """The engine's from-scratch candidate, asked for whatever it scores (`judge_only`) so that a
+        candidate the engine would not ship still shows its figures; shipped by the engine's own rule
+        (its verdict in the build's extras and notes)."""
+        self.engine.judge_only = True
         try:
             t0 = time.perf_counter()
             built = self.engine.refine(spec, ref, _quiet)
             seconds = time.perf_counter() - t0
         finally:
-            self.engine.refine_margin = margin
+            self.engine.judge_only = False
         if built is None:
             case.notes.append(
                 f"refinement {ref.number}: no from-scratch candidate fits the budget and the refined model's speed"
@@ -292,15 +292,15 @@ class _Bench:
                 elapsed + seconds,
                 ref.number,
             )
-            final = case.final()
-            assert final is not None  # the quick model came first
-            before = final.delta_m
             epochs = steps * self.cfg.recipe().batch_size / self.cfg.train_scenes
             scale = built.extras.get("width_scale", math.nan)
             row.note = f"widths x{scale:.3f}, {steps} steps ({epochs:.1f} epochs)"
-            if row.delta_m < before + margin:
+            if not built.extras.get("shipped", 0.0):
                 row.kind, row.label = SCRATCH_CANDIDATE, "from-scratch candidate (not shipped)"
-                row.note += f"; not {margin:g} points better than the refined model"
+                lower = built.extras.get("ship_lower_bound", math.nan)
+                row.note += (
+                    f"; not better than the refined model beyond noise (95 % lower bound {lower:+.2f})"
+                )
             case.rows.append(row)
         finally:
             built.cleanup()
