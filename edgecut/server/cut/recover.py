@@ -109,7 +109,7 @@ class RecoveryReport:
         """For people: "recovery: 200 steps", or "recovery: 37 of 60 steps (8 s time limit)"."""
         if not self.cut_short:
             return f"{what}: {self.steps} steps"
-        limit = f" ({round(self.limit_s, 1):g} s time limit)" if self.limit_s is not None else ""
+        limit = f" ({self.limit_s:.3g} s time limit)" if self.limit_s is not None else ""
         return f"{what}: {self.steps} of {self.asked} steps{limit}"
 
 

@@ -26,6 +26,7 @@ class Queue:
     """A job manager with the floor, recording what it tells the finish and refined hooks."""
 
     def __init__(self, root: Path, engine: OnnxTestEngine, floor: float = -25.0) -> None:
+        self.engine = engine
         self.registry = Registry(f"sqlite:///{root / 'registry.sqlite3'}")
         self.jobs = JobManager(
             engine, LocalStore(root / "artifacts"), self.registry, poll_s=0.05, quick_floor=floor
@@ -49,12 +50,13 @@ def queue(tmp_path: Path) -> Iterator[Queue]:
 
 
 def test_a_quick_model_below_the_floor_is_held_until_a_refinement_passes(queue: Queue) -> None:
-    queue.jobs.submit(SEG)
-    (quick,) = wait_until(lambda: queue.finished)
-    assert isinstance(quick, Ready) and quick.held == WHY
-    assert model_delta_m(quick.artifact.meta) == pytest.approx(-70.0)
-    hit = queue.jobs.submit(SEG).ready  # asked again meanwhile: still held
-    assert hit is not None and hit.cache_hit and hit.held == WHY
+    with queue.engine.hold_refinements():
+        queue.jobs.submit(SEG)
+        (quick,) = wait_until(lambda: queue.finished)
+        assert isinstance(quick, Ready) and quick.held == WHY
+        assert model_delta_m(quick.artifact.meta) == pytest.approx(-70.0)
+        hit = queue.jobs.submit(SEG).ready  # asked again meanwhile: still held
+        assert hit is not None and hit.cache_hit and hit.held == WHY
     r1, r2 = wait_until(lambda: len(queue.refined) == 2 and queue.refined)
     assert r1.held.startswith("refinement 1 -35.0 % below the -25 % floor")  # refinement 2 may pass
     assert r2.held == "" and model_delta_m(r2.artifact.meta) == pytest.approx(-17.5)
