@@ -48,6 +48,10 @@ def busy(cores: int, seconds: float = 3600.0) -> Iterator[list[mp.Process]]:
                 p.join(5)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m edgecut_bench.load",
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"edgecut_bench.load: {args.cores} busy-loop process(es) for {args.seconds:g} s (Ctrl-C stops them)",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain kill stops the children too
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops the children too
     t0 = time.monotonic()
     try:
         with busy(args.cores, args.seconds) as procs:
