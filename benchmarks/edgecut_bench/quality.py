@@ -237,6 +237,14 @@ class _Bench:
         elapsed = seconds
         case.rows.append(self.artifact_row(case, teacher, parent, QUICK, "quick", seconds, elapsed, 0))
         shipped = case.rows[-1]
+        reached, asked = (
+            parent.extras.get("recovery_steps", 0.0),
+            parent.extras.get("recovery_steps_asked", 0.0),
+        )
+        if reached < asked:  # the fleet's quick-build deadline: this row depends on the machine's load
+            case.notes.append(
+                f"the quick build's deadline stopped its recovery at {reached:.0f} of {asked:.0f} steps"
+            )
         for number in range(1, self.engine.refinements(spec) + 1):
             ref = Refinement(_sha256(parent.onnx_path), parent.meta, number)
             if number > len(self.engine.refine_schedules):
