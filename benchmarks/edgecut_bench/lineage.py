@@ -3,10 +3,10 @@ so that a baseline row and edgecut's row differ only in how channels were chosen
 
 The engine's lineage (engine.py, cut/refine.py): BatchNorm statistics re-estimated on calibration images,
 the quick build's recovery (distillation), shipped; then each refinement schedule continues from the
-weights of the last *shipped* model and ships only when its Δm on the validation set beats that model's
-by the refinement margin (a refinement that does not is dropped, and the next one starts from the last
-shipped weights again). `follow` runs exactly that on any pruned model and says which model is the quick
-one and which the final one.
+weights of the last *shipped* model and ships only when the engine's rule says so (cut/shipping.py: its
+Δm gain over that model, paired over the validation images, has a 95 % lower bound above 0; a refinement
+that does not is dropped, and the next one starts from the last shipped weights again). `follow` runs
+exactly that on any pruned model and says which model is the quick one and which the final one.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Schedule:
     batch_size: int  # TailorOptions.batch_size
     quick: RecoveryOptions | None  # the quick build's recovery (None or 0 steps: BatchNorm only)
     refinements: tuple[RecoveryOptions, ...]  # the engine's distillation refinements, in order
-    margin: float  # Δm points a refinement must gain over the last shipped model to ship
+    # the engine's shipping rule: does the candidate (first) replace the last shipped model (second)?
+    ships: Callable[[Stage, Stage], bool]
 
 
 @dataclass
@@ -88,8 +89,9 @@ def follow(
         train(student, teacher, calib, options)
         student.eval()
         dm = score(student)
-        if dm >= lineage.final.delta_m + schedule.margin:
-            lineage.final = Stage(student, dm, time.perf_counter() - t0, number)
+        candidate = Stage(student, dm, time.perf_counter() - t0, number)
+        if schedule.ships(candidate, lineage.final):
+            lineage.final = candidate
             lineage.shipped.append(number)
         else:
             lineage.dropped.append((number, dm))

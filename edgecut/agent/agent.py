@@ -317,6 +317,9 @@ class Agent:
         self.link.publish_ack(ack)
 
     def _on_error(self, err: fleet_pb2.Error) -> None:
+        if err.about == "waiting":  # no model yet (e.g. the quick one is below the server's quality floor)
+            self._error(f"server: keeping the current model: {err.message[:MAX_REASON]}")
+            return  # not an answer: the server offers the model it waits for when it comes
         if err.about:  # a refused telemetry sample: not an answer to the needs, nor a model refused
             logger.warning("server refused this device's %s: %s", err.about[:32], err.message[:MAX_REASON])
             return

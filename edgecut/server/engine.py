@@ -7,7 +7,8 @@ refinements) and, optionally, labelled training samples (mtl/sources.py).
 With training samples, the last refinement of a build is a *from-scratch candidate*: the base
 architecture uniformly narrowed to the parent's MACs and speed, trained on the labels alone
 (cut/scratch.py).
-It ships, like any refinement, only when it beats the model the key serves on the validation set: the
+It ships, like any refinement, only when it beats the model the key serves on the validation set beyond
+the set's noise (cut/shipping.py: a paired bootstrap over the validation images): the
 policy uses tailoring or training from scratch, whichever measures better for that task set and budget
 (docs/benchmarks.md, *Quality at budget*, found cases of both). Its architecture differs from its
 parent's, so the fleet's staged rollout judges it on canaries before the whole cohort gets it.
@@ -33,9 +34,8 @@ from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
-from edgecut.server.cut.recover import RecoveryOptions, recover
+from edgecut.server.cut.recover import RecoveryOptions, recover, recovery_extras
 from edgecut.server.cut.refine import (
-    MARGIN,
     QUICK_DEADLINE_S,
     QUICK_RECOVERY,
     REFINEMENTS,
@@ -45,6 +45,7 @@ from edgecut.server.cut.refine import (
     student_path,
 )
 from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, narrowable, train_scratch
+from edgecut.server.cut.shipping import CONFIDENCE, Verdict, judge
 from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, ModelContractError, UnknownTaskError
 from edgecut.server.mtl import checkpoint
@@ -52,6 +53,7 @@ from edgecut.server.mtl.calibration import calibration_source
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate
+from edgecut.server.mtl.samples import SampleStats, sample_stats
 from edgecut.server.mtl.sources import LabelledSource, engine_data, labelled_tasks, training_source
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
@@ -82,7 +84,7 @@ class TorchEngine:
         work_dir: Path,
         options: TailorOptions | None = None,
         refine_schedules: tuple[RecoveryOptions, ...] = REFINEMENTS,
-        refine_margin: float = MARGIN,
+        ship_confidence: float = CONFIDENCE,
         balance_share: float = DEFAULT_SHARE,
         train: LabelledSource | None = None,
         scratch: ScratchOptions | None = None,
@@ -96,7 +98,10 @@ class TorchEngine:
         self.work_dir = work_dir
         self.options = options or TailorOptions(recovery=DEFAULT_RECOVERY, deadline_s=QUICK_DEADLINE_S)
         self.refine_schedules = refine_schedules
-        self.refine_margin = refine_margin  # Δm points a refinement must gain over its parent to ship
+        # a refinement ships when the one-sided lower bound of its Δm gain at this confidence is above 0
+        self.ship_confidence = ship_confidence
+        # benchmarks: return a candidate the rule would not ship too (its verdict in extras["shipped"])
+        self.judge_only = False
         self.balance_share = balance_share  # a task this far below the full model triggers a rebalance
         self.train = train  # labelled training samples: from-scratch candidates are tried when set
         self.scratch = scratch or ScratchOptions()
@@ -127,6 +132,11 @@ class TorchEngine:
         """Metrics of the tasks the validation data labels (none without validation data)."""
         specs = {t: s for t, s in model.task_specs.items() if t in self._val_tasks}
         return evaluate(model, specs, self.val) if self.val is not None and specs else {}
+
+    def _samples(self, model: MultiTaskModel) -> dict[str, SampleStats]:
+        """Per-image statistics of the tasks the validation data labels (for the shipping test)."""
+        specs = {t: s for t, s in model.task_specs.items() if t in self._val_tasks}
+        return sample_stats(model, specs, self.val) if self.val is not None and specs else {}
 
     def reference_metrics(self) -> Metrics:
         if self._reference is None:
@@ -189,9 +199,18 @@ class TorchEngine:
             meta.task_changes = {t: round(100 * c, 2) for t, c in balanced.changes.items()}
             meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
             meta.trade_off = balanced.trade_off
-            return self._export(
-                report.model, meta, {f"{k}_s": v for k, v in report.seconds.items()}, t0, balanced.rebuilt
-            )
+            extras = {f"{k}_s": v for k, v in report.seconds.items()}
+            notes = []
+            if report.recovery is not None:
+                extras.update(recovery_extras(report.recovery))
+                notes.append(
+                    report.recovery.describe("quick recovery" if self.refinements(spec) else "recovery")
+                )
+                if report.recovery.cut_short:
+                    logger.warning("build %s: %s", key[:12], notes[-1])
+            built = self._export(report.model, meta, extras, t0, balanced.rebuilt)
+            built.notes = notes
+            return built
 
     def _check_floor(
         self, spec: BuildSpec, metrics: Metrics, reference: Metrics, changes: dict[str, float]
@@ -247,6 +266,7 @@ class TorchEngine:
         weights, report = self._rederive(spec, parent)
         student = report.model
         resumed = restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student)
+        current = self._samples(student) if resumed else None  # the parent's weights, before training
         schedule = self.refine_schedules[n - 1]
         steps = schedule.steps
         done = recover(
@@ -262,43 +282,51 @@ class TorchEngine:
                 else None
             ),
         )
-        meta = self._judge(spec, parent, before, student, parent.parent_meta.method, weights, progress)
-        if meta is None:
+        judged = self._judge(
+            spec, parent, before, current, student, parent.parent_meta.method, weights, progress
+        )
+        if judged is None:
             return None
+        meta, verdict = judged
         save_student(student_path(self.work_dir, key, n), student)
         prior = parent.parent_meta.recovery_steps if resumed else 0
         meta.recovery_steps = prior + done.steps
-        return self._export(student, meta, {"recovery_s": done.seconds}, t0, False)
+        extras = {"recovery_s": done.seconds, **recovery_extras(done), **verdict.extras()}
+        built = self._export(student, meta, extras, t0, False)
+        built.notes = [done.describe(f"refinement {n} recovery"), verdict.describe(f"refinement {n}")]
+        return built
 
     def _judge(
         self,
         spec: BuildSpec,
         parent: Refinement,
         before: float,
+        current: dict[str, SampleStats] | None,
         student: MultiTaskModel,
         method: str,
         weights: dict[str, float],
         progress: ProgressFn,
-    ) -> ModelMeta | None:
-        """The refinement's metadata when its Δm on the validation set beats its parent's `before` by the
-        margin (it is shipped then), else None."""
+    ) -> tuple[ModelMeta, Verdict] | None:
+        """The refinement's metadata and verdict when it beats the current model (Δm `before`, per-image
+        statistics `current`, None when its weights are gone) beyond the validation set's noise
+        (cut/shipping.py), else None (unless `judge_only`)."""
         n = parent.number
         progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
         metrics = self._evaluate(student)
         reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
         specs = {t: self.base.task_specs[t] for t in spec.tasks}
-        after = quality(metrics, reference, specs)
-        shipped = after is not None and after >= before + self.refine_margin
+        verdict = judge(self._samples(student), current, reference, before, self.ship_confidence)
+        what = f"refinement {n}" + (" (from scratch)" if method == SCRATCH_METHOD else "")
         logger.info(
-            "refinement %d of %s (%s): Δm %s vs parent %.2f: %s",
-            n,
+            "%s of %s (%s): Δm %s vs parent %.2f; %s",
+            what,
             spec.build_key(self._base_id)[:12],
             method,
-            after,
+            quality(metrics, reference, specs),
             before,
-            "shipped" if shipped else "not shipped",
+            verdict.describe(what),
         )
-        if not shipped:
+        if not (verdict.ship or self.judge_only):
             return None
         changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
         meta = self._meta(spec, student, measure(student, student.input_size), metrics, method)
@@ -307,7 +335,7 @@ class TorchEngine:
         meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
         meta.fusion_weights = {t: weights.get(t, 1.0) for t in spec.tasks}
         meta.trade_off = trade_off(changes, self.balance_share)
-        return meta
+        return meta, verdict
 
     def _rederive(self, spec: BuildSpec, parent: Refinement) -> tuple[dict[str, float], TailorReport]:
         """The parent's pruned architecture again (same seeds, same fusion weights), not recovered."""
@@ -327,7 +355,7 @@ class TorchEngine:
         self, spec: BuildSpec, parent: Refinement, before: float, progress: ProgressFn
     ) -> BuiltArtifact | None:
         """The base architecture narrowed to at most the parent's MACs (and the budget's parameters),
-        trained on labelled samples; the artifact only when its Δm beats the parent's by the margin."""
+        trained on labelled samples; the artifact only when its Δm beats the parent's beyond the noise."""
         assert self.train is not None
         n, key = parent.number, spec.build_key(self._base_id)
         t0 = time.perf_counter()
@@ -346,7 +374,9 @@ class TorchEngine:
             return None
         progress("recovery", 0.03, f"refinement {n}: loading {self.train.describe}")
         data = self.train.data()
-        steps = self.scratch.steps(narrow.model, data)
+        # the fleet's time budget for a refined model: the schedule's steps, cut to what fits in
+        # `scratch.seconds` on this machine (reported below when that cut it)
+        schedule, steps = self.scratch.schedule(data), self.scratch.steps(narrow.model, data)
         run = train_scratch(
             narrow.model,
             data,
@@ -364,18 +394,40 @@ class TorchEngine:
             ),
         )
         logger.info(
-            "refinement %d of %s: from scratch, widths x%.3f, %d steps in %.0f s",
+            "refinement %d of %s: from scratch, widths x%.3f, %d of %d steps in %.0f s",
             n,
             key[:12],
             narrow.scale,
             run.steps,
+            schedule,
             run.seconds,
         )
-        meta = self._judge(spec, parent, before, narrow.model, SCRATCH_METHOD, {}, progress)
-        if meta is None:
+        current = self._current_samples(spec, parent)
+        judged = self._judge(spec, parent, before, current, narrow.model, SCRATCH_METHOD, {}, progress)
+        if judged is None:
             return None
-        extras = {"train_s": run.seconds, "train_steps": float(run.steps), "width_scale": narrow.scale}
-        return self._export(narrow.model, meta, extras, t0, False)
+        meta, verdict = judged
+        extras = {
+            **verdict.extras(),
+            "train_s": run.seconds,
+            "train_steps": float(run.steps),
+            "train_steps_asked": float(schedule),
+            "width_scale": narrow.scale,
+        }
+        built = self._export(narrow.model, meta, extras, t0, False)
+        fitted = f" (fitted to {self.scratch.seconds:g} s on this machine)" if run.steps < schedule else ""
+        built.notes = [
+            f"refinement {n} from scratch: {run.steps} of {schedule} steps{fitted}",
+            verdict.describe(f"refinement {n} (from scratch)"),
+        ]
+        return built
+
+    def _current_samples(self, spec: BuildSpec, parent: Refinement) -> dict[str, SampleStats] | None:
+        """Per-image statistics of the model the key serves (its architecture re-derived, its saved
+        weights loaded); None when those weights are gone (the shipping test is unpaired then)."""
+        model = self._rederive(spec, parent)[1].model
+        path = student_path(self.work_dir, spec.build_key(self._base_id), parent.parent_meta.refinement)
+        return self._samples(model) if restore_student(path, model) else None
 
     def _as_fast(
         self, spec: BuildSpec, parent: Refinement, limit: Target, progress: ProgressFn

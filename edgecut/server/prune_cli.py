@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recover-steps", type=int, default=200, help="distillation steps after pruning (0 = none)"
     )
-    p.add_argument("--recover-seconds", type=float, default=120.0, help="time limit of the recovery")
+    p.add_argument(
+        "--recover-seconds",
+        type=float,
+        default=None,
+        help="optional time limit of the recovery (default: none, the steps decide; a limit makes the "
+        "result depend on the machine's load, and the output says when it cut the steps short)",
+    )
     p.add_argument(
         "--priority", action="append", default=[], metavar="TASK=W", help="task weight in the fusion"
     )
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recover_steps < 0:
         raise ConfigError("--recover-steps must be >= 0")
+    if args.recover_seconds is not None and args.recover_seconds <= 0:
+        raise ConfigError("--recover-seconds must be positive (leave it out for no time limit)")
     console = Console()
     ckpt = args.checkpoint or reference_checkpoint(args.data_dir)
     engine = load_engine(
@@ -140,4 +148,8 @@ def run(args: argparse.Namespace) -> int:
         f"(full {meta.full_params / 1e3:.1f}k) | MACs {meta.macs / 1e6:.2f}M (full {meta.full_macs / 1e6:.2f}M) | "
         f"{quality} | ONNX max|Δ| {meta.onnx_max_abs_diff:.2e} | {built.extras['seconds']:.1f} s"
     )
+    extras = built.extras
+    cut = extras.get("recovery_steps", 0.0) < extras.get("recovery_steps_asked", 0.0)
+    for note in built.notes:  # "recovery: 200 steps", or "recovery: 116 of 200 steps (120 s time limit)"
+        console.print(f"[yellow]{note}: stopped by --recover-seconds[/]" if cut else note, highlight=False)
     return 0

@@ -190,6 +190,9 @@ class BuiltArtifact:
     scratch: Path | None = None
     parent_artifact_id: str = ""  # progressive refinement: the artifact this one improves on ("" = none)
     refinement: int = 0  # 0 = first build of its key's lineage; signed into the device's manifest
+    # what the build decided and why, for people (logged and shown with the job): a recovery a deadline
+    # cut short ("quick recovery: 37 of 60 steps (8 s time limit)"), a refinement's shipping test
+    notes: list[str] = field(default_factory=list)
 
     def cleanup(self) -> None:
         if self.scratch is not None:

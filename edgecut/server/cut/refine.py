@@ -3,7 +3,8 @@ when a refined model is worth shipping.
 
 The quick build ships after a short recovery and leaves its student's weights in
 `work_dir/refine/<build key>.r0.pt`; refinement n continues from refinement n-1's weights with a longer
-distillation from the original model (outputs and trunk features). Only weights are stored (loaded
+distillation from the original model (outputs and trunk features); it replaces its parent only when
+better beyond the validation set's noise (shipping.py). Only weights are stored (loaded
 with `weights_only=True`, no pickled code): the pruned architecture is re-derived by re-running the
 quick pruning with the same seeds and fusion weights, so a restarted server or another replica can
 refine too; when the file is missing or no longer fits, refinement starts from the re-derived pruned
@@ -40,7 +41,7 @@ REFINEMENTS: tuple[RecoveryOptions, ...] = (
     RecoveryOptions(steps=400, lr=1.5e-3, features=1.0, seed=1),
     RecoveryOptions(steps=640, lr=1e-3, features=1.0, seed=2),
 )
-MARGIN = 0.25  # a refinement ships only when its Δm beats its parent's by this many points
+# a refinement ships only when it beats its parent beyond the validation set's noise: cut/shipping.py
 
 
 def student_path(work_dir: Path, build_key: str, refinement: int) -> Path:

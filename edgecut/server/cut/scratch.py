@@ -125,10 +125,13 @@ class ScratchOptions:
     recipe: TrainConfig = field(default_factory=TrainConfig)
     max_slowdown: float = 1.05  # onnxruntime time against the parent's: timing noise, not a real loss
 
-    def steps(self, model: MultiTaskModel, data: Dataset[Batch]) -> int:
+    def schedule(self, data: Dataset[Batch]) -> int:
+        """The steps of `epochs` over `data`: what the candidate trains when time allows."""
         per_epoch = math.ceil(len(data) / self.recipe.batch_size)  # type: ignore[arg-type]
-        schedule = max(1, round(self.epochs * per_epoch))
-        return min(schedule, steps_in(model, data, self.recipe, self.seconds))
+        return max(1, round(self.epochs * per_epoch))
+
+    def steps(self, model: MultiTaskModel, data: Dataset[Batch]) -> int:
+        return min(self.schedule(data), steps_in(model, data, self.recipe, self.seconds))
 
 
 @dataclass

@@ -136,6 +136,7 @@ class FleetServer:
             poll_s=s.job_poll_s,
             refine_workers=s.refine_workers,
             max_crashes=s.job_max_crashes,
+            quick_floor=s.quick_min_delta_m,
         )
         servicer = FleetServicer(
             store,

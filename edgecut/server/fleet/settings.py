@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from edgecut.errors import ConfigError
+from edgecut.server.fleet.jobs.quality_floor import QUICK_FLOOR
 from edgecut.server.fleet.jobs.rollout_policy import RolloutSettings
 from edgecut.server.fleet.link.broker import parse_broker_url
 from edgecut.server.fleet.link.grpc_api import DEFAULT_CHUNK, MAX_CHUNK
@@ -80,6 +81,14 @@ class ServerSettings(BaseModel):
         title="Δm floor (%)",
         description="a build whose Δm against the full model falls below it fails instead of shipping; "
         "off = no floor",
+    )
+    quick_min_delta_m: float = Field(
+        default=QUICK_FLOOR,
+        title="quick model's Δm floor (%)",
+        description="a quick model (or refinement) whose Δm against the full model is below it is not "
+        "offered while a refinement may still replace it: the device keeps its model and is told why; "
+        "the refinement that passes is offered (and the key's last model once none is left to come); "
+        "off = offer every quick model",
     )
     val_data: str | None = Field(
         default=None,
@@ -250,7 +259,7 @@ class ServerSettings(BaseModel):
                 raise ValueError(str(exc)) from exc
         return v
 
-    @field_validator("min_delta_m", mode="before")
+    @field_validator("min_delta_m", "quick_min_delta_m", mode="before")
     @classmethod
     def _floor_off(cls, v: Any) -> Any:
         # "off" (YAML reads a bare off as false, null as None): no floor

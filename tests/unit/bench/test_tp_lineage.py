@@ -16,7 +16,7 @@ from edgecut.server.engine import load_engine
 from edgecut.server.mtl import MultiTaskModel, build_model, checkpoint
 from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
 from edgecut.server.spec import NO_FLOOR
-from edgecut_bench.lineage import Schedule, follow
+from edgecut_bench.lineage import Schedule, Stage, follow
 from edgecut_bench.quality import QualityConfig, _Bench
 from edgecut_bench.quality_rows import QUICK, TP_FINAL, TP_QUICK
 
@@ -62,6 +62,11 @@ class Recorder:
         return RecoveryReport(options.steps, 0.0, 1.0, 0.5)
 
 
+def by_margin(candidate: Stage, current: Stage) -> bool:
+    """A stand-in for the engine's rule: 0.25 points of Δm."""
+    return candidate.delta_m >= current.delta_m + 0.25
+
+
 def _fingerprint(model: torch.nn.Module) -> float:
     return float(next(model.parameters()).detach().sum())
 
@@ -80,7 +85,7 @@ def test_the_refinements_continue_from_the_last_shipped_model_and_ship_only_when
     scores = iter([-5.0, -4.8, -4.0])
     three = (*REFINES, RecoveryOptions(steps=800, seed=3))
     more = iter([-5.0, -4.8, -4.0, -3.9])  # ... and a third, +0.1 over refinement 2: dropped
-    schedule = Schedule(8, 16, QUICK_OPTS, REFINES, margin=0.25)
+    schedule = Schedule(8, 16, QUICK_OPTS, REFINES, by_margin)
     lineage = follow(model, teacher, scenes, schedule, lambda m: next(scores), train=record)
 
     assert [c.options for c in record.calls] == [QUICK_OPTS, *REFINES]
@@ -109,7 +114,7 @@ def test_without_a_quick_recovery_only_batchnorm_is_re_estimated_and_nothing_shi
 ) -> None:
     model = decompose(_model(), TASKS).eval()
     record = Recorder()
-    lineage = follow(model, model, scenes, Schedule(8, 16, None, REFINES, 0.25), lambda m: -3.0, record)
+    lineage = follow(model, model, scenes, Schedule(8, 16, None, REFINES, by_margin), lambda m: -3.0, record)
     assert [c.options for c in record.calls] == list(REFINES)
     assert lineage.final is lineage.quick and lineage.shipped == []
     assert lineage.note().startswith("no refinement shipped: the quick model")

@@ -47,13 +47,13 @@ def quick(engine):
     built.cleanup()
 
 
-def _refine(engine, parent: Refinement, margin: float, progress=lambda *a: None):
-    """engine.refine with `margin` (Δm points a refinement must gain to ship), restored afterwards."""
-    engine.refine_margin = margin
+def _refine(engine, parent: Refinement, force: bool = False, progress=lambda *a: None):
+    """engine.refine; `force`: the candidate comes back whatever its verdict (extras["shipped"] says it)."""
+    engine.judge_only = force
     try:
         return engine.refine(SPEC, parent, progress)
     finally:
-        engine.refine_margin = 0.25
+        engine.judge_only = False
 
 
 def _shapes(path) -> dict[str, tuple[int, ...]]:
@@ -77,19 +77,43 @@ def test_quick_build_keeps_its_student_and_reports_each_task(engine, quick) -> N
     assert (meta.trade_off == "") == (min(meta.task_changes.values()) >= -5.0)  # reported when a task lags
 
 
+def test_a_refinement_that_changes_nothing_is_not_shipped(engine, quick) -> None:
+    """The paired test against the parent's own weights: no training, no gain, nothing shipped."""
+    schedules = engine.refine_schedules
+    engine.refine_schedules = (replace(schedules[0], steps=0), *schedules[1:])
+    try:
+        assert _refine(engine, Refinement("quick-id", quick.meta, 1)) is None
+        same = _refine(engine, Refinement("quick-id", quick.meta, 1), force=True)
+    finally:
+        engine.refine_schedules = schedules
+    assert same is not None
+    try:
+        assert same.extras["ship_gain"] == 0.0 and same.extras["shipped"] == 0.0
+        assert "refinement 1: +0.00 points, 95 % lower bound +0.00: not shipped" in same.notes
+    finally:
+        same.cleanup()
+
+
 def test_a_refinement_ships_only_when_better_than_its_parent(engine, quick) -> None:
     progress: list[str] = []
-    parent = Refinement("quick-id", quick.meta, 1)
-    # nothing can be better by an infinite margin
-    assert _refine(engine, parent, math.inf, lambda s, f, d: progress.append(d)) is None
+    built = _refine(engine, Refinement("quick-id", quick.meta, 1), True, lambda s, f, d: progress.append(d))
+    assert built is not None
+    built.cleanup()
     assert any("refinement 1: step" in d for d in progress)  # the fleet can interrupt it
-    # a parent as good as the full model (Δm 0) cannot be beaten by a pruned model's refinement
-    perfect = quick.meta.model_copy(update={"metrics": quick.meta.reference_metrics})
-    assert _refine(engine, Refinement("perfect", perfect, 1), 0.0) is None
+    # what the rule decided, with its interval, goes with the build
+    lower, gain = built.extras["ship_lower_bound"], built.extras["ship_gain"]
+    assert lower <= gain and built.extras["shipped"] == float(lower > 0)
+    assert any(n.startswith("refinement 1: ") and "95 % lower bound" in n for n in built.notes)
+    # a parent recorded as good as the full model (Δm 0), its weights gone: a pruned model's
+    # refinement does not beat it (the unpaired rule)
+    key = SPEC.build_key(engine.base_model_id)
+    perfect = quick.meta.model_copy(update={"metrics": quick.meta.reference_metrics, "refinement": 7})
+    assert not student_path(engine.work_dir, key, 7).exists()
+    assert _refine(engine, Refinement("perfect", perfect, 1)) is None
 
 
 def test_a_forced_refinement_carries_its_lineage(engine, quick) -> None:
-    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)  # ship whatever comes out
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), force=True)  # ship whatever comes out
     assert refined is not None
     try:
         assert (refined.parent_artifact_id, refined.refinement) == ("quick-id", 1)
@@ -106,7 +130,7 @@ def test_without_the_saved_student_refinement_rederives_the_same_architecture(en
     saved = student_path(engine.work_dir, key, 0)
     shapes = _shapes(saved)
     saved.unlink()  # another replica, or a cleaned disk
-    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), -math.inf)
+    refined = _refine(engine, Refinement("quick-id", quick.meta, 1), force=True)
     assert refined is not None
     try:
         assert refined.meta.recovery_steps == 12  # started from the re-derived pruned model
@@ -149,10 +173,13 @@ def test_a_model_whose_config_names_no_width_gets_no_from_scratch_candidate(with
 def test_the_from_scratch_candidate_fits_its_parent_and_ships_only_when_better(with_labels, quick) -> None:
     parent = Refinement("r2-id", quick.meta, 3)
     progress: list[str] = []
-    assert _refine(with_labels, parent, math.inf, lambda s, f, d: progress.append(d)) is None
+    # 6 steps from a random start do not beat a distilled model
+    assert _refine(with_labels, parent, False, lambda s, f, d: progress.append(d)) is None
     assert any("from scratch, step" in d for d in progress)  # the fleet can interrupt it
-    built = _refine(with_labels, parent, -math.inf)
+    built = _refine(with_labels, parent, force=True)
     assert built is not None
+    assert built.extras["shipped"] == 0.0 and built.extras["train_steps_asked"] == 6
+    assert any("(from scratch): " in n and n.endswith("not shipped") for n in built.notes)
     try:
         meta = built.meta
         assert meta.method == SCRATCH_METHOD and (meta.refinement, meta.parent_artifact_id) == (3, "r2-id")
@@ -170,11 +197,10 @@ def test_the_from_scratch_candidate_fits_its_parent_and_ships_only_when_better(w
 
 def test_no_from_scratch_candidate_when_nothing_narrower_fits_or_runs_as_fast(with_labels, quick) -> None:
     tiny = quick.meta.model_copy(update={"macs": 10})  # a parent no narrowed model can undercut
-    assert _refine(with_labels, Refinement("p", tiny, 3), -math.inf) is None
+    assert _refine(with_labels, Refinement("p", tiny, 3), force=True) is None
     with_labels.scratch = replace(with_labels.scratch, max_slowdown=0.0)  # nothing runs in no time
     progress: list[str] = []
     assert (
-        _refine(with_labels, Refinement("p", quick.meta, 3), -math.inf, lambda s, f, d: progress.append(d))
-        is None
+        _refine(with_labels, Refinement("p", quick.meta, 3), True, lambda s, f, d: progress.append(d)) is None
     )
     assert not any("from scratch, step" in d for d in progress)  # refused before any training

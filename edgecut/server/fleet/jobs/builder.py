@@ -107,6 +107,7 @@ class Builder:
                 meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
                 artifact = self.store.put_file(built.onnx_path, meta)
                 lineage = built.parent_artifact_id, built.refinement
+                notes = list(built.notes)
             finally:
                 built.cleanup()
         except Interrupted:
@@ -122,7 +123,13 @@ class Builder:
             self._end(key, rec.generation, self._failed(key, exc))
             return
         if self._end(key, rec.generation, Ready(key, artifact, False, *lineage)):
-            logger.info("job %s ready: artifact %s (%d bytes)", key, artifact.artifact_id, artifact.size)
+            logger.info(
+                "job %s ready: artifact %s (%d bytes)%s",
+                key,
+                artifact.artifact_id,
+                artifact.size,
+                "".join(f"; {n}" for n in notes),  # e.g. "quick recovery: 37 of 60 steps (8 s time limit)"
+            )
             self.desk.built(key, spec, artifact.artifact_id, lineage[1] + 1)
 
     def _end(self, key: str, generation: int, outcome: Outcome) -> bool:

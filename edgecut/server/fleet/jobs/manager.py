@@ -27,11 +27,15 @@ again for any replica (or the next start) to take.
 Build workers (builder.py) and refine workers (refiner.py) are peers sharing this replica's leases.
 Progressive delivery: once a key's quick build is done, its refinements are queued as
 jobs of their own kind, claimed by separate workers, so they never hold up a device's first model.
+A model below the quick model's quality floor is held back while a refinement may replace it
+(quality_floor.py): its outcome goes out `held`, and once the refinements end the key's model goes to
+whoever still waits.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +56,7 @@ from edgecut.server.fleet.jobs.outcomes import (
     RefinedHook,
     job_event,
 )
+from edgecut.server.fleet.jobs.quality_floor import QualityFloor
 from edgecut.server.fleet.jobs.refiner import Refiner
 from edgecut.server.fleet.jobs.scrub import Scrubber
 from edgecut.server.fleet.policy.limits import RateLimiter
@@ -95,7 +100,9 @@ class JobManager:
         poll_s: float = 1.0,
         refine_workers: int = 1,
         max_crashes: int = 3,
+        quick_floor: float = -math.inf,
     ) -> None:
+        """`quick_floor`: Δm (%) below which a model is held back while a refinement may replace it."""
         if workers < 1 or refine_workers < 0 or max_crashes < 0:
             raise ValueError("workers must be >= 1, refine_workers and max_crashes >= 0")
         self.engine, self.store, self.registry = engine, store, registry
@@ -113,6 +120,7 @@ class JobManager:
         self._wake = threading.Event()  # new local work: workers look at once instead of at the next poll
         # a peer, not a part: it shares the leases and the store, and asks whether quick builds wait here
         self.builder = Builder(engine, store, registry, self.leases, self.observers, self, self._wake)
+        self.floor = QualityFloor(registry, quick_floor, engine.refinements)
         self.scrubber = Scrubber(store, registry, lambda spec: self.submit(spec).build_key)
         self.refiner = Refiner(
             engine,
@@ -122,6 +130,7 @@ class JobManager:
             self.observers,
             busy=self.quick_builds_here,
             refined=self.refined,
+            settled=self.settled,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -166,6 +175,7 @@ class JobManager:
         self._refined_hooks.append(hook)
 
     def refined(self, ready: Ready) -> None:
+        ready = self.floor.apply(ready)
         for hook in self._refined_hooks:
             try:
                 hook(ready)
@@ -255,7 +265,24 @@ class JobManager:
         if rec is None or rec.state != DONE or not self.store.verify(rec.artifact_id):
             return None
         self.refiner.revive(key, rec.refinement)
-        return Ready(key, self.store.get(rec.artifact_id), True, rec.parent_artifact_id, rec.refinement)
+        hit = Ready(key, self.store.get(rec.artifact_id), True, rec.parent_artifact_id, rec.refinement)
+        return self.floor.apply(hit)
+
+    def settled(self, key: str) -> None:
+        """`key`'s refinements ended: devices still waiting for it (its model was held below the quality
+        floor) are answered with the model it serves now."""
+        try:
+            ready = self._cached(key)
+        except Exception:
+            logger.exception("cannot read what %s serves; its waiting devices wait on", key)
+            return
+        if ready is None or ready.held:
+            return
+        for hook in self._hooks:
+            try:
+                hook(ready)
+            except Exception:
+                logger.exception("finish hook %r failed for settled job %s", hook, key)
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -332,6 +359,10 @@ class JobManager:
             _call(listener, event)
 
     def finish(self, key: str, outcome: Outcome) -> None:
+        if isinstance(outcome, Ready):
+            outcome = self.floor.apply(outcome)
+            if outcome.held:
+                logger.warning("job %s: %s", key[:12], outcome.held)
         with self._lock:
             job = self._active.pop(key, None)
             if job is not None:

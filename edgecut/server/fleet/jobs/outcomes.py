@@ -29,6 +29,9 @@ class Ready:
     cache_hit: bool = False
     parent_artifact_id: str = ""  # set by progressive refinement: the artifact this one refines
     refinement: int = 0
+    # why devices are not offered it yet ("" = offer it): below the quick model's quality floor while
+    # a refinement may still replace it (quality_floor.py)
+    held: str = ""
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,12 @@ class Refiner:
         observers: Observers,
         busy: Callable[[], bool],
         refined: RefinedHook,
+        settled: Callable[[str], None] = lambda key: None,
     ) -> None:
+        """`settled(build_key)`: the key's refinements ended without another model (not better, failed,
+        stale or unwanted): whoever waits for a model of it held below the quality floor gets it now."""
         self.engine, self.store, self.registry, self.leases = engine, store, registry, leases
-        self.observers, self.busy, self.refined = observers, busy, refined
+        self.observers, self.busy, self.refined, self.settled = observers, busy, refined, settled
         # its own wake-up: waiting on the build workers' event would clear it under them
         self.wake = threading.Event()
 
@@ -132,6 +135,7 @@ class Refiner:
             if rec.state == FAILED:  # the crash cap: the quick model stays what the key serves
                 logger.error("refinement %s failed: %s", rec.build_key, rec.error_message)
                 self._observe(rec.build_key, "failed", 1.0, {"error": rec.error_message})
+                self.settled(str(rec.spec.get("refine", {}).get("of", "")))
                 continue
             self.run(rec)
 
@@ -162,7 +166,8 @@ class Refiner:
             parent_meta = self.store.get(parent).meta
         except EdgecutError as exc:
             logger.warning("refinement %s: parent %s is gone from the store (%s)", key, parent[:12], exc)
-            self._finish(key, gen, DONE, stage=STALE, **lineage)
+            if self._finish(key, gen, DONE, stage=STALE, **lineage):
+                self.settled(of)
             return
         leases.hold(key)
         self._observe(key, "running", 0.0, {**info, "tasks": list(spec.tasks)})
@@ -182,11 +187,12 @@ class Refiner:
 
         try:
             built = self.engine.refine(spec, Refinement(parent, parent_meta, number), progress)
-            artifact = None
+            artifact, notes = None, ""
             if built is not None:
                 try:
                     meta = built.meta.model_copy(update={"build_key": of})
                     artifact = self.store.put_file(built.onnx_path, meta)
+                    notes = "".join(f"; {n}" for n in built.notes)
                 finally:
                     built.cleanup()
         except Interrupted as exc:
@@ -198,14 +204,17 @@ class Refiner:
             return
         except Exception as exc:
             logger.exception("refinement %s failed", key)
-            self._finish(
+            if self._finish(
                 key, gen, FAILED, stage="failed", error_code="BUILD_FAILED", error_message=str(exc)[:500]
-            )
+            ):
+                self.settled(of)
             return
         if artifact is None:
             logger.info("refinement %s is not better than %s; nothing shipped", key, parent[:12])
-            if self._finish(key, gen, DONE, stage=NOT_BETTER, **lineage):
-                self.queue(of, spec, parent, number + 1)
+            if self._finish(key, gen, DONE, stage=NOT_BETTER, **lineage) and not self.queue(
+                of, spec, parent, number + 1
+            ):
+                self.settled(of)
             return
         stage = self.registry.jobs.finish_refinement(
             key, leases.owner, gen, of, parent, artifact.artifact_id, number
@@ -218,7 +227,7 @@ class Refiner:
         if stage == STALE:
             logger.info("refinement %s: %s moved on from %s meanwhile; not served", key, of, parent[:12])
             return
-        logger.info("refinement %d of %s ready: artifact %s", number, of, artifact.artifact_id[:12])
+        logger.info("refinement %d of %s ready: artifact %s%s", number, of, artifact.artifact_id[:12], notes)
         self.refined(Ready(of, artifact, False, parent, number))
         self.queue(of, spec, artifact.artifact_id, number + 1)
 

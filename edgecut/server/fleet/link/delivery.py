@@ -4,6 +4,9 @@ A finished build answers every device waiting for it (persisted waiters, so also
 through the offer gate (the staged rollout: new variants reach canaries first). A refinement is
 offered to the devices whose latest offer is its parent (refinements that keep the architecture pass
 the gate). `offer` itself is ungated: the rollout calls it for promotions and rollbacks.
+A model `held` below the quick model's quality floor (jobs/quality_floor.py) is offered to no one:
+each device asking for it keeps its model, waits for the key (its refinement that passes is offered
+then) and is told why (an `Error` about "waiting", its last error in the registry, a `held` event).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from edgecut.server.fleet.state.store import Store
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
+
+WAITING = "waiting"  # Error.about: no model yet, the device keeps its own (agent.py says so)
 
 # (device id, needs seq, the build that answers it) -> the build to offer instead, or None to offer
 # nothing now. The staged rollout (jobs/rollout.py) is one: it holds a new variant back from all but
@@ -95,9 +100,13 @@ class Delivery:
                 self.offer(device_id, seq, ready)
             else:
                 self.answer(device_id, seq, ready)
+        self.on_job_finished(ready)  # devices whose quick model was held wait for the key
 
     def answer(self, device_id: str, seq: int, ready: Ready) -> None:
         """Answer a device's needs with `ready`, or with what the offer gate puts in its place."""
+        if ready.held:
+            self._hold(device_id, seq, ready)
+            return
         chosen: Ready | None = ready
         if self.offer_gate is not None:
             try:
@@ -110,6 +119,24 @@ class Delivery:
             )
             return
         self.offer(device_id, seq, chosen, held=chosen is not ready)
+
+    def _hold(self, device_id: str, seq: int, ready: Ready) -> None:
+        """Offer nothing now: the device keeps its model and waits for the key's next model."""
+        self.registry.waiters.add(ready.build_key, device_id, seq)
+        self.registry.devices.record_error(device_id, ready.held)
+        self.link.publish_error(
+            pb.Error(message=ready.held, device_id=device_id, needs_seq=seq, about=WAITING)
+        )
+        logger.info("not offering %s to %s: %s", ready.artifact.artifact_id[:12], device_id, ready.held)
+        self.link.emit(
+            "held",
+            device_id,
+            artifact_id=ready.artifact.artifact_id,
+            build_key=ready.build_key,
+            needs_seq=seq,
+            refinement=ready.refinement,
+            reason=ready.held,
+        )
 
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
         """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
