@@ -11,20 +11,10 @@ from edgecut.server.cut.prune import Target, measure
 from edgecut.server.cut.scratch import build_narrow, narrow_to, scaled_config, train_scratch
 from edgecut.server.errors import ImpossibleBudgetError
 from edgecut.server.mtl import MultiTaskModel, build_model
-from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
+from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.mtl.train import TrainConfig
 
 TASKS = ("seg", "depth")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def scenes() -> TensorSamples:
-    return synthetic_scenes(32, 3, 32, show_progress=False)
 
 
 def _resnet() -> MultiTaskModel:

@@ -7,17 +7,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgecut.server.mtl.train import TrainConfig, train
 from edgecut_bench.reference_model import Compared, compare, extras, load_record
 
 TINY = replace(TrainConfig.quick(), n_train=64, n_val=32, batch_size=16, epochs=3, patience=2)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def test_the_section_shows_the_curve_and_scores_a_model_for_some_tasks(tmp_path: Path) -> None:

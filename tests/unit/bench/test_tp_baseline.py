@@ -11,27 +11,17 @@ import torch_pruning as tp
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.prune import measure
 from edgecut.server.mtl import MultiTaskModel, build_model, checkpoint
-from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
+from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut_bench.tp_baseline import ROUND_TO, VARIANTS, pruner_for, tp_prune
 
 TASKS = ("seg", "depth")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def reference() -> MultiTaskModel:
     """The packaged reference's architecture for seg + depth (its weights: whichever teacher is packaged)."""
     return decompose(checkpoint.load(PACKAGED_REFERENCE), TASKS).eval()
-
-
-@pytest.fixture(scope="module")
-def scenes() -> TensorSamples:
-    return synthetic_scenes(32, 3, 32, show_progress=False)
 
 
 def _small() -> MultiTaskModel:

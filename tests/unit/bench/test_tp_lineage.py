@@ -14,7 +14,7 @@ from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.recover import RecoveryOptions, RecoveryReport
 from edgecut.server.engine import load_engine
 from edgecut.server.mtl import MultiTaskModel, build_model, checkpoint
-from edgecut.server.mtl.data import TensorSamples, synthetic_scenes
+from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.spec import NO_FLOOR
 from edgecut_bench.lineage import Schedule, Stage, follow
 from edgecut_bench.quality import QualityConfig, _Bench
@@ -23,16 +23,6 @@ from edgecut_bench.quality_rows import QUICK, TP_FINAL, TP_QUICK
 TASKS = ("seg", "depth")
 QUICK_OPTS = RecoveryOptions(steps=60, features=1.0)
 REFINES = (RecoveryOptions(steps=400, lr=1.5e-3, seed=1), RecoveryOptions(steps=640, lr=1e-3, seed=2))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def scenes() -> TensorSamples:
-    return synthetic_scenes(32, 3, 32, show_progress=False)
 
 
 def _model() -> MultiTaskModel:
