@@ -52,12 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--epochs",
         type=positive_int,
-        help="most epochs (default 80); training stops earlier when validation stops improving",
+        help="train exactly this many epochs (one-cycle rate); default: until validation stops improving "
+        "(at most 80 epochs); with --patience it is that run's cap",
     )
     p.add_argument(
         "--patience",
         type=int,
-        help="epochs without a better validation loss before stopping (default 4); 0 trains exactly "
+        help="epochs without a better validation loss before stopping (default 6); 0 trains exactly "
         "--epochs with a one-cycle rate",
     )
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 32)")
@@ -89,6 +90,8 @@ def config(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError("--val-data needs --data: synthetic scenes bring their own validation scenes")
     if args.patience is not None and args.patience < 0:
         raise ConfigError("--patience must be 0 (train every epoch) or a positive number of epochs")
+    if args.epochs is not None and args.patience is None:
+        cfg = replace(cfg, patience=0)  # a number of epochs asked for is a fixed budget, as it always was
     for name in ("epochs", "batch_size", "lr", "patience"):
         if getattr(args, name) is not None:
             cfg = replace(cfg, **{name: getattr(args, name)})

@@ -190,3 +190,18 @@ def test_a_model_for_some_tasks_only(tmp_path: Path) -> None:
 def test_an_unknown_task_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"no task sky .*it has: seg, depth"):
         train(replace(TINY, tasks=("seg", "sky")), cache_dir=tmp_path, show_progress=False)
+
+
+def test_the_cli_trains_a_fixed_budget_when_asked_for_epochs_and_converges_otherwise() -> None:
+    import argparse
+
+    from edgecut.server.mtl import train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    default = train_cli.config(parser.parse_args(["train"]))
+    assert default.patience == TrainConfig().patience > 0 and default.epochs == TrainConfig().epochs
+    fixed = train_cli.config(parser.parse_args(["train", "--epochs", "2"]))
+    assert fixed.epochs == 2 and fixed.patience == 0
+    capped = train_cli.config(parser.parse_args(["train", "--epochs", "30", "--patience", "3"]))
+    assert capped.epochs == 30 and capped.patience == 3
