@@ -46,7 +46,6 @@ from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Target, measure, size_target
 from edgecut.server.cut.recover import RecoveryOptions
 from edgecut.server.cut.scratch import ScratchOptions, narrow_to, steps_in, train_scratch
-from edgecut.server.cut.shipping import judge
 from edgecut.server.engine import CALIB_SEED, TRAIN_SEED, TorchEngine, load_engine
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint as checkpoints
@@ -375,14 +374,11 @@ class _Bench:
         )
 
     def _ships(self, case: Case) -> Callable[[Stage, Stage], bool]:
-        """The engine's own rule (cut/shipping.py): the candidate's Δm gain over the current model, paired
+        """The engine's own rule (TorchEngine.ships): the candidate's Δm gain over the current model, paired
         over the validation images, with a 95 % lower bound above 0."""
-        reference = {t: v for t, v in self.engine.reference_metrics().items() if t in case.tasks}
 
         def ships(candidate: Stage, current: Stage) -> bool:
-            now = self.engine._samples(current.model)
-            new = self.engine._samples(candidate.model)
-            return judge(new, now, reference, current.delta_m, self.engine.ship_confidence).ship
+            return self.engine.ships(candidate.model, current.model, case.tasks, current.delta_m).ship
 
         return ships
 

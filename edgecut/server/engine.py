@@ -22,6 +22,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,6 +133,16 @@ class TorchEngine:
         """Metrics of the tasks the validation data labels (none without validation data)."""
         specs = {t: s for t, s in model.task_specs.items() if t in self._val_tasks}
         return evaluate(model, specs, self.val) if self.val is not None and specs else {}
+
+    def ships(
+        self, candidate: MultiTaskModel, current: MultiTaskModel, tasks: Sequence[str], current_delta_m: float
+    ) -> Verdict:
+        """The engine's shipping rule (cut/shipping.py) for replacing `current` by `candidate` on `tasks`,
+        both measured on this engine's validation images (the benches judge other models by it)."""
+        reference = {t: v for t, v in self.reference_metrics().items() if t in tasks}
+        return judge(
+            self._samples(candidate), self._samples(current), reference, current_delta_m, self.ship_confidence
+        )
 
     def _samples(self, model: MultiTaskModel) -> dict[str, SampleStats]:
         """Per-image statistics of the tasks the validation data labels (for the shipping test)."""

@@ -80,22 +80,16 @@ def test_with_no_refinement_left_the_keys_model_goes_out(tmp_path: Path) -> None
         q.close()
 
 
-@pytest.mark.parametrize(("floor", "refinements"), [(-25.0, 0), (-math.inf, 2)])
-def test_nothing_is_held_without_a_refinement_to_come_or_with_the_floor_off(
-    tmp_path: Path, floor: float, refinements: int
+@pytest.mark.parametrize(
+    ("fault", "floor", "refinements"),
+    [("low_quality", -25.0, 0), ("low_quality", -math.inf, 2), (None, -25.0, 2)],
+    ids=["no refinement to come", "floor off", "above the floor"],
+)
+def test_nothing_is_held_without_a_refinement_to_come_with_the_floor_off_or_above_it(
+    tmp_path: Path, fault: str | None, floor: float, refinements: int
 ) -> None:
-    engine = OnnxTestEngine(tmp_path / "work", faults={("seg",): "low_quality"}, refinements=refinements)
-    q = Queue(tmp_path, engine, floor)
-    try:
-        q.jobs.submit(SEG)
-        (quick,) = wait_until(lambda: q.finished[:1])
-        assert isinstance(quick, Ready) and quick.held == ""
-    finally:
-        q.close()
-
-
-def test_a_quick_model_above_the_floor_is_not_held(tmp_path: Path) -> None:
-    q = Queue(tmp_path, OnnxTestEngine(tmp_path / "work", refinements=2))
+    faults = {("seg",): fault} if fault else {}
+    q = Queue(tmp_path, OnnxTestEngine(tmp_path / "work", faults=faults, refinements=refinements), floor)
     try:
         q.jobs.submit(SEG)
         (quick,) = wait_until(lambda: q.finished[:1])
