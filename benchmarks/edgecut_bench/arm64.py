@@ -31,6 +31,7 @@ import psutil
 
 from edgecut.agent.watch import AgentWatch
 from edgecut.errors import ConfigError
+from edgecut.server.spec import NO_FLOOR
 from edgecut_bench.clone import REPO
 
 if TYPE_CHECKING:
@@ -234,7 +235,11 @@ def run_agent(
     api_port = _free_port()
     with tempfile.TemporaryDirectory(prefix="edgecut-arm64-server-") as work, EmbeddedBroker() as broker:
         _say(f"broker {broker.kind} on {broker.url}")
-        settings = ServerSettings(state_dir=Path(work), broker=broker.url, grpc="127.0.0.1:0", workers=1)
+        # the bench proves the serving path, not quality: its engine has no Δm floor either, and a
+        # model with `--recovery-steps 0` would otherwise be held below the quick model's floor
+        settings = ServerSettings(
+            state_dir=Path(work), broker=broker.url, grpc="127.0.0.1:0", workers=1, quick_min_delta_m=NO_FLOOR
+        )
         server = FleetServer(settings, engine).start()
         try:
             if not server.wait_ready(30):
