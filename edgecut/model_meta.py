@@ -55,6 +55,12 @@ class ModelMeta(BaseModel):
     pipeline_version: str = ""
     onnx_max_abs_diff: float | None = None
     quantized: bool = False
+    # the number format the weights and activations run in: fp32, int8 (static QDQ, calibrated) or fp16;
+    # one tailored model may be offered in several precisions (variants), each with its own metrics
+    precision: Literal["fp32", "int8", "fp16"] = "fp32"
+    # fp32 nodes kept in an int8 model (mixed precision) and why a model that was asked for int8 is not
+    excluded_nodes: list[str] = Field(default_factory=list)
+    precision_note: str = ""
     created_unix: float = 0.0
     # progressive delivery: 0 = the quick model of its build key; n = its n-th refinement
     refinement: int = 0

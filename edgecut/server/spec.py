@@ -177,6 +177,15 @@ def spec_from_dict(d: dict[str, Any]) -> BuildSpec:
 
 
 @dataclass
+class Variant:
+    """Another precision of a built model (same weights, same tasks): its own ONNX file and metadata
+    (`meta.precision`, and metrics measured on the validation set in that precision)."""
+
+    onnx_path: Path
+    meta: ModelMeta
+
+
+@dataclass
 class BuiltArtifact:
     """An exported model: the ONNX file (metadata embedded) and its metadata.
 
@@ -193,6 +202,9 @@ class BuiltArtifact:
     # what the build decided and why, for people (logged and shown with the job): a recovery a deadline
     # cut short ("quick recovery: 37 of 60 steps (8 s time limit)"), a refinement's shipping test
     notes: list[str] = field(default_factory=list)
+    # the same model in other precisions (int8, fp16), each checked against this fp32 model; offered
+    # beside it so the device can time them on its own CPU and serve the faster one
+    variants: list[Variant] = field(default_factory=list)
 
     def cleanup(self) -> None:
         if self.scratch is not None:
