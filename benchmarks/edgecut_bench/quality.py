@@ -162,6 +162,10 @@ class _Bench:
         self._timing.append((row, onnx))
         return row
 
+    def onnx_of(self, row: Row) -> Path:
+        """The ONNX file of a row of the current case (until `time_case` times and removes it)."""
+        return next(path for kept, path in self._timing if kept is row)
+
     def time_case(self) -> None:
         """Every row of the case timed in turns (ort_latency.interleaved_latency_ms), then the files go."""
         rows, paths = zip(*self._timing, strict=True) if self._timing else ((), ())
@@ -479,11 +483,9 @@ def _check_seeds(cfg: QualityConfig) -> None:
         )
 
 
-def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
-    t0 = time.perf_counter()
-    load0 = os.getloadavg()[0]
-    _check_seeds(cfg)
-    engine = load_engine(
+def engine_for(cfg: QualityConfig) -> TorchEngine:
+    """The engine the bench builds with: the server's, with `cfg`'s data and schedules and no Δm floor."""
+    return load_engine(
         cfg.checkpoint,
         cfg.data_dir,
         n_calib=cfg.n_calib,
@@ -492,6 +494,13 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         refine_steps=cfg.refine_steps,
         min_delta_m=NO_FLOOR,
     )
+
+
+def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    _check_seeds(cfg)
+    engine = engine_for(cfg)
     cases, scales = [], {}
     own_calib = engine.calib
     total = len(cfg.seeds) * len(cfg.matrix()) * len(STAGES)
