@@ -72,8 +72,9 @@ def resized(src: Path, dst: Path, size: int) -> Path:
     model = onnx.load(str(src))
     dims = model.graph.input[0].type.tensor_type.shape.dim
     old = dims[2].dim_value
-    if not old or dims[3].dim_value != old or (size % old and old % size):
-        raise ConfigError(f"{src.name}: a fixed square input whose size divides {size} is needed, got {dims}")
+    if not old or dims[3].dim_value != old:
+        shape = [d.dim_value or d.dim_param for d in dims]
+        raise ConfigError(f"{src.name}: only a fixed square input can be resized, it takes {shape}")
     scale = size / old
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: i for i in model.graph.initializer}
@@ -114,7 +115,10 @@ def _scaled(tensor: onnx.TensorProto, scale: float) -> onnx.TensorProto:
     values = numpy_helper.to_array(tensor).copy()
     if values.dtype != np.int64 or values.ndim != 1 or len(values) < 2:
         raise ConfigError(f"resize target {tensor.name} is not a list of sizes: {values}")
-    values[-2:] = np.round(values[-2:] * scale).astype(np.int64)
+    scaled = values[-2:] * scale
+    if not np.allclose(scaled, np.round(scaled)):
+        raise ConfigError(f"resize target {tensor.name} {values[-2:]} times {scale:g} is not a whole size")
+    values[-2:] = np.round(scaled).astype(np.int64)
     return numpy_helper.from_array(values, tensor.name)
 
 

@@ -4,7 +4,8 @@ Each run is a real `edgecut bench ...` process writing into a temporary markdown
 non-zero exit, a hang (the per-command time-out) or an empty result (its section missing or without a
 figure). They run in `make test-bench` (EDGECUT_BENCH_SMOKE=1; ~2 min together), not in `make test`.
 `bench paper` has its own quick run in `make test` (tests/e2e/test_bench_paper.py); `bench arm64` needs
-root and qemu (tests/e2e/test_bench_arm64_smoke.py).
+root and qemu (tests/e2e/test_bench_arm64_smoke.py); `bench precision` checks its re-render from rows
+(tests/e2e/test_bench_precision_smoke.py).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ SMOKES = [
         out_flag="--output",
     ),
 ]
-ELSEWHERE = {"paper", "arm64"}  # their smoke runs: see the module docstring
+ELSEWHERE = {"paper", "arm64", "precision"}  # their smoke runs: see the module docstring
 # The Summary bullets a bench renders from its section's rows (edgecut_bench.doc.write_bullet).
 SUMMARY_BULLETS = {
     "model": ("Reference model",),
