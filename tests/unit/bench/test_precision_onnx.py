@@ -126,6 +126,6 @@ def test_a_size_the_graph_takes_from_an_input_is_refused(tmp_path: Path) -> None
 
 
 def test_a_size_the_network_cannot_take_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
-    """36 px: the stride-8 features would be 4.5 wide."""
+    """34 px: the stride-4 skip connection the exporter sized 8 x 8 would be 8.5 wide."""
     with pytest.raises(ConfigError, match="is not a whole size"):
-        resized(files["fp32"], tmp_path / "odd.onnx", 36)
+        resized(files["fp32"], tmp_path / "odd.onnx", 34)
