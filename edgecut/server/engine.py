@@ -26,15 +26,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose, traced_trunk
-from edgecut.server.cut.export import export_onnx, input_spec, output_specs
+from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
+from edgecut.server.cut.quantise import QuantOptions, calibration_images, quantise_checked
 from edgecut.server.cut.recover import RecoveryOptions, recover, recovery_extras
 from edgecut.server.cut.refine import (
     QUICK_DEADLINE_S,
@@ -65,6 +67,7 @@ from edgecut.server.spec import (
     BuiltArtifact,
     ProgressFn,
     Refinement,
+    Variant,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,7 @@ class TorchEngine:
         scratch: ScratchOptions | None = None,
         min_delta_m: float = MIN_DELTA_M,
         calibrated_on: str = "the given images",
+        quant: QuantOptions | None = QuantOptions(),
     ) -> None:
         self.base = check_contract(base).eval()
         self._base_id = base_id
@@ -108,6 +112,10 @@ class TorchEngine:
         self.scratch = scratch or ScratchOptions()
         self.min_delta_m = min_delta_m  # a build whose Δm (%) falls below this fails (-inf: no floor)
         self.calibrated_on = calibrated_on  # said to the user: where the calibration images come from
+        # every artifact is offered with a static INT8 variant when it passes the per-task check
+        # (cut/quantise.py); None = fp32 only
+        self.quant = quant
+        self._calib_images: np.ndarray | None = None
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
         self._val_tasks = labelled_tasks(val) if val is not None else set()
@@ -219,8 +227,8 @@ class TorchEngine:
                 )
                 if report.recovery.cut_short:
                     logger.warning("build %s: %s", key[:12], notes[-1])
-            built = self._export(report.model, meta, extras, t0, balanced.rebuilt)
-            built.notes = notes
+            built = self._export(report.model, meta, extras, t0, balanced.rebuilt, progress)
+            built.notes = notes + built.notes
             return built
 
     def _check_floor(
@@ -303,8 +311,12 @@ class TorchEngine:
         prior = parent.parent_meta.recovery_steps if resumed else 0
         meta.recovery_steps = prior + done.steps
         extras = {"recovery_s": done.seconds, **recovery_extras(done), **verdict.extras()}
-        built = self._export(student, meta, extras, t0, False)
-        built.notes = [done.describe(f"refinement {n} recovery"), verdict.describe(f"refinement {n}")]
+        built = self._export(student, meta, extras, t0, False, progress)
+        built.notes = [
+            done.describe(f"refinement {n} recovery"),
+            verdict.describe(f"refinement {n}"),
+            *built.notes,
+        ]
         return built
 
     def _judge(
@@ -425,11 +437,12 @@ class TorchEngine:
             "train_steps_asked": float(schedule),
             "width_scale": narrow.scale,
         }
-        built = self._export(narrow.model, meta, extras, t0, False)
+        built = self._export(narrow.model, meta, extras, t0, False, progress)
         fitted = f" (fitted to {self.scratch.seconds:g} s on this machine)" if run.steps < schedule else ""
         built.notes = [
             f"refinement {n} from scratch: {run.steps} of {schedule} steps{fitted}",
             verdict.describe(f"refinement {n} (from scratch)"),
+            *built.notes,
         ]
         return built
 
@@ -482,20 +495,66 @@ class TorchEngine:
         )
 
     def _export(
-        self, model: MultiTaskModel, meta: ModelMeta, extras: dict[str, float], t0: float, rebuilt: bool
+        self,
+        model: MultiTaskModel,
+        meta: ModelMeta,
+        extras: dict[str, float],
+        t0: float,
+        rebuilt: bool,
+        progress: ProgressFn,
     ) -> BuiltArtifact:
         out_dir = Path(tempfile.mkdtemp(prefix="build-", dir=self._tmp_dir()))
         path = out_dir / "model.onnx"
         meta.onnx_max_abs_diff = export_onnx(model, meta, path)
-        seconds = time.perf_counter() - t0
-        return BuiltArtifact(
+        built = BuiltArtifact(
             path,
             meta,
-            {"seconds": seconds, "rebalanced": float(rebuilt), **extras},
+            {"rebalanced": float(rebuilt), **extras},
             scratch=out_dir,
             parent_artifact_id=meta.parent_artifact_id,
             refinement=meta.refinement,
         )
+        self._add_int8(built, progress)
+        built.extras["seconds"] = time.perf_counter() - t0
+        return built
+
+    def _add_int8(self, built: BuiltArtifact, progress: ProgressFn) -> None:
+        """Quantise the exported model (static INT8, checked per task against it on the validation set)
+        and offer it as a variant when it passes; else the fp32 artifact's `precision_note` says why."""
+        if self.quant is None:
+            return
+        meta = built.meta
+        specs = {t: self.base.task_specs[t] for t in meta.tasks if t in self._val_tasks}
+        progress("exporting", 0.95, "int8: calibrating and checking a static INT8 variant")
+        if self._calib_images is None:  # the build's calibration images, drawn once
+            self._calib_images = calibration_images(self.calib, self.quant.calib_images, self.quant.seed)
+        outcome = quantise_checked(
+            built.onnx_path,
+            built.onnx_path.with_name("model.int8.onnx"),
+            self._calib_images,
+            specs,
+            self.val,
+            self.quant,
+            progress=lambda text: progress("exporting", 0.96, text),
+        )
+        built.extras["quantise_s"] = outcome.seconds
+        if outcome.path is None:
+            meta.precision_note = f"no int8 variant: {outcome.note}"
+            embed_meta(built.onnx_path, meta)
+            built.notes.append(f"{meta.precision_note} ({outcome.seconds:.1f} s)")
+            return
+        int8 = meta.model_copy(deep=True)
+        int8.precision, int8.quantized = "int8", True
+        int8.excluded_nodes, int8.precision_note = outcome.excluded_nodes, outcome.note
+        int8.metrics = outcome.metrics
+        kinds = {t: s.kind for t, s in specs.items()}
+        changes = task_changes(int8.metrics, int8.reference_metrics, kinds)
+        int8.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+        int8.onnx_max_abs_diff = None  # measured against torch for the fp32 model only
+        embed_meta(outcome.path, int8)
+        built.variants.append(Variant(outcome.path, int8))
+        size = outcome.size_bytes / 1e6
+        built.notes.append(f"int8 variant ({size:.2f} MB, {outcome.seconds:.1f} s): {outcome.note}")
 
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"

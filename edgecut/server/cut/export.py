@@ -1,5 +1,5 @@
-"""Export a tailored model to ONNX (dynamic batch, one named output per task), embed its metadata,
-check onnxruntime agrees with torch, and optionally quantise the weights to int8."""
+"""Export a tailored model to ONNX (dynamic batch, one named output per task), embed its metadata and
+check onnxruntime agrees with torch (static INT8 variants: quantise.py)."""
 
 from __future__ import annotations
 
@@ -75,9 +75,7 @@ def export_onnx(model: MultiTaskModel, meta: ModelMeta, path: Path) -> float:
                 d.dim_param = "batch"
             else:
                 d.dim_value = int(v)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_METADATA_KEY, meta.to_json()
-    proto.doc_string = f"edgecut tailored model for tasks {', '.join(tasks)}"
+    _embed(proto, meta)
     onnx.save(proto, str(tmp))
     diff = max_abs_diff(model, tmp, x)
     tmp.replace(path)
@@ -93,10 +91,22 @@ def max_abs_diff(model: MultiTaskModel, path: Path, x: torch.Tensor) -> float:
     return max(float(np.abs(got[t] - ref[t].numpy()).max()) for t in ref)
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def embed_meta(path: Path, meta: ModelMeta) -> None:
+    """Write `meta` into the ONNX file's metadata (replacing what it held), atomically."""
+    proto = onnx.load(str(path))
+    _embed(proto, meta)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+def _embed(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    kept = [p for p in proto.metadata_props if p.key != ONNX_METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=ONNX_METADATA_KEY, value=meta.to_json())
+    what = f"{meta.precision} " if meta.precision != "fp32" else ""
+    proto.doc_string = f"edgecut tailored {what}model for tasks {', '.join(meta.tasks)}"
 
 
 def sha256_file(path: Path) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -12,6 +14,7 @@ from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.losses import total_loss
 from edgecut.server.mtl.metrics import TaskMeter
 from edgecut.server.mtl.tasks import TaskSpec
+from edgecut.server.ort_latency import session
 
 Metrics = dict[str, dict[str, float]]
 
@@ -40,6 +43,20 @@ def evaluate(
         return evaluate_fn(model, specs, data, batch_size)
     finally:
         model.train(was_training)
+
+
+def evaluate_onnx(
+    path: Path, specs: dict[str, TaskSpec], data: Dataset[Batch], batch_size: int = 64, threads: int = 1
+) -> Metrics:
+    """`evaluate` of an exported model, run by onnxruntime on the CPU (what a device serves)."""
+    sess = session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+
+    def predict(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = sess.run(None, {"image": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
+        return {n: torch.from_numpy(np.asarray(y)) for n, y in zip(names, out, strict=True)}
+
+    return evaluate_fn(predict, specs, data, batch_size)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -102,3 +103,52 @@ def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine) ->
     assert re.search(r"\(depth [-+]\d+\.\d %, seg [-+]\d+\.\d %\) is below the floor of \+1000000 %", message)
     assert "it was calibrated on edgecut's synthetic scenes, given by --calib-data" in message
     assert set((engine.work_dir / "tmp").glob("build-*/model.onnx")) == exported  # nothing exported
+
+
+def test_build_offers_a_checked_int8_variant_with_its_own_metrics(engine) -> None:
+    """Issue 30: the quick build's fp32 model comes with a static INT8 twin measured on its own."""
+    from edgecut.model_meta import ModelMeta
+    from edgecut.server.cut.quantise import QuantOptions
+
+    spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5))
+    lenient = engine.quant
+    engine.quant = QuantOptions(threshold=100.0)  # this small model's own int8 loss is not the point
+    stages: list[str] = []
+    try:
+        built = engine.build(spec, lambda stage, f, detail: stages.append(detail))
+    finally:
+        engine.quant = lenient
+    assert [v.meta.precision for v in built.variants] == ["int8"]
+    (variant,) = built.variants
+    meta = variant.meta
+    assert meta.quantized and meta.build_key == built.meta.build_key == spec.build_key(engine.base_model_id)
+    assert set(meta.metrics) == {"depth", "seg"} and meta.metrics != built.meta.metrics  # measured in int8
+    assert set(meta.task_changes) == {"depth", "seg"} and meta.precision_note.startswith("int8 vs fp32: ")
+    assert built.meta.precision == "fp32" and not built.meta.quantized
+    sess = ort.InferenceSession(str(variant.onnx_path), providers=["CPUExecutionProvider"])
+    embedded = ModelMeta.from_json(sess.get_modelmeta().custom_metadata_map["edgecut"])
+    assert embedded == meta  # the file carries its own metadata, as the fp32 artifact does
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(variant.onnx_path)).graph.node}
+    assert built.extras["quantise_s"] > 0 and any(n.startswith("int8 variant (") for n in built.notes)
+    assert any(d.startswith("int8: ") for d in stages)
+    built.cleanup()
+    assert not variant.onnx_path.exists()
+
+
+def test_a_build_whose_int8_fails_the_check_says_why_on_the_fp32_model(engine) -> None:
+    from edgecut.model_meta import ModelMeta
+    from edgecut.server.cut.quantise import QuantOptions
+
+    spec = BuildSpec.create(["depth"], Budget(macs_fraction=0.6), recover=False)
+    kept = engine.quant
+    engine.quant = QuantOptions(threshold=-100.0, max_excluded=0)  # int8 would have to gain 100 points
+    try:
+        built = engine.build(spec, lambda *a: None)
+    finally:
+        engine.quant = kept
+    assert built.variants == []
+    assert built.meta.precision_note.startswith("no int8 variant: int8 lost more than -100 point")
+    sess = ort.InferenceSession(str(built.onnx_path), providers=["CPUExecutionProvider"])
+    embedded = ModelMeta.from_json(sess.get_modelmeta().custom_metadata_map["edgecut"])
+    assert embedded.precision_note == built.meta.precision_note
+    built.cleanup()
