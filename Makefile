@@ -88,6 +88,7 @@ bench: $(STAMP)
 		$(DATA_DIR)/bench/seg-depth-normals-jetson.onnx
 	$(VENV)/bin/edgecut bench paper --data-dir $(DATA_DIR)
 	$(VENV)/bin/edgecut bench generality --data-dir $(DATA_DIR)
+	$(VENV)/bin/edgecut bench precision --data-dir $(DATA_DIR) --rows benchmarks/rows/precision-rows.pkl
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \

@@ -98,6 +98,7 @@ class PrecisionResult:
     onnxruntime: str = ""
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
     shipped: dict[str, str] = field(default_factory=dict)  # task set @ budget -> which model shipped, notes
+    torch_threads: int = 1  # the engine's training (its lineage's steps depend on it)
 
 
 # The engine's INT8 answer for one fp32 file: (precision, INT8 file or None, note); the argument order
@@ -196,6 +197,7 @@ def run(
         onnxruntime=ort.__version__,
         load=(load0, os.getloadavg()[0]),
         shipped=shipped,
+        torch_threads=torch.get_num_threads(),
     )
 
 

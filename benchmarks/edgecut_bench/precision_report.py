@@ -192,7 +192,8 @@ def markdown(res: PrecisionResult) -> str:
         f"the run timed in turns in one process, batch 1, {cfg.rounds} rounds of {cfg.runs} runs, the "
         "median of the per-round medians; × = speed-up (1 thread). MB: the ONNX file on disk.",
         "",
-        f"Machine: {res.machine}; onnxruntime {res.onnxruntime}; load average {res.load[0]:.1f} at the "
+        f"Machine: {res.machine}; onnxruntime {res.onnxruntime}; torch trained the lineage on "
+        f"{res.torch_threads} thread{'s' if res.torch_threads > 1 else ''}; load average {res.load[0]:.1f} at the "
         f"start, {res.load[1]:.1f} at the end. Whole run: {res.seconds / 60:.1f} min. Rerun: `{res.command}`.",
     ]
     for tasks in task_sets(res):
