@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         saved_rows.save(res, rows)
         print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
     _publish(args.out, precision_report.SECTION, precision_report.markdown(res))
+    if str(args.out) not in ("", "."):
+        from edgecut_bench.doc import write_bullet
+
+        write_bullet(args.out, "Summary", precision_report.LEAD, precision_report.bullet(res))
     return 0
 
 

@@ -223,3 +223,18 @@ def markdown(res: PrecisionResult) -> str:
         *(f"| {v.goal} | {v.case} | {v.measured} | **{v.verdict}** |" for v in verdicts(res)),
     ]
     return "\n".join(out)
+
+
+LEAD = "Precision"  # the Summary's bullet
+
+
+def bullet(res: PrecisionResult) -> str:
+    """The Summary's bullet: the goals' verdicts as the section's table states them."""
+    seeds = len(res.cfg.seeds)
+    said = "; ".join(f"{v.case}: {v.measured}, **{v.verdict}**" for v in verdicts(res))
+    return (
+        f"(`edgecut bench precision`, {seeds} calibration seed{'s' if seeds > 1 else ''}, 1 thread): "
+        f"edgecut's INT8 at macs {GOAL_BUDGET:g} against the full model in the user's faster onnxruntime "
+        f"static INT8 (goal ≥ {SPEED_GOAL:g}x at Δm ≥ {DM_FLOOR:+g} %), and each INT8 model against its "
+        f"fp32 twin (goal: loses ≤ {TWIN_LOSS:g} point): {said}."
+    )

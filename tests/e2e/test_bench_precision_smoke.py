@@ -54,7 +54,11 @@ def test_bench_precision_writes_its_section_and_renders_it_again_from_its_rows(t
     assert re.search(r"^\| macs 0.5 INT8 .* \| \*\*(met|missed by .+)\*\* \|$", body, re.M), body
     assert re.search(r"^\| INT8 loses .* \| \*\*(met|missed by .+)\*\* \|$", body, re.M), body
 
+    summary = section(doc, "Summary")
+    assert re.search(r"^- \*\*Precision\*\* .*\d", summary, re.M), f"no Precision bullet:\n{summary}"
+
     again = tmp_path / "again.md"
     again.write_text(OTHER)
     run_bench("precision", ["--render-from", str(rows), "--out", str(again)], 120.0)
     assert section(again.read_text(), "Precision: static INT8") == body
+    assert section(again.read_text(), "Summary") == summary

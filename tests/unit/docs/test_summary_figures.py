@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecut_bench import generality_summary, prune_summary
+from edgecut_bench import generality_summary, precision_report, prune_summary
 from tests.unit.docs.figures import bullets, figures, sections, unbacked
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -49,6 +49,7 @@ SOURCES: dict[str, list[tuple[str, str | None]]] = {
     "Two replicas under faults": [("reliability.md", "Two replicas under faults")],
     "Agent on arm64": [(BENCH, "Agent on arm64")],
     "Fleet sizing": [(BENCH, "Fleet sizing")],
+    precision_report.LEAD: [(BENCH, precision_report.SECTION)],
 }
 
 # Benches that render their bullets from their section's tables: section -> renderer.
