@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, input_spec, output_specs
 from edgecut.server.cut.prune import measure
+from edgecut.server.cut.quantise import QuantOptions, calibration_images, quantise_checked
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch
 from edgecut.server.mtl.evaluate import Metrics, evaluate_onnx
@@ -57,6 +58,8 @@ class PrecisionConfig:
     threads: tuple[int, ...] = (1, 2)
     rounds: int = 7  # timing: rounds, each running every file `runs` times in turn
     runs: int = 30
+    # the engine's per-task check: points a task may lose against fp32 (said in the section)
+    check_threshold: float = QuantOptions().threshold
 
 
 @dataclass
@@ -113,24 +116,16 @@ def engine_int8(
     src: Path, dst: Path, images: np.ndarray, specs: dict[str, TaskSpec], val: Dataset[Batch]
 ) -> tuple[str, Path | None, str]:
     """The engine's quantiser with its per-task check (mixed precision, or fp32 and why)."""
-    from edgecut.server.cut.quantise import quantise_checked
-
     out = quantise_checked(src, dst, images, specs, val)
     kept = f"{len(out.excluded_nodes)} nodes kept fp32" if out.excluded_nodes else ""
     return out.precision, out.path, "; ".join(n for n in (kept, out.note) if n)
-
-
-def calibration(data: Dataset[Batch], n: int, seed: int) -> np.ndarray:
-    from edgecut.server.cut.quantise import calibration_images
-
-    return calibration_images(data, n, seed)
 
 
 def run(
     cfg: PrecisionConfig,
     show_progress: bool = True,
     edgecut_int8: EdgecutInt8 = engine_int8,
-    images: Images = calibration,
+    images: Images = calibration_images,
 ) -> PrecisionResult:
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     qcfg = replace(cfg.quality, seeds=(0,))

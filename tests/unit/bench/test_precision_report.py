@@ -87,3 +87,14 @@ def test_either_user_scheme_alone_is_the_users_alternative(missing: str) -> None
     res = _result()
     res.models = [m for m in res.models if m.scheme != missing]
     assert all(v.verdict for v in verdicts(res))
+
+
+def test_a_budget_where_every_seed_answered_fp32_says_no_int8_model_shipped() -> None:
+    res = _result(ours_ms=1.15, ours_dm=(-1.2, -1.2))
+    for m in res.models[-2:]:
+        m.precision = FP32
+    (twin,) = [v for v in verdicts(res) if v.goal.startswith("INT8 loses")]
+    assert twin.measured == "no INT8 model shipped: every seed's check answered fp32 (2 seeds)"
+    assert twin.verdict == "met"
+    # the speed goal still judges what the budget ships: its fp32 model
+    assert _verdict(res, "macs 0.5", "seg + depth, 64 px") == "missed by 0.80x of speed"
