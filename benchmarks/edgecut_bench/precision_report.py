@@ -168,7 +168,7 @@ def verdicts(res: PrecisionResult) -> list[Verdict]:
                 Verdict(
                     goal,
                     case,
-                    f"worst of {len(losses)} seed{'s' if len(losses) > 1 else ''}: {-worst:+.2f} points",
+                    f"INT8 − fp32, worst of {len(losses)} seed{'s' if len(losses) > 1 else ''}: {-worst:+.2f} points",
                     "met" if worst <= TWIN_LOSS else f"missed by {worst - TWIN_LOSS:.2f} points",
                 )
             )
