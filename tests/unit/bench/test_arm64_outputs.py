@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from edgecut.errors import ConfigError
-from edgecut.model_meta import ModelMeta
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.export import export_onnx, input_spec, output_specs
+from edgecut.server.cut.export import export_onnx
 from edgecut.server.mtl import checkpoint
 from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut_bench import arm64
 from edgecut_bench.arm64_outputs import FP32_TOLERANCE, OutputMatch, check
+from tests.support.tailored import plain_meta
 
 TASKS = ["seg", "depth"]
 
@@ -29,18 +29,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A root holding the served seg+depth reference, as the agent stored it."""
     root = tmp_path_factory.mktemp("root")
     model = decompose(checkpoint.load(PACKAGED_REFERENCE), TASKS).eval()
-    meta = ModelMeta(
-        base_model="reference",
-        tasks=TASKS,
-        input=input_spec(model),
-        outputs=output_specs(model),
-        params=1,
-        macs=1,
-        full_params=1,
-        full_macs=1,
-    )
     path = root / "var" / "lib" / "edgecut" / "models" / "m.onnx"
-    export_onnx(model, meta, path)
+    export_onnx(model, plain_meta(model, "reference"), path)
     return root, path
 
 
