@@ -251,6 +251,10 @@ class Runtime:
             self.stats.latencies_ms.append(ms)
         return model, outs, ms
 
+    def load(self, path: Path, artifact_id: str) -> LoadedModel:
+        """load_model with this runtime's threads, providers and their CPU fallback."""
+        return load_model(path, artifact_id, self.threads, self.providers, self.session_factory)
+
     def providers_in_use(self) -> list[str]:
         """What the serving model runs on; before any model, what the next one will be asked to."""
         model = self.slot.current
@@ -262,7 +266,7 @@ class Runtime:
         try:
             if self.verifier is not None:
                 self.verifier(artifact_id, path)  # the last check before onnxruntime reads the bytes
-            new = load_model(path, artifact_id, self.threads, self.providers, self.session_factory)
+            new = self.load(path, artifact_id)
         except ModelRejected as exc:
             self.stats.failed_swaps += 1
             logger.warning(

@@ -12,7 +12,7 @@ import torch
 
 from edgecut.agent.runtime import load_model
 from edgecut.server.cut.export import export_onnx
-from edgecut.server.cut.half import FP16_TOLERANCE, compare, to_fp16
+from edgecut.server.cut.half import FP16_TOLERANCE, compare, runs_fp16, to_fp16
 from edgecut.server.cut.tailor import TailorOptions, tailor
 from edgecut.server.errors import BuildError
 from edgecut.server.mtl import checkpoint
@@ -86,3 +86,10 @@ def _fp16(src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "ok.fp16.onnx"
     to_fp16(src, dst)
     return dst
+
+
+def test_fp16_is_for_devices_running_cuda_or_tensorrt() -> None:
+    assert runs_fp16(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runs_fp16(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not runs_fp16(["CPUExecutionProvider"])  # onnxruntime's CPU casts fp16 back to fp32
+    assert not runs_fp16([])
