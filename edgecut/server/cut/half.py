@@ -1,10 +1,10 @@
 """FP16: a tailored fp32 ONNX model converted to half precision, checked against its fp32 twin.
 
 For devices whose execution provider runs FP16 natively (CUDA, TensorRT: the agent's needs say which,
-Resources.ort_providers); on a CPU it brings nothing (onnxruntime's CPU provider runs the fp16 graph
-through Casts to fp32: measured 2.13 ms against fp32's 2.11 ms, the full packaged reference at 64 px,
-one thread, this 2-core x86 host, interleaved_latency_ms): it is for those devices only (runs_fp16). The graph's
-inputs and outputs stay fp32 (`keep_io_types`), so the agent feeds and reads it as the fp32 model.
+Resources.ort_providers; runs_fp16). On a CPU it brings nothing: onnxruntime's CPU provider runs the
+fp16 graph through Casts to fp32 (measured 2.13 ms against fp32's 2.11 ms, the full packaged reference
+at 64 px, one thread, this 2-core x86 host, interleaved_latency_ms). The graph's inputs and outputs
+stay fp32 (`keep_io_types`), so the agent feeds and reads it as the fp32 model.
 
 The check: every task's outputs on the same images, fp16 against fp32, must agree within
 `tolerance` of the fp32 output's largest magnitude (default 1 %; measured on the packaged reference
