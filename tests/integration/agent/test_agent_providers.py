@@ -39,16 +39,18 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize(
-    ("providers", "entry", "logged", "runs_on"),
+    ("yaml", "args", "entry", "logged", "runs_on"),
     [
-        (
-            "[cuda, cpu]",
+        (  # given on the command line
+            "",
+            ["--providers", "cuda,cpu"],
             ["-m", "edgecut.agent"],
             "CUDAExecutionProvider is not in this onnxruntime build",
             "runs on     CPUExecutionProvider\n",
         ),
-        (
-            "[azure, cpu]",
+        (  # given in agent.yaml
+            "providers: [azure, cpu]\n",
+            [],
             ["-c", AZURE_FAILS],
             "AzureExecutionProvider failed (onnxruntime cannot load it: provider init failed",
             "runs on     CPUExecutionProvider (AzureExecutionProvider failed (",
@@ -57,7 +59,7 @@ sys.exit(main(sys.argv[1:]))
     ids=["missing-from-build", "fails-at-load"],
 )
 def test_agent_process_serves_on_cpu_and_says_so(
-    tmp_path: Path, providers: str, entry: list[str], logged: str, runs_on: str
+    tmp_path: Path, yaml: str, args: list[str], entry: list[str], logged: str, runs_on: str
 ) -> None:
     state = tmp_path / "state"
     store = ModelStore(state)
@@ -66,13 +68,13 @@ def test_agent_process_serves_on_cpu_and_says_so(
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(  # no broker listens there: the agent serves from disk and keeps retrying
         f"device_id: jetson-1\nbroker_url: mqtt://127.0.0.1:{free_port()}\nstate_dir: {state}\n"
-        f"listen: 127.0.0.1:0\ntasks: [seg]\nort_threads: 1\nproviders: {providers}\n"
-        f"fleet_keys: ['{fleet_key().public_text}']\n"
+        f"listen: 127.0.0.1:0\ntasks: [seg]\nort_threads: 1\nfleet_keys: ['{fleet_key().public_text}']\n"
+        + yaml
     )
     log = child_log("agent")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, *entry, "agent", "run", "--config", str(cfg)],
+        [sys.executable, *entry, "agent", "run", "--config", str(cfg), *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=log,
