@@ -268,6 +268,7 @@ def run_arm64(args: argparse.Namespace) -> int:
         ckpt, args.data_dir, n_calib=256, n_val=64, recovery_steps=args.recovery_steps, min_delta_m=NO_FLOOR
     )
     arm64.run_agent(root, result, engine, args.timeout, args.stall_s)
+    arm64.check_outputs(root, result)
     _publish(args.out, arm64.SECTION, arm64.table(result, _command("arm64")))
     return 0
 

@@ -41,7 +41,7 @@ from edgecut.errors import ConfigError
 from edgecut.signing import Keyring
 from edgecut.v1 import agent_pb2, fleet_pb2
 
-from . import resources
+from . import providers, resources
 from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
 from .fetch import Downloader
@@ -84,7 +84,12 @@ class Agent:
             settings.command_auth,
             settings.command_max_age_s,
         )
-        self.runtime = Runtime(self.store, settings.ort_threads, verifier=self._verify_before_load)
+        self.runtime = Runtime(
+            self.store,
+            settings.ort_threads,
+            verifier=self._verify_before_load,
+            providers=providers.resolve(settings.providers),
+        )
         self.last_error = ""
         self.api_address = ""
         self._provenance: dict[str, fleet_pb2.Manifest] = {}  # artifact id -> its verified manifest
@@ -184,7 +189,7 @@ class Agent:
 
     # --- messages to publish ----------------------------------------------------------------
     def needs(self) -> fleet_pb2.TaskNeeds:
-        res = resources.probe(self.settings.state_dir)
+        res = resources.probe(self.settings.state_dir, self.runtime.providers_in_use())
         if self.settings.device_class:  # declared in the config: the probe cannot tell every board apart
             res.device_class = self.settings.device_class
         self._watchdog.sent(self.tasks.seq)  # this is what gets published: expect an answer to it
@@ -530,6 +535,8 @@ class Agent:
             state_since_unix_ms=life.since_unix_ms,
             state_reason=life.reason,
             illegal_transitions=self.life.illegal,
+            providers=model.providers if model else [],
+            provider_note=model.provider_note if model else "",
         )
 
     def _provenance_json(self, artifact_id: str) -> str:

@@ -58,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         server_address=args.server,
         state_dir=args.state_dir,
         listen=args.listen,
+        providers=args.providers,
     )
     agent = Agent(settings)
     done = threading.Event()
@@ -94,6 +95,9 @@ def _print_status(st: Any) -> None:
     print(f"tasks       {','.join(st.tasks) or '-'}")
     print(f"model       {st.artifact_id[:16] or '-'}  tasks {','.join(st.model_tasks) or '-'}")
     print(f"previous    {st.previous_artifact_id[:16] or '-'}")
+    if st.providers:
+        note = f" ({st.provider_note})" if st.provider_note else ""
+        print(f"runs on     {', '.join(st.providers)}{note}")
     print(f"swaps       {st.swaps} ok, {st.failed_swaps} refused")
     print(f"inferences  {st.inference_count} ({st.failed_count} failed)")
     print(f"broker      {'connected' if st.broker_connected else 'disconnected'}")
@@ -247,6 +251,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--server", help="fleet gRPC host:port")
     run.add_argument("--state-dir", type=Path)
     run.add_argument("--listen", help="local API: 127.0.0.1:PORT or unix:/path")
+    run.add_argument(
+        "--providers", help="onnxruntime execution providers, best first, e.g. tensorrt,cuda,cpu (or auto)"
+    )
     run.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",

@@ -32,8 +32,11 @@ def _device_tree_model() -> str:
         return ""
 
 
-def probe(disk_path: Path | str = "/") -> fleet_pb2.Resources:
-    """One snapshot of the device's resources (takes a few milliseconds)."""
+def probe(disk_path: Path | str = "/", providers: list[str] | None = None) -> fleet_pb2.Resources:
+    """One snapshot of the device's resources (takes a few milliseconds).
+
+    `providers`: the execution providers the agent runs on (default: all this onnxruntime build has).
+    """
     import onnxruntime  # imported here: the probe is the only user outside runtime.py
 
     freq = 0.0
@@ -54,7 +57,7 @@ def probe(disk_path: Path | str = "/") -> fleet_pb2.Resources:
         arch=arch,
         ram_total_bytes=mem.total,
         ram_available_bytes=mem.available,
-        ort_providers=onnxruntime.get_available_providers(),
+        ort_providers=onnxruntime.get_available_providers() if providers is None else providers,
         disk_free_bytes=disk_free,
         device_class=device_class(arch, _device_tree_model()),
         os=f"{platform.system()} {platform.release()}",

@@ -15,8 +15,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 
 from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, BadInput, ModelRejected, NoModelError, Untrusted
+from .providers import CPU, fallbacks
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class LoadedModel:
     meta: ModelMeta
     session: ort.InferenceSession
     load_ms: float
+    providers: tuple[str, ...] = ()  # what the session runs on: session.get_providers()
+    provider_note: str = ""  # why that is less than the agent asked for ("" = all of it)
 
     @property
     def output_names(self) -> list[str]:
@@ -106,13 +109,19 @@ def _validate(model: LoadedModel) -> None:
             raise ModelRejected(f"output {task!r} is not finite (NaN or Inf) on a valid input")
 
 
-def load_model(path: Path, artifact_id: str, threads: int = 0) -> LoadedModel:
-    """Load, read metadata, warm up and validate; raises ModelRejected with the reason."""
-    t0 = time.perf_counter()
+# (model path, options, providers) -> a session: onnxruntime's, or a test's that fails on one provider
+SessionFactory = Callable[[str, ort.SessionOptions, list[str]], ort.InferenceSession]
+
+
+def ort_session(path: str, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    return ort.InferenceSession(path, opts, providers=providers)
+
+
+def _load_on(
+    path: Path, artifact_id: str, threads: int, providers: list[str], factory: SessionFactory
+) -> LoadedModel:
     try:
-        session = ort.InferenceSession(
-            str(path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        session = factory(str(path), session_options(threads), providers)
     except Exception as exc:
         raise ModelRejected(f"onnxruntime cannot load it: {str(exc)[:300]}") from exc
     raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
@@ -122,10 +131,45 @@ def load_model(path: Path, artifact_id: str, threads: int = 0) -> LoadedModel:
         meta = ModelMeta.from_json(raw)
     except (ValidationError, ValueError) as exc:
         raise ModelRejected(f"its metadata is invalid: {str(exc)[:300]}") from exc
-    model = LoadedModel(artifact_id, meta, session, 0.0)
+    model = LoadedModel(artifact_id, meta, session, 0.0, tuple(session.get_providers()))
     _validate(model)
+    return model
+
+
+def load_model(
+    path: Path,
+    artifact_id: str,
+    threads: int = 0,
+    providers: Sequence[str] = (CPU,),
+    factory: SessionFactory = ort_session,
+) -> LoadedModel:
+    """Load, read metadata, warm up and validate; raises ModelRejected with the reason.
+
+    A provider that fails to create the session or to warm it up is dropped and the rest tried, down
+    to the CPU provider alone, with one warning; only when the CPU provider fails too is the model
+    refused (then the model, not a provider, is at fault).
+    """
+    t0 = time.perf_counter()
+    failed: list[str] = []
+    why = ""
+    for attempt in fallbacks(providers):
+        try:
+            model = _load_on(path, artifact_id, threads, attempt, factory)
+            break
+        except ModelRejected as exc:
+            if attempt == [CPU]:
+                raise
+            failed.append(attempt[0])
+            why = why or str(exc)
+    # a GPU build without its libraries (CUDA, cuDNN) enables no GPU provider, says so on stderr only
+    silent = [p for p in providers if p not in model.providers and p not in failed]
+    notes = [f"{', '.join(failed)} failed ({why})"] if failed else []
+    notes += [f"onnxruntime did not enable {', '.join(silent)} (its log says why)"] if silent else []
+    note = "; ".join(notes)
+    if note:
+        logger.warning("model %s: %s: it runs on %s", artifact_id[:12], note, ", ".join(model.providers))
     load_ms = (time.perf_counter() - t0) * 1e3
-    return LoadedModel(artifact_id, meta, session, load_ms)
+    return replace(model, load_ms=load_ms, provider_note=note)
 
 
 class ModelSlot:
@@ -163,10 +207,19 @@ Verifier = Callable[[str, Path], None]
 
 
 class Runtime:
-    def __init__(self, store: ModelStore, threads: int = 0, verifier: Verifier | None = None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        threads: int = 0,
+        verifier: Verifier | None = None,
+        providers: Sequence[str] = (CPU,),
+        session_factory: SessionFactory = ort_session,
+    ) -> None:
         self.store = store
         self.threads = threads
         self.verifier = verifier
+        self.providers = list(providers)  # asked for, best first (providers.resolve)
+        self.session_factory = session_factory
         self.slot = ModelSlot()
         self.stats = Stats()
         self.max_output_bytes = 60 << 20  # the reply must fit the local API's message limit
@@ -198,13 +251,22 @@ class Runtime:
             self.stats.latencies_ms.append(ms)
         return model, outs, ms
 
+    def load(self, path: Path, artifact_id: str) -> LoadedModel:
+        """load_model with this runtime's threads, providers and their CPU fallback."""
+        return load_model(path, artifact_id, self.threads, self.providers, self.session_factory)
+
+    def providers_in_use(self) -> list[str]:
+        """What the serving model runs on; before any model, what the next one will be asked to."""
+        model = self.slot.current
+        return list(model.providers) if model is not None else list(self.providers)
+
     def _swap_in(self, artifact_id: str, path: Path) -> SwapResult:
         old = self.slot.current
         prev_id = old.artifact_id if old else ""
         try:
             if self.verifier is not None:
                 self.verifier(artifact_id, path)  # the last check before onnxruntime reads the bytes
-            new = load_model(path, artifact_id, self.threads)
+            new = self.load(path, artifact_id)
         except ModelRejected as exc:
             self.stats.failed_swaps += 1
             logger.warning(

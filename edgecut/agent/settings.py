@@ -77,6 +77,12 @@ class AgentSettings(BaseModel):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     reconnect_max_s: float = Field(30.0, ge=1, description="ceiling of the reconnect backoff")
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime default)")
+    providers: Literal["auto"] | list[str] = Field(
+        "auto",
+        title="Execution providers",
+        description="onnxruntime providers, best first (e.g. [tensorrt, cuda, cpu]); auto = what the "
+        "build offers; the CPU provider is always the fallback",
+    )
     max_latency_ms: float = Field(0.0, ge=0, description="latency target sent in needs (0 = none)")
     device_class: str = Field(
         "",
@@ -103,6 +109,21 @@ class AgentSettings(BaseModel):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from exc
         return v
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, v: Any) -> Any:
+        from .providers import AUTO, canonical
+
+        if isinstance(v, str):  # `auto`, or names as in EDGECUT_PROVIDERS=cuda,cpu
+            v = [name for name in v.split(",") if name.strip()]
+        if not isinstance(v, list):
+            return v  # pydantic says what is wrong with it
+        if [str(name).strip().lower() for name in v] == [AUTO]:
+            return AUTO
+        if not v:
+            raise ValueError("name at least one provider, or use auto")
+        return [canonical(str(name)) for name in v]
 
     @field_validator("broker_url")
     @classmethod

@@ -47,3 +47,10 @@ def test_bench_arm64_serves_a_model_on_the_emulated_agent(tmp_path: Path) -> Non
     assert "| emulated machine | aarch64 " in body and "no compiler in the root: yes" in body
     assert re.search(r"^\| inference on the emulated agent .* \| \d+\.\d ms \|$", body, re.M)
     assert re.search(r"^model [0-9a-f]{16} ", body, re.M)  # `edgecut agent infer` answered in the root
+    # the served model and its static INT8 twin ran in the root and matched the host's (else the bench fails)
+    for precision in ("fp32", "static INT8 (QDQ, per-channel weights)"):
+        assert re.search(
+            rf"^\| {re.escape(precision)} outputs, arm64 against x86 .* metrics [+-]0\.\d\d points",
+            body,
+            re.M,
+        )
