@@ -351,7 +351,11 @@ def quantise_checked(
                 why = f"onnxruntime quantises none of its operators ({', '.join(float_ops)})"
                 return _fp32(dst, t0, why, reference, float_ops, tries)
             say(f"int8: checking each task against fp32 on the validation set (try {tries})")
-            metrics = evaluate_onnx(dst, dict(specs), val)
+            try:
+                metrics = evaluate_onnx(dst, dict(specs), val)
+            except Exception as exc:  # onnxruntime refusing the quantised graph: the model stays fp32
+                why = f"onnxruntime could not run the int8 model: {_first_line(exc)}"
+                return _fp32(dst, t0, why, reference, float_ops, tries)
             changes = {t: round(100 * c, 2) for t, c in task_changes(metrics, reference, kinds).items()}
             failing = {t: c for t, c in changes.items() if not c >= -options.threshold}
             if not failing:
@@ -370,7 +374,13 @@ def quantise_checked(
                 )
             if ranked is None:
                 say("int8: measuring each layer's quantisation error")
-                ranked = sensitivity(work / "pre.onnx", work / "int8.onnx", images[: options.probe_images])
+                try:
+                    ranked = sensitivity(
+                        work / "pre.onnx", work / "int8.onnx", images[: options.probe_images]
+                    )
+                except Exception as exc:  # the layer-by-layer run failed: no mixed precision then
+                    logger.info("int8: could not measure each layer's error (%s)", _first_line(exc))
+                    ranked = []
                 graph = onnx.shape_inference.infer_shapes(onnx.load(str(work / "pre.onnx"))).graph
             layers = [n for n in ranked if n not in excluded][: options.step]
             more = list(dict.fromkeys(m for n in layers for m in _with_inputs(graph, n) if m not in excluded))
