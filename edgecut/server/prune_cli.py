@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecut.errors import ConfigError
 from edgecut.server.cliopts import add_data, add_floor, add_model
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR, reference_checkpoint
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgecut.model_meta import ModelMeta
+    from edgecut.server.mtl.tasks import TaskSpec
+    from edgecut.server.spec import BuiltArtifact
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(p)
     add_data(p)
     add_floor(p)
-    p.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantised copy")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "int8"),
+        default="auto",
+        help="auto: write the fp32 model and, beside it (NAME.int8.onnx), a static INT8 one when every task "
+        "stays within 0.5 point of fp32 on the validation set; int8: write only that (fp32 when it fails "
+        "the check, with the reason); fp32: no quantisation",
+    )
+    p.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)  # replaced by --precision
     p.set_defaults(handler=run)
 
 
@@ -66,12 +83,10 @@ def _priorities(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from dataclasses import replace
 
     from rich.console import Console
 
-    from edgecut.server.cut.export import quantize_int8, sha256_file
     from edgecut.server.cut.methods import METHODS
     from edgecut.server.cut.recover import RecoveryOptions
     from edgecut.server.cut.tailor import TailorOptions
@@ -79,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from edgecut.server.mtl.metrics import delta_m
     from edgecut.server.spec import Budget, BuildSpec
 
+    if args.int8:
+        raise ConfigError(
+            "--int8 is gone (its dynamic quantisation ran slower than fp32): use --precision int8 for a "
+            "static INT8 model checked per task, or --precision auto for both"
+        )
     if args.recover_steps < 0:
         raise ConfigError("--recover-steps must be >= 0")
     if args.recover_seconds is not None and args.recover_seconds <= 0:
@@ -116,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         recover=recovery is not None,
     )
     engine.validate(spec)
+    if args.precision == "fp32":
+        engine.quant = None
     from edgecut.server.progress import progress_bar
 
     with progress_bar(f"tailoring {','.join(spec.tasks)}", total=100) as advance:
@@ -124,32 +146,72 @@ def run(args: argparse.Namespace) -> int:
         def progress(stage: str, fraction: float, detail: str) -> None:
             step = max(0.0, fraction * 100 - done[0])
             done[0] += step
-            advance(step, stage=stage)
+            advance(step, stage="int8" if detail.startswith("int8") else stage)
 
         built = engine.build(spec, progress)
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    built.onnx_path.replace(out)
+    written = write_outputs(built, args.out, args.precision)
     built.cleanup()
     meta = built.meta
-    sidecar = {**json.loads(meta.to_json()), "sha256": sha256_file(out), "size_bytes": out.stat().st_size}
-    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
-    if args.int8:
-        q = out.with_name(out.stem + ".int8.onnx")
-        quantize_int8(out, q)
-        console.print(f"int8 copy: {q} ({q.stat().st_size / 1e3:.0f} kB)")
     quality = (
         f"Δm vs original {delta_m(meta.metrics, meta.reference_metrics, engine.base.task_specs):+.2f}%"
         if meta.metrics
         else "no validation data (give --val-data FOLDER for quality figures)"
     )
     console.print(
-        f"[bold]{out}[/]: tasks {','.join(meta.tasks)} | params {meta.params / 1e3:.1f}k "
+        f"[bold]tailored model[/]: tasks {','.join(meta.tasks)} | params {meta.params / 1e3:.1f}k "
         f"(full {meta.full_params / 1e3:.1f}k) | MACs {meta.macs / 1e6:.2f}M (full {meta.full_macs / 1e6:.2f}M) | "
         f"{quality} | ONNX max|Δ| {meta.onnx_max_abs_diff:.2e} | {built.extras['seconds']:.1f} s"
     )
+    print_precisions(console, written, engine.base.input_size, engine.base.task_specs)
     extras = built.extras
     cut = extras.get("recovery_steps", 0.0) < extras.get("recovery_steps_asked", 0.0)
     for note in built.notes:  # "recovery: 200 steps", or "recovery: 116 of 200 steps (120 s time limit)"
-        console.print(f"[yellow]{note}: stopped by --recover-seconds[/]" if cut else note, highlight=False)
+        if "recovery:" in note and cut:
+            note = f"[yellow]{note}: stopped by --recover-seconds[/]"
+        console.print(note, highlight=False)
+    if args.precision == "int8" and not built.variants:
+        console.print(f"[yellow]{args.out} is fp32: {meta.precision_note}[/]", highlight=False)
     return 0
+
+
+def write_outputs(built: BuiltArtifact, out: Path, precision: str) -> list[tuple[Path, ModelMeta]]:
+    """The files `--precision` asks for, each with its JSON sidecar (metadata, sha256, size)."""
+    variant = built.variants[0] if built.variants else None
+    files = [(built.onnx_path, built.meta, out)]
+    if variant is not None and precision == "int8":
+        files = [(variant.onnx_path, variant.meta, out)]
+    elif variant is not None and precision == "auto":
+        files.append((variant.onnx_path, variant.meta, out.with_name(out.stem + ".int8.onnx")))
+    from edgecut.server.cut.export import sha256_file
+
+    written = []
+    for src, meta, dst in files:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src.replace(dst)
+        doc = {**json.loads(meta.to_json()), "sha256": sha256_file(dst), "size_bytes": dst.stat().st_size}
+        dst.with_suffix(".json").write_text(json.dumps(doc, indent=2))
+        written.append((dst, meta))
+    return written
+
+
+def print_precisions(
+    console: Console, written: list[tuple[Path, ModelMeta]], size: int, specs: dict[str, TaskSpec]
+) -> None:
+    """One line per file: precision, Δm and each task's change, ms (timed here in turns), MB."""
+    from edgecut.server.mtl.metrics import delta_m
+    from edgecut.server.ort_latency import interleaved_latency_ms
+
+    ms = interleaved_latency_ms([p for p, _ in written], size)
+    for (path, meta), t in zip(written, ms, strict=True):
+        tasks = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(meta.task_changes.items()))
+        quality = (
+            f"Δm {delta_m(meta.metrics, meta.reference_metrics, specs):+.2f}% ({tasks})"
+            if meta.metrics
+            else "no quality figures"
+        )
+        vs = f" | {meta.precision_note}" if meta.precision == "int8" else ""
+        console.print(
+            f"{path}: {meta.precision} | {quality}{vs} | {t:.3f} ms (batch 1, 1 thread, timed in turns "
+            f"here) | {path.stat().st_size / 1e6:.2f} MB",
+            highlight=False,
+        )

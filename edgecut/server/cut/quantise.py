@@ -115,7 +115,7 @@ class Outcome:
     fp32_metrics: Metrics
     changes: dict[str, float]  # each task's change against fp32, in points (%) of its metrics
     excluded_nodes: list[str] = field(default_factory=list)
-    float_ops: list[str] = field(default_factory=list)
+    float_ops: list[str] = field(default_factory=list)  # types onnxruntime left fp32 (logged once)
     size_bytes: int = 0
     seconds: float = 0.0
     tries: int = 0
@@ -203,15 +203,22 @@ def quantise(
 
 
 def _pre_processed(src: Path, folder: Path) -> Path:
-    """`quant_pre_process`'s output in `folder` (made once per folder); the model as it is when the
-    pre-processing fails (quantisation still works, with less shape information)."""
+    """`quant_pre_process`'s output in `folder` (made once per folder). Its symbolic shape inference
+    fails on some attention models (an AssertionError on the gallery's MobileViT): then without it
+    (ONNX's own shape inference still runs), and the model as it is when that fails too."""
     pre = folder / "pre.onnx"
     if pre.exists():
         return pre
     try:
         quant_pre_process(str(src), str(pre))
+        return pre
     except Exception as exc:  # symbolic shape inference raises many types
-        logger.info("int8: quantising without pre-processing (%s)", _first_line(exc))
+        why = _first_line(exc)
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        logger.info("int8: pre-processed without symbolic shape inference (%s)", why)
+    except Exception as exc:
+        logger.info("int8: quantising without pre-processing (%s; %s)", why, _first_line(exc))
         pre.write_bytes(src.read_bytes())
     return pre
 
@@ -338,11 +345,17 @@ def quantise_checked(
                 q = quantise(src, dst, images, excluded, work, log=tries == 1)
             except QuantisationFailed as exc:
                 return _fp32(dst, t0, str(exc), reference, [], tries)
+            if tries == 1:  # what onnxruntime leaves fp32 by itself (the log line names them)
+                float_ops = q.float_ops
             if q.quantised_nodes == 0:
-                why = f"onnxruntime quantises none of its operators ({', '.join(q.float_ops)})"
-                return _fp32(dst, t0, why, reference, q.float_ops, tries)
+                why = f"onnxruntime quantises none of its operators ({', '.join(float_ops)})"
+                return _fp32(dst, t0, why, reference, float_ops, tries)
             say(f"int8: checking each task against fp32 on the validation set (try {tries})")
-            metrics = evaluate_onnx(dst, dict(specs), val)
+            try:
+                metrics = evaluate_onnx(dst, dict(specs), val)
+            except Exception as exc:  # onnxruntime refusing the quantised graph: the model stays fp32
+                why = f"onnxruntime could not run the int8 model: {_first_line(exc)}"
+                return _fp32(dst, t0, why, reference, float_ops, tries)
             changes = {t: round(100 * c, 2) for t, c in task_changes(metrics, reference, kinds).items()}
             failing = {t: c for t, c in changes.items() if not c >= -options.threshold}
             if not failing:
@@ -353,7 +366,7 @@ def quantise_checked(
                     reference,
                     changes,
                     list(excluded),
-                    q.float_ops,
+                    float_ops,
                     dst.stat().st_size,
                     time.perf_counter() - t0,
                     tries,
@@ -361,7 +374,13 @@ def quantise_checked(
                 )
             if ranked is None:
                 say("int8: measuring each layer's quantisation error")
-                ranked = sensitivity(work / "pre.onnx", work / "int8.onnx", images[: options.probe_images])
+                try:
+                    ranked = sensitivity(
+                        work / "pre.onnx", work / "int8.onnx", images[: options.probe_images]
+                    )
+                except Exception as exc:  # the layer-by-layer run failed: no mixed precision then
+                    logger.info("int8: could not measure each layer's error (%s)", _first_line(exc))
+                    ranked = []
                 graph = onnx.shape_inference.infer_shapes(onnx.load(str(work / "pre.onnx"))).graph
             layers = [n for n in ranked if n not in excluded][: options.step]
             more = list(dict.fromkeys(m for n in layers for m in _with_inputs(graph, n) if m not in excluded))
@@ -373,7 +392,7 @@ def quantise_checked(
         f"int8 lost more than {options.threshold:g} point against fp32 ({worst}) with "
         f"{len(excluded)} nodes kept fp32"
     )
-    out = _fp32(dst, t0, why, reference, q.float_ops, tries)
+    out = _fp32(dst, t0, why, reference, float_ops, tries)
     out.changes, out.excluded_nodes = changes, excluded
     return out
 

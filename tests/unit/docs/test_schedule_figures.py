@@ -13,6 +13,7 @@ import pytest
 
 from edgecut.server.cut.balance import DEFAULT_SHARE, MAX_BOOST
 from edgecut.server.cut.export import OPSET
+from edgecut.server.cut.quantise import QuantOptions
 from edgecut.server.cut.refine import REFINEMENTS
 from edgecut.server.cut.scratch import ScratchOptions
 from edgecut.server.spec import MIN_DELTA_M
@@ -45,6 +46,22 @@ FACTS: list[tuple[str, str, Callable[[], tuple[object, ...]]]] = [
         "by one plus its shortfall in shares of {:g} %, at most {:g}x",
         lambda: (DEFAULT_SHARE * 100, MAX_BOOST),
     ),
+    (
+        "models.md",
+        "calibrated (MinMax) on {} of the build's calibration images",
+        lambda: (QuantOptions().calib_images,),
+    ),
+    (
+        "models.md",
+        "must stay within {:g} point. Where",
+        lambda: (QuantOptions().threshold,),
+    ),
+    (
+        "models.md",
+        "output over {} calibration images) and the worst is kept in fp32",
+        lambda: (QuantOptions().probe_images,),
+    ),
+    ("models.md", "until every task passes or {} nodes are fp32", lambda: (QuantOptions().max_excluded,)),
 ]
 
 
