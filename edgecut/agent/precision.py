@@ -22,9 +22,9 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -32,9 +32,6 @@ from edgecut.model_meta import ModelMeta
 from edgecut.v1 import fleet_pb2
 
 from .errors import FetchError, ModelRejected
-
-if TYPE_CHECKING:
-    from .runtime import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +43,21 @@ ROUNDS, RUNS = 7, 5  # 35 runs per model when there is time: the server learns f
 
 class Runnable(Protocol):
     def run(self, image: np.ndarray) -> Any: ...
+
+
+class Loaded(Protocol):
+    """What this module needs of a loaded model (runtime.LoadedModel)."""
+
+    @property
+    def artifact_id(self) -> str: ...
+
+    @property
+    def meta(self) -> ModelMeta: ...
+
+    def run(self, image: np.ndarray) -> Any: ...
+
+
+M = TypeVar("M", bound=Loaded)
 
 
 @dataclass
@@ -127,7 +139,6 @@ def choose(timings: Sequence[Timing], min_speedup: float = DEFAULT_MIN_SPEEDUP) 
 
 # (artifact id, variant id, file) -> None, or raises Untrusted: the variant is in the signed manifest
 VariantVerifier = Callable[[str, str, Path], None]
-Loader = Callable[[Path, str], "LoadedModel"]  # (file, its id) -> loaded and validated (runtime.load_model)
 
 
 @dataclass(frozen=True)
@@ -161,28 +172,13 @@ def compatible(a: ModelMeta, b: ModelMeta) -> str:
     return ""
 
 
-def load_variant(
-    model: LoadedModel, v: VariantFile, load: Loader, verify: VariantVerifier | None
-) -> LoadedModel:
-    """The verified, loaded and validated variant, standing in for `model` (raises ModelRejected)."""
-    if verify is not None:
-        verify(model.artifact_id, v.file_id, v.path)  # in the signed manifest, with these bytes
-    loaded = load(v.path, v.file_id)
-    why = compatible(model.meta, loaded.meta)
-    if not why and loaded.meta.precision != v.precision:
-        why = f"its metadata says {loaded.meta.precision}, the manifest {v.precision}"
-    if why:
-        raise ModelRejected(why)
-    return replace(loaded, artifact_id=model.artifact_id, file_id=v.file_id)
-
-
 def fastest(
-    model: LoadedModel,
+    model: M,
     variants: Sequence[VariantFile],
-    load: Callable[[LoadedModel, VariantFile], LoadedModel],
+    load: Callable[[M, VariantFile], M],
     discard: Callable[[str], None],
     policy: TimingPolicy,
-) -> tuple[LoadedModel, list[Timing]]:
+) -> tuple[M, list[Timing]]:
     """Time `model` (fp32) and each variant that loads; the one to serve and every timing."""
     candidates = [model]
     timings = [Timing(FP32, model.artifact_id)]
@@ -217,12 +213,12 @@ def fastest(
 
 
 def kept(
-    model: LoadedModel,
+    model: M,
     file_id: str,
     served: dict[str, Any],
     path: Path,
-    load: Callable[[LoadedModel, VariantFile], LoadedModel],
-) -> tuple[LoadedModel, list[Timing]]:
+    load: Callable[[M, VariantFile], M],
+) -> tuple[M, list[Timing]]:
     """`model` served by the variant that served it before (a restart, a rollback), with the timings
     measured then; the fp32 model when that variant no longer loads."""
     timings = [Timing.from_dict(t) for t in served.get("timings") or [] if isinstance(t, dict)]

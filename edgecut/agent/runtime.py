@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -286,9 +286,16 @@ class Runtime:
 
     # --- precisions (issue 30; precision.py): the variants timed here, the faster one served --------
     def _load_variant(self, model: LoadedModel, v: VariantFile) -> LoadedModel:
-        return precision.load_variant(
-            model, v, lambda p, fid: load_model(p, fid, self.threads), self.variant_verifier
-        )
+        """The verified, loaded and validated variant, standing in for `model` (raises ModelRejected)."""
+        if self.variant_verifier is not None:  # in the signed manifest, with these bytes
+            self.variant_verifier(model.artifact_id, v.file_id, v.path)
+        loaded = load_model(v.path, v.file_id, self.threads)
+        why = precision.compatible(model.meta, loaded.meta)
+        if not why and loaded.meta.precision != v.precision:
+            why = f"its metadata says {loaded.meta.precision}, the manifest {v.precision}"
+        if why:
+            raise ModelRejected(why)
+        return replace(loaded, artifact_id=model.artifact_id, file_id=v.file_id)
 
     def _fastest(
         self, model: LoadedModel, variants: Sequence[VariantFile]
