@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgecut.agent.agent import Agent
+from edgecut.agent.cli import _timings_text
 from edgecut.agent.precision import FP32, Timing, TimingPolicy, VariantFile, choose, unvouched
 from edgecut.agent.settings import AgentSettings
 from edgecut.server.spec import Budget, BuildSpec
@@ -89,7 +90,8 @@ def test_a_faster_int8_variant_serves(tmp_path: Path) -> None:
     assert set(outs) == {"seg", "depth"} and all(np.isfinite(v).all() for v in outs.values())
     st = agent.status()  # what `edgecut agent status` shows
     assert st.artifact_id == o.aid and st.precision == "int8" and st.serving_file_id == o.variant.file_id
-    assert '"int8"' in st.timings_json
+    printed = _timings_text(st.timings_json)  # `edgecut agent status`: precision  int8  (timed here: ...)
+    assert printed.startswith("  (timed here: fp32 ") and ", int8 " in printed
     t = agent.telemetry()
     assert t.precision == "int8" and [x.precision for x in t.timings] == ["fp32", "int8"]
 
