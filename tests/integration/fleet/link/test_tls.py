@@ -230,7 +230,9 @@ def test_grpc_mutual_tls_serves_a_variant_only_to_a_device_whose_offer_lists_it(
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "never offered" in info.value.details()
     channel.close()
     # a device over MQTT + mutual TLS: its own offer lists the variant, so it downloads and times it
-    agent = _agent(tmp_path, ca, "pi-1", f"mqtts://127.0.0.1:{tls_broker.cert_port}")
+    pair = ca.issue("pi-1-mqtt")
+    url = f"mqtts://127.0.0.1:{tls_broker.cert_port}"
+    agent = _agent(tmp_path, ca, "pi-1", url, mqtt_cert_file=pair.cert, mqtt_key_file=pair.key)
     try:
         wait_serving(agent, ["seg"])
         assert agent.status().precision == "int8"
