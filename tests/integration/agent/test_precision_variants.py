@@ -74,6 +74,8 @@ def test_a_device_gets_both_precisions_serves_the_faster_and_reports_both_timing
     [variant] = wait_until(lambda: _signed_variants(server, agent.device_id))
     assert variant["precision"] == "int8" and variant["artifact_id"] == timings["int8"]["artifact_id"]
     assert variant["artifact_id"] != aid and server.store.exists(variant["artifact_id"])
+    # the class's latency model learnt both precisions from the swap report's timings
+    assert {"fp32", "int8"} <= set(wait_until(lambda: server.policy.latency.observed("x86")))
     assert server.registry is not None
     wait_until(
         lambda: (

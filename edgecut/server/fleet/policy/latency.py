@@ -250,6 +250,11 @@ class LatencyModels:
         d.fired = True
         return min(MAX_SLOWDOWN, max(1.0, p50_ms / predicted))
 
+    def observed(self, device_class: str) -> dict[str, int]:
+        """Precision -> how many devices of the class its correction has learnt from."""
+        with self._lock:
+            return {p: len(r) for (c, p), r in self._ratios.items() if c == device_class and r}
+
     def scale(self, device_class: str, precision: str = FP32) -> float:
         with self._lock:
             return self._scale_of(device_class, precision)

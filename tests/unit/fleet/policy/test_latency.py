@@ -144,6 +144,7 @@ def test_each_precision_learns_its_own_scale_and_the_budget_counts_what_the_clas
             models.learn(d, "x86", 10e6, macs, 1.2, 35, "int8")
     assert models.scale("x86", "fp32") == pytest.approx(1.0)
     assert models.scale("x86", "int8") == pytest.approx(0.4, rel=0.02)
+    assert models.observed("x86") == {"fp32": 3, "int8": 3} and models.observed("rpi4") == {}
     assert models.precision_of("x86") == "fp32"  # timed, but nobody reports serving int8 yet
     assert models.max_macs("x86", 10e6, 10.0) == fp32_budget
     for d in ("a", "b"):  # two of three devices serve int8 (telemetry)
