@@ -106,6 +106,13 @@ class ModelStore:
             self._save()
             self._prune()
 
+    def set_served(self, artifact_id: str, served: dict[str, Any]) -> None:
+        """How `artifact_id` serves now (a restart or rollback whose variant no longer loads: fp32)."""
+        with self._lock:
+            if artifact_id in (self.current, self.previous):
+                self.serving[artifact_id] = served
+                self._save()
+
     def record_rollback(self) -> None:
         with self._lock:
             self.current, self.previous = self.previous, self.current

@@ -263,6 +263,7 @@ class Runtime:
             result = self._swap_in(prev, self.store.path(prev), kept=self._kept_file(prev))
             if result.ok:
                 self.store.record_rollback()
+                self.store.set_served(prev, _served(self.slot.current, result))
             return result
 
     def restore(self) -> SwapResult | None:
@@ -280,6 +281,7 @@ class Runtime:
                 if result.ok:
                     if artifact_id != self.store.current:
                         self.store.record_rollback()
+                    self.store.set_served(artifact_id, _served(self.slot.current, result))
                     return result
                 self.store.forget(artifact_id)
             return None
