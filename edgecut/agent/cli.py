@@ -90,7 +90,7 @@ def _stop_at_eof(done: threading.Event) -> None:
 
 
 def _timings_text(timings_json: str) -> str:
-    """`  (timed here: fp32 1.90 ms, int8 0.61 ms)`: what each precision took when the agent chose."""
+    """`  (timed here: fp32 <ms> ms, int8 <ms> ms)`: what each precision took when the agent chose."""
     import json
 
     timings = json.loads(timings_json or "[]")
