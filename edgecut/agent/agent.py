@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
@@ -41,14 +42,15 @@ from edgecut.errors import ConfigError
 from edgecut.signing import Keyring
 from edgecut.v1 import agent_pb2, fleet_pb2
 
-from . import providers, resources
-from .artifacts import ModelStore, sha256_file
-from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected
+from . import precision, providers, resources
+from .artifacts import ModelStore, check_artifact_id, sha256_file
+from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected, Untrusted
 from .fetch import Downloader
 from .lifecycle import UPDATE, Lifecycle, State
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
+from .precision import Timing, TimingPolicy, VariantFile
 from .reask import NeedsWatchdog, RetryTimer
-from .runtime import Runtime, SwapResult
+from .runtime import LoadedModel, Runtime, SwapResult
 from .serve import create_server
 from .settings import AgentSettings
 from .statefile import atomic_write
@@ -60,6 +62,7 @@ FIRST_RETRY_S = 1.0
 # how long the local API waits for its rollback / unpin to run on the worker (the client waits 60 / 10 s)
 ROLLBACK_WAIT_S = 55.0
 UNPIN_WAIT_S = 8.0
+MAX_VARIANTS = 4  # precision variants of one offer taken (int8, fp16, ...): a bound on downloads
 
 
 def _keyring(inline: list[str], file: Path | None, what: str) -> Keyring:
@@ -90,6 +93,8 @@ class Agent:
             verifier=self._verify_before_load,
             providers=providers.resolve(settings.providers),
         )
+        self.runtime.variant_verifier = self._verify_variant
+        self.runtime.timing = TimingPolicy(settings.variant_timing_s, settings.variant_min_speedup)
         self.last_error = ""
         self.api_address = ""
         self._provenance: dict[str, fleet_pb2.Manifest] = {}  # artifact id -> its verified manifest
@@ -234,6 +239,8 @@ class Agent:
             state=life.state.to_proto(),
             state_since_unix_ms=life.since_unix_ms,
             state_reason=life.reason,
+            precision=model.meta.precision if model else "",
+            timings=[t.to_proto() for t in self._timings(model)],
         )
 
     # --- incoming ---------------------------------------------------------------------------
@@ -402,14 +409,16 @@ class Agent:
             self.trust.keep_offer(self.store.offer_path(aid), msg)
             self.life.move(State.DOWNLOADING, f"fetching {aid[:12]} ({manifest.size_bytes} bytes)")
             self._fetch(manifest)
+            variants, dropped = self._fetch_variants(manifest)
         except (AgentError, OSError) as exc:  # OSError: no room even for the small offer file
             reason = str(exc) if isinstance(exc, AgentError) else f"cannot write in {self.store.dir}: {exc}"
             self.life.move(State.ROLLED_BACK, f"{aid[:12]} not fetched: {reason}")
             self._report(SwapResult(aid, self._serving_id(), False, reason))
             self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
-        result = self.runtime.install(aid)
-        self._end_update(result, f"now serving {aid[:12]}")
+        result = self.runtime.install(aid, variants)
+        result.timings.extend(dropped)
+        self._end_update(result, f"now serving {aid[:12]} ({result.precision})")
         self._report(result)
         if result.untrusted:
             self._schedule_retry(False)
@@ -417,6 +426,11 @@ class Agent:
             self._retry.reset()
 
     def _fetch(self, manifest: fleet_pb2.Manifest) -> None:
+        self._downloader(manifest).fetch(
+            self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes
+        )
+
+    def _downloader(self, manifest: fleet_pb2.Manifest) -> Downloader:
         # only our own config or the signed manifest may name the server: never an unsigned field
         address = self.settings.server_address or manifest.grpc_address
         if not address:
@@ -427,7 +441,46 @@ class Agent:
             dl = self._downloaders[address] = Downloader(
                 address, self.device_id, self._credentials, max_attempts=4
             )
-        dl.fetch(self.store, manifest.artifact_id, manifest.sha256, manifest.size_bytes)
+        return dl
+
+    def _fetch_variants(self, manifest: fleet_pb2.Manifest) -> tuple[list[VariantFile], list[Timing]]:
+        """Download the signed manifest's precision variants (resumable, sha-checked like the model).
+
+        One that fails to download is dropped with a log line and reported: the fp32 model serves
+        whatever happens to a variant. Returns the files and the timings of the dropped ones.
+        """
+        files: list[VariantFile] = []
+        dropped: list[Timing] = []
+        if not self.settings.variants:
+            return files, dropped
+        for v in manifest.variants[:MAX_VARIANTS]:
+            note = precision.unvouched(v, manifest.tasks, self.settings.variant_max_loss)
+            try:
+                check_artifact_id(v.artifact_id)
+                logger.info(
+                    "fetching %s variant %s (%d bytes)", v.precision, v.artifact_id[:12], v.size_bytes
+                )
+                path = self._downloader(manifest).fetch(self.store, v.artifact_id, v.sha256, v.size_bytes)
+            except (AgentError, OSError) as exc:
+                logger.warning("%s variant %s dropped: %s", v.precision, v.artifact_id[:12], exc)
+                dropped.append(Timing(v.precision, v.artifact_id[:64], note=f"dropped: {str(exc)[:200]}"))
+                continue
+            files.append(VariantFile(v.artifact_id, v.precision, path, note))
+        return files, dropped
+
+    def _verify_variant(self, artifact_id: str, variant_id: str, path: Path) -> None:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise Untrusted(f"variant {variant_id[:12]} cannot be read: {exc.strerror or exc}") from exc
+        self.trust.check_stored_variant(self.store.offer_path(artifact_id), artifact_id, variant_id, digest)
+
+    def _timings(self, model: LoadedModel | None) -> list[Timing]:
+        """What the serving model's precisions took on this device when it was chosen."""
+        if model is None:
+            return []
+        raw = self.store.served(model.artifact_id).get("timings") or []
+        return [Timing.from_dict(t) for t in raw if isinstance(t, dict)]
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:
         self.life.move(State.VERIFYING, f"checking {artifact_id[:12]}'s sha256 and its signed offer")
@@ -475,6 +528,8 @@ class Agent:
                 load_ms=result.load_ms,
                 sent_unix_ms=now_ms(),
                 verified_key_id=manifest.key_id if manifest else "",
+                precision=result.precision if result.ok else "",
+                timings=[t.to_proto() for t in result.timings],
             )
         )
         if result.ok:
@@ -537,6 +592,9 @@ class Agent:
             illegal_transitions=self.life.illegal,
             providers=model.providers if model else [],
             provider_note=model.provider_note if model else "",
+            precision=model.meta.precision if model else "",
+            serving_file_id=(model.file_id or model.artifact_id) if model else "",
+            timings_json=json.dumps([asdict(t) for t in self._timings(model)]),
         )
 
     def _provenance_json(self, artifact_id: str) -> str:

@@ -4,7 +4,10 @@ Beside each model, `<artifact_id>.offer` keeps the signed offer it came with (ch
 load, trust.py). state.json names the serving model (`current`), the one before it (`previous`,
 kept for rollback), an operator's pin (`pinned`: offers are ignored while it is set, across
 restarts) and the artifacts refused by validation (`bad`, so a retained ModelReady is not retried
-in a loop). Every other .onnx / .offer and every stale .part is pruned after a swap.
+in a loop). `serving` records, for the current and previous model, which file serves it (its own id
+or a precision variant's, `<variant_id>.onnx`), in which precision and what each precision took when
+the agent chose (precision.py): a restart or a rollback serves the precision that served. Every other
+.onnx / .offer and every stale .part is pruned after a swap.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 from .errors import FetchError
 from .statefile import read_json, write_json
@@ -51,6 +55,10 @@ class ModelStore:
         self.previous: str | None = doc.get("previous") or None
         self.bad: dict[str, str] = dict(doc.get("bad") or {})
         self.pinned: str | None = doc.get("pinned") or None
+        served = doc.get("serving")
+        self.serving: dict[str, dict[str, Any]] = (
+            {str(k): v for k, v in served.items() if isinstance(v, dict)} if isinstance(served, dict) else {}
+        )
 
     def path(self, artifact_id: str) -> Path:
         return self.dir / f"{check_artifact_id(artifact_id)}.onnx"
@@ -67,8 +75,18 @@ class ModelStore:
     def _save(self) -> None:
         write_json(
             self._state_path,
-            {"current": self.current, "previous": self.previous, "bad": self.bad, "pinned": self.pinned},
+            {
+                "current": self.current,
+                "previous": self.previous,
+                "bad": self.bad,
+                "pinned": self.pinned,
+                "serving": self.serving,
+            },
         )
+
+    def served(self, artifact_id: str) -> dict[str, Any]:
+        """How `artifact_id` was served: {"file", "precision", "timings"} ({} = its own fp32 file)."""
+        return dict(self.serving.get(artifact_id) or {})
 
     def set_pin(self, artifact_id: str | None) -> None:
         """Pin `artifact_id` (None lifts the pin); persisted, so it holds across restarts."""
@@ -76,13 +94,24 @@ class ModelStore:
             self.pinned = artifact_id
             self._save()
 
-    def record_swap(self, artifact_id: str) -> None:
-        """`artifact_id` now serves; the one it replaced becomes `previous`; older files go."""
+    def record_swap(self, artifact_id: str, served: dict[str, Any] | None = None) -> None:
+        """`artifact_id` now serves (from `served["file"]` when a variant does); the one it replaced
+        becomes `previous`; older files go."""
         with self._lock:
             if artifact_id != self.current:
                 self.previous, self.current = self.current, artifact_id
+            if served is not None:
+                self.serving[artifact_id] = served
+            self.serving = {a: v for a, v in self.serving.items() if a in (self.current, self.previous)}
             self._save()
             self._prune()
+
+    def set_served(self, artifact_id: str, served: dict[str, Any]) -> None:
+        """How `artifact_id` serves now (a restart or rollback whose variant no longer loads: fp32)."""
+        with self._lock:
+            if artifact_id in (self.current, self.previous):
+                self.serving[artifact_id] = served
+                self._save()
 
     def record_rollback(self) -> None:
         with self._lock:
@@ -108,11 +137,13 @@ class ModelStore:
                 self.current, self.previous = self.previous, None
             elif self.previous == artifact_id:
                 self.previous = None
+            self.serving.pop(artifact_id, None)
             self._save()
         self.path(artifact_id).unlink(missing_ok=True)
 
     def _prune(self) -> None:
         keep = {f"{a}{ext}" for a in (self.current, self.previous) if a for ext in (".onnx", ".offer")}
+        keep |= {f"{v.get('file')}.onnx" for v in self.serving.values() if v.get("file")}  # variants serving
         for p in self.dir.iterdir():
             if p.name.endswith((".onnx", ".onnx.part", ".offer")) and p.name not in keep:
                 logger.debug("pruning %s", p.name)

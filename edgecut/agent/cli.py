@@ -90,6 +90,20 @@ def _stop_at_eof(done: threading.Event) -> None:
     done.set()
 
 
+def _timings_text(timings_json: str) -> str:
+    """`  (timed here: fp32 <ms> ms, int8 <ms> ms)`: what each precision took when the agent chose."""
+    import json
+
+    timings = json.loads(timings_json or "[]")
+    parts = [
+        f"{t['precision']} {t['median_ms']:.2f} ms"
+        if t.get("median_ms")
+        else f"{t['precision']} {t.get('note', '')}"
+        for t in timings
+    ]
+    return f"  (timed here: {', '.join(parts)})" if len(parts) > 1 else ""
+
+
 def _print_status(st: Any) -> None:
     print(f"device      {st.device_id}")
     print(f"tasks       {','.join(st.tasks) or '-'}")
@@ -98,6 +112,8 @@ def _print_status(st: Any) -> None:
     if st.providers:
         note = f" ({st.provider_note})" if st.provider_note else ""
         print(f"runs on     {', '.join(st.providers)}{note}")
+    if st.precision:
+        print(f"precision   {st.precision}{_timings_text(st.timings_json)}")
     print(f"swaps       {st.swaps} ok, {st.failed_swaps} refused")
     print(f"inferences  {st.inference_count} ({st.failed_count} failed)")
     print(f"broker      {'connected' if st.broker_connected else 'disconnected'}")

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,10 @@ from pydantic import ValidationError
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 
+from . import precision
 from .artifacts import ModelStore, sha256_file
 from .errors import AgentError, BadInput, ModelRejected, NoModelError, Untrusted
+from .precision import Timing, TimingPolicy, VariantFile
 from .providers import CPU, fallbacks
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class LoadedModel:
     load_ms: float
     providers: tuple[str, ...] = ()  # what the session runs on: session.get_providers()
     provider_note: str = ""  # why that is less than the agent asked for ("" = all of it)
+    file_id: str = ""  # the file serving `artifact_id`: a precision variant's id ("" = its own file)
 
     @property
     def output_names(self) -> list[str]:
@@ -187,6 +190,8 @@ class SwapResult:
     reason: str = ""
     load_ms: float = 0.0
     untrusted: bool = False  # refused by the provenance check, not by validation
+    precision: str = "fp32"  # what serves after the swap
+    timings: list[Timing] = field(default_factory=list)  # each precision timed for the choice
 
 
 @dataclass
@@ -225,6 +230,8 @@ class Runtime:
         self.max_output_bytes = 60 << 20  # the reply must fit the local API's message limit
         self._swap_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self.variant_verifier: precision.VariantVerifier | None = None
+        self.timing = TimingPolicy()
 
     def infer(self, image: np.ndarray) -> tuple[LoadedModel, dict[str, np.ndarray], float]:
         model = self.slot.current  # the one read of the shared reference
@@ -260,13 +267,22 @@ class Runtime:
         model = self.slot.current
         return list(model.providers) if model is not None else list(self.providers)
 
-    def _swap_in(self, artifact_id: str, path: Path) -> SwapResult:
+    def _swap_in(
+        self, artifact_id: str, path: Path, variants: Sequence[VariantFile] = (), kept: str = ""
+    ) -> SwapResult:
+        """Verify, load, validate and swap to `artifact_id`; with `variants`, the precision that
+        precision.py chooses serves; with `kept` (a variant's id), that variant serves again."""
         old = self.slot.current
         prev_id = old.artifact_id if old else ""
+        timings: list[Timing] = []
         try:
             if self.verifier is not None:
                 self.verifier(artifact_id, path)  # the last check before onnxruntime reads the bytes
             new = self.load(path, artifact_id)
+            if variants:
+                new, timings = self._fastest(new, variants)
+            elif kept:
+                new, timings = self._kept(new, kept)
         except ModelRejected as exc:
             self.stats.failed_swaps += 1
             logger.warning(
@@ -277,15 +293,22 @@ class Runtime:
         self.stats.swaps += 1
         with self._stats_lock:  # telemetry's p50/p95 then describe the serving model only (rollout gates)
             self.stats.latencies_ms.clear()
-        logger.info("now serving %s (was %s), loaded in %.0f ms", artifact_id[:12], prev_id[:12], new.load_ms)
-        return SwapResult(artifact_id, prev_id, True, "", new.load_ms)
+        logger.info(
+            "now serving %s in %s (was %s), loaded in %.0f ms",
+            artifact_id[:12],
+            new.meta.precision,
+            prev_id[:12],
+            new.load_ms,
+        )
+        return SwapResult(artifact_id, prev_id, True, "", new.load_ms, False, new.meta.precision, timings)
 
-    def install(self, artifact_id: str) -> SwapResult:
-        """Swap to a verified artifact in the store; a refused one is marked bad and never retried."""
+    def install(self, artifact_id: str, variants: Sequence[VariantFile] = ()) -> SwapResult:
+        """Swap to a verified artifact in the store (the fastest vouched precision of it when
+        `variants` are given); a refused one is marked bad and never retried."""
         with self._swap_lock:
-            result = self._swap_in(artifact_id, self.store.path(artifact_id))
+            result = self._swap_in(artifact_id, self.store.path(artifact_id), variants)
             if result.ok:
-                self.store.record_swap(artifact_id)
+                self.store.record_swap(artifact_id, _served(self.slot.current, result))
             elif result.untrusted:
                 self.store.discard(artifact_id)  # fetched again from the fleet, not marked bad
             else:
@@ -299,9 +322,10 @@ class Runtime:
             current = self.slot.current.artifact_id if self.slot.current else ""
             if not prev or not self.store.has(prev):
                 return SwapResult("", current, False, "no previous model to roll back to")
-            result = self._swap_in(prev, self.store.path(prev))
+            result = self._swap_in(prev, self.store.path(prev), kept=self._kept_file(prev))
             if result.ok:
                 self.store.record_rollback()
+                self.store.set_served(prev, _served(self.slot.current, result))
             return result
 
     def restore(self) -> SwapResult | None:
@@ -315,10 +339,47 @@ class Runtime:
                     logger.warning("model file %s is missing or damaged; forgetting it", artifact_id[:12])
                     self.store.forget(artifact_id)
                     continue
-                result = self._swap_in(artifact_id, path)
+                result = self._swap_in(artifact_id, path, kept=self._kept_file(artifact_id))
                 if result.ok:
                     if artifact_id != self.store.current:
                         self.store.record_rollback()
+                    self.store.set_served(artifact_id, _served(self.slot.current, result))
                     return result
                 self.store.forget(artifact_id)
             return None
+
+    # --- precisions (issue 30; precision.py): the variants timed here, the faster one served --------
+    def _load_variant(self, model: LoadedModel, v: VariantFile) -> LoadedModel:
+        """The verified, loaded and validated variant, standing in for `model` (raises ModelRejected)."""
+        if self.variant_verifier is not None:  # in the signed manifest, with these bytes
+            self.variant_verifier(model.artifact_id, v.file_id, v.path)
+        loaded = self.load(v.path, v.file_id)
+        why = precision.compatible(model.meta, loaded.meta)
+        if not why and loaded.meta.precision != v.precision:
+            why = f"its metadata says {loaded.meta.precision}, the manifest {v.precision}"
+        if why:
+            raise ModelRejected(why)
+        return replace(loaded, artifact_id=model.artifact_id, file_id=v.file_id)
+
+    def _fastest(
+        self, model: LoadedModel, variants: Sequence[VariantFile]
+    ) -> tuple[LoadedModel, list[Timing]]:
+        return precision.fastest(model, variants, self._load_variant, self.store.discard, self.timing)
+
+    def _kept_file(self, artifact_id: str) -> str:
+        """The variant that served `artifact_id` when it last served ("" = its own fp32 file)."""
+        f = str(self.store.served(artifact_id).get("file") or "")
+        return f if f and f != artifact_id else ""
+
+    def _kept(self, model: LoadedModel, file_id: str) -> tuple[LoadedModel, list[Timing]]:
+        served = self.store.served(model.artifact_id)
+        return precision.kept(model, file_id, served, self.store.path(file_id), self._load_variant)
+
+
+def _served(model: LoadedModel | None, result: SwapResult) -> dict[str, object]:
+    """What the store keeps about how a model serves (ModelStore.serving)."""
+    return {
+        "file": model.file_id if model else "",
+        "precision": result.precision,
+        "timings": [asdict(t) for t in result.timings],
+    }

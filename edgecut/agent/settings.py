@@ -84,6 +84,22 @@ class AgentSettings(BaseModel):
         "build offers; the CPU provider is always the fallback",
     )
     max_latency_ms: float = Field(0.0, ge=0, description="latency target sent in needs (0 = none)")
+    # --- precisions (issue 30; edgecut/agent/precision.py) ---
+    variants: bool = Field(
+        True,
+        title="Time precision variants",
+        description="download the offer's other precisions (int8), time them here, serve the faster one",
+    )
+    variant_max_loss: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="a variant may serve when no task loses more than this many points against fp32",
+    )
+    variant_timing_s: float = Field(3.0, gt=0, le=120, description="time spent timing a model's precisions")
+    variant_min_speedup: float = Field(
+        1.05, ge=1, le=10, description="a variant serves only when this many times faster than fp32"
+    )
     device_class: str = Field(
         "",
         pattern=r"^[a-z0-9_.-]{0,32}$",

@@ -139,6 +139,16 @@ class Trust:
 
     def check_stored(self, offer_path: Path, artifact_id: str, digest: str) -> fleet_pb2.Manifest:
         """Before a load: the kept offer verifies and vouches for exactly these bytes (`digest`)."""
+        manifest = self.check_stored_offer(offer_path, artifact_id)
+        if manifest.artifact_id != artifact_id or manifest.sha256 != digest:
+            raise Untrusted(
+                f"the file of {artifact_id[:12]} hashes to {digest[:12]}, its signed manifest says "
+                f"{manifest.sha256[:12]}: tampered on disk, not loaded"
+            )
+        return manifest
+
+    def check_stored_offer(self, offer_path: Path, artifact_id: str) -> fleet_pb2.Manifest:
+        """The verified manifest of the offer kept for `artifact_id` (Untrusted when it does not verify)."""
         try:
             ready = fleet_pb2.ModelReady.FromString(offer_path.read_bytes())
         except (OSError, DecodeError) as exc:
@@ -147,12 +157,24 @@ class Trust:
             manifest = open_offer(self.fleet, ready)
         except SignatureError as exc:
             raise Untrusted(f"the kept manifest of {artifact_id[:12]} does not verify: {exc}") from exc
-        if manifest.artifact_id != artifact_id or manifest.sha256 != digest:
-            raise Untrusted(
-                f"the file of {artifact_id[:12]} hashes to {digest[:12]}, its signed manifest says "
-                f"{manifest.sha256[:12]}: tampered on disk, not loaded"
-            )
+        if manifest.artifact_id != artifact_id:
+            raise Untrusted(f"the offer kept for {artifact_id[:12]} is for {manifest.artifact_id[:12]}")
         return manifest
+
+    def check_stored_variant(
+        self, offer_path: Path, artifact_id: str, variant_id: str, digest: str
+    ) -> fleet_pb2.ModelVariant:
+        """Before a variant's load: the model's kept offer verifies and lists exactly these bytes."""
+        manifest = self.check_stored_offer(offer_path, artifact_id)
+        for v in manifest.variants:
+            if v.artifact_id == variant_id:
+                if v.sha256 != digest:
+                    raise Untrusted(
+                        f"variant {variant_id[:12]} hashes to {digest[:12]}, the signed manifest says "
+                        f"{v.sha256[:12]}: tampered, not loaded"
+                    )
+                return v
+        raise Untrusted(f"{variant_id[:12]} is not a variant the signed manifest of {artifact_id[:12]} lists")
 
     @staticmethod
     def keep_offer(offer_path: Path, ready: fleet_pb2.ModelReady) -> None:

@@ -42,7 +42,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json", "provenance_json", "pinned_artifact_id", "state", "state_since_unix_ms", "state_reason", "illegal_transitions", "providers", "provider_note")
+    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json", "provenance_json", "pinned_artifact_id", "state", "state_since_unix_ms", "state_reason", "illegal_transitions", "precision", "serving_file_id", "timings_json", "providers", "provider_note")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,9 @@ class AgentStatus(_message.Message):
     STATE_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     ILLEGAL_TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_JSON_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_NOTE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
@@ -81,9 +84,12 @@ class AgentStatus(_message.Message):
     state_since_unix_ms: int
     state_reason: str
     illegal_transitions: int
+    precision: str
+    serving_file_id: str
+    timings_json: str
     providers: _containers.RepeatedScalarFieldContainer[str]
     provider_note: str
-    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ..., provenance_json: _Optional[str] = ..., pinned_artifact_id: _Optional[str] = ..., state: _Optional[str] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., illegal_transitions: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., provider_note: _Optional[str] = ...) -> None: ...
+    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ..., provenance_json: _Optional[str] = ..., pinned_artifact_id: _Optional[str] = ..., state: _Optional[str] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., illegal_transitions: _Optional[int] = ..., precision: _Optional[str] = ..., serving_file_id: _Optional[str] = ..., timings_json: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., provider_note: _Optional[str] = ...) -> None: ...
 
 class SetTasksRequest(_message.Message):
     __slots__ = ("tasks",)

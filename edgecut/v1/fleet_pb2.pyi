@@ -110,7 +110,7 @@ class DeviceState(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., status: _Optional[_Union[DeviceState.Status, str]] = ..., artifact_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., pinned_artifact_id: _Optional[str] = ...) -> None: ...
 
 class Telemetry(_message.Message):
-    __slots__ = ("device_id", "inference_count", "failed_count", "latency_p50_ms", "latency_p95_ms", "rss_bytes", "cpu_percent", "artifact_id", "swaps", "failed_swaps", "sent_unix_ms", "state", "state_since_unix_ms", "state_reason")
+    __slots__ = ("device_id", "inference_count", "failed_count", "latency_p50_ms", "latency_p95_ms", "rss_bytes", "cpu_percent", "artifact_id", "swaps", "failed_swaps", "sent_unix_ms", "state", "state_since_unix_ms", "state_reason", "precision", "timings")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     FAILED_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,8 @@ class Telemetry(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     inference_count: int
     failed_count: int
@@ -139,7 +141,9 @@ class Telemetry(_message.Message):
     state: AgentState
     state_since_unix_ms: int
     state_reason: str
-    def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ..., state: _Optional[_Union[AgentState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ...) -> None: ...
+    precision: str
+    timings: _containers.RepeatedCompositeFieldContainer[PrecisionTiming]
+    def __init__(self, device_id: _Optional[str] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., sent_unix_ms: _Optional[int] = ..., state: _Optional[_Union[AgentState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., precision: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[PrecisionTiming, _Mapping]]] = ...) -> None: ...
 
 class ModelReady(_message.Message):
     __slots__ = ("device_id", "artifact_id", "sha256", "size_bytes", "build_key", "tasks", "grpc_address", "needs_seq", "params", "macs", "cache_hit", "manifest", "signature", "parent_artifact_id", "refinement")
@@ -197,7 +201,7 @@ class TaskMetrics(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq")
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq", "variants")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +227,7 @@ class Manifest(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     OFFER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     sha256: str
     size_bytes: int
@@ -241,7 +246,54 @@ class Manifest(_message.Message):
     key_id: str
     grpc_address: str
     offer_seq: int
-    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[ModelVariant]
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ...) -> None: ...
+
+class ModelVariant(_message.Message):
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "precision", "metrics", "macs", "task_changes")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TaskMetrics
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TaskMetrics, _Mapping]] = ...) -> None: ...
+    class TaskChangesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    TASK_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    sha256: str
+    size_bytes: int
+    precision: str
+    metrics: _containers.MessageMap[str, TaskMetrics]
+    macs: int
+    task_changes: _containers.ScalarMap[str, float]
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., precision: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., macs: _Optional[int] = ..., task_changes: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PrecisionTiming(_message.Message):
+    __slots__ = ("precision", "artifact_id", "median_ms", "runs", "note")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    precision: str
+    artifact_id: str
+    median_ms: float
+    runs: int
+    note: str
+    def __init__(self, precision: _Optional[str] = ..., artifact_id: _Optional[str] = ..., median_ms: _Optional[float] = ..., runs: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
 
 class CommandAck(_message.Message):
     __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms", "command")
@@ -262,7 +314,7 @@ class CommandAck(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., command_id: _Optional[str] = ..., action: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., sent_unix_ms: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class SwapReport(_message.Message):
-    __slots__ = ("device_id", "artifact_id", "ok", "reason", "previous_artifact_id", "load_ms", "sent_unix_ms", "verified_key_id")
+    __slots__ = ("device_id", "artifact_id", "ok", "reason", "previous_artifact_id", "load_ms", "sent_unix_ms", "verified_key_id", "precision", "timings")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +323,8 @@ class SwapReport(_message.Message):
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     artifact_id: str
     ok: bool
@@ -279,7 +333,9 @@ class SwapReport(_message.Message):
     load_ms: float
     sent_unix_ms: int
     verified_key_id: str
-    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., previous_artifact_id: _Optional[str] = ..., load_ms: _Optional[float] = ..., sent_unix_ms: _Optional[int] = ..., verified_key_id: _Optional[str] = ...) -> None: ...
+    precision: str
+    timings: _containers.RepeatedCompositeFieldContainer[PrecisionTiming]
+    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., previous_artifact_id: _Optional[str] = ..., load_ms: _Optional[float] = ..., sent_unix_ms: _Optional[int] = ..., verified_key_id: _Optional[str] = ..., precision: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[PrecisionTiming, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("device_id", "set_tasks", "rollback", "pin", "unpin", "command_id", "issued_unix_ms", "signed", "signature")

@@ -17,6 +17,7 @@ from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import Observers
 from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.outcomes import Failed, Interrupted, Outcome, Progress, Ready, job_event
+from edgecut.server.fleet.jobs.variants import store_variants
 from edgecut.server.fleet.state.job_record import JobRecord
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED
@@ -106,6 +107,7 @@ class Builder:
             try:
                 meta = built.meta.model_copy(update={"build_key": built.meta.build_key or key})
                 artifact = self.store.put_file(built.onnx_path, meta)
+                store_variants(self.store, self.registry, artifact, built)
                 lineage = built.parent_artifact_id, built.refinement
                 notes = list(built.notes)
             finally:

@@ -36,6 +36,7 @@ from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
 from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.outcomes import Interrupted, Ready, RefinedHook
+from edgecut.server.fleet.jobs.variants import store_variants
 from edgecut.server.fleet.state.job_record import JobRecord, refinement_key
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import DONE, FAILED, REFINE
@@ -192,6 +193,7 @@ class Refiner:
                 try:
                     meta = built.meta.model_copy(update={"build_key": of})
                     artifact = self.store.put_file(built.onnx_path, meta)
+                    store_variants(self.store, self.registry, artifact, built)
                     notes = "".join(f"; {n}" for n in built.notes)
                 finally:
                     built.cleanup()

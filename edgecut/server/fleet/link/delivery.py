@@ -24,6 +24,7 @@ from edgecut.server.fleet.jobs.outcomes import Failed, Outcome, Ready
 from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
 from edgecut.server.fleet.link import wire
 from edgecut.server.fleet.link.signer import FleetSigner
+from edgecut.server.fleet.link.variants import variants_for
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.store import Store
 from edgecut.v1 import fleet_pb2 as pb
@@ -141,7 +142,8 @@ class Delivery:
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
         """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq, offer_seq)
+        variants = variants_for(self.store, self.registry, ready.artifact, device_id)
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq, offer_seq, variants)
         payload = msg.SerializeToString()
         if (
             len(payload) > topics.MAX_PAYLOAD
@@ -156,14 +158,22 @@ class Delivery:
                 error_map.to_error(TooLargeError("the model offer exceeds the broker limit"), device_id, seq)
             )
             return
-        self.registry.offers.record(device_id, ready.build_key, msg.artifact_id, seq, wire.to_dict(manifest))
+        self.registry.offers.record(
+            device_id,
+            ready.build_key,
+            msg.artifact_id,
+            seq,
+            wire.to_dict(manifest),
+            [v.artifact_id for v in variants],
+        )
         self.link.publish(topics.device_topic(device_id, topics.MODEL), payload, True)
         logger.info(
-            "offered %s to %s (cache hit: %s, refinement %d)",
+            "offered %s to %s (cache hit: %s, refinement %d%s)",
             msg.artifact_id[:12],
             device_id,
             ready.cache_hit,
             ready.refinement,
+            "".join(f", {v.meta.precision} variant {v.artifact_id[:12]}" for v in variants),
         )
         self.link.emit(
             "offer",
@@ -175,4 +185,5 @@ class Delivery:
             held=held,
             refinement=ready.refinement,
             parent_artifact_id=ready.parent_artifact_id,
+            variants={v.meta.precision: v.artifact_id for v in variants},
         )

@@ -9,7 +9,8 @@ Bytes that do not parse as the request type are INVALID_ARGUMENT (rpc_guard), ne
 
 Identity: with mutual TLS (`grpc_client_ca`), the caller's certificate names the device. Its
 RequestModel is answered for that device whatever `device_id` the request claims (READY carries an
-offer signed for it), and DownloadModel serves it only artifacts the fleet offered to it. Without
+offer signed for it), and DownloadModel serves it only artifacts the fleet offered to it (the model, or a variant its
+signed offer listed). Without
 mutual TLS the claimed id is all there is: rate limits key on it (or on the peer's address when it
 is empty), and READY carries the offer *unsigned*, which no agent acts on (docs/security.md).
 
@@ -38,6 +39,7 @@ from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
 from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
+from edgecut.server.fleet.link.variants import variants_for
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
 from edgecut.server.fleet.state.registry import Registry
@@ -141,8 +143,16 @@ class FleetServicer:
             return wire.ready_progress(ready, plain_offer(ready, self.grpc_address, device_id))
         assert self.signer is not None and self.registry is not None  # checked in __init__
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq)
-        self.registry.offers.record(device_id, ready.build_key, msg.artifact_id, 0, wire.to_dict(manifest))
+        variants = variants_for(self.store, self.registry, ready.artifact, device_id)
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq, variants)
+        self.registry.offers.record(
+            device_id,
+            ready.build_key,
+            msg.artifact_id,
+            0,
+            wire.to_dict(manifest),
+            [v.artifact_id for v in variants],
+        )
         return wire.ready_progress(ready, msg)
 
     def DownloadModel(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:

@@ -106,6 +106,7 @@ class DeviceReports:
             t.inference_count,
             t.artifact_id[:64],
             budget_ms,
+            t.precision or "fp32",
         )
         if slowdown is None:
             return
@@ -120,6 +121,20 @@ class DeviceReports:
         self.registry.devices.set_latency_slowdown(device_id, slowdown)
         self.link.emit("drift", device_id, p50_ms=t.latency_p50_ms, budget_ms=budget_ms, slowdown=slowdown)
         self.link.reask({**dev, "latency_slowdown": slowdown}, "latency drift")
+
+    def _learn_precisions(self, device_id: str, s: pb.SwapReport) -> None:
+        """Feed each precision's time the device measured when it chose into its class's latency model."""
+        timings = requests.timings_of(s.timings) if s.ok else []
+        macs = self._macs_of(s.artifact_id[:64]) if timings else 0
+        dev = self.registry.devices.get(device_id) if macs else None
+        if dev is None:
+            return
+        resources = json_format.ParseDict(dev["resources"] or {}, pb.Resources(), ignore_unknown_fields=True)
+        name, row = self.policy.row(resources)
+        for t in timings:  # one not timed (dropped: median 0) is skipped by learn()
+            self.policy.latency.learn(
+                device_id, name, row.macs_per_ms, macs, t["median_ms"], t["runs"], t["precision"]
+            )
 
     def _macs_of(self, artifact_id: str) -> int:
         with self._guard:
@@ -147,7 +162,10 @@ class DeviceReports:
                 s.previous_artifact_id[:64],
                 s.load_ms if math.isfinite(s.load_ms) else 0.0,
                 s.verified_key_id[:64],
+                s.precision[:8],
+                requests.timings_of(s.timings),
             )
+            self._learn_precisions(device_id, s)
             if not s.ok and s.artifact_id:
                 with self._guard:
                     fresh = s.artifact_id not in self._rechecking
@@ -163,6 +181,8 @@ class DeviceReports:
                 ok=s.ok,
                 reason=s.reason,
                 load_ms=s.load_ms,
+                precision=s.precision[:8],
+                timings=requests.timings_of(s.timings),
             )
 
     def _recheck(self, artifact_id: str) -> None:

@@ -9,12 +9,22 @@ share one build, so a device cannot force a new build per message by nudging a w
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 from edgecut.server.errors import InvalidFieldError
 from edgecut.server.fleet.policy.budget import BudgetPolicy, Decision, budget_from_proto
 from edgecut.server.fleet.policy.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES, bounded_int, finite
 
-__all__ = ["INT64_MAX", "MAX_TASKS", "MAX_TASK_NAME", "check_telemetry", "needs_decision", "request_spec"]
+__all__ = [
+    "INT64_MAX",
+    "MAX_TASKS",
+    "MAX_TASK_NAME",
+    "check_telemetry",
+    "needs_decision",
+    "request_spec",
+    "timings_of",
+]
 from edgecut.server.spec import Budget, BuildSpec
 from edgecut.v1 import fleet_pb2 as pb
 
@@ -25,6 +35,8 @@ MAX_PRIORITY = 1e6
 MAX_CPU_PERCENT = 100.0 * 4096  # psutil counts each busy core as 100 %
 MAX_ARTIFACT_ID = 64  # a sha256 in hex
 MAX_STATE_REASON = 300  # the agent keeps at most 300 (edgecut/agent/lifecycle.py)
+PRECISIONS = ("", "fp32", "int8", "fp16")  # "" = an agent older than the field (fp32)
+MAX_TIMINGS = 8  # one per precision offered, with room
 
 
 def priority_bucket(task: str, weight: float) -> float:
@@ -99,9 +111,36 @@ def check_telemetry(t: pb.Telemetry) -> None:
     finite("cpu_percent", t.cpu_percent, 0.0, MAX_CPU_PERCENT)
     if len(t.artifact_id) > MAX_ARTIFACT_ID:
         raise InvalidFieldError(f"artifact_id is {len(t.artifact_id)} characters: at most {MAX_ARTIFACT_ID}")
+    if t.precision not in PRECISIONS:
+        raise InvalidFieldError(f"precision {t.precision[:16]!r} is not one of fp32, int8, fp16")
+    if len(t.timings) > MAX_TIMINGS or len(timings_of(t.timings)) != len(t.timings):
+        raise InvalidFieldError(
+            f"timings: at most {MAX_TIMINGS} entries, each a known precision and a finite, non-negative time"
+        )
     if t.state not in pb.AgentState.values():  # proto3 keeps an unknown enum number as it came
         raise InvalidFieldError(f"state {t.state} is not an agent life-cycle state (fleet.proto AgentState)")
     if len(t.state_reason) > MAX_STATE_REASON:
         raise InvalidFieldError(
             f"state_reason is {len(t.state_reason)} characters: at most {MAX_STATE_REASON}"
         )
+
+
+def timings_of(timings: Iterable[pb.PrecisionTiming]) -> list[dict[str, Any]]:
+    """A device's per-precision timings as registry rows; an entry with an unknown precision or a time
+    that is not finite and non-negative is dropped (a swap report is recorded even so)."""
+    out: list[dict[str, Any]] = []
+    for t in list(timings)[:MAX_TIMINGS]:
+        if t.precision not in PRECISIONS[1:] or not (
+            math.isfinite(t.median_ms) and 0 <= t.median_ms <= MAX_LATENCY_MS
+        ):
+            continue
+        out.append(
+            {
+                "precision": t.precision,
+                "artifact_id": t.artifact_id[:MAX_ARTIFACT_ID],
+                "median_ms": t.median_ms,
+                "runs": t.runs,
+                "note": t.note[:MAX_STATE_REASON],
+            }
+        )
+    return out

@@ -8,11 +8,13 @@ generated on first start (mode 0600). Its public half is written beside it as `f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgecut import signing
 from edgecut.envelopes import now_ms, sign_manifest
 from edgecut.server.fleet.jobs.outcomes import Ready
+from edgecut.server.fleet.state.store import StoredArtifact
 from edgecut.v1 import fleet_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -50,11 +52,19 @@ class FleetSigner:
         return self.key.key_id
 
     def offer(
-        self, ready: Ready, grpc_address: str, device_id: str, needs_seq: int, offer_seq: int
+        self,
+        ready: Ready,
+        grpc_address: str,
+        device_id: str,
+        needs_seq: int,
+        offer_seq: int,
+        variants: Sequence[StoredArtifact] = (),
     ) -> tuple[pb.ModelReady, pb.Manifest]:
         """The ModelReady for `device_id`, with its manifest signed; also returns the manifest.
 
         `offer_seq`: the device's next offer counter from the registry (`registry.offers.next_seq`).
+        `variants`: the model's other precisions to list (link/variants.py chose them for the device);
+        each is signed with the manifest, its sha256 and its quality against the fp32 model included.
         """
         a = ready.artifact
         manifest = pb.Manifest(
@@ -77,11 +87,37 @@ class FleetSigner:
         )
         for task, values in a.meta.metrics.items():
             manifest.metrics[task].values.update({k: float(v) for k, v in values.items()})
+        for v in variants:
+            manifest.variants.append(model_variant(a, v))
         data, signature = sign_manifest(self.key, manifest)
         msg = plain_offer(ready, grpc_address, device_id, needs_seq)
         msg.manifest = data
         msg.signature.CopyFrom(signature)
         return msg, manifest
+
+
+def model_variant(model: StoredArtifact, variant: StoredArtifact) -> pb.ModelVariant:
+    """The manifest's entry for `variant` of `model`; its task_changes are against the fp32 model.
+
+    Both metas carry each task's change against the full model (%, ModelMeta.task_changes); their
+    difference is what the precision costs. A task either lacks is left out: the agent then does not
+    take the variant's quality as vouched for, and serves the fp32 model.
+    """
+    m = variant.meta
+    out = pb.ModelVariant(
+        artifact_id=variant.artifact_id,
+        sha256=variant.sha256,
+        size_bytes=variant.size,
+        precision=m.precision,
+        macs=max(0, m.macs),
+    )
+    for task, values in m.metrics.items():
+        out.metrics[task].values.update({k: float(x) for k, x in values.items()})
+    fp32 = model.meta.task_changes
+    for task, change in m.task_changes.items():
+        if task in fp32:
+            out.task_changes[task] = round(float(change) - float(fp32[task]), 4)
+    return out
 
 
 def plain_offer(ready: Ready, grpc_address: str, device_id: str = "", needs_seq: int = 0) -> pb.ModelReady:

@@ -16,6 +16,12 @@ overhead, memory traffic that does not scale with MACs).
   budget more than its clipped share of a median: with three or more honest devices, not at all
   beyond their own spread. Figures that are not finite, not positive or from too few requests are
   ignored.
+- **Precision.** A model may run in fp32 or int8 (issue 30); the gain differs by CPU (x86 with VNNI,
+  Cortex-A72 without dot-product, A76 with it), so each (class, precision) keeps its own ratios and
+  scale. Devices report the precision they serve (telemetry) and what each precision took on their own
+  clock when they chose (swap reports: `learn`). A class's latency budget counts the precision most of
+  its devices serve (`precision_of`): if they serve int8, the int8 scale sets the budget; a precision
+  with no observations yet falls back to the class's fp32 scale.
 - **Drift.** A device whose p50 stays above its own `max_latency_ms` x (1 + `tolerance`) for
   `sustain_s` (thermal throttling, a busier device) is *re-tailored*: it gets a slowdown factor (its
   p50 / the class prediction for the served model, within [1, MAX_SLOWDOWN]) that divides its latency
@@ -31,7 +37,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +51,7 @@ MAX_STEP = 0.1  # a class's scale moves at most 10 % per observation
 MAX_SLOWDOWN = 8.0
 MIN_INFERENCES = 20  # a p50 over fewer requests is noise
 MAX_DEVICES = 10_000  # ratios kept (oldest forgotten first)
+FP32 = "fp32"
 
 
 @dataclass(frozen=True)
@@ -109,8 +116,9 @@ class LatencyModels:
         self.reference_class = reference_class
         self.tolerance, self.sustain_s, self.clock = tolerance, sustain_s, clock
         self.measured: CostModel | None = None  # this machine's line, once seed() ran
-        self._scale: dict[str, float] = {}
-        self._ratios: dict[str, OrderedDict[str, float]] = {}
+        self._scale: dict[tuple[str, str], float] = {}  # (class, precision) -> scale
+        self._ratios: dict[tuple[str, str], OrderedDict[str, float]] = {}
+        self._serving: dict[str, OrderedDict[str, str]] = {}  # class -> device -> precision it serves
         self._drift: dict[str, _Drift] = {}
         self._lock = threading.Lock()
 
@@ -133,13 +141,33 @@ class LatencyModels:
             return table
         return self.measured.scaled(ref / macs_per_ms)
 
-    def model(self, device_class: str, macs_per_ms: float) -> CostModel:
-        return self.base(device_class, macs_per_ms).scaled(self._scale.get(device_class, 1.0))
+    def _scale_of(self, device_class: str, precision: str) -> float:
+        got = self._scale.get((device_class, precision))
+        return got if got is not None else self._scale.get((device_class, FP32), 1.0)
+
+    def model(self, device_class: str, macs_per_ms: float, precision: str = FP32) -> CostModel:
+        return self.base(device_class, macs_per_ms).scaled(self._scale_of(device_class, precision))
+
+    def precision_of(self, device_class: str) -> str:
+        """The precision most devices of the class serve (fp32 on a tie or when none reported)."""
+        votes = Counter(self._serving.get(device_class, {}).values())
+        best = max(votes.values(), default=0)
+        winners = sorted(p for p, n in votes.items() if n == best)
+        return FP32 if not winners or FP32 in winners else winners[0]
 
     def max_macs(
-        self, device_class: str, macs_per_ms: float, max_latency_ms: float, slowdown: float = 1.0
+        self,
+        device_class: str,
+        macs_per_ms: float,
+        max_latency_ms: float,
+        slowdown: float = 1.0,
+        precision: str | None = None,
     ) -> int:
-        return self.model(device_class, macs_per_ms).max_macs(max_latency_ms / max(1.0, slowdown))
+        """The MACs budget for `max_latency_ms` in `precision` (default: what the class serves)."""
+        with self._lock:
+            p = precision or self.precision_of(device_class)
+            model = self.model(device_class, macs_per_ms, p)
+        return model.max_macs(max_latency_ms / max(1.0, slowdown))
 
     # -- telemetry -------------------------------------------------------------------------------
 
@@ -153,22 +181,57 @@ class LatencyModels:
         inferences: int,
         artifact_id: str,
         max_latency_ms: float = 0.0,
+        precision: str = FP32,
     ) -> float | None:
-        """One telemetry report; returns the device's new slowdown factor when it must be re-tailored."""
+        """One telemetry report; returns the device's new slowdown factor when it must be re-tailored.
+
+        `precision`: what served the reported requests ("" from an older agent = fp32).
+        """
         if not (math.isfinite(p50_ms) and p50_ms > 0 and macs > 0 and inferences >= MIN_INFERENCES):
             return None
+        precision = precision or FP32
         with self._lock:
-            predicted = self.model(device_class, macs_per_ms).latency_ms(macs)
-            ratio = min(MAX_RATIO, max(MIN_RATIO, p50_ms / predicted * self._scale.get(device_class, 1.0)))
-            ratios = self._ratios.setdefault(device_class, OrderedDict())
-            ratios[device_id] = ratio
-            ratios.move_to_end(device_id)
-            while len(ratios) > MAX_DEVICES:
-                ratios.popitem(last=False)
-            old = self._scale.get(device_class, 1.0)
-            target = statistics.median(ratios.values())
-            self._scale[device_class] = min(old * (1 + MAX_STEP), max(old / (1 + MAX_STEP), target))
+            serving = self._serving.setdefault(device_class, OrderedDict())
+            serving[device_id] = precision
+            serving.move_to_end(device_id)
+            while len(serving) > MAX_DEVICES:
+                serving.popitem(last=False)
+            predicted = self._learn(device_id, device_class, macs_per_ms, macs, p50_ms, precision)
             return self._check_drift(device_id, artifact_id, p50_ms, predicted, max_latency_ms)
+
+    def learn(
+        self,
+        device_id: str,
+        device_class: str,
+        macs_per_ms: float,
+        macs: int,
+        ms: float,
+        runs: int,
+        precision: str,
+    ) -> None:
+        """One precision's time as the device measured it when it chose (a swap report's timing): it
+        moves that precision's scale like telemetry does, but says nothing about drift or what serves."""
+        if not (math.isfinite(ms) and ms > 0 and macs > 0 and runs >= MIN_INFERENCES and precision):
+            return
+        with self._lock:
+            self._learn(device_id, device_class, macs_per_ms, macs, ms, precision)
+
+    def _learn(
+        self, device_id: str, device_class: str, macs_per_ms: float, macs: int, ms: float, precision: str
+    ) -> float:
+        """Record the device's clipped ratio for (class, precision), step the scale; the prediction."""
+        key = (device_class, precision)
+        scale = self._scale_of(device_class, precision)
+        predicted = self.model(device_class, macs_per_ms, precision).latency_ms(macs)
+        ratio = min(MAX_RATIO, max(MIN_RATIO, ms / predicted * scale))
+        ratios = self._ratios.setdefault(key, OrderedDict())
+        ratios[device_id] = ratio
+        ratios.move_to_end(device_id)
+        while len(ratios) > MAX_DEVICES:
+            ratios.popitem(last=False)
+        target = statistics.median(ratios.values())
+        self._scale[key] = min(scale * (1 + MAX_STEP), max(scale / (1 + MAX_STEP), target))
+        return predicted
 
     def _check_drift(
         self, device_id: str, artifact_id: str, p50_ms: float, predicted: float, budget_ms: float
@@ -187,9 +250,14 @@ class LatencyModels:
         d.fired = True
         return min(MAX_SLOWDOWN, max(1.0, p50_ms / predicted))
 
-    def scale(self, device_class: str) -> float:
+    def observed(self, device_class: str) -> dict[str, int]:
+        """Precision -> how many devices of the class its correction has learnt from."""
         with self._lock:
-            return self._scale.get(device_class, 1.0)
+            return {p: len(r) for (c, p), r in self._ratios.items() if c == device_class and r}
+
+    def scale(self, device_class: str, precision: str = FP32) -> float:
+        with self._lock:
+            return self._scale_of(device_class, precision)
 
 
 # -- measuring this machine ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from edgecut.server.fleet.state.database import Database, row_dict
 from edgecut.server.fleet.state.devices import Devices
-from edgecut.server.fleet.state.schema import DeviceRow, OfferRow, SwapRow, now
+from edgecut.server.fleet.state.schema import DeviceRow, OfferRow, OfferVariantRow, SwapRow, now
 
 
 class Offers:
@@ -41,7 +42,9 @@ class Offers:
         artifact_id: str,
         needs_seq: int = 0,
         manifest: dict[str, Any] | None = None,
+        variant_ids: Sequence[str] = (),
     ) -> None:
+        """One signed offer; `variant_ids`: the other precisions its manifest lists (downloadable too)."""
         with self.db.transaction() as s:
             row = self.devices.touch(s, device_id)
             row.build_key, row.offered_artifact_id = build_key, artifact_id
@@ -54,13 +57,21 @@ class Offers:
                     at=now(),
                 )
             )
+            for vid in variant_ids:
+                s.add(OfferVariantRow(device_id=device_id, artifact_id=artifact_id, variant_id=vid, at=now()))
 
     def was_offered(self, device_id: str, artifact_id: str) -> bool:
+        """Whether a signed offer to the device named `artifact_id`, as its model or one of its variants."""
         with self.db.transaction() as s:
             q = select(OfferRow.id).where(
                 OfferRow.device_id == device_id, OfferRow.artifact_id == artifact_id
             )
-            return s.scalars(q.limit(1)).first() is not None
+            if s.scalars(q.limit(1)).first() is not None:
+                return True
+            v = select(OfferVariantRow.id).where(
+                OfferVariantRow.device_id == device_id, OfferVariantRow.variant_id == artifact_id
+            )
+            return s.scalars(v.limit(1)).first() is not None
 
     def devices_offered(self, artifact_id: str) -> list[tuple[str, int]]:
         """(device id, needs seq) of the devices whose latest offer is `artifact_id`."""
@@ -110,6 +121,8 @@ class Offers:
         previous: str,
         load_ms: float,
         verified_key_id: str = "",
+        precision: str = "",
+        timings: Sequence[dict[str, Any]] = (),
     ) -> None:
         """A device's swap report; an ok one with a verified key makes its signed offer the provenance."""
         with self.db.transaction() as s:
@@ -129,6 +142,8 @@ class Offers:
                     previous_artifact_id=previous,
                     load_ms=load_ms,
                     at=now(),
+                    precision=precision,
+                    timings=list(timings),
                 )
             )
 

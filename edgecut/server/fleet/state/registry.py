@@ -7,6 +7,7 @@ and holds one small repository per aggregate, each a few short transactions over
 |---|---|---|
 | `devices` | devices.py | needs, resources, state, telemetry, errors, command acks |
 | `offers` | offers.py | signed offers, the offer counter, swaps reported back |
+| `variants` | variants.py | a stored model's other precisions (int8, fp16) |
 | `jobs` | jobs.py | the build queue, leases and fencing (single flight across replicas) |
 | `waiters` | waiters.py | which device waits for which build (answered after a restart too) |
 | `rollouts` | rollouts.py | staged rollouts and their verdicts (jobs/rollout.py judges) |
@@ -30,6 +31,7 @@ from edgecut.server.fleet.state.devices import Devices
 from edgecut.server.fleet.state.jobs import Jobs
 from edgecut.server.fleet.state.offers import Offers
 from edgecut.server.fleet.state.rollouts import Rollouts
+from edgecut.server.fleet.state.variants import Variants
 from edgecut.server.fleet.state.waiters import Waiters
 
 
@@ -42,6 +44,7 @@ class Registry:
         self.migration = self.db.migration  # what opening it did to the schema (edgecut server migrate)
         self.devices = Devices(self.db)
         self.offers = Offers(self.db, self.devices)
+        self.variants = Variants(self.db)
         self.jobs = Jobs(self.db)
         self.waiters = Waiters(self.db)
         self.rollouts = Rollouts(self.db)

@@ -73,6 +73,10 @@ class SwapRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     load_ms: Mapped[float] = mapped_column(Float, default=0.0)
     at: Mapped[float] = mapped_column(Float, default=now)
+    # the precision the device serves after the swap ("" = an agent that does not say: fp32) and what it
+    # measured for each precision offered ([{precision, artifact_id, median_ms, runs, note}])
+    precision: Mapped[str] = mapped_column(String(8), default="")
+    timings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
 class JobRow(Base):
@@ -125,6 +129,27 @@ class OfferRow(Base):
     artifact_id: Mapped[str] = mapped_column(String(64), index=True)
     needs_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ArtifactVariantRow(Base):
+    """Another precision of a stored fp32 artifact (its own content-addressed file in the store)."""
+
+    __tablename__ = "artifact_variants"
+    artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the fp32 model
+    variant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    precision: Mapped[str] = mapped_column(String(8))
+
+
+class OfferVariantRow(Base):
+    """A variant listed in a signed offer: which device may download it (mTLS downloads check here)."""
+
+    __tablename__ = "offer_variants"
+    __table_args__ = (Index("ix_offer_variants_device", "device_id", "variant_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    artifact_id: Mapped[str] = mapped_column(String(64))  # the offer's fp32 model
+    variant_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[float] = mapped_column(Float, default=now)
 
 

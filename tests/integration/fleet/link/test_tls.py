@@ -8,6 +8,7 @@ on mosquitto only and are skipped without it).
 from __future__ import annotations
 
 import getpass
+import hashlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.support.certs import Pair, TestCA
 from tests.support.fleet_server import start_server
 from tests.support.keys import fleet_key
 from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.variant_engine import VariantEngine
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -79,11 +81,24 @@ def tls_broker(tmp_path: Path, ca: TestCA) -> Iterator[TlsBroker]:
 
 @pytest.fixture
 def mtls_fleet(tmp_path: Path, ca: TestCA, tls_broker: TlsBroker) -> Iterator[FleetServer]:
+    server = _mtls_server(tmp_path, ca, tls_broker, OnnxTestEngine(tmp_path / "engine"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mtls_variant_fleet(tmp_path: Path, ca: TestCA, tls_broker: TlsBroker) -> Iterator[FleetServer]:
+    server = _mtls_server(tmp_path, ca, tls_broker, VariantEngine(tmp_path / "engine", int8="faster"))
+    yield server
+    server.stop()
+
+
+def _mtls_server(tmp_path: Path, ca: TestCA, tls_broker: TlsBroker, engine: OnnxTestEngine) -> FleetServer:
     grpc_pair = ca.issue("fleet", server=True)
     client = ca.issue("fleet-server")  # the server's own identity towards the broker
-    server = start_server(
+    return start_server(
         tmp_path / "fleet",
-        OnnxTestEngine(tmp_path / "engine"),
+        engine,
         f"mqtts://127.0.0.1:{tls_broker.cert_port}",
         grpc_tls_cert=grpc_pair.cert,
         grpc_tls_key=grpc_pair.key,
@@ -92,8 +107,6 @@ def mtls_fleet(tmp_path: Path, ca: TestCA, tls_broker: TlsBroker) -> Iterator[Fl
         mqtt_cert_file=client.cert,
         mqtt_key_file=client.key,
     )
-    yield server
-    server.stop()
 
 
 def _agent(tmp_path: Path, ca: TestCA, device_id: str, broker_url: str, **extra: object) -> Agent:
@@ -194,3 +207,34 @@ def test_grpc_mutual_tls_refuses_unknown_clients_and_foreign_downloads(
         list(as_bob.DownloadModel(pb.DownloadRequest(artifact_id=ready.artifact_id), timeout=5))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "never offered" in info.value.details()
     channel.close()
+
+
+def test_grpc_mutual_tls_serves_a_variant_only_to_a_device_whose_offer_lists_it(
+    tmp_path: Path, ca: TestCA, tls_broker: TlsBroker, mtls_variant_fleet: FleetServer
+) -> None:
+    address = mtls_variant_fleet.grpc_address
+    request = pb.ModelRequest(tasks=["seg"], resources=pb.Resources(device_class="x86"))
+    channel, as_alice = _stub(address, ca, ca.issue("alice"))
+    ready = list(as_alice.RequestModel(request, timeout=20))[-1].ready
+    [variant] = pb.Manifest.FromString(ready.manifest).variants  # signed for alice, with her offer
+    assert variant.precision == "int8" and variant.artifact_id != ready.artifact_id
+    data = b"".join(
+        c.data for c in as_alice.DownloadModel(pb.DownloadRequest(artifact_id=variant.artifact_id))
+    )
+    assert hashlib.sha256(data).hexdigest() == variant.sha256 and len(data) == variant.size_bytes
+    channel.close()
+    # bob was offered neither alice's model nor its variant
+    channel, as_bob = _stub(address, ca, ca.issue("bob"))
+    with pytest.raises(grpc.RpcError) as info:
+        list(as_bob.DownloadModel(pb.DownloadRequest(artifact_id=variant.artifact_id), timeout=5))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "never offered" in info.value.details()
+    channel.close()
+    # a device over MQTT + mutual TLS: its own offer lists the variant, so it downloads and times it
+    pair = ca.issue("pi-1-mqtt")
+    url = f"mqtts://127.0.0.1:{tls_broker.cert_port}"
+    agent = _agent(tmp_path, ca, "pi-1", url, mqtt_cert_file=pair.cert, mqtt_key_file=pair.key)
+    try:
+        wait_serving(agent, ["seg"])
+        assert agent.status().precision == "int8"
+    finally:
+        agent.stop()

@@ -18,6 +18,7 @@ from edgecut.server.fleet.link.requests import (
     check_telemetry,
     needs_decision,
     request_spec,
+    timings_of,
 )
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import INT64_MAX, MAX_LATENCY_MS, MAX_MODEL_BYTES
@@ -223,3 +224,20 @@ def test_the_agents_life_cycle_fields_are_bounded() -> None:
     refused("state_since_unix_ms", check_telemetry, telemetry(state_since_unix_ms=-1))
     check_telemetry(telemetry(state_reason="r" * MAX_STATE_REASON))
     refused("state_reason", check_telemetry, telemetry(state_reason="r" * (MAX_STATE_REASON + 1)))
+
+
+def test_the_precision_and_its_timings_are_bounded() -> None:
+    """What a device reports about its precisions (issue 30): a known precision, finite times."""
+    ok = pb.PrecisionTiming(precision="int8", artifact_id="a" * 64, median_ms=0.6, runs=35)
+    check_telemetry(telemetry(precision="int8", timings=[ok, pb.PrecisionTiming(precision="fp32")]))
+    check_telemetry(telemetry(precision=""))  # an agent older than the field: fp32
+    refused("precision", check_telemetry, telemetry(precision="int4"))
+    for bad in (
+        pb.PrecisionTiming(precision="int4", median_ms=1.0),
+        pb.PrecisionTiming(precision="int8", median_ms=math.nan),
+        pb.PrecisionTiming(precision="int8", median_ms=-1.0),
+    ):
+        refused("timings", check_telemetry, telemetry(timings=[ok, bad]))
+        assert timings_of([ok, bad]) == [timings_of([ok])[0]]  # a swap report keeps the good entries
+    refused("timings", check_telemetry, telemetry(timings=[ok] * 9))
+    assert timings_of([ok] * 9) == timings_of([ok] * 8)

@@ -129,3 +129,43 @@ def test_the_policy_turns_max_latency_into_max_macs_with_the_cost_model() -> Non
     assert policy.decide(rpi4, 10.0).budget.max_macs == pytest.approx(5_000_000, rel=0.01)
     with pytest.raises(ImpossibleBudgetError, match="fixed cost"):
         policy.decide(rpi4, 10.0, slowdown=2.0)  # 5 ms left is below rpi4's 6.7 ms fixed cost
+
+
+def test_each_precision_learns_its_own_scale_and_the_budget_counts_what_the_class_serves() -> None:
+    """Devices of a class time int8 at 0.4 x what the fp32 line predicts: the int8 scale learns it (at
+    most MAX_STEP per report), fp32's stays, and the budget follows the precision most devices serve."""
+    models = LatencyModels(THROUGHPUT)
+    models.seed(CostModel(0.1, 1.0))
+    macs = 20_000_000  # x86 line: 3 ms in fp32
+    fp32_budget = models.max_macs("x86", 10e6, 10.0)
+    for _ in range(40):
+        for d in ("a", "b", "c"):
+            models.learn(d, "x86", 10e6, macs, 3.0, 35, "fp32")
+            models.learn(d, "x86", 10e6, macs, 1.2, 35, "int8")
+    assert models.scale("x86", "fp32") == pytest.approx(1.0)
+    assert models.scale("x86", "int8") == pytest.approx(0.4, rel=0.02)
+    assert models.observed("x86") == {"fp32": 3, "int8": 3} and models.observed("rpi4") == {}
+    assert models.precision_of("x86") == "fp32"  # timed, but nobody reports serving int8 yet
+    assert models.max_macs("x86", 10e6, 10.0) == fp32_budget
+    for d in ("a", "b"):  # two of three devices serve int8 (telemetry)
+        models.observe(d, "x86", 10e6, macs, 1.2, 100, "art", precision="int8")
+    models.observe("c", "x86", 10e6, macs, 3.0, 100, "art", precision="fp32")
+    assert models.precision_of("x86") == "int8"
+    int8_budget = models.max_macs("x86", 10e6, 10.0)
+    assert int8_budget == models.max_macs("x86", 10e6, 10.0, precision="int8") > 2 * fp32_budget
+    assert models.max_macs("x86", 10e6, 10.0, precision="fp32") == fp32_budget
+    assert models.precision_of("rpi4") == "fp32" and models.scale("rpi4", "int8") == 1.0  # other classes
+
+
+def test_a_precision_without_observations_uses_the_class_fp32_scale_and_bad_timings_are_ignored() -> None:
+    models = LatencyModels(THROUGHPUT)
+    models.seed(CostModel(0.1, 1.0))
+    for _ in range(40):
+        models.learn("a", "x86", 10e6, 20_000_000, 6.0, 35, "fp32")  # the class runs 2x the line
+    assert models.scale("x86", "int8") == models.scale("x86", "fp32") == pytest.approx(2.0, rel=0.02)
+    before = models.scale("x86", "int8")
+    for ms, runs in ((float("nan"), 35), (-1.0, 35), (0.0, 35), (1.0, 3)):  # broken, or too few runs
+        models.learn("a", "x86", 10e6, 20_000_000, ms, runs, "int8")
+    assert models.scale("x86", "int8") == before
+    models.learn("evil", "x86", 10e6, 20_000_000, 1e-9, 35, "int8")  # one hostile report: one clipped step
+    assert models.scale("x86", "int8") == pytest.approx(before / 1.1)
