@@ -115,7 +115,7 @@ class TorchEngine:
         # every artifact is offered with a static INT8 variant when it passes the per-task check
         # (cut/quantise.py); None = fp32 only
         self.quant = quant
-        self._calib_images: np.ndarray | None = None
+        self._calib_images: dict[tuple[int, int], np.ndarray] = {}  # (count, seed) -> images
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
         self._val_tasks = labelled_tasks(val) if val is not None else set()
@@ -526,12 +526,13 @@ class TorchEngine:
         meta = built.meta
         specs = {t: self.base.task_specs[t] for t in meta.tasks if t in self._val_tasks}
         progress("exporting", 0.95, "int8: calibrating and checking a static INT8 variant")
-        if self._calib_images is None:  # the build's calibration images, drawn once
-            self._calib_images = calibration_images(self.calib, self.quant.calib_images, self.quant.seed)
+        draw = (self.quant.calib_images, self.quant.seed)
+        if draw not in self._calib_images:  # the build's calibration images, drawn once
+            self._calib_images[draw] = calibration_images(self.calib, *draw)
         outcome = quantise_checked(
             built.onnx_path,
             built.onnx_path.with_name("model.int8.onnx"),
-            self._calib_images,
+            self._calib_images[draw],
             specs,
             self.val,
             self.quant,

@@ -188,13 +188,13 @@ def quantise(
                 calibrate_method=CalibrationMethod.MinMax,
                 calibration_cache_path=str(folder / "ranges.json"),
             )
-        except Exception as exc:  # onnxruntime's quantiser raises many types
+            model = onnx.load(str(out))
+            float_ops, quantised = _precision_of_nodes(model, set(exclude))
+        except Exception as exc:  # onnxruntime's quantiser and onnx's shape inference raise many types
             raise QuantisationFailed(f"onnxruntime could not quantise the model: {_first_line(exc)}") from exc
-        model = onnx.load(str(out))
         _keep_metadata(onnx.load(str(src), load_external_data=False), model)
         dst.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(dst))
-    float_ops, quantised = _precision_of_nodes(model, set(exclude))
     if log and float_ops:
         logger.info(
             "int8: operator types left in fp32 (onnxruntime does not quantise them): %s", ", ".join(float_ops)

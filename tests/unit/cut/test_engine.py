@@ -152,3 +152,17 @@ def test_a_build_whose_int8_fails_the_check_says_why_on_the_fp32_model(engine) -
     embedded = ModelMeta.from_json(sess.get_modelmeta().custom_metadata_map["edgecut"])
     assert embedded.precision_note == built.meta.precision_note
     built.cleanup()
+
+
+def test_a_quantiser_that_fails_leaves_the_build_fp32_with_one_sentence(engine, monkeypatch) -> None:
+    from edgecut.server.cut import quantise
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported model IR version\nwith a second line")
+
+    monkeypatch.setattr(quantise, "quantize_static", broken)
+    built = engine.build(BuildSpec.create(["seg"], Budget(macs_fraction=0.6), recover=False), lambda *a: None)
+    assert built.variants == [] and built.onnx_path.exists()
+    note = built.meta.precision_note
+    assert note == "no int8 variant: onnxruntime could not quantise the model: Unsupported model IR version"
+    built.cleanup()

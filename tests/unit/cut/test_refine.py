@@ -204,3 +204,26 @@ def test_no_from_scratch_candidate_when_nothing_narrower_fits_or_runs_as_fast(wi
         _refine(with_labels, Refinement("p", quick.meta, 3), True, lambda s, f, d: progress.append(d)) is None
     )
     assert not any("from scratch, step" in d for d in progress)  # refused before any training
+
+
+def test_a_refinement_is_offered_in_int8_too_with_its_lineage(engine, quick) -> None:
+    """Issue 30: each refinement that ships gets its own checked INT8 twin, of the same refinement."""
+    from edgecut.server.cut.quantise import QuantOptions
+
+    kept, engine.quant = (
+        engine.quant,
+        QuantOptions(threshold=100.0),
+    )  # this small model's loss is not the point
+    try:
+        refined = _refine(engine, Refinement("quick-id", quick.meta, 1), force=True)
+    finally:
+        engine.quant = kept
+    assert refined is not None
+    try:
+        (variant,) = refined.variants
+        assert variant.meta.precision == "int8" and variant.meta.quantized
+        assert (variant.meta.refinement, variant.meta.parent_artifact_id) == (1, "quick-id")
+        assert variant.meta.build_key == refined.meta.build_key and variant.meta.metrics
+        assert variant.onnx_path.parent == refined.onnx_path.parent  # removed with the build's scratch
+    finally:
+        refined.cleanup()
