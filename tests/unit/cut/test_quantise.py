@@ -185,3 +185,25 @@ def test_a_model_onnxruntime_cannot_quantise_is_one_sentence(tmp_path) -> None:
     with pytest.raises(QuantisationFailed) as failed:
         quantise(bad, tmp_path / "q.onnx", np.zeros((2, 3, 8, 8), np.float32))
     assert "\n" not in str(failed.value) and str(failed.value).startswith("onnxruntime could not quantise")
+
+
+def test_a_task_whose_prediction_int8_crushes_keeps_its_last_layer_fp32(tmp_path: Path) -> None:
+    """The packaged reference's surface normals: its last conv's output, quantised to 256 levels over
+    the whole prediction's range, then resized and normalised, loses points no inner layer gives back;
+    the layer-by-layer measurement blames the resize after it. Mixed precision keeps that conv fp32."""
+    from edgecut.server.cut.balance import task_changes
+    from edgecut.server.mtl.data import synthetic_scenes
+
+    doc = checkpoint.read(PACKAGED_REFERENCE)
+    model = decompose(checkpoint.model_from(doc, None, source="reference").eval(), ["depth", "normals"])
+    val = synthetic_scenes(48, 7, model.input_size, show_progress=False)
+    src = _export(model, tmp_path / "m.onnx")
+    specs = dict(model.task_specs)
+    images = calibration_images(synthetic_scenes(64, 8, model.input_size, show_progress=False), 64)
+    fp32 = evaluate_onnx(src, specs, val)
+    plain = quantise(src, tmp_path / "plain.onnx", images)
+    kinds = {t: s.kind for t, s in specs.items()}
+    assert task_changes(evaluate_onnx(plain.path, specs, val), fp32, kinds)["normals"] < -0.005
+    out = quantise_checked(src, tmp_path / "m.int8.onnx", images, specs, val, fp32_metrics=fp32)
+    assert out.precision == "int8" and min(out.changes.values()) >= -0.5
+    assert "/normals/out/Conv" in out.excluded_nodes
