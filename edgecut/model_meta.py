@@ -16,6 +16,7 @@ FORMAT = "edgecut.model/1"
 SCRATCH_METHOD = "scratch"  # `method` of the engine's from-scratch candidate (another architecture)
 ONNX_METADATA_KEY = "edgecut"
 
+Precision = Literal["fp32", "int8", "fp16"]
 TaskKind = Literal["segmentation", "classification", "depth", "regression", "normals", "edges"]
 
 
@@ -57,7 +58,7 @@ class ModelMeta(BaseModel):
     quantized: bool = False
     # the number format the weights and activations run in: fp32, int8 (static QDQ, calibrated) or fp16;
     # one tailored model may be offered in several precisions (variants), each with its own metrics
-    precision: Literal["fp32", "int8", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     # fp32 nodes kept in an int8 model (mixed precision) and why a model that was asked for int8 is not
     excluded_nodes: list[str] = Field(default_factory=list)
     precision_note: str = ""

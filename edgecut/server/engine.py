@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgecut.model_meta import SCRATCH_METHOD, ModelMeta
+from edgecut.model_meta import SCRATCH_METHOD, ModelMeta, Precision
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
+from edgecut.server.cut.half import CHECK_IMAGES, to_fp16
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
 from edgecut.server.cut.quantise import QuantOptions, calibration_images, quantise_checked
@@ -55,9 +56,10 @@ from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import calibration_source
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
 from edgecut.server.mtl.data import Batch
-from edgecut.server.mtl.evaluate import Metrics, evaluate
+from edgecut.server.mtl.evaluate import Metrics, evaluate, evaluate_onnx
 from edgecut.server.mtl.samples import SampleStats, sample_stats
 from edgecut.server.mtl.sources import LabelledSource, engine_data, labelled_tasks, training_source
+from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.spec import (
@@ -115,6 +117,9 @@ class TorchEngine:
         # every artifact is offered with a static INT8 variant when it passes the per-task check
         # (cut/quantise.py); None = fp32 only
         self.quant = quant
+        # and with an FP16 variant (cut/half.py) for devices whose provider runs FP16 (CUDA, TensorRT):
+        # off unless the fleet has such devices (on a CPU it gains nothing and costs a conversion per build)
+        self.fp16 = False
         self._calib_images: dict[tuple[int, int], np.ndarray] = {}  # (count, seed) -> images
         self.full_size = measure(self.base, self.base.input_size)
         self._reference: Metrics | None = None
@@ -515,6 +520,7 @@ class TorchEngine:
             refinement=meta.refinement,
         )
         self._add_int8(built, progress)
+        self._add_fp16(built, progress)
         built.extras["seconds"] = time.perf_counter() - t0
         return built
 
@@ -544,23 +550,55 @@ class TorchEngine:
             embed_meta(built.onnx_path, meta)
             built.notes.append(f"{meta.precision_note} ({outcome.seconds:.1f} s)")
             return
-        int8 = meta.model_copy(deep=True)
-        int8.precision, int8.quantized = "int8", True
+        int8 = _variant_meta(meta, "int8", outcome.metrics, specs)
+        int8.quantized = True
         int8.excluded_nodes, int8.precision_note = outcome.excluded_nodes, outcome.note
-        int8.metrics = outcome.metrics
-        kinds = {t: s.kind for t, s in specs.items()}
-        changes = task_changes(int8.metrics, int8.reference_metrics, kinds)
-        int8.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
-        int8.onnx_max_abs_diff = None  # measured against torch for the fp32 model only
         embed_meta(outcome.path, int8)
         built.variants.append(Variant(outcome.path, int8))
         size = outcome.size_bytes / 1e6
         built.notes.append(f"int8 variant ({size:.2f} MB, {outcome.seconds:.1f} s): {outcome.note}")
 
+    def _add_fp16(self, built: BuiltArtifact, progress: ProgressFn) -> None:
+        """With `self.fp16`: the FP16 twin (cut/half.py), its metrics measured on the validation set, offered
+        as a variant to the devices whose provider runs FP16; a twin off the fp32 outputs is left out."""
+        if not self.fp16:
+            return
+        progress("exporting", 0.97, "fp16: converting and checking an FP16 variant")
+        t0 = time.perf_counter()
+        dst = built.onnx_path.with_name("model.fp16.onnx")
+        images = calibration_images(self.calib, CHECK_IMAGES)
+        try:
+            to_fp16(built.onnx_path, dst, images)
+        except BuildError as exc:
+            built.notes.append(f"no fp16 variant: {exc}")
+            return
+        specs = {t: self.base.task_specs[t] for t in built.meta.tasks if t in self._val_tasks}
+        metrics = evaluate_onnx(dst, specs, self.val) if specs and self.val is not None else {}
+        half = _variant_meta(built.meta, "fp16", metrics, specs)
+        embed_meta(dst, half)
+        built.variants.append(Variant(dst, half))
+        built.extras["fp16_s"] = time.perf_counter() - t0
+        built.notes.append(
+            f"fp16 variant ({dst.stat().st_size / 1e6:.2f} MB, {built.extras['fp16_s']:.1f} s)"
+        )
+
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def _variant_meta(
+    meta: ModelMeta, precision: Precision, metrics: Metrics, specs: dict[str, TaskSpec]
+) -> ModelMeta:
+    """The fp32 model's metadata for its `precision` twin: the twin's own metrics and task changes."""
+    out = meta.model_copy(deep=True)
+    out.precision, out.metrics = precision, metrics
+    kinds = {t: s.kind for t, s in specs.items()}
+    changes = task_changes(metrics, out.reference_metrics, kinds)
+    out.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+    out.onnx_max_abs_diff = None  # measured against torch for the fp32 model only
+    return out
 
 
 def load_engine(

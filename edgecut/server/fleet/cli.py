@@ -156,6 +156,7 @@ def run_server(args: argparse.Namespace) -> int:
         scratch_seconds=settings.scratch_seconds,
         min_delta_m=settings.min_delta_m,
     )
+    engine.fp16 = settings.fp16_variants
     print(f"edgecut server: calibrating on {engine.calibrated_on}", file=sys.stderr, flush=True)
     stop = threading.Event()
 

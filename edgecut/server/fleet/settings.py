@@ -207,6 +207,11 @@ class ServerSettings(BaseModel):
     telemetry_samples: int = Field(
         default=DEFAULT_KEEP_SAMPLES, ge=1, le=1_000_000, title="telemetry samples kept per device (charts)"
     )
+    fp16_variants: bool = Field(
+        default=False,
+        title="also build an FP16 variant of every model, offered only to devices whose onnxruntime "
+        "provider runs FP16 (CUDA, TensorRT); off: the CPU provider gains nothing from FP16",
+    )
     latency_probe: bool = Field(
         default=True,
         title="at start, time probe ONNX models with onnxruntime to seed the latency cost model "

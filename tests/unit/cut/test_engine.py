@@ -135,6 +135,36 @@ def test_build_offers_a_checked_int8_variant_with_its_own_metrics(engine) -> Non
     assert not variant.onnx_path.exists()
 
 
+def test_an_engine_set_for_fp16_devices_offers_an_fp16_twin_with_its_own_metrics(engine) -> None:
+    """Issue 30: with `fp16` (the server's fp16_variants), every build also carries an FP16 variant whose
+    metrics were measured in FP16; off (the default), a build has none."""
+    from edgecut.model_meta import ModelMeta
+
+    spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.6))
+    quant, engine.quant = engine.quant, None  # the int8 twin is tested above
+    try:
+        plain = engine.build(spec, lambda *a: None)
+        engine.fp16 = True
+        built = engine.build(spec, lambda *a: None)
+    finally:
+        engine.quant, engine.fp16 = quant, False
+    assert plain.variants == []
+    (variant,) = built.variants
+    meta = variant.meta
+    assert meta.precision == "fp16" and meta.build_key == built.meta.build_key and not meta.quantized
+    assert set(meta.metrics) == {"depth", "seg"} and set(meta.task_changes) == {"depth", "seg"}
+    # fp16 rounds the weights: its metrics are its own, and close to the fp32 model's
+    for task, change in meta.task_changes.items():
+        assert abs(change - built.meta.task_changes[task]) < 0.5
+    graph = onnx.load(str(variant.onnx_path)).graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    sess = ort.InferenceSession(str(variant.onnx_path), providers=["CPUExecutionProvider"])
+    assert ModelMeta.from_json(sess.get_modelmeta().custom_metadata_map["edgecut"]) == meta
+    assert any(n.startswith("fp16 variant (") for n in built.notes)
+    built.cleanup()
+    plain.cleanup()
+
+
 def test_a_build_whose_int8_fails_the_check_says_why_on_the_fp32_model(engine) -> None:
     from edgecut.model_meta import ModelMeta
     from edgecut.server.cut.quantise import QuantOptions
