@@ -511,6 +511,12 @@ class Demo:
             served=sorted(
                 {s.artifact_id for s in ok}, key=lambda a: next(s.t for s in ok if s.artifact_id == a)
             ),
+            precision=st.precision,
+            timings_ms={
+                t["precision"]: t["median_ms"]
+                for t in json.loads(st.timings_json or "[]")
+                if t["median_ms"] > 0
+            },
         )
 
     def _cleanup(self) -> None:

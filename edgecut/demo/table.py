@@ -42,6 +42,9 @@ class DeviceResult:
     server_telemetry: bool = False  # the server holds a telemetry sample of the device
     version: str = ""  # quick / refinement n / quick (refinement not better) of its build
     served: list[str] = field(default_factory=list)  # artifacts that answered its requests, in order
+    # the precision the device chose by timing the offered variants on its own CPU, and those timings
+    precision: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)  # precision -> median ms at the swap
 
 
 @dataclass
@@ -173,9 +176,17 @@ def render(result: DemoResult) -> Table:
             d.version.replace(" (", "\n(") or "-",
             f"{_share(m.params, m.full_params)}\n{_share(m.macs, m.full_macs)}" if m else "-",
             metric_cells(m) if m else "-",
-            f"{d.latency_p50_ms:.2f} ms",
+            f"{d.latency_p50_ms:.2f} ms" + _precision_cell(d),
             str(d.requests),
             swaps,
             f"[{'red' if failed else 'green'}]{failed}[/]",
         )
     return table
+
+
+def _precision_cell(d: DeviceResult) -> str:
+    """The precision serving and, when the device timed several, each one's time: why it chose it."""
+    if not d.precision:
+        return ""
+    timed = ", ".join(f"{p} {ms:.2f}" for p, ms in sorted(d.timings_ms.items(), key=lambda x: x[1]))
+    return f"\n{d.precision}" + (f"\n({timed})" if len(d.timings_ms) > 1 else "")

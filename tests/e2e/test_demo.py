@@ -82,6 +82,12 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
         # the agent's swap reports and telemetry reached the fleet server over the broker
         assert d["server_swaps"] == d["swaps"] and d["server_telemetry"] is True
         assert d["latency_p50_ms"] > 0
+        # the device timed the offered precisions on its own CPU and serves the faster one (issue 30)
+        assert d["precision"] in ("fp32", "int8") and d["precision"] == d["meta"]["precision"]
+        if len(d["timings_ms"]) > 1:
+            assert (
+                d["timings_ms"][d["precision"]] == min(d["timings_ms"].values()) or d["precision"] == "fp32"
+            )
 
     # rpi4-garage joined late with rpi4-kitchen's needs: answered from the store, not built again
     assert devices["rpi4-garage"]["cache_hits"] == 1
