@@ -13,9 +13,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
+from edgecut.model_meta import ONNX_METADATA_KEY
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.export import export_onnx, input_spec, output_specs
+from edgecut.server.cut.export import export_onnx
 from edgecut.server.cut.quantise import (
     QuantisationFailed,
     QuantOptions,
@@ -29,20 +29,11 @@ from edgecut.server.mtl.evaluate import evaluate_onnx
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.ort_latency import session
 from edgecut.server.paths import PACKAGED_REFERENCE
+from tests.support.tailored import plain_meta
 
 
 def _export(model: MultiTaskModel, path: Path) -> Path:
-    meta = ModelMeta(
-        base_model="t",
-        tasks=model.task_names,
-        input=input_spec(model),
-        outputs=output_specs(model),
-        params=1,
-        macs=1,
-        full_params=1,
-        full_macs=1,
-    )
-    export_onnx(model, meta, path)
+    export_onnx(model, plain_meta(model), path)
     return path
 
 
