@@ -532,13 +532,10 @@ class TorchEngine:
         meta = built.meta
         specs = {t: self.base.task_specs[t] for t in meta.tasks if t in self._val_tasks}
         progress("exporting", 0.95, "int8: calibrating and checking a static INT8 variant")
-        draw = (self.quant.calib_images, self.quant.seed)
-        if draw not in self._calib_images:  # the build's calibration images, drawn once
-            self._calib_images[draw] = calibration_images(self.calib, *draw)
         outcome = quantise_checked(
             built.onnx_path,
             built.onnx_path.with_name("model.int8.onnx"),
-            self._calib_images[draw],
+            self._calib_draw(self.quant.calib_images, self.quant.seed),
             specs,
             self.val,
             self.quant,
@@ -566,9 +563,8 @@ class TorchEngine:
         progress("exporting", 0.97, "fp16: converting and checking an FP16 variant")
         t0 = time.perf_counter()
         dst = built.onnx_path.with_name("model.fp16.onnx")
-        images = calibration_images(self.calib, CHECK_IMAGES)
         try:
-            to_fp16(built.onnx_path, dst, images)
+            to_fp16(built.onnx_path, dst, self._calib_draw(CHECK_IMAGES, 0))
         except BuildError as exc:
             built.notes.append(f"no fp16 variant: {exc}")
             return
@@ -581,6 +577,12 @@ class TorchEngine:
         built.notes.append(
             f"fp16 variant ({dst.stat().st_size / 1e6:.2f} MB, {built.extras['fp16_s']:.1f} s)"
         )
+
+    def _calib_draw(self, n: int, seed: int) -> np.ndarray:
+        """`n` of the build's calibration images (a seeded draw), drawn once per (n, seed) and kept."""
+        if (n, seed) not in self._calib_images:
+            self._calib_images[(n, seed)] = calibration_images(self.calib, n, seed)
+        return self._calib_images[(n, seed)]
 
     def _tmp_dir(self) -> Path:
         d = self.work_dir / "tmp"

@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecut import signing
 from edgecut.envelopes import now_ms, sign_manifest
 from edgecut.server.fleet.jobs.outcomes import Ready
 from edgecut.server.fleet.state.store import StoredArtifact
 from edgecut.v1 import fleet_pb2 as pb
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import MessageMap
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +89,7 @@ class FleetSigner:
             grpc_address=grpc_address,
             offer_seq=offer_seq,
         )
-        for task, values in a.meta.metrics.items():
-            manifest.metrics[task].values.update({k: float(v) for k, v in values.items()})
+        _put_metrics(manifest.metrics, a.meta.metrics)
         for v in variants:
             manifest.variants.append(model_variant(a, v))
         data, signature = sign_manifest(self.key, manifest)
@@ -94,6 +97,12 @@ class FleetSigner:
         msg.manifest = data
         msg.signature.CopyFrom(signature)
         return msg, manifest
+
+
+def _put_metrics(dst: MessageMap[str, pb.TaskMetrics], metrics: dict[str, dict[str, float]]) -> None:
+    """`metrics` (task -> name -> value) into a protobuf map of TaskMetrics (a manifest's or a variant's)."""
+    for task, values in metrics.items():
+        dst[task].values.update({k: float(v) for k, v in values.items()})
 
 
 def model_variant(model: StoredArtifact, variant: StoredArtifact) -> pb.ModelVariant:
@@ -111,8 +120,7 @@ def model_variant(model: StoredArtifact, variant: StoredArtifact) -> pb.ModelVar
         precision=m.precision,
         macs=max(0, m.macs),
     )
-    for task, values in m.metrics.items():
-        out.metrics[task].values.update({k: float(x) for k, x in values.items()})
+    _put_metrics(out.metrics, m.metrics)
     fp32 = model.meta.task_changes
     for task, change in m.task_changes.items():
         if task in fp32:
