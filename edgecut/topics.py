@@ -50,3 +50,4 @@ ERROR = "error"  # Error, server -> device
 SWAP = "swap"  # SwapReport, device -> server
 COMMAND = "command"  # Command, operator -> device, NEVER retained
 ACK = "ack"  # CommandAck, device -> operator/server, the outcome of each command
+STATS = "stats"  # StatsSummary, device -> server, QoS 1, never retained; only with adaptation on (issue 31)

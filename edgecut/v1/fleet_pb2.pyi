@@ -201,7 +201,7 @@ class TaskMetrics(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq", "variants")
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq", "variants", "statistics")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class Manifest(_message.Message):
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     OFFER_SEQ_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     sha256: str
     size_bytes: int
@@ -247,7 +248,8 @@ class Manifest(_message.Message):
     grpc_address: str
     offer_seq: int
     variants: _containers.RepeatedCompositeFieldContainer[ModelVariant]
-    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ...) -> None: ...
+    statistics: ModelVariant
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ..., statistics: _Optional[_Union[ModelVariant, _Mapping]] = ...) -> None: ...
 
 class ModelVariant(_message.Message):
     __slots__ = ("artifact_id", "sha256", "size_bytes", "precision", "metrics", "macs", "task_changes")
@@ -294,6 +296,32 @@ class PrecisionTiming(_message.Message):
     runs: int
     note: str
     def __init__(self, precision: _Optional[str] = ..., artifact_id: _Optional[str] = ..., median_ms: _Optional[float] = ..., runs: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class NormStats(_message.Message):
+    __slots__ = ("layer", "mean", "var")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    VAR_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    mean: bytes
+    var: bytes
+    def __init__(self, layer: _Optional[str] = ..., mean: _Optional[bytes] = ..., var: _Optional[bytes] = ...) -> None: ...
+
+class StatsSummary(_message.Message):
+    __slots__ = ("device_id", "artifact_id", "images", "layers", "sent_unix_ms", "sequence")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    artifact_id: str
+    images: int
+    layers: _containers.RepeatedCompositeFieldContainer[NormStats]
+    sent_unix_ms: int
+    sequence: int
+    def __init__(self, device_id: _Optional[str] = ..., artifact_id: _Optional[str] = ..., images: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[NormStats, _Mapping]]] = ..., sent_unix_ms: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class CommandAck(_message.Message):
     __slots__ = ("device_id", "command_id", "action", "ok", "reason", "sent_unix_ms", "command")
