@@ -174,7 +174,7 @@ class TorchEngine:
         with self._probe_lock:
             if spec.tasks not in self._floors:
                 selected = decompose(self._probe, list(spec.tasks))
-                floor = floor_model(selected)
+                floor = floor_model(selected, round_to=1)  # the finest steps tailoring falls back to
                 self._floors[spec.tasks] = (
                     measure(selected, selected.input_size),
                     floor,

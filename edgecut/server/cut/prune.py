@@ -35,7 +35,7 @@ from torch import nn
 from edgecut.server.cut.attention import head_dims, rescale_queries
 from edgecut.server.cut.cost import CostKind, Costs, layer_costs
 from edgecut.server.cut.fusion import fuse
-from edgecut.server.cut.groups import PRODUCERS, Layout, Rules, atom_counts, layout
+from edgecut.server.cut.groups import PRODUCERS, ROUND_TO, Layout, Rules, atom_counts, layout
 from edgecut.server.cut.importance import TaskScores, owners
 from edgecut.server.cut.shares import TaskShares
 from edgecut.server.errors import ImpossibleBudgetError
@@ -94,7 +94,7 @@ class ChannelPruner:
         model: MultiTaskModel,
         min_channels: int = 1,
         min_fraction: float = 0.05,
-        round_to: int = 8,
+        round_to: int = ROUND_TO,
         cost: CostKind | None = None,
         cost_power: float = 1.0,
         combine: Literal["sum", "mean"] = "sum",
@@ -386,7 +386,7 @@ def _drop_scores(group: tp.dependency.Group, scores: TaskScores) -> None:
 
 
 def floor_model(
-    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = ROUND_TO
 ) -> MultiTaskModel:
     """A copy of `model` with every prunable layer cut to its minimum width."""
     from edgecut.server.cut.importance import ScoreInputs, score
@@ -402,7 +402,7 @@ def floor_model(
 
 
 def smallest(
-    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = 8
+    model: MultiTaskModel, min_channels: int = 1, min_fraction: float = 0.05, round_to: int = ROUND_TO
 ) -> Size:
     """The size of `model` with every prunable layer cut to its minimum width (a copy is pruned)."""
     floor = floor_model(model, min_channels, min_fraction, round_to)

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from edgecut.server.cut.cost import CostKind
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.fusion import FUSIONS
+from edgecut.server.cut.groups import ROUND_TO
 from edgecut.server.cut.importance import CRITERIA, ScoreInputs, detach_all, group_combine, score
 from edgecut.server.cut.objective import Objective, Target
 from edgecut.server.cut.prune import ChannelPruner, Size, impossible, measure, size_target
@@ -51,7 +52,7 @@ class TailorOptions:
     bn_batches: int = 8  # calibration batches to re-estimate BatchNorm statistics after pruning (0 = off)
     min_fraction: float = 0.05  # every layer keeps at least this share of its channels
     min_channels: int = 1
-    round_to: int = 8  # layer widths stay multiples of 8 (onnxruntime's fast convolution paths)
+    round_to: int = ROUND_TO  # layer widths stay multiples of 16 (onnxruntime's fast paths, groups.py)
     # rank by importance per unit of cost: "auto" = per MAC when the budget limits MACs, else plain
     cost: Literal["auto", "macs", "params", "none"] = "auto"
     cost_power: float = 1.0  # importance / cost**power
@@ -135,26 +136,41 @@ def tailor(
     weights = torch.tensor([float((priorities or {}).get(t, 1.0)) for t in student.task_names])
     progress("pruning", 0.15, "removing channels")
     pruner: ChannelPruner | None = None
+    # widths in steps of `round_to` run fastest; a model too narrow to meet the budget that way (layers
+    # of 16-31 channels) is pruned again from the same scores in finer steps
+    widths = sorted({r for r in (options.round_to, 8, 4, 1) if r <= options.round_to}, reverse=True)
+    untouched = copy.deepcopy((student, scores)) if len(widths) > 1 else (student, scores)
     try:
-        pruner = ChannelPruner(
-            student,
-            options.min_channels,
-            options.min_fraction,
-            options.round_to,
-            cost=options.cost_kind(target),
-            cost_power=options.cost_power,
-            combine=group_combine(options.criterion),
-            task_floor=options.task_floor,
-        )
-        pruned = pruner.prune_to(
-            scores,
-            options.fusion,
-            target,
-            weights,
-            on_step=lambda s, f: progress(
-                "pruning", 0.15 + 0.45 * f, f"{100 * f:.0f}% of the way, {s.macs / 1e6:.1f} MMACs"
-            ),
-        )
+        for i, round_to in enumerate(widths):
+            if i:
+                student, scores = copy.deepcopy(untouched)
+                logger.info(
+                    "pruning again in steps of %d channels: steps of %d cannot meet %s",
+                    round_to,
+                    widths[i - 1],
+                    budget.bucket(),
+                )
+            pruner = ChannelPruner(
+                student,
+                options.min_channels,
+                options.min_fraction,
+                round_to,
+                cost=options.cost_kind(target),
+                cost_power=options.cost_power,
+                combine=group_combine(options.criterion),
+                task_floor=options.task_floor,
+            )
+            pruned = pruner.prune_to(
+                scores,
+                options.fusion,
+                target,
+                weights,
+                on_step=lambda s, f: progress(
+                    "pruning", 0.15 + 0.45 * f, f"{100 * f:.0f}% of the way, {s.macs / 1e6:.1f} MMACs"
+                ),
+            )
+            if target.met(pruned):
+                break
     # torch / torch-pruning on a model they cannot follow: one sentence, not a traceback
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:
         line = (str(exc).strip().splitlines() or [""])[0]

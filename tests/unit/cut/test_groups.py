@@ -82,9 +82,9 @@ def test_each_concat_input_keeps_its_own_floor_when_one_scores_lowest() -> None:
     pruner = ChannelPruner(model)
     while pruner.remove(_l1(model), "mean", n=10**6):
         pass
-    # a starts at 16 (step 8, floor 8), b at 8 (step 2, floor 2): neither is emptied
-    assert (model.trunk.a.out_channels, model.trunk.b.out_channels) == (8, 2)
-    assert model.trunk.dw.in_channels == model.trunk.dw.groups == 10
+    # a starts at 16 (step 16, so it stays whole), b at 8 (step 2, floor 2): neither is emptied
+    assert (model.trunk.a.out_channels, model.trunk.b.out_channels) == (16, 2)
+    assert model.trunk.dw.in_channels == model.trunk.dw.groups == 18
     assert model(_x())["seg"].shape == (2, 3, SIZE, SIZE)
 
 

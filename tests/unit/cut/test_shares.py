@@ -21,7 +21,8 @@ def _kept(floor: float) -> tuple[torch.Tensor, ChannelPruner, bool]:
     model = copy.deepcopy(base)
     batch = {"image": torch.rand(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))}
     scores = detach_all(score("taylor", ScoreInputs(model, [batch], Objective(model.task_specs))))
-    pruner = ChannelPruner(model, cost="macs", task_floor=floor)
+    # fine steps: this small gallery model cannot reach macs 0.3 in the default steps of 16
+    pruner = ChannelPruner(model, round_to=4, cost="macs", task_floor=floor)
     start = measure(model, SIZE)
     pruner.ranked_units(scores, "vote", None)
     before = pruner._mass.clone()  # each task's importance in the whole model
@@ -40,7 +41,7 @@ def test_each_task_keeps_its_floor_of_importance_at_a_tight_budget(caplog: pytes
     assert floor == asked or "floor lowered" in caplog.text
     assert float(guarded.min()) >= floor - 0.01 * (
         1 - floor
-    )  # rounding to multiples of 8 takes a little more
+    )  # rounding to multiples of 4 takes a little more
     assert float(guarded.min()) > float(plain.min())  # the task left with least keeps more than without
 
 
