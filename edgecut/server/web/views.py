@@ -39,6 +39,20 @@ def agent_state(t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def served_precision(t: dict[str, Any], artifact_id: str) -> dict[str, Any]:
+    """The precision the device serves and what it timed for each one offered (issue 30: the device's
+    own choice); an agent older than the field serves fp32."""
+    timed = [
+        {"precision": str(x.get("precision", "")), "median_ms": float(x.get("median_ms", 0.0))}
+        for x in t.get("timings", [])
+        if isinstance(x, dict) and float(x.get("median_ms", 0.0)) > 0
+    ]
+    return {
+        "precision": str(t.get("precision", "")) or ("fp32" if artifact_id else ""),
+        "precision_timings": timed,
+    }
+
+
 @dataclass
 class Views:
     registry: Registry
@@ -141,6 +155,7 @@ class Views:
             "pinned_artifact_id": d.get("pinned_artifact_id", ""),
             "rollout": role,
             **agent_state(t),
+            **served_precision(t, d["artifact_id"]),
         }
 
     def model(self, artifact_id: str) -> dict[str, Any] | None:

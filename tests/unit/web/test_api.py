@@ -383,3 +383,26 @@ def test_refinements_show_their_live_progress_a_label_and_their_artifacts(web: W
     assert run["model"] is not None and run["artifact_id"] == web.artifact and run["quality"]
     assert web.hub.job_progress("k1~r1") is None  # no longer active
     recorder.stop()
+
+
+def test_the_precision_a_device_chose_and_its_timings_are_shown(web: Web) -> None:
+    """Issue 30: the operator sees which precision each device serves and what it timed on its own CPU,
+    from the telemetry exactly as the bridge records it (the proto's JSON)."""
+    from edgecut.server.fleet.link.wire import to_dict
+    from edgecut.v1 import fleet_pb2 as pb
+
+    t = pb.Telemetry(device_id="pi-a", artifact_id=web.artifact, latency_p50_ms=0.6, precision="int8")
+    t.timings.add(precision="fp32", artifact_id=web.artifact, median_ms=1.58, runs=40)
+    t.timings.add(precision="int8", artifact_id="b" * 64, median_ms=0.61, runs=40)
+    t.timings.add(precision="fp16", artifact_id="c" * 64, note="its provider does not run fp16")
+    web.registry.devices.record_telemetry("pi-a", to_dict(t))
+    d = web.client.get("/api/v1/devices/pi-a").json()
+    assert d["precision"] == "int8"
+    assert d["precision_timings"] == [
+        {"precision": "fp32", "median_ms": 1.58},
+        {"precision": "int8", "median_ms": 0.61},
+    ]  # a precision the device did not time is not shown as 0 ms
+    page = web.client.get("/devices/pi-a").text
+    assert re.search(r'id="device-precision">int8 .*fp32 1\.58 ms · int8 0\.61 ms', page)
+    # an agent older than the field reports no precision: it serves fp32
+    assert web.client.get("/api/v1/devices/pi-b").json()["precision"] == "fp32"
