@@ -52,7 +52,7 @@ class FakeStats:
     """A statistics companion's outputs for one 'conv' layer and the input, computed in numpy."""
 
     file_id = "c" * 64
-    layers = ["input", "conv"]
+    layers = ("input", "conv")
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         m, v = batch.mean(axis=(0, 2, 3)), batch.var(axis=(0, 2, 3))
