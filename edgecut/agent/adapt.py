@@ -14,7 +14,8 @@
   in `skipped`), so the statistics never take more than their share however fast requests come.
 - **Summaries**: every `adapt_images` measured inputs, a `StatsSummary` (to_proto) goes out on the
   `stats` topic (QoS 1, never retained) with a `sequence` that grows across restarts (`adapt.json` in
-  the state dir, written before the summary leaves). Offline, only the latest summary is kept and sent
+  the state dir, written before the summary leaves; never below the clock's milliseconds, so a wiped
+  state dir does not start it again from 1). Offline, only the latest summary is kept and sent
   when the broker is back: a newer one replaces it, there is no queue of old ones.
 - **Drift**: the standardised shift of the layers' means between the artifact's last two summaries
   (mean over channels of |mean - previous mean| / previous standard deviation, averaged over layers).
@@ -256,7 +257,9 @@ class Adapter:
         if self._last_layers is not None:
             self.drift = drift(layers, self._last_layers)
         self._last_layers = layers
-        self.sequence += 1
+        # above the last one sent (kept in the state dir) and above the clock's milliseconds, so a device
+        # whose state dir was wiped does not send numbers the server already took as replays
+        self.sequence = max(self.sequence + 1, self.now_ms())
         write_json(self._state_path, {"sequence": self.sequence})  # before it leaves: never reused
         self._pending = to_proto(layers, self.device_id, self._artifact, images, self.sequence, self.now_ms())
         return self._pending

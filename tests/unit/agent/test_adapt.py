@@ -59,6 +59,9 @@ class FakeStats:
         return {"input.mean": m, "input.var": v, "conv.mean": 2 * m, "conv.var": 4 * v}
 
 
+clock_ms = [1000]  # the wall clock the summaries' sequence may not fall below
+
+
 def _adapter(tmp_path: Path, sent: list[fleet_pb2.StatsSummary], online: list[bool], **kw: Any) -> Adapter:
     fields: dict[str, Any] = dict(
         device_id="dev", state_dir=tmp_path, adapt=True, adapt_batch=4, adapt_images=16, adapt_cpu_share=1.0
@@ -70,7 +73,7 @@ def _adapter(tmp_path: Path, sent: list[fleet_pb2.StatsSummary], online: list[bo
             sent.append(msg)
         return online[0]
 
-    adapter = Adapter(AgentSettings(**fields), publish, lambda: 1)
+    adapter = Adapter(AgentSettings(**fields), publish, lambda: clock_ms[0])
     adapter.start()
     return adapter
 
@@ -92,7 +95,7 @@ def test_a_summary_every_n_measured_inputs_with_a_sequence_that_survives_a_resta
     _feed(adapter, "a" * 64, 4)
     wait_until(lambda: len(sent) == 1)
     layers = from_proto(sent[0])
-    assert set(layers) == {"input", "conv"} and sent[0].images == 16 and sent[0].sequence == 1
+    assert set(layers) == {"input", "conv"} and sent[0].images == 16 and sent[0].sequence == 1000
     assert sent[0].artifact_id == "a" * 64 and sent[0].device_id == "dev"
     np.testing.assert_allclose(layers["conv"][0], 2 * layers["input"][0], rtol=1e-2)
     assert 0.3 < float(layers["input"][0].mean()) < 0.7  # uniform [0, 1) inputs
@@ -101,8 +104,17 @@ def test_a_summary_every_n_measured_inputs_with_a_sequence_that_survives_a_resta
     again.switch("a" * 64, FakeStats())  # type: ignore[arg-type]
     _feed(again, "a" * 64, 16)
     wait_until(lambda: len(sent) == 2)
-    assert sent[1].sequence == 2
+    assert sent[1].sequence == 1001
     again.stop()
+    (tmp_path / "adapt.json").unlink()  # a wiped state dir: the clock keeps the sequence growing
+    clock_ms[0] = 5000
+    wiped = _adapter(tmp_path, sent, [True])
+    wiped.switch("a" * 64, FakeStats())  # type: ignore[arg-type]
+    _feed(wiped, "a" * 64, 16)
+    wait_until(lambda: len(sent) == 3)
+    assert sent[2].sequence == 5000
+    wiped.stop()
+    clock_ms[0] = 1000
 
 
 def test_inputs_of_another_model_are_not_measured_and_a_swap_starts_anew(tmp_path: Path) -> None:
@@ -125,11 +137,11 @@ def test_offline_only_the_latest_summary_is_kept_and_sent_on_reconnect(tmp_path:
     adapter.switch("a" * 64, FakeStats())  # type: ignore[arg-type]
     _feed(adapter, "a" * 64, 16)
     _feed(adapter, "a" * 64, 16, scale=0.2)  # night came
-    wait_until(lambda: adapter.status()["sequence"] == 2)
+    wait_until(lambda: adapter.status()["sequence"] == 1001)
     assert sent == [] and adapter.status()["pending"]
     online[0] = True
     adapter.flush()  # what the agent does on reconnect
-    assert [m.sequence for m in sent] == [2] and not adapter.status()["pending"]
+    assert [m.sequence for m in sent] == [1001] and not adapter.status()["pending"]
     assert adapter.status()["drift"] > 0.5  # the dimmer inputs moved every channel's mean
     adapter.flush()
     assert len(sent) == 1
