@@ -146,6 +146,11 @@ class Adapter:
         self.drift = 0.0
         self.proxy = ProxyResult(note="no swap checked yet")
 
+    @property
+    def artifact(self) -> str:
+        """The model whose statistics are measured ("" = none yet)."""
+        return self._artifact
+
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> None:
         if self.on and self._thread is None:

@@ -525,6 +525,8 @@ class Agent:
         if not self.settings.adapt or model is None:
             return
         aid = model.artifact_id
+        if self.adapter.artifact == aid:
+            return  # already measuring it (an offer that failed leaves the same model serving)
         manifest = self._provenance.get(aid)
         if manifest is None or not manifest.HasField("statistics"):
             self.adapter.switch(aid, None, "the model's signed manifest carries no statistics companion")
