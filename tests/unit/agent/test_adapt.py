@@ -198,3 +198,26 @@ def test_the_proxy_says_a_model_that_lost_its_confidence_is_clearly_worse() -> N
     assert flipped.agreement < 0.6 and "agrees" in flipped.worse(0.7, 0.15)
     few = compare(Model(0.01), Model(20.0), images[:2])
     assert few.note and few.worse(0.5, 0.15) == ""  # two inputs say nothing: no rollback on them
+
+
+def test_agent_status_prints_one_adapt_line_with_what_it_measures_or_why_not() -> None:
+    import json
+
+    from edgecut.agent.cli import _adapt_text
+
+    off = _adapt_text(
+        json.dumps({"statistics": "", "note": "the model's signed manifest carries no companion"})
+    )
+    assert off == "on, not measuring: the model's signed manifest carries no companion"
+    st = {
+        "statistics": "c" * 64,
+        "measured": 48,
+        "skipped": 16,
+        "summaries": 1,
+        "sequence": 7,
+        "cpu_share": 0.0123,
+        "proxy": {"images": 16, "agreement": 0.93, "entropy_old": 0.4, "entropy_new": 0.45, "note": ""},
+    }
+    line = _adapt_text(json.dumps(st))
+    assert "48 inputs measured, 16 skipped, 1 summaries sent (sequence 7), CPU share 1.2 %" in line
+    assert "agreement 93%, entropy 0.40 -> 0.45 on 16 inputs" in line
