@@ -10,7 +10,8 @@
   serves a request. Statistics belong to the serving artifact: a swap starts them anew.
 - **CPU share**: a token bucket (`Governor`) earns `adapt_cpu_share` seconds of CPU per second of wall
   time (at most `BURST_S` seconds' worth banked) and pays each run's measured thread CPU time; a batch
-  that arrives while the bucket is empty, or while the previous batch still runs, is skipped (counted
+  that arrives while the bucket holds less than the last run cost, or while the previous batch still
+  runs, is skipped (counted
   in `skipped`), so the statistics never take more than their share however fast requests come.
 - **Summaries**: every `adapt_images` measured inputs, a `StatsSummary` (to_proto) goes out on the
   `stats` topic (QoS 1, never retained) with a `sequence` that grows across restarts (`adapt.json` in
@@ -50,11 +51,12 @@ BURST_S = 10.0  # wall seconds of CPU share the governor may bank while no batch
 
 
 class Governor:
-    """A token bucket of CPU seconds: `share` earned per wall second, each run's CPU time paid."""
+    """A token bucket of CPU seconds: `share` earned per wall second, each run's CPU time paid; a run
+    starts only when the bucket holds what the last one cost, so the spending never runs ahead."""
 
     def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.share, self.clock = share, clock
-        self._credit = 0.0
+        self._credit = self._cost = 0.0
         self._last = self.since = clock()
         self.spent_s = 0.0
 
@@ -62,10 +64,11 @@ class Governor:
         now = self.clock()
         self._credit = min(self.share * BURST_S, self._credit + self.share * (now - self._last))
         self._last = now
-        return self._credit >= 0.0
+        return self._credit >= self._cost
 
     def spend(self, cpu_s: float) -> None:
         self._credit -= cpu_s
+        self._cost = cpu_s
         self.spent_s += cpu_s
 
     def used_share(self) -> float:
