@@ -43,12 +43,14 @@ from edgecut.signing import Keyring
 from edgecut.v1 import agent_pb2, fleet_pb2
 
 from . import precision, providers, resources
+from .adapt import Adapter, StatisticsModel
 from .artifacts import ModelStore, check_artifact_id, sha256_file
 from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected, Untrusted
 from .fetch import Downloader
 from .lifecycle import UPDATE, Lifecycle, State
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
 from .precision import Timing, TimingPolicy, VariantFile
+from .proxy import compare
 from .reask import NeedsWatchdog, RetryTimer
 from .runtime import LoadedModel, Runtime, SwapResult
 from .serve import create_server
@@ -138,6 +140,7 @@ class Agent:
             self.link.publish_needs, settings.needs_retry_s, 10 * settings.needs_retry_s
         )
         self.life = Lifecycle(self._rest_state)
+        self.adapter = Adapter(settings, self._publish_stats, now_ms)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -153,6 +156,9 @@ class Agent:
         )
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
         self._worker.start()
+        if self.settings.adapt:
+            self.adapter.start()
+            self._jobs.put(self._adapt_to_serving)  # the restored model's companion, fetched if need be
         self._server, self.api_address = create_server(
             self.settings.listen,
             self,
@@ -173,6 +179,7 @@ class Agent:
         self._jobs.put(None)
         if self._worker:
             self._worker.join(timeout=10)
+        self.adapter.stop()
         if self._server:
             self._server.stop(grace=2).wait(5)
 
@@ -349,6 +356,7 @@ class Agent:
         """After a reconnect, a download waiting for its retry is tried at once."""
         self.life.settle("broker connected")
         self._retry.fire()
+        self.adapter.flush()  # the latest statistics summary made while offline
 
     def _on_disconnected(self) -> None:
         self.life.settle("lost the broker")
@@ -416,14 +424,18 @@ class Agent:
             self._report(SwapResult(aid, self._serving_id(), False, reason))
             self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
+        replaced = self.runtime.slot.current
         result = self.runtime.install(aid, variants)
         result.timings.extend(dropped)
+        if result.ok and replaced is not None and self.settings.adapt:
+            result = self._check_proxy(replaced, result)
         self._end_update(result, f"now serving {aid[:12]} ({result.precision})")
         self._report(result)
         if result.untrusted:
             self._schedule_retry(False)
         else:
             self._retry.reset()
+        self._adapt_to_serving()
 
     def _fetch(self, manifest: fleet_pb2.Manifest) -> None:
         self._downloader(manifest).fetch(
@@ -481,6 +493,69 @@ class Agent:
             return []
         raw = self.store.served(model.artifact_id).get("timings") or []
         return [Timing.from_dict(t) for t in raw if isinstance(t, dict)]
+
+    # --- adaptation (issue 31; adapt.py, proxy.py) --------------------------------------------------
+    def _check_proxy(self, replaced: LoadedModel, result: SwapResult) -> SwapResult:
+        """After a swap: the new model against the one it replaced on the recent inputs held in memory;
+        clearly worse rolls it back (marked bad, so the same offer is not taken again)."""
+        new = self.runtime.slot.current
+        if new is None:
+            return result
+        proxy = compare(new, replaced, self.adapter.recent())
+        self.adapter.proxy = proxy
+        why = proxy.worse(self.settings.adapt_min_agreement, self.settings.adapt_max_entropy_rise)
+        if not why:
+            return result
+        back = self.runtime.rollback()
+        if not back.ok:
+            logger.warning(
+                "model %s fails the proxy check but cannot be rolled back: %s", new.artifact_id[:12], why
+            )
+            return result
+        self.store.mark_bad(result.artifact_id, f"rolled back by the proxy check: {why}")
+        logger.warning("model %s rolled back by the proxy check: %s", result.artifact_id[:12], why)
+        return SwapResult(
+            result.artifact_id, replaced.artifact_id, False, f"rolled back by the proxy check: {why}"
+        )
+
+    def _adapt_to_serving(self) -> None:
+        """With adapt on: fetch, check and load the serving model's signed statistics companion (on the
+        worker, like a variant's download); the statistics start anew for that model."""
+        model = self.runtime.slot.current
+        if not self.settings.adapt or model is None:
+            return
+        aid = model.artifact_id
+        if self.adapter.artifact == aid:
+            return  # already measuring it (an offer that failed leaves the same model serving)
+        manifest = self._provenance.get(aid)
+        if manifest is None or not manifest.HasField("statistics"):
+            self.adapter.switch(aid, None, "the model's signed manifest carries no statistics companion")
+            return
+        v = manifest.statistics
+        try:
+            check_artifact_id(v.artifact_id)
+            logger.info("fetching the statistics companion %s (%d bytes)", v.artifact_id[:12], v.size_bytes)
+            path = self._downloader(manifest).fetch(self.store, v.artifact_id, v.sha256, v.size_bytes)
+            self.trust.check_stored_statistics(
+                self.store.offer_path(aid), aid, v.artifact_id, sha256_file(path)
+            )
+            stats = StatisticsModel(path, v.artifact_id, model.meta.input.shape)
+        except (AgentError, OSError) as exc:
+            if isinstance(exc, ModelRejected):
+                self.store.discard(v.artifact_id)
+            note = f"statistics companion {v.artifact_id[:12]} refused: {exc}"
+            logger.warning("%s", note)
+            self.adapter.switch(aid, None, note[:MAX_REASON])
+            return
+        self.store.keep_statistics(aid, v.artifact_id)
+        self.adapter.switch(aid, stats)
+
+    def _publish_stats(self, summary: fleet_pb2.StatsSummary) -> bool:
+        """Hand a summary to the broker when connected; False keeps it for the reconnect (adapt.py)."""
+        if not self.link.connected:
+            return False
+        self.link.publish_stats(summary)
+        return True
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:
         self.life.move(State.VERIFYING, f"checking {artifact_id[:12]}'s sha256 and its signed offer")
@@ -543,6 +618,7 @@ class Agent:
             self.store.set_pin(result.artifact_id)
         self._end_update(result, f"operator rollback: {result.artifact_id[:12]} serves again, pinned")
         self._report(result)
+        self._adapt_to_serving()
         return result
 
     def _do_pin(self) -> SwapResult:
@@ -565,6 +641,7 @@ class Agent:
     # --- the local API (serve.AgentControl) ---------------------------------------------------
     def infer(self, image: np.ndarray) -> tuple[str, dict[str, np.ndarray], float]:
         model, outs, ms = self.runtime.infer(image)
+        self.adapter.observe(model.artifact_id, image)
         return model.artifact_id, outs, ms
 
     def status(self) -> agent_pb2.AgentStatus:
@@ -595,6 +672,8 @@ class Agent:
             precision=model.meta.precision if model else "",
             serving_file_id=(model.file_id or model.artifact_id) if model else "",
             timings_json=json.dumps([asdict(t) for t in self._timings(model)]),
+            adapt=self.settings.adapt,
+            adapt_json=json.dumps(self.adapter.status()) if self.settings.adapt else "",
         )
 
     def _provenance_json(self, artifact_id: str) -> str:

@@ -113,6 +113,13 @@ class ModelStore:
                 self.serving[artifact_id] = served
                 self._save()
 
+    def keep_statistics(self, artifact_id: str, stats_id: str) -> None:
+        """`stats_id` is `artifact_id`'s statistics companion (adapt.py): kept while the model is."""
+        with self._lock:
+            if artifact_id in (self.current, self.previous):
+                self.serving.setdefault(artifact_id, {})["statistics"] = stats_id
+                self._save()
+
     def record_rollback(self) -> None:
         with self._lock:
             self.current, self.previous = self.previous, self.current
@@ -144,6 +151,7 @@ class ModelStore:
     def _prune(self) -> None:
         keep = {f"{a}{ext}" for a in (self.current, self.previous) if a for ext in (".onnx", ".offer")}
         keep |= {f"{v.get('file')}.onnx" for v in self.serving.values() if v.get("file")}  # variants serving
+        keep |= {f"{v.get('statistics')}.onnx" for v in self.serving.values() if v.get("statistics")}
         for p in self.dir.iterdir():
             if p.name.endswith((".onnx", ".onnx.part", ".offer")) and p.name not in keep:
                 logger.debug("pruning %s", p.name)

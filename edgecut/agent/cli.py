@@ -59,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         listen=args.listen,
         providers=args.providers,
+        adapt=True if args.adapt else None,
     )
     agent = Agent(settings)
     done = threading.Event()
@@ -138,8 +139,31 @@ def _print_status(st: Any) -> None:
             f"needs seq {p.get('needs_seq', 0)}, base {p.get('base_model', '?')}, "
             f"pipeline {p.get('pipeline_version', '?')}, build {str(p.get('build_key', ''))[:12]}"
         )
+    if st.adapt:
+        print(f"adapt       {_adapt_text(st.adapt_json)}")
     if st.last_error:
         print(f"last error  {st.last_error}")
+
+
+def _adapt_text(adapt_json: str) -> str:
+    """One line on the statistics path: what it measures, what it sent, the last proxy check."""
+    import json
+
+    a = json.loads(adapt_json or "{}")
+    what = (
+        f"on, companion {str(a.get('statistics'))[:12]}: {a.get('measured', 0)} inputs measured, "
+        f"{a.get('skipped', 0)} skipped, {a.get('summaries', 0)} summaries sent (sequence "
+        f"{a.get('sequence', 0)}), CPU share {100 * float(a.get('cpu_share', 0)):.1f} %"
+        if a.get("statistics")
+        else f"on, not measuring: {a.get('note', '')}"
+    )
+    p = a.get("proxy") or {}
+    if p and not p.get("note"):
+        what += (
+            f"; last swap's proxy: agreement {p['agreement']:.0%}, entropy {p['entropy_old']:.2f} -> "
+            f"{p['entropy_new']:.2f} on {p['images']} inputs"
+        )
+    return what
 
 
 def cmd_tasks_set(args: argparse.Namespace) -> int:
@@ -269,6 +293,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--listen", help="local API: 127.0.0.1:PORT or unix:/path")
     run.add_argument(
         "--providers", help="onnxruntime execution providers, best first, e.g. tensorrt,cuda,cpu (or auto)"
+    )
+    run.add_argument(
+        "--adapt",
+        action="store_true",
+        help="measure this device's normalisation statistics and send summaries (agent.yaml `adapt: on`)",
     )
     run.add_argument(
         "--exit-on-stdin-eof",

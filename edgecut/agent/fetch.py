@@ -99,6 +99,9 @@ class Downloader:
                 total = self._download(
                     fleet_pb2_grpc.FleetServiceStub(channel), artifact_id, expected, part, size
                 )
+        except ChecksumError:
+            part.unlink(missing_ok=True)  # a server announcing other bytes: nothing of it is kept
+            raise
         except OSError as exc:
             if exc.errno in _DISK_FULL:
                 freed = part.stat().st_size if part.exists() else 0

@@ -164,6 +164,9 @@ class MqttLink:
     def publish_ack(self, ack: fleet_pb2.CommandAck) -> None:
         self._publish(topics.ACK, ack)
 
+    def publish_stats(self, summary: fleet_pb2.StatsSummary) -> None:
+        self._publish(topics.STATS, summary)  # QoS 1, never retained: the latest only (adapt.py)
+
     def publish_telemetry(self) -> None:
         if self.connected:  # QoS 0: a stale sample is worth nothing after an outage
             self._publish(topics.TELEMETRY, self.handlers.telemetry(), qos=0)

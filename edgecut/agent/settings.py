@@ -100,6 +100,24 @@ class AgentSettings(BaseModel):
     variant_min_speedup: float = Field(
         1.05, ge=1, le=10, description="a variant serves only when this many times faster than fp32"
     )
+    # --- adaptation to what this device sees (issue 31; edgecut/agent/adapt.py) ---
+    adapt: bool = Field(
+        False,
+        title="Adapt to this device's inputs",
+        description="on: measure the serving model's normalisation statistics on real inputs with its "
+        "signed statistics companion and send a summary (never images) on the stats topic",
+    )
+    adapt_batch: int = Field(16, ge=2, le=256, description="recent inputs held in memory per statistics run")
+    adapt_images: int = Field(256, ge=16, le=1 << 20, description="inputs measured per summary sent")
+    adapt_cpu_share: float = Field(
+        0.05, gt=0, le=1, description="most of one core the statistics may use; inputs are skipped beyond it"
+    )
+    adapt_min_agreement: float = Field(
+        0.5, ge=0, le=1, description="a new model agreeing less with the one it replaced is rolled back"
+    )
+    adapt_max_entropy_rise: float = Field(
+        0.15, ge=0, le=1, description="a new model this much less sure (normalised entropy) is rolled back"
+    )
     device_class: str = Field(
         "",
         pattern=r"^[a-z0-9_.-]{0,32}$",

@@ -176,6 +176,21 @@ class Trust:
                 return v
         raise Untrusted(f"{variant_id[:12]} is not a variant the signed manifest of {artifact_id[:12]} lists")
 
+    def check_stored_statistics(
+        self, offer_path: Path, artifact_id: str, stats_id: str, digest: str
+    ) -> fleet_pb2.ModelVariant:
+        """Before a statistics companion's load: the model's kept offer verifies and names these bytes."""
+        manifest = self.check_stored_offer(offer_path, artifact_id)
+        v = manifest.statistics
+        if not manifest.HasField("statistics") or v.artifact_id != stats_id:
+            raise Untrusted(f"{stats_id[:12]} is not the statistics companion the signed manifest names")
+        if v.sha256 != digest:
+            raise Untrusted(
+                f"statistics companion {stats_id[:12]} hashes to {digest[:12]}, the signed manifest says "
+                f"{v.sha256[:12]}: tampered, not loaded"
+            )
+        return v
+
     @staticmethod
     def keep_offer(offer_path: Path, ready: fleet_pb2.ModelReady) -> None:
         atomic_write(offer_path, ready.SerializeToString())

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64gecut/v1/agent.proto\x12\nedgecut.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"1\n\x0cInferRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.edgecut.v1.Tensor\"\xb5\x01\n\rInferResponse\x12\x37\n\x07outputs\x18\x01 \x03(\x0b\x32&.edgecut.v1.InferResponse.OutputsEntry\x12\x13\n\x0b\x61rtifact_id\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x1a\x42\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.edgecut.v1.Tensor:\x02\x38\x01\"\x0f\n\rStatusRequest\"\x92\x04\n\x0b\x41gentStatus\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05tasks\x18\x02 \x03(\t\x12\x13\n\x0b\x61rtifact_id\x18\x03 \x01(\t\x12\x13\n\x0bmodel_tasks\x18\x04 \x03(\t\x12\x1c\n\x14previous_artifact_id\x18\x05 \x01(\t\x12\r\n\x05swaps\x18\x06 \x01(\r\x12\x14\n\x0c\x66\x61iled_swaps\x18\x07 \x01(\r\x12\x17\n\x0finference_count\x18\x08 \x01(\x04\x12\x14\n\x0c\x66\x61iled_count\x18\t \x01(\x04\x12\x18\n\x10\x62roker_connected\x18\n \x01(\x08\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x17\n\x0fmodel_meta_json\x18\x0c \x01(\t\x12\x17\n\x0fprovenance_json\x18\r \x01(\t\x12\x1a\n\x12pinned_artifact_id\x18\x0e \x01(\t\x12\r\n\x05state\x18\x0f \x01(\t\x12\x1b\n\x13state_since_unix_ms\x18\x10 \x01(\x03\x12\x14\n\x0cstate_reason\x18\x11 \x01(\t\x12\x1b\n\x13illegal_transitions\x18\x12 \x01(\r\x12\x11\n\tprecision\x18\x13 \x01(\t\x12\x17\n\x0fserving_file_id\x18\x14 \x01(\t\x12\x14\n\x0ctimings_json\x18\x15 \x01(\t\x12\x11\n\tproviders\x18\x16 \x03(\t\x12\x15\n\rprovider_note\x18\x17 \x01(\t\" \n\x0fSetTasksRequest\x12\r\n\x05tasks\x18\x01 \x03(\t\"\x11\n\x0fRollbackRequest\"\x0e\n\x0cUnpinRequest2\xca\x02\n\x0c\x41gentService\x12<\n\x05Infer\x12\x18.edgecut.v1.InferRequest\x1a\x19.edgecut.v1.InferResponse\x12<\n\x06Status\x12\x19.edgecut.v1.StatusRequest\x1a\x17.edgecut.v1.AgentStatus\x12@\n\x08SetTasks\x12\x1b.edgecut.v1.SetTasksRequest\x1a\x17.edgecut.v1.AgentStatus\x12@\n\x08Rollback\x12\x1b.edgecut.v1.RollbackRequest\x1a\x17.edgecut.v1.AgentStatus\x12:\n\x05Unpin\x12\x18.edgecut.v1.UnpinRequest\x1a\x17.edgecut.v1.AgentStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64gecut/v1/agent.proto\x12\nedgecut.v1\"%\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"1\n\x0cInferRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.edgecut.v1.Tensor\"\xb5\x01\n\rInferResponse\x12\x37\n\x07outputs\x18\x01 \x03(\x0b\x32&.edgecut.v1.InferResponse.OutputsEntry\x12\x13\n\x0b\x61rtifact_id\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x1a\x42\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.edgecut.v1.Tensor:\x02\x38\x01\"\x0f\n\rStatusRequest\"\xb5\x04\n\x0b\x41gentStatus\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05tasks\x18\x02 \x03(\t\x12\x13\n\x0b\x61rtifact_id\x18\x03 \x01(\t\x12\x13\n\x0bmodel_tasks\x18\x04 \x03(\t\x12\x1c\n\x14previous_artifact_id\x18\x05 \x01(\t\x12\r\n\x05swaps\x18\x06 \x01(\r\x12\x14\n\x0c\x66\x61iled_swaps\x18\x07 \x01(\r\x12\x17\n\x0finference_count\x18\x08 \x01(\x04\x12\x14\n\x0c\x66\x61iled_count\x18\t \x01(\x04\x12\x18\n\x10\x62roker_connected\x18\n \x01(\x08\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x17\n\x0fmodel_meta_json\x18\x0c \x01(\t\x12\x17\n\x0fprovenance_json\x18\r \x01(\t\x12\x1a\n\x12pinned_artifact_id\x18\x0e \x01(\t\x12\r\n\x05state\x18\x0f \x01(\t\x12\x1b\n\x13state_since_unix_ms\x18\x10 \x01(\x03\x12\x14\n\x0cstate_reason\x18\x11 \x01(\t\x12\x1b\n\x13illegal_transitions\x18\x12 \x01(\r\x12\x11\n\tprecision\x18\x13 \x01(\t\x12\x17\n\x0fserving_file_id\x18\x14 \x01(\t\x12\x14\n\x0ctimings_json\x18\x15 \x01(\t\x12\x11\n\tproviders\x18\x16 \x03(\t\x12\x15\n\rprovider_note\x18\x17 \x01(\t\x12\r\n\x05\x61\x64\x61pt\x18\x18 \x01(\x08\x12\x12\n\nadapt_json\x18\x19 \x01(\t\" \n\x0fSetTasksRequest\x12\r\n\x05tasks\x18\x01 \x03(\t\"\x11\n\x0fRollbackRequest\"\x0e\n\x0cUnpinRequest2\xca\x02\n\x0c\x41gentService\x12<\n\x05Infer\x12\x18.edgecut.v1.InferRequest\x1a\x19.edgecut.v1.InferResponse\x12<\n\x06Status\x12\x19.edgecut.v1.StatusRequest\x1a\x17.edgecut.v1.AgentStatus\x12@\n\x08SetTasks\x12\x1b.edgecut.v1.SetTasksRequest\x1a\x17.edgecut.v1.AgentStatus\x12@\n\x08Rollback\x12\x1b.edgecut.v1.RollbackRequest\x1a\x17.edgecut.v1.AgentStatus\x12:\n\x05Unpin\x12\x18.edgecut.v1.UnpinRequest\x1a\x17.edgecut.v1.AgentStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=312
   _globals['_STATUSREQUEST']._serialized_end=327
   _globals['_AGENTSTATUS']._serialized_start=330
-  _globals['_AGENTSTATUS']._serialized_end=860
-  _globals['_SETTASKSREQUEST']._serialized_start=862
-  _globals['_SETTASKSREQUEST']._serialized_end=894
-  _globals['_ROLLBACKREQUEST']._serialized_start=896
-  _globals['_ROLLBACKREQUEST']._serialized_end=913
-  _globals['_UNPINREQUEST']._serialized_start=915
-  _globals['_UNPINREQUEST']._serialized_end=929
-  _globals['_AGENTSERVICE']._serialized_start=932
-  _globals['_AGENTSERVICE']._serialized_end=1262
+  _globals['_AGENTSTATUS']._serialized_end=895
+  _globals['_SETTASKSREQUEST']._serialized_start=897
+  _globals['_SETTASKSREQUEST']._serialized_end=929
+  _globals['_ROLLBACKREQUEST']._serialized_start=931
+  _globals['_ROLLBACKREQUEST']._serialized_end=948
+  _globals['_UNPINREQUEST']._serialized_start=950
+  _globals['_UNPINREQUEST']._serialized_end=964
+  _globals['_AGENTSERVICE']._serialized_start=967
+  _globals['_AGENTSERVICE']._serialized_end=1297
 # @@protoc_insertion_point(module_scope)

@@ -42,7 +42,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json", "provenance_json", "pinned_artifact_id", "state", "state_since_unix_ms", "state_reason", "illegal_transitions", "precision", "serving_file_id", "timings_json", "providers", "provider_note")
+    __slots__ = ("device_id", "tasks", "artifact_id", "model_tasks", "previous_artifact_id", "swaps", "failed_swaps", "inference_count", "failed_count", "broker_connected", "last_error", "model_meta_json", "provenance_json", "pinned_artifact_id", "state", "state_since_unix_ms", "state_reason", "illegal_transitions", "precision", "serving_file_id", "timings_json", "providers", "provider_note", "adapt", "adapt_json")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class AgentStatus(_message.Message):
     TIMINGS_JSON_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_NOTE_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_JSON_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     tasks: _containers.RepeatedScalarFieldContainer[str]
     artifact_id: str
@@ -89,7 +91,9 @@ class AgentStatus(_message.Message):
     timings_json: str
     providers: _containers.RepeatedScalarFieldContainer[str]
     provider_note: str
-    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ..., provenance_json: _Optional[str] = ..., pinned_artifact_id: _Optional[str] = ..., state: _Optional[str] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., illegal_transitions: _Optional[int] = ..., precision: _Optional[str] = ..., serving_file_id: _Optional[str] = ..., timings_json: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., provider_note: _Optional[str] = ...) -> None: ...
+    adapt: bool
+    adapt_json: str
+    def __init__(self, device_id: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., artifact_id: _Optional[str] = ..., model_tasks: _Optional[_Iterable[str]] = ..., previous_artifact_id: _Optional[str] = ..., swaps: _Optional[int] = ..., failed_swaps: _Optional[int] = ..., inference_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., broker_connected: _Optional[bool] = ..., last_error: _Optional[str] = ..., model_meta_json: _Optional[str] = ..., provenance_json: _Optional[str] = ..., pinned_artifact_id: _Optional[str] = ..., state: _Optional[str] = ..., state_since_unix_ms: _Optional[int] = ..., state_reason: _Optional[str] = ..., illegal_transitions: _Optional[int] = ..., precision: _Optional[str] = ..., serving_file_id: _Optional[str] = ..., timings_json: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., provider_note: _Optional[str] = ..., adapt: _Optional[bool] = ..., adapt_json: _Optional[str] = ...) -> None: ...
 
 class SetTasksRequest(_message.Message):
     __slots__ = ("tasks",)
