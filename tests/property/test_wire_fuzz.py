@@ -49,6 +49,7 @@ IN_TOPICS = {
     topics.SWAP: fleet_pb2.SwapReport,
     topics.STATE: fleet_pb2.DeviceState,
     topics.ACK: fleet_pb2.CommandAck,
+    topics.STATS: fleet_pb2.StatsSummary,
 }
 device_ids = st.text(
     st.characters(blacklist_characters="/+#\x00", blacklist_categories=("Cs",)), min_size=1, max_size=40
@@ -243,6 +244,7 @@ def test_strategies_reach_every_message_type() -> None:
         }
         and d.name not in {"TaskMetrics", "Manifest"}
         and d.name not in {"ModelVariant", "PrecisionTiming"}  # inside Manifest; Telemetry and SwapReport
+        and d.name != "NormStats"  # inside StatsSummary
     }
     assert wire_inputs <= fuzzed, wire_inputs - fuzzed
     assert Path(__file__).exists()

@@ -32,11 +32,9 @@ from torch import nn
 from edgecut.server.cut.attention import prunable
 
 PRODUCERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-# Layer widths stay multiples of 16 (measured on this project's x86 CPU, onnxruntime 1.32, 4 chained 3x3
-# convs at 32 x 32: static INT8 runs 8 and 12 output channels *slower* than 16 (252, 273 vs 167 µs) and
-# 20-32 at about one cost; fp32's blocked layout moves in steps of 16 too). At a MACs budget, seg+depth
-# at macs 0.5 pruned in steps of 16 runs 1.5-1.6x faster than the full model in INT8, in steps of 8
-# 1.3-1.5x, at about the same quality (docs/benchmarks.md, "Precision: static INT8").
+# Layer widths stay multiples of 16: on this project's x86 CPU (onnxruntime 1.32) static INT8 ran 8 and 12
+# channels slower than 16, and fp32's blocked layout moves in steps of 16 (20 channels cost about 3x 16).
+# Measured by `edgecut bench widths` (docs/benchmarks.md, "Layer widths"); run it on a device to see its steps.
 ROUND_TO = 16
 
 
