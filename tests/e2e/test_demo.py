@@ -53,18 +53,10 @@ def _assert_all_stopped(doc: dict[str, Any]) -> None:
     assert not [port for port in doc["ports"] if port_open(port)]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data dir for the module: the first demo trains the --quick model and renders its scenes,
-    the others reuse them as a user's second run does. Each run's registry and artifacts stay in its own
-    temp dir (no --reuse-builds), so every run still builds its models."""
-    return tmp_path_factory.mktemp("demo-data")
-
-
-def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path, data_dir: Path) -> None:
+def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> None:
     result = tmp_path / "result.json"
     run = subprocess.run(
-        _command(data_dir, result, duration=8),
+        _command(tmp_path / "data", result, duration=8),
         env=_env(),
         capture_output=True,
         text=True,
@@ -159,9 +151,9 @@ def _start_until_inference(command: list[str]) -> tuple[subprocess.Popen[str], l
     pytest.fail("the demo ended before any inference started:\n" + "".join(lines))
 
 
-def test_ctrl_c_stops_everything(tmp_path: Path, data_dir: Path) -> None:
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     result = tmp_path / "result.json"
-    proc, lines = _start_until_inference(_command(data_dir, result, duration=60))
+    proc, lines = _start_until_inference(_command(tmp_path / "data", result, duration=60))
     try:
         # while it runs, the dashboard's API lists the devices the demo started
         url = next(line.split("dashboard: ", 1)[1].split()[0] for line in lines if "dashboard: " in line)
@@ -184,9 +176,9 @@ def test_ctrl_c_stops_everything(tmp_path: Path, data_dir: Path) -> None:
     assert not [port for port in doc["ports"] if port_open(port)]
 
 
-def test_sigkill_of_the_demo_leaves_no_process_behind(tmp_path: Path, data_dir: Path) -> None:
+def test_sigkill_of_the_demo_leaves_no_process_behind(tmp_path: Path) -> None:
     """kill -9 gives the demo no chance to clean up: its agents and its broker must end by themselves."""
-    proc, _ = _start_until_inference(_command(data_dir, tmp_path / "r.json", duration=60))
+    proc, _ = _start_until_inference(_command(tmp_path / "data", tmp_path / "r.json", duration=60))
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
         commands = [" ".join(c.cmdline()) for c in children]
