@@ -1,9 +1,10 @@
 """Headless Chromium (Debian's `chromium` package) driven by Playwright against a running fleet.
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium (`executable_path`). When
-that is missing the browser tests skip and say so (`make chromium` or .ci/run installs it). Chromium
-runs with a fresh profile and without its background services: the closed network refuses their
-connections, and they would only slow the tests down.
+that is missing the browser tests skip and say so (`make chromium` or .ci/run installs it). One Chromium
+serves the package's tests, each in a fresh context (its own cookies and storage), without its
+background services: the closed network refuses their connections, and they would only slow the tests
+down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,26 +55,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[object]:
-    """A Playwright page in a fresh Chromium profile (skips with the reason when Chromium is absent)."""
+@pytest.fixture(scope="package")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the browser tests (skips with the reason when it is absent); each test
+    gets a fresh context of it from `page`. Launching one per test cost about a second each."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("Debian's chromium is not installed (run `make chromium`; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1440, "height": 900},
-        )
-        context.set_default_timeout(WAIT_S * 1000)
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:
-            yield context.pages[0] if context.pages else context.new_page()
+            yield browser
         finally:
-            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[object]:
+    """A Playwright page in a fresh browser context: its own cookies, storage and cache, as a new profile."""
+    context = chromium.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(WAIT_S * 1000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ a full disk escaped as a bare traceback with no report; a rollback was undone by
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import edgecut.agent.agent as agent_module
+from edgecut.agent.fetch import Downloader
 from edgecut.agent.serve import AgentClient
 from edgecut.errors import EdgecutError
 from edgecut.v1 import agent_pb2, agent_pb2_grpc
@@ -37,7 +39,15 @@ def _refused(fleet, agent, artifact_id: str | None = None) -> list[dict]:
     ]
 
 
-def test_download_that_gave_up_is_tried_again_when_the_server_is_back(make_agent, fleet) -> None:
+@pytest.fixture
+def quick_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's downloads give up after the same 4 attempts, 50 ms apart instead of 1 + 2 + 4 s."""
+    monkeypatch.setattr(agent_module, "Downloader", functools.partial(Downloader, backoff_s=0.05))
+
+
+def test_download_that_gave_up_is_tried_again_when_the_server_is_back(
+    make_agent, fleet, quick_give_up
+) -> None:
     """Fault 4: the old agent gave up after its attempts and kept the old model for good."""
     proxy = TcpProxy(fleet.server.grpc_port).start()
     try:
@@ -57,7 +67,7 @@ def test_download_that_gave_up_is_tried_again_when_the_server_is_back(make_agent
 
 
 def test_a_waiting_retry_runs_at_once_when_the_broker_link_comes_back(
-    make_agent, fleet, broker, monkeypatch
+    make_agent, fleet, broker, monkeypatch, quick_give_up
 ) -> None:
     monkeypatch.setattr(agent_module, "FIRST_RETRY_S", 3600.0)  # the backoff alone would wait an hour
     proxy = TcpProxy(fleet.server.grpc_port).start()

@@ -120,8 +120,9 @@ def test_two_hundred_devices_with_four_needs_cause_four_builds_across_two_replic
 
 def test_a_replica_killed_mid_build_loses_its_job_to_the_other(fleet: Fleet) -> None:
     lease_s = 3.0
-    fleet.start_replica("replica-a", delay=4.0, lease_s=lease_s)
-    fleet.start_replica("replica-b", delay=4.0, lease_s=lease_s)
+    # 2 s builds (pruning + recovery are 1.2 s of them, polled every 20 ms): one is still caught mid-build
+    fleet.start_replica("replica-a", delay=2.0, lease_s=lease_s)
+    fleet.start_replica("replica-b", delay=2.0, lease_s=lease_s)
     devices = fleet.ask(40)
     reg = fleet.reg()
 

@@ -11,7 +11,9 @@ import pytest
 from edgecut.cli import main
 from tests.unit.cli.test_cli_errors import fails
 
-ARGS = ("--tasks", "seg,depth", "--budget", "macs=0.5", "--recover-steps", "20", "--min-delta-m", "off")
+# no distillation: what is checked is the precision paths, and each INT8 model is checked against the
+# fp32 model of the same run (20 recovery steps cost a quarter of each prune and changed no assertion)
+ARGS = ("--tasks", "seg,depth", "--budget", "macs=0.5", "--recover-steps", "0", "--min-delta-m", "off")
 
 
 @pytest.fixture(scope="module")
