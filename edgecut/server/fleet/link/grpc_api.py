@@ -39,7 +39,7 @@ from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
 from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
-from edgecut.server.fleet.link.variants import variants_for
+from edgecut.server.fleet.link.variants import statistics_for, variants_for
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
 from edgecut.server.fleet.state.registry import Registry
@@ -144,14 +144,15 @@ class FleetServicer:
         assert self.signer is not None and self.registry is not None  # checked in __init__
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         variants = variants_for(self.store, self.registry, ready.artifact, device_id)
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq, variants)
+        stats = statistics_for(self.store, self.registry, ready.artifact)
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq, variants, stats)
         self.registry.offers.record(
             device_id,
             ready.build_key,
             msg.artifact_id,
             0,
             wire.to_dict(manifest),
-            [v.artifact_id for v in variants],
+            [v.artifact_id for v in variants] + ([stats.artifact_id] if stats else []),
         )
         return wire.ready_progress(ready, msg)
 
