@@ -2,8 +2,8 @@
 
 Who can send one: the broker lets a device publish `stats` under its own id only (deploy/mosquitto's
 ACL; docs/security.md), so the topic names the sender. Everything below is checked anyway, in this order,
-and a summary that fails any check is dropped with one log line and a count by reason
-(`edgecut_stats_summaries_total{result=...}`); nothing is stored and nothing is answered:
+and a summary that fails any check is dropped with one log line (past a rate limit: one a minute, with a
+count) and a count by reason (`edgecut_stats_summaries_total{result=...}`); nothing is stored or answered:
 
 | reason | the summary ... |
 |---|---|
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -36,6 +38,7 @@ from edgecut.v1 import fleet_pb2 as pb
 logger = logging.getLogger(__name__)
 
 TAKEN = "taken"
+FLOOD_LOG_S = 60.0  # at most one log line this often about summaries past a device's rate limit
 REASONS = ("rate_limited", "malformed", "wrong_device", "not_offered", "bad_statistics", "replayed")
 
 
@@ -66,12 +69,29 @@ def digest(msg: pb.StatsSummary) -> str:
 class Summaries:
     def __init__(self, link: Link, registry: Registry, limiter: RateLimiter | None = None) -> None:
         self.link, self.registry, self.limiter = link, registry, limiter
+        self._guard = threading.Lock()  # the bridge's lanes handle devices concurrently
+        self._flooded, self._flood_said = 0, -FLOOD_LOG_S
+
+    def _say(self, device_id: str, exc: Refused) -> None:
+        """One line per refusal; a flood past the rate limit at most one line a minute, with its count."""
+        if exc.reason == "rate_limited":
+            now = time.monotonic()
+            with self._guard:
+                self._flooded += 1
+                if now - self._flood_said < FLOOD_LOG_S:
+                    return
+                more, self._flooded, self._flood_said = self._flooded - 1, 0, now
+            if more:
+                exc = Refused(
+                    exc.reason, f"{exc}; {more} more summaries past a rate limit since the last report"
+                )
+        logger.warning("statistics summary from %s dropped (%s): %s", device_id, exc.reason, exc)
 
     def on_summary(self, device_id: str, payload: bytes) -> None:
         try:
             msg = self._check(device_id, payload)
         except Refused as exc:
-            logger.warning("statistics summary from %s dropped (%s): %s", device_id, exc.reason, exc)
+            self._say(device_id, exc)
             self.link.emit("stats", device_id, result=exc.reason)
             return
         logger.info(

@@ -193,13 +193,16 @@ def test_every_refusal_is_counted_by_its_reason_and_stores_nothing(
 
 
 def test_a_device_sending_faster_than_its_bucket_is_refused_before_parsing(
-    fleet: tuple[LocalStore, Registry, StoredArtifact, Path],
+    fleet: tuple[LocalStore, Registry, StoredArtifact, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, registry, artifact, path = fleet
     link = FakeLink()
     summaries = Summaries(link, registry, RateLimiter(2, 1.0))
-    for seq in (1, 2, 3):
-        summaries.on_summary("dev-1", _summary(path, artifact.artifact_id, seq))
-    assert link.results() == ["taken", "taken", "rate_limited"]
+    with caplog.at_level("WARNING"):
+        for seq in (1, 2, 3, 4, 5, 6):
+            summaries.on_summary("dev-1", _summary(path, artifact.artifact_id, seq))
+    assert link.results() == ["taken", "taken", *["rate_limited"] * 4]  # each one counted
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(said) == 1 and "(rate_limited)" in said[0]  # a flood is not a flood of log lines
     kept = registry.statistics.latest("dev-1", artifact.artifact_id)
     assert kept is not None and kept.sequence == 2
