@@ -176,7 +176,8 @@ class Delivery:
             device_id,
             ready.cache_hit,
             ready.refinement,
-            "".join(f", {v.meta.precision} variant {v.artifact_id[:12]}" for v in variants),
+            "".join(f", {v.meta.precision} variant {v.artifact_id[:12]}" for v in variants)
+            + (f", statistics companion {stats.artifact_id[:12]}" if stats else ""),
         )
         self.link.emit(
             "offer",
@@ -189,4 +190,5 @@ class Delivery:
             refinement=ready.refinement,
             parent_artifact_id=ready.parent_artifact_id,
             variants={v.meta.precision: v.artifact_id for v in variants},
+            statistics=stats.artifact_id if stats else "",
         )

@@ -10,7 +10,7 @@ Bytes that do not parse as the request type are INVALID_ARGUMENT (rpc_guard), ne
 Identity: with mutual TLS (`grpc_client_ca`), the caller's certificate names the device. Its
 RequestModel is answered for that device whatever `device_id` the request claims (READY carries an
 offer signed for it), and DownloadModel serves it only artifacts the fleet offered to it (the model, or a variant its
-signed offer listed). Without
+signed offer listed, or the model's statistics companion). Without
 mutual TLS the claimed id is all there is: rate limits key on it (or on the peer's address when it
 is empty), and READY carries the offer *unsigned*, which no agent acts on (docs/security.md).
 
