@@ -16,7 +16,8 @@ FORMAT = "edgecut.model/1"
 SCRATCH_METHOD = "scratch"  # `method` of the engine's from-scratch candidate (another architecture)
 ONNX_METADATA_KEY = "edgecut"
 
-Precision = Literal["fp32", "int8", "fp16"]
+# "stats": the statistics companion of an fp32 model (issue 31), not a model that serves requests
+Precision = Literal["fp32", "int8", "fp16", "stats"]
 TaskKind = Literal["segmentation", "classification", "depth", "regression", "normals", "edges"]
 
 
@@ -72,6 +73,9 @@ class ModelMeta(BaseModel):
     task_changes: dict[str, float] = Field(default_factory=dict)
     fusion_weights: dict[str, float] = Field(default_factory=dict)
     trade_off: str = ""
+    # a statistics companion's normalisation layers and their channels, in its output order ("input"
+    # first, edgecut/norm_stats.py): what a device's StatsSummary of this model must hold; {} otherwise
+    norm_layers: dict[str, int] = Field(default_factory=dict)
 
     @property
     def version(self) -> str:

@@ -27,10 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta, Precision
+from edgecut.norm_stats import MEAN, StatsError, layer_names
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
@@ -50,6 +52,7 @@ from edgecut.server.cut.refine import (
 )
 from edgecut.server.cut.scratch import Narrow, ScratchOptions, narrow_to, narrowable, train_scratch
 from edgecut.server.cut.shipping import CONFIDENCE, Verdict, judge
+from edgecut.server.cut.statistics import export_statistics_model
 from edgecut.server.cut.tailor import TailorOptions, TailorReport, tailor
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, ModelContractError, UnknownTaskError
 from edgecut.server.mtl import checkpoint
@@ -521,6 +524,7 @@ class TorchEngine:
         )
         self._add_int8(built, progress)
         self._add_fp16(built, progress)
+        self._add_statistics(built, model, progress)
         built.extras["seconds"] = time.perf_counter() - t0
         return built
 
@@ -578,6 +582,29 @@ class TorchEngine:
             f"fp16 variant ({dst.stat().st_size / 1e6:.2f} MB, {built.extras['fp16_s']:.1f} s)"
         )
 
+    def _add_statistics(self, built: BuiltArtifact, model: MultiTaskModel, progress: ProgressFn) -> None:
+        """The statistics companion of the fp32 model (issue 31, cut/statistics.py): an export, no check
+        to pass; a model without BatchNorm has none (there is nothing a device's statistics could set)."""
+        progress("exporting", 0.98, "statistics: exporting the statistics companion")
+        t0 = time.perf_counter()
+        dst = built.onnx_path.with_name("model.stats.onnx")
+        try:
+            export_statistics_model(model, dst)
+        except StatsError as exc:
+            logger.info("build %s: no statistics companion: %s", built.meta.build_key[:12], exc)
+            return
+        meta = built.meta.model_copy(deep=True)
+        meta.precision, meta.metrics, meta.task_changes = "stats", {}, {}
+        meta.outputs, meta.onnx_max_abs_diff = {}, None
+        meta.norm_layers = _norm_layers(dst)
+        embed_meta(dst, meta)
+        built.statistics = Variant(dst, meta)
+        built.extras["statistics_s"] = time.perf_counter() - t0
+        built.notes.append(
+            f"statistics companion ({len(meta.norm_layers) - 1} BatchNorm layers, "
+            f"{dst.stat().st_size / 1e6:.2f} MB, {built.extras['statistics_s']:.1f} s)"
+        )
+
     def _calib_draw(self, n: int, seed: int) -> np.ndarray:
         """`n` of the build's calibration images (a seeded draw), drawn once per (n, seed) and kept."""
         if (n, seed) not in self._calib_images:
@@ -588,6 +615,15 @@ class TorchEngine:
         d = self.work_dir / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def _norm_layers(path: Path) -> dict[str, int]:
+    """Layer -> channels of an exported statistics model, in its output order (its outputs' static shapes)."""
+    outputs = {o.name: o for o in onnx.load(str(path), load_external_data=False).graph.output}
+    dims = {name: outputs[name + MEAN].type.tensor_type.shape.dim for name in layer_names(outputs)}
+    if any(len(d) != 1 or d[0].dim_value <= 0 for d in dims.values()):
+        raise BuildError("the statistics model's outputs are not one fixed-length vector per layer")
+    return {name: int(d[0].dim_value) for name, d in dims.items()}
 
 
 def _variant_meta(

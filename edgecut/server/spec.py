@@ -207,6 +207,9 @@ class BuiltArtifact:
     # the same model in other precisions (int8, fp16), each checked against this fp32 model; offered
     # beside it so the device can time them on its own CPU and serve the faster one
     variants: list[Variant] = field(default_factory=list)
+    # the statistics companion (issue 31, `meta.precision` "stats"): the model with every BatchNorm
+    # computed from its batch, reporting each layer's statistics; None for a model without BatchNorm
+    statistics: Variant | None = None
 
     def cleanup(self) -> None:
         if self.scratch is not None:

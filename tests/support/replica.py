@@ -40,6 +40,7 @@ def main() -> int:
     p.add_argument(
         "--pad-bytes", type=int, default=0, help="padding that makes this replica's artifacts its own"
     )
+    p.add_argument("--statistics", action="store_true", help="builds carry a statistics companion (issue 31)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
@@ -47,10 +48,12 @@ def main() -> int:
     from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
 
     from .onnx_engine import OnnxTestEngine
+    from .stats_engine import StatsEngine
 
+    base = StatsEngine if args.statistics else OnnxTestEngine
     settings = ServerSettings.model_validate(json.loads(args.settings))
 
-    class LoggedEngine(OnnxTestEngine):
+    class LoggedEngine(base):  # type: ignore[valid-type,misc]
         def build(self, spec: BuildSpec, progress: ProgressFn) -> BuiltArtifact:
             line = f"{settings.replica_id} {spec.build_key(self.base_model_id)} {','.join(spec.tasks)}\n"
             fd = os.open(args.build_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

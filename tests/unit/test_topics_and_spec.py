@@ -46,7 +46,13 @@ def test_each_work_topic_has_its_own_shared_group() -> None:
 
     subs = dict(server_subscriptions("fleet-a"))
     groups = [f.split("/")[1] for f in subs if f.startswith("$share/")]
-    assert sorted(groups) == ["fleet-a-ack", "fleet-a-needs", "fleet-a-swap", "fleet-a-telemetry"]
+    assert sorted(groups) == [
+        "fleet-a-ack",
+        "fleet-a-needs",
+        "fleet-a-stats",
+        "fleet-a-swap",
+        "fleet-a-telemetry",
+    ]
     assert subs["edgecut/v1/devices/+/state"] == 1  # retained state: a plain subscription for every replica
 
 

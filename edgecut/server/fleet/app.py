@@ -174,6 +174,7 @@ class FleetServer:
                     s.mqtt_password.get_secret_value(),
                 ),
                 needs_limiter=RateLimiter(lim.needs_burst, lim.needs_per_minute),
+                stats_limiter=RateLimiter(lim.stats_burst, lim.stats_per_minute),
                 observers=observers,
                 lanes=s.mqtt_lanes,
             )

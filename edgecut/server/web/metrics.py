@@ -20,6 +20,7 @@ class, result, source, state; never a device id or a build key). Each server has
 | `edgecut_rollbacks_total` | counter | `reason` = operator, rollout |
 | `edgecut_operator_commands_total` | counter | `action`, `result` = sent, ok, failed |
 | `edgecut_rollouts` | gauge | `state` |
+| `edgecut_stats_summaries_total` | counter | `result` = taken, or why it was dropped (link/summaries.py) |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgecut.server.fleet.events import FleetEvent
+from edgecut.server.fleet.link.summaries import REASONS, TAKEN
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # builds take seconds (test engine) to an hour (a big model with recovery on a small CPU)
@@ -111,6 +113,11 @@ class FleetMetrics:
             ["action", "result"],
             registry=r,
         )
+        self.summaries = Counter(
+            "edgecut_stats_summaries", "Statistics summaries devices sent, by outcome", ["result"], registry=r
+        )
+        for result in (TAKEN, *REASONS):
+            self.summaries.labels(result)
         for result in ("accepted", "refused"):
             self.needs.labels(result)
         for source in ("build", "cache", "joined", "repeat"):
@@ -123,6 +130,7 @@ class FleetMetrics:
             self.swaps.labels(result)
         for reason in ("operator", "rollout"):
             self.rollbacks.labels(reason)
+        self._summary_results = frozenset((TAKEN, *REASONS))
         self._lock = threading.Lock()
         self._running: dict[str, float] = {}  # build key -> when a worker started it
         self._cache_hits = self._built = 0
@@ -151,6 +159,8 @@ class FleetMetrics:
             self.commands.labels(str(d.get("action", "")), str(d.get("result", ""))).inc()
             if d.get("action") == "rollback" and d.get("result") == "ok":
                 self.rollbacks.labels("operator").inc()
+        elif e.kind == "stats" and d.get("result") in self._summary_results:
+            self.summaries.labels(str(d["result"])).inc()
         elif e.kind == "rollout" and d.get("rolled_back_device"):
             self.rollbacks.labels("rollout").inc()
 

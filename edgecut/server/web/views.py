@@ -82,7 +82,11 @@ class Views:
         devices = self.registry.devices.all()
         swapped = self._last_swaps()
         roles = self._rollout_roles()
-        rows = [self._summary(d, swapped.get(d["device_id"]), roles.get(d["device_id"])) for d in devices]
+        sent = self.registry.statistics.devices()
+        rows = [
+            self._summary(d, swapped.get(d["device_id"]), roles.get(d["device_id"]), sent.get(d["device_id"]))
+            for d in devices
+        ]
         by_class: dict[str, dict[str, int]] = {}
         for r in rows:
             c = by_class.setdefault(r["device_class"] or "-", {"online": 0, "total": 0})
@@ -123,8 +127,14 @@ class Views:
         return out
 
     def _summary(
-        self, d: dict[str, Any], swapped_at: float | None, role: dict[str, Any] | None
+        self,
+        d: dict[str, Any],
+        swapped_at: float | None,
+        role: dict[str, Any] | None,
+        statistics: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`statistics`: the device's statistics summaries taken (issue 31: last sequence, how many,
+        when the latest), None when it never sent one (adaptation off on the device)."""
         t = d.get("telemetry") or {}
         res = d.get("resources") or {}
         return {
@@ -154,6 +164,7 @@ class Views:
             "last_seen": d["last_seen"],
             "pinned_artifact_id": d.get("pinned_artifact_id", ""),
             "rollout": role,
+            "statistics": statistics,
             **agent_state(t),
             **served_precision(t, d["artifact_id"]),
         }
@@ -206,7 +217,8 @@ class Views:
             return None
         swaps = self.registry.offers.swaps(device_id, limit=50)
         last_ok = next((s["at"] for s in swaps if s["ok"]), None)
-        out = self._summary(d, last_ok, self._rollout_roles().get(device_id))
+        sent = self.registry.statistics.devices().get(device_id)
+        out = self._summary(d, last_ok, self._rollout_roles().get(device_id), sent)
         meta = self.meta(d["artifact_id"])
         out["quality"] = quality_rows(meta) if meta else []
         out["trade_off"] = meta.trade_off if meta else ""
@@ -215,6 +227,16 @@ class Views:
         ]
         out["offers"] = self.history.offers(device_id, limit=20)
         out["needs"] = d.get("needs_json") or {}
+        out["summaries"] = [  # the latest statistics summary taken per model (never the statistics)
+            {
+                "artifact_id": x.artifact_id,
+                "sequence": x.sequence,
+                "images": x.images,
+                "digest": x.digest,
+                "at": x.at,
+            }
+            for x in self.registry.statistics.of_device(device_id)
+        ]
         return out
 
     def telemetry(self, device_id: str, since: float = 0.0, limit: int = 500) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def test_a_device_cannot_publish_on_another_devices_topics(fleet: DeployedFleet)
 
     # cam-a's own certificate (a second connection, so the agent keeps its own)
     forger = fleet.client("cam-a-forger", "cam-a")
-    for leaf in (topics.NEEDS, topics.STATE, topics.TELEMETRY, topics.SWAP, topics.ACK):
+    for leaf in (topics.NEEDS, topics.STATE, topics.TELEMETRY, topics.SWAP, topics.ACK, topics.STATS):
         reason = forger.publish(topics.device_topic("cam-b", leaf), b"forged")
         assert str(reason) == "Not authorized", (leaf, reason)
     for leaf in (topics.MODEL, topics.ERROR, topics.COMMAND):  # what only the server sends

@@ -52,14 +52,20 @@ def _client(
     return c
 
 
+def _server(made: list[Client], broker: SecureBroker, pki: Pki, ca: Path) -> Client:
+    """A server replica's client, connected and subscribed to the shared groups and retained state."""
+    server = _client(made, broker, "srv-1", pki.server(), ca)
+    assert server.connect() == "connected"
+    granted = server.subscribe(server_subscriptions())
+    assert not any(r.is_failure for r in granted), granted
+    return server
+
+
 def test_a_device_publishes_and_reads_only_under_its_own_id(
     pki: Pki, secure_broker: SecureBroker, clients: list[Client]
 ) -> None:
     ca = pki.root / "ca" / "ca.crt"
-    server = _client(clients, secure_broker, "srv-1", pki.server(), ca)
-    assert server.connect() == "connected"
-    granted = server.subscribe(server_subscriptions())  # the shared groups and the retained state
-    assert not any(r.is_failure for r in granted), granted
+    server = _server(clients, secure_broker, pki, ca)
     cam1 = _client(clients, secure_broker, "edgecut-agent-cam-1", pki.device("cam-1"), ca)
     assert cam1.connect() == "connected"
     cam1.subscribe([("edgecut/v1/devices/+/model", 1), ("edgecut/v1/devices/+/command", 1)])
@@ -93,6 +99,30 @@ def test_a_device_publishes_and_reads_only_under_its_own_id(
         (topics.device_topic("cam-1", topics.COMMAND), b"cmd for cam-1"),
         (topics.device_topic("cam-1", topics.MODEL), b"model for cam-1"),
     ]
+
+
+def test_a_device_sends_statistics_only_under_its_own_id_and_only_servers_read_them(
+    pki: Pki, secure_broker: SecureBroker, clients: list[Client]
+) -> None:
+    """Issue 31: a summary's topic names its sender, so the server's device-id check means something."""
+    ca = pki.root / "ca" / "ca.crt"
+    server = _server(clients, secure_broker, pki, ca)
+    cam1 = _client(clients, secure_broker, "edgecut-agent-cam-1", pki.device("cam-1"), ca)
+    cam2 = _client(clients, secure_broker, "edgecut-agent-cam-2", pki.device("cam-2"), ca)
+    assert cam1.connect() == "connected" and cam2.connect() == "connected"
+    cam2.subscribe([("edgecut/v1/devices/+/stats", 1), ("edgecut/v1/devices/cam-1/stats", 1)])
+
+    assert cam1.publish(topics.device_topic("cam-2", topics.STATS), b"forged").is_failure
+    assert not cam1.publish(topics.device_topic("cam-1", topics.STATS), b"cam-1 stats").is_failure
+    assert not cam2.publish(topics.device_topic("cam-2", topics.STATS), b"cam-2 stats").is_failure
+    with server.changed:
+        assert server.changed.wait_for(lambda: len(server.messages) >= 2, 10)
+    time.sleep(0.3)  # a forged one would have come before the devices' own (QoS 1 stays in order)
+    assert sorted(server.messages) == [
+        (topics.device_topic("cam-1", topics.STATS), b"cam-1 stats"),
+        (topics.device_topic("cam-2", topics.STATS), b"cam-2 stats"),
+    ]
+    assert cam2.messages == []  # not even its own comes back: devices never read statistics
 
 
 def test_clients_without_a_valid_certificate_are_refused(

@@ -6,9 +6,11 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from edgecut.server.engine import load_engine
 from edgecut.server.errors import ImpossibleBudgetError, UnknownTaskError
@@ -196,3 +198,78 @@ def test_a_quantiser_that_fails_leaves_the_build_fp32_with_one_sentence(engine, 
     note = built.meta.precision_note
     assert note == "no int8 variant: onnxruntime could not quantise the model: Unsupported model IR version"
     built.cleanup()
+
+
+def test_every_build_carries_its_statistics_companion_with_its_layer_widths(engine) -> None:
+    """Issue 31: beside the fp32 model, the export of its statistics model (precision "stats"), whose
+    metadata names each normalisation layer and its channels: what a device's summary must hold."""
+    from edgecut.model_meta import ModelMeta
+    from edgecut.norm_stats import INPUT
+
+    quant, engine.quant = engine.quant, None
+    try:
+        built = engine.build(BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5)), lambda *a: None)
+    finally:
+        engine.quant = quant
+    stats = built.statistics
+    assert stats is not None and stats.onnx_path.parent == built.onnx_path.parent
+    meta = stats.meta
+    assert meta.precision == "stats" and meta.build_key == built.meta.build_key
+    assert meta.metrics == {} and meta.outputs == {} and built.meta.norm_layers == {}
+    sess = ort.InferenceSession(str(stats.onnx_path), providers=["CPUExecutionProvider"])
+    assert ModelMeta.from_json(sess.get_modelmeta().custom_metadata_map["edgecut"]) == meta
+    # the widths are the pruned model's: one batch of 3 images gives one vector per layer of that length
+    outputs = sess.run(None, {"image": np.random.rand(3, 3, 32, 32).astype(np.float32)})
+    got = {o.name: v.shape for o, v in zip(sess.get_outputs(), outputs, strict=True)}
+    assert next(iter(meta.norm_layers)) == INPUT and meta.norm_layers[INPUT] == 3
+    assert got == {f"{n}.{s}": (c,) for n, c in meta.norm_layers.items() for s in ("mean", "var")}
+    pruned = {n: m.num_features for n, m in _batchnorms(engine, built)}
+    assert {n: c for n, c in meta.norm_layers.items() if n != INPUT} == pruned
+    assert sum(pruned.values()) < sum(c for _, c in _full_batchnorms(engine))  # the pruned widths
+    assert any(n.startswith("statistics companion (") for n in built.notes)
+    built.cleanup()
+
+
+def test_a_model_without_batchnorm_ships_without_a_companion(engine, tmp_path, caplog) -> None:
+    import copy
+
+    from torch import nn
+
+    from edgecut.server.spec import BuiltArtifact
+
+    model = copy.deepcopy(engine.base)
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+    built = BuiltArtifact(tmp_path / "model.onnx", engine._meta(*_meta_args(engine, model)))
+    with caplog.at_level("INFO"):
+        engine._add_statistics(built, model, lambda *a: None)
+    assert built.statistics is None and not (tmp_path / "model.stats.onnx").exists()
+    assert [r.getMessage() for r in caplog.records if "statistics" in r.getMessage()] == [
+        f"build {built.meta.build_key[:12]}: no statistics companion: "
+        f"{type(model).__name__} has no BatchNorm layer: there is nothing to adapt"
+    ]
+
+
+def _meta_args(engine, model):
+    from edgecut.server.cut.prune import measure
+
+    return BuildSpec.create(["depth"], Budget(macs_fraction=1.0)), model, measure(model, 32), {}, "test"
+
+
+def _batchnorms(engine, built):
+    """The BatchNorm layers of the model `built` exported, re-derived as the engine does for refinements."""
+    from edgecut.server.spec import Refinement
+
+    spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5))
+    model = engine._rederive(spec, Refinement("", built.meta, 1))[1].model
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _full_batchnorms(engine):
+    return [
+        (n, m.num_features)
+        for n, m in engine.base.select(["depth", "seg"]).named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]

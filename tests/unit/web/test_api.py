@@ -406,3 +406,18 @@ def test_the_precision_a_device_chose_and_its_timings_are_shown(web: Web) -> Non
     assert re.search(r'id="device-precision">int8 .*fp32 1\.58 ms · int8 0\.61 ms', page)
     # an agent older than the field reports no precision: it serves fp32
     assert web.client.get("/api/v1/devices/pi-b").json()["precision"] == "fp32"
+
+
+def test_the_dashboard_says_which_devices_send_statistics_and_what_was_taken(web: Web) -> None:
+    """Issue 31: per device, whether it sends statistics summaries (adaptation on) and the latest taken
+    per model: sequence, image count and digest, never the statistics themselves."""
+    assert web.registry.statistics.take("pi-a", web.artifact, 3, 96, "ab" * 32, b"summary") is None
+    devices = {d["device_id"]: d for d in web.client.get("/api/v1/devices").json()["devices"]}
+    assert devices["pi-a"]["statistics"]["sequence"] == 3 and devices["pi-a"]["statistics"]["taken"] == 1
+    assert devices["pi-b"]["statistics"] is None and devices["box"]["statistics"] is None
+    d = web.client.get("/api/v1/devices/pi-a").json()
+    assert [(x["artifact_id"], x["sequence"], x["images"]) for x in d["summaries"]] == [(web.artifact, 3, 96)]
+    assert "summary" not in d["summaries"][0]
+    page = web.client.get("/devices/pi-a").text
+    assert 'id="statistics"' in page and "abababababab" in page
+    assert 'id="statistics"' not in web.client.get("/devices/pi-b").text

@@ -78,3 +78,16 @@ def test_names_follow_prometheus_conventions() -> None:
     counters = {f.name for f in text_string_to_metric_families(m.render().decode()) if f.type == "counter"}
     assert "edgecut_download_bytes" in counters and "edgecut_builds" in counters  # exposed as *_total
     assert not [n for n in samples(m) if n[0].endswith("_created")]
+
+
+def test_statistics_summaries_are_counted_by_outcome_with_bounded_labels() -> None:
+    """Issue 31: taken summaries and each reason for dropping one; an unknown result adds no label."""
+    m = FleetMetrics(lambda: {}, dict, frozenset({"x86"}))
+    m(FleetEvent("stats", "d1", {"result": "taken", "images": 32}))
+    m(FleetEvent("stats", "d1", {"result": "replayed"}))
+    m(FleetEvent("stats", "d2", {"result": "replayed"}))
+    m(FleetEvent("stats", "d2", {"result": "made-up"}))
+    assert value(m, "edgecut_stats_summaries_total", result="taken") == 1
+    assert value(m, "edgecut_stats_summaries_total", result="replayed") == 2
+    assert value(m, "edgecut_stats_summaries_total", result="wrong_device") == 0
+    assert value(m, "edgecut_stats_summaries_total", result="made-up") == 0

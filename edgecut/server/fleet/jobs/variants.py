@@ -3,7 +3,8 @@
 The engine returns them in `BuiltArtifact.variants`; each is stored content-addressed like the model
 itself (same store backend) and recorded in the registry under the fp32 model's id, so every offer
 of that model (a fresh build, a cache hit, a rollout's promotion or rollback) lists the same variants,
-and a refinement, being another fp32 model, carries its own.
+and a refinement, being another fp32 model, carries its own. The statistics companion (issue 31) is
+stored the same way and recorded with the layers a device's summary of that model must hold.
 """
 
 from __future__ import annotations
@@ -43,4 +44,30 @@ def store_variants(store: Store, registry: Registry, artifact: StoredArtifact, b
         )
     if kept:
         registry.variants.record(artifact.artifact_id, kept)
+    store_statistics(store, registry, artifact, built)
     return len(kept)
+
+
+def store_statistics(
+    store: Store, registry: Registry, artifact: StoredArtifact, built: BuiltArtifact
+) -> None:
+    """Store `built`'s statistics companion and record it against `artifact` (none: nothing to do)."""
+    stats = built.statistics
+    if stats is None:
+        return
+    if stats.meta.precision != "stats" or not stats.meta.norm_layers:
+        logger.warning(
+            "not storing the statistics companion of %s: it names no normalisation layers",
+            artifact.artifact_id[:12],
+        )
+        return
+    meta = stats.meta.model_copy(update={"build_key": artifact.meta.build_key})
+    stored = store.put_file(stats.onnx_path, meta)
+    registry.statistics.record_companion(artifact.artifact_id, stored.artifact_id, meta.norm_layers)
+    logger.info(
+        "statistics companion of %s stored: %s (%d bytes, %d layers)",
+        artifact.artifact_id[:12],
+        stored.artifact_id[:12],
+        stored.size,
+        len(meta.norm_layers),
+    )

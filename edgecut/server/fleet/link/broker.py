@@ -36,6 +36,7 @@ def server_subscriptions(group: str = topics.SHARE_GROUP) -> list[tuple[str, int
         (topics.shared(topics.TELEMETRY, group), 0),
         (topics.shared(topics.SWAP, group), 1),
         (topics.shared(topics.ACK, group), 1),
+        (topics.shared(topics.STATS, group), 1),
         (topics.device_topic("+", topics.STATE), 1),  # retained; every replica reads it
     ]
 

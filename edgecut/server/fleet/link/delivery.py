@@ -24,7 +24,7 @@ from edgecut.server.fleet.jobs.outcomes import Failed, Outcome, Ready
 from edgecut.server.fleet.jobs.rollout_policy import keeps_architecture
 from edgecut.server.fleet.link import wire
 from edgecut.server.fleet.link.signer import FleetSigner
-from edgecut.server.fleet.link.variants import variants_for
+from edgecut.server.fleet.link.variants import statistics_for, variants_for
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.store import Store
 from edgecut.v1 import fleet_pb2 as pb
@@ -143,7 +143,10 @@ class Delivery:
         """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         variants = variants_for(self.store, self.registry, ready.artifact, device_id)
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, seq, offer_seq, variants)
+        stats = statistics_for(self.store, self.registry, ready.artifact)
+        msg, manifest = self.signer.offer(
+            ready, self.grpc_address, device_id, seq, offer_seq, variants, stats
+        )
         payload = msg.SerializeToString()
         if (
             len(payload) > topics.MAX_PAYLOAD
@@ -164,7 +167,7 @@ class Delivery:
             msg.artifact_id,
             seq,
             wire.to_dict(manifest),
-            [v.artifact_id for v in variants],
+            [v.artifact_id for v in variants] + ([stats.artifact_id] if stats else []),
         )
         self.link.publish(topics.device_topic(device_id, topics.MODEL), payload, True)
         logger.info(
@@ -173,7 +176,8 @@ class Delivery:
             device_id,
             ready.cache_hit,
             ready.refinement,
-            "".join(f", {v.meta.precision} variant {v.artifact_id[:12]}" for v in variants),
+            "".join(f", {v.meta.precision} variant {v.artifact_id[:12]}" for v in variants)
+            + (f", statistics companion {stats.artifact_id[:12]}" if stats else ""),
         )
         self.link.emit(
             "offer",
@@ -186,4 +190,5 @@ class Delivery:
             refinement=ready.refinement,
             parent_artifact_id=ready.parent_artifact_id,
             variants={v.meta.precision: v.artifact_id for v in variants},
+            statistics=stats.artifact_id if stats else "",
         )

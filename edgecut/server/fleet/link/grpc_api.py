@@ -10,7 +10,7 @@ Bytes that do not parse as the request type are INVALID_ARGUMENT (rpc_guard), ne
 Identity: with mutual TLS (`grpc_client_ca`), the caller's certificate names the device. Its
 RequestModel is answered for that device whatever `device_id` the request claims (READY carries an
 offer signed for it), and DownloadModel serves it only artifacts the fleet offered to it (the model, or a variant its
-signed offer listed). Without
+signed offer listed, or the model's statistics companion). Without
 mutual TLS the claimed id is all there is: rate limits key on it (or on the peer's address when it
 is empty), and READY carries the offer *unsigned*, which no agent acts on (docs/security.md).
 
@@ -39,7 +39,7 @@ from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.outcomes import Event, Failed, Ready
 from edgecut.server.fleet.link import requests, wire
 from edgecut.server.fleet.link.signer import FleetSigner, plain_offer
-from edgecut.server.fleet.link.variants import variants_for
+from edgecut.server.fleet.link.variants import statistics_for, variants_for
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
 from edgecut.server.fleet.state.registry import Registry
@@ -144,14 +144,15 @@ class FleetServicer:
         assert self.signer is not None and self.registry is not None  # checked in __init__
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         variants = variants_for(self.store, self.registry, ready.artifact, device_id)
-        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq, variants)
+        stats = statistics_for(self.store, self.registry, ready.artifact)
+        msg, manifest = self.signer.offer(ready, self.grpc_address, device_id, 0, offer_seq, variants, stats)
         self.registry.offers.record(
             device_id,
             ready.build_key,
             msg.artifact_id,
             0,
             wire.to_dict(manifest),
-            [v.artifact_id for v in variants],
+            [v.artifact_id for v in variants] + ([stats.artifact_id] if stats else []),
         )
         return wire.ready_progress(ready, msg)
 

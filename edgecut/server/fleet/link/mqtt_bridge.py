@@ -8,7 +8,7 @@ an `Error` on the device's `error` topic and the bridge carries on. Needs older 
 latest (a lower seq not sent later) are dropped unanswered. `ModelReady` — with the manifest signed
 for that device (signer.py) — is published retained on the device's `model` topic, so a device that
 reconnects finds its latest model. Commands are never published retained; their `CommandAck`s are
-recorded on the device.
+recorded on the device. Statistics summaries (issue 31) are checked and kept by summaries.py.
 
 paho-mqtt 2.x, callback API v2; MQTT 3.1.1 by default (the iotcore fallback broker only shares
 subscriptions under 3.1.1), MQTT 5 by option. paho's network thread reconnects with backoff.
@@ -40,6 +40,7 @@ from edgecut.server.fleet.link.delivery import Delivery
 from edgecut.server.fleet.link.lanes import Lanes
 from edgecut.server.fleet.link.reports import DeviceReports, slowdown_of
 from edgecut.server.fleet.link.signer import FleetSigner
+from edgecut.server.fleet.link.summaries import Summaries
 from edgecut.server.fleet.policy.budget import BudgetPolicy
 from edgecut.server.fleet.policy.limits import RateLimiter
 from edgecut.server.fleet.state.registry import Registry
@@ -66,6 +67,7 @@ class MqttBridge:
         reconnect_max_s: int = 30,
         auth: BrokerAuth | None = None,
         needs_limiter: RateLimiter | None = None,
+        stats_limiter: RateLimiter | None = None,
         observers: Observers | None = None,
         lanes: int = 0,
     ) -> None:
@@ -99,12 +101,14 @@ class MqttBridge:
         # the pieces behind the connection: device reports in, answers (offers, errors) out
         self.reports = DeviceReports(self, registry, policy, jobs.store, jobs.scrubber.recheck)
         self.delivery = Delivery(self, registry, jobs.store, signer, grpc_address)
+        self.summaries = Summaries(self, registry, stats_limiter)
         self._handlers: dict[str, Callable[[str, bytes], None]] = {
             topics.NEEDS: self._on_needs,
             topics.TELEMETRY: self.reports.on_telemetry,
             topics.SWAP: self.reports.on_swap,
             topics.STATE: self.reports.on_state,
             topics.ACK: self.reports.on_ack,
+            topics.STATS: self.summaries.on_summary,
         }
         jobs.add_finish_hook(self.delivery.on_job_finished)
         jobs.add_refined_hook(self.delivery.on_refined)

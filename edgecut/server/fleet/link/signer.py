@@ -63,12 +63,14 @@ class FleetSigner:
         needs_seq: int,
         offer_seq: int,
         variants: Sequence[StoredArtifact] = (),
+        statistics: StoredArtifact | None = None,
     ) -> tuple[pb.ModelReady, pb.Manifest]:
         """The ModelReady for `device_id`, with its manifest signed; also returns the manifest.
 
         `offer_seq`: the device's next offer counter from the registry (`registry.offers.next_seq`).
         `variants`: the model's other precisions to list (link/variants.py chose them for the device);
         each is signed with the manifest, its sha256 and its quality against the fp32 model included.
+        `statistics`: the model's statistics companion (issue 31), signed in `Manifest.statistics`.
         """
         a = ready.artifact
         manifest = pb.Manifest(
@@ -92,6 +94,8 @@ class FleetSigner:
         _put_metrics(manifest.metrics, a.meta.metrics)
         for v in variants:
             manifest.variants.append(model_variant(a, v))
+        if statistics is not None:
+            manifest.statistics.CopyFrom(model_variant(a, statistics))
         data, signature = sign_manifest(self.key, manifest)
         msg = plain_offer(ready, grpc_address, device_id, needs_seq)
         msg.manifest = data

@@ -3,6 +3,8 @@
 Every int8 variant is offered: the device times it beside the fp32 model and serves the faster one.
 An fp16 variant is offered only to a device whose onnxruntime has a provider that runs fp16 (CUDA or
 TensorRT): on a CPU it is slower than fp32, so downloading it would only cost the device time and disk.
+The statistics companion (issue 31) is offered to every device: only one whose owner turned adaptation
+on downloads it (the agent's choice), and only a device it was offered to may.
 """
 
 from __future__ import annotations
@@ -43,3 +45,20 @@ def variants_for(
                 "%s variant %s of %s is not offered: %s", precision, vid[:12], artifact.artifact_id[:12], exc
             )
     return out
+
+
+def statistics_for(store: Store, registry: Registry, artifact: StoredArtifact) -> StoredArtifact | None:
+    """The statistics companion of `artifact` to sign into its offers; None when it has none (or it rotted)."""
+    companion = registry.statistics.companion(artifact.artifact_id)
+    if companion is None:
+        return None
+    try:
+        return store.get(companion.statistics_id) if store.verify(companion.statistics_id) else None
+    except EdgecutError as exc:
+        logger.warning(
+            "statistics companion %s of %s is not offered: %s",
+            companion.statistics_id[:12],
+            artifact.artifact_id[:12],
+            exc,
+        )
+        return None

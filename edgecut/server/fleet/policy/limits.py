@@ -31,6 +31,10 @@ class LimitSettings(BaseModel):
     needs_per_minute: float = Field(
         default=60.0, gt=0, title="sustained needs messages per device per minute"
     )
+    stats_burst: int = Field(default=3, ge=1, title="statistics summaries one device may send at once")
+    stats_per_minute: float = Field(
+        default=1.0, gt=0, title="sustained statistics summaries per device per minute (issue 31)"
+    )
     max_queued_jobs: int = Field(default=64, ge=1, title="builds queued or running, all devices together")
     scrub_interval_s: float = Field(default=3600.0, ge=0, title="seconds between store scrubs (0 = never)")
 

@@ -73,6 +73,14 @@ class Offers:
             )
             return s.scalars(v.limit(1)).first() is not None
 
+    def offered_model(self, device_id: str, artifact_id: str) -> bool:
+        """Whether a signed offer to the device named `artifact_id` as its model (not as a variant)."""
+        with self.db.transaction() as s:
+            q = select(OfferRow.id).where(
+                OfferRow.device_id == device_id, OfferRow.artifact_id == artifact_id
+            )
+            return s.scalars(q.limit(1)).first() is not None
+
     def devices_offered(self, artifact_id: str) -> list[tuple[str, int]]:
         """(device id, needs seq) of the devices whose latest offer is `artifact_id`."""
         with self.db.transaction() as s:

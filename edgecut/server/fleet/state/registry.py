@@ -8,6 +8,7 @@ and holds one small repository per aggregate, each a few short transactions over
 | `devices` | devices.py | needs, resources, state, telemetry, errors, command acks |
 | `offers` | offers.py | signed offers, the offer counter, swaps reported back |
 | `variants` | variants.py | a stored model's other precisions (int8, fp16) |
+| `statistics` | statistics.py | statistics companions, the summaries devices sent and their sequences |
 | `jobs` | jobs.py | the build queue, leases and fencing (single flight across replicas) |
 | `waiters` | waiters.py | which device waits for which build (answered after a restart too) |
 | `rollouts` | rollouts.py | staged rollouts and their verdicts (jobs/rollout.py judges) |
@@ -31,6 +32,7 @@ from edgecut.server.fleet.state.devices import Devices
 from edgecut.server.fleet.state.jobs import Jobs
 from edgecut.server.fleet.state.offers import Offers
 from edgecut.server.fleet.state.rollouts import Rollouts
+from edgecut.server.fleet.state.statistics import Statistics
 from edgecut.server.fleet.state.variants import Variants
 from edgecut.server.fleet.state.waiters import Waiters
 
@@ -45,6 +47,7 @@ class Registry:
         self.devices = Devices(self.db)
         self.offers = Offers(self.db, self.devices)
         self.variants = Variants(self.db)
+        self.statistics = Statistics(self.db)
         self.jobs = Jobs(self.db)
         self.waiters = Waiters(self.db)
         self.rollouts = Rollouts(self.db)

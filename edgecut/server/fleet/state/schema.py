@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
 )
@@ -150,6 +151,41 @@ class OfferVariantRow(Base):
     device_id: Mapped[str] = mapped_column(String(128))
     artifact_id: Mapped[str] = mapped_column(String(64))  # the offer's fp32 model
     variant_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+# Device statistics (issue 31): each model's statistics companion, and the summaries devices sent.
+class ArtifactStatisticsRow(Base):
+    """The statistics companion of a stored fp32 artifact and the layers (name -> channels, in output
+    order) a device's summary of that model must hold."""
+
+    __tablename__ = "artifact_statistics"
+    artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the fp32 model
+    statistics_id: Mapped[str] = mapped_column(String(64))
+    layers: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+
+class StatsDeviceRow(Base):
+    """Per device: the highest summary sequence taken (an older or equal one is a replay), kept here so
+    every replica and every restart refuses the same replays."""
+
+    __tablename__ = "stats_devices"
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    taken: Mapped[int] = mapped_column(BigInteger, default=0)  # summaries taken from it, ever
+    at: Mapped[float] = mapped_column(Float, default=now)  # when the latest was taken
+
+
+class StatsSummaryRow(Base):
+    """The latest summary taken from a device for one model: the StatsSummary as received (a few KB)."""
+
+    __tablename__ = "stats_summaries"
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    artifact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    images: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 of the layers' statistics (norm_stats order)
+    summary: Mapped[bytes] = mapped_column(LargeBinary)
     at: Mapped[float] = mapped_column(Float, default=now)
 
 

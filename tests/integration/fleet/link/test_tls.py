@@ -27,6 +27,7 @@ from tests.support.certs import Pair, TestCA
 from tests.support.fleet_server import start_server
 from tests.support.keys import fleet_key
 from tests.support.onnx_engine import OnnxTestEngine
+from tests.support.stats_engine import StatsEngine
 from tests.support.variant_engine import VariantEngine
 from tests.support.waiting import wait_until
 
@@ -238,3 +239,28 @@ def test_grpc_mutual_tls_serves_a_variant_only_to_a_device_whose_offer_lists_it(
         assert agent.status().precision == "int8"
     finally:
         agent.stop()
+
+
+def test_grpc_mutual_tls_serves_a_statistics_companion_only_to_a_device_it_was_offered_to(
+    tmp_path: Path, ca: TestCA, tls_broker: TlsBroker
+) -> None:
+    """Issue 31: the companion is signed into the caller's offer (`Manifest.statistics`) and downloadable
+    by that device alone, like a variant."""
+    server = _mtls_server(tmp_path, ca, tls_broker, StatsEngine(tmp_path / "engine"))
+    try:
+        request = pb.ModelRequest(tasks=["seg"], resources=pb.Resources(device_class="x86"))
+        channel, as_alice = _stub(server.grpc_address, ca, ca.issue("alice"))
+        ready = list(as_alice.RequestModel(request, timeout=20))[-1].ready
+        stats = pb.Manifest.FromString(ready.manifest).statistics
+        assert stats.precision == "stats" and stats.artifact_id not in ("", ready.artifact_id)
+        download = pb.DownloadRequest(artifact_id=stats.artifact_id)
+        data = b"".join(c.data for c in as_alice.DownloadModel(download))
+        assert hashlib.sha256(data).hexdigest() == stats.sha256 and len(data) == stats.size_bytes
+        channel.close()
+        channel, as_bob = _stub(server.grpc_address, ca, ca.issue("bob"))
+        with pytest.raises(grpc.RpcError) as info:
+            list(as_bob.DownloadModel(download, timeout=5))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        channel.close()
+    finally:
+        server.stop()
