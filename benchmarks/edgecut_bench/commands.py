@@ -9,9 +9,10 @@ import argparse
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    from edgecut_bench import cli, fleet_cli, precision_cli, swap
+    from edgecut_bench import adapt_cli, cli, fleet_cli, precision_cli, swap
 
     cli.register(bench_sub)
     swap.register_bench(bench_sub)
     fleet_cli.register(bench_sub)
     precision_cli.register(bench_sub)
+    adapt_cli.register(bench_sub)

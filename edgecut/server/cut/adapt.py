@@ -48,12 +48,12 @@ class AdaptOptions:
     of Adam on `search_images` calibration images) and the distillation (`steps` at `lr`)."""
 
     method: Method = "restyle"
-    search_steps: int = 80
-    search_images: int = 64
+    search_steps: int = 30
+    search_images: int = 16  # (each search step runs the statistics model forward and back on them)
     search_lr: float = 0.05
-    steps: int = 200
+    steps: int = 60
     lr: float = 1e-3
-    batch_size: int = 32
+    batch_size: int = 16
     bn_batches: int = 8  # batches of restyled images the final BatchNorm statistics are measured on
     seed: int = 0
 
@@ -86,8 +86,9 @@ class Restyle(nn.Module):
         super().__init__()
         self.log_gain = nn.Parameter(torch.zeros(3))
         self.offset = nn.Parameter(torch.zeros(3))
-        self.blur = nn.Parameter(torch.tensor(0.0))  # sigma = 0.25 + |blur| px (0.25 px: no blur)
-        self.noise = nn.Parameter(torch.tensor(0.0))  # sigma = |noise|
+        # softplus keeps both sigmas positive with a gradient everywhere (|x| has none at 0, where they start)
+        self.blur = nn.Parameter(torch.tensor(-3.0))  # blur sigma = 0.25 + softplus(blur) px: ~0.3, none
+        self.noise = nn.Parameter(torch.tensor(-5.0))  # noise sigma = softplus(noise): ~0.007
 
     @torch.no_grad()
     def start_from(self, images: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
@@ -100,7 +101,10 @@ class Restyle(nn.Module):
         self.offset.copy_(mean - gain * m)
 
     def blur_sigma(self) -> torch.Tensor:
-        return 0.25 + self.blur.abs()
+        return 0.25 + F.softplus(self.blur)
+
+    def noise_sigma(self) -> torch.Tensor:
+        return F.softplus(self.noise)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         y = x * self.log_gain.exp().view(1, 3, 1, 1) + self.offset.view(1, 3, 1, 1)
@@ -110,7 +114,7 @@ class Restyle(nn.Module):
         kernel = (k1[:, None] * k1[None, :]).expand(3, 1, _BLUR_SIZE, _BLUR_SIZE)
         pad = _BLUR_SIZE // 2
         y = F.conv2d(F.pad(y, (pad, pad, pad, pad), mode="replicate"), kernel, groups=3)
-        return (y + self.noise.abs() * eps).clamp(0.0, 1.0)
+        return (y + self.noise_sigma() * eps).clamp(0.0, 1.0)
 
     def describe(self) -> dict[str, float]:
         gain = self.log_gain.detach().exp().tolist()
@@ -118,8 +122,8 @@ class Restyle(nn.Module):
         return {
             **{f"gain_{c}": round(g, 3) for c, g in zip("rgb", gain, strict=True)},
             **{f"offset_{c}": round(o, 3) for c, o in zip("rgb", offset, strict=True)},
-            "blur_sigma": round(float(self.blur_sigma()), 3),
-            "noise_sigma": round(float(self.noise.detach().abs()), 4),
+            "blur_sigma": round(float(self.blur_sigma().detach()), 3),
+            "noise_sigma": round(float(self.noise_sigma().detach()), 4),
         }
 
 
