@@ -20,6 +20,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ class AdaptResult:
     machine: str = ""
     load: tuple[float, float] = (0.0, 0.0)
     torch_threads: int = 1
+    cases_done: int = 0  # (task set, budget, seed) cases finished: fewer than `cases_asked` in a partial run
+    cases_asked: int = 0
 
 
 def device_summary(stats_onnx: Path, images: torch.Tensor) -> tuple[Layers, int]:
@@ -120,7 +123,11 @@ def test_time_bn(model: MultiTaskModel, specs: dict[str, TaskSpec], data: Tensor
     return evaluate_fn(m, specs, data, batch_size=DEVICE_BATCH)
 
 
-def run(cfg: AdaptBenchConfig, show_progress: bool = True) -> AdaptResult:
+def run(
+    cfg: AdaptBenchConfig, show_progress: bool = True, on_case: Callable[[AdaptResult], None] | None = None
+) -> AdaptResult:
+    """Every case of `cfg`; `on_case` gets the result so far after each (task set, budget, seed) case,
+    seeds outermost, so that an interrupted run still holds whole cases of every budget."""
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     engine = load_engine(cfg.checkpoint, cfg.data_dir, n_calib=cfg.n_calib, n_val=cfg.n_val, refine_steps=())
     if not isinstance(engine.val, TensorSamples) or not isinstance(engine.calib, TensorSamples):
@@ -129,8 +136,22 @@ def run(cfg: AdaptBenchConfig, show_progress: bool = True) -> AdaptResult:
         cfg.n_device, DEVICE_SEED, engine.base.input_size, scenes_cache(cfg.data_dir), show_progress=False
     )
     shifts = [s for s in cfg.shifts if s != NONE]
-    cases = [(t, b, s) for t in cfg.task_sets for b in cfg.budgets for s in cfg.seeds]
+    cases = [(t, b, s) for s in cfg.seeds for t in cfg.task_sets for b in cfg.budgets]
     rows: list[Row] = []
+    done = 0
+
+    def result(done: int) -> AdaptResult:
+        return AdaptResult(
+            cfg,
+            list(rows),
+            time.perf_counter() - t0,
+            machine=f"{platform.machine()}, {os.cpu_count()} cores",
+            load=(load0, os.getloadavg()[0]),
+            torch_threads=torch.get_num_threads(),
+            cases_done=done,
+            cases_asked=len(cases),
+        )
+
     work = Path(tempfile.mkdtemp(prefix="bench-adapt-"))
     try:
         with progress_bar(
@@ -144,16 +165,12 @@ def run(cfg: AdaptBenchConfig, show_progress: bool = True) -> AdaptResult:
                 for name in shifts:
                     rows += case.shifted(name, device_scenes)
                     advance(1, case=said, shift=name)
+                done += 1
+                if on_case is not None:
+                    on_case(result(done))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return AdaptResult(
-        cfg,
-        rows,
-        time.perf_counter() - t0,
-        machine=f"{platform.machine()}, {os.cpu_count()} cores",
-        load=(load0, os.getloadavg()[0]),
-        torch_threads=torch.get_num_threads(),
-    )
+    return result(len(cases))
 
 
 class _Case:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,16 +77,21 @@ def run(args: argparse.Namespace) -> int:
     if args.render_from:
         res = saved_rows.load(args.render_from, AdaptResult, "bench adapt rows")
     else:
-        res = _run(args)
-        res.command = _command("adapt")
         rows = args.rows or args.data_dir / ROWS
-        saved_rows.save(res, rows)
+        command = _command("adapt")
+
+        def save(res: AdaptResult) -> None:  # after every case: an interrupted run keeps what it measured
+            res.command = command
+            saved_rows.save(res, rows)
+
+        res = _run(args, save)
+        save(res)
         print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
     _publish(args.out, adapt_report.SECTION, adapt_report.markdown(res))
     return 0
 
 
-def _run(args: argparse.Namespace) -> AdaptResult:
+def _run(args: argparse.Namespace, on_case: Callable[[AdaptResult], None]) -> AdaptResult:
     from edgecut.server.cut.adapt import AdaptOptions
     from edgecut.server.mtl.shifts import SHIFTS
     from edgecut.server.paths import reference_checkpoint
@@ -137,4 +143,4 @@ def _run(args: argparse.Namespace) -> AdaptResult:
         recovery_steps=args.recovery_steps,
         adapt=AdaptOptions(steps=args.adapt_steps, search_steps=args.search_steps),
     )
-    return adapt.run(cfg)
+    return adapt.run(cfg, on_case=on_case)

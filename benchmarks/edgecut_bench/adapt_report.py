@@ -166,6 +166,12 @@ def markdown(res: AdaptResult) -> str:
         "to share and is left out of it.",
         "",
     ]
+    if res.cases_done < res.cases_asked:
+        parts += [
+            f"**A partial run**: {res.cases_done} of {res.cases_asked} (task set, budget, seed) cases finished "
+            "(seeds run outermost); the tables and goals below are of those cases only.",
+            "",
+        ]
     for tasks, budget in _cases(res):
         parts += [*table(res, tasks, budget), ""]
     parts += [*goals(res), ""]
