@@ -163,7 +163,8 @@ def markdown(res: AdaptResult) -> str:
         "as the BatchNorm statistics; (c) the oracle: tailored as (a) but on the device's shifted images "
         "themselves, what the fleet would build if the device uploaded them (its teacher, the full model, sees "
         "the shifted images too, so it is not a strict upper bound: (b), whose teacher sees clean images, can "
-        "pass it and recover more than 100 %); (d) (a) with every BatchNorm normalising each batch of 16 by its own statistics. "
+        "pass it and recover more than 100 %); "
+        "(d) (a) with every BatchNorm normalising each batch of 16 by its own statistics. "
         f"A share is (b − a) / (c − a) per seed; a seed whose oracle gains under {MIN_GAP:g} point has no gap "
         "to share and is left out of it.",
         "",
