@@ -72,3 +72,17 @@ def test_the_section_shows_every_shift_with_mean_and_sd_and_the_rerun_command() 
     )
     assert "| unshifted | -5.0 ± 0.0 | -5.2 ± 0.0 |" in text
     assert "rerun: `edgecut bench adapt`" in text
+    # zoom's oracle (-19.8) is below AdaBN alone (-10): no upper bound there, and the section says so
+    assert "oracle is below AdaBN alone (mean over seeds) in 1 of 3 (budget, shift) cells" in " ".join(
+        text.split()
+    )
+
+
+def test_an_oracle_below_adabn_is_called_no_upper_bound() -> None:
+    res = _result()
+    for r in res.rows:
+        if r.shift == "all" and r.kind == ORACLE:
+            r.delta_m = -150.0  # AdaBN alone: -100
+    assert "oracle is below AdaBN alone (mean over seeds) in 2 of 3 (budget, shift) cells" in " ".join(
+        markdown(res).split()
+    )
