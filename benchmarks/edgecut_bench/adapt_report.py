@@ -160,6 +160,9 @@ def _verdict(ok: bool, by: str) -> str:
 def markdown(res: AdaptResult) -> str:
     cfg = res.cfg
     a = cfg.adapt
+    # rows saved before AdaptOptions.batchnorm existed re-estimated on restyled images
+    restyled = getattr(a, "batchnorm", "restyled") == "restyled"
+    bn = "re-estimated on restyled images" if restyled else "kept at the summary's statistics"
     parts = [
         "Issue 31: a device whose camera sees another distribution sends only its statistics summary "
         "(per-layer mean and variance from the statistics companion model, float16); the server adapts the "
@@ -172,11 +175,17 @@ def markdown(res: AdaptResult) -> str:
         f"{cfg.recovery_steps} recovery steps (the quick build's); (b) adapted from the summary "
         f"(edgecut/server/cut/adapt.py, {a.method}: a camera fitted to the summary in {a.search_steps} steps "
         f"on {a.search_images} calibration images, {a.steps} distillation steps teacher(clean) -> "
-        "student(restyled), BatchNorm re-estimated on restyled images); AdaBN alone installs the summary "
+        f"student(restyled), BatchNorm {bn}); "
+        "AdaBN alone installs the summary "
         "as the BatchNorm statistics; (c) the oracle: tailored as (a) but on the device's shifted images "
-        "themselves, what the fleet would build if the device uploaded them (its teacher, the full model, sees "
-        "the shifted images too, so it is not a strict upper bound: (b), whose teacher sees clean images, can "
-        "pass it and recover more than 100 %); "
+        "themselves, what the fleet would build if the device uploaded them ("
+        + (
+            "the full model's BatchNorm first re-estimated on them, as the server would with the images in hand; "
+            if getattr(cfg, "oracle_bn", False)
+            else ""
+        )
+        + "its teacher labels shifted images, so it is not a strict upper bound: (b), whose teacher sees clean "
+        "images, can pass it and recover more than 100 %); "
         "(d) (a) with every BatchNorm normalising each batch of 16 by its own statistics. "
         f"A share is (b − a) / (c − a) per seed; a seed whose oracle gains under {MIN_GAP:g} point has no gap "
         "to share and is left out of it.",

@@ -11,7 +11,10 @@ Two methods (`AdaptOptions.method`):
   calibration images passed through it, reports statistics matching the summary at every layer (not the
   input's alone: blur and noise show in the deeper layers). Then the tailored model is distilled from
   its teacher, the teacher seeing each clean calibration image and the student the same image restyled
-  (fresh noise every step), and its BatchNorm statistics are finally re-estimated on restyled images.
+  (fresh noise every step). By default (`batchnorm="device"`) its BatchNorm keeps the summary's statistics
+  throughout (it starts from AdaBN's model and learns its weights under the device's own normalisation);
+  `batchnorm="restyled"` normalises by each restyled batch and re-estimates on restyled images at the end
+  (measured worse where noise is involved: the fitted camera's statistics are only an approximation).
 """
 
 from __future__ import annotations
@@ -54,10 +57,16 @@ class AdaptOptions:
     steps: int = 60
     lr: float = 1e-3
     batch_size: int = 16
+    # BatchNorm during and after the distillation: "device" keeps the summary's statistics installed
+    # (frozen: the student learns its weights under the device's own normalisation); "restyled"
+    # normalises each restyled batch by itself and re-estimates them on restyled images at the end
+    batchnorm: Literal["device", "restyled"] = "device"
     bn_batches: int = 8  # batches of restyled images the final BatchNorm statistics are measured on
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.batchnorm not in ("device", "restyled"):
+            raise ValueError(f"unknown batchnorm {self.batchnorm!r}: choose device or restyled")
         if self.method not in ("adabn", "restyle"):
             raise ValueError(f"unknown adaptation method {self.method!r}: choose adabn or restyle")
         for name in ("search_steps", "search_images", "steps", "batch_size", "bn_batches"):
@@ -165,9 +174,10 @@ def adapt(
     report = AdaptReport(adapted, "restyle", camera.describe(), before, after)
     logger.info("adaptation: camera %s, statistics distance %.3f -> %.3f", report.camera, before, after)
     report.distill_loss = _distil(adapted, teacher, camera, calib, options, say)
-    say("adapting", 0.95, "re-estimating BatchNorm on restyled images")
-    restyled = _restyled(calib, camera, options)
-    recalibrate_batchnorm(adapted, restyled, options.bn_batches, options.batch_size)
+    if options.batchnorm == "restyled":
+        say("adapting", 0.95, "re-estimating BatchNorm on restyled images")
+        restyled = _restyled(calib, camera, options)
+        recalibrate_batchnorm(adapted, restyled, options.bn_batches, options.batch_size)
     adapted.eval()
     return report
 
@@ -256,6 +266,10 @@ def _distil(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, options.steps)
     g = torch.Generator().manual_seed(options.seed + 1)
     student.train()
+    if options.batchnorm == "device":  # the device's statistics stay installed: BatchNorm in eval mode
+        for m in student.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     step, first, last, epoch = 0, float("nan"), float("nan"), 0
     while step < options.steps:
         for batch in batches(calib, options.batch_size, shuffle=True, seed=options.seed + epoch):

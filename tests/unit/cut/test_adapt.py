@@ -51,6 +51,9 @@ def test_restyle_finds_the_devices_camera_and_recovers_what_the_shift_cost(
     after = delta_m(evaluate(report.model, specs, device), reference, specs)
     assert after > before + 0.5 * abs(before), (before, after)
     assert report.model is not trained_small
+    # by default the device's own statistics stay installed (the weights learned under them)
+    name, bn = next((n, m) for n, m in report.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert np.allclose(bn.running_var.numpy(), layers[name][1], atol=1e-5)
 
 
 def test_adabn_installs_the_summary_and_leaves_the_model_as_it_was(
@@ -76,5 +79,7 @@ def test_a_summary_of_another_model_is_refused_in_one_sentence(
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError, match="choose adabn or restyle"):
         AdaptOptions(method="tent")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="choose device or restyled"):
+        AdaptOptions(batchnorm="batch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be positive"):
         AdaptOptions(batch_size=0)
