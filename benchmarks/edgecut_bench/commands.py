@@ -9,11 +9,12 @@ import argparse
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    from edgecut_bench import adapt_agent, cli, fleet_cli, precision_cli, swap, widths_cli
+    from edgecut_bench import adapt_agent, adapt_cli, cli, fleet_cli, precision_cli, swap, widths_cli
 
     cli.register(bench_sub)
     swap.register_bench(bench_sub)
     fleet_cli.register(bench_sub)
     precision_cli.register(bench_sub)
     adapt_agent.register(bench_sub)
+    adapt_cli.register(bench_sub)
     widths_cli.register(bench_sub)

@@ -62,6 +62,13 @@ SMOKES = [
         out_flag="--output",
     ),
     Smoke(
+        "adapt",
+        "Adapting to a device's images",
+        "--data-dir {data} --quick --rows {tmp}/rows.pkl",
+        timeout_s=420.0,
+        expect=("| dark (x0.4) |", "| all four at once |", "uplink ≤ 8 KB"),
+    ),
+    Smoke(
         "fleet",
         "Fleet under load and faults",
         "--devices 3 --processes 1 --build-s 0.1 --no-faults",

@@ -1,0 +1,85 @@
+"""Adapting a tailored model from a device's statistics summary alone (issue 31)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgecut.norm_stats import Accumulator, Layers, StatsError
+from edgecut.server.cut.adapt import AdaptOptions, adapt
+from edgecut.server.cut.statistics import StatisticsModel
+from edgecut.server.mtl.contract import MultiTaskModel
+from edgecut.server.mtl.data import TensorSamples
+from edgecut.server.mtl.evaluate import evaluate
+from edgecut.server.mtl.metrics import delta_m
+from edgecut.server.mtl.shifts import shifted
+
+QUICK = AdaptOptions(search_steps=40, search_images=32, steps=40, batch_size=16, bn_batches=3)
+
+
+def _summary(model: MultiTaskModel, images: torch.Tensor) -> Layers:
+    """What the device's statistics model measures on `images` (torch here; the ONNX path is the same,
+    tests/unit/cut/test_statistics.py)."""
+    stats = StatisticsModel(model)
+    acc = Accumulator()
+    with torch.no_grad():
+        for batch in images.split(16):
+            out = stats(batch)
+            acc.add({n: t.numpy() for n, t in zip(stats.output_names, out, strict=True)}, len(batch))
+    return acc.layers()
+
+
+def _clean(scenes: TensorSamples) -> TensorSamples:
+    return TensorSamples({**scenes.tensors, "image": scenes.tensors["image"].float() / 255.0})
+
+
+def test_restyle_finds_the_devices_camera_and_recovers_what_the_shift_cost(
+    trained_small: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    torch.manual_seed(0)
+    device = shifted(scenes, "dark")
+    layers = _summary(trained_small, device.tensors["image"])
+    calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
+    report = adapt(trained_small, trained_small, layers, calib, QUICK)
+    gains = [report.camera[f"gain_{c}"] for c in "rgb"]
+    assert all(0.3 < g < 0.5 for g in gains), report.camera  # the device's images are x0.4
+    assert report.match_after < 0.5 * report.match_before
+    specs = trained_small.task_specs
+    reference = evaluate(trained_small, specs, _clean(scenes))
+    before = delta_m(evaluate(trained_small, specs, device), reference, specs)
+    after = delta_m(evaluate(report.model, specs, device), reference, specs)
+    assert after > before + 0.5 * abs(before), (before, after)
+    assert report.model is not trained_small
+    # by default the device's own statistics stay installed (the weights learned under them)
+    name, bn = next((n, m) for n, m in report.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert np.allclose(bn.running_var.numpy(), layers[name][1], atol=1e-5)
+
+
+def test_adabn_installs_the_summary_and_leaves_the_model_as_it_was(
+    trained_small: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    layers = _summary(trained_small, shifted(scenes, "noise").tensors["image"])
+    kept = {k: v.clone() for k, v in trained_small.state_dict().items()}
+    report = adapt(trained_small, trained_small, layers, scenes, AdaptOptions(method="adabn"))
+    assert all(torch.equal(v, trained_small.state_dict()[k]) for k, v in kept.items())
+    name, bn = next((n, m) for n, m in report.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert np.allclose(bn.running_mean.numpy(), layers[name][0], atol=1e-5)
+
+
+def test_a_summary_of_another_model_is_refused_in_one_sentence(
+    trained_small: MultiTaskModel, small_resnet: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    layers = _summary(trained_small, _clean(scenes).tensors["image"])
+    del layers[next(iter(k for k in layers if k != "input"))]
+    with pytest.raises(StatsError, match=r"lacks layer .* another model"):
+        adapt(trained_small, trained_small, layers, scenes, QUICK)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="choose adabn or restyle"):
+        AdaptOptions(method="tent")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="choose device or restyled"):
+        AdaptOptions(batchnorm="batch")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        AdaptOptions(batch_size=0)
