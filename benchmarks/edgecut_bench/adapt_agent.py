@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR
+from edgecut_bench.machine import cpu_name
 
 if TYPE_CHECKING:
     from edgecut.agent.adapt import StatisticsModel
@@ -217,17 +218,7 @@ def _table(
             f"(goal: at most 5 %).{stress} A summary of this model is **{size} bytes** ({layers} layers "
             f"incl. the input, {channels} channels, float16 mean and variance each).",
             "",
-            f"Machine: {platform.machine()}, {_cpu()}, 2 cores shared with other "
+            f"Machine: {platform.machine()}, {cpu_name()}, 2 cores shared with other "
             "jobs (the statistics' CPU time is measured per thread, so the load of others does not count).",
         ]
     )
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"

@@ -43,6 +43,7 @@ from edgecut.server.mtl.metrics import delta_m
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.progress import progress_bar
 from edgecut_bench import quality
+from edgecut_bench.machine import cpu_name
 from edgecut_bench.precision_onnx import USER_SCHEMES, resized, timed_in_turns, user_static_int8
 from edgecut_bench.quality_rows import FULL, Case
 
@@ -188,7 +189,7 @@ def run(
         engine.base.input_size,
         timings,
         time.perf_counter() - t0,
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, {_cpu()}",
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
         onnxruntime=ort.__version__,
         load=(load0, os.getloadavg()[0]),
         shipped=shipped,
@@ -270,13 +271,3 @@ def _time_all(
             keys.append(key(px, threads))
             advance(1, timing=key(px, threads))
     return keys
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

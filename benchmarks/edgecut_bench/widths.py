@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecut_bench.machine import cpu_name
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -89,16 +91,6 @@ def _files(cin: int, width: int, size: int, folder: Path) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def run(
     widths: list[int],
     size: int = 32,
@@ -111,7 +103,7 @@ def run(
     import numpy as np
     import onnxruntime as ort
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}; onnxruntime {ort.__version__}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}; onnxruntime {ort.__version__}"
     res = WidthsResult(size, in_channels, rounds, runs, machine)
     start_load = os.getloadavg()[0]
     opts = ort.SessionOptions()
