@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from edgecut.errors import ConfigError
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR
+from edgecut_bench import saved_rows
 
 if TYPE_CHECKING:
     from edgecut_bench.adapt import AdaptResult
@@ -55,17 +56,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapt-steps", type=int, default=40, help="distillation steps of the adaptation")
     p.add_argument("--search-steps", type=int, default=20, help="steps of the camera search")
     p.add_argument("--quick", action="store_true", help="a smoke-test size: " + ", ".join(QUICK))
-    p.add_argument(
-        "--rows",
-        type=Path,
-        help=f"where the run's rows are saved for --render-from (default: DATA_DIR/{ROWS})",
-    )
-    p.add_argument(
-        "--render-from", type=Path, metavar="ROWS", help="no run: rewrite the section from rows a run saved"
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
-    )
+    saved_rows.add_arguments(p, ROWS)
     p.set_defaults(handler=run)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgecut.errors import ConfigError
 from edgecut.server.paths import CHECKPOINT_HELP, DEFAULT_DATA_DIR
+from edgecut_bench import saved_rows
 
 ROWS = "bench/precision-rows.pkl"  # under DATA_DIR, like the other benches' rows
 
@@ -63,17 +64,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         default="engine",
         help="steps of each refinement, ',' between (default: the engine's)",
     )
-    p.add_argument(
-        "--rows",
-        type=Path,
-        help=f"where the run's rows are saved for --render-from (default: DATA_DIR/{ROWS})",
-    )
-    p.add_argument(
-        "--render-from", type=Path, metavar="ROWS", help="no run: rewrite the section from rows a run saved"
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
-    )
+    saved_rows.add_arguments(p, ROWS)
     p.set_defaults(handler=run)
 
 

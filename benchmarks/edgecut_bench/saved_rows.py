@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pickle
 from pathlib import Path
 from typing import TypeVar
@@ -29,3 +30,21 @@ def load(path: Path, kind: type[T], what: str) -> T:
     if not isinstance(result, kind):
         raise ConfigError(f"{path} does not hold {what} (it holds a {type(result).__name__})")
     return result
+
+
+def add_arguments(p: argparse.ArgumentParser, rows: str | Path) -> None:
+    """A bench's --rows, --render-from and --out: where its rows go, a re-render from them, the markdown.
+    `rows` is the default's name in the help (a path under DATA_DIR, or a fixed path)."""
+    p.add_argument(
+        "--rows",
+        type=Path,
+        default=rows if isinstance(rows, Path) else None,
+        help="where the run's rows are saved for --render-from "
+        + ("(default: %(default)s)" if isinstance(rows, Path) else f"(default: DATA_DIR/{rows})"),
+    )
+    p.add_argument(
+        "--render-from", type=Path, metavar="ROWS", help="no run: rewrite the section from rows a run saved"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
+    )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from edgecut.errors import ConfigError
+from edgecut_bench import saved_rows
 
 ROWS = Path("benchmarks/rows/widths-rows.pkl")
 
@@ -23,13 +24,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=32, help="feature map side (default %(default)s)")
     p.add_argument("--rounds", type=int, default=7, help="timing rounds (default %(default)s)")
     p.add_argument("--runs", type=int, default=40, help="runs of each file per round (default %(default)s)")
-    p.add_argument("--rows", type=Path, default=ROWS, help="where the rows are saved (default %(default)s)")
-    p.add_argument(
-        "--render-from", type=Path, metavar="ROWS", help="no run: rewrite the section from rows a run saved"
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("docs/benchmarks.md"), help="markdown to update ('' = none)"
-    )
+    saved_rows.add_arguments(p, ROWS)
     p.set_defaults(handler=run)
 
 
@@ -44,7 +39,7 @@ def _widths(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecut_bench import saved_rows, widths
+    from edgecut_bench import widths
     from edgecut_bench.cli import _command, _publish
 
     if args.render_from:
