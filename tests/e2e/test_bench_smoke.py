@@ -69,6 +69,18 @@ SMOKES = [
         expect=("| dark (x0.4) |", "| all four at once |", "uplink ≤ 8 KB"),
     ),
     Smoke(
+        "adapt-agent",
+        "Agent: statistics CPU share (issue 31)",
+        "--data-dir {data} --seconds 4 --stress-rate 0",
+        timeout_s=180.0,
+        expect=("| 5 | on |",),
+    ),
+    Smoke(
+        "widths",
+        "Layer widths: what a channel step buys",
+        "--widths 8,16 --rounds 1 --runs 3 --rows {tmp}/w.pkl",
+    ),
+    Smoke(
         "fleet",
         "Fleet under load and faults",
         "--devices 3 --processes 1 --build-s 0.1 --no-faults",
