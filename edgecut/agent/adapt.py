@@ -64,7 +64,9 @@ class Governor:
         now = self.clock()
         self._credit = min(self.share * BURST_S, self._credit + self.share * (now - self._last))
         self._last = now
-        return self._credit >= self._cost
+        # a run that costs more than the bucket can bank (a slow CPU) waits for a full bucket instead of
+        # never running again
+        return self._credit >= min(self._cost, self.share * BURST_S)
 
     def spend(self, cpu_s: float) -> None:
         self._credit -= cpu_s

@@ -50,7 +50,7 @@ from .fetch import Downloader
 from .lifecycle import UPDATE, Lifecycle, State
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
 from .precision import Timing, TimingPolicy, VariantFile
-from .proxy import compare
+from .proxy import ProxyResult, compare
 from .reask import NeedsWatchdog, RetryTimer
 from .runtime import LoadedModel, Runtime, SwapResult
 from .serve import create_server
@@ -425,9 +425,12 @@ class Agent:
             self._schedule_retry(isinstance(exc, ChecksumError | ArtifactGone))
             return
         replaced = self.runtime.slot.current
+        # a return to the model that served before (a rollout's rollback) is never judged by the one it
+        # replaces: that one may be the bad model
+        returning = aid == self.store.previous
         result = self.runtime.install(aid, variants)
         result.timings.extend(dropped)
-        if result.ok and replaced is not None and self.settings.adapt:
+        if result.ok and replaced is not None and self.settings.adapt and not returning:
             result = self._check_proxy(replaced, result)
         self._end_update(result, f"now serving {aid[:12]} ({result.precision})")
         self._report(result)
@@ -501,7 +504,12 @@ class Agent:
         new = self.runtime.slot.current
         if new is None:
             return result
-        proxy = compare(new, replaced, self.adapter.recent())
+        try:
+            proxy = compare(new, replaced, self.adapter.recent())
+        except Exception as exc:  # a check that cannot run never rolls a model back
+            proxy = ProxyResult(
+                0, note=f"the proxy check could not run: {type(exc).__name__}: {str(exc)[:200]}"
+            )
         self.adapter.proxy = proxy
         why = proxy.worse(self.settings.adapt_min_agreement, self.settings.adapt_max_entropy_rise)
         if not why:

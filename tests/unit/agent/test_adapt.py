@@ -48,6 +48,21 @@ def test_the_governor_keeps_the_cpu_share_however_fast_batches_come() -> None:
     assert ran >= 0.9 * 0.05 * 100 / 0.02  # and it does use its share
 
 
+def test_a_run_dearer_than_the_bucket_holds_still_runs_within_its_share() -> None:
+    """On a slow device one statistics run (1 s) costs more than the bucket may bank (5 % x 10 s): it waits
+    for a full bucket and runs, instead of never running again."""
+    now = [0.0]
+    gov = Governor(0.05, clock=lambda: now[0])
+    ran = 0
+    for _ in range(6000):  # a batch every 100 ms for 600 s
+        now[0] += 0.1
+        if gov.allow():
+            gov.spend(1.0)
+            ran += 1
+    assert ran >= 20  # about one run per 20 s
+    assert gov.used_share() <= 0.05 + 1.0 / 600  # within its share, give or take the last run
+
+
 class FakeStats:
     """A statistics companion's outputs for one 'conv' layer and the input, computed in numpy."""
 

@@ -58,6 +58,10 @@ class Refused(Exception):
         self.reason = reason
 
 
+MIN_IMAGES = 16  # the agent's smallest adapt_images (edgecut/agent/settings.py)
+SEQUENCE_SKEW_MS = 24 * 3600 * 1000  # how far ahead of the server's clock a device's may run
+
+
 def digest(msg: pb.StatsSummary) -> str:
     """sha256 of the statistics as sent (each layer's name, means and variances, in order)."""
     h = hashlib.sha256()
@@ -135,11 +139,17 @@ class Summaries:
         widths = {name: mean.size for name, (mean, _var) in layers.items()}
         if widths != companion.layers or list(widths) != list(companion.layers):
             raise Refused("bad_statistics", f"its layers are not those of model {aid[:12]}'s companion")
-        if not 1 <= msg.images <= INT64_MAX or not 1 <= msg.sequence <= INT64_MAX:
-            raise Refused(
-                "bad_statistics", f"images={msg.images} and sequence={msg.sequence} must be 1 to 2^63-1"
-            )
-        last = self.registry.statistics.take(device_id, aid, msg.sequence, msg.images, digest(msg), payload)
+        if not MIN_IMAGES <= msg.images <= INT64_MAX:
+            # a summary of a few images is close to per-image values, which a device never sends
+            raise Refused("bad_statistics", f"images={msg.images}: a summary covers at least {MIN_IMAGES}")
+        # the agent's sequence is at least its clock's ms: one far in the future would hold the device's
+        # counter there and refuse every real summary after it as a replay
+        horizon = int(time.time() * 1000) + SEQUENCE_SKEW_MS
+        if not 1 <= msg.sequence <= min(horizon, INT64_MAX):
+            raise Refused("bad_statistics", f"sequence {msg.sequence} is not 1 to now (ms) + one day")
+        msg.DiscardUnknownFields()  # only what the contract defines is stored, never extra bytes
+        kept = msg.SerializeToString()
+        last = self.registry.statistics.take(device_id, aid, msg.sequence, msg.images, digest(msg), kept)
         if last is not None:
             raise Refused("replayed", f"sequence {msg.sequence} is not above the last taken, {last}")
         return msg

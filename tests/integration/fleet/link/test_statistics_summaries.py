@@ -99,7 +99,7 @@ def _wait_taken(server: Server, artifact_id: str, sequence: int) -> Summary:
 def _summary(companion: Path, artifact_id: str, sequence: int, device: str = "dev-1") -> pb.StatsSummary:
     acc = norm_stats.Accumulator()
     for seed in range(2):  # two batches of the device's own (dim) images
-        images = np.random.default_rng(seed + 10 * sequence).random((4, 3, 64, 64)) * 0.4
+        images = np.random.default_rng(seed + 10 * sequence).random((8, 3, 64, 64)) * 0.4
         acc.add(summary_of(companion, images), len(images))
     return norm_stats.to_proto(acc.layers(), device, artifact_id, acc.images, sequence, 0)
 
@@ -134,7 +134,7 @@ def test_summaries_are_taken_only_when_every_check_passes_and_replays_never(
         first = _summary(companion, aid, 1)
         device.publish(topics.STATS, first.SerializeToString())
         kept = _wait_taken(server, aid, 1)
-        assert kept.images == 8 and kept.summary == first.SerializeToString()
+        assert kept.images == 16 and kept.summary == first.SerializeToString()
 
         narrow = pb.StatsSummary()
         narrow.CopyFrom(_summary(companion, aid, 5))

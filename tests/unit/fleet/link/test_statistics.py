@@ -4,6 +4,7 @@ is taken only when every check passes (each refusal counted by its reason, nothi
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def fleet(tmp_path: Path) -> tuple[LocalStore, Registry, StoredArtifact, Path]:
 
 def _summary(path: Path, artifact_id: str, sequence: int, device: str = "dev-1", dim: float = 1.0) -> bytes:
     acc = norm_stats.Accumulator()
-    images = np.random.default_rng(sequence).random((8, 3, 64, 64)) * dim
+    images = np.random.default_rng(sequence).random((16, 3, 64, 64)) * dim
     acc.add(summary_of(path, images), len(images))
     return norm_stats.to_proto(acc.layers(), device, artifact_id, acc.images, sequence, 0).SerializeToString()
 
@@ -126,7 +127,7 @@ def test_a_good_summary_is_taken_with_its_image_count_and_digest(
     summaries.on_summary("dev-1", payload)
     assert link.results() == ["taken"]
     kept = registry.statistics.latest("dev-1", artifact.artifact_id)
-    assert kept is not None and (kept.sequence, kept.images) == (5, 8) and kept.summary == payload
+    assert kept is not None and (kept.sequence, kept.images) == (5, 16) and kept.summary == payload
     assert kept.digest == digest(pb.StatsSummary.FromString(payload))
     layers = norm_stats.from_proto(pb.StatsSummary.FromString(kept.summary))
     assert layers["input"][0] == pytest.approx([0.2] * 3, abs=0.01)  # the dim garage's mean brightness
@@ -173,6 +174,12 @@ def test_every_refusal_is_counted_by_its_reason_and_stores_nothing(
         (_mutated(good, nan), "bad_statistics"),
         (_mutated(good, lambda m: setattr(m, "images", 0)), "bad_statistics"),
         (_mutated(good, lambda m: setattr(m, "sequence", 1 << 63)), "bad_statistics"),
+        (_mutated(good, lambda m: setattr(m, "images", 15)), "bad_statistics"),  # close to per-image values
+        # far in the future: would hold the device's counter there and refuse its real summaries
+        (
+            _mutated(good, lambda m: setattr(m, "sequence", int(time.time() * 1000) + 2 * 86_400_000)),
+            "bad_statistics",
+        ),
     ]
     link = FakeLink()
     summaries = Summaries(link, registry)
