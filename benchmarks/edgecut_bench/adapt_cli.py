@@ -31,8 +31,6 @@ QUICK = {
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    from edgecut.server.mtl.shifts import SHIFTS
-
     p = bench_sub.add_parser(
         "adapt",
         help="adapting a tailored model to a device's shifted images from its statistics summary -> "
@@ -44,7 +42,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budgets", default="0.5,0.3", help="MACs fractions (default %(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="seeds of tailoring, shift noise and adaptation")
     p.add_argument(
-        "--shifts", default=",".join(SHIFTS), help="shifts of the suite, ',' between (default %(default)s)"
+        "--shifts", help="shifts of the suite, ',' between (default: every shift of the suite)"
     )
     p.add_argument("--calib-scenes", type=int, default=512, help="the server's clean calibration scenes")
     p.add_argument("--val-scenes", type=int, default=256, help="labelled validation scenes (scored shifted)")
@@ -92,7 +90,7 @@ def _run(args: argparse.Namespace, on_case: Callable[[AdaptResult], None]) -> Ad
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
-    shifts = tuple(s.strip() for s in args.shifts.split(",") if s.strip())
+    shifts = tuple(s.strip() for s in (args.shifts or ",".join(SHIFTS)).split(",") if s.strip())
     unknown = [s for s in shifts if s not in SHIFTS]
     if unknown or not shifts:
         raise ConfigError(
