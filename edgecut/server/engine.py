@@ -78,6 +78,7 @@ from edgecut.server.spec import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_RECOVERY = QUICK_RECOVERY
+FINE_STEP = 8  # the width step a build falls back to when steps of ROUND_TO cost a task too much
 CALIB_SEED, VAL_SEED = 7, 1000
 TRAIN_SEED, N_TRAIN = 0, 6000  # the reference's own training scenes (mtl/train.TrainConfig)
 SPEED_TRIES = 4  # narrowings tried for one as fast as its parent
@@ -217,7 +218,20 @@ class TorchEngine:
             if balanced.rebuilt:
                 logger.info("build %s: rebalanced the fusion to %s", key[:12], balanced.weights)
             report, metrics = balanced.build
-            self._check_floor(spec, metrics, reference, balanced.changes)
+            changes = balanced.changes
+            if opts.round_to > FINE_STEP and not self._above_floor(spec, metrics, reference):
+                # steps of 16 can take half of a narrow head at once (32 -> 16 channels); a task that lost
+                # that much is pruned again in steps of 8 before the build is refused
+                logger.info(
+                    "build %s: below the quality floor in steps of %d; again in steps of %d",
+                    key[:12],
+                    opts.round_to,
+                    FINE_STEP,
+                )
+                opts = replace(opts, round_to=FINE_STEP)
+                report, metrics = attempt(balanced.weights)
+                changes = task_changes(metrics, reference, kinds)
+            self._check_floor(spec, metrics, reference, changes)
             progress("exporting", 0.92, "exporting ONNX")
             if self.refinements(spec):
                 save_student(student_path(self.work_dir, key, 0), report.model)
@@ -238,6 +252,10 @@ class TorchEngine:
             built = self._export(report.model, meta, extras, t0, balanced.rebuilt, progress)
             built.notes = notes + built.notes
             return built
+
+    def _above_floor(self, spec: BuildSpec, metrics: Metrics, reference: Metrics) -> bool:
+        dm = quality(metrics, reference, {t: self.base.task_specs[t] for t in spec.tasks})
+        return dm is None or dm >= self.min_delta_m
 
     def _check_floor(
         self, spec: BuildSpec, metrics: Metrics, reference: Metrics, changes: dict[str, float]

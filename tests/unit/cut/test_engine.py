@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -88,9 +89,18 @@ def test_a_user_model_with_its_own_tasks_is_validated_on_its_folder(tmp_path) ->
     built.cleanup()
 
 
-def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine) -> None:
-    """Issue 27: a build that lost too much is a failed build with its figures, not an artifact."""
+def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine, caplog, monkeypatch) -> None:
+    """Issue 27: a build that lost too much is a failed build with its figures, not an artifact; before it
+    fails, it is pruned again in the finer steps of 8 (steps of 16 can halve a narrow head at once)."""
+    from edgecut.server import engine as engine_module
     from edgecut.server.errors import BuildError
+
+    steps: list[int] = []
+    tailor = engine_module.tailor
+    monkeypatch.setattr(
+        engine_module, "tailor", lambda *a, **k: steps.append(a[4].round_to) or tailor(*a, **k)
+    )
+    caplog.set_level(logging.INFO, logger="edgecut.server.engine")
 
     spec = BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5), recover=False)
     engine.min_delta_m = 1e6  # beyond any model, so the test does not hang on how this one trained
@@ -105,6 +115,8 @@ def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine) ->
     assert re.search(r"\(depth [-+]\d+\.\d %, seg [-+]\d+\.\d %\) is below the floor of \+1000000 %", message)
     assert "it was calibrated on edgecut's synthetic scenes, given by --calib-data" in message
     assert set((engine.work_dir / "tmp").glob("build-*/model.onnx")) == exported  # nothing exported
+    # steps of 16 (and a rebalanced rebuild in 16s where it applies), then once in steps of 8
+    assert set(steps[:-1]) == {16} and steps[-1] == 8 and "again in steps of 8" in caplog.text
 
 
 def test_build_offers_a_checked_int8_variant_with_its_own_metrics(engine) -> None:
