@@ -41,9 +41,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task-sets", default="seg,depth", help="task sets, ';' between (default %(default)s)")
     p.add_argument("--budgets", default="0.5,0.3", help="MACs fractions (default %(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="seeds of tailoring, shift noise and adaptation")
-    p.add_argument(
-        "--shifts", help="shifts of the suite, ',' between (default: every shift of the suite)"
-    )
+    p.add_argument("--shifts", help="shifts of the suite, ',' between (default: every shift of the suite)")
     p.add_argument("--calib-scenes", type=int, default=512, help="the server's clean calibration scenes")
     p.add_argument("--val-scenes", type=int, default=256, help="labelled validation scenes (scored shifted)")
     p.add_argument(
