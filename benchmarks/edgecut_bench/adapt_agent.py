@@ -120,9 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from edgecut.agent.adapt import StatisticsModel
     from edgecut.agent.runtime import load_model
     from edgecut.errors import ConfigError
-    from edgecut.model_meta import ModelMeta
     from edgecut.norm_stats import Accumulator, to_proto
-    from edgecut.server.cut.export import export_onnx, input_spec, output_specs
+    from edgecut.server.cut.export import export_onnx, plain_meta
     from edgecut.server.cut.statistics import export_statistics_model
     from edgecut.server.mtl import checkpoint
     from edgecut.server.mtl.data import synthetic_scenes
@@ -138,16 +137,7 @@ def run(args: argparse.Namespace) -> int:
     images = (scenes.tensors["image"] * DIM).numpy().astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        meta = ModelMeta(
-            base_model=ckpt.stem,
-            tasks=model.task_names,
-            input=input_spec(model),
-            outputs=output_specs(model),
-            params=1,
-            macs=1,
-            full_params=1,
-            full_macs=1,
-        )
+        meta = plain_meta(model, ckpt.stem)
         export_onnx(model, meta, work / "model.onnx")
         export_statistics_model(model, work / "stats.onnx")
         serving = load_model(work / "model.onnx", "a" * 64, threads=1)

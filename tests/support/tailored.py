@@ -5,7 +5,6 @@ from __future__ import annotations
 from edgecut.model_meta import ModelMeta
 from edgecut.server.cut.export import input_spec, output_specs
 from edgecut.server.cut.tailor import TailorReport
-from edgecut.server.mtl.contract import MultiTaskModel
 
 
 def report_meta(rep: TailorReport, base_model: str = "t") -> ModelMeta:
@@ -18,18 +17,4 @@ def report_meta(rep: TailorReport, base_model: str = "t") -> ModelMeta:
         macs=rep.pruned.macs,
         full_params=rep.full.params,
         full_macs=rep.full.macs,
-    )
-
-
-def plain_meta(model: MultiTaskModel, base_model: str = "t") -> ModelMeta:
-    """Metadata for a model exported without a tailoring report (its sizes are placeholders)."""
-    return ModelMeta(
-        base_model=base_model,
-        tasks=model.task_names,
-        input=input_spec(model),
-        outputs=output_specs(model),
-        params=1,
-        macs=1,
-        full_params=1,
-        full_macs=1,
     )

@@ -43,6 +43,20 @@ def output_specs(model: MultiTaskModel) -> dict[str, OutputSpec]:
     }
 
 
+def plain_meta(model: MultiTaskModel, base_model: str = "t") -> ModelMeta:
+    """Metadata for a model exported without a tailoring report (its sizes are placeholders)."""
+    return ModelMeta(
+        base_model=base_model,
+        tasks=model.task_names,
+        input=input_spec(model),
+        outputs=output_specs(model),
+        params=1,
+        macs=1,
+        full_params=1,
+        full_macs=1,
+    )
+
+
 def export_onnx(model: MultiTaskModel, meta: ModelMeta, path: Path) -> float:
     """Write `path`; returns the largest |torch - onnxruntime| over every output on a test batch."""
     model = model.eval()

@@ -14,12 +14,11 @@ import pytest
 
 from edgecut.errors import ConfigError
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.export import export_onnx
+from edgecut.server.cut.export import export_onnx, plain_meta
 from edgecut.server.mtl import checkpoint
 from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut_bench import arm64
 from edgecut_bench.arm64_outputs import FP32_TOLERANCE, OutputMatch, check
-from tests.support.tailored import plain_meta
 
 TASKS = ["seg", "depth"]
 

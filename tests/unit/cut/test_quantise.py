@@ -15,7 +15,7 @@ from torch import nn
 
 from edgecut.model_meta import ONNX_METADATA_KEY
 from edgecut.server.cut.decompose import decompose
-from edgecut.server.cut.export import export_onnx
+from edgecut.server.cut.export import export_onnx, plain_meta
 from edgecut.server.cut.quantise import (
     QuantisationFailed,
     QuantOptions,
@@ -29,7 +29,6 @@ from edgecut.server.mtl.evaluate import evaluate_onnx
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.ort_latency import session
 from edgecut.server.paths import PACKAGED_REFERENCE
-from tests.support.tailored import plain_meta
 
 
 def _export(model: MultiTaskModel, path: Path) -> Path:
