@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,10 +56,17 @@ def _as_float_images(batch: Batch) -> Batch:
 
 
 def synthetic_scenes(
-    n: int, seed: int = 0, size: int = 64, cache_dir: Path | None = None, show_progress: bool = True
+    n: int,
+    seed: int = 0,
+    size: int = 64,
+    cache_dir: Path | None = None,
+    show_progress: bool = True,
+    start: int = 0,
 ) -> TensorSamples:
-    """`n` rendered scenes of `seed`, cached under `cache_dir` as an .npz keyed by their parameters."""
-    key = hashlib.sha256(f"{GENERATOR_VERSION}/{n}/{seed}/{size}".encode()).hexdigest()[:16]
+    """Scenes `start` .. `start + n - 1` of `seed`, cached under `cache_dir` as an .npz keyed by their
+    parameters."""
+    part = f"/{start}" if start else ""  # the first n scenes keep the key they always had
+    key = hashlib.sha256(f"{GENERATOR_VERSION}/{n}/{seed}/{size}{part}".encode()).hexdigest()[:16]
     path = cache_dir / f"scenes-{n}-{seed}-{size}-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         with np.load(path) as z:
@@ -67,7 +75,7 @@ def synthetic_scenes(
         k: [] for k in ("image", "seg", "depth", "normals", "edges", "count")
     }
     with progress_bar(f"rendering {n} scenes", total=n, enabled=show_progress) as advance:
-        for i in range(n):
+        for i in range(start, start + n):
             s = render(seed, i, size)
             arrays["image"].append(s.image)
             arrays["seg"].append(s.seg)
@@ -79,7 +87,7 @@ def synthetic_scenes(
     stacked = {k: np.stack(v) for k, v in arrays.items()}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two runs may share a cache
         np.savez(tmp, **stacked)  # type: ignore[arg-type]
         tmp.replace(path)
     return TensorSamples({k: torch.from_numpy(v) for k, v in stacked.items()})

@@ -27,11 +27,11 @@ from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import RECORD, training_record
 from edgecut.server.mtl.contract import MultiTaskModel, check_outputs
-from edgecut.server.mtl.data import Batch, batches
+from edgecut.server.mtl.data import Batch, batches, synthetic_scenes
 from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline, validation_loss
 from edgecut.server.mtl.losses import total_loss
 from edgecut.server.mtl.plugins import build_model
-from edgecut.server.mtl.sources import SYNTHETIC, training_data
+from edgecut.server.mtl.sources import SYNTHETIC, is_synthetic, training_data
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.progress import progress_bar
 
@@ -47,7 +47,10 @@ class TrainConfig:
     """`arch` names the model class; `model` its keyword arguments (besides tasks and input_size).
 
     `data` is "synthetic" (n_train / n_val rendered scenes) or a folder; `val_data` an optional
-    validation folder (see sources.training_data).
+    validation folder (see sources.training_data). With `fresh_scenes`, synthetic training renders
+    n_train scenes it has not seen for every epoch after the first (the next ones of the seed's
+    stream, about 1 ms each): scenes cost nothing, so a long run learns instead of memorising its
+    6000 (the fixed set stopped the reference at epoch 11 with training loss still falling).
     """
 
     arch: str = REFERENCE_ARCH
@@ -55,7 +58,7 @@ class TrainConfig:
     data: str = SYNTHETIC
     val_data: str = ""
     image_scale: float | None = None
-    n_train: int = 6000
+    n_train: int = 6000  # per epoch
     n_val: int = 600
     image_size: int = 64
     epochs: int = 80  # the cap; with patience > 0 training usually stops well before it
@@ -67,6 +70,7 @@ class TrainConfig:
     patience: int = 6  # epochs without a better validation loss before stopping; 0: all epochs
     lr_patience: int = 2  # ... before each drop of the rate (one noisy epoch does not cut it)
     lr_drop: float = 0.3  # the rate's factor at each drop (patience > 0)
+    fresh_scenes: bool = True  # synthetic data: new scenes every epoch (folders are what they are)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON record gives a list
@@ -146,6 +150,16 @@ def datasets(
         cache_dir,
         cfg.image_scale,
         show_progress,
+    )
+
+
+def epoch_data(cfg: TrainConfig, first: Dataset[Batch], epoch: int) -> Dataset[Batch]:
+    """The training samples of `epoch` (0-based): the first epoch's set, or with fresh synthetic
+    scenes the stream's next n_train (not cached: a long run would fill the disk)."""
+    if epoch == 0 or not cfg.fresh_scenes or not is_synthetic(cfg.data):
+        return first
+    return synthetic_scenes(
+        cfg.n_train, cfg.seed, cfg.image_size, None, show_progress=False, start=epoch * cfg.n_train
     )
 
 
@@ -248,7 +262,8 @@ def train(
         advance(state.epoch * steps_per_epoch)
         while not state.stopped and state.epoch < cfg.epochs:
             running, count = 0.0, 0
-            for batch in batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + state.epoch):
+            epoch_ds = epoch_data(cfg, train_ds, state.epoch)
+            for batch in batches(epoch_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + state.epoch):
                 running += train_step(model, opt, sched, batch) * len(batch["image"])
                 count += len(batch["image"])
                 advance(1, epoch=state.epoch + 1, loss=f"{running / count:.3f}")

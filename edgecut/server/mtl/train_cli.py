@@ -63,7 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, help="batch size (default 32)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 2e-3)")
-    p.add_argument("--n-train", type=int, help="training scenes, synthetic data only (default 6000)")
+    p.add_argument(
+        "--n-train", type=int, help="training scenes per epoch, synthetic data only (default 6000)"
+    )
+    p.add_argument(
+        "--fixed-scenes",
+        action="store_true",
+        help="synthetic data: train every epoch on the same --n-train scenes (default: new ones each epoch)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny model in seconds (smoke tests)")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.set_defaults(handler=run)
@@ -106,6 +113,10 @@ def config(args: argparse.Namespace) -> TrainConfig:
         if args.n_train < cfg.batch_size:
             raise ConfigError(f"--n-train must be at least the batch size ({cfg.batch_size})")
         cfg = replace(cfg, n_train=args.n_train)
+    if args.fixed_scenes:
+        if args.data:
+            raise ConfigError("--fixed-scenes is for synthetic scenes: a folder's images are always the same")
+        cfg = replace(cfg, fresh_scenes=False)
     return cfg
 
 

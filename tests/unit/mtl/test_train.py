@@ -205,3 +205,64 @@ def test_the_cli_trains_a_fixed_budget_when_asked_for_epochs_and_converges_other
     assert fixed.epochs == 2 and fixed.patience == 0
     capped = train_cli.config(parser.parse_args(["train", "--epochs", "30", "--patience", "3"]))
     assert capped.epochs == 30 and capped.patience == 3
+
+
+def _images_seen(monkeypatch: pytest.MonkeyPatch) -> list[set[bytes]]:
+    """Per epoch, the training images drawn (as bytes), recorded from the batches the loop trains on."""
+    seen: list[set[bytes]] = []
+    real = train_mod.batches
+
+    def recording(ds: Any, *args: Any, **kwargs: Any) -> Iterator[Batch]:
+        seen.append(set())
+        for b in real(ds, *args, **kwargs):
+            seen[-1].update(img.numpy().tobytes() for img in b["image"])
+            yield b
+
+    monkeypatch.setattr(train_mod, "batches", recording)
+    return seen
+
+
+def test_synthetic_training_sees_new_scenes_every_epoch_and_resumes_on_the_same_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _images_seen(monkeypatch)
+    out = tmp_path / "model.pt"
+    cfg = replace(TINY, epochs=3)
+    _interrupt_after_epoch(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        train(cfg, out=out, cache_dir=tmp_path / "cache", show_progress=False)
+    monkeypatch.undo()
+    seen_after = _images_seen(monkeypatch)
+    train(cfg, out=out, cache_dir=tmp_path / "cache", show_progress=False)
+    epochs = seen + seen_after
+    assert len(epochs) == 3 and all(len(e) == TINY.n_train for e in epochs)
+    assert not (epochs[0] & epochs[1]) and not (epochs[1] & epochs[2]) and not (epochs[0] & epochs[2])
+    # the stream is the seed's scenes in order: epoch 2 (resumed) is scenes 128..191 of seed 0
+    from edgecut.server.mtl.data import synthetic_scenes
+
+    third = synthetic_scenes(64, 0, 32, None, show_progress=False, start=128)
+    assert {third.tensors["image"][i].float().div(255).numpy().tobytes() for i in range(64)} == epochs[2]
+    # fresh scenes are never cached: only the first epoch's set and the validation set are on disk
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_fixed_scenes_train_every_epoch_on_the_same_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _images_seen(monkeypatch)
+    train(replace(TINY, epochs=2, fresh_scenes=False), cache_dir=tmp_path, show_progress=False)
+    assert len(seen) == 2 and seen[0] == seen[1]
+
+
+def test_the_cli_refuses_fixed_scenes_for_a_folder(tmp_path: Path) -> None:
+    import argparse
+
+    from edgecut.errors import ConfigError
+    from edgecut.server.mtl import train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    assert not train_cli.config(parser.parse_args(["train", "--fixed-scenes"])).fresh_scenes
+    assert TrainConfig().fresh_scenes
+    with pytest.raises(ConfigError, match="synthetic scenes"):
+        train_cli.config(parser.parse_args(["train", "--fixed-scenes", "--data", str(tmp_path)]))
