@@ -201,7 +201,7 @@ class TaskMetrics(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq", "variants", "statistics")
+    __slots__ = ("artifact_id", "sha256", "size_bytes", "build_key", "tasks", "base_model", "pipeline_version", "metrics", "params", "macs", "parent_artifact_id", "refinement", "device_id", "needs_seq", "issued_unix_ms", "key_id", "grpc_address", "offer_seq", "variants", "statistics", "adapted_from_sequence")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class Manifest(_message.Message):
     OFFER_SEQ_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTED_FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     sha256: str
     size_bytes: int
@@ -249,7 +250,8 @@ class Manifest(_message.Message):
     offer_seq: int
     variants: _containers.RepeatedCompositeFieldContainer[ModelVariant]
     statistics: ModelVariant
-    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ..., statistics: _Optional[_Union[ModelVariant, _Mapping]] = ...) -> None: ...
+    adapted_from_sequence: int
+    def __init__(self, artifact_id: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., build_key: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ..., base_model: _Optional[str] = ..., pipeline_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, TaskMetrics]] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., parent_artifact_id: _Optional[str] = ..., refinement: _Optional[int] = ..., device_id: _Optional[str] = ..., needs_seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., offer_seq: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[ModelVariant, _Mapping]]] = ..., statistics: _Optional[_Union[ModelVariant, _Mapping]] = ..., adapted_from_sequence: _Optional[int] = ...) -> None: ...
 
 class ModelVariant(_message.Message):
     __slots__ = ("artifact_id", "sha256", "size_bytes", "precision", "metrics", "macs", "task_changes")
