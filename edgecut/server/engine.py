@@ -33,7 +33,13 @@ from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta, Precision
 from edgecut.norm_stats import MEAN, StatsError, layer_names
-from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
+from edgecut.server.cut.balance import (
+    DEFAULT_SHARE,
+    leave_no_task_behind,
+    left_behind,
+    task_changes,
+    trade_off,
+)
 from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
 from edgecut.server.cut.half import CHECK_IMAGES, to_fp16
@@ -79,6 +85,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RECOVERY = QUICK_RECOVERY
 FINE_STEP = 8  # the width step a build falls back to when steps of ROUND_TO cost a task too much
+# ... that is, when the build is below the Δm floor or one task lost at least half of its metric: steps
+# of 16 took a 32-wide edges head to 16 at once and the demo's count+edges+seg shipped edges at -100 %,
+# its Δm held up by the other tasks
+TASK_COLLAPSE = 0.5
 CALIB_SEED, VAL_SEED = 7, 1000
 TRAIN_SEED, N_TRAIN = 0, 6000  # the reference's own training scenes (mtl/train.TrainConfig)
 SPEED_TRIES = 4  # narrowings tried for one as fast as its parent
@@ -219,12 +229,14 @@ class TorchEngine:
                 logger.info("build %s: rebalanced the fusion to %s", key[:12], balanced.weights)
             report, metrics = balanced.build
             changes = balanced.changes
-            if opts.round_to > FINE_STEP and not self._above_floor(spec, metrics, reference):
-                # steps of 16 can take half of a narrow head at once (32 -> 16 channels); a task that lost
-                # that much is pruned again in steps of 8 before the build is refused
+            collapsed = left_behind(changes, TASK_COLLAPSE)
+            if opts.round_to > FINE_STEP and (collapsed or not self._above_floor(spec, metrics, reference)):
+                # steps of 16 can take half of a narrow head at once (32 -> 16 channels): such a build is
+                # pruned again in steps of 8 before it is refused or ships a task that barely works
                 logger.info(
-                    "build %s: below the quality floor in steps of %d; again in steps of %d",
+                    "build %s: %s in steps of %d; again in steps of %d",
                     key[:12],
+                    f"{', '.join(collapsed)} lost half or more" if collapsed else "below the quality floor",
                     opts.round_to,
                     FINE_STEP,
                 )
@@ -237,7 +249,7 @@ class TorchEngine:
                 save_student(student_path(self.work_dir, key, 0), report.model)
             meta = self._meta(spec, report.model, report.pruned, metrics, opts.method_name())
             meta.recovery_steps = report.recovery.steps if report.recovery else 0
-            meta.task_changes = {t: round(100 * c, 2) for t, c in balanced.changes.items()}
+            meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
             meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
             meta.trade_off = balanced.trade_off
             extras = {f"{k}_s": v for k, v in report.seconds.items()}

@@ -119,6 +119,37 @@ def test_a_build_below_the_delta_m_floor_fails_with_each_tasks_change(engine, ca
     assert set(steps[:-1]) == {16} and steps[-1] == 8 and "again in steps of 8" in caplog.text
 
 
+def test_a_build_that_collapses_one_task_in_steps_of_16_is_pruned_again_in_steps_of_8(
+    engine, caplog, monkeypatch
+) -> None:
+    """Steps of 16 can halve a narrow head at once: the demo's count+edges+seg quick model shipped with edges
+    at -100 % while its Δm stayed above the floor. A task that lost half its metric sends the build back to
+    steps of 8, and what ships is that build, with its own task changes."""
+    from edgecut.server import engine as engine_module
+
+    steps: list[int] = []
+    tailor, evaluate = engine_module.tailor, engine._evaluate
+    monkeypatch.setattr(
+        engine_module, "tailor", lambda *a, **k: steps.append(a[4].round_to) or tailor(*a, **k)
+    )
+
+    def seg_collapses_in_16s(model):  # what the 32 -> 16 head did to edges, here to seg
+        metrics = evaluate(model)
+        if steps and steps[-1] == 16 and model is not engine.base:
+            metrics = {**metrics, "seg": {k: 0.3 * v for k, v in metrics["seg"].items()}}
+        return metrics
+
+    monkeypatch.setattr(engine, "_evaluate", seg_collapses_in_16s)
+    monkeypatch.setattr(engine, "min_delta_m", -100.0)  # above the Δm floor: the collapse alone decides
+    caplog.set_level(logging.INFO, logger="edgecut.server.engine")
+    built = engine.build(
+        BuildSpec.create(["depth", "seg"], Budget(macs_fraction=0.5), recover=False), lambda *a: None
+    )
+    assert steps[0] == 16 and steps[-1] == 8 and "seg lost half or more in steps of 16" in caplog.text
+    assert built.meta.task_changes["seg"] > -50  # the steps-of-8 build's figures, not the collapsed one's
+    built.cleanup()
+
+
 def test_build_offers_a_checked_int8_variant_with_its_own_metrics(engine) -> None:
     """Issue 30: the quick build's fp32 model comes with a static INT8 twin measured on its own."""
     from edgecut.model_meta import ModelMeta
