@@ -149,6 +149,9 @@ class Views:
                 "arch": res.get("arch", ""),
                 "ram_total_bytes": int(res.get("ram_total_bytes", 0)),
                 "os": res.get("os", ""),
+                # what the agent's model runs on, first choice first (issue 30: a provider that failed
+                # was dropped by the agent and is not listed)
+                "ort_providers": [str(p) for p in res.get("ort_providers", [])],
             },
             "tasks": list(d["needs_tasks"]),
             "serving_tasks": list(d["serving_tasks"]),

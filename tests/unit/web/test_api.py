@@ -404,6 +404,16 @@ def test_the_precision_a_device_chose_and_its_timings_are_shown(web: Web) -> Non
     ]  # a precision the device did not time is not shown as 0 ms
     page = web.client.get("/devices/pi-a").text
     assert re.search(r'id="device-precision">int8 .*fp32 1\.58 ms · int8 0\.61 ms', page)
+    assert 'id="device-providers"' not in page  # its needs named no provider
+    # what the model runs on, from the needs' resources (the agent lists only providers that loaded)
+    web.registry.devices.record_needs(
+        "pi-a", ["seg", "depth"], 2, {}, {"ort_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
+        "jetson", "macs=0.3",
+    )  # fmt: skip
+    d = web.client.get("/api/v1/devices/pi-a").json()
+    assert d["resources"]["ort_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    page = web.client.get("/devices/pi-a").text
+    assert 'id="device-providers">on CUDAExecutionProvider, CPUExecutionProvider<' in page
     # an agent older than the field reports no precision: it serves fp32
     assert web.client.get("/api/v1/devices/pi-b").json()["precision"] == "fp32"
 
