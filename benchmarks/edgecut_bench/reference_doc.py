@@ -43,6 +43,16 @@ def _schedule(doc: dict[str, Any]) -> str:
     return f"{cfg['epochs']} epochs, AdamW one-cycle lr {cfg['lr']}"
 
 
+def _scenes(doc: dict[str, Any]) -> str:
+    """What it trained on: a fixed set, or new scenes every epoch (TrainConfig.fresh_scenes; a record from
+    before that field trained on a fixed set)."""
+    cfg = doc["config"]
+    epochs = len(doc.get("curve") or []) or cfg["epochs"]
+    if cfg.get("fresh_scenes") and cfg.get("data", "synthetic") == "synthetic":
+        return f"{cfg['n_train']} new synthetic scenes every epoch ({epochs * cfg['n_train']} in all),"
+    return f"the same {cfg['n_train']} synthetic scenes every epoch,"
+
+
 def _trained_on(doc: dict[str, Any]) -> str:
     """Where it trained: what the metrics file records, else this machine (`edgecut train` then ran here)."""
     trained = doc.get("trained") or {}
@@ -58,7 +68,7 @@ def section(doc: dict[str, Any], checkpoint: Path) -> str:
     size = cfg["image_size"]
     return (
         f"{which(checkpoint)[0].upper()}{which(checkpoint)[1:]}: `{cfg['arch']}` {cfg['model']} on "
-        f"{cfg['n_train']} synthetic {size}x{size} scenes, batch {cfg['batch_size']}, {_schedule(doc)}; "
+        f"{_scenes(doc)} {size}x{size}, batch {cfg['batch_size']}, {_schedule(doc)}; "
         f"metrics on {cfg['n_val']} held-out scenes (another seed). Trivial baseline = the training set's "
         "majority class (segmentation, count) or mean (depth, normals), no edges. Training took "
         f"**{doc['seconds'] / 60:.1f} min** ({_trained_on(doc)}). Rerun: `edgecut bench model` (renders "

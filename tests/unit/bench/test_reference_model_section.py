@@ -44,3 +44,25 @@ def test_a_model_that_beats_the_reference_is_named() -> None:
     better = Compared("s.pt", "seg", ("seg",), {"seg": {"miou": 0.84}}, 5.0)
     body = extras(doc, [better], {"seg": {"miou": 0.8}})
     assert "**beaten by s.pt (+5.00 %)**" in body
+
+
+def test_the_section_says_whether_the_reference_saw_new_scenes_every_epoch() -> None:
+    from edgecut.server.paths import PACKAGED_REFERENCE
+    from edgecut_bench.reference_doc import section
+
+    curve = [
+        {"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "lr": 1e-3, "seconds": 60.0 * e} for e in (1, 2, 3)
+    ]
+    doc = {
+        "config": asdict(TrainConfig()),
+        "seconds": 180.0,
+        "curve": curve,
+        "best_epoch": 2,
+        "metrics": {"seg": {"miou": 0.8}},
+        "trivial_baseline": {"seg": {"miou": 0.1}},
+    }
+    assert "on 6000 new synthetic scenes every epoch (18000 in all), 64x64," in section(
+        doc, PACKAGED_REFERENCE
+    )
+    doc["config"] = {k: v for k, v in doc["config"].items() if k != "fresh_scenes"}  # a record from before
+    assert "on the same 6000 synthetic scenes every epoch, 64x64," in section(doc, PACKAGED_REFERENCE)
