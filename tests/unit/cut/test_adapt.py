@@ -86,7 +86,13 @@ def test_restyle_finds_a_sensor_noise_far_from_where_the_search_used_to_start(
     torch.manual_seed(0)
     layers = _summary(trained_small, shifted(scenes, "noise").tensors["image"])
     calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
-    report = adapt(trained_small, trained_small, layers, calib, replace(QUICK, method="restyle", steps=0, search_steps=10))
+    report = adapt(
+        trained_small,
+        trained_small,
+        layers,
+        calib,
+        replace(QUICK, method="restyle", steps=0, search_steps=10),
+    )
     assert 0.05 < report.camera["noise_sigma"] < 0.12, report.camera
     assert all(0.8 < report.camera[f"gain_{c}"] < 1.25 for c in "rgb"), report.camera
 
