@@ -215,9 +215,13 @@ class Adapter:
         with self._lock:
             for x in images:
                 self._sample(x)
-            if self._stats is None or artifact_id != self._artifact or self._fresh < self.every:
+            if self._fresh < self.every:
                 return
-            self._fresh = 0  # the next sample starts: it overwrites this one slot by slot, then samples
+            # the next sample starts (measured or not, so the window stays recent): it overwrites this
+            # one slot by slot, then samples
+            self._fresh = 0
+            if self._stats is None or artifact_id != self._artifact:
+                return
             if self._busy or self._batch is not None or not self.governor.allow():
                 self.skipped += len(self._window)
                 return

@@ -200,6 +200,21 @@ def test_a_statistics_run_measures_a_sample_spread_over_a_time_ordered_stream(tm
     adapter.stop()
 
 
+def test_the_window_stays_recent_while_nothing_is_measured(tmp_path: Path) -> None:
+    """Without a companion nothing is measured, but the proxy check still needs recent inputs: the
+    sampling restarts every `adapt_every` inputs all the same, so old ones do not linger."""
+    sent: list[fleet_pb2.StatsSummary] = []
+    adapter = _adapter(tmp_path, sent, [True], adapt_batch=16, adapt_every=64)
+    adapter.switch("a" * 64, None, "no companion")
+    for _ in range(1000):
+        adapter.observe("a" * 64, np.zeros((1, 3, 4, 4), np.float32))
+    for _ in range(64):
+        adapter.observe("a" * 64, np.ones((1, 3, 4, 4), np.float32))
+    held = adapter.recent()
+    assert len(held) == 16 and bool((held == 1.0).all()) and adapter.measured == 0
+    adapter.stop()
+
+
 def test_a_summary_above_the_broker_limit_is_not_counted_as_sent(tmp_path: Path) -> None:
     class Wide(FakeStats):
         def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
