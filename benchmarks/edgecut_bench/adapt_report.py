@@ -248,7 +248,8 @@ def markdown(res: AdaptResult) -> str:
     below = oracle_below_adapted(res)
     if below:
         parts += [
-            f"The oracle is below (b) itself in {len(below)} cells: {', '.join(below)}. It is tailored on "
+            f"The oracle is below (b) itself in {len(below)} cell{'s' if len(below) > 1 else ''}: {', '.join(below)}. "
+            "It is tailored on "
             "the device's shifted images with a teacher that sees them shifted too (its BatchNorm re-estimated "
             "on them, its weights not adapted), so its labels are as wrong as that teacher is under the "
             "shift; (b)'s restyle distils from the teacher on clean images through the fitted camera and "
