@@ -556,7 +556,8 @@ class Agent:
         aid = model.artifact_id
         if self.adapter.artifact == aid and not (retry and self.adapter.waiting_for_companion):
             return  # already measuring it (an offer that failed leaves the same model serving)
-        self._stats_retry.reset()
+        if not retry:  # another model's companion, or a fresh start: the backoff starts over
+            self._stats_retry.reset()
         manifest = self._provenance.get(aid)
         if manifest is None or not manifest.HasField("statistics"):
             self.adapter.switch(aid, None, "the model's signed manifest carries no statistics companion")
@@ -576,7 +577,7 @@ class Agent:
             network = isinstance(exc, FetchError) and not isinstance(
                 exc, ChecksumError | DiskSpaceError | ArtifactGone
             )
-            if network:
+            if network:  # tried again on a doubling delay (a success or another model ends it)
                 delay = self._stats_retry.schedule(False)
                 note = f"statistics companion {v.artifact_id[:12]} not fetched (retrying in {delay:.0f} s): {exc}"
             else:
@@ -584,6 +585,7 @@ class Agent:
             logger.warning("%s", note)
             self.adapter.switch(aid, None, note[:MAX_REASON], waiting=network)
             return
+        self._stats_retry.reset()
         self.store.keep_statistics(aid, v.artifact_id)
         self.adapter.switch(aid, stats)
 
