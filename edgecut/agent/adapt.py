@@ -292,6 +292,10 @@ class Adapter:
                 logger.warning("statistics of %s stopped: %s", self._artifact[:12], exc)
                 return
             self.measured += len(batch)
+            # the measuring is over: the next batch may come while the summary is handed over (a batch
+            # that came between the count and the flush was skipped, and a caller waiting on the count
+            # saw its next batch dropped)
+            self._busy = False
             if self._acc.images >= self.per_summary:
                 summary = self._summarise()
         if summary is not None:
