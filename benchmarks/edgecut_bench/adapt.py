@@ -86,6 +86,8 @@ class Row:
     summary_bytes: int = 0  # (b): the StatsSummary as sent
     seconds: float = 0.0  # how long making this model took
     camera: dict[str, float] = field(default_factory=dict)  # (b): the camera the search found
+    method: str = ""  # (b): what the adaptation chose ("none", "adabn", "restyle"; cut/adapt.py)
+    shift_distance: float = float("nan")  # (b): the summary's distance to the calibration images'
 
 
 @dataclass
@@ -231,7 +233,17 @@ class _Case:
             rep = adapt(self.fleet, self.teacher, layers, self.calib, opts)
             spent = time.perf_counter() - t1
             out.append(
-                self.row(rep.model, data, shift, kind, summary_bytes=size, seconds=spent, camera=rep.camera)
+                self.row(
+                    rep.model,
+                    data,
+                    shift,
+                    kind,
+                    summary_bytes=size,
+                    seconds=spent,
+                    camera=rep.camera,
+                    method=rep.method,
+                    shift_distance=rep.shift,
+                )
             )
         return out
 

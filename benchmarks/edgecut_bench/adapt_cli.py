@@ -47,10 +47,19 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device-scenes", type=int, default=256, help="the scenes a device summarises (and the oracle uses)"
     )
-    # the defaults fit the full run (3 seeds x 2 budgets x 6 shifts) in ~30 min on 2 cores
-    p.add_argument("--recovery-steps", type=int, default=20, help="recovery steps of (a) and (c)")
+    p.add_argument(
+        "--recovery-steps",
+        type=int,
+        help="recovery steps of (a) and (c) (default: the engine's quick recovery, run in full)",
+    )
     p.add_argument("--adapt-steps", type=int, default=40, help="distillation steps of the adaptation")
     p.add_argument("--search-steps", type=int, default=20, help="steps of the camera search")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "adabn", "restyle"),
+        help="(b)'s adaptation method (default %(default)s: chosen per device from its summary)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke-test size: " + ", ".join(QUICK))
     saved_rows.add_arguments(p, ROWS)
     p.set_defaults(handler=run)
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, on_case: Callable[[AdaptResult], None]) -> AdaptResult:
     from edgecut.server.cut.adapt import AdaptOptions
+    from edgecut.server.cut.refine import QUICK_RECOVERY
     from edgecut.server.mtl.shifts import SHIFTS
     from edgecut.server.paths import reference_checkpoint
     from edgecut_bench import adapt
@@ -97,6 +107,8 @@ def _run(args: argparse.Namespace, on_case: Callable[[AdaptResult], None]) -> Ad
     for flag in ("calib_scenes", "val_scenes", "device_scenes"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.recovery_steps is None:
+        args.recovery_steps = QUICK_RECOVERY.steps
     for flag in ("recovery_steps", "adapt_steps", "search_steps"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
@@ -128,6 +140,6 @@ def _run(args: argparse.Namespace, on_case: Callable[[AdaptResult], None]) -> Ad
         n_val=args.val_scenes,
         n_device=args.device_scenes,
         recovery_steps=args.recovery_steps,
-        adapt=AdaptOptions(steps=args.adapt_steps, search_steps=args.search_steps),
+        adapt=AdaptOptions(method=args.method, steps=args.adapt_steps, search_steps=args.search_steps),
     )
     return adapt.run(cfg, on_case=on_case)

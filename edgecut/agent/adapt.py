@@ -1,12 +1,19 @@
 """Adapting to what this device sees (issue 31): the agent's statistics path, on only with `adapt: on`.
 
-- **Inputs**: the local API hands every served input to `Adapter.observe`, which keeps the latest
+- **Inputs**: the local API hands every served input to `Adapter.observe`, which keeps a window of
   `adapt_batch` of them in memory (never on disk) for the statistics and for the proxy check after a
-  swap (proxy.py). Each time `adapt_batch` new ones have arrived, they go as one batch to a background
-  thread and are dropped once measured.
+  swap (proxy.py): a uniform sample, by reservoir sampling, of the inputs served since the last
+  statistics run. Each time `adapt_every` (64) new inputs have arrived, the window goes as one batch to
+  a background thread and is dropped once measured, and the sampling starts over. A camera's frames
+  come in time order: a batch of consecutive frames shows one moment of one scene, and the statistics
+  model normalises each layer by its batch, so such a batch measures the deeper layers unlike the mix
+  the server's re-estimation sees; a sample spread over `adapt_every` inputs is closer to it.
 - **Statistics**: the serving model's signed statistics companion (`Manifest.statistics`, downloaded and
   checked like a precision variant by agent.py) runs over the batch on onnxruntime's CPU provider with
-  one thread, and `norm_stats.Accumulator` merges its per-layer means and variances. The companion never
+  one thread, and `norm_stats.Accumulator` merges its per-layer means and variances by the law of total
+  variance (the variance over all the inputs measured; server-side re-estimation,
+  `recalibrate_batchnorm`, averages per-batch variances instead, which the summary exceeds by the
+  spread of the batch means). The companion never
   serves a request. Statistics belong to the serving artifact: a swap starts them anew.
 - **CPU share**: a token bucket (`Governor`) earns `adapt_cpu_share` seconds of CPU per second of wall
   time (at most `BURST_S` seconds' worth banked) and pays each run's measured thread CPU time; a batch
@@ -17,7 +24,9 @@
   `stats` topic (QoS 1, never retained) with a `sequence` that grows across restarts (`adapt.json` in
   the state dir, written before the summary leaves; never below the clock's milliseconds, so a wiped
   state dir does not start it again from 1). Offline, only the latest summary is kept and sent
-  when the broker is back: a newer one replaces it, there is no queue of old ones.
+  when the broker is back: a newer one replaces it, there is no queue of old ones. A summary counts as
+  sent only once the link took it: one above the broker's size limit is never sent, and one summary is
+  handed over once however many reconnects and measurements race to send it.
 - **Drift**: the standardised shift of the layers' means between the artifact's last two summaries
   (mean over channels of |mean - previous mean| / previous standard deviation, averaged over layers).
 """
@@ -25,9 +34,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from edgecut import topics
 from edgecut.norm_stats import Accumulator, Layers, StatsError, layer_names, to_proto
 from edgecut.v1 import fleet_pb2
 
@@ -127,6 +137,7 @@ class Adapter:
         self.on = settings.adapt
         self.device_id = settings.device_id
         self.batch_size, self.per_summary = settings.adapt_batch, settings.adapt_images
+        self.every = max(settings.adapt_every, settings.adapt_batch)
         self.publish, self.now_ms = publish, now_ms  # publish: True when handed to the broker
         self._state_path = settings.state_dir / STATE_FILE
         doc = read_json(self._state_path)
@@ -134,20 +145,23 @@ class Adapter:
         self.sequence = seq if isinstance(seq, int) and seq >= 0 else 0
         self.governor = Governor(settings.adapt_cpu_share)
         self._lock = threading.Condition()
-        self._recent: deque[np.ndarray] = deque(maxlen=self.batch_size)
-        self._fresh = 0  # inputs added since the last batch was taken
+        self._window: list[np.ndarray] = []  # a uniform sample of the inputs since the last batch
+        self._fresh = 0  # inputs served since the last batch was taken (the reservoir's count)
+        self._rng = random.Random()
         self._batch: tuple[int, np.ndarray] | None = None  # (generation, images) for the thread
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._generation = 0  # bumped by every switch: work on an older artifact is dropped
         self._artifact = ""
+        self._waiting = False
         self._stats: StatisticsModel | None = None
         self._acc = Accumulator()
         self._last_layers: Layers | None = None
         self._pending: fleet_pb2.StatsSummary | None = None
         self.note = "no model served yet"
         self.measured = self.skipped = self.summaries = self.last_bytes = 0
+        self.refused = 0  # summaries never sent: above the broker's size limit
         self.drift = 0.0
         self.proxy = ProxyResult(note="no swap checked yet")
 
@@ -169,11 +183,20 @@ class Adapter:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def switch(self, artifact_id: str, stats: StatisticsModel | None, note: str = "") -> None:
-        """Measure `artifact_id` from now on, with `stats` (None: nothing to measure, `note` says why)."""
+    @property
+    def waiting_for_companion(self) -> bool:
+        """The serving model's companion did not come for a network reason: the agent tries again."""
+        return self._waiting
+
+    def switch(
+        self, artifact_id: str, stats: StatisticsModel | None, note: str = "", waiting: bool = False
+    ) -> None:
+        """Measure `artifact_id` from now on, with `stats` (None: nothing to measure, `note` says why;
+        `waiting`: its companion's download is being retried)."""
         with self._lock:
             self._generation += 1
             self._artifact, self._stats, self.note = artifact_id, stats, note
+            self._waiting = waiting
             self._acc.reset()
             self._last_layers, self.drift, self._fresh, self.measured = None, 0.0, 0, 0
         if stats is not None:
@@ -189,25 +212,39 @@ class Adapter:
         """Inputs `artifact_id` just served: kept in memory, measured in batches within the CPU share."""
         if not self.on:
             return
-        kept = [np.array(x, dtype=np.float32, copy=True) for x in images[-self.batch_size :]]
         with self._lock:
-            self._recent.extend(kept)
+            for x in images:
+                self._sample(x)
+            if self._fresh < self.every:
+                return
+            # the next sample starts (measured or not, so the window stays recent): it overwrites this
+            # one slot by slot, then samples
+            self._fresh = 0
             if self._stats is None or artifact_id != self._artifact:
                 return
-            self._fresh += len(images)
-            if self._fresh < self.batch_size:
-                return
-            self._fresh = 0
             if self._busy or self._batch is not None or not self.governor.allow():
-                self.skipped += self.batch_size
+                self.skipped += len(self._window)
                 return
-            self._batch = (self._generation, np.stack(self._recent))
+            self._batch = (self._generation, np.stack(self._window))
             self._lock.notify()
+
+    def _sample(self, x: np.ndarray) -> None:
+        """Reservoir sampling (algorithm R) of one input into the window (called under the lock): after
+        k inputs since the last batch, each of them is in the window with probability batch_size / k."""
+        slot = self._fresh if self._fresh < self.batch_size else self._rng.randrange(self._fresh + 1)
+        self._fresh += 1
+        if slot >= self.batch_size:
+            return
+        kept = np.array(x, dtype=np.float32, copy=True)
+        if slot < len(self._window):
+            self._window[slot] = kept
+        else:
+            self._window.append(kept)
 
     def recent(self) -> np.ndarray:
         """The recent inputs held (a copy; empty when none)."""
         with self._lock:
-            return np.stack(self._recent) if self._recent else np.zeros((0,), np.float32)
+            return np.stack(self._window) if self._window else np.zeros((0,), np.float32)
 
     # --- the background thread --------------------------------------------------------------------
     def _work(self) -> None:
@@ -255,6 +292,10 @@ class Adapter:
                 logger.warning("statistics of %s stopped: %s", self._artifact[:12], exc)
                 return
             self.measured += len(batch)
+            # the measuring is over: the next batch may come while the summary is handed over (a batch
+            # that came between the count and the flush was skipped, and a caller waiting on the count
+            # saw its next batch dropped)
+            self._busy = False
             if self._acc.images >= self.per_summary:
                 summary = self._summarise()
         if summary is not None:
@@ -275,14 +316,28 @@ class Adapter:
         return self._pending
 
     def flush(self) -> None:
-        """Send the latest summary when the broker is there (after a reconnect too); else keep it."""
+        """Send the latest summary when the broker is there (after a reconnect too); else keep it.
+
+        The summary is taken out before it is handed over, so a reconnect and a new measurement
+        flushing at once send it once; one the link did not take goes back, unless a newer came."""
         with self._lock:
-            msg = self._pending
-        if msg is None or not self.publish(msg):
+            msg, self._pending = self._pending, None
+        if msg is None:
+            return
+        size = msg.ByteSize()
+        if size > topics.MAX_PAYLOAD:  # never fits: dropped, not counted, the next one is measured anew
+            with self._lock:
+                self.refused += 1
+            logger.error(
+                "statistics summary %d of %d bytes is above the broker limit: not sent", msg.sequence, size
+            )
+            return
+        if not self.publish(msg):
+            with self._lock:
+                if self._pending is None:
+                    self._pending = msg
             return
         with self._lock:
-            if self._pending is msg:
-                self._pending = None
             self.summaries += 1
             self.last_bytes = msg.ByteSize()
         logger.info(
@@ -301,8 +356,9 @@ class Adapter:
                 "note": self.note,
                 "measured": self.measured,
                 "skipped": self.skipped,
-                "held": len(self._recent),
+                "held": len(self._window),
                 "summaries": self.summaries,
+                "refused": self.refused,
                 "sequence": self.sequence,
                 "pending": self._pending is not None,
                 "last_bytes": self.last_bytes,

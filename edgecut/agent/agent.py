@@ -45,7 +45,15 @@ from edgecut.v1 import agent_pb2, fleet_pb2
 from . import precision, providers, resources
 from .adapt import Adapter, StatisticsModel
 from .artifacts import ModelStore, check_artifact_id, sha256_file
-from .errors import AgentError, ArtifactGone, ChecksumError, FetchError, ModelRejected, Untrusted
+from .errors import (
+    AgentError,
+    ArtifactGone,
+    ChecksumError,
+    DiskSpaceError,
+    FetchError,
+    ModelRejected,
+    Untrusted,
+)
 from .fetch import Downloader
 from .lifecycle import UPDATE, Lifecycle, State
 from .link_mqtt import LinkHandlers, MqttLink, now_ms
@@ -110,6 +118,12 @@ class Agent:
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._latest_ready: tuple[fleet_pb2.ModelReady, fleet_pb2.Manifest] | None = None
         self._retry = RetryTimer(self._retry_now, FIRST_RETRY_S, settings.download_retry_max_s)
+        # the serving model's statistics companion, when its download failed for a network reason
+        self._stats_retry = RetryTimer(
+            lambda _: self._jobs.put(lambda: self._adapt_to_serving(retry=True)),
+            FIRST_RETRY_S,
+            settings.download_retry_max_s,
+        )
         self._worker: threading.Thread | None = None
         self._server: grpc.Server | None = None
         self._process = psutil.Process()
@@ -175,6 +189,7 @@ class Agent:
     def stop(self) -> None:
         self._watchdog.stop()
         self._retry.reset()
+        self._stats_retry.reset()
         self.link.stop()
         self._jobs.put(None)
         if self._worker:
@@ -356,6 +371,7 @@ class Agent:
         """After a reconnect, a download waiting for its retry is tried at once."""
         self.life.settle("broker connected")
         self._retry.fire()
+        self._stats_retry.fire()
         self.adapter.flush()  # the latest statistics summary made while offline
 
     def _on_disconnected(self) -> None:
@@ -430,7 +446,10 @@ class Agent:
         returning = aid == self.store.previous
         result = self.runtime.install(aid, variants)
         result.timings.extend(dropped)
-        if result.ok and replaced is not None and self.settings.adapt and not returning:
+        # only a model adapted to this device's statistics is judged: a normal refinement may rightly
+        # disagree with the model it replaces (under a strong shift that one is largely wrong)
+        adapted = manifest.adapted_from_sequence > 0
+        if result.ok and replaced is not None and self.settings.adapt and adapted and not returning:
             result = self._check_proxy(replaced, result)
         self._end_update(result, f"now serving {aid[:12]} ({result.precision})")
         self._report(result)
@@ -526,15 +545,19 @@ class Agent:
             result.artifact_id, replaced.artifact_id, False, f"rolled back by the proxy check: {why}"
         )
 
-    def _adapt_to_serving(self) -> None:
+    def _adapt_to_serving(self, retry: bool = False) -> None:
         """With adapt on: fetch, check and load the serving model's signed statistics companion (on the
-        worker, like a variant's download); the statistics start anew for that model."""
+        worker, like a variant's download); the statistics start anew for that model. A download that
+        fails for a network reason is tried again on a backoff (`retry`) until it comes or the model
+        changes; refused bytes are not."""
         model = self.runtime.slot.current
         if not self.settings.adapt or model is None:
             return
         aid = model.artifact_id
-        if self.adapter.artifact == aid:
+        if self.adapter.artifact == aid and not (retry and self.adapter.waiting_for_companion):
             return  # already measuring it (an offer that failed leaves the same model serving)
+        if not retry:  # another model's companion, or a fresh start: the backoff starts over
+            self._stats_retry.reset()
         manifest = self._provenance.get(aid)
         if manifest is None or not manifest.HasField("statistics"):
             self.adapter.switch(aid, None, "the model's signed manifest carries no statistics companion")
@@ -551,10 +574,18 @@ class Agent:
         except (AgentError, OSError) as exc:
             if isinstance(exc, ModelRejected):
                 self.store.discard(v.artifact_id)
-            note = f"statistics companion {v.artifact_id[:12]} refused: {exc}"
+            network = isinstance(exc, FetchError) and not isinstance(
+                exc, ChecksumError | DiskSpaceError | ArtifactGone
+            )
+            if network:  # tried again on a doubling delay (a success or another model ends it)
+                delay = self._stats_retry.schedule(False)
+                note = f"statistics companion {v.artifact_id[:12]} not fetched (retrying in {delay:.0f} s): {exc}"
+            else:
+                note = f"statistics companion {v.artifact_id[:12]} refused: {exc}"
             logger.warning("%s", note)
-            self.adapter.switch(aid, None, note[:MAX_REASON])
+            self.adapter.switch(aid, None, note[:MAX_REASON], waiting=network)
             return
+        self._stats_retry.reset()
         self.store.keep_statistics(aid, v.artifact_id)
         self.adapter.switch(aid, stats)
 
@@ -562,8 +593,7 @@ class Agent:
         """Hand a summary to the broker when connected; False keeps it for the reconnect (adapt.py)."""
         if not self.link.connected:
             return False
-        self.link.publish_stats(summary)
-        return True
+        return self.link.publish_stats(summary)
 
     def _verify_before_load(self, artifact_id: str, path: Path) -> None:
         self.life.move(State.VERIFYING, f"checking {artifact_id[:12]}'s sha256 and its signed offer")

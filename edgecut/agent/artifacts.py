@@ -110,7 +110,9 @@ class ModelStore:
         """How `artifact_id` serves now (a restart or rollback whose variant no longer loads: fp32)."""
         with self._lock:
             if artifact_id in (self.current, self.previous):
-                self.serving[artifact_id] = served
+                # its statistics companion stays with it (a rollback must not drop it: fetched again)
+                stats = (self.serving.get(artifact_id) or {}).get("statistics")
+                self.serving[artifact_id] = {**served, "statistics": stats} if stats else served
                 self._save()
 
     def keep_statistics(self, artifact_id: str, stats_id: str) -> None:

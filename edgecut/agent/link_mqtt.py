@@ -136,7 +136,8 @@ class MqttLink:
             self._telemetry_thread.join(timeout=2.0)
 
     # --- publishing -------------------------------------------------------------------------
-    def _publish(self, leaf: str, msg: Message, qos: int = 1, retain: bool = False) -> None:
+    def _publish(self, leaf: str, msg: Message, qos: int = 1, retain: bool = False) -> bool:
+        """Hand `msg` to paho; False when it was dropped (too big, or the outgoing queue is full)."""
         payload = msg.SerializeToString()
         if len(payload) > topics.MAX_PAYLOAD:  # callers bound their strings; this is the last guard
             logger.error(
@@ -145,12 +146,14 @@ class MqttLink:
                 len(payload),
                 topics.MAX_PAYLOAD,
             )
-            return
+            return False
         info = self._client.publish(self._topic(leaf), payload, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             logger.warning("outgoing MQTT queue full (%d): %s message dropped", MAX_QUEUED, leaf)
-        elif info.rc == mqtt.MQTT_ERR_NO_CONN and qos:
+            return False
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos:
             logger.debug("broker offline: %s queued for the reconnect", leaf)
+        return True
 
     def publish_needs(self) -> None:
         self._publish(topics.NEEDS, self.handlers.needs())
@@ -164,8 +167,9 @@ class MqttLink:
     def publish_ack(self, ack: fleet_pb2.CommandAck) -> None:
         self._publish(topics.ACK, ack)
 
-    def publish_stats(self, summary: fleet_pb2.StatsSummary) -> None:
-        self._publish(topics.STATS, summary)  # QoS 1, never retained: the latest only (adapt.py)
+    def publish_stats(self, summary: fleet_pb2.StatsSummary) -> bool:
+        """QoS 1, never retained: the latest only (adapt.py); False when not handed over."""
+        return self._publish(topics.STATS, summary)
 
     def publish_telemetry(self) -> None:
         if self.connected:  # QoS 0: a stale sample is worth nothing after an outage

@@ -108,6 +108,13 @@ class AgentSettings(BaseModel):
         "signed statistics companion and send a summary (never images) on the stats topic",
     )
     adapt_batch: int = Field(16, ge=2, le=256, description="recent inputs held in memory per statistics run")
+    adapt_every: int = Field(
+        64,
+        ge=2,
+        le=1 << 16,
+        description="a statistics run measures a uniform sample of adapt_batch of every this many inputs "
+        "served (consecutive frames of one scene make a poor batch); below adapt_batch counts as adapt_batch",
+    )
     adapt_images: int = Field(256, ge=16, le=1 << 20, description="inputs measured per summary sent")
     adapt_cpu_share: float = Field(
         0.05, gt=0, le=1, description="most of one core the statistics may use; inputs are skipped beyond it"

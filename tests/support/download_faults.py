@@ -28,6 +28,7 @@ class DownloadServicer(fleet_pb2_grpc.FleetServiceServicer):
         self.on_chunk: Callable[[int], None] | None = (
             None  # called with each chunk's offset before it is sent
         )
+        self.unavailable: dict[str, int] = {}  # artifact id -> how many more calls fail UNAVAILABLE
 
     def add(self, data: bytes, artifact_id: str | None = None) -> str:
         aid = artifact_id or hashlib.sha256(data).hexdigest()
@@ -38,6 +39,9 @@ class DownloadServicer(fleet_pb2_grpc.FleetServiceServicer):
         self, request: fleet_pb2.DownloadRequest, context: grpc.ServicerContext
     ) -> Iterator[fleet_pb2.Chunk]:
         self.requests.append((request.artifact_id, request.offset))
+        if self.unavailable.get(request.artifact_id, 0) > 0:
+            self.unavailable[request.artifact_id] -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "network down")
         data = self.blobs.get(request.artifact_id)
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {request.artifact_id}")

@@ -2,11 +2,11 @@
 sees the device's images, only the per-layer mean and variance its statistics model measured on them
 (edgecut/norm_stats.py, `Layers`).
 
-Two methods (`AdaptOptions.method`):
+Three methods (`AdaptOptions.method`):
 - "adabn": install the summary as the model's BatchNorm statistics (statistics.install_statistics).
   The issue's probe: it recovers 82-98 % of what a single shift costs, but only 56 % of the combined one.
-- "restyle" (the default): find the camera that would have produced the summary, then teach the model
-  to see through it. A small differentiable corruption family (per-channel gain and offset, Gaussian blur
+- "restyle": find the camera that would have produced the summary, then teach the model to see
+  through it. A small differentiable corruption family (per-channel gain and offset, Gaussian blur
   sigma, additive noise sigma: `Restyle`) is fitted so that the statistics model, run on the server's
   calibration images passed through it, reports statistics matching the summary at every layer (not the
   input's alone: blur and noise show in the deeper layers). Then the tailored model is distilled from
@@ -15,6 +15,22 @@ Two methods (`AdaptOptions.method`):
   throughout (it starts from AdaBN's model and learns its weights under the device's own normalisation);
   `batchnorm="restyled"` normalises by each restyled batch and re-estimates on restyled images at the end
   (measured worse where noise is involved: the fitted camera's statistics are only an approximation).
+- "auto" (the default) decides per device from what the server sees, never a label, by how far the
+  summary is from the statistics of the server's own calibration images, measured exactly as a device
+  measures (the statistics model in batches of 16, merged by `Accumulator`; `distance`):
+  - within `min_shift`: no shift. The model stays as it is (method "none": nothing to ship);
+    installing a device's statistics that differ only by sampling measured a 2-point loss unshifted;
+  - within `restyle_shift`: a mild shift (blur, a narrower view), AdaBN alone. Restyle fits a camera
+    to such a summary as well as to a real camera's (a zoom is fitted as a blur), and distilling
+    through the wrong camera measured worse than AdaBN alone, whose gain there is most of the gap;
+  - beyond it (dark, colour cast, sensor noise, all at once): the camera search runs, and restyle
+    follows when the fitted camera explains the summary (statistics distance at most `max_fit`), else
+    AdaBN alone. docs/benchmarks.md (*Adapting to a device's images*) has the measurements.
+
+The search starts from the best point of a small grid of blur and noise sigmas (each with the affine map
+that gives the restyled images the summary's input mean and variance), then refines by Adam: started
+near no blur and no noise, a few dozen Adam steps on the softplus-parametrised sigmas could not reach a
+sigma-0.08 sensor noise, and the gain absorbed the noise's variance instead.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from edgecut.norm_stats import INPUT, Layers, StatsError
+from edgecut.norm_stats import INPUT, Accumulator, Layers, StatsError
 from edgecut.server.cut.objective import recovery_loss
 from edgecut.server.cut.recover import recalibrate_batchnorm
 from edgecut.server.cut.statistics import StatisticsModel, install_statistics
@@ -40,9 +56,14 @@ from edgecut.server.spec import ProgressFn
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["adabn", "restyle"]
+Method = Literal["auto", "adabn", "restyle", "none"]
+METHODS = ("auto", "adabn", "restyle")  # what may be asked; "auto" may answer "none"
 _EPS = 1e-5
 _BLUR_SIZE = 7  # room for a blur sigma up to ~2 px
+DEVICE_BATCH = 16  # the agent's statistics batches (edgecut/agent/settings.py adapt_batch)
+# where the camera search starts from: the best of these (blur sigma px, noise sigma) pairs
+BLUR_GRID = (0.3, 0.6, 1.0, 1.5)
+NOISE_GRID = (0.0, 0.02, 0.05, 0.08, 0.12)
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,14 @@ class AdaptOptions:
     """How a tailored model is adapted to a summary: the method, then the restyle search (`search_steps`
     of Adam on `search_images` calibration images) and the distillation (`steps` at `lr`)."""
 
-    method: Method = "restyle"
+    method: Method = "auto"
+    # "auto" (module docstring): the summary's distance to the calibration images' statistics below
+    # `min_shift` is no shift, below `restyle_shift` AdaBN alone; restyle needs a camera fitted within
+    # `max_fit`. Measured with the reference seg+depth model (docs/benchmarks.md)
+    min_shift: float = 0.004
+    restyle_shift: float = 0.045
+    max_fit: float = 0.02
+    shift_images: int = 256  # calibration images the server measures for that comparison
     search_steps: int = 30
     search_images: int = 16  # (each search step runs the statistics model forward and back on them)
     search_lr: float = 0.05
@@ -67,25 +95,34 @@ class AdaptOptions:
     def __post_init__(self) -> None:
         if self.batchnorm not in ("device", "restyled"):
             raise ValueError(f"unknown batchnorm {self.batchnorm!r}: choose device or restyled")
-        if self.method not in ("adabn", "restyle"):
-            raise ValueError(f"unknown adaptation method {self.method!r}: choose adabn or restyle")
-        for name in ("search_steps", "search_images", "steps", "batch_size", "bn_batches"):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown adaptation method {self.method!r}: choose {', '.join(METHODS)}")
+        for name in ("search_steps", "search_images", "steps", "batch_size", "bn_batches", "shift_images"):
             if getattr(self, name) < 0 or (
-                name in ("search_images", "batch_size") and not getattr(self, name)
+                name in ("search_images", "batch_size", "shift_images") and not getattr(self, name)
             ):
                 raise ValueError(f"AdaptOptions.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
 class AdaptReport:
-    """The adapted `model` (a copy, eval mode), the camera the search found, and how well it matched."""
+    """The adapted `model` (a copy, eval mode), the method that made it and why, the camera the search
+    found, and how well it matched."""
 
     model: MultiTaskModel
+    # what made `model`: "adabn" or "restyle", or "none" (an unchanged copy: "auto" saw no shift, so a
+    # fleet job has nothing to ship)
     method: Method
+    why: str = ""  # why "auto" chose it
+    shift: float = float("nan")  # "auto": the summary's distance to the calibration images' statistics
     camera: dict[str, float] = field(default_factory=dict)  # the fitted Restyle's parameters
     match_before: float = float("nan")  # the statistics distance of clean calibration images
     match_after: float = float("nan")  # ... and of restyled ones (lower: closer to the device)
     distill_loss: tuple[float, float] = (float("nan"), float("nan"))  # first and last step
+
+
+def _softplus_inverse(y: float) -> float:
+    return math.log(math.expm1(y))
 
 
 class Restyle(nn.Module):
@@ -100,12 +137,23 @@ class Restyle(nn.Module):
         self.noise = nn.Parameter(torch.tensor(-5.0))  # noise sigma = softplus(noise): ~0.007
 
     @torch.no_grad()
-    def start_from(self, images: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
-        """Start at the per-channel affine map that gives `images` the input statistics `mean`, `var`
-        (the search then only refines it and finds the blur and the noise)."""
+    def start_from(
+        self,
+        images: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        blur: float = 0.3,
+        noise: float = 0.0,
+    ) -> None:
+        """Start at blur and noise sigmas `blur`, `noise` and the per-channel affine map that, with them,
+        gives `images` the input statistics `mean`, `var` (the noise adds its variance; clipping ignored)."""
+        self.blur.fill_(_softplus_inverse(max(blur - 0.25, 1e-3)))
+        self.noise.fill_(_softplus_inverse(max(noise, 1e-3)))
+        blurred = self.blurred(images)
         dims = [0, 2, 3]
-        m, v = images.mean(dim=dims), images.var(dim=dims, unbiased=False)
-        gain = torch.sqrt((var + _EPS) / (v + _EPS)).clamp(0.05, 20.0)
+        m, v = blurred.mean(dim=dims), blurred.var(dim=dims, unbiased=False)
+        signal = (var - noise**2).clamp(min=0.05 * var)  # the variance the gain must give the image
+        gain = torch.sqrt((signal + _EPS) / (v + _EPS)).clamp(0.05, 20.0)
         self.log_gain.copy_(gain.log())
         self.offset.copy_(mean - gain * m)
 
@@ -115,14 +163,17 @@ class Restyle(nn.Module):
     def noise_sigma(self) -> torch.Tensor:
         return F.softplus(self.noise)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        y = x * self.log_gain.exp().view(1, 3, 1, 1) + self.offset.view(1, 3, 1, 1)
+    def blurred(self, x: torch.Tensor) -> torch.Tensor:
         r = torch.arange(_BLUR_SIZE, dtype=x.dtype) - (_BLUR_SIZE - 1) / 2
         k1 = torch.exp(-(r**2) / (2 * self.blur_sigma() ** 2))
         k1 = k1 / k1.sum()
         kernel = (k1[:, None] * k1[None, :]).expand(3, 1, _BLUR_SIZE, _BLUR_SIZE)
         pad = _BLUR_SIZE // 2
-        y = F.conv2d(F.pad(y, (pad, pad, pad, pad), mode="replicate"), kernel, groups=3)
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), kernel, groups=3)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        # gain and offset commute with the (normalised) blur: applied after it, as start_from assumes
+        y = self.blurred(x) * self.log_gain.exp().view(1, 3, 1, 1) + self.offset.view(1, 3, 1, 1)
         return (y + self.noise_sigma() * eps).clamp(0.0, 1.0)
 
     def describe(self) -> dict[str, float]:
@@ -159,20 +210,36 @@ def adapt(
     adapted = copy.deepcopy(model).eval()
     install_statistics(adapted, layers)  # also checks every width against the model
     if options.method == "adabn":
-        return AdaptReport(adapted, "adabn")
+        return AdaptReport(adapted, "adabn", "asked for")
     torch.manual_seed(options.seed)
+    target = _tensors(layers, stats.layers)
+    shift = float("nan")
+    if options.method == "auto":
+        shift = float(distance(_tensors(_summary(stats, calib, options.shift_images), stats.layers), target))
+        if shift < options.min_shift:
+            why = f"no shift: the summary is {shift:.4f} < {options.min_shift:g} from the calibration images'"
+            logger.info("adaptation: %s", why)
+            return AdaptReport(copy.deepcopy(model).eval(), "none", why, shift=shift)
+        if shift < options.restyle_shift:
+            why = f"a mild shift ({shift:.3f} < {options.restyle_shift:g}): AdaBN alone"
+            logger.info("adaptation: %s", why)
+            return AdaptReport(adapted, "adabn", why, shift=shift)
     images = _images(calib, options.search_images)
-    target = {
-        n: (torch.as_tensor(m, dtype=torch.float32), torch.as_tensor(v, dtype=torch.float32))
-        for n, (m, v) in layers.items()
-        if n in stats.layers
-    }
     camera = Restyle()
-    camera.start_from(images, *target[INPUT])
     before, after = _fit(stats, camera, images, target, options, say)
     camera.requires_grad_(False)
-    report = AdaptReport(adapted, "restyle", camera.describe(), before, after)
+    report = AdaptReport(adapted, "restyle", "asked for", shift, camera.describe(), before, after)
     logger.info("adaptation: camera %s, statistics distance %.3f -> %.3f", report.camera, before, after)
+    if options.method == "auto":
+        if after > options.max_fit:
+            report.method = "adabn"
+            report.why = (
+                f"no camera explains the summary (statistics distance {after:.3f} > {options.max_fit:g}): "
+                "AdaBN alone"
+            )
+            logger.info("adaptation: %s", report.why)
+            return report
+        report.why = f"the fitted camera explains the summary (distance {after:.3f} <= {options.max_fit:g})"
     report.distill_loss = _distil(adapted, teacher, camera, calib, options, say)
     if options.batchnorm == "restyled":
         say("adapting", 0.95, "re-estimating BatchNorm on restyled images")
@@ -180,6 +247,27 @@ def adapt(
         recalibrate_batchnorm(adapted, restyled, options.bn_batches, options.batch_size)
     adapted.eval()
     return report
+
+
+def _tensors(layers: Layers, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {
+        n: (torch.as_tensor(m, dtype=torch.float32), torch.as_tensor(v, dtype=torch.float32))
+        for n, (m, v) in layers.items()
+        if n in names
+    }
+
+
+@torch.no_grad()
+def _summary(stats: StatisticsModel, calib: Dataset[Batch], n: int) -> Layers:
+    """What a device seeing `n` of the calibration images would send: the statistics model over batches
+    of 16, merged as the agent merges them (the same estimator as the summary's)."""
+    acc = Accumulator()
+    for batch in batches(calib, DEVICE_BATCH):
+        x = batch["image"][: n - acc.images]
+        acc.add({k: t.numpy() for k, t in zip(stats.output_names, stats(x), strict=True)}, len(x))
+        if acc.images >= n:
+            break
+    return acc.layers()
 
 
 def _images(calib: Dataset[Batch], n: int) -> torch.Tensor:
@@ -225,6 +313,13 @@ def _fit(
     eps = torch.randn(images.shape, generator=g)
     with torch.no_grad():
         before = float(distance(_measure(stats, images), target))
+        starts = []
+        for blur in BLUR_GRID:
+            for noise in NOISE_GRID:
+                camera.start_from(images, *target[INPUT], blur=blur, noise=noise)
+                starts.append((float(distance(_measure(stats, camera(images, eps)), target)), blur, noise))
+        _, blur, noise = min(starts)
+        camera.start_from(images, *target[INPUT], blur=blur, noise=noise)
     opt = torch.optim.Adam(camera.parameters(), lr=options.search_lr)
     best, best_state = math.inf, copy.deepcopy(camera.state_dict())
     for step in range(options.search_steps):

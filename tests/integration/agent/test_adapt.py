@@ -24,7 +24,7 @@ from edgecut.norm_stats import from_proto
 from edgecut.v1 import fleet_pb2
 from tests.support.agent_helpers import publish_as, serving, signed_offer, wait_serving, wait_until
 from tests.support.download_faults import DownloadServicer, start_download_server
-from tests.support.onnx_models import build_model
+from tests.support.onnx_models import artifact_id, build_model
 
 pytestmark = pytest.mark.integration
 TASKS = ["seg", "depth"]
@@ -56,10 +56,13 @@ class FakeFleet:
     stats: list[tuple[str, fleet_pb2.StatsSummary, bool]]  # (device id, summary, retained)
     swaps: list[fleet_pb2.SwapReport]
 
-    def offer(self, agent: Agent, model: bytes, stats: bytes | None, stats_id: str = "") -> str:
-        """Serve `model` (and its companion) and offer them to `agent`, signed; returns the model's id."""
+    def offer(
+        self, agent: Agent, model: bytes, stats: bytes | None, stats_id: str = "", **manifest: Any
+    ) -> str:
+        """Serve `model` (and its companion) and offer them to `agent`, signed (with the `manifest` fields
+        given, e.g. adapted_from_sequence); returns the model's id."""
         aid = self.servicer.add(model)
-        fields: dict[str, Any] = {"tasks": TASKS, "grpc_address": self.address}
+        fields: dict[str, Any] = {"tasks": TASKS, "grpc_address": self.address, **manifest}
         if stats is not None:
             sid = self.servicer.add(stats, stats_id or None)
             digest = stats_id or sid
@@ -105,13 +108,16 @@ def _adapt(agent: Agent) -> dict[str, Any]:
 
 
 def _infer(agent: Agent, batches: int, seed: int = 0, measured: bool = True) -> None:
-    """`batches` batches of 16 dim inputs through the agent; with `measured`, each waits to be measured."""
+    """`batches` batches of 16 dim inputs through the agent; with `measured`, each statistics run (one per
+    `adapt_every` inputs) is waited for."""
     rng = np.random.default_rng(seed)
-    for _ in range(batches):
-        before = _adapt(agent).get("measured", 0)
+    every = agent.adapter.every
+    before = _adapt(agent).get("measured", 0)
+    for i in range(batches):
         agent.infer(rng.uniform(0, 0.4, (16, 3, SIZE, SIZE)).astype(np.float32))
-        if measured:
+        if measured and (i + 1) * 16 % every == 0:
             wait_until(lambda before=before: _adapt(agent)["measured"] > before)
+            before = _adapt(agent)["measured"]
 
 
 def _connected(agent: Agent) -> None:
@@ -124,7 +130,7 @@ def test_a_device_with_adapt_off_neither_downloads_the_companion_nor_sends_stati
     stats, layers = companion
     model = build_model(TASKS, size=SIZE, seed=1)
     off = make_agent(tasks=TASKS)
-    on = make_agent(tasks=TASKS, adapt=True, adapt_images=32, adapt_cpu_share=1.0)
+    on = make_agent(tasks=TASKS, adapt=True, adapt_images=32, adapt_every=16, adapt_cpu_share=1.0)
     for agent in (off, on):
         _connected(agent)
         aid = fleet.offer(agent, model, stats)
@@ -151,7 +157,7 @@ def test_the_summary_sequence_survives_a_restart(
     make_agent, fleet: FakeFleet, companion: tuple[bytes, list[str]]
 ) -> None:
     stats, _ = companion
-    agent = make_agent(tasks=TASKS, adapt=True, adapt_images=16, adapt_cpu_share=1.0)
+    agent = make_agent(tasks=TASKS, adapt=True, adapt_images=16, adapt_every=16, adapt_cpu_share=1.0)
     _connected(agent)
     aid = fleet.offer(agent, build_model(TASKS, size=SIZE, seed=1), stats)
     wait_serving(agent, TASKS)
@@ -165,6 +171,7 @@ def test_the_summary_sequence_survives_a_restart(
         tasks=TASKS,
         adapt=True,
         adapt_images=16,
+        adapt_every=16,
         adapt_cpu_share=1.0,
     )
     assert serving(again) == aid  # restored from disk, with its companion (kept beside it)
@@ -205,26 +212,66 @@ def _edit(model: bytes, **scales: float) -> bytes:
     return out.getvalue()
 
 
-def test_a_model_the_proxy_finds_clearly_worse_is_rolled_back(
+def _restamped(companion: bytes) -> bytes:
+    """The same statistics companion under another id (another model's companion)."""
+    m = onnx.load_from_string(companion)
+    m.doc_string = "another build"
+    return m.SerializeToString()
+
+
+def test_the_proxy_rolls_back_a_clearly_worse_adapted_model_but_never_a_normal_refinement(
     make_agent, fleet: FakeFleet, companion: tuple[bytes, list[str]]
 ) -> None:
     stats, _ = companion
+    sid = artifact_id(stats)
     agent = make_agent(tasks=TASKS, adapt=True, adapt_cpu_share=1.0)
     _connected(agent)
     first = build_model(TASKS, size=SIZE, seed=1)
     a = fleet.offer(agent, first, stats)
     wait_until(lambda: serving(agent) == a and _adapt(agent).get("statistics"))
-    _infer(agent, 1)  # the recent inputs the proxy compares on
-    # a refinement that predicts nearly the same: it passes the proxy and serves
-    close = fleet.offer(agent, _edit(first, w_depth=1.01), stats)
+    _infer(agent, 4)  # the recent inputs the proxy compares on
+    # a normal refinement whose every head says the opposite of the model it replaces: under a strong
+    # shift a correct new model disagrees with the old, largely wrong one; it is not judged, and serves
+    normal = _edit(first, w_seg=-1.0, w_depth=-1.0)
+    n = fleet.offer(agent, normal, stats)
+    report = wait_until(lambda: next((r for r in fleet.swaps if r.artifact_id == n), None))
+    assert report.ok and serving(agent) == n
+    assert _adapt(agent)["proxy"]["note"] == "no swap checked yet"
+    # an adapted model (made from this device's summary) that predicts nearly the same passes
+    close = fleet.offer(agent, _edit(normal, w_depth=1.01), stats, adapted_from_sequence=7)
     wait_until(lambda: serving(agent) == close)
     proxy = wait_until(lambda: _adapt(agent)["proxy"] if not _adapt(agent)["proxy"]["note"] else None)
     assert proxy["agreement"] > 0.9 and proxy["images"] == 16
-    # one whose every head says the opposite: rolled back by the proxy, the close model serves on
-    worse = fleet.offer(agent, _edit(first, w_seg=-1.0, w_depth=-1.0), stats)
+    # an adapted one whose every head says the opposite: rolled back by the proxy, the close one serves on
+    worse = fleet.offer(agent, _edit(normal, w_seg=-2.0, w_depth=-2.0), stats, adapted_from_sequence=8)
     report = wait_until(lambda: next((r for r in fleet.swaps if r.artifact_id == worse), None))
     assert not report.ok and "rolled back by the proxy check" in report.reason
     st = agent.status()
     assert st.artifact_id == close and st.state == "rolled_back" and "proxy" in st.state_reason
     assert _adapt(agent)["proxy"]["agreement"] < 0.5
     assert worse in agent.store.bad  # the same offer is not taken again
+    # the rolled-back-to model keeps its companion: a later swap does not prune it, nothing is fetched
+    assert agent.store.served(close).get("statistics") == sid
+    fetched = sum(1 for r, _ in fleet.servicer.requests if r == sid)
+    later = fleet.offer(agent, build_model(TASKS, size=SIZE, seed=3), _restamped(stats))
+    wait_until(lambda: serving(agent) == later and _adapt(agent).get("statistics") not in ("", sid))
+    assert agent.store.has(sid) and agent.store.served(close).get("statistics") == sid
+    assert sum(1 for r, _ in fleet.servicer.requests if r == sid) == fetched
+
+
+def test_a_companion_download_that_fails_for_a_network_reason_is_retried_without_a_new_offer(
+    make_agent, fleet: FakeFleet, companion: tuple[bytes, list[str]]
+) -> None:
+    stats, _ = companion
+    sid = artifact_id(stats)
+    agent = make_agent(tasks=TASKS, adapt=True, adapt_images=16, adapt_cpu_share=1.0)
+    _connected(agent)
+    fleet.servicer.unavailable[sid] = 4  # every attempt of the first download (Downloader: 4 attempts)
+    aid = fleet.offer(agent, build_model(TASKS, size=SIZE, seed=1), stats)
+    assert wait_serving(agent, TASKS) == aid  # the model serves whatever happens to its companion
+    wait_until(lambda: _adapt(agent)["statistics"] == sid, timeout=120)  # ~8 s of backoff, then the retry
+    assert serving(agent) == aid and len(fleet.swaps) == 1  # no new offer, no new swap
+    # more calls than the downloader makes in one fetch (4): the agent tried again by itself
+    assert sum(1 for r, _ in fleet.servicer.requests if r == sid) >= 5
+    _infer(agent, 4)
+    assert wait_until(lambda: fleet.summaries(agent.device_id))[0].artifact_id == aid

@@ -3,6 +3,7 @@ cadence and sequence, the offline rule (the latest summary only), and the proxy 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,13 @@ clock_ms = [1000]  # the wall clock the summaries' sequence may not fall below
 
 def _adapter(tmp_path: Path, sent: list[fleet_pb2.StatsSummary], online: list[bool], **kw: Any) -> Adapter:
     fields: dict[str, Any] = dict(
-        device_id="dev", state_dir=tmp_path, adapt=True, adapt_batch=4, adapt_images=16, adapt_cpu_share=1.0
+        device_id="dev",
+        state_dir=tmp_path,
+        adapt=True,
+        adapt_batch=4,
+        adapt_every=4,
+        adapt_images=16,
+        adapt_cpu_share=1.0,
     )
     fields.update(kw)
 
@@ -160,6 +167,97 @@ def test_offline_only_the_latest_summary_is_kept_and_sent_on_reconnect(tmp_path:
     assert adapter.status()["drift"] > 0.5  # the dimmer inputs moved every channel's mean
     adapter.flush()
     assert len(sent) == 1
+    adapter.stop()
+
+
+class Recorder(FakeStats):
+    """FakeStats that keeps every batch it was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.batches.append(batch.copy())
+        return super().run(batch)
+
+
+def test_a_statistics_run_measures_a_sample_spread_over_a_time_ordered_stream(tmp_path: Path) -> None:
+    """Frames come in time order (here: frame k is uniformly k / 256 bright): a run measures a uniform
+    sample of the `adapt_every` frames since the last run, not the last `adapt_batch` consecutive ones."""
+    sent: list[fleet_pb2.StatsSummary] = []
+    adapter = _adapter(tmp_path, sent, [True], adapt_batch=16, adapt_every=256, adapt_images=16)
+    stats = Recorder()
+    adapter.switch("a" * 64, stats)  # type: ignore[arg-type]
+    for k in range(256):
+        adapter.observe("a" * 64, np.full((1, 3, 4, 4), k / 256, np.float32))
+    wait_until(lambda: adapter.measured == 16)
+    [batch] = stats.batches
+    seen = sorted(round(float(x[0, 0, 0]) * 256) for x in batch)
+    assert len(set(seen)) == 16  # each frame at most once
+    # spread over the whole stream (both halves; the last 16 frames alone would be 240..255)
+    assert seen[0] < 128 <= seen[-1] and seen[0] < 240
+    assert len(adapter.recent()) == 16
+    adapter.stop()
+
+
+def test_the_window_stays_recent_while_nothing_is_measured(tmp_path: Path) -> None:
+    """Without a companion nothing is measured, but the proxy check still needs recent inputs: the
+    sampling restarts every `adapt_every` inputs all the same, so old ones do not linger."""
+    sent: list[fleet_pb2.StatsSummary] = []
+    adapter = _adapter(tmp_path, sent, [True], adapt_batch=16, adapt_every=64)
+    adapter.switch("a" * 64, None, "no companion")
+    for _ in range(1000):
+        adapter.observe("a" * 64, np.zeros((1, 3, 4, 4), np.float32))
+    for _ in range(64):
+        adapter.observe("a" * 64, np.ones((1, 3, 4, 4), np.float32))
+    held = adapter.recent()
+    assert len(held) == 16 and bool((held == 1.0).all()) and adapter.measured == 0
+    adapter.stop()
+
+
+def test_a_summary_above_the_broker_limit_is_not_counted_as_sent(tmp_path: Path) -> None:
+    class Wide(FakeStats):
+        def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            wide = np.linspace(0, 1, 8000, dtype=np.float32)  # 8000 channels: ~32 KB in float16
+            return {**super().run(batch), "conv.mean": wide, "conv.var": wide + 1}
+
+    sent: list[fleet_pb2.StatsSummary] = []
+    adapter = _adapter(tmp_path, sent, [True])
+    adapter.switch("a" * 64, Wide())  # type: ignore[arg-type]
+    _feed(adapter, "a" * 64, 16)
+    wait_until(lambda: adapter.status()["refused"] == 1)
+    st = adapter.status()
+    assert sent == [] and st["summaries"] == 0 and st["last_bytes"] == 0 and not st["pending"]
+    adapter.stop()
+
+
+def test_a_summary_flushed_by_a_reconnect_and_a_measurement_at_once_is_sent_once(tmp_path: Path) -> None:
+    sent: list[fleet_pb2.StatsSummary] = []
+    online = [False]
+    adapter = _adapter(tmp_path, sent, online)
+    adapter.switch("a" * 64, FakeStats())  # type: ignore[arg-type]
+    _feed(adapter, "a" * 64, 16)
+    wait_until(lambda: adapter.status()["pending"])
+    handing, release = threading.Event(), threading.Event()
+
+    def slow_publish(msg: fleet_pb2.StatsSummary) -> bool:  # the broker takes its time to take it
+        handing.set()
+        release.wait(10)
+        sent.append(msg)
+        return True
+
+    adapter.publish = slow_publish
+    first = threading.Thread(target=adapter.flush)
+    first.start()
+    assert handing.wait(10)
+    handing.clear()
+    second = threading.Thread(target=adapter.flush)  # e.g. the reconnect while the first is handed over
+    second.start()
+    second.join(0.5)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(sent) == 1 and adapter.status()["summaries"] == 1
     adapter.stop()
 
 

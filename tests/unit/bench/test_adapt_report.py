@@ -86,3 +86,16 @@ def test_an_oracle_below_adabn_is_called_no_upper_bound() -> None:
     assert "oracle is below AdaBN alone (mean over seeds) in 2 of 3 (budget, shift) cells" in " ".join(
         markdown(res).split()
     )
+
+
+def test_the_section_says_what_b_chose_and_where_the_oracle_is_below_b() -> None:
+    res = _result()
+    for r in res.rows:
+        if r.kind == ADAPTED:
+            r.method = "none" if r.shift == NONE else ("restyle" if r.seed == 0 else "adabn")
+        if r.shift == "all" and r.kind == ORACLE:
+            r.delta_m = -90.0  # (b): -80
+    text = markdown(res)
+    assert "| unshifted | -5.0 ± 0.0 | -5.2 ± 0.0 | | | | | | 3,000 B | none × 2 |" in text
+    assert "| 3,000 B | restyle × 1, adabn × 1 |" in text
+    assert "The oracle is below (b) itself in 1 cell: all four at once at macs 0.5." in " ".join(text.split())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -41,7 +43,7 @@ def test_restyle_finds_the_devices_camera_and_recovers_what_the_shift_cost(
     device = shifted(scenes, "dark")
     layers = _summary(trained_small, device.tensors["image"])
     calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
-    report = adapt(trained_small, trained_small, layers, calib, QUICK)
+    report = adapt(trained_small, trained_small, layers, calib, replace(QUICK, method="restyle"))
     gains = [report.camera[f"gain_{c}"] for c in "rgb"]
     assert all(0.3 < g < 0.5 for g in gains), report.camera  # the device's images are x0.4
     assert report.match_after < 0.5 * report.match_before
@@ -76,8 +78,47 @@ def test_a_summary_of_another_model_is_refused_in_one_sentence(
         adapt(trained_small, trained_small, layers, scenes, QUICK)
 
 
+def test_restyle_finds_a_sensor_noise_far_from_where_the_search_used_to_start(
+    trained_small: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    """Started near no noise, the search found sigma 0.019 for the suite's 0.08 noise (the gain took up
+    its variance); the grid start reaches it."""
+    torch.manual_seed(0)
+    layers = _summary(trained_small, shifted(scenes, "noise").tensors["image"])
+    calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
+    report = adapt(
+        trained_small,
+        trained_small,
+        layers,
+        calib,
+        replace(QUICK, method="restyle", steps=0, search_steps=10),
+    )
+    assert 0.05 < report.camera["noise_sigma"] < 0.12, report.camera
+    assert all(0.8 < report.camera[f"gain_{c}"] < 1.25 for c in "rgb"), report.camera
+
+
+def test_auto_keeps_the_model_for_no_shift_and_picks_adabn_or_restyle_by_the_shifts_size(
+    trained_small: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
+    auto = replace(QUICK, method="auto", steps=2)
+    # the same distribution as the server's images: the model stays exactly as it was
+    same = adapt(trained_small, trained_small, _summary(trained_small, calib.tensors["image"]), calib, auto)
+    assert same.method == "none" and same.shift < auto.min_shift and "no shift" in same.why
+    assert all(torch.equal(v, trained_small.state_dict()[k]) for k, v in same.model.state_dict().items())
+    dark = _summary(trained_small, shifted(scenes, "dark").tensors["image"])
+    strong = adapt(trained_small, trained_small, dark, calib, auto)
+    assert strong.method == "restyle" and strong.shift > auto.restyle_shift, strong.why
+    # the same summary, counted as a mild shift: AdaBN alone, no camera searched
+    mild = adapt(trained_small, trained_small, dark, calib, replace(auto, restyle_shift=strong.shift + 1))
+    assert mild.method == "adabn" and not mild.camera and "mild" in mild.why
+    # a camera that cannot explain the summary: AdaBN alone
+    unfit = adapt(trained_small, trained_small, dark, calib, replace(auto, max_fit=0.0))
+    assert unfit.method == "adabn" and "no camera explains" in unfit.why
+
+
 def test_bad_options_are_refused() -> None:
-    with pytest.raises(ValueError, match="choose adabn or restyle"):
+    with pytest.raises(ValueError, match="choose auto, adabn, restyle"):
         AdaptOptions(method="tent")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="choose device or restyled"):
         AdaptOptions(batchnorm="batch")  # type: ignore[arg-type]
