@@ -33,6 +33,8 @@ from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta, Precision
 from edgecut.norm_stats import MEAN, StatsError, layer_names
+from edgecut.server.cut.adapt import AdaptOptions
+from edgecut.server.cut.adapt import adapt as adapt_model
 from edgecut.server.cut.balance import DEFAULT_SHARE, leave_no_task_behind, task_changes, trade_off
 from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
@@ -68,6 +70,7 @@ from edgecut.server.paths import scenes_cache
 from edgecut.server.spec import (
     MIN_DELTA_M,
     PIPELINE_VERSION,
+    AdaptRequest,
     BuildSpec,
     BuiltArtifact,
     ProgressFn,
@@ -343,6 +346,62 @@ class TorchEngine:
             verdict.describe(f"refinement {n}"),
             *built.notes,
         ]
+        return built
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        """`request.parent` adapted to a device's statistics (issue 31, cut/adapt.py) and exported like a
+        build (variants, statistics companion); None when its Δm on the validation set falls more than
+        `request.max_loss` points below the unadapted model's (the unshifted data: what the server knows).
+
+        The parent is loaded as a refinement loads it: its architecture re-derived, its saved weights
+        restored. One whose weights this server does not keep (a from-scratch candidate, another
+        replica's work dir) cannot be adapted: BuildError says so."""
+        self.validate(spec)
+        parent, t0 = request.parent, time.perf_counter()
+        key = spec.build_key(self._base_id)
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
+        reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+        if parent.parent_meta.method == SCRATCH_METHOD:
+            raise BuildError("a model trained from scratch cannot be adapted: its weights are not kept")
+        progress("pruning", 0.01, "adaptation: loading the model it adapts")
+        weights, report = self._rederive(spec, parent)
+        student = report.model
+        if not restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student):
+            raise BuildError(
+                f"the weights of model {parent.parent_artifact_id[:12]} are not kept on this server: "
+                "it cannot be adapted"
+            )
+        before = quality(self._evaluate(student), reference, specs)
+        if before is None:
+            raise BuildError("the validation data labels none of the model's tasks: no adaptation is checked")
+        options = AdaptOptions() if request.method is None else AdaptOptions(method=request.method)  # type: ignore[arg-type]
+        adapted = adapt_model(student, report.teacher, request.layers, self.calib, options, progress)
+        progress("exporting", 0.9, "adaptation: evaluating on the validation set")
+        metrics = self._evaluate(adapted.model)
+        after = quality(metrics, reference, specs)
+        verdict = (
+            f"adapted ({adapted.method}) to the device's statistics: Δm {after:+.2f} % against "
+            f"{before:+.2f} % unadapted on the validation set (at most {request.max_loss:g} points lost)"
+        )
+        logger.info("build %s: %s", key[:12], verdict)
+        if after is None or after < before - request.max_loss:
+            return None
+        changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
+        meta = self._meta(
+            spec,
+            adapted.model,
+            measure(adapted.model, adapted.model.input_size),
+            metrics,
+            parent.parent_meta.method,
+        )
+        meta.refinement, meta.parent_artifact_id = parent.parent_meta.refinement, parent.parent_artifact_id
+        meta.recovery_steps = parent.parent_meta.recovery_steps
+        meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+        meta.fusion_weights = {t: weights.get(t, 1.0) for t in spec.tasks}
+        meta.trade_off = trade_off(changes, self.balance_share)
+        extras = {"delta_m_unadapted": before, "delta_m_adapted": after}
+        built = self._export(adapted.model, meta, extras, t0, False, progress)
+        built.notes = [verdict, *built.notes]
         return built
 
     def _judge(
