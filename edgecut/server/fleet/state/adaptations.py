@@ -64,8 +64,9 @@ class Adaptations:
                 self.db.insert(AdaptedDeviceRow)
                 .values(device_id=device_id, artifact_id="", **values)
                 .on_conflict_do_nothing(index_elements=["device_id"])
-            )
-            if getattr(inserted, "rowcount", 0):
+                .returning(AdaptedDeviceRow.device_id)
+            ).first()
+            if inserted is not None:
                 return True
             done = s.execute(
                 update(AdaptedDeviceRow)
@@ -77,8 +78,9 @@ class Adaptations:
                     ),
                 )
                 .values(**values)
-            )
-            return bool(getattr(done, "rowcount", 0))
+                .returning(AdaptedDeviceRow.device_id)
+            ).first()
+            return done is not None
 
     def offered(self, device_id: str, artifact_id: str) -> None:
         """The adapted model `artifact_id` was offered to the device."""
