@@ -1,0 +1,86 @@
+"""Issue 31, engine side of the adaptation job: the delivered model (re-derived, its saved weights
+restored, as a refinement loads its parent) adapted to a device's statistics, exported with its variants
+and companion, and shipped only when it loses at most `max_loss` points of Δm on the validation set."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgecut import norm_stats
+from edgecut.server.engine import load_engine
+from edgecut.server.errors import BuildError
+from edgecut.server.mtl import checkpoint
+from edgecut.server.mtl.data import batches
+from edgecut.server.spec import AdaptRequest, Budget, BuildSpec, Refinement
+
+SPEC = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.5))
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, trained_small):
+    d = tmp_path_factory.mktemp("adapt")
+    checkpoint.save(d / "model.pt", trained_small)
+    return load_engine(
+        d / "model.pt",
+        d,
+        "synthetic",
+        n_calib=48,
+        n_val=32,
+        recovery_steps=3,
+        refine_steps=(4,),
+        train_data="off",
+    )
+
+
+@pytest.fixture(scope="module")
+def quick(engine):
+    built = engine.build(SPEC, lambda *a: None)
+    yield built
+    built.cleanup()
+
+
+def _layers(companion, engine, scale: float) -> norm_stats.Layers:
+    """What a device's agent would send: the companion run over its images (calibration images x scale)."""
+    session = ort.InferenceSession(str(companion), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    acc = norm_stats.Accumulator()
+    for batch in batches(engine.calib, 16):
+        x = (batch["image"].numpy() * scale).astype(np.float32)
+        acc.add(dict(zip(names, session.run(None, {"image": x}), strict=True)), len(x))
+    return acc.layers()
+
+
+def test_an_adapted_model_ships_with_its_companion_when_it_keeps_its_quality(engine, quick) -> None:
+    assert quick.statistics is not None
+    clean = _layers(quick.statistics.onnx_path, engine, 1.0)  # a device that sees what the server sees
+    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), clean, "adabn", 0.5)
+    built = engine.adapt(SPEC, request, lambda *a: None)
+    assert built is not None
+    try:
+        before, after = built.extras["delta_m_unadapted"], built.extras["delta_m_adapted"]
+        assert after >= before - 0.5
+        assert built.meta.parent_artifact_id == "quick-id" and built.meta.macs == quick.meta.macs
+        assert (
+            built.statistics is not None
+            and built.statistics.meta.norm_layers == quick.statistics.meta.norm_layers
+        )
+        assert built.notes[0].startswith("adapted (adabn) to the device's statistics")
+    finally:
+        built.cleanup()
+
+
+def test_an_adaptation_that_loses_on_the_validation_set_is_not_shipped(engine, quick) -> None:
+    assert quick.statistics is not None
+    dark = _layers(quick.statistics.onnx_path, engine, 0.1)  # far from the (clean) validation images
+    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), dark, "adabn", 0.5)
+    assert engine.adapt(SPEC, request, lambda *a: None) is None
+
+
+def test_a_model_whose_weights_are_not_kept_cannot_be_adapted(engine, quick) -> None:
+    assert quick.statistics is not None
+    gone = quick.meta.model_copy(update={"refinement": 9})
+    layers = _layers(quick.statistics.onnx_path, engine, 1.0)
+    with pytest.raises(BuildError, match="not kept on this server"):
+        engine.adapt(SPEC, AdaptRequest(Refinement("gone", gone, 9), layers), lambda *a: None)
