@@ -162,7 +162,9 @@ class Adapter:
         if rec.state in (QUEUED, RUNNING):
             logger.info("%s waits for adaptation %s (bucket %s)", device_id, key, label)
             self._observe(device_id, "queued", bucket=label, job=key)
-            self._job(key, "queued", 0.0, rec.spec["adapt"])
+            asked = rec.spec.get("adapt", {})
+            if (asked.get("device"), asked.get("sequence")) == (device_id, msg.sequence):  # queued by us
+                self._job(key, "queued", 0.0, {**asked, "tasks": list(rec.spec.get("tasks", []))})
             self.wake.set()
 
     def instead(self, device_id: str, ready: Ready) -> Ready | None:
@@ -279,7 +281,7 @@ class Adapter:
             )
             return
         leases.hold(key)
-        self._job(key, "running", 0.0, info)
+        self._job(key, "running", 0.0, {**info, "tasks": list(spec.tasks)})
         stages = {"running"}
 
         def progress(stage: str, fraction: float, detail: str = "") -> None:
