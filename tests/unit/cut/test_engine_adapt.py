@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from edgecut import norm_stats
+from edgecut.server.cut.refine import quality
 from edgecut.server.engine import load_engine
 from edgecut.server.errors import BuildError
 from edgecut.server.mtl import checkpoint
@@ -52,30 +53,48 @@ def _layers(companion, engine, scale: float) -> norm_stats.Layers:
     return acc.layers()
 
 
-def test_an_adapted_model_ships_with_its_companion_when_it_keeps_its_quality(engine, quick) -> None:
+def test_a_dim_device_gets_a_model_adapted_to_it_that_keeps_its_quality_on_the_validation_set(
+    engine, quick
+) -> None:
     assert quick.statistics is not None
-    clean = _layers(quick.statistics.onnx_path, engine, 1.0)  # a device that sees what the server sees
-    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), clean, "adabn", 0.5)
+    dim = _layers(quick.statistics.onnx_path, engine, 0.4)  # the issue's dark shift
+    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), dim, "adabn", 0.5)
     built = engine.adapt(SPEC, request, lambda *a: None)
     assert built is not None
     try:
-        before, after = built.extras["delta_m_unadapted"], built.extras["delta_m_adapted"]
-        assert after >= before - 0.5
+        x = built.extras
+        assert x["delta_m_adapted"] >= x["delta_m_unadapted"] - 0.5  # the shipping rule
+        # where the device is (the validation scenes as a dim camera shows them) it gains
+        assert x["device_view_delta_m_adapted"] > x["device_view_delta_m_unadapted"]
+        specs = {t: engine.base.task_specs[t] for t in SPEC.tasks}
+        assert quality(built.meta.metrics, built.meta.reference_metrics, specs) == x["delta_m_adapted"]
         assert built.meta.parent_artifact_id == "quick-id" and built.meta.macs == quick.meta.macs
-        assert (
-            built.statistics is not None
-            and built.statistics.meta.norm_layers == quick.statistics.meta.norm_layers
-        )
+        assert built.statistics is not None
+        assert built.statistics.meta.norm_layers == quick.statistics.meta.norm_layers
         assert built.notes[0].startswith("adapted (adabn) to the device's statistics")
     finally:
         built.cleanup()
 
 
-def test_an_adaptation_that_loses_on_the_validation_set_is_not_shipped(engine, quick) -> None:
+def test_made_up_statistics_that_cost_quality_are_not_shipped(engine, quick) -> None:
+    """A summary with the server's own input statistics but deeper layers that were never measured:
+    not shipped; the same summary as measured (an unshifted device) loses at most max_loss."""
     assert quick.statistics is not None
-    dark = _layers(quick.statistics.onnx_path, engine, 0.1)  # far from the (clean) validation images
-    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), dark, "adabn", 0.5)
+    clean = _layers(quick.statistics.onnx_path, engine, 1.0)
+    made_up = {
+        name: (m, v) if name == norm_stats.INPUT else (m + 3.0 * np.sqrt(v), v * 25.0)
+        for name, (m, v) in clean.items()
+    }
+    request = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), made_up, "adabn", 0.5)
     assert engine.adapt(SPEC, request, lambda *a: None) is None
+    # the same summary, measured: an unshifted device loses at most max_loss
+    honest = AdaptRequest(Refinement("quick-id", quick.meta, quick.meta.refinement), clean, "adabn", 0.5)
+    built = engine.adapt(SPEC, honest, lambda *a: None)
+    assert built is not None
+    try:
+        assert built.extras["delta_m_adapted"] >= built.extras["delta_m_unadapted"] - 0.5
+    finally:
+        built.cleanup()
 
 
 def test_a_model_whose_weights_are_not_kept_cannot_be_adapted(engine, quick) -> None:
