@@ -237,8 +237,18 @@ class Adapter:
             try:
                 self.offer(row.device_id, ready)
                 self.registry.adaptations.offered(row.device_id, artifact_id)
+                self._catch_up(row)
             except Exception:
                 logger.exception("offering adapted model %s to %s failed", artifact_id[:12], row.device_id)
+
+    def _catch_up(self, row: Adapted) -> None:
+        """The key moved on (a refinement landed) while the device's adaptation was built: adapt that too."""
+        current = self.registry.jobs.get(row.build_key)
+        if current is None or current.state != DONE or current.artifact_id in ("", row.base_artifact_id):
+            return
+        if self.store.exists(current.artifact_id):
+            ready = Ready(row.build_key, self.store.get(current.artifact_id), refinement=current.refinement)
+            self.readapt(ready, [row])
 
     # -- the adapt worker ----------------------------------------------------------------------
 
