@@ -123,7 +123,12 @@ class Trust:
         serves, and refinement n + 1 of another parent than the served one belongs to a lineage the
         device left. A further refinement (the device missed one while offline) or a refinement of
         another key (it answers the current needs, which the seq check proved) is applied.
+        A model adapted to this device's statistics (`adapted_from_sequence`, issue 31) is off that chain:
+        it is the server's answer to the device's own summary (a new bucket, a new base model adapted
+        again), ordered by the offer counter alone like a rollback.
         """
+        if offer.adapted_from_sequence:
+            return
         if offer.refinement == 0 or serving is None or serving.build_key != offer.build_key:
             return
         if offer.refinement <= serving.refinement:

@@ -25,6 +25,7 @@ from .events import EventLog, relay_agent_log
 from .profiles import DeviceProfile
 
 IMAGE_SEED = 4242  # scenes no model was trained, calibrated or validated on
+ADAPT_IMAGES = 64  # inputs an adapting demo device measures per statistics summary (the agent's least: 16)
 
 
 class AgentProcess:
@@ -71,6 +72,8 @@ class AgentProcess:
             keepalive_s=10,
             reconnect_max_s=2.0,
             operator_keys=[self.operator_key] if self.operator_key else [],
+            # issue 31: a summary every ADAPT_IMAGES inputs, so the demo's minutes see one
+            **({"adapt": True, "adapt_images": ADAPT_IMAGES} if self.profile.adapt else {}),
         )
         # The demo's own settings only: an EDGECUT_* variable in the user's shell would override them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECUT_")}
@@ -157,18 +160,24 @@ class AgentProcess:
         return log_tail(self.log_path, lines)
 
 
-def scene_images(meta: ModelMeta, n: int = 8) -> list[np.ndarray]:
-    """`n` synthetic scenes as the model's input: 1 x 3 x H x W float32 in its value range."""
+def scene_images(meta: ModelMeta, n: int = 8, shift: str = "") -> list[np.ndarray]:
+    """`n` synthetic scenes as the model's input: 1 x 3 x H x W float32 in its value range, as a camera
+    with covariate shift `shift` (mtl/shifts.py; "" = none) sees them."""
+    import torch
+
     from edgecut.server.mtl.scenes import render
+    from edgecut.server.mtl.shifts import shift as named_shift
 
     _, _, h, w = meta.input.shape
     if h is None or w is None or h != w:
         raise AgentError(f"the demo needs a square fixed-size input, the model has {meta.input.shape}")
     lo, hi = meta.input.value_range
-    return [
-        (lo + render(IMAGE_SEED, i, h).image[None].astype(np.float32) / 255.0 * (hi - lo)).astype(np.float32)
-        for i in range(n)
-    ]
+    images = torch.from_numpy(np.stack([render(IMAGE_SEED, i, h).image for i in range(n)]))
+    if shift:
+        seen = named_shift(shift).apply({"image": images}, seed=IMAGE_SEED)["image"].numpy()
+    else:
+        seen = images.numpy().astype(np.float32) / 255.0
+    return [(lo + x[None] * (hi - lo)).astype(np.float32) for x in seen]
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ class InferenceDriver:
             meta = self._wait_model(client)
             if meta is None:
                 return
-            images = scene_images(meta)
+            images = scene_images(meta, shift=self.agent.profile.shift)
             self.log.say(device, f"[blue]inference[/] starts: {self.rate:g} requests/s through the local API")
             self.serving.set()
             period, nxt, i = 1.0 / self.rate, time.monotonic(), 0

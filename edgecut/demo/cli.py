@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and the task change took effect.",
     )
     p.add_argument("--data-dir", type=Path, default=Path(".edgecut"), help="models, scenes, build cache")
-    p.add_argument("--agents", type=int, default=4, help="agents to run (default 4; >= 1)")
+    p.add_argument(
+        "--agents",
+        type=int,
+        default=4,
+        help="agents to run (default 4; >= 1), plus the dim garage (issue 31)",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of inference at least (default 60)")
     p.add_argument("--quick", action="store_true", help="tiny model trained in seconds (tests, smoke runs)")
     p.add_argument(

@@ -23,7 +23,7 @@ from rich.markup import escape
 from edgecut import topics
 from edgecut.model_meta import ModelMeta
 from edgecut.server.mtl.metric_names import PRIMARY
-from edgecut.server.spec import BuildSpec, BuiltArtifact, Engine, ProgressFn, Refinement
+from edgecut.server.spec import AdaptRequest, BuildSpec, BuiltArtifact, Engine, ProgressFn, Refinement
 from edgecut.v1 import fleet_pb2 as pb
 
 PROGRESS_EVERY_S = 10.0
@@ -209,6 +209,7 @@ class ReportingEngine:
         self.refine_tasks = refine_tasks
         self.builds: list[BuildRecord] = []
         self.refine_runs: list[BuildRecord] = []  # refinement runs (shipped or not)
+        self.adapt_runs: list[BuildRecord] = []  # adaptations to a device's statistics (issue 31)
         self._announced: set[str] = set()
         self._lock = threading.Lock()
 
@@ -227,6 +228,21 @@ class ReportingEngine:
         if self.refine_tasks is not None and tuple(spec.tasks) not in self.refine_tasks:
             return 0
         return self.engine.refinements(spec)
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        key = spec.build_key(self.base_model_id)
+        who = f"build {key[:8]} adaptation"
+        self.log.say("server", f"{who}: adapting the delivered model to a device's statistics", "blue")
+        t0 = time.perf_counter()
+        built = self.engine.adapt(spec, request, progress)
+        seconds = time.perf_counter() - t0
+        self.adapt_runs.append(BuildRecord(key, list(spec.tasks), spec.budget.bucket(), seconds))
+        if built is None:
+            self.log.say("server", f"{who}: loses too much on the validation set; not shipped", "blue")
+        else:
+            note = built.notes[0] if built.notes else ""
+            self.log.say("server", f"{who}: ready after {seconds:.1f} s: {escape(note)}", "blue")
+        return built
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
         key = spec.build_key(self.base_model_id)

@@ -12,6 +12,10 @@ class DeviceProfile:
     tasks: tuple[str, ...]
     hardware: str  # what the profile stands for, for the log
     changes_to: tuple[str, ...]  # the tasks its user switches to when it is the device changed mid-run
+    # issue 31: `adapt: on` in its agent.yaml, and the covariate shift its camera adds to every image
+    # (edgecut/server/mtl/shifts.py; "" = none)
+    adapt: bool = False
+    shift: str = ""
 
 
 _RPI4, _JETSON, _X86 = (
@@ -26,6 +30,19 @@ BASE_PROFILES: tuple[DeviceProfile, ...] = (
     DeviceProfile("x86-lab", "x86", ("count", "edges"), _X86, ("count", "edges", "seg")),
     # Same class and tasks as rpi4-kitchen, so the same build key: it joins late and hits the cache.
     DeviceProfile("rpi4-garage", "rpi4", ("seg", "depth"), _RPI4, ("depth", "normals")),
+)
+
+
+# Issue 31: same class and tasks as rpi4-kitchen (one build key), but its camera sees 40 % of the light;
+# with `adapt: on` it sends statistics summaries and gets a model adapted to them.
+DIM_GARAGE = DeviceProfile(
+    "rpi4-dim-garage",
+    "rpi4",
+    ("seg", "depth"),
+    "Raspberry Pi 4 class in a dim garage (its camera sees 40 % of the light); adapt: on",
+    ("depth", "normals"),
+    adapt=True,
+    shift="dark",
 )
 
 

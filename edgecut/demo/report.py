@@ -46,6 +46,8 @@ def summary(result: DemoResult) -> list[str]:
             "devices hot-swapped from their quick model to a refined one: "
             + (", ".join(f"{d.device_id} ({d.version})" for d in refined) or "none")
         )
+    if result.adaptation is not None:
+        lines.append(f"{result.adaptation.device_id}: {result.adaptation.describe()}")
     lines += [
         f"trade-off on {d.device_id} ({d.version or 'its model'}): {d.meta.trade_off}"
         for d in result.devices

@@ -60,6 +60,28 @@ class TaskChange:
 
 
 @dataclass
+class AdaptationGain:
+    """Issue 31: the dim garage's adapted model against the fleet's model it adapts, Δm (%) of each on the
+    demo's labelled scenes under the device's shift."""
+
+    device_id: str
+    shift: str
+    scenes: int
+    base_artifact_id: str
+    adapted_artifact_id: str
+    adapted_from_sequence: int
+    delta_m_fleet: float
+    delta_m_adapted: float
+
+    def describe(self) -> str:
+        return (
+            f"adapted to its statistics (summary {self.adapted_from_sequence}): Δm {self.delta_m_adapted:+.1f} % "
+            f"against the fleet model's {self.delta_m_fleet:+.1f} % on {self.scenes} labelled scenes as its "
+            f"{self.shift} camera sees them ({self.delta_m_adapted - self.delta_m_fleet:+.1f} points)"
+        )
+
+
+@dataclass
 class DemoResult:
     broker: str
     model_source: str
@@ -75,6 +97,7 @@ class DemoResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     dashboard: str = ""  # the fleet dashboard's URL while the demo ran ("" = off)
+    adaptation: AdaptationGain | None = None  # the dim garage's adapted model (issue 31)
 
     def problems(self) -> list[str]:
         """Everything that makes the run a failure (empty = exit code 0)."""

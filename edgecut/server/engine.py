@@ -32,7 +32,9 @@ import torch
 from torch.utils.data import Dataset
 
 from edgecut.model_meta import SCRATCH_METHOD, ModelMeta, Precision
-from edgecut.norm_stats import MEAN, StatsError, layer_names
+from edgecut.norm_stats import INPUT, MEAN, StatsError, layer_names
+from edgecut.server.cut.adapt import AdaptOptions
+from edgecut.server.cut.adapt import adapt as adapt_model
 from edgecut.server.cut.balance import (
     DEFAULT_SHARE,
     leave_no_task_behind,
@@ -64,7 +66,7 @@ from edgecut.server.errors import BuildError, ImpossibleBudgetError, ModelContra
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import calibration_source
 from edgecut.server.mtl.contract import MultiTaskModel, check_contract, check_outputs
-from edgecut.server.mtl.data import Batch
+from edgecut.server.mtl.data import Batch, TensorSamples, batches
 from edgecut.server.mtl.evaluate import Metrics, evaluate, evaluate_onnx
 from edgecut.server.mtl.samples import SampleStats, sample_stats
 from edgecut.server.mtl.sources import LabelledSource, engine_data, labelled_tasks, training_source
@@ -74,6 +76,7 @@ from edgecut.server.paths import scenes_cache
 from edgecut.server.spec import (
     MIN_DELTA_M,
     PIPELINE_VERSION,
+    AdaptRequest,
     BuildSpec,
     BuiltArtifact,
     ProgressFn,
@@ -355,6 +358,77 @@ class TorchEngine:
             verdict.describe(f"refinement {n}"),
             *built.notes,
         ]
+        return built
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        """`request.parent` adapted to a device's statistics (issue 31, cut/adapt.py) and exported like a
+        build (variants, statistics companion); None when there is nothing to ship: the summary shows no
+        shift (cut/adapt.py's "none": the model is already right for that camera), or the adapted model
+        loses more than `request.max_loss` points of Δm against the unadapted one on the validation scenes
+        as the device's camera shows them (`device_view`: each image given the summary's input mean and
+        spread). A model tuned to a dim camera loses on the unshifted scenes by design, so those figures
+        go with the build (notes, extras) but do not decide; for an unshifted device the two views are
+        the same scenes. The agent's proxy check then judges it on the device's own inputs.
+
+        The parent is loaded as a refinement loads it: its architecture re-derived, its saved weights
+        restored. One whose weights this server does not keep (a from-scratch candidate, another
+        replica's work dir) cannot be adapted: BuildError says so."""
+        self.validate(spec)
+        parent, t0 = request.parent, time.perf_counter()
+        key = spec.build_key(self._base_id)
+        specs = {t: self.base.task_specs[t] for t in spec.tasks}
+        reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
+        if parent.parent_meta.method == SCRATCH_METHOD:
+            raise BuildError("a model trained from scratch cannot be adapted: its weights are not kept")
+        if self.val is None or not any(t in self._val_tasks for t in spec.tasks):
+            raise BuildError("the validation data labels none of the model's tasks: no adaptation is checked")
+        progress("pruning", 0.01, "adaptation: loading the model it adapts")
+        weights, report = self._rederive(spec, parent)
+        student = report.model
+        if not restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student):
+            raise BuildError(
+                f"the weights of model {parent.parent_artifact_id[:12]} are not kept on this server: "
+                "it cannot be adapted"
+            )
+        view = device_view(self.val, request.layers)
+        val_specs = {t: s for t, s in specs.items() if t in self._val_tasks}
+        before = quality(self._evaluate(student), reference, specs)
+        seen_before = quality(evaluate(student, val_specs, view), reference, specs)
+        options = AdaptOptions() if request.method is None else AdaptOptions(method=request.method)  # type: ignore[arg-type]
+        adapted = adapt_model(student, report.teacher, request.layers, self.calib, options, progress)
+        if adapted.method == "none":
+            logger.info("build %s: the device's statistics show no shift: nothing to adapt", key[:12])
+            return None
+        progress("exporting", 0.9, "adaptation: evaluating on the validation set")
+        metrics = self._evaluate(adapted.model)
+        after = quality(metrics, reference, specs)
+        seen_after = quality(evaluate(adapted.model, val_specs, view), reference, specs)
+        if before is None or after is None or seen_before is None or seen_after is None:
+            raise BuildError("the validation data labels none of the model's tasks: no adaptation is checked")
+        verdict = (
+            f"adapted ({adapted.method}) to the device's statistics: Δm {seen_after:+.2f} % against "
+            f"{seen_before:+.2f} % unadapted on the validation set as the device's camera shows it; "
+            f"{after:+.2f} % against {before:+.2f} % on the unshifted set"
+        )
+        logger.info("build %s: %s", key[:12], verdict)
+        if seen_after < seen_before - request.max_loss:
+            return None
+        changes = task_changes(metrics, reference, {t: s.kind for t, s in specs.items()})
+        size = measure(adapted.model, adapted.model.input_size)
+        meta = self._meta(spec, adapted.model, size, metrics, parent.parent_meta.method)
+        meta.refinement, meta.parent_artifact_id = parent.parent_meta.refinement, parent.parent_artifact_id
+        meta.recovery_steps = parent.parent_meta.recovery_steps
+        meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
+        meta.fusion_weights = {t: weights.get(t, 1.0) for t in spec.tasks}
+        meta.trade_off = trade_off(changes, self.balance_share)
+        extras = {
+            "delta_m_unadapted": before,
+            "delta_m_adapted": after,
+            "device_view_delta_m_unadapted": seen_before,
+            "device_view_delta_m_adapted": seen_after,
+        }
+        built = self._export(adapted.model, meta, extras, t0, False, progress)
+        built.notes = [verdict, *built.notes]
         return built
 
     def _judge(
@@ -645,6 +719,26 @@ class TorchEngine:
         d = self.work_dir / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def device_view(val: Dataset[Batch], layers: dict[str, tuple[np.ndarray, np.ndarray]]) -> TensorSamples:
+    """`val` (labels kept) under the per-channel gain and offset that give its images the input
+    statistics of `layers` (a device's summary): how a camera that differs in exposure, gain, contrast or
+    colour cast would show the validation scenes (blur and noise do not show in these two moments)."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in batches(val, 64):
+        for k, v in batch.items():
+            parts.setdefault(k, []).append(v)
+    data = {k: torch.cat(v) for k, v in parts.items()}
+    if INPUT not in layers:
+        return TensorSamples(data)
+    x = data["image"].float()
+    mean, var = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in layers[INPUT])
+    m, v = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    gain = torch.sqrt((var + 1e-6) / (v + 1e-6))
+    offset = mean - gain * m
+    data["image"] = (x * gain.view(1, 3, 1, 1) + offset.view(1, 3, 1, 1)).clamp(0.0, 1.0)
+    return TensorSamples(data)
 
 
 def _norm_layers(path: Path) -> dict[str, int]:

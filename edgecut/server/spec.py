@@ -231,6 +231,19 @@ class Refinement:
     number: int  # the refinement to make: 1 = first refinement of the quick model
 
 
+@dataclass(frozen=True)
+class AdaptRequest:
+    """An adaptation (issue 31): `parent` (a stored model) adapted to a device's statistics `layers`
+    (edgecut/norm_stats.py's Layers: layer -> (mean, variance)) with `method` (None: cut/adapt.py's
+    default); shipped only when the summary shows a shift and its Δm on the validation set as the
+    device's camera shows it is at most `max_loss` points below the parent's."""
+
+    parent: Refinement
+    layers: dict[str, tuple[Any, Any]]
+    method: str | None = None
+    max_loss: float = 0.5
+
+
 class Engine(Protocol):
     """What the fleet service needs from the tailoring engine."""
 
@@ -252,3 +265,7 @@ class Engine(Protocol):
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
         """Train `parent`'s pruned architecture further (worker thread); None when the result is not
         measurably better than the parent on the validation set (nothing is shipped then)."""
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        """`request.parent` adapted to a device's statistics and exported with its companion (worker
+        thread); None when it loses more than `request.max_loss` points of Δm (nothing is shipped then)."""

@@ -1,4 +1,5 @@
-"""`edgecut demo` end to end: a real broker, the fleet server, four agent processes, a task change.
+"""`edgecut demo` end to end: a real broker, the fleet server, five agent processes (four and the dim
+garage of issue 31), a task change, an adaptation.
 
 Each test runs the demo as a user would (a child process, `--quick` tiny model) and checks the facts of
 its final table from the `--json` copy, then that no process or port outlived it. The demo runs on the
@@ -24,7 +25,7 @@ import psutil
 import pytest
 
 from edgecut.broker import port_open
-from edgecut.demo.profiles import BASE_PROFILES, changed_device, waves
+from edgecut.demo.profiles import BASE_PROFILES, DIM_GARAGE, changed_device, waves
 from edgecut.demo.run import alive
 from tests.support.brokers import broker_kind
 
@@ -47,7 +48,8 @@ def _env() -> dict[str, str]:
 
 
 def _assert_all_stopped(doc: dict[str, Any]) -> None:
-    assert len(doc["pids"]) == 4 and len(doc["ports"]) == 7  # 4 agents; + broker, gRPC and dashboard
+    # 4 agents and the dim garage; + broker, gRPC and dashboard
+    assert len(doc["pids"]) == 5 and len(doc["ports"]) == 8
     assert doc["pids_alive_after"] == [] and doc["ports_open_after"] == []
     assert not [pid for pid in doc["pids"] if alive(pid)]  # checked again from outside
     assert not [port for port in doc["ports"] if port_open(port)]
@@ -69,8 +71,8 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     assert f"broker         {broker_kind()}" in run.stdout  # it says which broker it runs
 
     devices = {d["device_id"]: d for d in doc["devices"]}
-    assert list(devices) == [p.device_id for p in BASE_PROFILES]
-    for profile in BASE_PROFILES:
+    assert list(devices) == [p.device_id for p in (*BASE_PROFILES, DIM_GARAGE)]
+    for profile in (*BASE_PROFILES, DIM_GARAGE):
         d = devices[profile.device_id]
         # the class declared in the agent's config reached the server's budget policy
         assert d["device_class"] == profile.device_class and d["budget"].startswith("macs=")
@@ -89,9 +91,9 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
                 d["timings_ms"][d["precision"]] == min(d["timings_ms"].values()) or d["precision"] == "fp32"
             )
 
-    # rpi4-garage joined late with rpi4-kitchen's needs: answered from the store, not built again
-    assert devices["rpi4-garage"]["cache_hits"] == 1
-    assert sum(d["cache_hits"] for d in devices.values()) == 1
+    # rpi4-garage and the dim garage joined late with rpi4-kitchen's needs: answered from the store
+    assert devices["rpi4-garage"]["cache_hits"] == devices[DIM_GARAGE.device_id]["cache_hits"] == 1
+    assert sum(d["cache_hits"] for d in devices.values()) == 2
     assert len(doc["builds"]) == 4  # three distinct needs + the changed tasks
 
     # progressive delivery: the demo refines the first device's task set (rpi4-kitchen's, shared by
@@ -101,6 +103,15 @@ def test_demo_serves_every_device_and_survives_a_task_change(tmp_path: Path) -> 
     # one, 0 failed. (`make demo`, on the packaged reference model, shows both swaps: docs/demo.md.)
     assert len(doc["refinements"]) >= 1
     refined = {"rpi4-kitchen", "rpi4-garage"}
+    # issue 31: the dim garage (adapt: on, its camera at 40 % of the light) sent statistics summaries
+    # and serves a model adapted to them, its gain measured on the demo's labelled scenes under that shift
+    garage = devices.pop(DIM_GARAGE.device_id)
+    assert garage["version"].startswith("adapted to its statistics"), garage["version"]
+    adapted = doc["adaptation"]
+    assert adapted["device_id"] == DIM_GARAGE.device_id and adapted["shift"] == "dark"
+    assert adapted["adapted_artifact_id"] == garage["artifact_id"] != adapted["base_artifact_id"]
+    assert adapted["adapted_from_sequence"] > 0 and adapted["scenes"] == 64
+    assert f"{DIM_GARAGE.device_id}: adapted to its statistics" in run.stdout
     for d in devices.values():
         settled = (
             ("refinement 1", "quick (refinement not better)") if d["device_id"] in refined else ("quick",)
@@ -159,9 +170,9 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         url = next(line.split("dashboard: ", 1)[1].split()[0] for line in lines if "dashboard: " in line)
         with urllib.request.urlopen(url.replace("/fleet", "/api/v1/devices"), timeout=10) as r:
             listed = {d["device_id"] for d in json.load(r)["devices"]}
-        assert listed and listed <= {p.device_id for p in BASE_PROFILES}
+        assert listed and listed <= {p.device_id for p in (*BASE_PROFILES, DIM_GARAGE)}
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the demo and its broker
-        # shutdown stops 4 agents (10 s grace each, in parallel), the server and the broker
+        # shutdown stops the agents (10 s grace each, in parallel), the server and the broker
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -86,6 +87,7 @@ class OnnxTestEngine:
         self.refinement_count, self.not_better = refinements, set(not_better or ())
         self.retrained = set(retrained or ())
         self.refines: list[tuple[BuildSpec, Refinement]] = []  # every refinement started, in order
+        self.adapts: list[tuple[BuildSpec, Any]] = []  # every adaptation started (stats_engine.py)
         self._lock = threading.Lock()
         self._gate = threading.Event()  # cleared inside hold(): builds wait before they export
         self._gate.set()

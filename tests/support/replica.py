@@ -41,11 +41,15 @@ def main() -> int:
         "--pad-bytes", type=int, default=0, help="padding that makes this replica's artifacts its own"
     )
     p.add_argument("--statistics", action="store_true", help="builds carry a statistics companion (issue 31)")
+    p.add_argument("--refinements", type=int, default=0, help="refinements after each quick build")
+    p.add_argument(
+        "--hold-refinements", action="store_true", help="refinements wait for <state_dir>/refine to exist"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
     from edgecut.server.fleet.settings import ServerSettings
-    from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn
+    from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
     from .onnx_engine import OnnxTestEngine
     from .stats_engine import StatsEngine
@@ -69,7 +73,15 @@ def main() -> int:
                     time.sleep(0.05)
             return built
 
-    engine = LoggedEngine(settings.state_dir / "work", delay=args.delay, pad_bytes=args.pad_bytes)
+        def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
+            while args.hold_refinements and not (settings.state_dir / "refine").exists():
+                progress("recovery", 0.1, "held by the test")  # still stops on a lost lease
+                time.sleep(0.05)
+            return super().refine(spec, parent, progress)
+
+    engine = LoggedEngine(
+        settings.state_dir / "work", delay=args.delay, pad_bytes=args.pad_bytes, refinements=args.refinements
+    )
     server = build_server(settings, engine).start()
     if not server.wait_ready(WAIT_S):
         print("NOT READY", flush=True)

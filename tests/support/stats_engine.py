@@ -8,6 +8,7 @@ layers and widths (`ModelMeta.norm_layers`), which a device's summary must match
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecut.model_meta import ONNX_METADATA_KEY, ModelMeta
 from edgecut.norm_stats import INPUT
-from edgecut.server.spec import BuildSpec, BuiltArtifact, Variant
+from edgecut.server.spec import AdaptRequest, BuildSpec, BuiltArtifact, ProgressFn, Variant
 from tests.support.onnx_engine import SIZE, OnnxTestEngine
 
 STEM = "stem"
@@ -27,6 +28,35 @@ def stats_layers(width: int) -> dict[str, int]:
 
 
 class StatsEngine(OnnxTestEngine):
+    """`adapt` (issue 31) returns the parent's architecture and weights with metadata naming the summary's
+    input means (other bytes per bucket), metrics `adapt_loss` Δm points below the parent's: not shipped
+    when that is more than the request allows. `adapts` lists every adaptation started."""
+
+    adapt_loss = 0.0
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        self.adapts.append((spec, request))
+        self._steps(spec, progress, [("adapting", 0.5)], self._refine_gate)
+        if self.adapt_loss > request.max_loss:
+            return None
+        parent = request.parent.parent_meta
+        built = self._artifact(spec, parent.refinement)
+        mean = [round(float(v), 4) for v in request.layers[INPUT][0]]
+        meta = built.meta.model_copy(
+            update={
+                "metrics": parent.metrics,
+                "parent_artifact_id": request.parent.parent_artifact_id,
+                "precision_note": f"test adaptation to input means {mean}",
+            }
+        )
+        path = built.onnx_path.with_name(f"adapted-{uuid.uuid4().hex[:8]}.onnx")
+        model = onnx.load(str(built.onnx_path))
+        helper.set_model_props(model, {ONNX_METADATA_KEY: meta.to_json()})
+        path.write_bytes(model.SerializeToString())
+        built.onnx_path, built.meta = path, meta
+        built.notes = [f"test adaptation ({request.method or 'default'})"]
+        return built
+
     def _artifact(
         self, spec: BuildSpec, refinement: int = 0, parent: ModelMeta | None = None, narrower: bool = False
     ) -> BuiltArtifact:

@@ -22,6 +22,7 @@ from edgecut import tls
 from edgecut.errors import ConfigError
 from edgecut.server.fleet.commands.desk import CommandDesk, open_operator_key
 from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.adapter import AdaptPolicy
 from edgecut.server.fleet.jobs.manager import JobManager
 from edgecut.server.fleet.jobs.rollout import RolloutManager
 from edgecut.server.fleet.link.broker import BrokerAuth
@@ -137,6 +138,8 @@ class FleetServer:
             refine_workers=s.refine_workers,
             max_crashes=s.job_max_crashes,
             quick_floor=s.quick_min_delta_m,
+            adapt_workers=s.adapt_workers,
+            adapt_policy=AdaptPolicy(s.adapt_method, s.adapt_max_loss, s.limits.adapt_min_interval_s),
         )
         servicer = FleetServicer(
             store,

@@ -20,6 +20,8 @@ Kinds and their `data`:
 | `download` | grpc | artifact_id, offset, bytes, complete |
 | `rollout` | rollout | rollout id, state, device class, candidate, baseline, reason |
 | `command` | commands | command id, action, result (sent, ok, failed), who |
+| `adapt` | jobs (adapter) | a summary judged: result (in bucket, rate limited, queued, cached, ...), bucket |
+| `adaptation` | jobs (adapter) | an adaptation job's stage (queued, running, adapted, not shipped, failed) |
 
 `source` on a job event says how a request was answered: build (a new job), cache (from the store),
 joined (an active job with the same build key).

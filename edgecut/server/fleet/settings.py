@@ -141,6 +141,24 @@ class ServerSettings(BaseModel):
         le=16,
         title="concurrent refinements of delivered models (progressive delivery; 0 = quick models only)",
     )
+    adapt_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        title="concurrent adaptations to devices' statistics (issue 31; 0 = none)",
+    )
+    adapt_method: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_-]+$",
+        title="adaptation method (cut/adapt.py: adabn, restyle, ...)",
+        description="default: the one cut/adapt.py names its default",
+    )
+    adapt_max_loss: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=100.0,
+        title="Δm points an adapted model may lose on the validation set as the device's camera shows it",
+    )
     replica_id: str = Field(
         default="",
         max_length=128,

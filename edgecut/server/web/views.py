@@ -6,24 +6,30 @@ anything the API does not say.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from sqlalchemy import func, select
 
 from edgecut.errors import EdgecutError
 from edgecut.model_meta import ModelMeta
+from edgecut.norm_stats import StatsError
 from edgecut.server.fleet.jobs.rollout import RolloutManager
 from edgecut.server.fleet.jobs.rollout_policy import CANARY
+from edgecut.server.fleet.policy import stat_buckets
+from edgecut.server.fleet.state.adaptations import Adapted
 from edgecut.server.fleet.state.history import FleetHistory
 from edgecut.server.fleet.state.registry import Registry
 from edgecut.server.fleet.state.schema import QUEUED, RUNNING, SwapRow
 from edgecut.server.fleet.state.store import Store
 from edgecut.server.mtl.metric_names import DELTA_M_METRICS, LOWER_IS_BETTER, PRIMARY, task_change
 from edgecut.server.web.events import EventHub
+from edgecut.v1 import fleet_pb2 as pb
 
 STATUSES = ("online", "offline", "unknown")
 
@@ -83,8 +89,15 @@ class Views:
         swapped = self._last_swaps()
         roles = self._rollout_roles()
         sent = self.registry.statistics.devices()
+        adapted = self.registry.adaptations.all()
         rows = [
-            self._summary(d, swapped.get(d["device_id"]), roles.get(d["device_id"]), sent.get(d["device_id"]))
+            self._summary(
+                d,
+                swapped.get(d["device_id"]),
+                roles.get(d["device_id"]),
+                sent.get(d["device_id"]),
+                adapted.get(d["device_id"]),
+            )
             for d in devices
         ]
         by_class: dict[str, dict[str, int]] = {}
@@ -132,9 +145,11 @@ class Views:
         swapped_at: float | None,
         role: dict[str, Any] | None,
         statistics: dict[str, Any] | None = None,
+        adapted: Adapted | None = None,
     ) -> dict[str, Any]:
         """`statistics`: the device's statistics summaries taken (issue 31: last sequence, how many,
-        when the latest), None when it never sent one (adaptation off on the device)."""
+        when the latest), None when it never sent one (adaptation off on the device); `adapted`: its
+        adaptation record (shown with `adaptation`)."""
         t = d.get("telemetry") or {}
         res = d.get("resources") or {}
         return {
@@ -168,8 +183,32 @@ class Views:
             "pinned_artifact_id": d.get("pinned_artifact_id", ""),
             "rollout": role,
             "statistics": statistics,
+            "adapted": self.adaptation(adapted, d) if adapted is not None else None,
             **agent_state(t),
             **served_precision(t, d["artifact_id"]),
+        }
+
+    def adaptation(self, row: Adapted, d: dict[str, Any]) -> dict[str, Any]:
+        """A device's adaptation (issue 31): the adapted model offered to it (and whether it serves it),
+        the base model, the statistics bucket and summary that chose it, and its drift since: the
+        distance of its latest summary's input statistics from that one's, in grid steps
+        (policy/stat_buckets.py: 1.0 = one bucket's width)."""
+        drift = None
+        latest = self.registry.statistics.of_device(row.device_id)
+        if latest and row.point:
+            msg = pb.StatsSummary()
+            try:
+                msg.ParseFromString(latest[0].summary)
+                drift = round(stat_buckets.drift(row.point, stat_buckets.point(msg)), 2)
+            except (DecodeError, StatsError):  # stored after every check: only a bug gets here
+                drift = None
+        return {
+            "artifact_id": row.artifact_id,
+            "serving": bool(row.artifact_id) and d["artifact_id"] == row.artifact_id,
+            "base_artifact_id": row.base_artifact_id,
+            "bucket": row.bucket,
+            "sequence": row.sequence,
+            "drift": drift if drift is None or math.isfinite(drift) else None,
         }
 
     def model(self, artifact_id: str) -> dict[str, Any] | None:
@@ -221,7 +260,8 @@ class Views:
         swaps = self.registry.offers.swaps(device_id, limit=50)
         last_ok = next((s["at"] for s in swaps if s["ok"]), None)
         sent = self.registry.statistics.devices().get(device_id)
-        out = self._summary(d, last_ok, self._rollout_roles().get(device_id), sent)
+        adapted = self.registry.adaptations.get(device_id)
+        out = self._summary(d, last_ok, self._rollout_roles().get(device_id), sent, adapted)
         meta = self.meta(d["artifact_id"])
         out["quality"] = quality_rows(meta) if meta else []
         out["trade_off"] = meta.trade_off if meta else ""
@@ -299,7 +339,10 @@ class Views:
         done = [
             r.seconds
             for r in runs
-            if r.result == "done" and r.seconds is not None and not _lineage(r.build_key)["refinement"]
+            if r.result == "done"
+            and r.seconds is not None
+            and not _lineage(r.build_key)["refinement"]
+            and not _lineage(r.build_key).get("adaptation")
         ]
         return {
             "active": active,
@@ -320,7 +363,11 @@ class Views:
 
 
 def _lineage(key: str, total: Any = None) -> dict[str, Any]:
-    """A refinement's job key is `K~rN` (registry.refinement_key): its number and the build it refines."""
+    """A refinement's job key is `K~rN` (registry.refinement_key): its number and the build it refines;
+    an adaptation's is `K~a...` (registry.adaptation_key): refinement 0, labelled as an adaptation."""
+    of, sep, _ = key.rpartition("~a")
+    if sep:
+        return {"refinement": 0, "refines": of, "label": "adapted to a device", "adaptation": True}
     of, sep, number = key.rpartition("~r")
     if not sep or not number.isdigit():
         return {"refinement": 0, "refines": "", "label": ""}

@@ -63,3 +63,29 @@ def test_a_damaged_counter_file_is_said_not_silently_reset(
     with caplog.at_level(logging.WARNING, logger="edgecut.agent.trust"):
         _trust(tmp_path / "fresh")  # no file yet: a new device, nothing to say
     assert caplog.text == ""
+
+
+def test_a_model_adapted_to_the_device_is_off_the_refinement_chain() -> None:
+    """Issue 31: the device serves a model adapted from the quick model; the base's refinement 1 adapted
+    again (its parent: the refinement, not the served model) and a re-adaptation to a new bucket of that
+    refinement are both applied, where the same plain offers would be stale."""
+    from edgecut.v1 import fleet_pb2 as pb
+
+    serving = pb.Manifest(artifact_id="a0" * 32, build_key="k", refinement=0, adapted_from_sequence=1)
+    again = pb.Manifest(
+        artifact_id="a1" * 32,
+        build_key="k",
+        refinement=1,
+        parent_artifact_id="r1" * 32,
+        adapted_from_sequence=1,
+    )
+    Trust.check_refinement(again, serving)
+    moved = pb.Manifest(artifact_id="a2" * 32, build_key="k", refinement=1, parent_artifact_id="r1" * 32)
+    moved.adapted_from_sequence = 9
+    Trust.check_refinement(moved, again)
+    for plain in (again, moved):
+        unflagged = pb.Manifest()
+        unflagged.CopyFrom(plain)
+        unflagged.adapted_from_sequence = 0
+        with pytest.raises(Stale):
+            Trust.check_refinement(unflagged, again)

@@ -431,3 +431,66 @@ def test_the_dashboard_says_which_devices_send_statistics_and_what_was_taken(web
     page = web.client.get("/devices/pi-a").text
     assert 'id="statistics"' in page and "abababababab" in page
     assert 'id="statistics"' not in web.client.get("/devices/pi-b").text
+
+
+def test_the_devices_page_shows_which_devices_run_an_adapted_model_and_their_drift(web: Web) -> None:
+    """Issue 31: a device running a model adapted to its statistics shows it on the fleet list and its own
+    page (from which summary, which bucket), with its drift: its latest summary's distance, in bucket
+    widths, from the one its model was adapted to."""
+    import numpy as np
+
+    from edgecut import norm_stats
+    from edgecut.server.fleet.policy import stat_buckets
+
+    def summary(seq: int, mean: float, std: float) -> bytes:
+        layers = {norm_stats.INPUT: (np.full(3, mean, np.float32), np.full(3, std * std, np.float32))}
+        return norm_stats.to_proto(layers, "pi-a", web.artifact, 64, seq, 0).SerializeToString()
+
+    dim = summary(3, 0.2, 0.12)
+    assert web.registry.statistics.take("pi-a", web.artifact, 3, 64, "ab" * 32, dim) is None
+    from edgecut.v1 import fleet_pb2 as pb
+
+    point = stat_buckets.point(pb.StatsSummary.FromString(dim))
+    label = stat_buckets.bucket(point)
+    assert web.registry.adaptations.choose("pi-a", "k1", "b" * 64, label, 3, point, "k1~ajob")
+    web.registry.adaptations.offered("pi-a", web.artifact)  # pi-a serves web.artifact: the adapted model
+    web.registry.adaptations.choose("pi-b", "k1", "b" * 64, label, 4, point, "k1~ajob")  # asked, not offered
+    devices = {d["device_id"]: d for d in web.client.get("/api/v1/devices").json()["devices"]}
+    a = devices["pi-a"]["adapted"]
+    assert (a["serving"], a["sequence"], a["bucket"], a["drift"]) == (True, 3, label, 0.0)
+    assert devices["pi-b"]["adapted"]["serving"] is False and devices["box"]["adapted"] is None
+    fleet = web.client.get("/").text
+    assert "adapted · seq 3 · drift 0.0" in fleet and fleet.count('data-field="adapted"') == 1
+
+    # the camera got brighter: x2 is two bucket widths (steps of sqrt(2))
+    assert web.registry.statistics.take("pi-a", web.artifact, 5, 64, "cd" * 32, summary(5, 0.4, 0.24)) is None
+    d = web.client.get("/api/v1/devices/pi-a").json()
+    assert d["adapted"]["drift"] == 2.0
+    page = web.client.get("/devices/pi-a").text
+    assert "runs an adapted model" in page and label in page and '<b data-field="drift">2.0</b>' in page
+
+
+def test_adaptations_are_runs_of_their_own_on_the_builds_page(web: Web) -> None:
+    """Issue 31: an adaptation job is recorded like a refinement (its own row, its outcome), labelled."""
+    recorder = HistoryRecorder(web.history, web.store, latency_runs=0)
+    recorder.start()
+    for stage, data in (
+        ("queued", {"tasks": ["depth", "seg"]}),
+        ("running", {"tasks": ["depth", "seg"]}),
+        ("adapted", {"artifact_id": web.artifact}),
+    ):
+        recorder(FleetEvent("adaptation", data={"build_key": "k1~abucket.parent", "stage": stage, **data}))
+    recorder(FleetEvent("adaptation", data={"build_key": "k1~aother.parent", "stage": "queued"}))
+    recorder(FleetEvent("adaptation", data={"build_key": "k1~aother.parent", "stage": "not shipped"}))
+    assert recorder.flush()
+    runs = {r["build_key"]: r for r in web.client.get("/api/v1/builds").json()["recent"]}
+    done, lost = runs["k1~abucket.parent"], runs["k1~aother.parent"]
+    assert (done["label"], done["refines"], done["result"], done["artifact_id"]) == (
+        "adapted to a device",
+        "k1",
+        "done",
+        web.artifact,
+    )
+    assert lost["result"] == "not shipped"
+    assert "adapted to a device" in web.client.get("/builds").text
+    recorder.stop()

@@ -43,6 +43,7 @@ from typing import Any
 
 from edgecut.server.errors import QueueFullError, ServerError
 from edgecut.server.fleet.events import Observers
+from edgecut.server.fleet.jobs.adapter import Adapter, AdaptPolicy
 from edgecut.server.fleet.jobs.builder import Builder
 from edgecut.server.fleet.jobs.leases import Leases
 from edgecut.server.fleet.jobs.outcomes import (
@@ -101,16 +102,20 @@ class JobManager:
         refine_workers: int = 1,
         max_crashes: int = 3,
         quick_floor: float = -math.inf,
+        adapt_workers: int = 1,
+        adapt_policy: AdaptPolicy = AdaptPolicy(),
     ) -> None:
-        """`quick_floor`: Δm (%) below which a model is held back while a refinement may replace it."""
-        if workers < 1 or refine_workers < 0 or max_crashes < 0:
-            raise ValueError("workers must be >= 1, refine_workers and max_crashes >= 0")
+        """`quick_floor`: Δm (%) below which a model is held back while a refinement may replace it;
+        `adapt_workers` run adaptations to devices' statistics (issue 31, adapter.py) by `adapt_policy`."""
+        if workers < 1 or refine_workers < 0 or max_crashes < 0 or adapt_workers < 0:
+            raise ValueError("workers must be >= 1, refine_workers, adapt_workers and max_crashes >= 0")
         self.engine, self.store, self.registry = engine, store, registry
         self.max_queued, self.build_limiter = max_queued, build_limiter
         self.observers = observers or Observers()
         self.leases = Leases(owner, lease_s, poll_s, max_crashes)
         self.owner = self.leases.owner  # this replica's name on the leases it holds
         self._workers_n, self._refine_workers_n = workers, refine_workers
+        self._adapt_workers_n = adapt_workers
         self._lock = threading.RLock()
         self._active: dict[str, Job] = {}  # jobs someone here listens to or waits for, or builds
         self._threads: list[threading.Thread] = []
@@ -132,6 +137,10 @@ class JobManager:
             refined=self.refined,
             settled=self.settled,
         )
+        self.adapter = Adapter(
+            engine, store, registry, self.leases, self.observers, self.quick_builds_here, adapt_policy
+        )
+        self._refined_hooks.append(self.adapter.on_refined)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -144,6 +153,8 @@ class JobManager:
             self._spawn(self.builder.work, f"edgecut-job-{i}")
         for i in range(self._refine_workers_n):
             self._spawn(self.refiner.work, f"edgecut-refine-{i}")
+        for i in range(self._adapt_workers_n):
+            self._spawn(self.adapter.work, f"edgecut-adapt-{i}")
         self._spawn(self._watch, "edgecut-job-watch")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -156,6 +167,7 @@ class JobManager:
         self._stopping.set()
         self._wake.set()
         self.refiner.wake.set()
+        self.adapter.wake.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()

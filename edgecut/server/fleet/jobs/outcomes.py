@@ -32,6 +32,9 @@ class Ready:
     # why devices are not offered it yet ("" = offer it): below the quick model's quality floor while
     # a refinement may still replace it (quality_floor.py)
     held: str = ""
+    # a model adapted to the receiving device's statistics (issue 31): the sequence of the device's
+    # summary that chose it (signed as Manifest.adapted_from_sequence); 0 = not adapted
+    adapted_from_sequence: int = 0
 
 
 @dataclass(frozen=True)

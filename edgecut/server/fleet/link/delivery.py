@@ -58,6 +58,9 @@ class Delivery:
         self.offer_gate: OfferGate | None = None
         # True = hold a refinement's offers back (a staged rollout judges its key's quick model now)
         self.refinement_hold: Callable[[Ready], bool] | None = None
+        # issue 31: what a device running a model adapted to its statistics gets in place of a plain model
+        # of its key (jobs/adapter.py `instead`): its adapted model, or None while that is being built
+        self.adapted: Callable[[str, Ready], Ready | None] | None = None
 
     def on_job_finished(self, outcome: Outcome) -> None:
         """Answer every device that asked for this build (persisted, so this also works after a restart)."""
@@ -121,6 +124,16 @@ class Delivery:
             return
         self.offer(device_id, seq, chosen, held=chosen is not ready)
 
+    def offer_adapted(self, device_id: str, ready: Ready) -> None:
+        """Offer a model adapted to the device's statistics (jobs/adapter.py) against its current needs.
+
+        Like a refinement that keeps its parent's architecture, it passes the rollout gate (same MACs,
+        inputs and outputs; checked on the validation set), and the agent's proxy check judges it."""
+        dev = self.registry.devices.get(device_id)
+        if dev is None:
+            return
+        self.offer(device_id, int(dev["needs_seq"]), ready)
+
     def _hold(self, device_id: str, seq: int, ready: Ready) -> None:
         """Offer nothing now: the device keeps its model and waits for the key's next model."""
         self.registry.waiters.add(ready.build_key, device_id, seq)
@@ -140,7 +153,20 @@ class Delivery:
         )
 
     def offer(self, device_id: str, seq: int, ready: Ready, held: bool = False) -> None:
-        """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this)."""
+        """Publish a retained ModelReady for `ready` to the device (no gate: rollouts call this).
+
+        A device that runs a model adapted to its statistics (issue 31) is never offered a plain model of
+        its key over it: the adapted one of that same model, or nothing while the new model is adapted."""
+        if not ready.adapted_from_sequence and self.adapted is not None:
+            chosen = self.adapted(device_id, ready)
+            if chosen is None:
+                logger.info(
+                    "not offering %s to %s: its adapted model stays until this one is adapted too",
+                    ready.artifact.artifact_id[:12],
+                    device_id,
+                )
+                return
+            ready = chosen
         offer_seq = self.registry.offers.next_seq(device_id, now_ms())
         variants = variants_for(self.store, self.registry, ready.artifact, device_id)
         stats = statistics_for(self.store, self.registry, ready.artifact)
@@ -191,4 +217,5 @@ class Delivery:
             parent_artifact_id=ready.parent_artifact_id,
             variants={v.meta.precision: v.artifact_id for v in variants},
             statistics=stats.artifact_id if stats else "",
+            adapted_from_sequence=ready.adapted_from_sequence,
         )

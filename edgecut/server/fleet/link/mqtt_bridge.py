@@ -112,6 +112,10 @@ class MqttBridge:
         }
         jobs.add_finish_hook(self.delivery.on_job_finished)
         jobs.add_refined_hook(self.delivery.on_refined)
+        # issue 31: a summary taken may ask for an adapted model; an adapted device keeps its model
+        self.summaries.on_taken = jobs.adapter.on_summary
+        self.delivery.adapted = jobs.adapter.instead
+        jobs.adapter.offer = self.delivery.offer_adapted
         self._lanes = Lanes(lanes, name="edgecut-msg") if lanes > 0 else None
         self._guard = threading.Lock()  # the counters below: lanes handle devices concurrently
         self._bad_ids, self._bad_ids_said = 0, -BAD_ID_LOG_S  # refused device ids (see _bad_id)

@@ -90,6 +90,7 @@ class FleetSigner:
             issued_unix_ms=now_ms(),
             grpc_address=grpc_address,
             offer_seq=offer_seq,
+            adapted_from_sequence=ready.adapted_from_sequence,
         )
         _put_metrics(manifest.metrics, a.meta.metrics)
         for v in variants:

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -75,6 +76,8 @@ class Summaries:
         self.link, self.registry, self.limiter = link, registry, limiter
         self._guard = threading.Lock()  # the bridge's lanes handle devices concurrently
         self._flooded, self._flood_said = 0, -FLOOD_LOG_S
+        # `on_taken(device_id, summary)` after a summary was taken (the adaptation job, jobs/adapter.py)
+        self.on_taken: Callable[[str, pb.StatsSummary], None] | None = None
 
     def _say(self, device_id: str, exc: Refused) -> None:
         """One line per refusal; a flood past the rate limit at most one line a minute, with its count."""
@@ -114,6 +117,8 @@ class Summaries:
             sequence=msg.sequence,
             images=msg.images,
         )
+        if self.on_taken is not None:
+            self.on_taken(device_id, msg)
 
     def _check(self, device_id: str, payload: bytes) -> pb.StatsSummary:
         if self.limiter is not None:

@@ -35,6 +35,11 @@ class LimitSettings(BaseModel):
     stats_per_minute: float = Field(
         default=1.0, gt=0, title="sustained statistics summaries per device per minute (issue 31)"
     )
+    adapt_min_interval_s: float = Field(
+        default=600.0,
+        ge=0,
+        title="least seconds between two adaptations chosen for one device (issue 31: a drifting device)",
+    )
     max_queued_jobs: int = Field(default=64, ge=1, title="builds queued or running, all devices together")
     scrub_interval_s: float = Field(default=3600.0, ge=0, title="seconds between store scrubs (0 = never)")
 

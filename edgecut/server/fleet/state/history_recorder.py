@@ -50,7 +50,7 @@ class HistoryRecorder:
         if event.kind == "telemetry" and self._queue.qsize() > MAX_PENDING:
             self.dropped += 1
             return
-        if event.kind in ("telemetry", "job", "refinement"):
+        if event.kind in ("telemetry", "job", "refinement", "adaptation"):
             self._queue.put(event)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -85,16 +85,16 @@ class HistoryRecorder:
                 self._measure(str(d.get("artifact_id", "")))
             elif stage == "failed":
                 self.history.build_finished(key, e.at, False, error=str(d.get("error", "")))
-        elif e.kind == "refinement":  # a row of its own in the builds table (key K~rN)
+        elif e.kind in ("refinement", "adaptation"):  # a row of its own in the builds table (K~rN, K~a...)
             stage, key = str(d.get("stage", "")), str(d.get("build_key", ""))
             if stage == "queued":
                 self.history.build_queued(key, list(d.get("tasks", [])), e.at)
             elif stage == "running":
                 self.history.build_started(key, list(d.get("tasks", [])), e.at)
-            elif stage == "ready":
+            elif stage in ("ready", "adapted"):
                 self.history.build_finished(key, e.at, True, artifact_id=str(d.get("artifact_id", "")))
                 self._measure(str(d.get("artifact_id", "")))
-            elif stage in ("failed", "not better", "stale", "unwanted"):
+            elif stage in ("failed", "not better", "stale", "unwanted", "not shipped"):
                 self.history.build_finished(key, e.at, stage != "failed", result=stage)
 
     def _measure(self, artifact_id: str) -> None:

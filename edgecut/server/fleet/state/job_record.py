@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgecut.server.fleet.state.schema import BUILD, REFINE, JobRow, LeaseRow
+from edgecut.server.fleet.state.schema import ADAPT, BUILD, REFINE, JobRow, LeaseRow
+
+
+def adaptation_key(build_key: str, parent_artifact_id: str, bucket_id: str) -> str:
+    """The job key of `parent_artifact_id` (a model of `build_key`) adapted to a statistics bucket
+    (issue 31, jobs/adapter.py); 32 + 2 + 12 + 1 + 12 characters fit the 64-character key column."""
+    return f"{build_key[:32]}~a{bucket_id[:12]}.{parent_artifact_id[:12]}"
 
 
 def refinement_key(build_key: str, number: int) -> str:
@@ -48,7 +54,7 @@ def job_record(row: JobRow, lease: LeaseRow | None = None) -> JobRecord:
         row.refinement or 0,
         lease.owner if lease is not None else "",
         lease.expires if lease is not None else 0.0,
-        REFINE if row.kind == REFINE else BUILD,  # '' = a row from before refinements existed
+        row.kind if row.kind in (REFINE, ADAPT) else BUILD,  # '' = a row from before refinements existed
         row.lease_gen or 0,
         row.crashes or 0,
     )

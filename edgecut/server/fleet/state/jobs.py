@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from edgecut.server.fleet.state.database import Database
 from edgecut.server.fleet.state.job_record import JobRecord, job_record
 from edgecut.server.fleet.state.schema import (
+    ADAPT,
     BUILD,
     DONE,
     FAILED,
@@ -96,7 +97,7 @@ class Jobs:
             s.execute(_lock_jobs([build_key]))
             return _adopt(s, build_key, parent_artifact_id, artifact_id, number)
 
-    def ensure(self, build_key: str, spec: dict[str, Any]) -> JobRecord:
+    def ensure(self, build_key: str, spec: dict[str, Any], kind: str = BUILD) -> JobRecord:
         """The key's job: created queued when missing, queued again when it failed, else as it is.
 
         Replicas asking for one key at once get the same row; a queued or running job is joined, and
@@ -105,7 +106,9 @@ class Jobs:
         with self.db.transaction() as s:
             s.execute(
                 self.db.insert(JobRow)
-                .values(build_key=build_key, state=QUEUED, spec=spec, stage="queued", created=now())
+                .values(
+                    build_key=build_key, state=QUEUED, spec=spec, stage="queued", created=now(), kind=kind
+                )
                 .on_conflict_do_nothing(index_elements=["build_key"])
             )
             row = s.get(JobRow, build_key, with_for_update={"key_share": True})
@@ -139,9 +142,9 @@ class Jobs:
                 .where(
                     JobRow.state.in_((QUEUED, RUNNING)),
                     or_(LeaseRow.build_key.is_(None), LeaseRow.expires < db_now),
-                    JobRow.kind == REFINE
-                    if kind == REFINE
-                    else or_(JobRow.kind != REFINE, JobRow.kind.is_(None)),
+                    JobRow.kind == kind
+                    if kind in (REFINE, ADAPT)
+                    else or_(JobRow.kind.not_in((REFINE, ADAPT)), JobRow.kind.is_(None)),
                 )
                 .order_by(JobRow.created)
                 .limit(1)

@@ -9,6 +9,7 @@ and holds one small repository per aggregate, each a few short transactions over
 | `offers` | offers.py | signed offers, the offer counter, swaps reported back |
 | `variants` | variants.py | a stored model's other precisions (int8, fp16) |
 | `statistics` | statistics.py | statistics companions, the summaries devices sent and their sequences |
+| `adaptations` | adaptations.py | per device, the statistics bucket it was adapted to and its adapted model |
 | `jobs` | jobs.py | the build queue, leases and fencing (single flight across replicas) |
 | `waiters` | waiters.py | which device waits for which build (answered after a restart too) |
 | `rollouts` | rollouts.py | staged rollouts and their verdicts (jobs/rollout.py judges) |
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Session
 
+from edgecut.server.fleet.state.adaptations import Adaptations
 from edgecut.server.fleet.state.commands import Commands
 from edgecut.server.fleet.state.database import Database
 from edgecut.server.fleet.state.devices import Devices
@@ -48,6 +50,7 @@ class Registry:
         self.offers = Offers(self.db, self.devices)
         self.variants = Variants(self.db)
         self.statistics = Statistics(self.db)
+        self.adaptations = Adaptations(self.db)
         self.jobs = Jobs(self.db)
         self.waiters = Waiters(self.db)
         self.rollouts = Rollouts(self.db)

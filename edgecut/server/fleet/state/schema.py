@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 JOB_STATES = (QUEUED, RUNNING, DONE, FAILED)
 BUILD, REFINE = "build", "refine"  # JobRow.kind: a quick build of a key, or one refinement of it
+ADAPT = "adapt"  # JobRow.kind: a model adapted to a statistics bucket (issue 31, jobs/adapter.py)
 
 
 def now() -> float:
@@ -186,6 +187,28 @@ class StatsSummaryRow(Base):
     images: Mapped[int] = mapped_column(BigInteger)
     digest: Mapped[str] = mapped_column(String(64))  # sha256 of the layers' statistics (norm_stats order)
     summary: Mapped[bytes] = mapped_column(LargeBinary)
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class AdaptedDeviceRow(Base):
+    """Per device that sent a summary (issue 31): the adapted model it was chosen for and why.
+
+    `artifact_id` is the adapted model offered to it ('' while its adaptation is built); `base_artifact_id`
+    the model of `build_key` it was adapted from; `bucket` the statistics bucket and `sequence` the
+    device's summary that chose it, `point` that summary's input-layer point (policy/stat_buckets.py,
+    the drift figure is measured from it); `scheduled_at` when an adaptation was last asked for it (the
+    per-device rate limit)."""
+
+    __tablename__ = "adapted_devices"
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    build_key: Mapped[str] = mapped_column(String(64))
+    base_artifact_id: Mapped[str] = mapped_column(String(64))
+    artifact_id: Mapped[str] = mapped_column(String(64), default="")
+    bucket: Mapped[str] = mapped_column(String(32))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    point: Mapped[list[float]] = mapped_column(JSON, default=list)
+    job_key: Mapped[str] = mapped_column(String(64), default="")
+    scheduled_at: Mapped[float] = mapped_column(Float, default=0.0)
     at: Mapped[float] = mapped_column(Float, default=now)
 
 
