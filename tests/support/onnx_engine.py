@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecut.model_meta import ONNX_METADATA_KEY, SCRATCH_METHOD, InputSpec, ModelMeta, OutputSpec
 from edgecut.server.errors import BuildError, ImpossibleBudgetError, UnknownTaskError
-from edgecut.server.spec import BuildSpec, BuiltArtifact, ProgressFn, Refinement
+from edgecut.server.spec import AdaptRequest, BuildSpec, BuiltArtifact, ProgressFn, Refinement
 
 
 def corrupted(data: bytes) -> bytes:
@@ -138,6 +138,10 @@ class OnnxTestEngine:
 
     def refinements(self, spec: BuildSpec) -> int:
         return self.refinement_count
+
+    def adapt(self, spec: BuildSpec, request: AdaptRequest, progress: ProgressFn) -> BuiltArtifact | None:
+        """Nothing to ship: this engine does not adapt (tests/support/stats_engine.py does)."""
+        return None
 
     def refine(self, spec: BuildSpec, parent: Refinement, progress: ProgressFn) -> BuiltArtifact | None:
         with self._lock:
