@@ -38,7 +38,7 @@ from typing import Any
 from edgecut import norm_stats
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.leases import Leases, next_job
 from edgecut.server.fleet.jobs.outcomes import Interrupted, Ready
 from edgecut.server.fleet.jobs.variants import store_variants
 from edgecut.server.fleet.policy import stat_buckets
@@ -254,19 +254,9 @@ class Adapter:
     # -- the adapt worker ----------------------------------------------------------------------
 
     def work(self) -> None:
-        leases = self.leases
-        while not leases.stopping:
-            rec = None
-            if not self.busy():
-                try:
-                    rec = self.registry.jobs.claim(
-                        leases.owner, leases.lease_s, kind=ADAPT, max_crashes=leases.max_crashes
-                    )
-                except Exception:
-                    logger.exception("claiming an adaptation failed; retrying in %.1f s", leases.poll_s)
+        while not self.leases.stopping:
+            rec = next_job(self.leases, self.registry.jobs, self.wake, ADAPT, "an adaptation", self.busy)
             if rec is None:
-                self.wake.wait(leases.poll_s)
-                self.wake.clear()
                 continue
             if rec.state == FAILED:
                 logger.error("adaptation %s failed: %s", rec.build_key, rec.error_message)

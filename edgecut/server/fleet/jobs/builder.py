@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from edgecut.server.errors import BuildError, ServerError
 from edgecut.server.fleet import error_map
 from edgecut.server.fleet.events import Observers
-from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.leases import Leases, next_job
 from edgecut.server.fleet.jobs.outcomes import Failed, Interrupted, Outcome, Progress, Ready, job_event
 from edgecut.server.fleet.jobs.variants import store_variants
 from edgecut.server.fleet.state.job_record import JobRecord
@@ -59,16 +59,8 @@ class Builder:
 
     def work(self) -> None:
         while not self.leases.stopping:
-            try:
-                rec = self.registry.jobs.claim(
-                    self.leases.owner, self.leases.lease_s, max_crashes=self.leases.max_crashes
-                )
-            except Exception:  # a database outage must not end the worker; it tries again
-                logger.exception("claiming a job failed; retrying in %.1f s", self.leases.poll_s)
-                rec = None
+            rec = next_job(self.leases, self.registry.jobs, self.wake)
             if rec is None:
-                self.wake.wait(self.leases.poll_s)
-                self.wake.clear()
                 continue
             if rec.state == FAILED:  # the crash cap: tell whoever waits here, and the hooks' devices
                 logger.error("job %s failed: %s", rec.build_key, rec.error_message)

@@ -1,4 +1,5 @@
-"""The leases this replica holds, shared by its build workers (manager.py) and refine workers (refiner.py).
+"""The leases this replica holds, shared by its build, refine and adapt workers (builder.py, refiner.py,
+adapter.py), and the claim loop's step they share (`next_job`).
 
 A worker `hold`s a key while it builds it (the job manager's watcher renews those leases), `let_go`es
 it when done, and checks `should_stop(key)` at each progress call: the server is stopping, or the
@@ -7,9 +8,15 @@ watcher found the lease `lose`t to another replica (the job was taken over).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import uuid
+from collections.abc import Callable
+
+from edgecut.server.fleet.state.jobs import BUILD, JobRecord, Jobs
+
+logger = logging.getLogger(__name__)
 
 
 def default_owner() -> str:
@@ -59,3 +66,26 @@ class Leases:
     @property
     def stopping(self) -> bool:
         return self.stop_event.is_set()
+
+
+def next_job(
+    leases: Leases,
+    jobs: Jobs,
+    wake: threading.Event,
+    kind: str = BUILD,
+    what: str = "a job",
+    busy: Callable[[], bool] = lambda: False,
+) -> JobRecord | None:
+    """One step of a worker's loop: a claimed job of `kind` (or one the crash cap failed), else None
+    after waiting up to `poll_s` for `wake` (set when work is queued here). A claim that raises (a
+    database outage) is logged and tried again: it must not end the worker. `busy`: claim nothing now."""
+    rec = None
+    if not busy():
+        try:
+            rec = jobs.claim(leases.owner, leases.lease_s, kind=kind, max_crashes=leases.max_crashes)
+        except Exception:
+            logger.exception("claiming %s failed; retrying in %.1f s", what, leases.poll_s)
+    if rec is None:
+        wake.wait(leases.poll_s)
+        wake.clear()
+    return rec

@@ -34,7 +34,7 @@ from typing import Any
 
 from edgecut.errors import EdgecutError
 from edgecut.server.fleet.events import FleetEvent, Observers
-from edgecut.server.fleet.jobs.leases import Leases
+from edgecut.server.fleet.jobs.leases import Leases, next_job
 from edgecut.server.fleet.jobs.outcomes import Interrupted, Ready, RefinedHook
 from edgecut.server.fleet.jobs.variants import store_variants
 from edgecut.server.fleet.state.job_record import JobRecord, refinement_key
@@ -119,19 +119,9 @@ class Refiner:
     # -- the refine workers ---------------------------------------------------------------------
 
     def work(self) -> None:
-        leases = self.leases
-        while not leases.stopping:
-            rec = None
-            if not self.busy():
-                try:
-                    rec = self.registry.jobs.claim(
-                        leases.owner, leases.lease_s, kind=REFINE, max_crashes=leases.max_crashes
-                    )
-                except Exception:
-                    logger.exception("claiming a refinement failed; retrying in %.1f s", leases.poll_s)
+        while not self.leases.stopping:
+            rec = next_job(self.leases, self.registry.jobs, self.wake, REFINE, "a refinement", self.busy)
             if rec is None:
-                self.wake.wait(leases.poll_s)
-                self.wake.clear()
                 continue
             if rec.state == FAILED:  # the crash cap: the quick model stays what the key serves
                 logger.error("refinement %s failed: %s", rec.build_key, rec.error_message)
