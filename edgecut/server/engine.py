@@ -254,7 +254,9 @@ class TorchEngine:
             meta.recovery_steps = report.recovery.steps if report.recovery else 0
             meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
             meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
-            meta.trade_off = balanced.trade_off
+            meta.trade_off = trade_off(
+                changes, self.balance_share
+            )  # of the build it ships (after a fallback)
             extras = {f"{k}_s": v for k, v in report.seconds.items()}
             notes = []
             if report.recovery is not None:
