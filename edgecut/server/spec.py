@@ -23,8 +23,7 @@ from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 # 4: channel axis from the layer (token Linears, attention), a user model calibrated on its own data
 # 5: a static INT8 variant (checked per task, mixed precision) beside the fp32 model
 # 6: layer widths in steps of 16 (faster in INT8 and fp32 on the CPU)
-# 7: a task that lost half its metric in steps of 16 is pruned again in steps of 8; the reference's heads
-#    export without shape arithmetic
+# 7: a task that lost half its metric in steps of 16 is pruned again in steps of 8
 PIPELINE_VERSION = "cut-7"
 
 # Δm (%) below which a build is refused, not shipped: a model that lost this much is broken (calibrated on

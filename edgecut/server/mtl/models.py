@@ -74,15 +74,9 @@ class DenseHead(nn.Module):
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         skip, deep = feats[0], feats[-1]
-        # At a size the strides divide (deep 1/8, skip 1/4), constant scale factors compute exactly what
-        # the sizes do, and the exported graph needs no Shape/Slice/Concat to find them: onnxruntime
-        # cannot fold those under a dynamic batch, and they cost 4-7 % of an INT8 run here.
-        exact = self.size % 8 == 0
-        up = {"scale_factor": 2.0} if exact else {"size": skip.shape[-2:]}
-        y = F.interpolate(self.reduce(deep), mode="bilinear", align_corners=False, **up)
+        y = F.interpolate(self.reduce(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
         y = self.out(self.fuse(torch.cat([y, skip], dim=1)))
-        full = {"scale_factor": 4.0} if exact else {"size": (self.size, self.size)}
-        y = F.interpolate(y, mode="bilinear", align_corners=False, **full)
+        y = F.interpolate(y, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return F.normalize(y, dim=1) if self.unit_norm else y
 
 

@@ -186,35 +186,3 @@ def test_damaged_or_missing_checkpoints_are_clear_errors(tmp_path: Path) -> None
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ModelContractError, match="is not an edgecut checkpoint"):
         checkpoint.load(tmp_path / "other.pt")
-
-
-@pytest.mark.parametrize("size", [64, 36])
-def test_dense_heads_upsample_to_the_same_values_and_export_without_shape_arithmetic(
-    size: int, tmp_path: Path
-) -> None:
-    """The reference's heads upsample by constant factors where the strides divide the size: the same
-    values as sizing by the skip features, and an ONNX graph with no Shape/Slice/Gather to compute the
-    sizes (onnxruntime cannot fold them under a dynamic batch; they cost 4-7 % of an INT8 run). At
-    another size the heads size by the features as before."""
-    import onnx
-    import torch.nn.functional as F
-
-    from edgecut.server.cut.export import export_onnx, plain_meta
-    from edgecut.server.mtl.models import DenseHead
-
-    torch.manual_seed(0)
-    head = DenseHead(deep=16, skip=8, hidden=8, out=3, size=size, unit_norm=False).eval()
-    skip, deep = (
-        torch.rand(2, 8, -(-size // 4), -(-size // 4)),
-        torch.rand(2, 16, -(-size // 8), -(-size // 8)),
-    )
-    with torch.no_grad():
-        y = F.interpolate(head.reduce(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        y = head.out(head.fuse(torch.cat([y, skip], dim=1)))
-        expected = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
-        assert torch.equal(head((skip, deep)), expected)
-    model = build_model("resnet-mtl", tasks=SCENE_TASKS[:2], input_size=size).eval()
-    path = tmp_path / "m.onnx"
-    assert export_onnx(model, plain_meta(model), path) < 1e-4
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert ("Shape" in ops) == (size % 8 != 0)
