@@ -254,9 +254,8 @@ class TorchEngine:
             meta.recovery_steps = report.recovery.steps if report.recovery else 0
             meta.task_changes = {t: round(100 * c, 2) for t, c in changes.items()}
             meta.fusion_weights = {t: balanced.weights.get(t, 1.0) for t in spec.tasks}
-            meta.trade_off = trade_off(
-                changes, self.balance_share
-            )  # of the build it ships (after a fallback)
+            # the shipped build's trade-off (after a fallback, not the dropped build's)
+            meta.trade_off = trade_off(changes, self.balance_share)
             extras = {f"{k}_s": v for k, v in report.seconds.items()}
             notes = []
             if report.recovery is not None:
@@ -271,16 +270,19 @@ class TorchEngine:
             return built
 
     def _above_floor(self, spec: BuildSpec, metrics: Metrics, reference: Metrics) -> bool:
+        return self._below_floor(spec, metrics, reference) is None
+
+    def _below_floor(self, spec: BuildSpec, metrics: Metrics, reference: Metrics) -> float | None:
+        """The build's Δm when it is below `min_delta_m`, else None."""
         dm = quality(metrics, reference, {t: self.base.task_specs[t] for t in spec.tasks})
-        return dm is None or dm >= self.min_delta_m
+        return None if dm is None or dm >= self.min_delta_m else dm
 
     def _check_floor(
         self, spec: BuildSpec, metrics: Metrics, reference: Metrics, changes: dict[str, float]
     ) -> None:
         """Refuse a build whose Δm on the validation set is below `min_delta_m`, with each task's change."""
-        specs = {t: self.base.task_specs[t] for t in spec.tasks}
-        dm = quality(metrics, reference, specs)
-        if dm is None or dm >= self.min_delta_m:
+        dm = self._below_floor(spec, metrics, reference)
+        if dm is None:
             return
         tasks = ", ".join(f"{t} {100 * c:+.1f} %" for t, c in sorted(changes.items()))
         what = (
@@ -392,15 +394,16 @@ class TorchEngine:
                 f"the weights of model {parent.parent_artifact_id[:12]} are not kept on this server: "
                 "it cannot be adapted"
             )
-        view = device_view(self.val, request.layers)
-        val_specs = {t: s for t, s in specs.items() if t in self._val_tasks}
-        before = quality(self._evaluate(student), reference, specs)
-        seen_before = quality(evaluate(student, val_specs, view), reference, specs)
         options = AdaptOptions() if request.method is None else AdaptOptions(method=request.method)  # type: ignore[arg-type]
         adapted = adapt_model(student, report.teacher, request.layers, self.calib, options, progress)
         if adapted.method == "none":
             logger.info("build %s: the device's statistics show no shift: nothing to adapt", key[:12])
             return None
+        # adapt() works on a copy: `student` is still the unadapted model to compare with
+        view = device_view(self.val, request.layers)
+        val_specs = {t: s for t, s in specs.items() if t in self._val_tasks}
+        before = quality(self._evaluate(student), reference, specs)
+        seen_before = quality(evaluate(student, val_specs, view), reference, specs)
         progress("exporting", 0.9, "adaptation: evaluating on the validation set")
         metrics = self._evaluate(adapted.model)
         after = quality(metrics, reference, specs)
