@@ -35,7 +35,7 @@ class Desk(Protocol):
 
     def progress(self, event: Progress) -> None: ...
 
-    def finish(self, key: str, outcome: Outcome) -> None:
+    def finish(self, key: str, outcome: Outcome, *, tracked: bool = False) -> None:
         """The job ended (recorded): tell its listeners, waiters and hooks."""
 
     def built(self, key: str, spec: BuildSpec, artifact_id: str, next_refinement: int) -> None:
@@ -77,7 +77,7 @@ class Builder:
             self.engine.validate(spec)
         except Exception as exc:  # persisted by an older server or for another base model
             logger.warning("dropping job %s: %s", key, exc)
-            self._end(key, rec.generation, self._failed(key, exc))
+            self._end(key, rec.generation, self._failed(key, exc), tracked=False)
             return
         self.desk.track(key, spec)
         self.leases.hold(key)
@@ -126,7 +126,7 @@ class Builder:
             )
             self.desk.built(key, spec, artifact.artifact_id, lineage[1] + 1)
 
-    def _end(self, key: str, generation: int, outcome: Outcome) -> bool:
+    def _end(self, key: str, generation: int, outcome: Outcome, *, tracked: bool = True) -> bool:
         """Persist the outcome, give up the lease, then tell listeners and hooks.
 
         False when claim `generation` lost the job meanwhile: nothing is recorded or told, and the job
@@ -159,7 +159,7 @@ class Builder:
                 key,
             )
             return False
-        self.desk.finish(key, outcome)
+        self.desk.finish(key, outcome, tracked=tracked)
         return True
 
     def _failed(self, key: str, exc: BaseException) -> Failed:

@@ -327,14 +327,14 @@ class JobManager:
                 ready = Ready(
                     key, self.store.get(rec.artifact_id), False, rec.parent_artifact_id, rec.refinement
                 )
-                self.finish(key, ready)
+                self.finish(key, ready, tracked=True)
             else:  # built, then lost from the store: build it again
                 logger.warning("job %s is done but its artifact %s is not in the store", key, rec.artifact_id)
                 self.registry.jobs.create(key, rec.spec)
                 self._wake.set()
             return
         if rec.state == FAILED:
-            self.finish(key, Failed(key, rec.error_code or "BUILD_FAILED", rec.error_message))
+            self.finish(key, Failed(key, rec.error_code or "BUILD_FAILED", rec.error_message), tracked=True)
             return
         with self._lock:
             job = self._active.get(key)
@@ -370,14 +370,23 @@ class JobManager:
         for listener in list(job.listeners):
             _call(listener, event)
 
-    def finish(self, key: str, outcome: Outcome) -> None:
+    def finish(self, key: str, outcome: Outcome, *, tracked: bool = False) -> None:
+        """Tell `key`'s listeners and the finish hooks how it ended.
+
+        `tracked`: the job is in the active set, and only whoever takes it out tells: the builder and
+        the watcher both see a job end here (between the lease's release and this call), and the hooks
+        must hear it once.
+        """
+        with self._lock:
+            job = self._active.pop(key, None)
+        if tracked and job is None:
+            return
         if isinstance(outcome, Ready):
             outcome = self.floor.apply(outcome)
             if outcome.held:
                 logger.warning("job %s: %s", key[:12], outcome.held)
-        with self._lock:
-            job = self._active.pop(key, None)
-            if job is not None:
+        if job is not None:
+            with self._lock:
                 self._notify(job, outcome)
         self.refiner.wake.set()  # one quick build fewer: a refinement may start now
         if isinstance(outcome, Ready):

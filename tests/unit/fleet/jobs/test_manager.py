@@ -194,3 +194,33 @@ def test_asking_again_for_the_model_offered_is_a_repeat_not_a_cache_hit(stack: S
     stack.registry.offers.record("pi-1", ready.build_key, ready.artifact.artifact_id)
     stack.jobs.submit(spec("edges"), requester="pi-1")  # pi-1 again (an unpin, a restart)
     assert sources == ["cache", "repeat"]
+
+
+def test_a_finished_build_reaches_the_hooks_once_when_the_watcher_sees_its_end_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the builder gives up its lease before it tells the hooks; the watcher, polling meanwhile, sees a
+    # finished job it no longer holds and tells them too (a device was offered one model twice)
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    jobs = JobManager(
+        OnnxTestEngine(tmp_path / "work"), LocalStore(tmp_path / "artifacts"), registry, poll_s=0.02
+    )
+    finished: list[Outcome] = []
+    jobs.add_finish_hook(finished.append)
+    let_go = jobs.leases.let_go
+
+    def slow_let_go(key: str) -> bool:
+        released = let_go(key)
+        threading.Event().wait(0.3)  # the watcher polls several times here
+        return released
+
+    monkeypatch.setattr(jobs.leases, "let_go", slow_let_go)
+    jobs.start()
+    try:
+        jobs.submit(spec("seg"))
+        wait_until(lambda: finished)
+        threading.Event().wait(0.5)
+        assert len(finished) == 1 and isinstance(finished[0], Ready)
+    finally:
+        jobs.stop()
+        registry.close()
