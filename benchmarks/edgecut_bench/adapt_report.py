@@ -183,12 +183,14 @@ def _verdict(ok: bool, by: str) -> str:
 def _method(a: AdaptOptions) -> str:
     if a.method != "auto":
         return a.method
+    mild = getattr(a, "restyle_shift", 0)
     return (
         "auto: chosen per device from its summary alone, never a label: the summary's distance to the "
         "statistics of the server's own calibration images (measured as a device measures) below "
-        f"{getattr(a, 'min_shift', 0):g} is no shift and the model stays, below "
-        f"{getattr(a, 'restyle_shift', 0):g} AdaBN alone, beyond it restyle when the fitted camera "
-        f"explains the summary within {getattr(a, 'max_fit', 0):g}; restyle"
+        f"{getattr(a, 'min_shift', 0):g} is no shift and the model stays, "
+        + (f"below {mild:g} AdaBN alone, " if mild > 0 else "")
+        + "beyond it restyle when the fitted camera explains the summary within "
+        f"{getattr(a, 'max_fit', 0):g}, else AdaBN alone; restyle"
     )
 
 
@@ -209,9 +211,10 @@ def markdown(res: AdaptResult) -> str:
         f"(a) the fleet's model: tailored on {cfg.n_calib} clean calibration scenes with "
         f"{cfg.recovery_steps} recovery steps (the engine's quick recovery, run in full); (b) adapted from "
         f"the summary (edgecut/server/cut/adapt.py, {_method(a)}: a camera fitted to the summary from the "
-        f"best point of a blur x noise grid, then {a.search_steps} steps on {a.search_images} calibration "
+        f"best point of a view x blur x noise grid (the view: a centre crop, taken from the grid; gain, "
+        f"offset, blur and noise then refined), then {a.search_steps} steps on {a.search_images} calibration "
         f"images, {a.steps} distillation steps "
-        f"teacher(clean) -> student(restyled), BatchNorm {bn}); "
+        f"teacher(clean, in the camera's view) -> student(restyled), BatchNorm {bn}); "
         "AdaBN alone installs the summary "
         "as the BatchNorm statistics; (c) the oracle: tailored as (a) but on the device's shifted images "
         "themselves, what the fleet would build if the device uploaded them ("

@@ -61,15 +61,21 @@ def combined(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return noise(blur(cast(dark(x, g), g), g), g)
 
 
-def _zoom(t: torch.Tensor, mode: str) -> torch.Tensor:
-    """Centre crop of ZOOM_CROP of the side, scaled back to the side (t: N x C x H x W)."""
+def centre_zoom(t: torch.Tensor, crop: float, mode: str = "bilinear") -> torch.Tensor:
+    """Centre crop of `crop` of the side, scaled back to the side (t: N x C x H x W): a narrower view."""
     h, w = t.shape[-2:]
-    ch, cw = round(h * ZOOM_CROP), round(w * ZOOM_CROP)
+    ch, cw = round(h * crop), round(w * crop)
+    if (ch, cw) == (h, w):
+        return t
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = t[..., top : top + ch, left : left + cw]
+    cropped = t[..., top : top + ch, left : left + cw]
     if mode == "nearest":
-        return F.interpolate(crop, size=(h, w), mode="nearest")
-    return F.interpolate(crop, size=(h, w), mode=mode, align_corners=False)
+        return F.interpolate(cropped, size=(h, w), mode="nearest")
+    return F.interpolate(cropped, size=(h, w), mode=mode, align_corners=False)
+
+
+def _zoom(t: torch.Tensor, mode: str) -> torch.Tensor:
+    return centre_zoom(t, ZOOM_CROP, mode)
 
 
 @dataclass(frozen=True)

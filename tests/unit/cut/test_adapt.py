@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import TensorSamples
 from edgecut.server.mtl.evaluate import evaluate
 from edgecut.server.mtl.metrics import delta_m
-from edgecut.server.mtl.shifts import shifted
+from edgecut.server.mtl.shifts import centre_zoom, shifted
 
 QUICK = AdaptOptions(search_steps=40, search_images=32, steps=40, batch_size=16, bn_batches=3)
 
@@ -95,6 +96,43 @@ def test_restyle_finds_a_sensor_noise_far_from_where_the_search_used_to_start(
     )
     assert 0.05 < report.camera["noise_sigma"] < 0.12, report.camera
     assert all(0.8 < report.camera[f"gain_{c}"] < 1.25 for c in "rgb"), report.camera
+
+
+@pytest.mark.parametrize(("shift", "narrower"), [("zoom", True), ("blur", False)])
+def test_the_camera_search_tells_a_narrower_view_from_a_blur(
+    trained_small: MultiTaskModel, scenes: TensorSamples, shift: str, narrower: bool
+) -> None:
+    """Both take fine detail away; before the view was part of the camera, a zoom was fitted as a blur and
+    the distillation showed the student a blurred whole frame where the device sees a part of it."""
+    torch.manual_seed(0)
+    layers = _summary(trained_small, shifted(scenes, shift).tensors["image"])
+    calib = TensorSamples({"image": _clean(scenes).tensors["image"]})
+    report = adapt(trained_small, trained_small, layers, calib, replace(QUICK, method="restyle", steps=0))
+    if narrower:
+        assert 0.6 <= report.camera["crop"] <= 0.9, report.camera  # the suite's zoom keeps 0.75
+    else:
+        assert report.camera["crop"] == 1.0 and report.camera["blur_sigma"] > 0.6, report.camera
+
+
+def test_through_a_narrower_view_the_teacher_answers_for_the_part_the_student_sees(
+    trained_small: MultiTaskModel, scenes: TensorSamples
+) -> None:
+    """The student sees a part of the frame: the teacher's answers for the whole frame would be the wrong
+    labels (they do not line up), so the teacher is shown the same part, clean."""
+    torch.manual_seed(0)
+    layers = _summary(trained_small, shifted(scenes, "zoom").tensors["image"])
+    clean = _clean(scenes).tensors["image"]
+    seen: list[torch.Tensor] = []
+    teacher = copy.deepcopy(trained_small)
+    teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    calib = TensorSamples({"image": clean})
+    report = adapt(trained_small, teacher, layers, calib, replace(QUICK, method="restyle", steps=4))
+    crop = report.camera["crop"]
+    assert crop < 1.0, report.camera
+    views = {round(float(v.sum()), 2) for v in centre_zoom(clean, crop)}
+    shown = [round(float(v.sum()), 2) for x in seen for v in x]
+    assert shown and all(s in views for s in shown)
+    assert not {round(float(v.sum()), 2) for v in clean} & set(shown)  # never the whole frame
 
 
 def test_auto_keeps_the_model_for_no_shift_and_picks_adabn_or_restyle_by_the_shifts_size(
