@@ -50,6 +50,7 @@ SOURCES: dict[str, list[tuple[str, str | None]]] = {
     "Agent on arm64": [(BENCH, "Agent on arm64")],
     "Fleet sizing": [(BENCH, "Fleet sizing")],
     precision_report.LEAD: [(BENCH, precision_report.SECTION)],
+    "Adapting to a device's images": [(BENCH, "Adapting to a device's images")],
 }
 
 # Benches that render their bullets from their section's tables: section -> renderer.
