@@ -13,7 +13,7 @@ disk full, corrupt bytes, artifact gone) is reported (SwapReport + `last_error`)
 stays, and the latest offer is tried again on a backoff up to `download_retry_max_s` that never gives
 up, and at once after every broker reconnect; a corrupt or vanished artifact also makes the agent ask
 for its model again so the server can rebuild it. An operator rollback pins the rolled-back model
-(persisted) until Unpin or a task change; `last_error` clears on the next successful swap.
+(persisted) until Unpin or a task change; `last_error` clears on the next successful swap begun after it.
 
 Life cycle (lifecycle.py): every change of what the agent does goes through `self.life`, which logs
 it and reports it in status and telemetry. The worker thread alone walks an update (offered ->
@@ -106,6 +106,7 @@ class Agent:
         self.runtime.variant_verifier = self._verify_variant
         self.runtime.timing = TimingPolicy(settings.variant_timing_s, settings.variant_min_speedup)
         self.last_error = ""
+        self._errors = 0  # errors so far: a swap clears only those from before it began
         self.api_address = ""
         self._provenance: dict[str, fleet_pb2.Manifest] = {}  # artifact id -> its verified manifest
         want_tls = settings.grpc_ca_file or settings.grpc_cert_file
@@ -394,6 +395,7 @@ class Agent:
 
     def _error(self, text: str) -> None:
         self.last_error = text[:MAX_REASON]
+        self._errors += 1
         logger.warning("%s", text)
 
     def _serving_id(self) -> str:
@@ -406,6 +408,7 @@ class Agent:
         if latest is None or latest[0] is not msg:
             return  # a newer model was announced while this one waited
         aid = manifest.artifact_id
+        errors_before = self._errors
         if self.store.pinned:
             logger.info("pinned to %s by an operator: offer of %s ignored", self.store.pinned[:12], aid[:12])
             return
@@ -452,7 +455,7 @@ class Agent:
         if result.ok and replaced is not None and self.settings.adapt and adapted and not returning:
             result = self._check_proxy(replaced, result)
         self._end_update(result, f"now serving {aid[:12]} ({result.precision})")
-        self._report(result)
+        self._report(result, errors_before)
         if result.untrusted:
             self._schedule_retry(False)
         else:
@@ -625,9 +628,13 @@ class Agent:
         if latest is not None:
             self._jobs.put(lambda: self._handle_model_ready(*latest))
 
-    def _report(self, result: SwapResult) -> None:
+    def _report(self, result: SwapResult, errors_before: int | None = None) -> None:
+        """Tell the fleet how a swap ended. A swap that worked clears `last_error` when no other error
+        came while it ran (`errors_before`: the count when it began): a forged offer refused meanwhile
+        stays in the status."""
         if result.ok:
-            self.last_error = ""  # the fault it described is over
+            if errors_before is None or self._errors == errors_before:
+                self.last_error = ""  # the fault it described is over
         else:
             self._error(f"model {result.artifact_id[:12] or '-'} refused: {result.reason}")
         manifest = self._provenance.get(result.artifact_id) if result.ok else None
@@ -651,11 +658,12 @@ class Agent:
 
     def _do_rollback(self) -> SwapResult:
         """Serve the previous model and pin it: the fleet's offers wait until Unpin or a task change."""
+        errors_before = self._errors
         result = self.runtime.rollback()
         if result.ok:
             self.store.set_pin(result.artifact_id)
         self._end_update(result, f"operator rollback: {result.artifact_id[:12]} serves again, pinned")
-        self._report(result)
+        self._report(result, errors_before)
         self._adapt_to_serving()
         return result
 

@@ -64,6 +64,32 @@ def test_forged_model_offers_are_refused_and_the_agent_keeps_serving(
     assert not agent.store.has(evil_id) and not agent.store.part_path(evil_id).exists()
 
 
+def test_a_forged_offer_refused_while_a_swap_runs_stays_in_the_status(
+    make_agent, fleet, attacker, evil_server
+) -> None:
+    """A swap that worked clears the error before it; a refusal that came while it ran is newer and stays
+    (the fleet-as-shipped CI run on iotcore saw the first swap's report wipe a forged offer's refusal)."""
+    agent = make_agent(tasks=["seg"])
+    wait_serving(agent, ["seg"])
+    _, evil_address = evil_server
+    forged = fleet_pb2.ModelReady(
+        device_id=agent.device_id, artifact_id="e" * 64, sha256="e" * 64, size_bytes=10, tasks=["seg", "depth"],
+        grpc_address=evil_address, needs_seq=agent.tasks.seq + 1,
+    )  # fmt: skip
+    install = agent.runtime.install
+
+    def install_while_attacked(*args, **kwargs):
+        publish_as(attacker, agent.device_id, topics.MODEL, forged.SerializeToString())
+        wait_until(lambda: "refused" in agent.last_error)
+        return install(*args, **kwargs)
+
+    agent.runtime.install = install_while_attacked  # type: ignore[method-assign]
+    agent.set_tasks(["seg", "depth"])
+    wait_serving(agent, ["seg", "depth"])
+    wait_until(lambda: fleet.swaps(agent.device_id) and fleet.swaps(agent.device_id)[-1]["ok"])
+    assert "no signed manifest" in agent.status().last_error
+
+
 def test_genuine_offers_for_another_device_or_older_needs_are_not_taken(make_agent, fleet, attacker) -> None:
     agent = make_agent(tasks=["seg"])
     seg_id = wait_serving(agent, ["seg"])
