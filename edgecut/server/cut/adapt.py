@@ -25,16 +25,17 @@ Three methods (`AdaptOptions.method`):
     make shifts below it AdaBN alone without a search. It was 0.045 while the camera had no narrower
     view: a zoom was fitted as a blur, and distilling through that wrong camera measured worse than
     AdaBN alone. With the view in the camera, the search finds a zoom's crop (0.8 for a 0.75 crop) and
-    a blur's sigma (0.98 for 1.0), and restyle measured better than AdaBN alone on both (zoom -38.2 vs
-    -39.3 % Δm, blur -21.9 vs -31.8 % at macs 0.3). docs/benchmarks.md (*Adapting to a device's images*)
-    has the measurements.
+    a blur's sigma (0.98 for 1.0), and restyle measured better than AdaBN alone on both (seg+depth at
+    macs 0.3, 3 seeds: zoom -39.2 against -42.0 % Δm, blur -22.9 against -32.1 %). docs/benchmarks.md
+    (*Adapting to a device's images*) has the measurements.
 
 A narrower view moves the labels with the image, so the teacher cannot answer for the student from the
 clean image: it sees the clean image through the camera's view (`Restyle.framed`), its BatchNorm
 re-estimated on such views, while the student sees the whole camera (view, colour, blur, noise).
 
-The search starts from the best point of a small grid of blur and noise sigmas (each with the affine map
-that gives the restyled images the summary's input mean and variance), then refines by Adam: started
+The search starts from the best point of a small grid of views, blur and noise sigmas (each with the
+affine map that gives the restyled images the summary's input mean and variance), then refines all but
+the view by Adam: started
 near no blur and no noise, a few dozen Adam steps on the softplus-parametrised sigmas could not reach a
 sigma-0.08 sensor noise, and the gain absorbed the noise's variance instead.
 """
@@ -68,7 +69,7 @@ METHODS = ("auto", "adabn", "restyle")  # what may be asked; "auto" may answer "
 _EPS = 1e-5
 _BLUR_SIZE = 7  # room for a blur sigma up to ~2 px
 DEVICE_BATCH = 16  # the agent's statistics batches (edgecut/agent/settings.py adapt_batch)
-# where the camera search starts from: the best of these (blur sigma px, noise sigma) pairs
+# where the camera search starts from: the best of these (view, blur sigma px, noise sigma) triples
 BLUR_GRID = (0.3, 0.6, 1.0, 1.5)
 NOISE_GRID = (0.0, 0.02, 0.05, 0.08, 0.12)
 CROP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6)  # the share of the side a narrower view keeps
