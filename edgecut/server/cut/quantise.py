@@ -76,8 +76,8 @@ class Calibration:
 # 0.5-point check: 11 nodes kept fp32 still failed it) and +0.01/-0.09/+0.08 with the percentile; seg
 # the same; normals -6.8 either way (its last layer, kept fp32 first, is what fixes it). It costs ~1 s
 # and ~250 MB more per calibration at 64 px. Where large activations are rare but matter (a pruned model
-# before any recovery: depth -0.51 against MinMax's pass), cutting them loses: `quantise_checked` tries
-# MinMax when the percentile fails the check, and goes on with whichever lost less.
+# before any recovery: depth -0.51 against MinMax's pass), cutting them loses: when the percentile's
+# model fails the check even with layers kept fp32, `quantise_checked` tries MinMax the same way.
 PERCENTILE = Calibration("percentile", CalibrationMethod.Percentile, (("CalibPercentile", 99.999),))
 MINMAX = Calibration("minmax", CalibrationMethod.MinMax)
 CALIBRATIONS = (PERCENTILE, MINMAX)
