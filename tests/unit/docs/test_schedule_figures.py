@@ -48,7 +48,7 @@ FACTS: list[tuple[str, str, Callable[[], tuple[object, ...]]]] = [
     ),
     (
         "models.md",
-        "calibrated (MinMax) on {} of the build's calibration images",
+        "calibrated on {} of the build's calibration images",
         lambda: (QuantOptions().calib_images,),
     ),
     (
