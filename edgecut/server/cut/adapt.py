@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -422,22 +423,22 @@ def _distil(
 
 
 @torch.no_grad()
+def _seen(
+    calib: Dataset[Batch], options: AdaptOptions, view: Callable[[torch.Tensor], torch.Tensor]
+) -> TensorSamples:
+    """The first `bn_batches` batches of `calib` as `view` shows them: the images BatchNorm is measured on."""
+    out = []
+    for i, batch in enumerate(batches(calib, options.batch_size)):
+        if i >= options.bn_batches:
+            break
+        out.append(view(batch["image"]))
+    return TensorSamples({"image": torch.cat(out)})
+
+
 def _restyled(calib: Dataset[Batch], camera: Restyle, options: AdaptOptions) -> TensorSamples:
     g = torch.Generator().manual_seed(options.seed + 2)
-    out = []
-    for i, batch in enumerate(batches(calib, options.batch_size)):
-        if i >= options.bn_batches:
-            break
-        x = batch["image"]
-        out.append(camera(x, torch.randn(x.shape, generator=g)))
-    return TensorSamples({"image": torch.cat(out)})
+    return _seen(calib, options, lambda x: camera(x, torch.randn(x.shape, generator=g)))
 
 
-@torch.no_grad()
 def _framed(calib: Dataset[Batch], camera: Restyle, options: AdaptOptions) -> TensorSamples:
-    out = []
-    for i, batch in enumerate(batches(calib, options.batch_size)):
-        if i >= options.bn_batches:
-            break
-        out.append(camera.framed(batch["image"]))
-    return TensorSamples({"image": torch.cat(out)})
+    return _seen(calib, options, camera.framed)
