@@ -24,7 +24,8 @@ from edgecut.server.errors import EmptyTasksError, ImpossibleBudgetError
 # 5: a static INT8 variant (checked per task, mixed precision) beside the fp32 model
 # 6: layer widths in steps of 16 (faster in INT8 and fp32 on the CPU)
 # 7: a task that lost half its metric in steps of 16 is pruned again in steps of 8
-PIPELINE_VERSION = "cut-7"
+# 8: mixed precision keeps a failing task's last layer fp32 alone where that passes (faster int8 variants)
+PIPELINE_VERSION = "cut-8"
 
 # Δm (%) below which a build is refused, not shipped: a model that lost this much is broken (calibrated on
 # the wrong images, a budget far too tight), and a device is better off keeping what it runs

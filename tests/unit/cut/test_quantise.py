@@ -181,7 +181,9 @@ def test_a_model_onnxruntime_cannot_quantise_is_one_sentence(tmp_path) -> None:
 def test_a_task_whose_prediction_int8_crushes_keeps_its_last_layer_fp32(tmp_path: Path) -> None:
     """The packaged reference's surface normals: its last conv's output, quantised to 256 levels over
     the whole prediction's range, then resized and normalised, loses points no inner layer gives back;
-    the layer-by-layer measurement blames the resize after it. Mixed precision keeps that conv fp32."""
+    the layer-by-layer measurement blames the resize after it. Mixed precision keeps that conv fp32, alone
+    where that passes (the layer feeding it in fp32 too cost a tailored model 9 % of its speed for
+    0.02 point), else with the layer feeding it (here: alone -0.57 point, with it -0.39)."""
     from edgecut.server.cut.balance import task_changes
     from edgecut.server.mtl.data import synthetic_scenes
 
@@ -197,7 +199,10 @@ def test_a_task_whose_prediction_int8_crushes_keeps_its_last_layer_fp32(tmp_path
     assert task_changes(evaluate_onnx(plain.path, specs, val), fp32, kinds)["normals"] < -0.005
     out = quantise_checked(src, tmp_path / "m.int8.onnx", images, specs, val, fp32_metrics=fp32)
     assert out.precision == "int8" and min(out.changes.values()) >= -0.5
-    assert "/normals/out/Conv" in out.excluded_nodes
+    assert out.excluded_nodes[0] == "/normals/out/Conv" and len(out.excluded_nodes) > 1
+    lenient = QuantOptions(threshold=1.0)
+    out = quantise_checked(src, tmp_path / "m.int8.onnx", images, specs, val, lenient, fp32_metrics=fp32)
+    assert out.precision == "int8" and out.excluded_nodes == ["/normals/out/Conv"]
 
 
 def test_a_few_outlier_activations_in_calibration_do_not_cost_every_ordinary_value_its_precision(
