@@ -443,7 +443,8 @@ class _Bench:
 def _schedule(r: RecoveryOptions) -> str:
     cap = f", at most {r.seconds:g} s" if r.seconds else ""
     feats = f" + trunk features x{r.features:g}" if r.features else ""
-    return f"{r.steps} steps of {r.target}{feats} (lr {r.lr:g}{cap})"
+    aware = ", quantisation-aware" if r.quantise else ""
+    return f"{r.steps} steps of {r.target}{feats} (lr {r.lr:g}{cap}{aware})"
 
 
 def _sha256(path: Path) -> str:

@@ -358,7 +358,9 @@ class TorchEngine:
         extras = {"recovery_s": done.seconds, **recovery_extras(done), **verdict.extras()}
         built = self._export(student, meta, extras, t0, False, progress)
         built.notes = [
-            done.describe(f"refinement {n} recovery"),
+            done.describe(
+                f"refinement {n} recovery" + (" (quantisation-aware)" if schedule.quantise else "")
+            ),
             verdict.describe(f"refinement {n}"),
             *built.notes,
         ]

@@ -23,10 +23,15 @@ loss 0.026 on the calibration images vs 0.24 held out; seg 0.023 vs 0.036). Meas
 count -23.6 -> -21.8 %, dense pairs within noise) but hurts the gallery's MobileViT (count + largest
 -1.8 -> -4.1 %, slant + count -0.5 -> -3.8 %; neither model was trained on mirrored scenes, so why they
 differ is open), so it stays off by default.
+
+`quantise=True` trains quantisation-aware (fake_quant.py): weights and layer inputs rounded as the static
+INT8 export will round them, BatchNorm frozen; the weights end on the int8 grid. The engine's last
+distillation refinement is one (refine.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset
 
+from edgecut.server.cut.fake_quant import quantisation_aware
 from edgecut.server.cut.features import FeatureAdapters, trunk_outputs
 from edgecut.server.cut.objective import Target, recovery_loss, with_teacher
 from edgecut.server.mtl.contract import MultiTaskModel
@@ -63,6 +69,9 @@ class RecoveryOptions:
     task_weights: tuple[tuple[str, float], ...] = ()  # (task, weight) pairs; a task not named weighs 1
     features: float = 0.0  # weight of the trunk-feature distillation term (0 = outputs only)
     augment: Literal["none", "flip"] = "none"  # mirror half of each distillation batch (see above)
+    # quantisation-aware: train as the static INT8 export computes (cut/fake_quant.py); the weights end
+    # on the int8 grid
+    quantise: bool = False
 
     def __post_init__(self) -> None:
         if self.augment not in ("none", "flip"):
@@ -164,6 +173,13 @@ def recalibrate_batchnorm(
     model.eval()
 
 
+def _range_images(data: Dataset[Batch], batch_size: int, n: int = 128) -> torch.Tensor:
+    """The first `n` images of `data`: what quantisation-aware recovery measures activation ranges on."""
+    return torch.cat([b["image"] for b in itertools.islice(batches(data, batch_size), -(-n // batch_size))])[
+        :n
+    ]
+
+
 def recover(
     student: MultiTaskModel,
     teacher: MultiTaskModel | None,
@@ -197,6 +213,8 @@ def recover(
     t0 = time.perf_counter()
     step, first, last, epoch = 0, float("nan"), float("nan"), 0
     with ExitStack() as stack:
+        if opts.quantise:
+            stack.enter_context(quantisation_aware(student, _range_images(data, opts.batch_size)))
         s_feats = stack.enter_context(trunk_outputs(student)) if use_features else []
         t_feats = stack.enter_context(trunk_outputs(teacher)) if use_features and teacher else []
         while step < opts.steps:
