@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from onnx import numpy_helper
+from torch import nn
 
 from edgecut.server.cut.decompose import decompose
 from edgecut.server.cut.export import export_onnx, plain_meta
@@ -20,6 +22,7 @@ from edgecut.server.cut.recover import RecoveryOptions, recover
 from edgecut.server.cut.refine import REFINEMENTS
 from edgecut.server.mtl import MultiTaskModel
 from edgecut.server.mtl.data import TensorSamples
+from tests.unit.cut.test_gallery import CASES, gallery_model
 
 
 def _weight_error(path: Path, images: np.ndarray, tmp: Path) -> float:
@@ -109,3 +112,19 @@ def test_the_engines_last_distillation_refinement_is_quantisation_aware() -> Non
     many plain steps reached -2.61 %; it ships, like every refinement, only when better."""
     assert [r.quantise for r in REFINEMENTS] == [False] * (len(REFINEMENTS) - 1) + [True]
     assert replace(REFINEMENTS[-1], quantise=False) != REFINEMENTS[-1]
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+def test_every_gallery_model_recovers_quantisation_aware(arch: str, scenes: TensorSamples) -> None:
+    """Users' models (attention, token MLPs, squeeze-excitation, grouped convs): the quantisation-aware
+    recovery runs, and leaves the same parameters with every conv and linear weight on int8 levels."""
+    torch.set_num_threads(1)
+    teacher = gallery_model(arch)
+    student = copy.deepcopy(teacher)
+    report = recover(student, teacher, scenes, RecoveryOptions(steps=2, lr=1e-4, quantise=True))
+    assert report.steps == 2 and set(student.state_dict()) == set(teacher.state_dict())
+    layers = [m for m in student.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(len(torch.unique(w)) <= 255 for m in layers for w in m.weight.detach())
+    with torch.no_grad():
+        out = student.eval()(scenes.tensors["image"][:2])
+    assert all(torch.isfinite(y).all() for y in out.values())
