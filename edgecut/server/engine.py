@@ -44,11 +44,12 @@ from edgecut.server.cut.balance import (
 )
 from edgecut.server.cut.decompose import decompose, traced_trunk
 from edgecut.server.cut.export import embed_meta, export_onnx, input_spec, output_specs
+from edgecut.server.cut.fake_quant import quantisation_aware
 from edgecut.server.cut.half import CHECK_IMAGES, to_fp16
 from edgecut.server.cut.latency import export_for_timing
 from edgecut.server.cut.prune import Size, Target, floor_model, impossible, measure, size_target
 from edgecut.server.cut.quantise import QuantOptions, calibration_images, quantise_checked
-from edgecut.server.cut.recover import RecoveryOptions, recover, recovery_extras
+from edgecut.server.cut.recover import RecoveryOptions, range_images, recover, recovery_extras
 from edgecut.server.cut.refine import (
     QUICK_DEADLINE_S,
     QUICK_RECOVERY,
@@ -174,10 +175,16 @@ class TorchEngine:
             self._samples(candidate), self._samples(current), reference, current_delta_m, self.ship_confidence
         )
 
-    def _samples(self, model: MultiTaskModel) -> dict[str, SampleStats]:
-        """Per-image statistics of the tasks the validation data labels (for the shipping test)."""
+    def _samples(self, model: MultiTaskModel, int8: bool = False) -> dict[str, SampleStats]:
+        """Per-image statistics of the tasks the validation data labels (for the shipping test); `int8`:
+        as the model computes in int8 (its weights are left rounded)."""
         specs = {t: s for t, s in model.task_specs.items() if t in self._val_tasks}
-        return sample_stats(model, specs, self.val) if self.val is not None and specs else {}
+        if self.val is None or not specs:
+            return {}
+        if not int8:
+            return sample_stats(model, specs, self.val)
+        with quantisation_aware(model.eval(), range_images(self.calib)):
+            return sample_stats(model, specs, self.val)
 
     def reference_metrics(self) -> Metrics:
         if self._reference is None:
@@ -330,8 +337,11 @@ class TorchEngine:
         weights, report = self._rederive(spec, parent)
         student = report.model
         resumed = restore_student(student_path(self.work_dir, key, parent.parent_meta.refinement), student)
-        current = self._samples(student) if resumed else None  # the parent's weights, before training
         schedule = self.refine_schedules[n - 1]
+        # a quantisation-aware refinement is for the INT8 variant: it and its parent are judged as they
+        # compute in int8 (fake_quant.py), not in fp32, where its rounded weights may gain nothing
+        int8 = schedule.quantise
+        current = self._samples(student, int8) if resumed else None  # the parent's weights, before training
         steps = schedule.steps
         done = recover(
             student,
@@ -347,7 +357,7 @@ class TorchEngine:
             ),
         )
         judged = self._judge(
-            spec, parent, before, current, student, parent.parent_meta.method, weights, progress
+            spec, parent, before, current, student, parent.parent_meta.method, weights, progress, int8
         )
         if judged is None:
             return None
@@ -361,7 +371,7 @@ class TorchEngine:
             done.describe(
                 f"refinement {n} recovery" + (" (quantisation-aware)" if schedule.quantise else "")
             ),
-            verdict.describe(f"refinement {n}"),
+            verdict.describe(f"refinement {n}" + (" (judged in int8)" if int8 else "")),
             *built.notes,
         ]
         return built
@@ -448,17 +458,19 @@ class TorchEngine:
         method: str,
         weights: dict[str, float],
         progress: ProgressFn,
+        int8: bool = False,
     ) -> tuple[ModelMeta, Verdict] | None:
         """The refinement's metadata and verdict when it beats the current model (Δm `before`, per-image
         statistics `current`, None when its weights are gone) beyond the validation set's noise
-        (cut/shipping.py), else None (unless `judge_only`)."""
+        (cut/shipping.py), else None (unless `judge_only`); `int8`: both as they compute in int8."""
         n = parent.number
         progress("exporting", 0.9, f"refinement {n}: evaluating on the validation set")
         metrics = self._evaluate(student)
         reference = {t: v for t, v in self.reference_metrics().items() if t in spec.tasks}
         specs = {t: self.base.task_specs[t] for t in spec.tasks}
-        verdict = judge(self._samples(student), current, reference, before, self.ship_confidence)
+        verdict = judge(self._samples(student, int8), current, reference, before, self.ship_confidence)
         what = f"refinement {n}" + (" (from scratch)" if method == SCRATCH_METHOD else "")
+        what += " (judged in int8)" if int8 else ""
         logger.info(
             "%s of %s (%s): Δm %s vs parent %.2f; %s",
             what,

@@ -173,7 +173,7 @@ def recalibrate_batchnorm(
     model.eval()
 
 
-def _range_images(data: Dataset[Batch], batch_size: int, n: int = 128) -> torch.Tensor:
+def range_images(data: Dataset[Batch], batch_size: int = 32, n: int = 128) -> torch.Tensor:
     """The first `n` images of `data`: what quantisation-aware recovery measures activation ranges on."""
     return torch.cat([b["image"] for b in itertools.islice(batches(data, batch_size), -(-n // batch_size))])[
         :n
@@ -214,7 +214,7 @@ def recover(
     step, first, last, epoch = 0, float("nan"), float("nan"), 0
     with ExitStack() as stack:
         if opts.quantise:
-            stack.enter_context(quantisation_aware(student, _range_images(data, opts.batch_size)))
+            stack.enter_context(quantisation_aware(student, range_images(data, opts.batch_size)))
         s_feats = stack.enter_context(trunk_outputs(student)) if use_features else []
         t_feats = stack.enter_context(trunk_outputs(teacher)) if use_features and teacher else []
         while step < opts.steps:

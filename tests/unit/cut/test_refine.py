@@ -227,3 +227,31 @@ def test_a_refinement_is_offered_in_int8_too_with_its_lineage(engine, quick) -> 
         assert variant.onnx_path.parent == refined.onnx_path.parent  # removed with the build's scratch
     finally:
         refined.cleanup()
+
+
+def test_a_quantisation_aware_refinement_is_judged_as_it_and_its_parent_compute_in_int8(
+    engine, quick, monkeypatch
+) -> None:
+    """It trains for the INT8 variant (its weights rounded to the int8 grid, which alone can cost fp32
+    a little), so both models are measured with fake int8 weights and activations; the others in fp32."""
+    measured: list[bool] = []
+    samples = engine._samples
+    monkeypatch.setattr(
+        engine, "_samples", lambda model, int8=False: measured.append(int8) or samples(model, int8)
+    )
+    schedules = engine.refine_schedules
+    engine.refine_schedules = (schedules[0], replace(schedules[1], steps=3, lr=1e-4, quantise=True))
+    try:
+        refined = _refine(engine, Refinement("quick-id", quick.meta, 2), force=True)
+        assert refined is not None
+        refined.cleanup()
+        assert measured and all(measured)  # the candidate, and its parent when its weights are kept
+        assert any("quantisation-aware" in n for n in refined.notes)
+        assert any(n.startswith("refinement 2 (judged in int8): ") for n in refined.notes)
+        measured.clear()
+        plain = _refine(engine, Refinement("quick-id", quick.meta, 1), force=True)
+        assert plain is not None
+        plain.cleanup()
+        assert measured and not any(measured)
+    finally:
+        engine.refine_schedules = schedules
