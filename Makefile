@@ -46,8 +46,9 @@ test-broker: $(STAMP)
 
 # Every `edgecut bench` command end to end at its smallest size (tests/e2e/test_bench_*smoke.py), bench
 # arm64 included when run as root with debootstrap and qemu-user-static (its aarch64 root is cached in
-# $$EDGECUT_ARM64_ROOT, default /var/tmp/edgecut-arm64/root). Measured: 2 min 44 s with the root reused;
-# a fresh machine adds debootstrap and a full pip install (~4.5 min more): docs/benchmarks.md.
+# $$EDGECUT_ARM64_ROOT, default /var/tmp/edgecut-arm64/root). Measured: 2 min 44 s with the root reused,
+# plus 25-36 s for bench paper's quick run (moved here from `make test`); a fresh machine adds
+# debootstrap and a full pip install (~4.5 min more): docs/benchmarks.md.
 .PHONY: test-bench
 test-bench: $(STAMP)
 	EDGECUT_BENCH_SMOKE=1 $(PY) -m pytest -q -m bench

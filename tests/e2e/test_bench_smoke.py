@@ -3,8 +3,9 @@
 Each run is a real `edgecut bench ...` process writing into a temporary markdown file; it fails on a
 non-zero exit, a hang (the per-command time-out) or an empty result (its section missing or without a
 figure). They run in `make test-bench` (EDGECUT_BENCH_SMOKE=1; ~2 min together), not in `make test`.
-`bench paper` has its own quick run in `make test` (tests/e2e/test_bench_paper.py); `bench arm64` needs
-root and qemu (tests/e2e/test_bench_arm64_smoke.py); `bench precision` checks its re-render from rows
+So do the three with a file of their own: `bench paper --quick` checks its sections and its re-render
+from rows (tests/e2e/test_bench_paper_smoke.py); `bench arm64` needs root and qemu
+(tests/e2e/test_bench_arm64_smoke.py); `bench precision` checks its re-render from rows
 (tests/e2e/test_bench_precision_smoke.py).
 """
 

@@ -1,6 +1,7 @@
 """`edgecut bench paper --quick` end to end, as a user runs it: a quick-trained model in a tmp dir,
 one command (two seeds in two worker processes), its sections and Summary bullet in the markdown,
-and the Garg plot."""
+and the Garg plot. A bench smoke run like those of tests/e2e/test_bench_smoke.py: it runs in
+`make test-bench` (EDGECUT_BENCH_SMOKE=1; CI runs it too), not in `make test`, where it took 25-36 s."""
 
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ import pytest
 
 from edgecut.server.cut.methods import MASK_METHODS
 from edgecut_bench.paper_report import SECTIONS, SUMMARY_LEAD
+from tests.support.bench_smoke import SMOKE_ENV
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.bench,
+    pytest.mark.skipif(
+        not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
+    ),
+]
 
 
 def _edgecut(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
