@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bench_smoke import OTHER, SMOKE_ENV, run_bench, section
+from tests.support.bench_smoke import OTHER, SMOKE, run_bench, section
 
 ROOT = Path(os.environ.get("EDGECUT_ARM64_ROOT", "/var/tmp/edgecut-arm64/root"))
 RUN_S = 2400.0  # a cold root on a loaded 2-core machine: debootstrap + pip + the run
@@ -24,9 +24,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.bench,
     pytest.mark.broker,
-    pytest.mark.skipif(
-        not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
-    ),
+    SMOKE,
     pytest.mark.skipif(os.geteuid() != 0, reason="bench arm64 needs root (debootstrap, chroot)"),
     pytest.mark.skipif(
         not (shutil.which("debootstrap") and shutil.which("qemu-aarch64-static")),

@@ -15,15 +15,13 @@ import pytest
 
 from edgecut.server.cut.methods import MASK_METHODS
 from edgecut_bench.paper_report import SECTIONS, SUMMARY_LEAD
-from tests.support.bench_smoke import SMOKE_ENV
+from tests.support.bench_smoke import SMOKE, section
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.bench,
-    pytest.mark.skipif(
-        not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
-    ),
+    SMOKE,
 ]
 
 
@@ -32,12 +30,6 @@ def _edgecut(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgecut.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _section(doc: str, title: str) -> str:
-    start = doc.index(f"## {title}\n")
-    end = doc.find("\n## ", start + 1)
-    return doc[start : end if end != -1 else len(doc)]
 
 
 def test_bench_paper_quick(tmp_path: Path) -> None:
@@ -55,13 +47,13 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     for title in SECTIONS:
         assert f"## {title}\n" in doc
     assert "## Agent hot-swap\n\nkept\n" in doc  # another command's section is left alone
-    summary = _section(doc, "Summary")
+    summary = section(doc, "Summary")
     assert summary.startswith("## Summary\n\n- **Agent**: fast.\n") and f"- **{SUMMARY_LEAD}** (" in summary
     flat = " ".join(summary.split())
     assert "2 seeds" in flat and "wins / no difference / losses" in flat and "median" in flat
 
-    unstructured = _section(doc, "Paper: CUT unstructured")
-    structured = _section(doc, "Paper: structured")
+    unstructured = section(doc, "Paper: CUT unstructured")
+    structured = section(doc, "Paper: structured")
     for name, m in MASK_METHODS.items():
         assert len(re.findall(rf"^\| {re.escape(name)} \(", unstructured, re.M)) == 2  # 2 quick sparsities
         expected = 1 if m.protocol == "matched" else 0  # the papers' keep table has no channel analogue
@@ -78,11 +70,11 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     assert float(guard.group(1)) > 0.0 and float(guard.group(2)) == 0.0
     assert re.search(r"CUT-masked one at \d+% sparsity .* in \*\*[\d.]+ ms\*\*", unstructured)
 
-    kept = _section(doc, "Paper: kept share per layer")
+    kept = section(doc, "Paper: kept share per layer")
     assert re.search(r"^\| \*\*trunk\*\* \| \d+ \|", kept, re.M)
     assert re.search(r"^\| `trunk\.stem\.0` \|", kept, re.M) and "cut 90%: depth's own" in kept
 
-    garg = _section(doc, "Paper: Garg reproduction")
+    garg = section(doc, "Paper: Garg reproduction")
     assert "Finding 1" in garg and "Finding 2" in garg and f"]({plot.name})" in garg
     assert (
         len(re.findall(r"^\| (garg-taylor|cosprune) \| \d+ \| \d", garg, re.M)) == 4
@@ -96,7 +88,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     # Each task alone on each criterion's most pruned architecture (quick: tasks seg, depth).
     assert len(re.findall(r"^\| (garg-taylor|cosprune) \| 2 \| (seg|depth) \|", garg, re.M)) == 4
     assert "Single-task models of the same size" in garg
-    learned = _section(doc, "Paper: what we learned")
+    learned = section(doc, "Paper: what we learned")
     assert "*Does the vote beat the union?*" in learned and "*edgecut's default*" in learned
     assert "W / N / L" in learned and "paired t-test" in learned and "magnitude" in learned
     assert "Single-task models of the same size" in learned
@@ -111,7 +103,7 @@ def test_bench_paper_quick(tmp_path: Path) -> None:
     )
     assert render.returncode == 0, render.stderr[-3000:]
     for title in SECTIONS:
-        assert _section(again.read_text(), title) == _section(doc, title)
+        assert section(again.read_text(), title) == section(doc, title)
     bad = _edgecut("bench", "paper", "--render-from", str(plot), "--out", str(again), timeout=60)
     assert bad.returncode == 2 and "cannot read bench paper rows from" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -4,21 +4,18 @@ goals, the rows saved and rendered again to the same section. Runs in `make test
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.support.bench_smoke import OTHER, SMOKE_ENV, run_bench, section
+from tests.support.bench_smoke import OTHER, SMOKE, run_bench, section
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.bench,
-    pytest.mark.skipif(
-        not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
-    ),
+    SMOKE,
 ]
 SMALL = (
     "--task-sets seg,depth --budgets 0.5 --scratch-epochs 0.05 --scratch-seconds 5 --train-scenes 32 "

@@ -12,7 +12,6 @@ from rows (tests/e2e/test_bench_paper_smoke.py); `bench arm64` needs root and qe
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgecut.cli import build_parser
-from tests.support.bench_smoke import OTHER, SMOKE_ENV, run_bench, section
+from tests.support.bench_smoke import OTHER, SMOKE, run_bench, section
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -115,9 +114,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.bench
 @pytest.mark.broker
-@pytest.mark.skipif(
-    not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
-)
+@SMOKE
 @pytest.mark.parametrize("smoke", SMOKES, ids=[s.bench for s in SMOKES])
 def test_bench_smoke(smoke: Smoke, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.md"

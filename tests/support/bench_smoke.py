@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 SMOKE_ENV = "EDGECUT_BENCH_SMOKE"  # set by `make test-bench`: the smoke runs are skipped otherwise
+# the bench smoke runs' mark: skipped unless `make test-bench` runs them
+SMOKE = pytest.mark.skipif(
+    not os.environ.get(SMOKE_ENV), reason=f"a bench smoke run: `make test-bench` ({SMOKE_ENV}=1)"
+)
 REPO = Path(__file__).resolve().parents[2]
 OTHER = "# Benchmarks\n\n## Another bench\n\nkept\n"  # a section each run must leave alone
 
