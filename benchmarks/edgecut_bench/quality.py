@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -369,20 +369,19 @@ class _Bench:
         recovery = replace(opts.recovery, steps=steps, seconds=None) if opts.recovery and steps else None
         spec = BuildSpec.create(list(case.tasks), Budget(macs_fraction=case.budget))
         number = min(self.engine.refinements(spec), len(self.engine.refine_schedules))
+        refinements = self.engine.refine_schedules[:number]
         return Schedule(
-            opts.bn_batches,
-            opts.batch_size,
-            recovery,
-            self.engine.refine_schedules[:number],
-            self._ships(case),
+            opts.bn_batches, opts.batch_size, recovery, refinements, self._ships(case, refinements)
         )
 
-    def _ships(self, case: Case) -> Callable[[Stage, Stage], bool]:
+    def _ships(self, case: Case, refinements: Sequence[RecoveryOptions]) -> Callable[[Stage, Stage], bool]:
         """The engine's own rule (TorchEngine.ships): the candidate's Δm gain over the current model, paired
-        over the validation images, with a 95 % lower bound above 0."""
+        over the validation images, with a 95 % lower bound above 0; a quantisation-aware refinement is
+        judged as both compute in int8, as the engine judges its own."""
 
         def ships(candidate: Stage, current: Stage) -> bool:
-            return self.engine.ships(candidate.model, current.model, case.tasks, current.delta_m).ship
+            int8 = refinements[candidate.refinement - 1].quantise
+            return self.engine.ships(candidate.model, current.model, case.tasks, current.delta_m, int8).ship
 
         return ships
 

@@ -166,13 +166,23 @@ class TorchEngine:
         return evaluate(model, specs, self.val) if self.val is not None and specs else {}
 
     def ships(
-        self, candidate: MultiTaskModel, current: MultiTaskModel, tasks: Sequence[str], current_delta_m: float
+        self,
+        candidate: MultiTaskModel,
+        current: MultiTaskModel,
+        tasks: Sequence[str],
+        current_delta_m: float,
+        int8: bool = False,
     ) -> Verdict:
         """The engine's shipping rule (cut/shipping.py) for replacing `current` by `candidate` on `tasks`,
-        both measured on this engine's validation images (the benches judge other models by it)."""
+        both measured on this engine's validation images (the benches judge other models by it); `int8`:
+        both as they compute in int8, as the engine judges a quantisation-aware refinement."""
         reference = {t: v for t, v in self.reference_metrics().items() if t in tasks}
         return judge(
-            self._samples(candidate), self._samples(current), reference, current_delta_m, self.ship_confidence
+            self._samples(candidate, int8),
+            self._samples(current, int8),
+            reference,
+            current_delta_m,
+            self.ship_confidence,
         )
 
     def _samples(self, model: MultiTaskModel, int8: bool = False) -> dict[str, SampleStats]:

@@ -133,6 +133,14 @@ def test_bench_quality_gives_torch_pruning_the_training_of_edgecuts_lineage(
         train_data="off",
         min_delta_m=NO_FLOOR,
     )
+    judged_int8: list[bool] = []
+    ships = engine.ships
+
+    def recording_ships(candidate, current, tasks, current_delta_m, int8=False):  # type: ignore[no-untyped-def]
+        judged_int8.append(int8)
+        return ships(candidate, current, tasks, current_delta_m, int8)
+
+    monkeypatch.setattr(engine, "ships", recording_ships)
     cfg = QualityConfig(tmp_path / "model.pt", tmp_path, train_scenes=32, scratch_epochs=0.0)
     bench = _Bench(cfg, engine, lambda *a, **k: None, 0)
     try:
@@ -147,6 +155,9 @@ def test_bench_quality_gives_torch_pruning_the_training_of_edgecuts_lineage(
     for i in range(len(TP_QUICK)):
         tp = record.calls[per_lineage * (i + 1) : per_lineage * (i + 2)]
         assert [c.options for c in tp] == edgecut
+    # each Torch-Pruning refinement is judged as the engine judges its own: a quantisation-aware one in int8
+    assert any(r.quantise for r in engine.refine_schedules)
+    assert judged_int8 == [r.quantise for r in engine.refine_schedules] * len(TP_QUICK)
     quick = case.of(QUICK)[0]
     assert quick.recovery_steps == engine.options.recovery.steps  # type: ignore[union-attr]
     for q, f in zip(TP_QUICK, TP_FINAL, strict=True):
