@@ -9,7 +9,16 @@ import argparse
 
 
 def register(bench_sub: argparse._SubParsersAction) -> None:
-    from edgecut_bench import adapt_agent, adapt_cli, cli, fleet_cli, precision_cli, swap, widths_cli
+    from edgecut_bench import (
+        adapt_agent,
+        adapt_cli,
+        cli,
+        fleet_cli,
+        precision_cli,
+        quick_load_cli,
+        swap,
+        widths_cli,
+    )
 
     cli.register(bench_sub)
     swap.register_bench(bench_sub)
@@ -18,3 +27,4 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     adapt_agent.register(bench_sub)
     adapt_cli.register(bench_sub)
     widths_cli.register(bench_sub)
+    quick_load_cli.register(bench_sub)

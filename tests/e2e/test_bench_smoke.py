@@ -81,6 +81,12 @@ SMOKES = [
         "--widths 8,16 --rounds 1 --runs 3 --rows {tmp}/w.pkl",
     ),
     Smoke(
+        "quick-load",
+        "Quick build on a busy machine",
+        "--cores 1 --task-sets seg,depth --rows {tmp}/q.pkl",
+        expect=("| seg + depth | quiet |", "| seg + depth | 1 core busy |"),
+    ),
+    Smoke(
         "fleet",
         "Fleet under load and faults",
         "--devices 3 --processes 1 --build-s 0.1 --no-faults",
@@ -94,6 +100,7 @@ SUMMARY_BULLETS = {
     "model": ("Reference model",),
     "prune": ("CUT vs. baselines", "Real speed"),
     "generality": ("Generality",),
+    "quick-load": ("Quick build on a busy machine",),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecut_bench import generality_summary, precision_report, prune_summary
+from edgecut_bench import generality_summary, precision_report, prune_summary, quick_load
 from tests.unit.docs.figures import bullets, figures, sections, unbacked
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
@@ -50,6 +50,7 @@ SOURCES: dict[str, list[tuple[str, str | None]]] = {
     "Agent on arm64": [(BENCH, "Agent on arm64")],
     "Fleet sizing": [(BENCH, "Fleet sizing")],
     precision_report.LEAD: [(BENCH, precision_report.SECTION)],
+    quick_load.LEAD: [(BENCH, quick_load.SECTION)],
     "Adapting to a device's images": [(BENCH, "Adapting to a device's images")],
 }
 
