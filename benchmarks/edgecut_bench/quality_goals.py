@@ -126,12 +126,13 @@ def _times(case: Case) -> list[Verdict]:
     out = []
     for quick in case.of(QUICK):
         met = quick.seconds <= QUICK_S
-        detail = "" if met else f"over by {quick.seconds - QUICK_S:.1f} s"
+        d = 1 if met else digits(quick.seconds, QUICK_S, least=1)
+        detail = "" if met else f"over by {quick.seconds - QUICK_S:.{d}f} s"
         out.append(
             Verdict(
                 "quick model build time",
                 case.name,
-                f"{quick.seconds:.1f} s",
+                f"{quick.seconds:.{d}f} s",
                 f"<= {QUICK_S:g} s",
                 met,
                 detail,
@@ -152,14 +153,17 @@ def _times(case: Case) -> list[Verdict]:
     else:
         last = refined[-1]
         met = last.elapsed <= REFINED_S
+        d = 0 if met else digits(last.elapsed, REFINED_S, least=0)
         detail = f"refinement {last.refinement}" + (
-            "" if met else f"; over by {last.elapsed - REFINED_S:.0f} s"
+            "" if met else f"; over by {last.elapsed - REFINED_S:.{d}f} s"
         )
+        if not met and len(refined) > 1:  # when the device had the one before
+            detail += f"; refinement {refined[-2].refinement} came at {refined[-2].elapsed:.0f} s"
         out.append(
             Verdict(
                 "refined model within 5 min",
                 case.name,
-                f"{last.elapsed:.0f} s",
+                f"{last.elapsed:.{d}f} s",
                 f"<= {REFINED_S:g} s",
                 met,
                 detail,

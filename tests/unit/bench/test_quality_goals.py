@@ -124,6 +124,24 @@ def test_a_goal_missed_by_less_than_the_shown_digits_is_shown_apart_from_it() ->
         assert "short by 0.00;" not in verdict.detail and "short by 0.00 " not in verdict.detail
 
 
+def test_a_build_time_over_by_less_than_a_tenth_is_shown_apart_from_the_goal() -> None:
+    (quick,) = _by_goal(
+        verdicts([_case(0.5, quick_s=15.03, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.0)]), "quick"
+    )
+    assert not quick.met and quick.value == "15.03 s" and "over by 0.03 s" in quick.detail
+
+
+def test_a_late_last_refinement_says_when_the_one_before_came() -> None:
+    case = _case(0.5, quick_s=10.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.0)
+    case.of(REFINED)[0].refinement = 1
+    late = copy.deepcopy(case.of(REFINED)[0])
+    late.label, late.refinement, late.elapsed = "refinement 2", 2, 359.4
+    case.rows.insert(3, late)
+    (refined,) = _by_goal(verdicts([case]), "refined")
+    assert not refined.met and refined.value == "359 s"
+    assert "refinement 2; over by 59 s; refinement 1 came at 70 s" in refined.detail
+
+
 def test_goal_thresholds_follow_the_budget() -> None:
     # -3.5 misses -2 at macs 0.5 but meets -5 at macs 0.3, where the per-task rule does not apply
     found = verdicts([_case(0.3, quick_s=9.0, refined_dm=-3.5, refined_depth=7.0, refined_ms=5.5)])
