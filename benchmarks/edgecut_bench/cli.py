@@ -144,7 +144,7 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
         "--scratch-epochs",
         type=float,
         default=8.0,
-        help="epochs of the engine's from-scratch candidate (default %(default)s, the reference's own)",
+        help="epochs of the engine's from-scratch candidate (default %(default)s, the engine's own)",
     )
     q.add_argument(
         "--scratch-seconds",

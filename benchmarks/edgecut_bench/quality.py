@@ -92,7 +92,7 @@ class QualityConfig:
     n_calib: int = 512  # unlabelled calibration scenes (the engine's default)
     n_val: int = 256  # labelled validation scenes (the engine's default)
     train_scenes: int = 6000  # the from-scratch baselines' labelled training scenes (the reference's)
-    scratch_epochs: float = 8.0  # the engine's from-scratch candidate's epochs (the reference's own 8)
+    scratch_epochs: float = 8.0  # the engine's from-scratch candidate's epochs (ScratchOptions.epochs)
     scratch_seconds: float = ScratchOptions.seconds  # ... and the time its steps are fitted to
     recovery_steps: int | None = None  # the engine's quick recovery (None = its default)
     refine_steps: tuple[int, ...] | None = None  # the refinements' steps (None = the engine's own)

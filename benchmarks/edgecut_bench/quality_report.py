@@ -52,6 +52,15 @@ def _findings(res: QualityResult) -> list[str]:
         found = against_shipped(res.cases, kinds, against)
         table += found
         wins = [a for a in found if a.wins]
+        if found and all(a.test.verdict == "not tested" for a in found):
+            ahead = [a for a in found if a.baseline_delta_m.mean > a.shipped_delta_m.mean]
+            out.append(
+                f"- {what} against {named}: not tested (one seed; a paired test needs two or more). On this "
+                f"seed the baseline's Δm is above in {len(ahead)} of {len(found)} comparisons"
+                + (": " + "; ".join(f"{a.baseline} at {a.case}" for a in ahead) if ahead else "")
+                + "."
+            )
+            continue
         if not wins:
             out.append(f"- No {what} baseline beats {named} by the paired test, in any case.")
             continue
@@ -143,12 +152,7 @@ def markdown(res: QualityResult, command: str) -> str:
         "row's note), only the selected tasks' heads, randomly initialised and trained "
         f"with the reference's recipe (AdamW lr {recipe.lr:g}, wd {recipe.weight_decay:g}, batch "
         f"{recipe.batch_size}, one-cycle) on the reference's {c.train_scenes} labelled training scenes for "
-        + (
-            f"the reference's whole {res.reference_epochs}-epoch schedule"
-            if c.scratch_epochs >= res.reference_epochs
-            else f"**{c.scratch_epochs / res.reference_epochs:.0%} of the reference's {res.reference_epochs}-epoch "
-            f"schedule** (scaled down to fit the run; `--scratch-epochs {res.reference_epochs}` runs it whole)"
-        )
+        + _scratch_epochs(c.scratch_epochs, res.reference_epochs)
         + f", its steps cut to what fits in {c.scratch_seconds:g} s on this machine. The engine ships it only "
         "when its Δm beats the refined model's by the refinement margin; a candidate it did not ship is "
         "listed as *from-scratch candidate (not shipped)*.",
@@ -194,6 +198,15 @@ def markdown(res: QualityResult, command: str) -> str:
         *_findings(res),
     ]
     return "\n".join(parts)
+
+
+def _scratch_epochs(epochs: float, reference: int) -> str:
+    """How long the candidate trains, beside the engine's default and the reference's own schedule."""
+    engine = ScratchOptions().epochs
+    said = f"{epochs:g} epochs" + (
+        " (the engine's default" if epochs == engine else f" (the engine's: {engine:g}"
+    )
+    return said + (f"; the reference itself trained {reference})" if reference else ")")
 
 
 def _seeds(res: QualityResult) -> list[int]:

@@ -120,7 +120,7 @@ class ScratchOptions:
     labelled training samples, the steps cut to what fits in `seconds` on this machine (the one-cycle
     schedule then still ends annealed)."""
 
-    epochs: float = 8.0  # the reference's own schedule
+    epochs: float = 8.0  # the candidate's budget on a server (the first packaged reference's whole schedule)
     seconds: float = 240.0
     recipe: TrainConfig = field(default_factory=TrainConfig)
     max_slowdown: float = 1.05  # onnxruntime time against the parent's: timing noise, not a real loss

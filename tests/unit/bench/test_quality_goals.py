@@ -221,16 +221,20 @@ def test_the_section_states_verdicts_and_wins_and_the_plot_is_written(tmp_path: 
     )
     assert "Scratch width factors: seg + depth @ macs 0.5: 0.700." in text
     one = markdown(QualityResult(short, [case], 64, 90.0, {case.name: 0.7}), "x")
-    assert "1 seed: not tested" in one and "No from scratch baseline beats the final model" in one
+    assert "1 seed: not tested" in one and "No from scratch baseline beats" not in one
+    assert "- from scratch against the final model edgecut ships: not tested (one seed" in one
+    assert (
+        "above in 1 of 2 comparisons: from-scratch candidate (not shipped) at seg + depth @ macs 0.5." in one
+    )
     assert "**One seed**" in one and "± " not in one.split("**Goals")[0].split("**seg + depth")[1]
-    assert "25% of the reference's 8-epoch schedule" in text and "`--scratch-epochs 8` runs it whole" in text
-    whole = markdown(
+    assert "for 2 epochs (the engine's: 8; the reference itself trained 8)" in text
+    default = markdown(
         QualityResult(
-            QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=8
+            QualityConfig(Path("reference.pt"), tmp_path), [case], 64, 90.0, {}, reference_epochs=41
         ),
         "x",
     )
-    assert "the reference's whole 8-epoch schedule" in whole and "scaled down" not in whole
+    assert "for 8 epochs (the engine's default; the reference itself trained 41)" in default
     plot(res, tmp_path / "q.png")
     assert (tmp_path / "q.png").stat().st_size > 1000
 
