@@ -117,7 +117,14 @@ def _partial(res: QualityResult) -> list[str]:
     if missing:
         left = "; ".join(f"{' + '.join(ts)} @ macs {b:g}" for ts, b in missing)
         said.append(f"not measured here: {left}")
-    if seeds < len(full.seeds):
+    per_setting = _seeds_per_setting(res)
+    if len(set(per_setting.values())) > 1:  # the seeds differ between cases: say which ran on which
+        said.append(
+            "seeds per case of the default "
+            f"{len(full.seeds)}: "
+            + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in per_setting.items())
+        )
+    elif seeds < len(full.seeds):
         said.append(f"{seeds} seed{'s' if seeds > 1 else ''} of the default {len(full.seeds)}")
     if not said:
         return []
@@ -222,12 +229,23 @@ def _scales(res: QualityResult) -> str:
     return ", ".join(f"{k}: {' / '.join(dict.fromkeys(v))}" for k, v in by.items())
 
 
+def _seeds_per_setting(res: QualityResult) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(c.seed or 0 for c in group) for k, group in by_setting(res.cases).items()}
+
+
 def _seeds_said(res: QualityResult) -> str:
     seeds = _seeds(res)
     if len(seeds) < 2:
         return ONE_SEED
+    same = len(set(_seeds_per_setting(res).values())) == 1
+    ran = (
+        f"every case ran on {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+        if same
+        else f"the cases ran on up to {len(seeds)} seeds ({', '.join(map(str, seeds))}; which case on which: "
+        "*Partial run* below; a case on one seed is not tested)"
+    )
     return (
-        f"**Seeds**: every case ran on {len(seeds)} seeds ({', '.join(map(str, seeds))}). A seed draws the "
+        f"**Seeds**: {ran}. A seed draws the "
         "calibration scenes (seed 0: the engine's own) and everything random in every build and training "
         "(scoring batches, recovery and training order, the from-scratch models' initialisation); the "
         "validation and training scenes are the same for all. Figures are means over the seeds, Δm mean ± "

@@ -260,6 +260,19 @@ def test_a_partial_run_names_the_cases_it_left_out(tmp_path: Path) -> None:
         QualityConfig(Path("reference.pt"), tmp_path), every, 64, 90.0, {}, reference_epochs=8
     )
     assert "Partial run" not in markdown(whole, "edgecut bench quality")
+    # a split run where one task set has a seed fewer: the section says which case ran on which seeds
+    uneven = QualityResult(
+        QualityConfig(Path("reference.pt"), tmp_path),
+        [c for c in every if not (c.tasks == ("seg", "depth", "normals") and c.seed == 2)],
+        64,
+        90.0,
+        {},
+        reference_epochs=8,
+    )
+    text = markdown(uneven, "edgecut bench quality")
+    assert "seeds per case of the default 3: seg + depth @ macs 0.5: 0, 1, 2;" in text
+    assert "seg + depth + normals @ macs 0.3: 0, 1 (the defaults" in text
+    assert "the cases ran on up to 3 seeds" in text and "every case ran on" not in text
 
 
 def test_a_speed_up_short_of_the_mac_cut_is_explained_by_the_fixed_cost_it_measures() -> None:
