@@ -124,6 +124,7 @@ class QualityResult:
     command: str = ""  # the command line that ran it (the section's "Rerun:")
     recovery: str = ""  # the engine's quick recovery, as the section states it
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
+    checkpoint_sha256: str = ""  # the reference's content ("" in rows saved before it was recorded)
 
 
 Advance = Callable[..., None]
@@ -531,6 +532,7 @@ def run(cfg: QualityConfig, show_progress: bool = True) -> QualityResult:
         load=(load0, os.getloadavg()[0]),
         scratch_number=len(engine.refine_schedules) + 1,
         reference_epochs=epochs_trained(cfg.checkpoint),
+        checkpoint_sha256=hashlib.sha256(cfg.checkpoint.read_bytes()).hexdigest(),
     )
 
 
@@ -548,8 +550,23 @@ def merged(results: list[QualityResult]) -> QualityResult:
         return first
 
     def settings(r: QualityResult) -> QualityConfig:
-        return replace(r.cfg, seeds=(), cases=(), task_sets=(), budgets=())
+        # where the checkpoint and the scene cache were on the machine that ran it does not matter (runs
+        # split over CI jobs sit in other checkouts): its name does, and its content where recorded
+        return replace(
+            r.cfg,
+            seeds=(),
+            cases=(),
+            task_sets=(),
+            budgets=(),
+            checkpoint=Path(r.cfg.checkpoint.name),
+            data_dir=Path("."),
+        )
 
+    shas = {r.checkpoint_sha256 for r in results} - {""}
+    if len(shas) > 1:
+        raise ConfigError(
+            "rows from runs on different reference models cannot be merged (their checkpoints differ)"
+        )
     seen: set[str] = set()
     for r in results:
         if settings(r) != settings(first) or r.image_size != first.image_size:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecut_bench.quality import QualityConfig, QualityResult
+from edgecut.errors import ConfigError
+from edgecut_bench.quality import QualityConfig, QualityResult, merged
 from edgecut_bench.quality_goals import against_shipped, latency_fit, verdicts
 from edgecut_bench.quality_report import markdown, plot
 from edgecut_bench.quality_rows import (
@@ -466,3 +467,24 @@ def test_torch_pruning_is_compared_like_with_like_and_an_equal_result_is_no_diff
     )
     assert "No Torch-Pruning (final) baseline beats the last model of edgecut's distillation lineage" in text
     assert "round_to=8" in text
+
+
+def test_rows_of_a_run_split_over_checkouts_merge_and_other_runs_do_not(tmp_path: Path) -> None:
+    """Seeds run in other checkouts (CI jobs) hold other checkpoint and data paths: they merge by the
+    checkpoint's name and content; another reference, other settings or a case measured twice do not."""
+
+    def run(seed: int, where: str, sha: str = "abc", **settings: int) -> QualityResult:
+        case = _case(0.5, quick_s=9.0, refined_dm=-1.0, refined_depth=1.0, refined_ms=5.5)
+        case.seed = seed
+        cfg = QualityConfig(Path(where) / "pretrained/reference.pt", Path(where) / ".edgecut", **settings)
+        return QualityResult(cfg, [case], 64, 60.0, {}, checkpoint_sha256=sha)
+
+    both = merged([run(0, "/ci/job0"), run(1, "/ci/job1")])
+    assert sorted(c.seed or 0 for c in both.cases) == [0, 1] and both.seconds == 120.0
+    for other, said in (
+        (run(1, "/ci/job1", sha="def"), "different reference models"),
+        (run(1, "/ci/job1", n_val=64), "different settings"),
+        (run(0, "/ci/job1"), "two of the row files measured"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            merged([run(0, "/ci/job0"), other])
