@@ -179,8 +179,12 @@ def summary(res: QualityResult) -> str:
     quick = [r for c in res.cases for r in c.of(QUICK)]
     goals = collapsed(verdicts(res.cases))
     missed = [v for v in goals if v.met is False]
+    counts = sorted({len(group) for group in groups.values()})
+    said = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+    if len(counts) > 1:  # a run split over seeds and cases, not every case on every seed yet
+        said = f"{counts[0]}–{counts[-1]} seeds per case"
     return (
-        f"(`{res.command or 'edgecut bench quality'}`, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"(`{res.command or 'edgecut bench quality'}`, {said}, "
         f"{res.seconds / 60:.1f} min): what the device serves in the end, Δm vs. the full model"
         f"{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}: {finals}; the quick model ships after "
         f"{min(r.seconds for r in quick):.0f}–{max(r.seconds for r in quick):.0f} s of build time. "
