@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 MINUS = "\u2212"
 DASHES = "\u2013\u2014"  # – and —, between two numbers: a range
@@ -106,3 +107,16 @@ def unbacked(text: str, source: str) -> list[str]:
     pool = values(source)
     missing = [f.literal for f in figures(text) if not f.backed_by(pool)]
     return missing + [d for d in dates(text) if d not in source]
+
+
+def source_text(root: Path, places: list[tuple[str, str | None]], who: str) -> str:
+    """The text of each (file under `root`, `## section` of it or None for the whole file), joined; a
+    section that is gone fails naming `who` (the table entry that names it)."""
+    parts = []
+    for name, title in places:
+        text = (root / name).read_text()
+        if title is not None:
+            assert title in sections(text), f"{who} names {name}'s section {title!r}, which is gone"
+            text = sections(text)[title]
+        parts.append(text)
+    return "\n".join(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.docs.figures import figures, sections, unbacked
+from tests.unit.docs.figures import figures, source_text, unbacked
 
 REPO = Path(__file__).resolve().parents[3]
 DOC = REPO / "docs" / "models.md"
@@ -65,16 +65,7 @@ def _anchor(paragraph: str) -> str | None:
 
 
 def _source(anchor: str) -> str:
-    parts = []
-    for name, title in SOURCES[anchor]:
-        text = (REPO / name).read_text()
-        if title is not None:
-            assert title in sections(text), (
-                f"SOURCES[{anchor!r}] names {name}'s section {title!r}, which is gone"
-            )
-            text = sections(text)[title]
-        parts.append(text)
-    return "\n".join(parts)
+    return source_text(REPO, SOURCES[anchor], f"SOURCES[{anchor!r}]")
 
 
 def test_every_paragraph_with_a_measured_figure_names_its_source() -> None:

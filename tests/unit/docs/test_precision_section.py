@@ -8,7 +8,7 @@ from pathlib import Path
 from edgecut_bench import saved_rows
 from edgecut_bench.precision import PrecisionResult
 from edgecut_bench.precision_report import LEAD, SECTION, bullet, markdown
-from tests.unit.docs.figures import bullets, sections
+from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered
 
 REPO = Path(__file__).resolve().parents[3]
 ROWS = Path("benchmarks/rows/precision-rows.pkl")
@@ -20,14 +20,11 @@ def _rows() -> PrecisionResult:
 
 
 def test_the_section_is_its_saved_rows_rendered() -> None:
-    doc = sections((REPO / "docs" / "benchmarks.md").read_text())
-    assert SECTION in doc, f"docs/benchmarks.md has no {SECTION!r} section: run `{RENDER}`"
-    assert doc[SECTION].strip() == markdown(_rows()).strip(), f"the section is not its rows': run `{RENDER}`"
+    assert_section_rendered(SECTION, markdown(_rows()), RENDER)
 
 
 def test_the_summary_bullet_is_its_saved_rows_rendered() -> None:
-    summary = bullets(sections((REPO / "docs" / "benchmarks.md").read_text())["Summary"])
-    assert summary.get(LEAD) == " ".join(bullet(_rows()).split()), f"run `{RENDER}`"
+    assert_bullet_rendered(LEAD, bullet(_rows()), RENDER)
 
 
 def test_its_rerun_command_saves_the_rows_the_section_is_checked_against() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgecut_bench import quality, quality_tables, saved_rows
 from edgecut_bench.quality_report import SECTION, markdown
-from tests.unit.docs.figures import bullets, sections
+from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered
 
 REPO = Path(__file__).resolve().parents[3]
 ROWS = Path("benchmarks/rows/quality")
@@ -22,18 +22,13 @@ def _rows() -> quality.QualityResult:
 
 
 def test_the_section_is_its_saved_rows_rendered() -> None:
-    doc = sections((REPO / "docs" / "benchmarks.md").read_text())
     res = _rows()
-    expected = markdown(res, res.command)
-    # the plot's line is the CLI's (--plot), after the rendered body
-    assert doc[SECTION].strip().startswith(expected.strip()), f"the section is not its rows': run `{RENDER}`"
+    # the CLI adds the plot's line (--plot) after the rendered body
+    assert_section_rendered(SECTION, markdown(res, res.command), RENDER, then_more=True)
 
 
 def test_the_summary_bullet_is_its_saved_rows_rendered() -> None:
-    summary = bullets(sections((REPO / "docs" / "benchmarks.md").read_text())["Summary"])
-    assert summary.get(quality_tables.LEAD) == " ".join(quality_tables.summary(_rows()).split()), (
-        f"run `{RENDER}`"
-    )
+    assert_bullet_rendered(quality_tables.LEAD, quality_tables.summary(_rows()), RENDER)
 
 
 def test_every_run_saved_its_rows_where_the_section_reads_them() -> None:

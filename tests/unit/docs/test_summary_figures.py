@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgecut_bench import generality_summary, precision_report, prune_summary, quality_tables, quick_load
-from tests.unit.docs.figures import bullets, figures, sections, unbacked
+from tests.unit.docs.figures import bullets, figures, sections, source_text, unbacked
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 BENCH = "benchmarks.md"
@@ -80,16 +80,7 @@ def _summary() -> dict[str, str]:
 
 
 def _source(lead: str) -> str:
-    parts = []
-    for name, title in SOURCES[lead]:
-        text = _doc(name)
-        if title is not None:
-            assert title in sections(text), (
-                f"SOURCES[{lead!r}] names {name}'s section {title!r}, which is gone"
-            )
-            text = sections(text)[title]
-        parts.append(text)
-    return "\n".join(parts)
+    return source_text(DOCS, SOURCES[lead], f"SOURCES[{lead!r}]")
 
 
 def test_every_summary_bullet_says_where_its_figures_come_from() -> None:
