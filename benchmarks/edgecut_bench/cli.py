@@ -496,8 +496,7 @@ def run_generality(args: argparse.Namespace) -> int:
     flags += ["--seeds", args.seeds] if args.seeds is not None else []
     res.command = " ".join(["edgecut bench generality", *flags])
     rows = args.rows or args.data_dir / "bench" / "generality-rows.pkl"
-    saved_rows.save(res, rows)
-    print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+    saved_rows.keep(res, rows)
     _generality_doc(args.out, res)
     return 0
 
@@ -527,8 +526,7 @@ def run_quality(args: argparse.Namespace) -> int:
         res = quality.run(_quality_config(args, quality.QualityConfig))
         res.command = _command("quality")
         rows = args.rows or args.data_dir / "bench" / "quality-rows.pkl"
-        saved_rows.save(res, rows)
-        print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+        saved_rows.keep(res, rows)
     body = quality_report.markdown(res, res.command)
     if str(args.plot) not in ("", "."):
         quality_report.plot(res, args.plot)

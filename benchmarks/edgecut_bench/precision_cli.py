@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
         res = precision.run(cfg)
         res.command = _command("precision")
         rows = args.rows or args.data_dir / ROWS
-        saved_rows.save(res, rows)
-        print(f"rows saved to {rows} (re-render with --render-from {rows})", file=sys.stderr)
+        saved_rows.keep(res, rows)
     _publish(args.out, precision_report.SECTION, precision_report.markdown(res))
     if str(args.out) not in ("", "."):
         from edgecut_bench.doc import write_bullet

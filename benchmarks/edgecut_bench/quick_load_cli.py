@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda text: print(text, file=sys.stderr, flush=True),
         )
         res.command = _command("quick-load")
-        saved_rows.save(res, args.rows)
-        print(f"rows saved to {args.rows} (re-render with --render-from {args.rows})", file=sys.stderr)
+        saved_rows.keep(res, args.rows)
     _publish(args.out, quick_load.SECTION, quick_load.markdown(res))
     if str(args.out) not in ("", "."):
         from edgecut_bench.doc import write_bullet

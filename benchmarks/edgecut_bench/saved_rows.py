@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import sys
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +20,12 @@ def save(result: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(pickle.dumps(result))
     tmp.replace(path)
+
+
+def keep(result: object, path: Path) -> None:
+    """`save`, and tell the user (on stderr, beside the progress) where the rows went and how to re-render."""
+    save(result, path)
+    print(f"rows saved to {path} (re-render with --render-from {path})", file=sys.stderr)
 
 
 def load(path: Path, kind: type[T], what: str) -> T:

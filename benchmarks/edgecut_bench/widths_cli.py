@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
             progress=lambda text: print(text, file=sys.stderr, flush=True),
         )
         res.command = _command("widths")
-        saved_rows.save(res, args.rows)
-        print(f"rows saved to {args.rows} (re-render with --render-from {args.rows})", file=sys.stderr)
+        saved_rows.keep(res, args.rows)
     _publish(args.out, widths.SECTION, widths.markdown(res))
     return 0
