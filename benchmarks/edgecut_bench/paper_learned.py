@@ -470,14 +470,23 @@ def default_lines(res: PaperResult) -> list[str]:
     ]
 
 
+def summary_methods(counts: dict[str, list[str]]) -> list[str]:
+    """The methods the Summary names: the three leading counts of best-or-inseparable settings with
+    every method tied with the third (a cut-off inside a tie would rank by dict order), then CUT, the
+    method reproduced, and magnitude, the simplest baseline, wherever they stand."""
+    ranked = sorted(counts, key=lambda m: -len(counts[m]))
+    third = len(counts[ranked[min(2, len(ranked) - 1)]]) if ranked else 0
+    shown = [m for m in ranked if len(counts[m]) >= third]
+    return shown + [m for m in ("cut", "magnitude") if m not in shown]
+
+
 def summary(res: PaperResult) -> str:
     """The Summary's bullet for this run (edgecut_bench.doc.write_bullet puts it in place)."""
     vu, _ = compare(res, "cut", "snip-union")
     vd, _ = compare(res, "cut", "disparse-pt")
     both, _ = compare(res, "cut-distill", "cut")
     counts, n = best_counts(res)
-    top = sorted(counts, key=lambda m: -len(counts[m]))[:3]
-    shown = [*top, *(["magnitude"] if "magnitude" not in top else [])]
+    shown = summary_methods(counts)
     lat = res.mask_latency
     garg = [
         x.split(" here")[0].replace("**", "")

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from edgecut.server.cut.prune import Size
-from edgecut_bench.paper_learned import DEFAULT_ROW, best, garg_findings, kept_findings, kept_table
+from edgecut_bench.paper_learned import (
+    DEFAULT_ROW,
+    best,
+    garg_findings,
+    kept_findings,
+    kept_table,
+    summary_methods,
+)
 from edgecut_bench.paper_learned import default_lines as learned_lines
 from edgecut_bench.paper_rows import (
     ChannelRow,
@@ -124,3 +131,20 @@ def test_the_default_stays_unless_the_best_method_beats_it_across_levels() -> No
     assert "*edgecut's default* is `cut-vote`. The best mean Δm" in text
     behind = rows(DEFAULT_ROW, [-3.0, -4.0, -9.0]) + rows("cut-distill", [-2.0, -2.0, -5.0])
     assert "the default should become cut-distill" in " ".join(learned_lines(_result([], behind)))
+
+
+def test_the_summary_names_every_method_tied_at_the_cut_off_and_always_cut_and_magnitude() -> None:
+    """Seen in the 2026-12-07 run: snip-init, snip-union and cut were each best or inseparable in 6
+    settings, and the top-3 cut-off named snip-init alone, leaving out CUT, the method reproduced."""
+    counts = {
+        m: ["s"] * n for m, n in [("disparse-pt", 11), ("random", 7), ("snip-init", 6), ("snip-union", 6)]
+    }
+    counts |= {"cut": ["s"] * 6, "cut-distill": ["s"] * 4, "magnitude": ["s"]}
+    assert summary_methods(counts) == ["disparse-pt", "random", "snip-init", "snip-union", "cut", "magnitude"]
+    assert summary_methods({"a": ["s"] * 3, "b": ["s"] * 2, "c": ["s"], "d": []}) == [
+        "a",
+        "b",
+        "c",
+        "cut",
+        "magnitude",
+    ]
