@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch.utils.data import Dataset
 
 from edgecut.server.cut.recover import RecoveryOptions, recalibrate_batchnorm, recover
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch
+
+if TYPE_CHECKING:
+    from edgecut.server.engine import TorchEngine
 
 # recover(student, teacher, calib, options): trains `student` in place
 Train = Callable[[MultiTaskModel, MultiTaskModel, Dataset[Batch], RecoveryOptions], object]
@@ -97,3 +102,14 @@ def follow(
             lineage.dropped.append((number, dm))
     lineage.seconds = time.perf_counter() - t0
     return lineage
+
+
+@contextmanager
+def judging_all(engine: TorchEngine) -> Iterator[None]:
+    """The engine returns every refinement it scores, shipped or not (`TorchEngine.judge_only`), so a
+    bench can show the figures of one the engine would drop; its verdict stays in the build's extras."""
+    engine.judge_only = True
+    try:
+        yield
+    finally:
+        engine.judge_only = False

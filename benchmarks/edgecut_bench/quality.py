@@ -60,7 +60,7 @@ from edgecut.server.ort_latency import interleaved_latency_ms
 from edgecut.server.paths import scenes_cache
 from edgecut.server.progress import progress_bar
 from edgecut.server.spec import NO_FLOOR, Budget, BuildSpec, BuiltArtifact, Refinement
-from edgecut_bench.lineage import Schedule, Stage, follow
+from edgecut_bench.lineage import Schedule, Stage, follow, judging_all
 from edgecut_bench.quality_rows import (
     FULL,
     QUICK,
@@ -302,13 +302,10 @@ class _Bench:
         """The engine's from-scratch candidate, asked for whatever it scores (`judge_only`) so that a
         candidate the engine would not ship still shows its figures; shipped by the engine's own rule
         (its verdict in the build's extras and notes)."""
-        self.engine.judge_only = True
-        try:
+        with judging_all(self.engine):
             t0 = time.perf_counter()
             built = self.engine.refine(spec, ref, _quiet)
             seconds = time.perf_counter() - t0
-        finally:
-            self.engine.judge_only = False
         if built is None:
             case.notes.append(
                 f"refinement {ref.number}: no from-scratch candidate fits the budget and the refined model's speed"

@@ -16,12 +16,13 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecut_bench.lineage import judging_all
 from edgecut_bench.load import busy
 from edgecut_bench.machine import cpu_name
 
@@ -86,22 +87,13 @@ def measure(engine: TorchEngine, tasks: tuple[str, ...], macs: float, cores: int
         )
         built.cleanup()
         if refine:
-            with _judge_only(engine):
+            with judging_all(engine):
                 r1 = engine.refine(spec, Refinement("quick", meta, 1), lambda *_: None)
             if r1 is not None:
                 r1.cleanup()
                 row.refine_seconds = float(r1.extras["seconds"])
                 row.refine_delta_m = quality(r1.meta.metrics, r1.meta.reference_metrics, specs) or 0.0
     return row
-
-
-@contextmanager
-def _judge_only(engine: TorchEngine) -> Iterator[None]:
-    engine.judge_only = True
-    try:
-        yield
-    finally:
-        engine.judge_only = False
 
 
 def run(
