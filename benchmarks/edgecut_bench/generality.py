@@ -168,7 +168,7 @@ def _folders(cfg: GeneralityConfig) -> tuple[Path, Path]:
 
 
 def _trained(
-    cfg: GeneralityConfig, arch: str, train_dir: Path, val_dir: Path
+    cfg: GeneralityConfig, arch: str, train_dir: Path, val_dir: Path, show_progress: bool = False
 ) -> tuple[MultiTaskModel, float, str]:
     """The gallery model trained until its validation loss stops improving (cached), its training
     seconds, and how it ended: epochs and each task's main metric against the trivial baseline."""
@@ -186,7 +186,9 @@ def _trained(
             patience=cfg.patience,
             seed=cfg.train_seed,
         )
-        train(tcfg, out=out, show_progress=False)
+        if show_progress:
+            print(f"training gallery model {arch} until its validation loss stops improving", flush=True)
+        train(tcfg, out=out, show_progress=show_progress)
     doc = checkpoint.read(out)
     return checkpoint.load(out).eval(), float(doc.get("seconds", 0.0)), _training_summary(out)
 
@@ -226,13 +228,16 @@ def run(cfg: GeneralityConfig, show_progress: bool = True) -> GeneralityResult:
     other_floor = cfg.floor if default_floor == 0 else 0.0
     tightest = min(cfg.budgets)
     per_arch = len(cfg.budgets) * len(cfg.pairs) + len(cfg.tight_pairs) + len(_image_level_pairs(cfg))
-    total = len(cfg.architectures) * (1 + per_arch * len(cfg.seeds)) + 2 * len(cfg.reference_pairs) * len(
-        cfg.seeds
-    )
+    total = len(cfg.architectures) * per_arch * len(cfg.seeds) + 2 * len(cfg.reference_pairs) * len(cfg.seeds)
+    # trained first, each with its own progress (training to convergence takes minutes per model)
+    bases: dict[str, MultiTaskModel] = {}
+    for arch in cfg.architectures:
+        bases[arch], train_seconds[arch], trained[arch] = _trained(
+            cfg, arch, train_dir, val_dir, show_progress
+        )
     with progress_bar("bench generality", total=total, enabled=show_progress) as advance:
         for arch in cfg.architectures:
-            base, train_seconds[arch], trained[arch] = _trained(cfg, arch, train_dir, val_dir)
-            advance(1, arch=arch, step="trained")
+            base = bases[arch]
             specs = list(base.task_specs.values())
             folder = FolderDataset(train_dir, cfg.image_size, specs)
             val = FolderDataset(val_dir, cfg.image_size, specs)
