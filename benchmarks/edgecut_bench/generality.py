@@ -3,8 +3,8 @@ tailored for several task pairs, and the compute-aware ranking against the plain
 
 One run does all of it:
 1. writes rendered scenes as a labelled folder (bench/scene_folder.py: six tasks of five kinds, two of
-   them declared only in tasks.json) and trains each gallery model on it briefly through the same path
-   as `edgecut train --model ... --data FOLDER`;
+   them declared only in tasks.json) and trains each gallery model on it until its validation loss
+   stops improving, through the same path as `edgecut train --model ... --data FOLDER`;
 2. tailors each for a dense pair, an image-level pair (the decoder is dropped) and a mixed pair at
    each MACs budget (0.5 and 0.3), with the default method and recovery, and measures params, MACs,
    onnxruntime latency and each task's metric before and after on the held-out folder; at the

@@ -5,6 +5,7 @@ seeds, the conclusion generated from that test."""
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Sequence
 
 import torch
@@ -91,6 +92,7 @@ def markdown(res: GeneralityResult, command: str) -> str:
             ["How each model's training ended (main metric per task, the trivial baseline in brackets):", ""]
             + [f"- {arch}: {summary}" for arch, summary in res.trained.items()]
             + [""]
+            + ([unlearned_said(res.trained), ""] if unlearned(res.trained) else [])
             if res.trained
             else []
         ),
@@ -215,5 +217,34 @@ def ranking_summary(res: GeneralityResult) -> str:
         f"(`{res.command or 'edgecut bench generality --ranking'}`, {len(_seeds(res))} seed(s)): ranking "
         "channels by importance per MAC when the budget limits MACs keeps "
         f"{min(kept):.0%}–{max(kept):.0%} of the reference model's parameters at macs={res.cfg.budget:g} "
-        f"instead of {min(plain):.0%}–{max(plain):.0%}. Δm after recovery: {ranking_conclusion(g)}"
+        f"instead of {min(plain):.0%}–{max(plain):.0%}. Δm after recovery, {_lower_first(ranking_conclusion(g))}"
+    )
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+_TRAINED_TASK = re.compile(r"(\S+) (\S+) (-?[\d.]+) \(trivial (-?[\d.]+)\)")
+
+
+def unlearned(trained: dict[str, str]) -> list[tuple[str, str, str, float, float]]:
+    """(architecture, task, metric, model, trivial) where a trained gallery model's main metric is not
+    better than the trivial baseline's, read from each model's training summary as the section shows it."""
+    out = []
+    for arch, summary in trained.items():
+        for task, metric, value, trivial in _TRAINED_TASK.findall(summary):
+            v, t = float(value), float(trivial)
+            if (v >= t) if metric in LOWER_IS_BETTER else (v <= t):
+                out.append((arch, task, metric, v, t))
+    return out
+
+
+def unlearned_said(trained: dict[str, str]) -> str:
+    found = unlearned(trained)
+    listed = "; ".join(f"{a} {task} ({m} {v:.3f}, trivial {t:.3f})" for a, task, m, v, t in found)
+    return (
+        f"**Not better than the trivial baseline** after training: {listed}. Such a task's Δm below measures how "
+        "well tailoring keeps a head that does no better than a constant, not a learned skill; the gallery's "
+        "training (unweighted labelled losses, stopped by the validation loss of all six tasks) left it there."
     )

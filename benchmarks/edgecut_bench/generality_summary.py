@@ -43,7 +43,8 @@ def _main(rows: list[dict[str, str]]) -> str:
     worst = min(rows, key=lambda r: _first(r["Δm %"]))
     text = (
         f"(`edgecut bench generality`, {len(archs)} architectures: {', '.join(archs)}; {len(rows)} tailorings "
-        f"at {' and '.join(budgets)}; each model trained briefly on a folder of six tasks the command writes): "
+        f"at {' and '.join(budgets)}; each model trained until its validation loss stopped improving, on a folder of "
+        "six tasks the command writes): "
         f"the tailored models keep {_span(kept, '{:.2f}')} of the decomposed model's MACs"
     )
     if speed:
@@ -69,4 +70,16 @@ def bullets(section: str) -> dict[str, str]:
         header = rows[0]
         if LEAD not in found and {"architecture", "MMACs", "Δm %"} <= set(header):
             found[LEAD] = _main(rows)
+    unlearned = _UNLEARNED.search(section)
+    if LEAD in found and unlearned:
+        named = [f"{arch} {task}" for arch, task in _UNLEARNED_TASK.findall(unlearned.group(1))]
+        found[LEAD] += (
+            f" Not better than the trivial baseline after training, so its Δm is not a learned skill's: "
+            f"{', '.join(named)}."
+        )
     return found
+
+
+# generality_report.unlearned_said's paragraph, and each "arch task (metric value, trivial value)" in it
+_UNLEARNED = re.compile(r"\*\*Not better than the trivial baseline\*\* after training: (.*?)\. Such")
+_UNLEARNED_TASK = re.compile(r"(\S+) (\S+) \(\S+ -?[\d.]+, trivial -?[\d.]+\)")

@@ -9,7 +9,14 @@ import pytest
 
 from edgecut.server.cut.prune import Size
 from edgecut_bench.generality import GeneralityConfig, GeneralityResult, RankingRow, Row
-from edgecut_bench.generality_report import markdown, ranking_conclusion, ranking_tally
+from edgecut_bench.generality_report import (
+    markdown,
+    ranking_conclusion,
+    ranking_tally,
+    unlearned,
+    unlearned_said,
+)
+from edgecut_bench.generality_summary import LEAD, bullets
 
 SEL = Size(1000, 100)
 
@@ -84,7 +91,7 @@ def test_a_saved_run_renders_again_without_running(
     assert (
         "- **Compute-aware ranking** (`edgecut bench generality --ranking`, 2 seed(s)): ranking channels by "
         "importance per MAC when the budget limits MACs keeps 31%–31% of the reference model's parameters "
-        "at macs=0.5 instead of 23%–23%. Δm after recovery: The per-MAC ranking beats the plain one on every "
+        "at macs=0.5 instead of 23%–23%. Δm after recovery, the per-MAC ranking beats the plain one on every "
         "setting: over the 1 task pair, 1 / 0 / 0" in flat
     )
     capsys.readouterr()
@@ -106,3 +113,37 @@ def test_runs_of_other_seeds_merge_into_one_result() -> None:
     assert "| unet | slant, count | macs=0.5 |" in markdown(both, "x") and "-2.50 ± 0.71" in markdown(
         both, "x"
     )
+
+
+def test_a_gallery_task_no_better_than_its_trivial_baseline_is_named_in_the_section() -> None:
+    """Seen on 2026-12-07: three gallery models trained to convergence left slant's abs_err at or above the
+    training mean's; the section listed the figures but said nothing, so slant's Δm read as a learned task's."""
+    trained = {
+        "resnet": "kept epoch 19 of 23: slant abs_err 0.032 (trivial 0.045), count accuracy 0.737 (trivial 0.257)",
+        "mobilevit": "kept epoch 9 of 13: slant abs_err 0.048 (trivial 0.045), count accuracy 0.253 (trivial 0.257)",
+        "unet": "kept epoch 18 of 22: slant abs_err 0.045 (trivial 0.045), edges f1 0.895 (trivial 0.000)",
+    }
+    assert unlearned(trained) == [
+        ("mobilevit", "slant", "abs_err", 0.048, 0.045),
+        ("mobilevit", "count", "accuracy", 0.253, 0.257),
+        ("unet", "slant", "abs_err", 0.045, 0.045),  # equal at the digits shown is not better
+    ]
+    said = unlearned_said(trained)
+    assert "mobilevit slant (abs_err 0.048, trivial 0.045)" in said and "resnet" not in said
+    assert unlearned({"resnet": trained["resnet"]}) == []
+
+
+def test_the_summary_bullet_names_the_tasks_no_better_than_their_trivial_baseline() -> None:
+    table = (
+        "| architecture | tasks | budget | params | MMACs | ORT ms | speed-up | task metrics (before → after) "
+        "| Δm % |\n"
+        "|---|---|---|---:|---:|---:|---:|---|---:|\n"
+        "| mobilevit | slant, count | macs=0.5 | 79.4k → 79.4k → 36.3k | 7.01 → 7.01 → 3.50 | 0.30 → 0.19 | 1.54x "
+        "| slant abs_err 0.048 → 0.047↓ | +0.19 |\n"
+    )
+    trained = {
+        "mobilevit": "kept epoch 9 of 13: slant abs_err 0.048 (trivial 0.045), count accuracy 0.553 (trivial 0.257)"
+    }
+    with_note = bullets(table + "\n" + unlearned_said(trained) + "\n")[LEAD]
+    assert with_note.endswith("so its Δm is not a learned skill's: mobilevit slant.")
+    assert "trivial" not in bullets(table)[LEAD]
