@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecut_bench import generality, generality_report, generality_summary, saved_rows
-from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered
+from edgecut_bench import generality, generality_report, generality_summary
+from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered, saved_runs
 
 REPO = Path(__file__).resolve().parents[3]
 ROWS = Path("benchmarks/rows/generality")
@@ -14,9 +14,7 @@ RENDER = f"edgecut bench generality --render-from {ROWS}/*.pkl"
 
 
 def _rows() -> generality.GeneralityResult:
-    files = sorted((REPO / ROWS).glob("*.pkl"))
-    assert files, f"no rows in {ROWS}: run `edgecut bench generality --rows {ROWS}/NAME.pkl`"
-    runs = [saved_rows.load(f, generality.GeneralityResult, "bench generality rows") for f in files]
+    runs = saved_runs(ROWS, generality.GeneralityResult, "bench generality rows", "edgecut bench generality")
     return generality.merged(runs)
 
 

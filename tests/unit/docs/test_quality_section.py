@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgecut_bench import quality, quality_tables, saved_rows
 from edgecut_bench.quality_report import SECTION, markdown
-from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered
+from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered, saved_runs
 
 REPO = Path(__file__).resolve().parents[3]
 ROWS = Path("benchmarks/rows/quality")
@@ -16,9 +16,9 @@ RENDER = f"edgecut bench quality --render-from {ROWS}/*.pkl"
 
 
 def _rows() -> quality.QualityResult:
-    files = sorted((REPO / ROWS).glob("*.pkl"))
-    assert files, f"no rows in {ROWS}: run `edgecut bench quality --rows {ROWS}/NAME.pkl`"
-    return quality.merged([saved_rows.load(f, quality.QualityResult, "bench quality rows") for f in files])
+    return quality.merged(
+        saved_runs(ROWS, quality.QualityResult, "bench quality rows", "edgecut bench quality")
+    )
 
 
 def test_the_section_is_its_saved_rows_rendered() -> None:
