@@ -74,7 +74,7 @@ def bullets(section: str) -> dict[str, str]:
     if LEAD in found and unlearned:
         named = [f"{arch} {task}" for arch, task in _UNLEARNED_TASK.findall(unlearned.group(1))]
         found[LEAD] += (
-            f" Not better than the trivial baseline after training, so its Δm is not a learned skill's: "
+            " Not better than the trivial baseline after training, so its Δm is not a learned skill's: "
             f"{', '.join(named)}."
         )
     return found
