@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecut_bench.lineage import judging_all
 from edgecut_bench.load import busy
 from edgecut_bench.machine import cpu_name
 
@@ -87,6 +86,8 @@ def measure(engine: TorchEngine, tasks: tuple[str, ...], macs: float, cores: int
         )
         built.cleanup()
         if refine:
+            from edgecut_bench.lineage import judging_all  # torch: not at import (the CLI stays light)
+
             with judging_all(engine):
                 r1 = engine.refine(spec, Refinement("quick", meta, 1), lambda *_: None)
             if r1 is not None:
