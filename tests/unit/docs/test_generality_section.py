@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut_bench import generality, generality_report, generality_summary
 from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered, saved_runs
 
@@ -34,7 +35,6 @@ def test_the_summary_bullets_are_its_saved_rows_rendered() -> None:
 
 def test_the_ranking_compared_on_the_packaged_reference() -> None:
     res = _rows()
-    packaged = REPO / "edgecut" / "server" / "mtl" / "pretrained" / "reference.pt"
-    assert (REPO / res.cfg.reference).resolve() == packaged.resolve(), (
+    assert (REPO / res.cfg.reference).resolve() == PACKAGED_REFERENCE.resolve(), (
         "rerun the ranking on the packaged reference"
     )

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from edgecut.server.mtl import checkpoint
+from edgecut.server.paths import PACKAGED_REFERENCE
 from edgecut_bench import paper, paper_report
 from tests.unit.docs.rendered import assert_bullet_rendered, assert_section_rendered
 
@@ -16,6 +18,7 @@ ROWS = Path("benchmarks/rows/paper-rows.pkl")
 RENDER = f"edgecut bench paper --render-from {ROWS}"
 
 
+@cache  # one load of the rows and the checkpoint for all the tests below
 def _rendered() -> tuple[paper.PaperResult, dict[str, str]]:
     assert (REPO / ROWS).exists(), f"no rows at {ROWS}: run `edgecut bench paper --rows {ROWS}`"
     res = paper.load_rows(REPO / ROWS)
@@ -38,5 +41,6 @@ def test_the_summary_bullet_is_the_saved_rows_rendered() -> None:
 
 def test_the_rows_were_measured_on_the_packaged_reference() -> None:
     res, _ = _rendered()
-    packaged = REPO / "edgecut" / "server" / "mtl" / "pretrained" / "reference.pt"
-    assert (REPO / res.cfg.checkpoint).resolve() == packaged.resolve(), "rerun on the packaged reference"
+    assert (REPO / res.cfg.checkpoint).resolve() == PACKAGED_REFERENCE.resolve(), (
+        "rerun on the packaged reference"
+    )
