@@ -65,7 +65,12 @@ def markdown(res: GeneralityResult, command: str) -> str:
         f"folder this command writes ({c.n_train} rendered {c.image_size}x{c.image_size} scenes with six tasks: "
         "seg (segmentation), depth, slant (a dense regression where 0 is a value, declared in tasks.json), "
         "edges, count and largest (image-level classes)) "
-        f"until its validation loss stopped improving ({c.patience} epochs without a gain, at most {c.epochs}; "
+        + (
+            "with balanced task losses (each divided by its loss before training, `--balance-tasks`) "
+            if c.balance
+            else ""
+        )
+        + f"until its validation loss stopped improving ({c.patience} epochs without a gain, at most {c.epochs}; "
         f"training: {trained}), through the same code as "
         "`edgecut train --model ... --data FOLDER`; then tailored with the default method (CUT vote, label-free "
         f"Taylor scores, per-MAC ranking) at **macs={budgets}** of the selected-task model, with "
@@ -92,7 +97,7 @@ def markdown(res: GeneralityResult, command: str) -> str:
             ["How each model's training ended (main metric per task, the trivial baseline in brackets):", ""]
             + [f"- {arch}: {summary}" for arch, summary in res.trained.items()]
             + [""]
-            + ([unlearned_said(res.trained), ""] if unlearned(res.trained) else [])
+            + ([unlearned_said(res.trained, c.balance), ""] if unlearned(res.trained) else [])
             if res.trained
             else []
         ),
@@ -240,11 +245,16 @@ def unlearned(trained: dict[str, str]) -> list[tuple[str, str, str, float, float
     return out
 
 
-def unlearned_said(trained: dict[str, str]) -> str:
+def unlearned_said(trained: dict[str, str], balanced: bool) -> str:
     found = unlearned(trained)
     listed = "; ".join(f"{a} {task} ({m} {v:.3f}, trivial {t:.3f})" for a, task, m, v, t in found)
+    how = (
+        "balanced task losses (each divided by its loss before training) did not lift it"
+        if balanced
+        else "the gallery's training (unweighted labelled losses, stopped by the validation loss of all six "
+        "tasks) left it there"
+    )
     return (
         f"**Not better than the trivial baseline** after training: {listed}. Such a task's Δm below measures how "
-        "well tailoring keeps a head that does no better than a constant, not a learned skill; the gallery's "
-        "training (unweighted labelled losses, stopped by the validation loss of all six tasks) left it there."
+        f"well tailoring keeps a head that does no better than a constant, not a learned skill; {how}."
     )

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.losses import total_loss
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
 from edgecut.server.mtl.metrics import TaskMeter
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.ort_latency import session
@@ -106,16 +107,43 @@ def trivial_baseline(specs: dict[str, TaskSpec], train: Dataset[Batch], val: Dat
 
 
 @torch.no_grad()
-def validation_loss(model: MultiTaskModel, data: Dataset[Batch], batch_size: int = 64) -> float:
-    """The training loss (labels, every task of the model) on held-out data, per sample."""
+def validation_loss(
+    model: MultiTaskModel,
+    data: Dataset[Batch],
+    batch_size: int = 64,
+    weights: dict[str, float] | None = None,
+    parts: dict[str, float] | None = None,
+) -> float:
+    """The training loss (labels, every task of the model, `weights` as in training) on held-out data,
+    per sample; `parts`, when given, receives each task's unweighted loss per sample."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    sums: dict[str, float] = {}
     try:
         for batch in batches(data, batch_size):
-            loss, _ = total_loss(model.task_specs, model(batch["image"]), batch)
-            total += float(loss) * len(batch["image"])
-            count += len(batch["image"])
+            loss, per_task = total_loss(model.task_specs, model(batch["image"]), batch, weights=weights)
+            n = len(batch["image"])
+            total += float(loss) * n
+            count += n
+            for name, value in per_task.items():
+                sums[name] = sums.get(name, 0.0) + value * n
     finally:
         model.train(was_training)
+    if parts is not None:
+        parts.update({name: value / max(count, 1) for name, value in sums.items()})
     return total / max(count, 1)
+
+
+def unlearned(metrics: Metrics, baseline: Metrics, specs: dict[str, TaskSpec]) -> list[str]:
+    """The tasks whose main metric is no better than the trivial baseline's, each said as
+    "slant (abs_err 0.048, trivial 0.045)": such a head predicts no better than a constant."""
+    out = []
+    for name, spec in specs.items():
+        key = PRIMARY[spec.kind]
+        value, trivial = metrics.get(name, {}).get(key), baseline.get(name, {}).get(key)
+        if value is None or trivial is None:
+            continue
+        if (value >= trivial) if key in LOWER_IS_BETTER else (value <= trivial):
+            out.append(f"{name} ({key} {value:.3f}, trivial {trivial:.3f})")
+    return out

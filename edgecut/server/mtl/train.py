@@ -6,12 +6,19 @@ AdamW at a constant rate cut by `lr_drop` after every `lr_patience` epochs witho
 after `patience` epochs without one (or at `epochs`) and keeping the best epoch's weights; the curve is
 recorded. `patience=0` trains exactly `epochs` with a one-cycle rate (the quick config, fixed budgets).
 
+With `balance`, each task's loss is divided by its loss before training (the untrained model on the first
+training samples), in training and in the stopping criterion: summed as they are, a task whose loss is
+small in its own units (a slant in [-1, 1] beside depth in metres) neither shapes the shared layers nor
+keeps training going, and can end no better than a constant. That is GradNorm's normalisation by the
+initial loss, without its adaptive weights.
+
 The model is any architecture `build_model` finds (a registered name, an `edgecut.models` entry point or
 `module:Class`), built for the tasks of the data: a folder declares its tasks and their kinds.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -21,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from edgecut.server.errors import DatasetError
 from edgecut.server.mtl import checkpoint
 from edgecut.server.mtl.calibration import RECORD, training_record
 from edgecut.server.mtl.contract import MultiTaskModel, check_outputs
 from edgecut.server.mtl.data import Batch, batches, synthetic_scenes
-from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline, validation_loss
+from edgecut.server.mtl.evaluate import Metrics, evaluate, trivial_baseline, unlearned, validation_loss
 from edgecut.server.mtl.losses import total_loss
 from edgecut.server.mtl.plugins import build_model
 from edgecut.server.mtl.sources import SYNTHETIC, is_synthetic, training_data
@@ -71,6 +78,7 @@ class TrainConfig:
     lr_patience: int = 2  # ... before each drop of the rate (one noisy epoch does not cut it)
     lr_drop: float = 0.3  # the rate's factor at each drop (patience > 0)
     fresh_scenes: bool = True  # synthetic data: new scenes every epoch (folders are what they are)
+    balance: bool = False  # each task's loss divided by its loss before training (see the module doc)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # a JSON record gives a list
@@ -127,9 +135,10 @@ def train_step(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     batch: Batch,
+    weights: dict[str, float] | None = None,
 ) -> float:
     """One step of the labelled multi-task loss over the model's own tasks; returns the loss."""
-    loss, _ = total_loss(model.task_specs, model(batch["image"]), batch)
+    loss, _ = total_loss(model.task_specs, model(batch["image"]), batch, weights=weights)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -184,6 +193,30 @@ def converging_recipe(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, rate), rate
 
 
+BALANCE_SAMPLES = 256  # the training samples each task's loss before training is measured on
+
+
+def balance_weights(model: MultiTaskModel, data: Dataset[Batch], batch_size: int) -> dict[str, float]:
+    """Each task's weight for `TrainConfig.balance`: 1 / its loss before training, measured on a copy of
+    the untrained model in training mode (batch statistics, as training sees it) on the first samples.
+    A task whose loss is 0 or not finite there keeps weight 1 (dividing by it would blow it up)."""
+    first = Subset(data, range(min(BALANCE_SAMPLES, len(data))))  # type: ignore[arg-type]  # all sized
+    probe = copy.deepcopy(model).train()
+    sums: dict[str, float] = {}
+    count = 0
+    with torch.no_grad():
+        for batch in batches(first, batch_size):
+            _, parts = total_loss(probe.task_specs, probe(batch["image"]), batch)
+            count += len(batch["image"])
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value * len(batch["image"])
+    weights = {}
+    for name, total in sums.items():
+        loss = total / max(count, 1)
+        weights[name] = 1.0 / loss if math.isfinite(loss) and loss > 1e-8 else 1.0
+    return weights
+
+
 @dataclass
 class _Progress:
     """What an interrupted run resumes from, besides the weights and the optimiser."""
@@ -197,6 +230,7 @@ class _Progress:
     bad_epochs: int = 0  # epochs since the best one
     best_state: dict[str, torch.Tensor] | None = None
     stopped: str = ""
+    weights: dict[str, float] = field(default_factory=dict)  # per task, with balance (kept on resume)
 
     def record(self, cfg: TrainConfig, model: torch.nn.Module, rate: _Rate | None) -> None:
         """After an epoch: keep the best weights; with patience, drop the rate or stop."""
@@ -256,6 +290,13 @@ def train(
         else:
             logger.warning("ignoring %s: it was trained with another config", partial)
 
+    if cfg.balance and not state.weights:
+        state.weights = balance_weights(model, train_ds, cfg.batch_size)
+        logger.info(
+            "balanced task weights (1 / loss before training): %s",
+            ", ".join(f"{k} {v:.3g}" for k, v in state.weights.items()),
+        )
+    weights = state.weights or None
     t0 = time.perf_counter() - state.seconds
     model.train()
     with progress_bar("training", total=cfg.epochs * steps_per_epoch, enabled=show_progress) as advance:
@@ -264,18 +305,21 @@ def train(
             running, count = 0.0, 0
             epoch_ds = epoch_data(cfg, train_ds, state.epoch)
             for batch in batches(epoch_ds, cfg.batch_size, shuffle=True, seed=cfg.seed + state.epoch):
-                running += train_step(model, opt, sched, batch) * len(batch["image"])
+                running += train_step(model, opt, sched, batch, weights) * len(batch["image"])
                 count += len(batch["image"])
                 advance(1, epoch=state.epoch + 1, loss=f"{running / count:.3f}")
             state.epoch += 1
             state.history.append(running / max(count, 1))
+            per_task: dict[str, float] = {}
             state.curve.append(
                 {
                     "epoch": state.epoch,
                     "train_loss": state.history[-1],
-                    "val_loss": validation_loss(model, val_ds),
+                    "val_loss": validation_loss(model, val_ds, weights=weights, parts=per_task),
                     "lr": float(opt.param_groups[0]["lr"]),
                     "seconds": round(time.perf_counter() - t0, 1),
+                    # each task's own (unweighted) validation loss: which task stopped improving when
+                    **{f"val_loss.{name}": value for name, value in per_task.items()},
                 }
             )
             state.record(cfg, model, rate)
@@ -306,7 +350,19 @@ def train(
     model.eval()
     metrics = evaluate(model, model.task_specs, val_ds)
     baseline = trivial_baseline(model.task_specs, train_ds, val_ds)
-    curve = {"curve": state.curve, "best_epoch": state.best_epoch, "stopped": state.stopped}
+    constant = unlearned(metrics, baseline, model.task_specs)
+    if constant:
+        logger.warning(
+            "no better than predicting a constant (the trivial baseline): %s%s",
+            "; ".join(constant),
+            "" if cfg.balance else "; training with balanced task losses (--balance-tasks) may learn it",
+        )
+    curve = {
+        "curve": state.curve,
+        "best_epoch": state.best_epoch,
+        "stopped": state.stopped,
+        **({"task_weights": state.weights} if state.weights else {}),
+    }
     if out is not None:
         checkpoint.save(
             out,

@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="synthetic data: train every epoch on the same --n-train scenes (default: new ones each epoch)",
     )
+    p.add_argument(
+        "--balance-tasks",
+        action="store_true",
+        help="divide each task's loss by its loss before training, so a task whose loss is small in its own "
+        "units (a regression in [-1, 1] beside depth in metres) is learnt as much as the others; the "
+        "validation loss that stops training is balanced alike",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny model in seconds (smoke tests)")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.set_defaults(handler=run)
@@ -113,6 +120,8 @@ def config(args: argparse.Namespace) -> TrainConfig:
         if args.n_train < cfg.batch_size:
             raise ConfigError(f"--n-train must be at least the batch size ({cfg.batch_size})")
         cfg = replace(cfg, n_train=args.n_train)
+    if args.balance_tasks:
+        cfg = replace(cfg, balance=True)
     if args.fixed_scenes:
         if args.data:
             raise ConfigError("--fixed-scenes is for synthetic scenes: a folder's images are always the same")
