@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from edgecut.server.cut.tailor import TailorOptions
-from edgecut.server.mtl.metric_names import LOWER_IS_BETTER
+from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, no_better
 from edgecut_bench.generality import GeneralityResult, RankingRow, Row
+from edgecut_bench.generality_summary import UNLEARNED_END, UNLEARNED_LEAD, unlearned_item
 from edgecut_bench.paper_stats import ALPHA, ONE_SEED, Tally, grouped, mean, mean_sd, paired, tally, verdict
 
 SECTION = "Generality"
@@ -240,14 +241,14 @@ def unlearned(trained: dict[str, str]) -> list[tuple[str, str, str, float, float
     for arch, summary in trained.items():
         for task, metric, value, trivial in _TRAINED_TASK.findall(summary):
             v, t = float(value), float(trivial)
-            if (v >= t) if metric in LOWER_IS_BETTER else (v <= t):
+            if no_better(metric, v, t):
                 out.append((arch, task, metric, v, t))
     return out
 
 
 def unlearned_said(trained: dict[str, str], balanced: bool) -> str:
     found = unlearned(trained)
-    listed = "; ".join(f"{a} {task} ({m} {v:.3f}, trivial {t:.3f})" for a, task, m, v, t in found)
+    listed = "; ".join(unlearned_item(*item) for item in found)
     how = (
         "balanced task losses (each divided by its loss before training) did not lift it"
         if balanced
@@ -255,6 +256,6 @@ def unlearned_said(trained: dict[str, str], balanced: bool) -> str:
         "tasks) left it there"
     )
     return (
-        f"**Not better than the trivial baseline** after training: {listed}. Such a task's Δm below measures how "
+        f"{UNLEARNED_LEAD}{listed}{UNLEARNED_END} below measures how "
         f"well tailoring keeps a head that does no better than a constant, not a learned skill; {how}."
     )

@@ -80,6 +80,14 @@ def bullets(section: str) -> dict[str, str]:
     return found
 
 
-# generality_report.unlearned_said's paragraph, and each "arch task (metric value, trivial value)" in it
-_UNLEARNED = re.compile(r"\*\*Not better than the trivial baseline\*\* after training: (.*?)\. Such")
+# generality_report.unlearned_said writes its paragraph with these, and bullets() reads it back
+UNLEARNED_LEAD = "**Not better than the trivial baseline** after training: "
+UNLEARNED_END = ". Such a task's Δm"
+
+
+def unlearned_item(arch: str, task: str, metric: str, value: float, trivial: float) -> str:
+    return f"{arch} {task} ({metric} {value:.3f}, trivial {trivial:.3f})"
+
+
+_UNLEARNED = re.compile(re.escape(UNLEARNED_LEAD) + r"(.*?)" + re.escape(UNLEARNED_END))
 _UNLEARNED_TASK = re.compile(r"(\S+) (\S+) \(\S+ -?[\d.]+, trivial -?[\d.]+\)")

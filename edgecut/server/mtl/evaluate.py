@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from edgecut.server.mtl.contract import MultiTaskModel
 from edgecut.server.mtl.data import Batch, batches
 from edgecut.server.mtl.losses import total_loss
-from edgecut.server.mtl.metric_names import LOWER_IS_BETTER, PRIMARY
+from edgecut.server.mtl.metric_names import PRIMARY, no_better
 from edgecut.server.mtl.metrics import TaskMeter
 from edgecut.server.mtl.tasks import TaskSpec
 from edgecut.server.ort_latency import session
@@ -144,6 +144,6 @@ def unlearned(metrics: Metrics, baseline: Metrics, specs: dict[str, TaskSpec]) -
         value, trivial = metrics.get(name, {}).get(key), baseline.get(name, {}).get(key)
         if value is None or trivial is None:
             continue
-        if (value >= trivial) if key in LOWER_IS_BETTER else (value <= trivial):
+        if no_better(key, value, trivial):
             out.append(f"{name} ({key} {value:.3f}, trivial {trivial:.3f})")
     return out

@@ -28,6 +28,11 @@ DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/reca
 }
 
 
+def no_better(key: str, value: float, reference: float) -> bool:
+    """Whether `value` of metric `key` is not better than `reference` (equal is not better)."""
+    return value >= reference if key in LOWER_IS_BETTER else value <= reference
+
+
 def task_change(
     values: Mapping[str, float], reference: Mapping[str, float], keys: Iterable[str] | None = None
 ) -> float | None:
