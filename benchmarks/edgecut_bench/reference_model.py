@@ -35,6 +35,11 @@ def _about(doc: dict[str, Any]) -> str:
     widths = cfg.get("model", {})
     return (
         f"{tasks}; {widths}; {cfg.get('epochs', '?')}-epoch cap, patience {cfg.get('patience', 0)}; {trained}"
+        + (
+            "; balanced task losses (its losses are not comparable with an unbalanced run's)"
+            if cfg.get("balance")
+            else ""
+        )
     )
 
 

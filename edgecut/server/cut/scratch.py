@@ -28,7 +28,7 @@ from edgecut.server.cut.prune import Size, Target, measure
 from edgecut.server.errors import ImpossibleBudgetError, ModelContractError
 from edgecut.server.mtl.contract import MultiTaskModel, instantiate
 from edgecut.server.mtl.data import Batch, batches
-from edgecut.server.mtl.train import TrainConfig, recipe, train_step
+from edgecut.server.mtl.train import TrainConfig, balance_weights, recipe, train_step
 
 WIDTH_WORDS = ("width", "growth")  # config keys holding channel counts
 
@@ -172,13 +172,14 @@ def train_scratch(
     """Train `model` in place with `cfg`'s recipe (AdamW, one-cycle over `steps`) on labelled `data`,
     stopping early once `seconds` have passed."""
     torch.manual_seed(cfg.seed)
+    weights = balance_weights(model, data, cfg.batch_size, cfg.seed) if cfg.balance else None
     opt, sched = recipe(model, cfg, steps)
     model.train()
     t0 = time.perf_counter()
     first = last = math.nan
     done = 0
     for done, batch in enumerate(_endless(data, cfg.batch_size, cfg.seed), start=1):
-        last = train_step(model, opt, sched, batch)
+        last = train_step(model, opt, sched, batch, weights)
         first = last if done == 1 else first
         if on_step is not None:
             on_step(done, last)

@@ -29,8 +29,8 @@ DELTA_M_METRICS = {  # the metrics that enter Δm, per task kind (precision/reca
 
 
 def no_better(key: str, value: float, reference: float) -> bool:
-    """Whether `value` of metric `key` is not better than `reference` (equal is not better)."""
-    return value >= reference if key in LOWER_IS_BETTER else value <= reference
+    """Whether `value` of metric `key` is not better than `reference` (equal, or NaN, is not better)."""
+    return not (value < reference) if key in LOWER_IS_BETTER else not (value > reference)
 
 
 def task_change(

@@ -6,11 +6,11 @@ AdamW at a constant rate cut by `lr_drop` after every `lr_patience` epochs witho
 after `patience` epochs without one (or at `epochs`) and keeping the best epoch's weights; the curve is
 recorded. `patience=0` trains exactly `epochs` with a one-cycle rate (the quick config, fixed budgets).
 
-With `balance`, each task's loss is divided by its loss before training (the untrained model on the first
-training samples), in training and in the stopping criterion: summed as they are, a task whose loss is
-small in its own units (a slant in [-1, 1] beside depth in metres) neither shapes the shared layers nor
-keeps training going, and can end no better than a constant. That is GradNorm's normalisation by the
-initial loss, without its adaptive weights.
+With `balance`, each task's loss is divided by its loss before training (the untrained model on a
+seeded draw of training samples), in training and in the stopping criterion: summed as they are, a task
+whose loss is small in its own units (a slant in [-1, 1] beside depth in metres) weighs little in the
+shared layers' gradient and in the validation loss that stops training, and can end no better than a
+constant. That is GradNorm's normalisation by the initial loss, without its adaptive weights.
 
 The model is any architecture `build_model` finds (a registered name, an `edgecut.models` entry point or
 `module:Class`), built for the tasks of the data: a folder declares its tasks and their kinds.
@@ -194,27 +194,33 @@ def converging_recipe(
 
 
 BALANCE_SAMPLES = 256  # the training samples each task's loss before training is measured on
+# no task weighs more than this many times another: a head whose untrained output happens to sit on its
+# labels (a loss near 0) would otherwise take over the shared layers' gradient
+MAX_WEIGHT_RATIO = 1000.0
 
 
-def balance_weights(model: MultiTaskModel, data: Dataset[Batch], batch_size: int) -> dict[str, float]:
+def balance_weights(
+    model: MultiTaskModel, data: Dataset[Batch], batch_size: int, seed: int = 0
+) -> dict[str, float]:
     """Each task's weight for `TrainConfig.balance`: 1 / its loss before training, measured on a copy of
-    the untrained model in training mode (batch statistics, as training sees it) on the first samples.
-    A task whose loss is 0 or not finite there keeps weight 1 (dividing by it would blow it up)."""
-    first = Subset(data, range(min(BALANCE_SAMPLES, len(data))))  # type: ignore[arg-type]  # all sized
+    the untrained model in training mode (batch statistics, as training sees it) on a seeded draw of
+    samples (a folder's first files may all be alike). A task whose loss is 0 or not finite there keeps
+    the smallest weight; none weighs more than MAX_WEIGHT_RATIO times another."""
+    n = len(data)  # type: ignore[arg-type]  # all sized
+    draw = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:BALANCE_SAMPLES]
     probe = copy.deepcopy(model).train()
     sums: dict[str, float] = {}
     count = 0
     with torch.no_grad():
-        for batch in batches(first, batch_size):
+        for batch in batches(Subset(data, draw.tolist()), batch_size):
             _, parts = total_loss(probe.task_specs, probe(batch["image"]), batch)
             count += len(batch["image"])
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value * len(batch["image"])
-    weights = {}
-    for name, total in sums.items():
-        loss = total / max(count, 1)
-        weights[name] = 1.0 / loss if math.isfinite(loss) and loss > 1e-8 else 1.0
-    return weights
+    raw = {name: 1.0 / (total / max(count, 1)) for name, total in sums.items() if total > 0}
+    raw = {name: w for name, w in raw.items() if math.isfinite(w)}
+    low = min(raw.values(), default=1.0)
+    return {name: min(raw.get(name, low), low * MAX_WEIGHT_RATIO) for name in sums}
 
 
 @dataclass
@@ -255,6 +261,15 @@ class _Progress:
             self.stopped = f"reached the {cfg.epochs}-epoch cap; kept epoch {self.best_epoch}"
 
 
+def _same_config(saved: dict[str, Any] | None, cfg: TrainConfig) -> bool:
+    """Whether a partial run was saved by `cfg`: compared as configs, so an option added since (at its
+    default) does not throw away a run that trained exactly so."""
+    try:
+        return saved is not None and TrainConfig(**saved) == cfg
+    except TypeError:  # an option this version does not know
+        return False
+
+
 def train(
     cfg: TrainConfig,
     out: Path | None = None,
@@ -280,7 +295,7 @@ def train(
     state = _Progress()
     if partial is not None and partial.exists():
         doc = checkpoint.read(partial)
-        if doc.get("train_config") == asdict(cfg):
+        if _same_config(doc.get("train_config"), cfg):
             model.load_state_dict(doc["state_dict"])
             opt.load_state_dict(doc["optimizer"])
             sched.load_state_dict(doc["scheduler"])
@@ -291,7 +306,7 @@ def train(
             logger.warning("ignoring %s: it was trained with another config", partial)
 
     if cfg.balance and not state.weights:
-        state.weights = balance_weights(model, train_ds, cfg.batch_size)
+        state.weights = balance_weights(model, train_ds, cfg.batch_size, cfg.seed)
         logger.info(
             "balanced task weights (1 / loss before training): %s",
             ", ".join(f"{k} {v:.3g}" for k, v in state.weights.items()),
@@ -355,7 +370,7 @@ def train(
         logger.warning(
             "no better than predicting a constant (the trivial baseline): %s%s",
             "; ".join(constant),
-            "" if cfg.balance else "; training with balanced task losses (--balance-tasks) may learn it",
+            "" if cfg.balance else "; more epochs, or balanced task losses (--balance-tasks), may learn it",
         )
     curve = {
         "curve": state.curve,

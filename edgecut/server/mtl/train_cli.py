@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--balance-tasks",
         action="store_true",
         help="divide each task's loss by its loss before training, so a task whose loss is small in its own "
-        "units (a regression in [-1, 1] beside depth in metres) is learnt as much as the others; the "
+        "units (a regression in [-1, 1] beside depth in metres) weighs as much as the others; the "
         "validation loss that stops training is balanced alike",
     )
     p.add_argument("--quick", action="store_true", help="a tiny model in seconds (smoke tests)")

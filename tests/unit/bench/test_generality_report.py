@@ -130,6 +130,10 @@ def test_a_gallery_task_no_better_than_its_trivial_baseline_is_named_in_the_sect
     ]
     said = unlearned_said(trained, balanced=False)
     assert "mobilevit slant (abs_err 0.048, trivial 0.045)" in said and "resnet" not in said
+    # how the gallery was trained is said: a task left at the baseline by plain summed losses, or not lifted
+    # by balanced ones
+    assert "unweighted labelled losses" in said and "did not lift" not in said
+    assert "did not lift" in unlearned_said(trained, balanced=True)
     assert unlearned({"resnet": trained["resnet"]}) == []
 
 
