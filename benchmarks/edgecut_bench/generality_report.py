@@ -253,7 +253,7 @@ def unlearned_said(trained: dict[str, str], balanced: bool) -> str:
         "balanced task losses (each divided by its loss before training) did not lift it"
         if balanced
         else "the gallery's training (unweighted labelled losses, stopped by the validation loss of all six "
-        "tasks) left it there"
+        "tasks) left it there; what was tried against it: *Slant on the gallery* below"
     )
     return (
         f"{UNLEARNED_LEAD}{listed}{UNLEARNED_END} below measures how "
