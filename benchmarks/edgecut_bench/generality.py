@@ -88,9 +88,9 @@ class GeneralityConfig:
     n_val: int = 300
     epochs: int = 60  # the cap: each model trains until its validation loss stops improving
     patience: int = 4  # epochs without a better validation loss before training stops
-    # each task's loss divided by its loss before training (TrainConfig.balance); off: tried on the models
-    # that leave slant at the trivial baseline, it did not lift it (docs/benchmarks.md, *Slant on the
-    # gallery*), and the saved rows were trained without it
+    # each task's loss divided by its loss before training (TrainConfig.balance); off: tried on two of the
+    # models that leave slant at the trivial baseline, it did not lift it (docs/benchmarks.md, *Slant on
+    # the gallery*), and the saved rows were trained without it
     balance: bool = False
     recovery_steps: int = 200
     n_calib: int = 512

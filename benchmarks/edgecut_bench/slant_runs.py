@@ -2,9 +2,10 @@
 (issue 29): each run's metrics.json, saved in benchmarks/rows/slant/, rendered as the table that
 docs/benchmarks.md shows (tests/unit/docs/test_slant_section.py renders it again from the files).
 
-A file is named `<architecture>-<plain|balanced>-<stopped|N>.metrics.json`: the training losses summed
-as they are or balanced (`edgecut train --balance-tasks`), stopped by the validation loss or run for a
-fixed N epochs."""
+A file is named `<architecture>-<plain|balanced|alone>-<stopped|N>.metrics.json`: the six tasks' training
+losses summed as they are or balanced (`edgecut train --balance-tasks`), or slant alone (`--tasks slant`,
+a single-task model of the same architecture); stopped by the validation loss or run for a fixed N
+epochs."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 FOLDER = Path("benchmarks/rows/slant")
-_NAME = re.compile(r"(?P<arch>.+)-(?P<losses>plain|balanced)-(?P<length>stopped|\d+)\.metrics\.json$")
+_NAME = re.compile(r"(?P<arch>.+)-(?P<losses>plain|balanced|alone)-(?P<length>stopped|\d+)\.metrics\.json$")
 
 
 def _training(losses: str, length: str, record: dict[str, Any]) -> str:
-    how = "summed losses" if losses == "plain" else "balanced losses"
+    how = {"plain": "summed losses", "balanced": "balanced losses", "alone": "slant alone"}[losses]
     cfg = record["config"]
     if length == "stopped":
         return f"{how}, stopped after {cfg['patience']} epochs without a better validation loss"
@@ -30,7 +31,7 @@ def _count_curve(record: dict[str, Any]) -> str:
     that record each task's validation loss per epoch)."""
     losses = [p["val_loss.count"] for p in record["curve"] if "val_loss.count" in p]
     if not losses:
-        return "not recorded"
+        return "not recorded" if "count" in record["metrics"] else "-"
     low = min(range(len(losses)), key=losses.__getitem__)
     return f"{losses[low]:.2f} ({low + 1}) → {losses[-1]:.2f}"
 
@@ -45,12 +46,21 @@ def table(folder: Path = FOLDER) -> str:
     for path in folder.glob("*.metrics.json"):
         m = _NAME.match(path.name)
         if not m:
-            raise ValueError(f"{path.name}: not <architecture>-<plain|balanced>-<stopped|N>.metrics.json")
-        runs.append((m["arch"], m["length"] != "stopped", m["losses"] != "plain", path, m))
+            raise ValueError(
+                f"{path.name}: not <architecture>-<plain|balanced|alone>-<stopped|N>.metrics.json"
+            )
+        order = ("plain", "balanced", "alone").index(m["losses"])
+        runs.append((m["arch"], m["length"] != "stopped", order, path, m))
     for *_, path, m in sorted(runs, key=lambda r: r[:3]):
         record = json.loads(path.read_text())
         weights = record.get("task_weights") or {}
-        ratio = f"{weights['slant'] / weights['depth']:.1f}" if weights else "1"
+        ratio = (
+            f"{weights['slant'] / weights['depth']:.1f}"
+            if weights
+            else "1"
+            if "depth" in record["metrics"]
+            else "-"
+        )
         lines.append(
             f"| {m['arch']} | {_training(m['losses'], m['length'], record)} | {len(record['curve'])} "
             f"| {record['best_epoch'] or len(record['curve'])} | {record['metrics']['slant']['abs_err']:.4f} "
