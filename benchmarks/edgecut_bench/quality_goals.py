@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from edgecut_bench.paper_stats import Comparison, Stat, mean, paired, stat
@@ -248,6 +248,9 @@ class Against:
     baseline_ms: float = math.nan  # mean over those seeds
     shipped_ms: float = math.nan
     outcome: int = 1  # paper_stats.versus: 1 the baseline is ahead, 0 no difference
+    # task -> (the baseline's, the shipped model's) % change against the full model, mean over the seeds:
+    # where a gap in Δm comes from (one model may trade one task for another)
+    tasks: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def wins(self) -> bool:
@@ -281,12 +284,14 @@ def against_shipped(
     for setting, group in by_setting(list(cases)).items():
         shipped: dict[int, Row] = {}
         baselines: dict[str, dict[int, Row]] = {}
+        of_seed: dict[int, Case] = {}
         for case in group:
             seed = case.seed or 0
             row = _shipped(case, against)
             if row is None:
                 continue
             shipped[seed] = row
+            of_seed[seed] = case
             for r in case.of(*kinds):
                 baselines.setdefault(r.label, {})[seed] = r
         for label, rows in baselines.items():
@@ -305,6 +310,18 @@ def against_shipped(
                     paired(b, a),
                     mean(rows[s].latency_ms for s in seeds),
                     mean(shipped[s].latency_ms for s in seeds),
+                    tasks=_task_means(of_seed, rows, shipped, seeds),
                 )
             )
     return out
+
+
+def _task_means(
+    cases: dict[int, Case], baseline: dict[int, Row], shipped: dict[int, Row], seeds: list[int]
+) -> dict[str, tuple[float, float]]:
+    """Per task, the baseline's and the shipped model's change against the full model, mean over `seeds`
+    (a task missing from a row on any seed is left out)."""
+    b = [cases[s].task_changes(baseline[s]) for s in seeds]
+    a = [cases[s].task_changes(shipped[s]) for s in seeds]
+    common = set.intersection(*(set(x) for x in b + a)) if seeds else set()
+    return {t: (mean(x[t] for x in b), mean(x[t] for x in a)) for t in sorted(common)}

@@ -67,9 +67,20 @@ def _findings(res: QualityResult) -> list[str]:
         for w in wins:
             out.append(
                 f"- **{what} wins** at {w.case}: {w.baseline} Δm {w.baseline_delta_m.pm()} % against "
-                f"{named} {w.shipped_delta_m.pm()} % (by {w.test.said()}){_speed_note(w)}."
+                f"{named} {w.shipped_delta_m.pm()} % (by {w.test.said()}){_speed_note(w)}{_per_task(w)}."
             )
     return [*comparison_table(table), "", *out]
+
+
+def _per_task(w: Against) -> str:
+    """Where the gap comes from: each task's change against the full model, baseline beside edgecut."""
+    if not w.tasks:
+        return ""
+    parts = [f"{t} {b:+.1f} vs {a:+.1f} %" for t, (b, a) in w.tasks.items()]
+    return (
+        "; per task against the full model (mean over the seeds, the baseline's vs edgecut's): "
+        + ", ".join(parts)
+    )
 
 
 def _speed_note(w: Against) -> str:

@@ -469,6 +469,27 @@ def test_torch_pruning_is_compared_like_with_like_and_an_equal_result_is_no_diff
     assert "round_to=8" in text
 
 
+def test_a_win_says_per_task_where_the_gap_comes_from(tmp_path: Path) -> None:
+    """A baseline that trades one task for another: its win names each task's change beside edgecut's,
+    so a reader sees the gap is depth bought with segmentation."""
+    case = _case(0.5, quick_s=9.0, refined_dm=-3.0, refined_depth=4.0, refined_ms=5.5)
+    case.rows.append(_row(TP_FINAL[1], "Torch-Pruning taylor, final", 50, 5.5, 60.0, 69.0, -3.0, -1.0, -1.0))
+    cases = _seeded(case)
+    (won,) = [a for a in against_shipped(cases, TP_FINAL, "distilled")]
+    assert won.wins
+    assert won.tasks["depth"] == pytest.approx((1.0, -4.0)) and won.tasks["seg"] == pytest.approx(
+        (-3.0, -1.0)
+    )
+    text = markdown(
+        QualityResult(QualityConfig(Path("reference.pt"), tmp_path), cases, 64, 90.0, {}, reference_epochs=8),
+        "x",
+    )
+    assert (
+        "per task against the full model (mean over the seeds, the baseline's vs edgecut's): "
+        "depth +1.0 vs -4.0 %, seg -3.0 vs -1.0 %." in text
+    )
+
+
 def test_rows_of_a_run_split_over_checkouts_merge_and_other_runs_do_not(tmp_path: Path) -> None:
     """Seeds run in other checkouts (CI jobs) hold other checkpoint and data paths: they merge by the
     checkpoint's name and content; another reference, other settings or a case measured twice do not."""
