@@ -73,6 +73,12 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     m.add_argument("--retrain", action="store_true", help="train again (timed) even if the model exists")
     m.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="another reference (e.g. one trained with edgecut train --image-size 128): its own section, "
+        "named by its input size (default: the benchmarks' reference)",
+    )
+    m.add_argument(
         "--compare",
         type=Path,
         nargs="*",
@@ -376,21 +382,31 @@ def run_model(args: argparse.Namespace) -> int:
     from edgecut_bench.doc import write_bullet
     from edgecut_bench.reference_model import compare, extras
 
-    ckpt = reference_checkpoint(args.data_dir)
+    default = args.checkpoint is None
+    ckpt = reference_checkpoint(args.data_dir) if default else args.checkpoint
     if args.retrain:
+        if not default:
+            raise ConfigError("--retrain trains the data dir's reference: give it without --checkpoint")
         ckpt = trained_reference(args.data_dir)
         ckpt.unlink(missing_ok=True)
         train(TrainConfig(), out=ckpt, cache_dir=scenes_cache(args.data_dir))
+    record = ckpt.with_suffix(".metrics.json")
+    if not record.is_file():
+        raise ConfigError(
+            f"--checkpoint: no finished model at {ckpt} (edgecut train writes it and {record.name} when "
+            "training ends)"
+        )
     missing = [str(p) for p in args.compare if not p.is_file()]
     if missing:
         raise ConfigError(f"--compare: no checkpoint at {', '.join(missing)}")
-    doc = json.loads(ckpt.with_suffix(".metrics.json").read_text())
+    doc = json.loads(record.read_text())
     ref, compared = compare(ckpt, list(args.compare), doc["config"], scenes_cache(args.data_dir))
-    body = reference_doc.section(doc, ckpt) + extras(doc, compared, ref)
+    body = reference_doc.section(doc, ckpt, default) + extras(doc, compared, ref)
     Console().print(body)
     if str(args.out) not in ("", "."):  # --out "" writes no markdown
-        write_section(args.out, reference_doc.SECTION, body)
-        write_bullet(args.out, "Summary", reference_doc.SUMMARY_LEAD, reference_doc.bullet(doc, ckpt))
+        heading, lead = reference_doc.titled(doc, default)
+        write_section(args.out, heading, body)
+        write_bullet(args.out, "Summary", lead, reference_doc.bullet(doc, ckpt, default))
     return 0
 
 

@@ -24,10 +24,31 @@ HEADLINE = {  # metric, its name, the trivial baseline's name, unit
 }
 
 
-def which(checkpoint: Path) -> str:
+def which(checkpoint: Path, default: bool = True) -> str:
     if checkpoint.resolve() == PACKAGED_REFERENCE.resolve():
         return "the packaged reference (`edgecut/server/mtl/pretrained/reference.pt`)"
+    if not default:
+        return f"the reference at `{checkpoint}`"
     return f"`{checkpoint}` (trained in this data dir; the packaged reference is another model)"
+
+
+def titled(doc: dict[str, Any], default: bool) -> tuple[str, str]:
+    """The section's heading and the Summary bullet's lead: the benchmarks' reference has the plain ones,
+    another reference (`bench model --checkpoint`, e.g. one at a larger input) is named by its input size,
+    so rendering it never replaces the default reference's text."""
+    if default:
+        return SECTION, SUMMARY_LEAD
+    size = doc["config"]["image_size"]
+    return f"{SECTION} at {size}x{size}", f"{SUMMARY_LEAD} at {size}x{size}"
+
+
+def _rerun(checkpoint: Path, default: bool) -> str:
+    if default:
+        return (
+            "`edgecut bench model` (renders this from the model's metrics file; `--retrain` trains a model "
+            "into the data dir first)"
+        )
+    return f"`edgecut bench model --checkpoint {checkpoint}` (renders this from the model's metrics file)"
 
 
 def _schedule(doc: dict[str, Any]) -> str:
@@ -62,17 +83,17 @@ def _trained_on(doc: dict[str, Any]) -> str:
     return ", ".join(x for x in (machine, f"torch {torch}" if torch else "", date or "") if x)
 
 
-def section(doc: dict[str, Any], checkpoint: Path) -> str:
-    """The section's body (without its heading)."""
+def section(doc: dict[str, Any], checkpoint: Path, default: bool = True) -> str:
+    """The section's body (without its heading); `default`: the reference the benchmarks use by default,
+    else one named with `--checkpoint`."""
     cfg = doc["config"]
     size = cfg["image_size"]
     return (
-        f"{which(checkpoint)[0].upper()}{which(checkpoint)[1:]}: `{cfg['arch']}` {cfg['model']} on "
+        f"{which(checkpoint, default)[0].upper()}{which(checkpoint, default)[1:]}: `{cfg['arch']}` {cfg['model']} on "
         f"{_scenes(doc)} {size}x{size}, batch {cfg['batch_size']}, {_schedule(doc)}; "
         f"metrics on {cfg['n_val']} held-out scenes (another seed). Trivial baseline = the training set's "
         "majority class (segmentation, count) or mean (depth, normals), no edges. Training took "
-        f"**{doc['seconds'] / 60:.1f} min** ({_trained_on(doc)}). Rerun: `edgecut bench model` (renders "
-        "this from the model's metrics file; `--retrain` trains a model into the data dir first).\n\n"
+        f"**{doc['seconds'] / 60:.1f} min** ({_trained_on(doc)}). Rerun: {_rerun(checkpoint, default)}.\n\n"
         + metrics_markdown(doc["metrics"], doc["trivial_baseline"])
     )
 
@@ -91,7 +112,7 @@ def _headline(task: str, metrics: dict[str, float], baseline: dict[str, float]) 
     return text, beats
 
 
-def bullet(doc: dict[str, Any], checkpoint: Path) -> str:
+def bullet(doc: dict[str, Any], checkpoint: Path, default: bool = True) -> str:
     """The Summary's bullet (after its bold lead)."""
     parts, behind = [], []
     for task, values in doc["metrics"].items():
@@ -105,6 +126,7 @@ def bullet(doc: dict[str, Any], checkpoint: Path) -> str:
         else f"not above its trivial baseline on held-out scenes: {', '.join(behind)}"
     )
     return (
-        f"(`edgecut bench model`, {which(checkpoint)}): {verdict}: {'; '.join(parts)}. "
+        f"(`edgecut bench model{'' if default else f' --checkpoint {checkpoint}'}`, {which(checkpoint, default)}): "
+        f"{verdict}: {'; '.join(parts)}. "
         f"Training: {doc['seconds'] / 60:.1f} min."
     )

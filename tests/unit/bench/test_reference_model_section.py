@@ -66,3 +66,37 @@ def test_the_section_says_whether_the_reference_saw_new_scenes_every_epoch() -> 
     )
     doc["config"] = {k: v for k, v in doc["config"].items() if k != "fresh_scenes"}  # a record from before
     assert "on the same 6000 synthetic scenes every epoch, 64x64," in section(doc, PACKAGED_REFERENCE)
+
+
+def test_another_reference_gets_its_own_section_and_bullet_beside_the_default_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench model --checkpoint` (e.g. the 128 px reference) renders under a heading named by its input
+    size and leaves the benchmarks' reference's section and Summary bullet as they were."""
+    from edgecut.cli import main
+
+    ref = tmp_path / "big" / "reference.pt"
+    train(TINY, out=ref, cache_dir=tmp_path, show_progress=False)
+    size = TINY.image_size
+    out = tmp_path / "benchmarks.md"
+    default_text = "- **Reference model** (`edgecut bench model`, the default one): kept.\n"
+    out.write_text(f"# B\n\n## Summary\n\n{default_text}\n## Reference model\n\nthe default's body\n")
+    args = ["bench", "model", "--checkpoint", str(ref), "--data-dir", str(tmp_path), "--out", str(out)]
+    assert main(args) == 0
+    text = out.read_text()
+    assert default_text in text and "## Reference model\n\nthe default's body\n" in text
+    assert f"## Reference model at {size}x{size}\n" in text
+    flat = " ".join(text.split())  # the bullet is wrapped
+    assert f"- **Reference model at {size}x{size}** (`edgecut bench model --checkpoint {ref}`, the " in flat
+    assert f"The reference at `{ref}`: `resnet-mtl`" in flat
+    assert f"Rerun: `edgecut bench model --checkpoint {ref}`" in flat
+    assert main(args) == 0 and out.read_text() == text  # rendering again replaces, never duplicates
+
+    # a run still training (only its .partial) or --retrain of another model: one sentence, nothing written
+    capsys.readouterr()
+    unfinished = tmp_path / "unfinished.pt"
+    assert main(["bench", "model", "--checkpoint", str(unfinished), "--out", str(out)]) == 2
+    assert "no finished model at" in capsys.readouterr().err
+    assert main([*args, "--retrain"]) == 2
+    assert "--retrain trains the data dir's reference" in capsys.readouterr().err
+    assert out.read_text() == text
