@@ -113,11 +113,13 @@ def validation_loss(
     batch_size: int = 64,
     weights: dict[str, float] | None = None,
     parts: dict[str, float] | None = None,
+    train_mode: bool = False,
 ) -> float:
     """The training loss (labels, every task of the model, `weights` as in training) on held-out data,
-    per sample; `parts`, when given, receives each task's unweighted loss per sample."""
+    per sample; `parts`, when given, receives each task's unweighted loss per sample. `train_mode` runs
+    the model as training does (BatchNorm on batch statistics, updating its running ones: give a copy)."""
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     total, count = 0.0, 0
     sums: dict[str, float] = {}
     try:

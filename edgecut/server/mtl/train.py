@@ -208,19 +208,14 @@ def balance_weights(
     the smallest weight; none weighs more than MAX_WEIGHT_RATIO times another."""
     n = len(data)  # type: ignore[arg-type]  # all sized
     draw = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:BALANCE_SAMPLES]
-    probe = copy.deepcopy(model).train()
-    sums: dict[str, float] = {}
-    count = 0
-    with torch.no_grad():
-        for batch in batches(Subset(data, draw.tolist()), batch_size):
-            _, parts = total_loss(probe.task_specs, probe(batch["image"]), batch)
-            count += len(batch["image"])
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value * len(batch["image"])
-    raw = {name: 1.0 / (total / max(count, 1)) for name, total in sums.items() if total > 0}
-    raw = {name: w for name, w in raw.items() if math.isfinite(w)}
+    losses: dict[str, float] = {}
+    validation_loss(
+        copy.deepcopy(model), Subset(data, draw.tolist()), batch_size, parts=losses, train_mode=True
+    )
+    raw = {name: 1.0 / loss for name, loss in losses.items() if loss > 0}
+    raw = {name: w for name, w in raw.items() if math.isfinite(w) and w > 0}  # an infinite loss gives 0
     low = min(raw.values(), default=1.0)
-    return {name: min(raw.get(name, low), low * MAX_WEIGHT_RATIO) for name in sums}
+    return {name: min(raw.get(name, low), low * MAX_WEIGHT_RATIO) for name in losses}
 
 
 @dataclass

@@ -31,7 +31,8 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-OUTPUTS = {"half": 0.5, "quarter": 0.25, "tiny": 1e-6, "exact": 0.0}  # L1 losses on labels of 0
+# L1 losses on labels of 0
+OUTPUTS = {"half": 0.5, "quarter": 0.25, "tiny": 1e-6, "exact": 0.0, "diverged": float("inf")}
 
 
 class _Constant(nn.Module):
@@ -63,6 +64,7 @@ def test_each_task_is_weighted_by_one_over_its_loss_before_training() -> None:
     assert weights["half"] == pytest.approx(2.0) and weights["quarter"] == pytest.approx(4.0)
     assert weights["tiny"] == pytest.approx(2.0 * MAX_WEIGHT_RATIO)  # not 1e6: capped against the smallest
     assert weights["exact"] == pytest.approx(2.0)  # a loss of 0 is not divided by: the smallest weight
+    assert weights["diverged"] == pytest.approx(2.0)  # nor an infinite one (1 / inf would zero them all)
     # measured on a copy: the model's BatchNorm statistics and its mode are as they were
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before) and not model.training
