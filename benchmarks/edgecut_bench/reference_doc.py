@@ -88,8 +88,9 @@ def section(doc: dict[str, Any], checkpoint: Path, default: bool = True) -> str:
     else one named with `--checkpoint`."""
     cfg = doc["config"]
     size = cfg["image_size"]
+    named = which(checkpoint, default)
     return (
-        f"{which(checkpoint, default)[0].upper()}{which(checkpoint, default)[1:]}: `{cfg['arch']}` {cfg['model']} on "
+        f"{named[0].upper()}{named[1:]}: `{cfg['arch']}` {cfg['model']} on "
         f"{_scenes(doc)} {size}x{size}, batch {cfg['batch_size']}, {_schedule(doc)}; "
         f"metrics on {cfg['n_val']} held-out scenes (another seed). Trivial baseline = the training set's "
         "majority class (segmentation, count) or mean (depth, normals), no edges. Training took "
@@ -125,8 +126,8 @@ def bullet(doc: dict[str, Any], checkpoint: Path, default: bool = True) -> str:
         if not behind
         else f"not above its trivial baseline on held-out scenes: {', '.join(behind)}"
     )
+    command = "edgecut bench model" + ("" if default else f" --checkpoint {checkpoint}")
     return (
-        f"(`edgecut bench model{'' if default else f' --checkpoint {checkpoint}'}`, {which(checkpoint, default)}): "
-        f"{verdict}: {'; '.join(parts)}. "
+        f"(`{command}`, {which(checkpoint, default)}): {verdict}: {'; '.join(parts)}. "
         f"Training: {doc['seconds'] / 60:.1f} min."
     )
