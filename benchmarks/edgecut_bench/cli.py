@@ -372,15 +372,13 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    import json
-
     from rich.console import Console
 
     from edgecut.doc_sections import write_section
     from edgecut.server.mtl.train import TrainConfig, train
     from edgecut_bench import reference_doc
     from edgecut_bench.doc import write_bullet
-    from edgecut_bench.reference_model import compare, extras
+    from edgecut_bench.reference_model import compare, extras, load_record
 
     default = args.checkpoint is None
     ckpt = reference_checkpoint(args.data_dir) if default else args.checkpoint
@@ -399,7 +397,7 @@ def run_model(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.compare if not p.is_file()]
     if missing:
         raise ConfigError(f"--compare: no checkpoint at {', '.join(missing)}")
-    doc = json.loads(record.read_text())
+    doc = load_record(ckpt)
     ref, compared = compare(ckpt, list(args.compare), doc["config"], scenes_cache(args.data_dir))
     body = reference_doc.section(doc, ckpt, default) + extras(doc, compared, ref)
     Console().print(body)
