@@ -309,8 +309,12 @@ def train(
     weights = state.weights or None
     t0 = time.perf_counter() - state.seconds
     model.train()
-    with progress_bar("training", total=cfg.epochs * steps_per_epoch, enabled=show_progress) as advance:
-        advance(state.epoch * steps_per_epoch)
+    with progress_bar(
+        "training",
+        total=cfg.epochs * steps_per_epoch,
+        enabled=show_progress,
+        start=state.epoch * steps_per_epoch,
+    ) as advance:
         while not state.stopped and state.epoch < cfg.epochs:
             running, count = 0.0, 0
             epoch_ds = epoch_data(cfg, train_ds, state.epoch)

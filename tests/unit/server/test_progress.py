@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -34,3 +35,19 @@ def test_a_final_line_says_where_it_ended(monkeypatch: pytest.MonkeyPatch) -> No
             advance()
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rendering 8 scenes: 8/8 (100%)")
+
+
+def test_a_resumed_job_counts_only_this_runs_pace_in_the_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a training resumed at 90 of 100 steps, one step a second: 9 s left, not the 0.1 s that counting the
+    # first run's 90 steps as done in this run's second would promise
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    out = io.StringIO()
+    with progress.progress_bar(
+        "training", total=100, console=Console(file=out, width=200), start=90
+    ) as advance:
+        now[0] += 1.0
+        advance(1)
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("training: 91/100 (91%)") and first.endswith("0:00:01 elapsed, ~0:00:09 left")
