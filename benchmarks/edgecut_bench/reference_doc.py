@@ -10,7 +10,7 @@ from typing import Any
 
 from edgecut.server.mtl.metric_names import LOWER_IS_BETTER
 from edgecut.server.mtl.report import metrics_markdown
-from edgecut.server.paths import PACKAGED_REFERENCE
+from edgecut.server.paths import PACKAGED_REFERENCE, PACKAGED_REFERENCE_128
 
 SECTION = "Reference model"
 SUMMARY_LEAD = "Reference model"
@@ -27,6 +27,8 @@ HEADLINE = {  # metric, its name, the trivial baseline's name, unit
 def which(checkpoint: Path, default: bool = True) -> str:
     if checkpoint.resolve() == PACKAGED_REFERENCE.resolve():
         return "the packaged reference (`edgecut/server/mtl/pretrained/reference.pt`)"
+    if checkpoint.resolve() == PACKAGED_REFERENCE_128.resolve():
+        return "the packaged 128 px reference (`make model-128` trains it again)"
     if not default:
         return f"the reference at `{checkpoint}`"
     return f"`{checkpoint}` (trained in this data dir; the packaged reference is another model)"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = Path(os.environ.get("EDGECUT_DATA_DIR", ".edgecut"))
 PACKAGED_REFERENCE = Path(__file__).parent / "mtl" / "pretrained" / "reference.pt"
+# the same model trained at 128 x 128 (`make model-128`), for benchmarks at that size; used only when named
+PACKAGED_REFERENCE_128 = PACKAGED_REFERENCE.with_name("reference-128.pt")
 
 
 def trained_reference(data_dir: Path) -> Path:

@@ -27,6 +27,7 @@ BENCH = "benchmarks.md"
 # Summary bullet -> the (file, section) its figures come from (section None: the whole file).
 SOURCES: dict[str, list[tuple[str, str | None]]] = {
     "Reference model": [(BENCH, "Reference model")],
+    "Reference model at 128x128": [(BENCH, "Reference model at 128x128")],
     prune_summary.QUALITY_LEAD: [(BENCH, prune_summary.SECTION)],
     prune_summary.SPEED_LEAD: [(BENCH, prune_summary.SECTION)],
     "The seed papers, reproduced": [
