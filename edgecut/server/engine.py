@@ -504,15 +504,16 @@ class TorchEngine:
     def _rederive(self, spec: BuildSpec, parent: Refinement) -> tuple[dict[str, float], TailorReport]:
         """The parent's pruned architecture again (same seeds, same fusion weights), not recovered."""
         weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
+        opts = replace(self.options, recovery=None)
         with self._lock:  # re-derivation reads the shared base; training afterwards does not
-            report = tailor(
-                self.base,
-                list(spec.tasks),
-                spec.budget.bucketed(),
-                self.calib,
-                replace(self.options, recovery=None),
-                weights,
-            )
+            report = tailor(self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts, weights)
+            size = (parent.parent_meta.params, parent.parent_meta.macs)
+            if opts.round_to > FINE_STEP and (report.pruned.params, report.pruned.macs) != size:
+                # the build fell back to steps of FINE_STEP (build()): its architecture is that one
+                opts = replace(opts, round_to=FINE_STEP)
+                report = tailor(
+                    self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts, weights
+                )
         return weights, report
 
     def _from_scratch(

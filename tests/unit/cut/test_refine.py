@@ -48,7 +48,7 @@ def quick(engine):
 
 
 def _refine(engine, parent: Refinement, force: bool = False, progress=lambda *a: None):
-    """engine.refine; `force`: the candidate comes back whatever its verdict (extras["shipped"] says it)."""
+    """engine.refine of SPEC; `force`: the candidate comes back whatever its verdict (extras["shipped"] says it)."""
     engine.judge_only = force
     try:
         return engine.refine(SPEC, parent, progress)
@@ -255,3 +255,28 @@ def test_a_quantisation_aware_refinement_is_judged_as_it_and_its_parent_compute_
         assert measured and not any(measured)
     finally:
         engine.refine_schedules = schedules
+
+
+def test_a_build_that_fell_back_to_steps_of_8_is_refined_from_its_own_student(engine, monkeypatch) -> None:
+    """A quick build pruned again in steps of 8 (a task collapsed in steps of 16, or it fell below the floor)
+    must be refined as that architecture: re-deriving it in steps of 16 gave another one, so the saved student
+    did not fit, the quick model's recovery was thrown away and the refinement trained the build that had
+    been rejected (seen on the 128 px reference: "saved student ... does not fit")."""
+    spec = BuildSpec.create(["seg", "depth"], Budget(macs_fraction=0.55))
+    coarse = engine.build(spec, lambda *a: None)  # steps of 16: the architecture a fallback replaces
+    coarse.cleanup()
+    verdicts: list[bool] = []
+    monkeypatch.setattr(engine, "_above_floor", lambda *a: verdicts.append(True) or len(verdicts) > 1)
+    quick = engine.build(spec, lambda *a: None)  # below the floor in 16s once: built again in 8s
+    try:
+        assert (quick.meta.params, quick.meta.macs) != (coarse.meta.params, coarse.meta.macs)
+        monkeypatch.setattr(engine, "judge_only", True)  # whatever its verdict
+        refined = engine.refine(spec, Refinement("quick-id", quick.meta, 1), lambda *a: None)
+        assert refined is not None
+        try:
+            assert refined.meta.recovery_steps == 3 + 12  # continued from the quick model's student
+            assert (refined.meta.params, refined.meta.macs) == (quick.meta.params, quick.meta.macs)
+        finally:
+            refined.cleanup()
+    finally:
+        quick.cleanup()
