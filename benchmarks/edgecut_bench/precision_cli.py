@@ -88,11 +88,12 @@ def run(args: argparse.Namespace) -> int:
         res.command = _command("precision")
         rows = args.rows or args.data_dir / ROWS
         saved_rows.keep(res, rows)
-    _publish(args.out, precision_report.SECTION, precision_report.markdown(res))
+    heading, lead = precision_report.titled(res)  # a reference of another input size: its own section
+    _publish(args.out, heading, precision_report.markdown(res))
     if str(args.out) not in ("", "."):
         from edgecut_bench.doc import write_bullet
 
-        write_bullet(args.out, "Summary", precision_report.LEAD, precision_report.bullet(res))
+        write_bullet(args.out, "Summary", lead, precision_report.bullet(res))
     return 0
 
 

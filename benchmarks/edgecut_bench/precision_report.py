@@ -4,9 +4,11 @@ the rows (never written by hand)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 
+from edgecut.server.paths import PACKAGED_REFERENCE, PACKAGED_REFERENCE_128
 from edgecut_bench.precision import FP32, INT8, Model, PrecisionResult, key
 
 SECTION = "Precision: static INT8"
@@ -175,6 +177,18 @@ def verdicts(res: PrecisionResult) -> list[Verdict]:
     return found
 
 
+def _quality_at(large: int, size: int) -> str:
+    """What the section can say about quality at the larger size its files were only timed at."""
+    trained = PACKAGED_REFERENCE_128.with_suffix(".metrics.json")
+    if trained.exists() and json.loads(trained.read_text())["config"]["image_size"] == large:
+        return (
+            f"This reference was trained at {size} x {size}, so its quality at {large} is **not measured** "
+            f"here: *{SECTION} at {large}x{large}* runs this bench on the packaged reference trained at "
+            f"{large} x {large}, quality included."
+        )
+    return f"No {large} x {large} teacher exists: quality at {large} is **not measured**."
+
+
 def markdown(res: PrecisionResult) -> str:
     cfg, q = res.cfg, res.cfg.quality
     seeds = ", ".join(map(str, cfg.seeds))
@@ -205,6 +219,12 @@ def markdown(res: PrecisionResult) -> str:
         f"{res.torch_threads} thread{'s' if res.torch_threads > 1 else ''}; load average {res.load[0]:.1f} at the "
         f"start, {res.load[1]:.1f} at the end. Whole run: {res.seconds / 60:.1f} min. Rerun: `{res.command}`.",
     ]
+    if titled(res)[0] != SECTION:
+        out.insert(
+            0,
+            f"*{SECTION}* on `{res.cfg.quality.checkpoint.name}`, a reference trained at {size} x {size}: "
+            "quality and speed both measured at that size.\n",
+        )
     for tasks in task_sets(res):
         name = " + ".join(tasks)
         out += ["", f"**{name}, {size} x {size}**", "", *table(res, tasks, size)]
@@ -217,9 +237,8 @@ def markdown(res: PrecisionResult) -> str:
             f"**At {large} x {large}** (speed only). The reference is fully convolutional (convolutions and "
             "bilinear resizes; the exporter writes the resizes' target sizes as constants), so the same "
             f"files were timed with their input made {large} x {large} (`precision_onnx.resized` scales "
-            f"those constants). No {large} x {large} teacher exists: quality at {large} is **not measured**, "
-            "and the Δm that the goal below uses at this size is the one measured at "
-            f"{size} x {size}.",
+            f"those constants). {_quality_at(large, size)} The Δm that the goal below uses at this size is "
+            f"the one measured at {size} x {size}.",
         ]
         for tasks in task_sets(res):
             out += ["", f"*{' + '.join(tasks)}, {large} x {large}*", "", *table(res, tasks, large)]
@@ -237,12 +256,29 @@ def markdown(res: PrecisionResult) -> str:
 LEAD = "Precision"  # the Summary's bullet
 
 
+def _packaged_size() -> int:
+    """The input size of the reference every bench uses unless told otherwise."""
+    doc = json.loads(PACKAGED_REFERENCE.with_suffix(".metrics.json").read_text())
+    return int(doc["config"]["image_size"])
+
+
+def titled(res: PrecisionResult) -> tuple[str, str]:
+    """The section's heading and the Summary bullet's lead: a run on the default reference has the plain
+    ones; a run on a reference of another input size (`--checkpoint`, e.g. the packaged 128 px one) is
+    named by that size, so rendering it never replaces the default reference's text."""
+    if res.image_size == _packaged_size():
+        return SECTION, LEAD
+    size = res.image_size
+    return f"{SECTION} at {size}x{size}", f"{LEAD} at {size}x{size}"
+
+
 def bullet(res: PrecisionResult) -> str:
     """The Summary's bullet: the goals' verdicts as the section's table states them."""
     seeds = len(res.cfg.seeds)
     said = "; ".join(f"{v.case}: {v.measured}, **{v.verdict}**" for v in verdicts(res))
+    on = "" if titled(res)[1] == LEAD else f" on `{res.cfg.quality.checkpoint.name}`"
     return (
-        f"(`edgecut bench precision`, {seeds} calibration seed{'s' if seeds > 1 else ''}, 1 thread): "
+        f"(`edgecut bench precision`{on}, {seeds} calibration seed{'s' if seeds > 1 else ''}, 1 thread): "
         f"edgecut's INT8 at macs {GOAL_BUDGET:g} against the full model in the user's faster onnxruntime "
         f"static INT8 (goal ≥ {SPEED_GOAL:g}x at Δm ≥ {DM_FLOOR:+g} %), and each INT8 model against its "
         f"fp32 twin (goal: loses ≤ {TWIN_LOSS:g} point): {said}."

@@ -6,7 +6,8 @@ The quick build ships after a short recovery and leaves its student's weights in
 distillation from the original model (outputs and trunk features); it replaces its parent only when
 better beyond the validation set's noise (shipping.py). Only weights are stored (loaded
 with `weights_only=True`, no pickled code): the pruned architecture is re-derived by re-running the
-quick pruning with the same seeds and fusion weights, so a restarted server or another replica can
+quick pruning with the same seeds, fusion weights and channel steps (a build that fell back to finer steps
+is found by its recorded size), so a restarted server or another replica can
 refine too; when the file is missing or no longer fits, refinement starts from the re-derived pruned
 model (BatchNorm re-estimated) instead.
 

@@ -51,6 +51,7 @@ SOURCES: dict[str, list[tuple[str, str | None]]] = {
     "Agent on arm64": [(BENCH, "Agent on arm64")],
     "Fleet sizing": [(BENCH, "Fleet sizing")],
     precision_report.LEAD: [(BENCH, precision_report.SECTION)],
+    f"{precision_report.LEAD} at 128x128": [(BENCH, f"{precision_report.SECTION} at 128x128")],
     quick_load.LEAD: [(BENCH, quick_load.SECTION)],
     "Adapting to a device's images": [(BENCH, "Adapting to a device's images")],
 }
@@ -65,6 +66,7 @@ RENDERED: dict[str, Callable[[str], dict[str, str]]] = {
 FROM_ROWS: dict[str, str] = {
     quality_tables.LEAD: "test_quality_section.py",
     precision_report.LEAD: "test_precision_section.py",
+    f"{precision_report.LEAD} at 128x128": "test_precision_section.py",
     quick_load.LEAD: "test_quick_load_section.py",
 }
 
