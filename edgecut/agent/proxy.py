@@ -49,7 +49,7 @@ class ProxyResult:
             return ""
         if self.agreement < min_agreement:
             return (
-                f"it agrees with the model it replaced on {self.agreement:.0%} of {self.images} recent "
+                f"it agrees with the model it replaced on {self.agreement:.1%} of {self.images} recent "
                 f"inputs' predictions (at least {min_agreement:.0%} needed)"
             )
         rise = self.entropy_new - self.entropy_old

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgecut.agent.adapt import Adapter, Governor, drift
-from edgecut.agent.proxy import compare
+from edgecut.agent.proxy import ProxyResult, compare
 from edgecut.agent.settings import AgentSettings, load_settings
 from edgecut.errors import ConfigError
 from edgecut.model_meta import InputSpec, ModelMeta, OutputSpec
@@ -334,3 +334,9 @@ def test_agent_status_prints_one_adapt_line_with_what_it_measures_or_why_not() -
     line = _adapt_text(json.dumps(st))
     assert "48 inputs measured, 16 skipped, 1 summaries sent (sequence 7), CPU share 1.2 %" in line
     assert "agreement 93%, entropy 0.40 -> 0.45 on 16 inputs" in line
+
+
+def test_a_refusal_for_too_little_agreement_never_reads_as_meeting_the_bar() -> None:
+    # seen in a loaded demo: "agrees ... on 50% ... (at least 50% needed)" for 49.x %
+    said = ProxyResult(images=16, agreement=0.4969).worse(min_agreement=0.5, max_entropy_rise=0.5)
+    assert "on 49.7% of 16 recent inputs' predictions (at least 50% needed)" in said
