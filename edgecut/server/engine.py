@@ -502,7 +502,7 @@ class TorchEngine:
         return meta, verdict
 
     def _rederive(self, spec: BuildSpec, parent: Refinement) -> tuple[dict[str, float], TailorReport]:
-        """The parent's pruned architecture again (same seeds, same fusion weights), not recovered."""
+        """The parent's pruned architecture again (same seeds, fusion weights and channel steps), not recovered."""
         weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
         opts = replace(self.options, recovery=None)
         with self._lock:  # re-derivation reads the shared base; training afterwards does not
