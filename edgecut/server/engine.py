@@ -250,16 +250,13 @@ class TorchEngine:
             report, metrics = balanced.build
             changes = balanced.changes
             collapsed = left_behind(changes, TASK_COLLAPSE)
+            fallback = ""
             if opts.round_to > FINE_STEP and (collapsed or not self._above_floor(spec, metrics, reference)):
                 # steps of 16 can take half of a narrow head at once (32 -> 16 channels): such a build is
                 # pruned again in steps of 8 before it is refused or ships a task that barely works
-                logger.info(
-                    "build %s: %s in steps of %d; again in steps of %d",
-                    key[:12],
-                    f"{', '.join(collapsed)} lost half or more" if collapsed else "below the quality floor",
-                    opts.round_to,
-                    FINE_STEP,
-                )
+                why = f"{', '.join(collapsed)} lost half or more" if collapsed else "below the quality floor"
+                fallback = f"pruned again in steps of {FINE_STEP}: {why} in steps of {opts.round_to}"
+                logger.info("build %s: %s", key[:12], fallback)
                 opts = replace(opts, round_to=FINE_STEP)
                 report, metrics = attempt(balanced.weights)
                 changes = task_changes(metrics, reference, kinds)
@@ -274,7 +271,7 @@ class TorchEngine:
             # the shipped build's trade-off (after a fallback, not the dropped build's)
             meta.trade_off = trade_off(changes, self.balance_share)
             extras = {f"{k}_s": v for k, v in report.seconds.items()}
-            notes = []
+            notes = [fallback] if fallback else []  # why this model's widths come in finer steps
             if report.recovery is not None:
                 extras.update(recovery_extras(report.recovery))
                 notes.append(

@@ -147,6 +147,7 @@ def test_a_build_that_collapses_one_task_in_steps_of_16_is_pruned_again_in_steps
     )
     assert steps[0] == 16 and steps[-1] == 8 and "seg lost half or more in steps of 16" in caplog.text
     assert built.meta.task_changes["seg"] > -50  # the steps-of-8 build's figures, not the collapsed one's
+    assert "pruned again in steps of 8: seg lost half or more in steps of 16" in built.notes
     built.cleanup()
 
 
