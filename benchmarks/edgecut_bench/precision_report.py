@@ -4,12 +4,12 @@ the rows (never written by hand)."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 
 from edgecut.server.paths import PACKAGED_REFERENCE, PACKAGED_REFERENCE_128
 from edgecut_bench.precision import FP32, INT8, Model, PrecisionResult, key
+from edgecut_bench.reference_model import load_record
 
 SECTION = "Precision: static INT8"
 SPEED_GOAL, DM_FLOOR, TWIN_LOSS = 1.5, -2.0, 1.0  # issue 30's goals
@@ -179,8 +179,11 @@ def verdicts(res: PrecisionResult) -> list[Verdict]:
 
 def _quality_at(large: int, size: int) -> str:
     """What the section can say about quality at the larger size its files were only timed at."""
-    trained = PACKAGED_REFERENCE_128.with_suffix(".metrics.json")
-    if trained.exists() and json.loads(trained.read_text())["config"]["image_size"] == large:
+    trained = PACKAGED_REFERENCE_128
+    if (
+        trained.with_suffix(".metrics.json").exists()
+        and load_record(trained)["config"]["image_size"] == large
+    ):
         return (
             f"This reference was trained at {size} x {size}, so its quality at {large} is **not measured** "
             f"here: *{SECTION} at {large}x{large}* runs this bench on the packaged reference trained at "
@@ -258,8 +261,7 @@ LEAD = "Precision"  # the Summary's bullet
 
 def _packaged_size() -> int:
     """The input size of the reference every bench uses unless told otherwise."""
-    doc = json.loads(PACKAGED_REFERENCE.with_suffix(".metrics.json").read_text())
-    return int(doc["config"]["image_size"])
+    return int(load_record(PACKAGED_REFERENCE)["config"]["image_size"])
 
 
 def titled(res: PrecisionResult) -> tuple[str, str]:
