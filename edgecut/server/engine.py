@@ -502,15 +502,16 @@ class TorchEngine:
         """The parent's pruned architecture again (same seeds, fusion weights and channel steps), not recovered."""
         weights = dict(parent.parent_meta.fusion_weights) or dict(spec.priorities)
         opts = replace(self.options, recovery=None)
+
+        def derive(options: TailorOptions) -> TailorReport:
+            return tailor(self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, options, weights)
+
         with self._lock:  # re-derivation reads the shared base; training afterwards does not
-            report = tailor(self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts, weights)
+            report = derive(opts)
             size = (parent.parent_meta.params, parent.parent_meta.macs)
             if opts.round_to > FINE_STEP and (report.pruned.params, report.pruned.macs) != size:
                 # the build fell back to steps of FINE_STEP (build()): its architecture is that one
-                opts = replace(opts, round_to=FINE_STEP)
-                report = tailor(
-                    self.base, list(spec.tasks), spec.budget.bucketed(), self.calib, opts, weights
-                )
+                report = derive(replace(opts, round_to=FINE_STEP))
         return weights, report
 
     def _from_scratch(
